@@ -1,0 +1,22 @@
+//! # switchboard-protocol
+//!
+//! Everything the Switchboard console and its services must agree on, and the SDK a Rust
+//! service is written with. `SPEC.md` beside this crate describes the same things byte by byte
+//! for authors in other languages.
+//!
+//! - [`envelope`]: the one message type ([`Envelope`]) and its parts: kinds, statuses, error
+//!   codes, bodies tagged postcard or JSON.
+//! - [`codec`]: framing over a byte stream: postcard + COBS between zero bytes, as a tokio-util
+//!   `Decoder`/`Encoder` that resynchronises after garbage and never ends the stream on bad input.
+//! - [`segment`]: the per-service shared-memory metrics segment: its layout, the service-side
+//!   writer and the console-side reader.
+//! - [`sdk`]: typed async handlers, calls, publishes and progress for Rust services.
+
+pub mod codec;
+pub mod envelope;
+pub mod sdk;
+pub mod segment;
+
+pub use envelope::{
+    Body, Envelope, ErrorBody, ErrorCode, Hello, Kind, PROTOCOL_VERSION, Priority, Status, Welcome,
+};

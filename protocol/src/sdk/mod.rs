@@ -1,0 +1,1 @@
+//! Service SDK (in progress).

@@ -1,0 +1,1 @@
+//! Metrics segment (in progress).

@@ -1,0 +1,1 @@
+//! Example services (placeholder until the example-services issue).

@@ -1,0 +1,3 @@
+//! Switchboard console.
+
+pub mod stack;
