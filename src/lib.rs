@@ -1,3 +1,36 @@
-//! Switchboard console.
+//! # Switchboard
+//!
+//! A process supervisor and service orchestrator with a full-screen terminal console. The
+//! console runs the services of a stack as separate OS processes, routes every request and
+//! event between them over their stdin/stdout, and reads their heartbeats, counters and task
+//! progress from per-service shared-memory segments.
+//!
+//! The parts, in the order data flows through them:
+//!
+//! - [`stack`]: the stack file (`stack.toml`): parsing, validation with `FILE:LINE:COL` errors,
+//!   the embedded demo stack.
+//! - [`registry`]: every service and instance with its state: the single source of truth that
+//!   the console, the gateway and the router read.
+//! - [`supervisor`]: spawning, stopping, restarting with backoff, dependency order, jobs,
+//!   rolling restarts. The only writer of lifecycle state.
+//! - [`router`]: request/response and pub/sub between services, with deadlines and
+//!   back-pressure.
+//! - [`event`]: the lifecycle event channel.
+//! - [`logs`]: per-service log rings and rotated log files.
+//! - [`monitor`]: CPU and memory from the OS, rates and progress from the segments.
+//! - [`tui`]: the operator console, a full-screen terminal UI.
+//! - [`headless`]: running a stack without the terminal UI, for servers and CI.
+//! - [`builtin`]: the services compiled into the binary (`switchboard service NAME`).
+//! - [`cli`]: the command line.
 
+pub mod builtin;
+pub mod cli;
+pub mod event;
+pub mod headless;
+pub mod logs;
+pub mod monitor;
+pub mod registry;
+pub mod router;
 pub mod stack;
+pub mod supervisor;
+pub mod tui;

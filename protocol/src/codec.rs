@@ -1,1 +1,428 @@
-//! Framing (in progress).
+//! Framing over a byte stream: every frame is `0x00, COBS(postcard(envelope)), 0x00`.
+//!
+//! COBS removes every zero byte from the encoded envelope, so a zero always means "frame
+//! boundary" and the decoder can resynchronise after garbage: whatever lies between two zeros is
+//! one frame, good or bad. The leading zero makes stray text (a `println!` in a service) end up
+//! as its own bad frame instead of corrupting the next good one. Consecutive zeros are empty
+//! frames and are skipped.
+//!
+//! Bad input never becomes a stream error: a tokio `FramedRead` ends at its first error, which
+//! would cut the console off from the service. It comes out as [`Frame::Malformed`] instead,
+//! counted by the caller, and decoding goes on at the next delimiter. A frame longer than the
+//! limit is dropped as it arrives, never buffered whole.
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::envelope::Envelope;
+
+/// The largest frame accepted, in bytes of COBS-encoded frame without its delimiters.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// One item of a framed stream: a message, or a report of bytes that were not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // a Message is the common case; boxing it costs more
+pub enum Frame {
+    Message(Envelope),
+    Malformed(Malformed),
+}
+
+/// Bytes between two delimiters that did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    pub reason: MalformedReason,
+    /// How many bytes were discarded.
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedReason {
+    /// Not valid COBS.
+    Cobs,
+    /// Valid COBS, but not an envelope (or an envelope followed by extra bytes).
+    Postcard,
+    /// Longer than the frame limit.
+    TooLarge,
+    /// The stream ended in the middle of a frame.
+    Truncated,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("I/O error writing a frame: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot encode the envelope: {0}")]
+    Postcard(#[from] postcard::Error),
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+}
+
+/// The codec. Keep one per direction of a stream: it remembers how far it scanned.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_frame: usize,
+    /// Set while dropping an over-long frame up to its closing delimiter.
+    discarding: bool,
+    /// Bytes dropped so far from the over-long frame.
+    discarded: usize,
+    /// How many bytes at the front of the buffer are known to hold no delimiter, so a frame
+    /// arriving in small pieces is scanned once, not once per piece.
+    scanned: usize,
+    /// Reused buffer for the postcard encoding before COBS.
+    scratch: Vec<u8>,
+}
+
+impl FrameCodec {
+    pub fn new() -> Self {
+        Self::with_max_frame(DEFAULT_MAX_FRAME)
+    }
+
+    pub fn with_max_frame(max_frame: usize) -> Self {
+        FrameCodec {
+            max_frame: max_frame.max(1),
+            discarding: false,
+            discarded: 0,
+            scanned: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        if self.discarding {
+            match memchr::memchr(0, src) {
+                Some(at) => {
+                    let len = self.discarded + at;
+                    src.advance(at + 1);
+                    self.discarding = false;
+                    self.discarded = 0;
+                    self.scanned = 0;
+                    return Ok(Some(Frame::Malformed(Malformed {
+                        reason: MalformedReason::TooLarge,
+                        len,
+                    })));
+                }
+                None => {
+                    self.discarded += src.len();
+                    src.clear();
+                    return Ok(None);
+                }
+            }
+        }
+        // Delimiters with nothing between them are empty frames.
+        let zeros = src.iter().take_while(|&&b| b == 0).count();
+        if zeros > 0 {
+            src.advance(zeros);
+            self.scanned = 0;
+        }
+        let from = self.scanned.min(src.len());
+        match memchr::memchr(0, &src[from..]) {
+            Some(offset) => {
+                let end = from + offset;
+                let mut frame = src.split_to(end);
+                src.advance(1);
+                self.scanned = 0;
+                if frame.len() > self.max_frame {
+                    return Ok(Some(Frame::Malformed(Malformed {
+                        reason: MalformedReason::TooLarge,
+                        len: frame.len(),
+                    })));
+                }
+                Ok(Some(match decode_in_place(&mut frame) {
+                    Ok(envelope) => Frame::Message(envelope),
+                    Err(reason) => Frame::Malformed(Malformed {
+                        reason,
+                        len: frame.len(),
+                    }),
+                }))
+            }
+            None if src.len() > self.max_frame => {
+                // Too long already: drop it now and keep dropping up to its end.
+                self.discarding = true;
+                self.discarded = src.len();
+                self.scanned = 0;
+                src.clear();
+                Ok(None)
+            }
+            None => {
+                self.scanned = src.len();
+                Ok(None)
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        let len = if self.discarding {
+            self.discarded + src.len()
+        } else {
+            src.len()
+        };
+        self.discarding = false;
+        self.discarded = 0;
+        self.scanned = 0;
+        src.clear();
+        Ok((len > 0).then_some(Frame::Malformed(Malformed {
+            reason: MalformedReason::Truncated,
+            len,
+        })))
+    }
+}
+
+impl Encoder<&Envelope> for FrameCodec {
+    type Error = EncodeError;
+
+    fn encode(&mut self, envelope: &Envelope, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        self.scratch.clear();
+        let scratch = std::mem::take(&mut self.scratch);
+        let scratch = postcard::to_extend(envelope, scratch)?;
+        let encoded_len = cobs::max_encoding_length(scratch.len());
+        let result = if encoded_len > self.max_frame {
+            Err(EncodeError::TooLarge {
+                len: encoded_len,
+                max: self.max_frame,
+            })
+        } else {
+            put_frame(&scratch, dst);
+            Ok(())
+        };
+        self.scratch = scratch;
+        result
+    }
+}
+
+impl Encoder<Envelope> for FrameCodec {
+    type Error = EncodeError;
+
+    fn encode(&mut self, envelope: Envelope, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        Encoder::<&Envelope>::encode(self, &envelope, dst)
+    }
+}
+
+/// Appends one whole frame (both delimiters included) for `envelope`, with no size check.
+pub fn encode_frame(envelope: &Envelope, dst: &mut BytesMut) -> Result<(), EncodeError> {
+    let bytes = postcard::to_allocvec(envelope)?;
+    put_frame(&bytes, dst);
+    Ok(())
+}
+
+fn put_frame(postcard: &[u8], dst: &mut BytesMut) {
+    let max = cobs::max_encoding_length(postcard.len());
+    dst.reserve(max + 2);
+    dst.put_u8(0);
+    let start = dst.len();
+    dst.resize(start + max, 0);
+    let written = cobs::encode(postcard, &mut dst[start..]);
+    dst.truncate(start + written);
+    dst.put_u8(0);
+}
+
+/// Decodes the bytes of one frame, between its delimiters.
+pub fn decode_frame(cobs_frame: &[u8]) -> Result<Envelope, MalformedReason> {
+    let mut owned = cobs_frame.to_vec();
+    decode_in_place(&mut owned)
+}
+
+fn decode_in_place(frame: &mut [u8]) -> Result<Envelope, MalformedReason> {
+    let len = cobs::decode_in_place(frame).map_err(|_| MalformedReason::Cobs)?;
+    let decoded = frame.get(..len).ok_or(MalformedReason::Cobs)?;
+    match postcard::take_from_bytes::<Envelope>(decoded) {
+        Ok((envelope, [])) => Ok(envelope),
+        Ok(_) | Err(_) => Err(MalformedReason::Postcard),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::envelope::{Body, Kind};
+
+    fn request(id: u64, body_len: usize) -> Envelope {
+        Envelope {
+            id,
+            trace: 9,
+            deadline_us: 1000,
+            kind: Kind::Request,
+            destination: "user".into(),
+            method: "get".into(),
+            body: Body::Postcard(Bytes::from(vec![0u8; body_len])),
+            ..Envelope::default()
+        }
+    }
+
+    fn encoded(envelopes: &[Envelope]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        let mut codec = FrameCodec::new();
+        for envelope in envelopes {
+            codec.encode(envelope, &mut buf).unwrap();
+        }
+        buf
+    }
+
+    /// Feeds `bytes` in pieces of `chunk` and collects everything decoded, EOF included.
+    fn decode_chunked(codec: &mut FrameCodec, bytes: &[u8], chunk: usize) -> Vec<Frame> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                out.push(frame);
+            }
+            assert!(
+                buf.len() <= codec.max_frame + chunk,
+                "buffer grew to {} past the limit",
+                buf.len()
+            );
+        }
+        while let Some(frame) = codec.decode_eof(&mut buf).unwrap() {
+            out.push(frame);
+        }
+        out
+    }
+
+    fn messages(frames: &[Frame]) -> Vec<Envelope> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Message(e) => Some(e.clone()),
+                Frame::Malformed(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_split_at_every_position_decodes() {
+        let envelope = request(1, 64);
+        let bytes = encoded(std::slice::from_ref(&envelope));
+        for split in 0..=bytes.len() {
+            let mut codec = FrameCodec::new();
+            let mut buf = BytesMut::from(&bytes[..split]);
+            let mut out = Vec::new();
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                out.push(frame);
+            }
+            buf.extend_from_slice(&bytes[split..]);
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                out.push(frame);
+            }
+            assert_eq!(out, [Frame::Message(envelope.clone())], "split at {split}");
+        }
+    }
+
+    #[test]
+    fn back_to_back_frames_in_one_buffer() {
+        let envelopes: Vec<Envelope> = (1..=5).map(|i| request(i, i as usize * 10)).collect();
+        let frames = decode_chunked(&mut FrameCodec::new(), &encoded(&envelopes), 4096);
+        assert_eq!(messages(&frames), envelopes);
+        assert_eq!(frames.len(), 5);
+    }
+
+    #[test]
+    fn an_incomplete_frame_is_not_an_error() {
+        let bytes = encoded(&[request(1, 8)]);
+        let mut buf = BytesMut::from(&bytes[..bytes.len() - 3]);
+        assert_eq!(FrameCodec::new().decode(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_between_frames_is_one_malformed_item_each() {
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(b"hello from println!\n");
+        bytes.extend_from_slice(&encoded(&[request(1, 3)]));
+        bytes.extend_from_slice(b"more noise");
+        bytes.extend_from_slice(&encoded(&[request(2, 3)]));
+        let frames = decode_chunked(&mut FrameCodec::new(), &bytes, 7);
+        assert_eq!(messages(&frames), [request(1, 3), request(2, 3)]);
+        let bad: Vec<_> = frames
+            .iter()
+            .filter(|f| matches!(f, Frame::Malformed(_)))
+            .collect();
+        assert_eq!(bad.len(), 2, "{frames:?}");
+    }
+
+    #[test]
+    fn oversize_frames_are_dropped_without_buffering_them() {
+        let mut codec = FrameCodec::with_max_frame(256);
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&encoded(&[request(1, 4000)]));
+        bytes.extend_from_slice(&encoded(&[request(2, 10)]));
+        let frames = decode_chunked(&mut codec, &bytes, 100);
+        assert_eq!(messages(&frames), [request(2, 10)]);
+        assert!(matches!(
+            frames[0],
+            Frame::Malformed(Malformed {
+                reason: MalformedReason::TooLarge,
+                ..
+            })
+        ));
+        // And the encoder refuses to produce one.
+        let err = codec.encode(&request(3, 4000), &mut BytesMut::new());
+        assert!(matches!(err, Err(EncodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn empty_frames_are_skipped() {
+        let mut bytes = BytesMut::from(&[0u8, 0, 0][..]);
+        bytes.extend_from_slice(&encoded(&[request(1, 1)]));
+        bytes.extend_from_slice(&[0, 0]);
+        let frames = decode_chunked(&mut FrameCodec::new(), &bytes, 3);
+        assert_eq!(frames, [Frame::Message(request(1, 1))]);
+    }
+
+    #[test]
+    fn eof_mid_frame_is_truncated() {
+        let bytes = encoded(&[request(1, 20)]);
+        let frames = decode_chunked(&mut FrameCodec::new(), &bytes[..bytes.len() - 5], 8);
+        assert_eq!(frames.len(), 1);
+        assert!(matches!(
+            frames[0],
+            Frame::Malformed(Malformed {
+                reason: MalformedReason::Truncated,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_after_an_envelope_are_malformed() {
+        let mut postcard = postcard::to_allocvec(&request(1, 1)).unwrap();
+        postcard.push(7);
+        let mut buf = BytesMut::new();
+        put_frame(&postcard, &mut buf);
+        let frames = decode_chunked(&mut FrameCodec::new(), &buf, 64);
+        assert!(matches!(
+            frames[..],
+            [Frame::Malformed(Malformed {
+                reason: MalformedReason::Postcard,
+                ..
+            })]
+        ));
+    }
+
+    #[test]
+    fn encode_frame_matches_the_codec() {
+        let envelope = request(5, 12);
+        let mut a = BytesMut::new();
+        encode_frame(&envelope, &mut a).unwrap();
+        assert_eq!(a, encoded(std::slice::from_ref(&envelope)));
+        assert_eq!(decode_frame(&a[1..a.len() - 1]), Ok(envelope));
+    }
+}

@@ -16,6 +16,7 @@ pub mod codec;
 pub mod envelope;
 pub mod sdk;
 pub mod segment;
+pub mod topic;
 
 pub use envelope::{
     Body, Envelope, ErrorBody, ErrorCode, Hello, Kind, PROTOCOL_VERSION, Priority, Status, Welcome,

@@ -1,1 +1,29 @@
-//! Service SDK (in progress).
+//! The Rust service SDK.
+//!
+//! A service is a [`Service`] with typed async method handlers and topic subscriptions. It talks
+//! to the console over its stdin/stdout (or any byte stream, for in-process tests) and publishes
+//! its heartbeat, counters and task progress into its metrics segment.
+//!
+//! - [`service`]: the builder and the serve loop (handshake, dispatch, drain).
+//! - [`context`]: what a handler gets: [`Context::call`], [`Context::publish`],
+//!   [`Context::progress`], the request's deadline and trace.
+//! - [`body`]: one typed handler answers postcard and JSON bodies alike.
+//! - [`error`]: [`HandlerError`] (what a handler returns) and [`CallError`] (what a call returns).
+//! - [`progress`]: [`Progress`] handles over the segment's task slots.
+//! - [`job`]: run-to-completion jobs that hand back a result.
+//! - [`logging`]: tracing to stderr, because stdout carries frames only.
+
+pub mod body;
+pub mod context;
+pub mod error;
+pub mod job;
+pub mod logging;
+pub mod progress;
+pub mod service;
+mod wire;
+
+pub use context::{CallOptions, Context};
+pub use error::{CallError, HandlerError, SdkError};
+pub use job::Job;
+pub use progress::Progress;
+pub use service::Service;

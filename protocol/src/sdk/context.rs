@@ -1,0 +1,268 @@
+//! What a handler gets: calls to other services, publishes, progress, and its request's
+//! deadline and trace.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{
+    body::{Encoding, decode, encode},
+    error::CallError,
+    progress::Progress,
+    wire::Link,
+};
+use crate::envelope::{Body, Envelope, Kind, Priority, Status, Welcome};
+
+/// The budget of a call made outside any request (from a background task), when the caller
+/// gives none.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options of one call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// Upper bound on this call. The effective budget is the smaller of this and what is left
+    /// of the current request's deadline.
+    pub timeout: Option<Duration>,
+    /// `None` inherits the current request's priority.
+    pub priority: Option<Priority>,
+}
+
+impl CallOptions {
+    pub fn timeout(timeout: Duration) -> Self {
+        CallOptions {
+            timeout: Some(timeout),
+            priority: None,
+        }
+    }
+}
+
+/// A handle on the service's connection, scoped to one request (or to a background task).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) link: Arc<Link>,
+    pub(crate) welcome: Arc<Welcome>,
+    deadline: Option<Instant>,
+    trace: u64,
+    priority: Priority,
+}
+
+impl Context {
+    pub(crate) fn new(link: Arc<Link>, welcome: Arc<Welcome>) -> Self {
+        Context {
+            link,
+            welcome,
+            deadline: None,
+            trace: 0,
+            priority: Priority::NORMAL,
+        }
+    }
+
+    /// The context of an incoming request or event.
+    pub(crate) fn for_message(&self, envelope: &Envelope, received: Instant) -> Self {
+        Context {
+            link: self.link.clone(),
+            welcome: self.welcome.clone(),
+            deadline: (envelope.deadline_us > 0)
+                .then(|| received + Duration::from_micros(envelope.deadline_us)),
+            trace: envelope.trace,
+            priority: envelope.priority,
+        }
+    }
+
+    /// When the current request must be answered by, if it has a deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The trace id of the current request (0 outside a request).
+    pub fn trace(&self) -> u64 {
+        self.trace
+    }
+
+    /// The service's name in the stack, as the console told it.
+    pub fn service_name(&self) -> &str {
+        &self.welcome.service
+    }
+
+    /// Replica index of this instance.
+    pub fn instance(&self) -> u32 {
+        self.welcome.instance
+    }
+
+    /// A setting from the stack file's `settings` table.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.welcome
+            .settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the service has been told to drain. Long-running background work should stop.
+    pub fn is_draining(&self) -> bool {
+        self.link.draining.is_cancelled()
+    }
+
+    /// Resolves when the service starts draining.
+    pub async fn draining(&self) {
+        self.link.draining.cancelled().await;
+    }
+
+    /// Calls `service.method` with a postcard body, propagating the current deadline.
+    pub async fn call<Req, Resp>(
+        &self,
+        service: &str,
+        method: &str,
+        request: &Req,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.call_with(service, method, request, CallOptions::default())
+            .await
+    }
+
+    /// [`call`](Self::call) with options.
+    pub async fn call_with<Req, Resp>(
+        &self,
+        service: &str,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let decode_error = |reason: String| CallError::Decode {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            reason,
+        };
+        let body = encode(request, Encoding::Postcard).map_err(|e| decode_error(e.message))?;
+        let (status, body) = self.call_raw(service, method, body, options).await?;
+        match status {
+            Status::Ok => decode(&body).map_err(|e| decode_error(e.message)),
+            Status::Error(err) => Err(CallError::Remote {
+                service: service.to_owned(),
+                method: method.to_owned(),
+                code: err.code,
+                message: err.message,
+            }),
+        }
+    }
+
+    /// Calls `service.method` with an already encoded body and returns the answer's status and
+    /// body. This is what [`call`](Self::call) is built on; the gateway-style JSON callers use
+    /// it directly.
+    pub async fn call_raw(
+        &self,
+        service: &str,
+        method: &str,
+        body: Body,
+        options: CallOptions,
+    ) -> Result<(Status, Body), CallError> {
+        let budget = self.budget(options.timeout);
+        if budget.is_zero() {
+            return Err(CallError::Timeout {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            });
+        }
+        let id = self.link.next_id();
+        let answer = self.link.expect_answer(id);
+        let request = Envelope {
+            id,
+            trace: self.trace,
+            deadline_us: u64::try_from(budget.as_micros()).unwrap_or(u64::MAX).max(1),
+            priority: options.priority.unwrap_or(self.priority),
+            kind: Kind::Request,
+            destination: service.to_owned(),
+            method: method.to_owned(),
+            body,
+            ..Envelope::default()
+        };
+        if let Err(err) = self.link.send(request).await {
+            self.link.forget(id);
+            return Err(err);
+        }
+        // The console answers `timeout` itself when the deadline passes; the local timer is the
+        // backstop for a console that is gone or stuck, so it waits a little longer.
+        match tokio::time::timeout(budget + LOCAL_TIMEOUT_SLACK, answer).await {
+            Ok(Ok(reply)) => match reply.kind {
+                Kind::Response(status) | Kind::StreamEnd(status) => Ok((status, reply.body)),
+                other => Err(CallError::Decode {
+                    service: service.to_owned(),
+                    method: method.to_owned(),
+                    reason: format!("unexpected answer kind {other:?}"),
+                }),
+            },
+            Ok(Err(_)) => Err(CallError::Disconnected),
+            Err(_) => {
+                self.link.forget(id);
+                Err(CallError::Timeout {
+                    service: service.to_owned(),
+                    method: method.to_owned(),
+                })
+            }
+        }
+    }
+
+    /// Publishes `event` on `topic` with a postcard body.
+    pub async fn publish<E: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &E,
+    ) -> Result<(), CallError> {
+        let body = encode(event, Encoding::Postcard).map_err(|e| CallError::Decode {
+            service: String::new(),
+            method: topic.to_owned(),
+            reason: e.message,
+        })?;
+        self.publish_raw(topic, body).await
+    }
+
+    /// Publishes an already encoded body on `topic`.
+    pub async fn publish_raw(&self, topic: &str, body: Body) -> Result<(), CallError> {
+        let event = Envelope {
+            id: self.link.next_id(),
+            trace: self.trace,
+            priority: self.priority,
+            kind: Kind::Event,
+            destination: topic.to_owned(),
+            body,
+            ..Envelope::default()
+        };
+        self.link.send(event).await?;
+        self.link.segment.event_published();
+        Ok(())
+    }
+
+    /// A progress bar the console shows while the task runs: `ctx.progress("import").set(3, 10)`.
+    /// When all task slots are taken, the handle still works but shows nothing.
+    pub fn progress(&self, label: &str) -> Progress {
+        Progress::new(self.link.segment.task(label, 0))
+    }
+
+    /// What is left of the current deadline, capped by `timeout` (or the default when neither
+    /// is set).
+    fn budget(&self, timeout: Option<Duration>) -> Duration {
+        let left = self
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        match (left, timeout) {
+            (Some(left), Some(timeout)) => left.min(timeout),
+            (Some(left), None) => left,
+            (None, Some(timeout)) => timeout,
+            (None, None) => DEFAULT_CALL_TIMEOUT,
+        }
+    }
+}
+
+/// How much longer than the deadline a caller waits for the console's own timeout answer.
+const LOCAL_TIMEOUT_SLACK: Duration = Duration::from_millis(50);

@@ -1,0 +1,465 @@
+//! The service builder and its serve loop: handshake, dispatch of requests and events, and a
+//! graceful drain on Shutdown or stdin EOF.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::Semaphore,
+};
+use tokio_util::{codec::FramedRead, sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    body::{Encoding, decode, encode},
+    context::Context,
+    error::{HandlerError, SdkError},
+    wire::Link,
+};
+use crate::{
+    codec::{Frame, FrameCodec},
+    envelope::{Body, Envelope, ErrorCode, Hello, Kind, PROTOCOL_VERSION, Status, Welcome},
+    segment::{Outcome, SegmentWriter, ServiceState},
+    topic::topic_matches,
+};
+
+/// Requests handled at once before new ones are answered `overloaded`. The reader never waits
+/// for a free place: it must keep reading, because the answers to this service's own calls
+/// arrive on the same stream.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// Heartbeat period used until the console's Welcome says otherwise.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(1000);
+
+type MethodFn =
+    Arc<dyn Fn(Context, Body) -> BoxFuture<'static, Result<Body, HandlerError>> + Send + Sync>;
+type EventFn = Arc<
+    dyn Fn(Context, String, Body) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
+>;
+type BackgroundFn = Box<dyn FnOnce(Context) -> BoxFuture<'static, ()> + Send>;
+pub(crate) type MainFn =
+    Box<dyn FnOnce(Context, String) -> BoxFuture<'static, (Status, Body)> + Send>;
+
+/// A service: typed method handlers, topic subscriptions and background tasks.
+///
+/// ```no_run
+/// # use switchboard_protocol::sdk::{Service, HandlerError};
+/// # async fn demo() -> Result<(), switchboard_protocol::sdk::SdkError> {
+/// Service::new("greeter", "0.1.0")
+///     .method("hello", |_ctx, name: String| async move {
+///         Ok::<_, HandlerError>(format!("hello, {name}"))
+///     })
+///     .run()
+///     .await
+/// # }
+/// ```
+pub struct Service {
+    name: String,
+    version: String,
+    methods: HashMap<String, MethodFn>,
+    subscriptions: Vec<(String, EventFn)>,
+    background: Vec<BackgroundFn>,
+    main: Option<MainFn>,
+    max_in_flight: usize,
+}
+
+impl Service {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Service {
+            name: name.into(),
+            version: version.into(),
+            methods: HashMap::new(),
+            subscriptions: Vec::new(),
+            background: Vec::new(),
+            main: None,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+
+    /// Serves `name` with a typed handler. The request body is decoded from postcard or JSON,
+    /// whichever it is tagged with, and the reply is encoded the same way.
+    pub fn method<Req, Resp, F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, HandlerError>> + Send + 'static,
+    {
+        let erased: MethodFn = Arc::new(move |ctx, body| {
+            let encoding = Encoding::of(&body);
+            match decode::<Req>(&body) {
+                Ok(request) => {
+                    let reply = handler(ctx, request);
+                    async move { encode(&reply.await?, encoding) }.boxed()
+                }
+                Err(err) => futures::future::ready(Err(err)).boxed(),
+            }
+        });
+        self.methods.insert(name.to_owned(), erased);
+        self
+    }
+
+    /// Handles events on topics matching `pattern` (`*` one token, `>` the rest).
+    pub fn subscribe<E, F, Fut>(mut self, pattern: &str, handler: F) -> Self
+    where
+        E: DeserializeOwned + Send + 'static,
+        F: Fn(Context, String, E) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let erased: EventFn = Arc::new(move |ctx, topic, body| match decode::<E>(&body) {
+            Ok(event) => handler(ctx, topic, event).boxed(),
+            Err(err) => futures::future::ready(Err(err)).boxed(),
+        });
+        self.subscriptions.push((pattern.to_owned(), erased));
+        self
+    }
+
+    /// Runs `task` once the service is ready. It should return when
+    /// [`Context::draining`] resolves: the drain waits for it.
+    pub fn background<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.background.push(Box::new(move |ctx| task(ctx).boxed()));
+        self
+    }
+
+    /// How many requests may be handled at once (default [`DEFAULT_MAX_IN_FLIGHT`]).
+    pub fn max_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = limit.max(1);
+        self
+    }
+
+    pub(crate) fn with_main(mut self, main: MainFn) -> Self {
+        self.main = Some(main);
+        self
+    }
+
+    /// Serves over stdin/stdout with the segment the console handed over (or private memory
+    /// when run unsupervised).
+    ///
+    /// tokio reads stdin on a blocking thread that cannot be interrupted, so after this
+    /// returns, end the process (or shut the runtime down with a timeout) instead of waiting
+    /// for that thread.
+    pub async fn run(self) -> Result<(), SdkError> {
+        let segment = match SegmentWriter::from_env()? {
+            Some(segment) => segment,
+            None => SegmentWriter::anonymous()?,
+        };
+        self.serve(tokio::io::stdin(), tokio::io::stdout(), Arc::new(segment))
+            .await
+    }
+
+    /// Serves over any byte streams: the console's pipes, or an in-memory duplex in tests.
+    pub async fn serve<R, W>(
+        self,
+        reader: R,
+        writer: W,
+        segment: Arc<SegmentWriter>,
+    ) -> Result<(), SdkError>
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        segment.set_state(ServiceState::Starting);
+        let close = CancellationToken::new();
+        let (link, writer_task) = Link::start(writer, segment.clone(), close.clone());
+        let mut frames = FramedRead::new(reader, FrameCodec::new());
+
+        let result = self.serve_on(&link, &mut frames, &segment).await;
+
+        // Whatever happened, flush what is queued so the console sees our last answers.
+        segment.set_state(ServiceState::Finished);
+        close.cancel();
+        match writer_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(cause = %err, "writing to the console failed"),
+            Err(err) => tracing::warn!(cause = %err, "writer task failed"),
+        }
+        result
+    }
+
+    async fn serve_on<R>(
+        self,
+        link: &Arc<Link>,
+        frames: &mut FramedRead<R, FrameCodec>,
+        segment: &Arc<SegmentWriter>,
+    ) -> Result<(), SdkError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        let topics = self.subscriptions.iter().map(|(p, _)| p.clone()).collect();
+        let mut methods: Vec<String> = self.methods.keys().cloned().collect();
+        methods.sort();
+        let hello = Envelope {
+            id: link.next_id(),
+            kind: Kind::Hello(Hello {
+                name: self.name.clone(),
+                version: self.version.clone(),
+                protocol_version: PROTOCOL_VERSION,
+                methods,
+                topics,
+            }),
+            ..Envelope::default()
+        };
+        link.send(hello)
+            .await
+            .map_err(|_| SdkError::HandshakeClosed)?;
+        let welcome = Arc::new(await_welcome(frames).await?);
+
+        let heartbeat_stop = CancellationToken::new();
+        let period = match welcome.heartbeat_ms {
+            0 => DEFAULT_HEARTBEAT,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            segment.clone(),
+            period,
+            heartbeat_stop.clone(),
+        ));
+
+        let root = Context::new(link.clone(), welcome.clone());
+        link.send(Envelope {
+            id: link.next_id(),
+            kind: Kind::Ready,
+            ..Envelope::default()
+        })
+        .await
+        .map_err(|_| SdkError::HandshakeClosed)?;
+        segment.set_state(ServiceState::Ready);
+        tracing::debug!(service = %welcome.service, instance = welcome.instance, "ready");
+
+        let tracker = TaskTracker::new();
+        for task in self.background {
+            tracker.spawn(task(root.clone()));
+        }
+        if let Some(main) = self.main {
+            let ctx = root.clone();
+            let link = link.clone();
+            let params = welcome.params.clone();
+            tracker.spawn(async move {
+                let (status, body) = main(ctx, params).await;
+                let result = Envelope {
+                    id: link.next_id(),
+                    kind: Kind::JobResult(status),
+                    body,
+                    ..Envelope::default()
+                };
+                if link.send(result).await.is_err() {
+                    tracing::warn!("console gone before the job result could be sent");
+                }
+                link.draining.cancel();
+            });
+        }
+
+        let dispatcher = Dispatcher {
+            methods: self.methods,
+            subscriptions: self.subscriptions,
+            root,
+            tracker: tracker.clone(),
+            in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+        };
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                frame = frames.next() => match frame {
+                    Some(Ok(Frame::Message(envelope))) => dispatcher.dispatch(envelope),
+                    Some(Ok(Frame::Malformed(bad))) => {
+                        tracing::warn!(reason = ?bad.reason, len = bad.len, "skipped a malformed frame from the console");
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(cause = %err, "reading from the console failed");
+                        break;
+                    }
+                    None => break,
+                },
+                () = link.draining.cancelled(), if !draining => {
+                    draining = true;
+                    segment.set_state(ServiceState::Draining);
+                    tracker.close();
+                }
+                () = tracker.wait(), if draining => break,
+            }
+        }
+        // EOF (or a read error) means the console is gone or wants us gone: no answer can
+        // arrive any more, so calls in progress fail now instead of at their deadlines.
+        link.draining.cancel();
+        link.disconnect();
+        tracker.close();
+        tracker.wait().await;
+        heartbeat_stop.cancel();
+        let _ = heartbeat.await;
+        Ok(())
+    }
+}
+
+async fn await_welcome<R>(frames: &mut FramedRead<R, FrameCodec>) -> Result<Welcome, SdkError>
+where
+    R: AsyncRead + Unpin,
+{
+    loop {
+        match frames.next().await {
+            Some(Ok(Frame::Message(Envelope {
+                kind: Kind::Welcome(welcome),
+                ..
+            }))) => {
+                if welcome.protocol_version != PROTOCOL_VERSION {
+                    return Err(SdkError::Handshake(format!(
+                        "console speaks protocol {}, this service speaks {PROTOCOL_VERSION}",
+                        welcome.protocol_version
+                    )));
+                }
+                return Ok(welcome);
+            }
+            Some(Ok(Frame::Message(other))) => {
+                tracing::warn!(kind = ?other.kind, "ignoring a frame that came before Welcome");
+            }
+            Some(Ok(Frame::Malformed(bad))) => {
+                tracing::warn!(reason = ?bad.reason, "skipped a malformed frame before Welcome");
+            }
+            Some(Err(err)) => return Err(SdkError::Io(err)),
+            None => return Err(SdkError::HandshakeClosed),
+        }
+    }
+}
+
+async fn heartbeat_loop(segment: Arc<SegmentWriter>, period: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => segment.heartbeat(),
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Routes each incoming frame to its handler task.
+struct Dispatcher {
+    methods: HashMap<String, MethodFn>,
+    subscriptions: Vec<(String, EventFn)>,
+    root: Context,
+    tracker: TaskTracker,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Dispatcher {
+    fn dispatch(&self, envelope: Envelope) {
+        let received = Instant::now();
+        match envelope.kind {
+            Kind::Request => self.request(envelope, received),
+            Kind::Event => self.event(envelope, received),
+            Kind::Response(_) | Kind::StreamEnd(_) => self.root.link.answer(envelope),
+            Kind::Shutdown => {
+                tracing::info!("shutdown requested: draining");
+                self.root.link.draining.cancel();
+            }
+            // Streams and cancellation are best effort in this SDK version: a cancelled request
+            // simply runs to completion and its answer is dropped by the console.
+            _ => tracing::debug!(kind = ?envelope.kind, "ignoring frame"),
+        }
+    }
+
+    fn request(&self, envelope: Envelope, received: Instant) {
+        let link = self.root.link.clone();
+        if link.draining.is_cancelled() {
+            return self.reject(&envelope, ErrorCode::Unavailable, "service is draining");
+        }
+        let Some(handler) = self.methods.get(&envelope.method).cloned() else {
+            let message = format!("no method `{}`", envelope.method);
+            return self.reject(&envelope, ErrorCode::NotFound, &message);
+        };
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            return self.reject(
+                &envelope,
+                ErrorCode::Overloaded,
+                "too many requests in flight",
+            );
+        };
+        let ctx = self.root.for_message(&envelope, received);
+        link.segment.request_started();
+        self.tracker.spawn(async move {
+            let deadline = ctx.deadline();
+            let work = handler(ctx, envelope.body);
+            let result = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(HandlerError::new(ErrorCode::Timeout, "deadline passed"))
+                    }),
+                None => work.await,
+            };
+            let outcome = match &result {
+                Ok(_) => Outcome::Ok,
+                Err(err) if err.code == ErrorCode::Timeout => Outcome::Timeout,
+                Err(_) => Outcome::Error,
+            };
+            link.segment.request_finished(outcome, received.elapsed());
+            let (status, body) = match result {
+                Ok(body) => (Status::Ok, body),
+                Err(err) => (err.into_status(), Body::Empty),
+            };
+            let _ = link
+                .send(reply(&link, envelope.id, envelope.trace, status, body))
+                .await;
+            drop(permit);
+        });
+    }
+
+    fn reject(&self, envelope: &Envelope, code: ErrorCode, message: &str) {
+        let link = self.root.link.clone();
+        link.segment.request_started();
+        link.segment
+            .request_finished(Outcome::Error, Duration::ZERO);
+        let answer = reply(
+            &link,
+            envelope.id,
+            envelope.trace,
+            Status::error(code, message),
+            Body::Empty,
+        );
+        // Answered from a task so the reader never waits on a full outbound queue.
+        self.tracker.spawn(async move {
+            let _ = link.send(answer).await;
+        });
+    }
+
+    fn event(&self, envelope: Envelope, received: Instant) {
+        self.root.link.segment.event_received();
+        let topic = envelope.destination.clone();
+        for (pattern, handler) in &self.subscriptions {
+            if !topic_matches(pattern, &topic) {
+                continue;
+            }
+            let work = handler(
+                self.root.for_message(&envelope, received),
+                topic.clone(),
+                envelope.body.clone(),
+            );
+            let topic = topic.clone();
+            self.tracker.spawn(async move {
+                if let Err(err) = work.await {
+                    tracing::warn!(%topic, cause = %err, "event handler failed");
+                }
+            });
+        }
+    }
+}
+
+fn reply(link: &Link, correlation: u64, trace: u64, status: Status, body: Body) -> Envelope {
+    Envelope {
+        id: link.next_id(),
+        correlation,
+        trace,
+        kind: Kind::Response(status),
+        body,
+        ..Envelope::default()
+    }
+}

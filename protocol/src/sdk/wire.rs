@@ -1,0 +1,161 @@
+//! The service's end of the connection: one writer task fed by a bounded queue, a table of
+//! calls waiting for their answers, and id allocation.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use futures::SinkExt;
+use tokio::{io::AsyncWrite, sync::mpsc, sync::oneshot};
+use tokio_util::{codec::FramedWrite, sync::CancellationToken};
+
+use crate::{codec::FrameCodec, envelope::Envelope, segment::SegmentWriter};
+
+/// Frames waiting for the writer task. When it is full, senders wait: the service's own output
+/// is back-pressured by its stdout pipe, and the console drains that pipe promptly.
+const OUTBOUND_QUEUE: usize = 1024;
+
+/// Shared by every [`Context`](super::Context) of one connection.
+pub(crate) struct Link {
+    outbound: mpsc::Sender<Envelope>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Envelope>>>,
+    next_id: AtomicU64,
+    pub(crate) segment: Arc<SegmentWriter>,
+    /// Cancelled when the service starts draining: no new work is taken.
+    pub(crate) draining: CancellationToken,
+}
+
+impl Link {
+    /// Creates the link and starts its writer task, which ends (after flushing) once `close` is
+    /// cancelled and the queue is empty.
+    pub(crate) fn start<W>(
+        writer: W,
+        segment: Arc<SegmentWriter>,
+        close: CancellationToken,
+    ) -> (Arc<Link>, tokio::task::JoinHandle<std::io::Result<()>>)
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let link = Arc::new(Link {
+            outbound,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            segment,
+            draining: CancellationToken::new(),
+        });
+        let task = tokio::spawn(write_loop(rx, writer, close));
+        (link, task)
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a frame for the console. Fails only once the writer is gone.
+    pub(crate) async fn send(&self, envelope: Envelope) -> Result<(), super::CallError> {
+        self.outbound
+            .send(envelope)
+            .await
+            .map_err(|_| super::CallError::Disconnected)
+    }
+
+    /// Registers a call waiting for the answer to request `id`.
+    pub(crate) fn expect_answer(&self, id: u64) -> oneshot::Receiver<Envelope> {
+        let (tx, rx) = oneshot::channel();
+        self.pending_map().insert(id, tx);
+        rx
+    }
+
+    pub(crate) fn forget(&self, id: u64) {
+        self.pending_map().remove(&id);
+    }
+
+    /// Hands an answer to the call waiting for it. An answer nobody waits for any more (its
+    /// caller timed out) is dropped.
+    pub(crate) fn answer(&self, envelope: Envelope) {
+        let waiter = self.pending_map().remove(&envelope.correlation);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(envelope);
+        } else {
+            tracing::debug!(
+                correlation = envelope.correlation,
+                "answer for a call nobody waits for"
+            );
+        }
+    }
+
+    /// Fails every waiting call: the console is gone.
+    pub(crate) fn disconnect(&self) {
+        self.pending_map().clear();
+    }
+
+    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Envelope>>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts and
+        // removes), so a poisoned lock is still safe to use.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Writes queued frames, batching everything already queued into one flush per wakeup.
+async fn write_loop<W>(
+    mut rx: mpsc::Receiver<Envelope>,
+    writer: W,
+    close: CancellationToken,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut framed = FramedWrite::new(writer, FrameCodec::new());
+    loop {
+        let first = tokio::select! {
+            biased;
+            envelope = rx.recv() => envelope,
+            () = close.cancelled() => {
+                // Drain what was queued before closing.
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
+        feed(&mut framed, first).await?;
+        while let Ok(next) = rx.try_recv() {
+            feed(&mut framed, next).await?;
+        }
+        SinkExt::<Envelope>::flush(&mut framed)
+            .await
+            .map_err(into_io)?;
+    }
+    SinkExt::<Envelope>::flush(&mut framed)
+        .await
+        .map_err(into_io)?;
+    Ok(())
+}
+
+async fn feed<W: AsyncWrite + Unpin>(
+    framed: &mut FramedWrite<W, FrameCodec>,
+    envelope: Envelope,
+) -> std::io::Result<()> {
+    match framed.feed(envelope).await {
+        Ok(()) => Ok(()),
+        Err(crate::codec::EncodeError::Io(err)) => Err(err),
+        // A frame we cannot encode (too large) is our own bug; drop it, say so, keep serving.
+        Err(err) => {
+            tracing::error!(cause = %err, "dropping a frame that cannot be encoded");
+            Ok(())
+        }
+    }
+}
+
+fn into_io(err: crate::codec::EncodeError) -> std::io::Error {
+    match err {
+        crate::codec::EncodeError::Io(err) => err,
+        other => std::io::Error::other(other.to_string()),
+    }
+}

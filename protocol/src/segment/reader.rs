@@ -1,0 +1,314 @@
+//! The console side of the segment. Everything the service wrote is untrusted: values are
+//! copied out word by word, every field is checked, and a slot that keeps changing under the
+//! reader is reported torn rather than guessed at.
+
+use std::{
+    fs::File,
+    os::fd::BorrowedFd,
+    sync::{
+        Arc,
+        atomic::{Ordering, fence},
+    },
+};
+
+use memmap2::MmapOptions;
+
+use super::{
+    SegmentError,
+    layout::{
+        HEADER, HIST_BUCKETS, LABEL_MAX, SEGMENT_LEN, SLOT_LEN, SLOT_OFFSET, ServiceState,
+        TASK_SLOTS, TaskState, slot, word,
+    },
+    memory::Mapping,
+};
+
+/// How often a slot is re-read while its writer is mid-update before it is reported torn.
+const SEQLOCK_TRIES: usize = 64;
+
+#[derive(Clone)]
+pub struct SegmentReader {
+    mapping: Arc<Mapping>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// Magic, version and lengths as expected. When false, everything else is zero.
+    pub header_ok: bool,
+    pub heartbeat: u64,
+    /// `None` when the state word holds an unknown value (see `raw_state`).
+    pub state: Option<ServiceState>,
+    pub raw_state: u64,
+    pub received: u64,
+    pub ok: u64,
+    pub error: u64,
+    pub timeout: u64,
+    pub in_flight: u64,
+    pub events_published: u64,
+    pub events_received: u64,
+    pub latency_sum_us: u64,
+    pub histogram: [u64; HIST_BUCKETS],
+    /// Slots in use.
+    pub tasks: Vec<TaskRecord>,
+    /// What looked wrong, for the operator.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub slot: usize,
+    pub id: u64,
+    pub label: String,
+    pub done: u64,
+    pub total: u64,
+    pub state: TaskState,
+    pub validity: Validity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validity {
+    Valid,
+    /// The writer kept changing it; the values are not a consistent record.
+    Torn,
+    /// Consistent but impossible (done > total, unknown state, over-long label).
+    Absurd(String),
+}
+
+impl Snapshot {
+    /// The upper bound (µs) of the histogram bucket holding quantile `q`.
+    pub fn latency_quantile_us(&self, q: f64) -> Option<u64> {
+        let total: u64 = self
+            .histogram
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(*b));
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (bucket, count) in self.histogram.iter().enumerate() {
+            seen = seen.saturating_add(*count);
+            if seen >= rank {
+                return Some(if bucket == 0 { 0 } else { 1u64 << bucket });
+            }
+        }
+        None
+    }
+}
+
+impl SegmentReader {
+    /// Maps the segment read-only.
+    pub fn from_fd(fd: BorrowedFd<'_>) -> Result<SegmentReader, SegmentError> {
+        let file = File::from(fd.try_clone_to_owned()?);
+        if file.metadata()?.len() < SEGMENT_LEN as u64 {
+            return Err(SegmentError::BadHeader("segment file is too small".into()));
+        }
+        let map = MmapOptions::new()
+            .len(SEGMENT_LEN)
+            .map_raw_read_only(&file)?;
+        let mapping = Mapping::shared(map)
+            .ok_or_else(|| SegmentError::BadHeader("mapping too small or misaligned".into()))?;
+        Ok(SegmentReader {
+            mapping: Arc::new(mapping),
+        })
+    }
+
+    pub(crate) fn from_mapping(mapping: Arc<Mapping>) -> SegmentReader {
+        SegmentReader { mapping }
+    }
+
+    fn load(&self, index: usize) -> u64 {
+        self.mapping
+            .word(index)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
+    /// Copies everything out. Never fails: problems are reported inside the snapshot.
+    pub fn read(&self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for (index, expected) in HEADER.iter().enumerate() {
+            let found = self.load(index);
+            if found != *expected {
+                snapshot.problems.push(format!(
+                    "header word {index} is {found:#x}, expected {expected:#x}"
+                ));
+                return snapshot;
+            }
+        }
+        snapshot.header_ok = true;
+        snapshot.heartbeat = self.load(word::HEARTBEAT);
+        snapshot.raw_state = self.load(word::STATE);
+        snapshot.state = ServiceState::from_word(snapshot.raw_state);
+        if snapshot.state.is_none() {
+            snapshot
+                .problems
+                .push(format!("unknown state {}", snapshot.raw_state));
+        }
+        snapshot.received = self.load(word::RECEIVED);
+        snapshot.ok = self.load(word::OK);
+        snapshot.error = self.load(word::ERROR);
+        snapshot.timeout = self.load(word::TIMEOUT);
+        snapshot.in_flight = self.load(word::IN_FLIGHT);
+        snapshot.events_published = self.load(word::EVENTS_PUBLISHED);
+        snapshot.events_received = self.load(word::EVENTS_RECEIVED);
+        snapshot.latency_sum_us = self.load(word::LATENCY_SUM_US);
+        for (bucket, count) in snapshot.histogram.iter_mut().enumerate() {
+            *count = self.load(word::HISTOGRAM + bucket);
+        }
+        for index in 0..TASK_SLOTS {
+            if let Some(record) = self.read_slot(index) {
+                match &record.validity {
+                    Validity::Valid => {}
+                    Validity::Torn => snapshot.problems.push(format!("slot {index}: torn")),
+                    Validity::Absurd(why) => {
+                        snapshot.problems.push(format!("slot {index}: {why}"));
+                    }
+                }
+                snapshot.tasks.push(record);
+            }
+        }
+        snapshot
+    }
+
+    /// One slot, or `None` when it is free.
+    fn read_slot(&self, index: usize) -> Option<TaskRecord> {
+        let base = (SLOT_OFFSET + index * SLOT_LEN) / 8;
+        let seq = self.mapping.word(base + slot::SEQ)?;
+        let mut last = None;
+        for _ in 0..SEQLOCK_TRIES {
+            let before = seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut words = [0u64; SLOT_LEN / 8];
+            for (i, value) in words.iter_mut().enumerate() {
+                *value = self.load(base + i);
+            }
+            fence(Ordering::Acquire);
+            let after = seq.load(Ordering::Relaxed);
+            last = Some(words);
+            if before == after {
+                return judge(index, &words, Validity::Valid);
+            }
+        }
+        // Never caught it still: report what was seen last, marked torn.
+        let words = last.unwrap_or_else(|| {
+            let mut words = [0u64; SLOT_LEN / 8];
+            for (i, value) in words.iter_mut().enumerate() {
+                *value = self.load(base + i);
+            }
+            words
+        });
+        let mut record = judge(index, &words, Validity::Torn)?;
+        record.validity = Validity::Torn;
+        Some(record)
+    }
+}
+
+/// Turns a consistent copy of a slot's words into a record, checking every field.
+fn judge(index: usize, words: &[u64; SLOT_LEN / 8], validity: Validity) -> Option<TaskRecord> {
+    let raw_state = words[slot::STATE];
+    let id = words[slot::ID];
+    if raw_state == TaskState::Free.word() && id == 0 {
+        return None;
+    }
+    let done = words[slot::DONE];
+    let total = words[slot::TOTAL];
+    let label_len = words[slot::LABEL_LEN];
+    let mut bytes = [0u8; LABEL_MAX];
+    for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&words[slot::LABEL + i].to_le_bytes());
+    }
+    let used = usize::try_from(label_len)
+        .unwrap_or(usize::MAX)
+        .min(LABEL_MAX);
+    let label = String::from_utf8_lossy(&bytes[..used]).into_owned();
+    let state = TaskState::from_word(raw_state);
+    let mut problems = Vec::new();
+    if state.is_none() {
+        problems.push(format!("unknown task state {raw_state}"));
+    }
+    if total != 0 && done > total {
+        problems.push(format!("done {done} > total {total}"));
+    }
+    if label_len > LABEL_MAX as u64 {
+        problems.push(format!("label length {label_len} > {LABEL_MAX}"));
+    }
+    let validity = if validity == Validity::Valid && !problems.is_empty() {
+        Validity::Absurd(problems.join(", "))
+    } else {
+        validity
+    };
+    Some(TaskRecord {
+        slot: index,
+        id,
+        label,
+        done,
+        total,
+        state: state.unwrap_or(TaskState::Failed),
+        validity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::segment::writer::SegmentWriter;
+
+    fn scribble(writer: &SegmentWriter, index: usize, value: u64) {
+        // Tests reach into the memory the way a buggy service would.
+        let reader = writer.reader();
+        if let Some(word) = reader.mapping.word(index) {
+            word.store(value, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn absurd_values_are_flagged_not_trusted() {
+        let writer = Arc::new(SegmentWriter::anonymous().unwrap());
+        let task = writer.task("import", 10).unwrap();
+        task.set(50, 10);
+        let snapshot = writer.reader().read();
+        assert!(matches!(snapshot.tasks[0].validity, Validity::Absurd(_)));
+        assert!(snapshot.problems[0].contains("done 50 > total 10"));
+
+        let base = SLOT_OFFSET / 8;
+        scribble(&writer, base + slot::STATE, 99);
+        scribble(&writer, base + slot::LABEL_LEN, 1_000_000);
+        scribble(&writer, base + slot::LABEL, u64::MAX); // invalid UTF-8
+        scribble(&writer, word::STATE, 7);
+        let snapshot = writer.reader().read();
+        let record = &snapshot.tasks[0];
+        assert!(
+            matches!(&record.validity, Validity::Absurd(why) if why.contains("unknown task state"))
+        );
+        assert!(
+            record.label.len() <= LABEL_MAX * 3,
+            "lossy label stays bounded"
+        );
+        assert_eq!(snapshot.state, None);
+        assert_eq!(snapshot.raw_state, 7);
+    }
+
+    #[test]
+    fn a_slot_stuck_mid_write_is_torn() {
+        let writer = Arc::new(SegmentWriter::anonymous().unwrap());
+        let _task = writer.task("import", 10).unwrap();
+        scribble(&writer, SLOT_OFFSET / 8 + slot::SEQ, 7); // odd forever
+        let snapshot = writer.reader().read();
+        assert_eq!(snapshot.tasks[0].validity, Validity::Torn);
+    }
+
+    #[test]
+    fn a_bad_header_hides_everything() {
+        let writer = SegmentWriter::anonymous().unwrap();
+        writer.heartbeat();
+        scribble(&writer, 0, 0xdead);
+        let snapshot = writer.reader().read();
+        assert!(!snapshot.header_ok);
+        assert_eq!(snapshot.heartbeat, 0);
+        assert!(snapshot.tasks.is_empty());
+    }
+}

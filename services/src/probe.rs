@@ -1,0 +1,214 @@
+//! The probe: a diagnostic service whose behaviour is set through environment variables, so a
+//! stack file can make it misbehave on purpose. `switchboard bench` uses it as the echo target,
+//! and the supervisor's tests use it to crash, hang, or refuse to stop.
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `PROBE_CRASH_AFTER_MS` | exit with status 1 this long after becoming ready |
+//! | `PROBE_HANG_AFTER_MS` | freeze (SIGSTOP itself) this long after becoming ready |
+//! | `PROBE_STUBBORN=1` | ignore SIGTERM, Shutdown and stdin EOF |
+//! | `PROBE_GRANDCHILD=1` | start a `sleep 600` child in the same process group |
+//! | `PROBE_SUBSCRIBE` | comma-separated topic patterns to subscribe to |
+//! | `PROBE_VERSION` | the version reported in Hello |
+//! | `PROBE_LOAD_TARGET`, `PROBE_LOAD_RATE` | call `service.method` (with a short text) this many times a second |
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::sdk::{Context, HandlerError, Job, Service};
+
+fn env_ms(name: &str) -> Option<Duration> {
+    std::env::var(name)
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1" || v == "true")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CallThrough {
+    pub service: String,
+    pub method: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishText {
+    pub topic: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Received {
+    pub topic: String,
+    pub text: String,
+}
+
+pub fn service() -> Service {
+    let version = std::env::var("PROBE_VERSION").unwrap_or_else(|_| "0.1.0".into());
+    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let mut service = Service::new("probe", version.clone())
+        .method("echo", |_ctx, text: String| async move {
+            Ok::<_, HandlerError>(text)
+        })
+        .method("bytes", |_ctx, body: Vec<u8>| async move {
+            Ok::<_, HandlerError>(body)
+        })
+        .method("sleep", |_ctx, ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, HandlerError>(ms)
+        })
+        .method("fail", |_ctx, message: String| async move {
+            Err::<(), _>(HandlerError::internal(message))
+        })
+        .method("version", move |_ctx, (): ()| {
+            let version = version.clone();
+            async move { Ok::<_, HandlerError>(version) }
+        })
+        .method("pid", |_ctx, (): ()| async move {
+            Ok::<_, HandlerError>(std::process::id())
+        })
+        .method("call", |ctx: Context, call: CallThrough| async move {
+            let answer: String = ctx.call(&call.service, &call.method, &call.body).await?;
+            Ok::<_, HandlerError>(answer)
+        })
+        .method("publish", |ctx: Context, publish: PublishText| async move {
+            ctx.publish(&publish.topic, &publish.text).await?;
+            Ok::<_, HandlerError>(())
+        })
+        .method("received", {
+            let received = received.clone();
+            move |_ctx, (): ()| {
+                let list = received.lock().map(|r| r.clone()).unwrap_or_default();
+                async move { Ok::<_, HandlerError>(list) }
+            }
+        });
+    if let Ok(patterns) = std::env::var("PROBE_SUBSCRIBE") {
+        for pattern in patterns.split(',').filter(|p| !p.is_empty()) {
+            let received = received.clone();
+            service = service.subscribe(pattern, move |_ctx, topic: String, text: String| {
+                if let Ok(mut list) = received.lock() {
+                    list.push(Received { topic, text });
+                }
+                async { Ok(()) }
+            });
+        }
+    }
+    service.background(misbehave).background(load)
+}
+
+/// Generates steady load on another service, for the demo and for tests.
+async fn load(ctx: Context) {
+    let Ok(target) = std::env::var("PROBE_LOAD_TARGET") else {
+        return;
+    };
+    let Some((service, method)) = target.split_once('.') else {
+        tracing::warn!(%target, "PROBE_LOAD_TARGET must be service.method");
+        return;
+    };
+    let rate: f64 = std::env::var("PROBE_LOAD_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r: &f64| *r > 0.0 && r.is_finite())
+        .unwrap_or(10.0);
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = 0u64;
+    let mut failed = 0u64;
+    loop {
+        tokio::select! {
+            () = ctx.draining() => return,
+            _ = ticks.tick() => {}
+        }
+        let options = switchboard_protocol::sdk::CallOptions::timeout(Duration::from_secs(2));
+        let answer: Result<String, _> = ctx.call_with(service, method, "ping", options).await;
+        sent += 1;
+        if let Err(err) = answer {
+            failed += 1;
+            tracing::warn!(cause = %err, "load call failed");
+        }
+        if sent.is_multiple_of((rate as u64 * 10).max(1)) {
+            tracing::info!(sent, failed, "load generator");
+        }
+    }
+}
+
+/// Whatever the environment asks the probe to do wrong.
+async fn misbehave(ctx: Context) {
+    if env_flag("PROBE_GRANDCHILD") {
+        match std::process::Command::new("sleep").arg("600").spawn() {
+            Ok(child) => tracing::info!(pid = child.id(), "started grandchild"),
+            Err(err) => tracing::warn!(cause = %err, "cannot start grandchild"),
+        }
+    }
+    let stubborn = env_flag("PROBE_STUBBORN");
+    if stubborn {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety conditions.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+        tracing::info!("stubborn: ignoring SIGTERM, Shutdown and EOF");
+    }
+    if let Some(after) = env_ms("PROBE_CRASH_AFTER_MS") {
+        tokio::time::sleep(after).await;
+        tracing::error!("crashing on purpose");
+        std::process::exit(1);
+    }
+    if let Some(after) = env_ms("PROBE_HANG_AFTER_MS") {
+        tokio::time::sleep(after).await;
+        tracing::warn!("hanging on purpose");
+        // SAFETY: raise has no memory-safety conditions.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
+    }
+    if stubborn {
+        // Never returns, so the drain never finishes: the console must escalate.
+        std::future::pending::<()>().await;
+    }
+    ctx.draining().await;
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct JobParams {
+    pub steps: u64,
+    pub pace_ms: u64,
+    pub fail: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobResult {
+    pub steps: u64,
+    pub sum: u64,
+}
+
+/// The probe job: `steps` steps of `pace_ms` each, with progress, then a result.
+pub async fn run_job() -> Result<(), switchboard_protocol::sdk::SdkError> {
+    Job::new("probe-job", "0.1.0")
+        .run(|ctx: Context, params: Option<JobParams>| async move {
+            let params = params.unwrap_or_default();
+            let steps = if params.steps == 0 { 10 } else { params.steps };
+            let progress = ctx.progress("probe steps");
+            let mut sum = 0;
+            for step in 1..=steps {
+                tokio::time::sleep(Duration::from_millis(params.pace_ms)).await;
+                sum += step;
+                progress.set(step, steps);
+            }
+            if params.fail {
+                progress.fail();
+                return Err(HandlerError::internal("failed on purpose"));
+            }
+            progress.finish();
+            Ok(JobResult { steps, sum })
+        })
+        .await
+}

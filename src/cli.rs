@@ -1,0 +1,372 @@
+//! The command line: `switchboard [FILE]`, `up`, `check`, `init`, `run`, and the hidden
+//! `service NAME` that runs a builtin.
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    headless,
+    registry::{self, InstanceState},
+    stack::{self, Stack},
+    supervisor::{Command, Reply, Supervisor, SupervisorOptions},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A process supervisor and service orchestrator with a terminal console",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+    /// Stack file to run (default: the built-in demo stack).
+    pub file: Option<PathBuf>,
+    /// Run without the terminal UI.
+    #[arg(long)]
+    pub headless: bool,
+    /// Delete the stack's data directory before starting (resets the demo data).
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run a stack (the built-in demo stack when no file is given).
+    Up {
+        file: Option<PathBuf>,
+        /// Run without the terminal UI: print lifecycle events and prefixed logs.
+        #[arg(long)]
+        headless: bool,
+        /// Delete the stack's data directory before starting.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Validate a stack file; report every error as FILE:LINE:COL: message.
+    Check { file: Option<PathBuf> },
+    /// Write the demo stack to ./stack.toml to start from.
+    Init {
+        /// Overwrite an existing stack.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a job (with what it depends on and calls), print its progress and result.
+    Run {
+        job: String,
+        /// Stack file (default: the built-in demo stack).
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+        /// Job parameters: one JSON value, or KEY=VALUE pairs.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run a builtin service over stdin/stdout (what the console spawns).
+    #[command(hide = true)]
+    Service { name: String },
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Some(Cmd::Service { name }) => crate::builtin::run(&name),
+        Some(Cmd::Check { file }) => check(file.as_deref()),
+        Some(Cmd::Init { force }) => init(force),
+        Some(Cmd::Up {
+            file,
+            headless,
+            fresh,
+        }) => up(file.as_deref(), headless, fresh),
+        Some(Cmd::Run { job, file, args }) => run_job(&job, file.as_deref(), &args),
+        None => up(cli.file.as_deref(), cli.headless, cli.fresh),
+    }
+}
+
+/// Loads the stack file, or the demo stack when none is given; prints diagnostics on failure.
+fn load(file: Option<&Path>) -> Option<Stack> {
+    let loaded = match file {
+        Some(path) => stack::load(path),
+        None => stack::demo(),
+    };
+    match loaded {
+        Ok(stack) => Some(stack),
+        Err(diagnostics) => {
+            for diagnostic in &diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            eprintln!(
+                "switchboard: {} error{} in the stack file",
+                diagnostics.len(),
+                if diagnostics.len() == 1 { "" } else { "s" }
+            );
+            None
+        }
+    }
+}
+
+fn check(file: Option<&Path>) -> ExitCode {
+    let Some(stack) = load(file) else {
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "{}: ok: stack `{}`, {} services, start order: {}",
+        file.map_or_else(|| "<demo>".to_string(), |f| f.display().to_string()),
+        stack.name,
+        stack.services.len(),
+        stack.start_order().join(" → ")
+    );
+    ExitCode::SUCCESS
+}
+
+fn init(force: bool) -> ExitCode {
+    let path = Path::new("stack.toml");
+    if path.exists() && !force {
+        eprintln!("switchboard: stack.toml exists; use --force to overwrite it");
+        return ExitCode::FAILURE;
+    }
+    match std::fs::write(path, stack::DEMO_TOML) {
+        Ok(()) => {
+            println!("switchboard: wrote stack.toml; run it with `switchboard stack.toml`");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("switchboard: cannot write stack.toml: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("switchboard")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(err) => {
+            eprintln!("switchboard: cannot start the runtime: {err}");
+            None
+        }
+    }
+}
+
+fn init_console_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn init_file_logging(run_dir: &Path) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = std::fs::create_dir_all(run_dir);
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join("console.log"))
+    else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+}
+
+fn up(file: Option<&Path>, headless_flag: bool, fresh: bool) -> ExitCode {
+    let Some(stack) = load(file) else {
+        return ExitCode::FAILURE;
+    };
+    if fresh
+        && let Err(err) = std::fs::remove_dir_all(&stack.data_dir)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!(
+            "switchboard: cannot reset {}: {err}",
+            stack.data_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let console = !headless_flag && std::io::stdout().is_terminal();
+    if !headless_flag && !console {
+        eprintln!("switchboard: stdout is not a terminal; running headless");
+    }
+    if console {
+        // Never log to the screen the UI owns.
+        init_file_logging(&stack.run_dir);
+    } else {
+        init_console_logging();
+    }
+    let options = match SupervisorOptions::from_current_exe() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("switchboard: cannot find my own executable: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let outcome = if console {
+        runtime.block_on(crate::tui::terminal::run(stack, options))
+    } else {
+        runtime.block_on(headless::run(
+            stack,
+            options,
+            headless::termination_signal(),
+        ))
+    };
+    match outcome {
+        Ok(report) if report.clean() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(3),
+        Err(err) => {
+            eprintln!("switchboard: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Job parameters from the command line: one JSON value, or KEY=VALUE pairs as an object.
+pub fn job_params(args: &[String]) -> Result<Option<String>, String> {
+    match args {
+        [] => Ok(None),
+        [one] if serde_json::from_str::<serde_json::Value>(one).is_ok() => Ok(Some(one.clone())),
+        pairs => {
+            let mut object = serde_json::Map::new();
+            for pair in pairs {
+                let Some((key, value)) = pair.split_once('=') else {
+                    return Err(format!("`{pair}` is neither JSON nor KEY=VALUE"));
+                };
+                let value = serde_json::from_str(value)
+                    .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+                object.insert(key.to_string(), value);
+            }
+            Ok(Some(serde_json::Value::Object(object).to_string()))
+        }
+    }
+}
+
+fn run_job(job: &str, file: Option<&Path>, args: &[String]) -> ExitCode {
+    let Some(stack) = load(file) else {
+        return ExitCode::FAILURE;
+    };
+    let Some(stack) = headless::stack_for_job(&stack, job) else {
+        eprintln!(
+            "switchboard: no job named `{job}` in stack `{}`",
+            stack.name
+        );
+        return ExitCode::FAILURE;
+    };
+    let params = match job_params(args) {
+        Ok(params) => params,
+        Err(err) => {
+            eprintln!("switchboard: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_console_logging();
+    let (Ok(options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime()) else {
+        return ExitCode::FAILURE;
+    };
+    let job = job.to_string();
+    runtime.block_on(async move {
+        let (supervisor, task) = match Supervisor::start(stack, options) {
+            Ok(started) => started,
+            Err(err) => {
+                eprintln!("switchboard: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let ok = tokio::select! {
+            ok = watch_job(&supervisor, &job, params) => ok,
+            () = headless::termination_signal() => false,
+        };
+        supervisor.shutdown().await;
+        let _ = task.await;
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Starts a run of `job` and prints its progress until it ends; returns whether it succeeded.
+async fn watch_job(supervisor: &Supervisor, job: &str, params: Option<String>) -> bool {
+    let run = match supervisor
+        .command(Command::RunJob(job.to_string(), params))
+        .await
+    {
+        Ok(Reply::JobRun(run)) => run,
+        Ok(Reply::Done) => 0,
+        Err(err) => {
+            eprintln!("switchboard: {err}");
+            return false;
+        }
+    };
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (progress, finished) = {
+            let registry = registry::read(&supervisor.registry);
+            let Some(service) = registry.service(job) else {
+                return false;
+            };
+            let progress = service
+                .instances
+                .first()
+                .and_then(|i| i.handle.as_ref())
+                .and_then(|h| h.segment.as_ref())
+                .map(|segment| {
+                    segment
+                        .read()
+                        .tasks
+                        .iter()
+                        .map(|t| format!("{} {}/{}", t.label, t.done, t.total))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let finished = service
+                .runs
+                .iter()
+                .find(|r| r.run == run)
+                .filter(|r| r.exit.is_some())
+                .cloned();
+            let state = service.state();
+            (
+                progress,
+                finished.or_else(|| {
+                    (state == InstanceState::Failed).then(|| service.runs.back().cloned())?
+                }),
+            )
+        };
+        if !progress.is_empty() && progress != last {
+            println!("{job} #{run}: {progress}");
+            last = progress;
+        }
+        if let Some(finished) = finished {
+            match finished.result {
+                Some(Ok(result)) => {
+                    println!("{job} #{run}: done: {result}");
+                    return finished.exit.as_ref().is_some_and(|e| e.success());
+                }
+                Some(Err(err)) => {
+                    println!("{job} #{run}: failed: {err}");
+                    return false;
+                }
+                None => return false,
+            }
+        }
+    }
+}

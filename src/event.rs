@@ -1,0 +1,134 @@
+//! Lifecycle events: every state transition the supervisor makes, on one bounded broadcast
+//! channel that the console UI, the headless printer, the logs and the gateway's event stream
+//! consume.
+//!
+//! The channel keeps the newest [`EVENT_BUFFER`] events. A consumer that falls further behind
+//! loses the oldest and is told how many (`RecvError::Lagged`); the registry still holds the
+//! current state, so nothing a consumer *shows* is lost, only intermediate transitions.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::broadcast;
+
+use crate::registry::{ExitStatus, InstanceState};
+
+pub const EVENT_BUFFER: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: SystemTime,
+    pub service: String,
+    pub replica: Option<u32>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    State {
+        from: InstanceState,
+        to: InstanceState,
+    },
+    Spawned {
+        pid: u32,
+    },
+    Exited {
+        status: ExitStatus,
+    },
+    RestartScheduled {
+        attempt: u32,
+        delay: Duration,
+    },
+    HangDetected {
+        silent_for: Duration,
+    },
+    /// The restart intensity limit was reached; the service is failed until an operator acts.
+    GaveUp {
+        restarts: u32,
+        window: Duration,
+    },
+    JobStarted {
+        run: u64,
+    },
+    JobFinished {
+        run: u64,
+        ok: bool,
+    },
+    /// Escalation in the stop sequence: "SIGTERM" or "SIGKILL" sent to the process group.
+    Signalled {
+        signal: &'static str,
+    },
+    /// Something the operator should look at.
+    Alert {
+        message: String,
+    },
+}
+
+impl Event {
+    pub fn new(service: &str, replica: Option<u32>, kind: EventKind) -> Self {
+        Event {
+            at: SystemTime::now(),
+            service: service.to_owned(),
+            replica,
+            kind,
+        }
+    }
+
+    /// Whether this event should raise an alert for the operator.
+    pub fn is_alert(&self) -> bool {
+        matches!(
+            self.kind,
+            EventKind::GaveUp { .. }
+                | EventKind::HangDetected { .. }
+                | EventKind::Alert { .. }
+                | EventKind::JobFinished { ok: false, .. }
+        )
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventKind::State { from, to } => write!(f, "{from} → {to}"),
+            EventKind::Spawned { pid } => write!(f, "spawned pid {pid}"),
+            EventKind::Exited { status } => write!(f, "exited ({status})"),
+            EventKind::RestartScheduled { attempt, delay } => {
+                write!(f, "restart #{attempt} in {}ms", delay.as_millis())
+            }
+            EventKind::HangDetected { silent_for } => write!(
+                f,
+                "hung: no heartbeat for {}ms, restarting",
+                silent_for.as_millis()
+            ),
+            EventKind::GaveUp { restarts, window } => write!(
+                f,
+                "failed: {restarts} restarts within {}s, giving up",
+                window.as_secs()
+            ),
+            EventKind::JobStarted { run } => write!(f, "job run #{run} started"),
+            EventKind::JobFinished { run, ok } => {
+                write!(
+                    f,
+                    "job run #{run} {}",
+                    if *ok { "succeeded" } else { "failed" }
+                )
+            }
+            EventKind::Signalled { signal } => write!(f, "sent {signal} to the process group"),
+            EventKind::Alert { message } => write!(f, "alert: {message}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.replica {
+            Some(replica) => write!(f, "{}#{replica}: {}", self.service, self.kind),
+            None => write!(f, "{}: {}", self.service, self.kind),
+        }
+    }
+}
+
+pub type EventSender = broadcast::Sender<Event>;
+
+pub fn channel() -> EventSender {
+    broadcast::channel(EVENT_BUFFER).0
+}

@@ -1,0 +1,157 @@
+//! Headless mode: the same supervisor with no terminal UI. It prints lifecycle events and
+//! prefixed service logs, for servers, systemd units and CI.
+
+use std::{future::Future, io::Write, sync::Arc, time::SystemTime};
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::{
+    event::Event,
+    logs::{LogLine, Stream},
+    stack::Stack,
+    supervisor::{ShutdownReport, Supervisor, SupervisorOptions},
+};
+
+/// Runs `stack` until `shutdown` resolves, then stops everything gracefully. Returns the
+/// shutdown report; the caller turns it into an exit code.
+pub async fn run(
+    stack: Stack,
+    options: SupervisorOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<ShutdownReport> {
+    let services = stack.services.len();
+    let name = stack.name.clone();
+    let log_dir = stack.run_dir.join("logs");
+    let (supervisor, mut task) = Supervisor::start(stack, options)?;
+    let mut events = supervisor.events.subscribe();
+    let mut logs = supervisor.logs.subscribe();
+    print_line(&format!(
+        "switchboard: stack `{name}`, {services} services; log files in {}",
+        log_dir.display()
+    ));
+
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            report = &mut task => {
+                drain(&mut events, &mut logs);
+                let report = report.map_err(|err| std::io::Error::other(format!("supervisor failed: {err}")))?;
+                let verdict = if report.clean() { "clean".to_string() } else { format!("forced: {}", report.forced.join(", ")) };
+                print_line(&format!("switchboard: stopped ({verdict})"));
+                return Ok(report);
+            }
+            () = &mut shutdown, if !stopping => {
+                stopping = true;
+                print_line("switchboard: shutting down");
+                supervisor.shutdown().await;
+            }
+            event = events.recv() => match event {
+                Ok(event) => print_event(&event),
+                Err(RecvError::Lagged(missed)) => print_line(&format!("switchboard: {missed} events not shown (output too slow)")),
+                Err(RecvError::Closed) => {}
+            },
+            line = logs.recv() => match line {
+                Ok(line) => print_log(&line),
+                Err(RecvError::Lagged(missed)) => print_line(&format!("switchboard: {missed} log lines not shown (output too slow)")),
+                Err(RecvError::Closed) => {}
+            },
+        }
+    }
+}
+
+/// Prints what is still queued when the supervisor ends.
+fn drain(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    logs: &mut tokio::sync::broadcast::Receiver<Arc<LogLine>>,
+) {
+    while let Ok(line) = logs.try_recv() {
+        print_log(&line);
+    }
+    while let Ok(event) = events.try_recv() {
+        print_event(&event);
+    }
+}
+
+fn clock(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let day = secs % 86_400.0;
+    format!(
+        "{:02}:{:02}:{:06.3}",
+        (day / 3600.0) as u32,
+        ((day % 3600.0) / 60.0) as u32,
+        day % 60.0
+    )
+}
+
+fn print_event(event: &Event) {
+    print_line(&format!("{} ● {event}", clock(event.at)));
+}
+
+fn print_log(line: &LogLine) {
+    // Lifecycle lines are printed as events already.
+    if line.stream == Stream::Console {
+        return;
+    }
+    print_line(&format!(
+        "{} {}#{} | {}",
+        clock(line.at),
+        line.service,
+        line.replica,
+        line.text
+    ));
+}
+
+fn print_line(text: &str) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    // A closed stdout (piped into `head`) must not take the supervisor down.
+    let _ = writeln!(out, "{text}");
+}
+
+/// Resolves on SIGINT, SIGTERM or SIGHUP.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL only");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
+/// Makes a stack that runs only `job` and what it needs: its dependencies and the services it
+/// may call, transitively.
+pub fn stack_for_job(stack: &Stack, job: &str) -> Option<Stack> {
+    stack.service(job)?;
+    let mut keep = vec![job.to_string()];
+    let mut i = 0;
+    while i < keep.len() {
+        if let Some(spec) = stack.service(&keep[i]) {
+            for name in spec
+                .depends_on
+                .iter()
+                .map(|d| d.name.clone())
+                .chain(spec.calls.iter().cloned())
+            {
+                if !keep.contains(&name) {
+                    keep.push(name);
+                }
+            }
+        }
+        i += 1;
+    }
+    let mut only = stack.clone();
+    only.services.retain(|s| keep.contains(&s.name));
+    Some(only)
+}

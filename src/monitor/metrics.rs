@@ -1,0 +1,220 @@
+//! Per-service figures from the instances' segments: request and error rates, latency
+//! quantiles, heartbeat age and task progress, sampled once a second into short histories for
+//! the console's sparklines and the gateway's `/metrics`.
+//!
+//! Counters restart from zero when an instance is replaced, so rates are computed per instance
+//! (keyed by its generation) and summed.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, RwLock, Weak},
+    time::{Duration, Instant},
+};
+
+use switchboard_protocol::segment::{HIST_BUCKETS, Snapshot, TaskRecord};
+
+use crate::registry::{self, InstanceId, Registry};
+
+/// Samples kept per service: five minutes at one per second.
+pub const HISTORY: usize = 300;
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the console and the gateway show for one service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceMetrics {
+    /// Requests finished per second, over the last sample.
+    pub request_rate: f64,
+    pub error_rate: f64,
+    /// 99th percentile latency over the last sample, µs (upper bound of its bucket).
+    pub p99_us: Option<u64>,
+    pub p50_us: Option<u64>,
+    pub in_flight: u64,
+    /// Totals since the console started, across restarts.
+    pub requests: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Cumulative latency histogram (counts per log2 bucket), across restarts.
+    pub histogram: Vec<u64>,
+    pub latency_sum_us: u64,
+    /// Longest time any instance's heartbeat has been still, on the console's clock.
+    pub heartbeat_age: Option<Duration>,
+    /// Request rate history, oldest first.
+    pub rate_history: VecDeque<u64>,
+    /// Current task slots of every instance (replica, record).
+    pub tasks: Vec<(u32, TaskRecord)>,
+    /// Problems the segment reader found (torn slots, absurd values).
+    pub segment_problems: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct InstanceSample {
+    snapshot: Snapshot,
+    heartbeat_moved: Instant,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    services: HashMap<String, ServiceMetrics>,
+    instances: HashMap<InstanceId, InstanceSample>,
+}
+
+impl Metrics {
+    pub fn service(&self, name: &str) -> Option<&ServiceMetrics> {
+        self.services.get(name)
+    }
+
+    /// Takes one sample of every live instance's segment.
+    pub fn sample(&mut self, registry: &Registry, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64().max(0.001);
+        let now = Instant::now();
+        let mut seen = Vec::new();
+        for service in &registry.services {
+            let entry = self
+                .services
+                .entry(service.name().to_string())
+                .or_insert_with(|| ServiceMetrics {
+                    histogram: vec![0; HIST_BUCKETS],
+                    ..ServiceMetrics::default()
+                });
+            let mut finished = 0;
+            let mut errors = 0;
+            let mut window = [0u64; HIST_BUCKETS];
+            entry.in_flight = 0;
+            entry.tasks.clear();
+            entry.segment_problems.clear();
+            entry.heartbeat_age = None;
+            for instance in &service.instances {
+                let Some(segment) = instance.handle.as_ref().and_then(|h| h.segment.as_ref())
+                else {
+                    continue;
+                };
+                let snapshot = segment.read();
+                seen.push(instance.id);
+                let previous = self.instances.get(&instance.id);
+                let before = previous.map(|p| &p.snapshot);
+                let delta = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0));
+                let ok = delta(snapshot.ok, before.map(|b| b.ok));
+                let error = delta(snapshot.error, before.map(|b| b.error));
+                let timeout = delta(snapshot.timeout, before.map(|b| b.timeout));
+                finished += ok + error + timeout;
+                errors += error + timeout;
+                entry.requests += ok + error + timeout;
+                entry.errors += error + timeout;
+                entry.timeouts += timeout;
+                entry.latency_sum_us +=
+                    delta(snapshot.latency_sum_us, before.map(|b| b.latency_sum_us));
+                for (bucket, count) in snapshot.histogram.iter().enumerate() {
+                    let d = delta(*count, before.map(|b| b.histogram[bucket]));
+                    window[bucket] += d;
+                    if let Some(total) = entry.histogram.get_mut(bucket) {
+                        *total += d;
+                    }
+                }
+                entry.in_flight += snapshot.in_flight;
+                let heartbeat_moved = match previous {
+                    Some(p) if p.snapshot.heartbeat == snapshot.heartbeat => p.heartbeat_moved,
+                    _ => now,
+                };
+                let age = now.saturating_duration_since(heartbeat_moved);
+                entry.heartbeat_age = Some(entry.heartbeat_age.map_or(age, |a| a.max(age)));
+                entry.tasks.extend(
+                    snapshot
+                        .tasks
+                        .iter()
+                        .cloned()
+                        .map(|t| (instance.id.replica, t)),
+                );
+                entry
+                    .segment_problems
+                    .extend(snapshot.problems.iter().cloned());
+                self.instances.insert(
+                    instance.id,
+                    InstanceSample {
+                        snapshot,
+                        heartbeat_moved,
+                    },
+                );
+            }
+            entry.request_rate = finished as f64 / seconds;
+            entry.error_rate = errors as f64 / seconds;
+            entry.p99_us = quantile(&window, 0.99);
+            entry.p50_us = quantile(&window, 0.50);
+            if entry.rate_history.len() == HISTORY {
+                entry.rate_history.pop_front();
+            }
+            entry
+                .rate_history
+                .push_back(entry.request_rate.round() as u64);
+        }
+        self.instances.retain(|id, _| seen.contains(id));
+    }
+}
+
+/// The upper bound (µs) of the bucket holding quantile `q` of the counts.
+pub fn quantile(histogram: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = histogram.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (bucket, count) in histogram.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(if bucket == 0 {
+                0
+            } else {
+                1u64 << bucket.min(63)
+            });
+        }
+    }
+    None
+}
+
+pub type SharedMetrics = Arc<RwLock<Metrics>>;
+
+pub fn read(metrics: &SharedMetrics) -> std::sync::RwLockReadGuard<'_, Metrics> {
+    metrics
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Starts the sampler task; it ends once the registry is dropped.
+pub fn start(registry: Weak<std::sync::RwLock<Registry>>) -> SharedMetrics {
+    let metrics: SharedMetrics = Arc::default();
+    let out = metrics.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last = Instant::now();
+        loop {
+            ticks.tick().await;
+            let Some(shared) = registry.upgrade() else {
+                return;
+            };
+            let elapsed = last.elapsed();
+            last = Instant::now();
+            let registry = registry::read(&shared);
+            metrics
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .sample(&registry, elapsed);
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_from_buckets() {
+        let mut histogram = vec![0u64; HIST_BUCKETS];
+        histogram[3] = 98; // 4..8 µs
+        histogram[10] = 2; // 512..1024 µs
+        assert_eq!(quantile(&histogram, 0.5), Some(8));
+        assert_eq!(quantile(&histogram, 0.99), Some(1024));
+        assert_eq!(quantile(&[0; 4], 0.99), None);
+    }
+}

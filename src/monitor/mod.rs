@@ -1,0 +1,8 @@
+//! Watching the running processes without sending them anything.
+//!
+//! - [`resources`]: CPU% and RSS per process from the OS (sysinfo), on its own thread.
+//! - [`metrics`]: request rates, error rates, latency and task progress from each instance's
+//!   segment, sampled into short histories for sparklines.
+
+pub mod metrics;
+pub mod resources;

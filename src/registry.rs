@@ -1,0 +1,360 @@
+//! The registry: every service of the stack and its running instances. It is the single source
+//! of truth that the console UI, the gateway's admin API and the router read.
+//!
+//! Only the supervisor changes a service's or an instance's state; instance tasks update the
+//! fast-moving numbers (heartbeat, frame counters) through atomics on the [`InstanceHandle`].
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use switchboard_protocol::{Envelope, segment::SegmentReader};
+use tokio::sync::mpsc;
+
+use crate::stack::{ServiceKind, ServiceSpec};
+
+/// Identifies one instance across restarts: `generation` grows with every spawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId {
+    /// Index of the service in the stack's declaration order.
+    pub service: usize,
+    pub replica: u32,
+    pub generation: u64,
+}
+
+/// The lifecycle state of one instance (and, summarised, of a service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Spawned, handshake or ready line not yet seen.
+    Starting,
+    Ready,
+    /// Running but unhealthy: congested stdin, bad frames, or a stale heartbeat being handled.
+    Degraded,
+    Stopping,
+    /// Stopped on request.
+    Stopped,
+    /// Exited with status 0 (a job that completed, or a service that chose to exit).
+    Exited,
+    /// Exited abnormally; a restart may follow.
+    Crashed,
+    /// Waiting out the backoff before the next restart.
+    Backoff,
+    /// Gave up: the restart intensity limit was reached. Needs an operator.
+    Failed,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Ready => "ready",
+            InstanceState::Degraded => "degraded",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Exited => "exited",
+            InstanceState::Crashed => "crashed",
+            InstanceState::Backoff => "backoff",
+            InstanceState::Failed => "failed",
+        }
+    }
+
+    /// Whether a process exists for an instance in this state.
+    pub fn has_process(self) -> bool {
+        matches!(
+            self,
+            InstanceState::Starting
+                | InstanceState::Ready
+                | InstanceState::Degraded
+                | InstanceState::Stopping
+        )
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+    /// The console could not spawn it at all.
+    SpawnFailed(String),
+}
+
+impl ExitStatus {
+    pub fn success(&self) -> bool {
+        matches!(self, ExitStatus::Code(0))
+    }
+
+    pub fn from_std(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitStatus::Code(code),
+            (None, Some(signal)) => ExitStatus::Signal(signal),
+            (None, None) => ExitStatus::Code(-1),
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit {code}"),
+            ExitStatus::Signal(signal) => write!(f, "signal {signal}"),
+            ExitStatus::SpawnFailed(why) => write!(f, "spawn failed: {why}"),
+        }
+    }
+}
+
+/// What the router and the monitors hold on a live instance. Cheap to share.
+pub struct InstanceHandle {
+    pub id: InstanceId,
+    pub service: String,
+    pub pid: u32,
+    /// Frames to the instance's stdin, through its writer task. Bounded: when it is full the
+    /// instance is congested and the router answers its callers `overloaded` instead of waiting.
+    pub inbox: mpsc::Sender<Envelope>,
+    pub segment: Option<SegmentReader>,
+    /// Requests routed to this instance and not answered yet.
+    pub outstanding: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub congested: AtomicBool,
+    /// Whether the instance takes requests (Ready and not draining).
+    pub routable: AtomicBool,
+    /// Topic patterns the instance subscribed to.
+    pub subscriptions: RwLock<Vec<String>>,
+}
+
+impl InstanceHandle {
+    pub fn is_routable(&self) -> bool {
+        self.routable.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for InstanceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceHandle")
+            .field("id", &self.id)
+            .field("service", &self.service)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One replica slot of a service.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub state: InstanceState,
+    pub pid: Option<u32>,
+    pub version: Option<String>,
+    pub protocol_version: Option<u32>,
+    pub methods: Vec<String>,
+    pub started_at: Option<SystemTime>,
+    pub started: Option<Instant>,
+    pub restarts: u32,
+    pub last_exit: Option<ExitStatus>,
+    /// When the console last saw the heartbeat counter move (console clock).
+    pub heartbeat_moved: Option<Instant>,
+    pub cpu_percent: f32,
+    pub rss_bytes: u64,
+    pub handle: Option<Arc<InstanceHandle>>,
+}
+
+impl Instance {
+    pub fn new(id: InstanceId) -> Self {
+        Instance {
+            id,
+            state: InstanceState::Stopped,
+            pid: None,
+            version: None,
+            protocol_version: None,
+            methods: Vec::new(),
+            started_at: None,
+            started: None,
+            restarts: 0,
+            last_exit: None,
+            heartbeat_moved: None,
+            cpu_percent: 0.0,
+            rss_bytes: 0,
+            handle: None,
+        }
+    }
+
+    pub fn uptime(&self) -> Option<Duration> {
+        self.state
+            .has_process()
+            .then(|| self.started.map(|s| s.elapsed()))
+            .flatten()
+    }
+}
+
+/// One finished or running run of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRun {
+    pub run: u64,
+    pub params: String,
+    pub started_at: SystemTime,
+    pub duration: Option<Duration>,
+    pub exit: Option<ExitStatus>,
+    /// The job's result: the JSON body of its JobResult frame, or its error.
+    pub result: Option<Result<String, String>>,
+}
+
+/// How many past runs of each job are kept.
+pub const JOB_RUNS_KEPT: usize = 20;
+/// How many past exits of each service are kept.
+pub const EXITS_KEPT: usize = 20;
+
+/// A service of the stack and its instances.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub index: usize,
+    pub spec: Arc<ServiceSpec>,
+    /// Whether the operator (or the stack) wants it running.
+    pub wanted: bool,
+    pub replicas: u32,
+    pub instances: Vec<Instance>,
+    /// Recent exits, newest last: (when, replica, status).
+    pub exits: VecDeque<(SystemTime, u32, ExitStatus)>,
+    pub runs: VecDeque<JobRun>,
+    /// Wanted, but held back until these dependencies meet their conditions.
+    pub waiting_on: Vec<String>,
+}
+
+impl Service {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn is_job(&self) -> bool {
+        self.spec.kind == ServiceKind::Job
+    }
+
+    /// The state shown for the service as a whole: the most urgent of its instances'.
+    pub fn state(&self) -> InstanceState {
+        use InstanceState::*;
+        let states: Vec<InstanceState> = self.instances.iter().map(|i| i.state).collect();
+        for urgent in [Failed, Crashed, Backoff, Degraded, Starting, Stopping] {
+            if states.contains(&urgent) {
+                return urgent;
+            }
+        }
+        if states.contains(&Ready) {
+            Ready
+        } else if states.contains(&Exited) {
+            Exited
+        } else {
+            Stopped
+        }
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.instances.iter().map(|i| i.restarts).sum()
+    }
+
+    pub fn ready_instances(&self) -> usize {
+        self.instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Ready)
+            .count()
+    }
+}
+
+/// The registry proper.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub stack_name: String,
+    pub services: Vec<Service>,
+    by_name: BTreeMap<String, usize>,
+}
+
+impl Registry {
+    pub fn new(stack_name: String, specs: &[ServiceSpec]) -> Self {
+        let services: Vec<Service> = specs
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| Service {
+                index,
+                spec: Arc::new(spec.clone()),
+                wanted: false,
+                replicas: spec.replicas,
+                instances: Vec::new(),
+                exits: VecDeque::new(),
+                runs: VecDeque::new(),
+                waiting_on: Vec::new(),
+            })
+            .collect();
+        let by_name = services
+            .iter()
+            .map(|s| (s.spec.name.clone(), s.index))
+            .collect();
+        Registry {
+            stack_name,
+            services,
+            by_name,
+        }
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.index_of(name).map(|i| &self.services[i])
+    }
+
+    pub fn instance(&self, id: InstanceId) -> Option<&Instance> {
+        self.services
+            .get(id.service)?
+            .instances
+            .get(id.replica as usize)
+            .filter(|i| i.id.generation == id.generation)
+    }
+
+    pub fn instance_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
+        self.services
+            .get_mut(id.service)?
+            .instances
+            .get_mut(id.replica as usize)
+            .filter(|i| i.id.generation == id.generation)
+    }
+
+    /// Pids of every live process, for the resource sampler.
+    pub fn pids(&self) -> Vec<u32> {
+        self.services
+            .iter()
+            .flat_map(|s| s.instances.iter())
+            .filter(|i| i.state.has_process())
+            .filter_map(|i| i.pid)
+            .collect()
+    }
+}
+
+/// The registry as shared between the supervisor (writer) and everyone else (readers). Locks
+/// are held only for short, non-async sections.
+pub type SharedRegistry = Arc<RwLock<Registry>>;
+
+/// Reads the registry, tolerating a poisoned lock: a panicking reader cannot leave it half
+/// written, and the console must stay up.
+pub fn read(registry: &SharedRegistry) -> std::sync::RwLockReadGuard<'_, Registry> {
+    registry
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub fn write(registry: &SharedRegistry) -> std::sync::RwLockWriteGuard<'_, Registry> {
+    registry
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

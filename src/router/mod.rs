@@ -1,0 +1,433 @@
+//! The router: services never talk to each other directly. Every request, answer and event
+//! arrives on a service's stdout and is routed here, down the right service's stdin.
+//!
+//! This is the hot path, so `route` never blocks and never awaits: it decodes nothing more than
+//! the envelope, looks the target up, re-stamps ids and deadlines, and `try_send`s to the
+//! target's bounded inbox. A full inbox means the target is congested and the caller is
+//! answered `overloaded` at once.
+//!
+//! Every failure becomes a Response with an error code, so a caller never hangs: unknown
+//! service or method (not_found), no ready instance (unavailable), a full inbox (overloaded), a
+//! call its stack entry does not allow (forbidden), a deadline that passes (timeout, answered by
+//! the console's deadline sweeper), and a target that dies with the request in flight
+//! (unavailable, at once).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status, topic::topic_matches};
+use tokio::sync::{Notify, mpsc::error::TrySendError, oneshot};
+
+use crate::{
+    registry::{self, InstanceHandle, InstanceId, SharedRegistry},
+    stack::Stack,
+};
+
+/// The caller name of the HTTP gateway and the console's own tools.
+pub const GATEWAY: &str = "gateway";
+
+/// How often the deadline sweeper looks at in-flight requests while any are waiting.
+const SWEEP_EVERY: Duration = Duration::from_millis(5);
+
+/// Who is waiting for an answer.
+enum Caller {
+    /// A service instance: the answer goes down its stdin.
+    Instance(Arc<InstanceHandle>),
+    /// A caller inside the console (the gateway, the CLI, a test).
+    Local(oneshot::Sender<Envelope>),
+}
+
+impl Caller {
+    fn is(&self, id: InstanceId) -> bool {
+        matches!(self, Caller::Instance(handle) if handle.id == id)
+    }
+
+    fn deliver(self, answer: Envelope) {
+        match self {
+            Caller::Instance(handle) => deliver(&handle, answer),
+            Caller::Local(reply) => {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
+/// A request in flight: who asked, under which id, and where it went.
+struct InFlight {
+    caller: Caller,
+    caller_id: u64,
+    target: Arc<InstanceHandle>,
+    deadline: Option<Instant>,
+    trace: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    routed: AtomicU64,
+    late_replies: AtomicU64,
+    dropped_events: AtomicU64,
+}
+
+struct Inner {
+    registry: SharedRegistry,
+    /// Which services each service may call, from the stack's `calls`.
+    allowed: HashMap<String, HashSet<String>>,
+    in_flight: Mutex<HashMap<u64, InFlight>>,
+    next_id: AtomicU64,
+    next_trace: AtomicU64,
+    sweeper_wake: Notify,
+    counters: Counters,
+}
+
+/// Handle to the router. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl Router {
+    pub fn new(registry: SharedRegistry, stack: &Stack) -> Router {
+        let mut allowed: HashMap<String, HashSet<String>> = stack
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.calls.iter().cloned().collect()))
+            .collect();
+        // The gateway is the stack's front door: it may call every service.
+        allowed.insert(
+            GATEWAY.to_string(),
+            stack.services.iter().map(|s| s.name.clone()).collect(),
+        );
+        let router = Router {
+            inner: Arc::new(Inner {
+                registry,
+                allowed,
+                in_flight: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                next_trace: AtomicU64::new(1),
+                sweeper_wake: Notify::new(),
+                counters: Counters::default(),
+            }),
+        };
+        tokio::spawn(sweep_deadlines(Arc::downgrade(&router.inner)));
+        router
+    }
+
+    /// Routes one envelope that arrived from `from`'s stdout.
+    pub fn route(&self, from: &Arc<InstanceHandle>, envelope: Envelope) {
+        self.inner.counters.routed.fetch_add(1, Ordering::Relaxed);
+        match envelope.kind {
+            Kind::Request => self.request(from, envelope),
+            Kind::Response(_) | Kind::StreamEnd(_) => self.answer(envelope),
+            Kind::Event => self.event(from, envelope),
+            _ => {
+                tracing::debug!(service = %from.service, kind = ?envelope.kind, "frame not routed")
+            }
+        }
+    }
+
+    fn request(&self, from: &Arc<InstanceHandle>, envelope: Envelope) {
+        self.dispatch(&from.service, Caller::Instance(from.clone()), envelope);
+    }
+
+    /// Calls a service from inside the console (the gateway, the CLI, tests) under the name
+    /// `from`, which must be allowed to call the target like any service. Resolves to the
+    /// answer, which is always a Response (an error code when anything went wrong).
+    pub fn call(&self, from: &str, envelope: Envelope) -> impl Future<Output = Envelope> + use<> {
+        let (reply, answer) = oneshot::channel();
+        let id = envelope.id;
+        let trace = envelope.trace;
+        self.dispatch(from, Caller::Local(reply), envelope);
+        async move {
+            answer.await.unwrap_or_else(|_| {
+                error_answer(
+                    id,
+                    trace,
+                    ErrorCode::Unavailable,
+                    "the console is shutting down",
+                )
+            })
+        }
+    }
+
+    fn dispatch(&self, from: &str, caller: Caller, mut envelope: Envelope) {
+        let allowed = self
+            .inner
+            .allowed
+            .get(from)
+            .is_some_and(|calls| calls.contains(&envelope.destination));
+        if !allowed {
+            let message = format!(
+                "`{from}` may not call `{}` (see `calls` in the stack file)",
+                envelope.destination
+            );
+            tracing::warn!(%from, to = %envelope.destination, "forbidden call");
+            let answer = error_answer(envelope.id, envelope.trace, ErrorCode::Forbidden, &message);
+            return caller.deliver(answer);
+        }
+        let target = match self.pick(&envelope.destination, &envelope.method) {
+            Ok(target) => target,
+            Err((code, message)) => {
+                return caller.deliver(error_answer(envelope.id, envelope.trace, code, &message));
+            }
+        };
+        let now = Instant::now();
+        let deadline =
+            (envelope.deadline_us > 0).then(|| now + Duration::from_micros(envelope.deadline_us));
+        if envelope.trace == 0 {
+            envelope.trace = self.inner.next_trace.fetch_add(1, Ordering::Relaxed);
+        }
+        let caller_id = envelope.id;
+        let routed_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        envelope.id = routed_id;
+        let trace = envelope.trace;
+        self.in_flight().insert(
+            routed_id,
+            InFlight {
+                caller,
+                caller_id,
+                target: target.clone(),
+                deadline,
+                trace,
+            },
+        );
+        if deadline.is_some() {
+            self.inner.sweeper_wake.notify_one();
+        }
+        target.outstanding.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = target.inbox.try_send(envelope) {
+            target.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let (code, message) = match err {
+                TrySendError::Full(_) => {
+                    target.congested.store(true, Ordering::Relaxed);
+                    (ErrorCode::Overloaded, "target is congested")
+                }
+                TrySendError::Closed(_) => (ErrorCode::Unavailable, "target is gone"),
+            };
+            let flight = self.in_flight().remove(&routed_id);
+            if let Some(flight) = flight {
+                flight
+                    .caller
+                    .deliver(error_answer(caller_id, trace, code, message));
+            }
+        }
+    }
+
+    /// The ready instance of `service` with the fewest outstanding requests.
+    fn pick(
+        &self,
+        service: &str,
+        method: &str,
+    ) -> Result<Arc<InstanceHandle>, (ErrorCode, String)> {
+        let registry = registry::read(&self.inner.registry);
+        let Some(entry) = registry.service(service) else {
+            return Err((ErrorCode::NotFound, format!("no service `{service}`")));
+        };
+        let mut best: Option<&Arc<InstanceHandle>> = None;
+        let mut knows_method = false;
+        let mut any_hello = false;
+        for instance in &entry.instances {
+            if !instance.methods.is_empty() || instance.version.is_some() {
+                any_hello = true;
+                knows_method |= instance.methods.iter().any(|m| m == method);
+            }
+            let Some(handle) = &instance.handle else {
+                continue;
+            };
+            if !handle.is_routable() {
+                continue;
+            }
+            let load = handle.outstanding.load(Ordering::Relaxed);
+            if best.is_none_or(|b| load < b.outstanding.load(Ordering::Relaxed)) {
+                best = Some(handle);
+            }
+        }
+        if any_hello && !knows_method {
+            return Err((
+                ErrorCode::NotFound,
+                format!("`{service}` has no method `{method}`"),
+            ));
+        }
+        best.cloned().ok_or_else(|| {
+            (
+                ErrorCode::Unavailable,
+                format!("no ready instance of `{service}`"),
+            )
+        })
+    }
+
+    fn answer(&self, mut envelope: Envelope) {
+        let Some(flight) = self.in_flight().remove(&envelope.correlation) else {
+            self.inner
+                .counters
+                .late_replies
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+        envelope.correlation = flight.caller_id;
+        envelope.trace = flight.trace;
+        flight.caller.deliver(envelope);
+    }
+
+    fn event(&self, from: &Arc<InstanceHandle>, envelope: Envelope) {
+        let registry = registry::read(&self.inner.registry);
+        for service in &registry.services {
+            // Each subscribing service gets the event once, on its least busy ready replica.
+            let mut best: Option<&Arc<InstanceHandle>> = None;
+            for handle in service.instances.iter().filter_map(|i| i.handle.as_ref()) {
+                if !handle.is_routable() {
+                    continue;
+                }
+                let subscribed = handle
+                    .subscriptions
+                    .read()
+                    .map(|subs| subs.iter().any(|p| topic_matches(p, &envelope.destination)))
+                    .unwrap_or(false);
+                if subscribed
+                    && best.is_none_or(|b| {
+                        handle.outstanding.load(Ordering::Relaxed)
+                            < b.outstanding.load(Ordering::Relaxed)
+                    })
+                {
+                    best = Some(handle);
+                }
+            }
+            if let Some(target) = best
+                && target.inbox.try_send(envelope.clone()).is_err()
+            {
+                self.inner
+                    .counters
+                    .dropped_events
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(from = %from.service, to = %target.service, topic = %envelope.destination, "event dropped: subscriber congested");
+            }
+        }
+    }
+
+    /// The instance is gone: its callers get `unavailable` now, and answers owed to it are
+    /// dropped.
+    pub fn instance_gone(&self, gone: &Arc<InstanceHandle>) {
+        let failed: Vec<InFlight> = {
+            let mut in_flight = self.in_flight();
+            let ids: Vec<u64> = in_flight
+                .iter()
+                .filter(|(_, f)| f.target.id == gone.id || f.caller.is(gone.id))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| in_flight.remove(&id))
+                .collect()
+        };
+        for flight in failed {
+            flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+            if !flight.caller.is(gone.id) {
+                let message = format!("`{}` exited with the request in flight", gone.service);
+                flight.caller.deliver(error_answer(
+                    flight.caller_id,
+                    flight.trace,
+                    ErrorCode::Unavailable,
+                    &message,
+                ));
+            }
+        }
+    }
+
+    /// Requests in flight right now.
+    pub fn in_flight_count(&self) -> usize {
+        self.in_flight().len()
+    }
+
+    /// Answers that arrived after their request had been answered or timed out.
+    pub fn late_replies(&self) -> u64 {
+        self.inner.counters.late_replies.load(Ordering::Relaxed)
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
+        lock(&self.inner.in_flight)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn error_answer(correlation: u64, trace: u64, code: ErrorCode, message: &str) -> Envelope {
+    Envelope {
+        correlation,
+        trace,
+        kind: Kind::Response(Status::error(code, message)),
+        body: Body::Empty,
+        ..Envelope::default()
+    }
+}
+
+/// Delivers an answer to a caller. Answers are never dropped for a full inbox: the caller is
+/// waiting for exactly this frame, so it is handed to a task that waits for room.
+fn deliver(to: &Arc<InstanceHandle>, answer: Envelope) {
+    match to.inbox.try_send(answer) {
+        Ok(()) | Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Full(answer)) => {
+            let inbox = to.inbox.clone();
+            tokio::spawn(async move {
+                let _ = inbox.send(answer).await;
+            });
+        }
+    }
+}
+
+/// Answers `timeout` for requests whose deadline passed. Sleeps while nothing with a deadline is
+/// in flight, so an idle console does not wake up for it.
+async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let has_deadlines = lock(&strong.in_flight)
+            .values()
+            .any(|f| f.deadline.is_some());
+        if !has_deadlines {
+            // Re-checked every second so the task ends soon after the router is dropped.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), strong.sweeper_wake.notified()).await;
+            continue;
+        }
+        drop(strong);
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let expired: Vec<InFlight> = {
+            let mut in_flight = lock(&strong.in_flight);
+            let ids: Vec<u64> = in_flight
+                .iter()
+                .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| in_flight.remove(&id))
+                .collect()
+        };
+        for flight in expired {
+            flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let message = format!(
+                "`{}` did not answer within the deadline",
+                flight.target.service
+            );
+            flight.caller.deliver(error_answer(
+                flight.caller_id,
+                flight.trace,
+                ErrorCode::Timeout,
+                &message,
+            ));
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The stack as the rest of the console sees it: validated, with defaults filled in and paths
+//! resolved.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stack {
+    pub name: String,
+    /// The file it came from; `None` for the embedded demo.
+    pub source: Option<PathBuf>,
+    /// Relative paths in the file are relative to this directory.
+    pub base_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub gateway: GatewaySpec,
+    /// In declaration order.
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySpec {
+    pub bind: SocketAddr,
+    pub token_env: Option<String>,
+    pub request_timeout: Duration,
+    pub body_limit: usize,
+    pub routes: Vec<RouteSpec>,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        GatewaySpec {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            token_env: None,
+            request_timeout: Duration::from_secs(10),
+            body_limit: 1024 * 1024,
+            routes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Upper case: GET, POST, PUT, PATCH, DELETE.
+    pub method: String,
+    /// Starts with `/`; `{param}` segments allowed.
+    pub path: String,
+    pub service: String,
+    pub call_method: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub program: Program,
+    /// The env file's variables first, then `env`, which overrides them.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub kind: ServiceKind,
+    pub depends_on: Vec<Dependency>,
+    pub restart: RestartPolicy,
+    pub backoff: Backoff,
+    pub restart_limit: RestartLimit,
+    /// `None`: no heartbeat check.
+    pub heartbeat_timeout: Option<Duration>,
+    pub shutdown_grace: Duration,
+    pub replicas: u32,
+    pub calls: Vec<String>,
+    pub ready_line: Option<String>,
+    /// Speaks the switchboard protocol over stdio.
+    pub protocol: bool,
+    pub settings: Vec<(String, String)>,
+    /// Jobs: default parameters (JSON text, empty for none).
+    pub params: String,
+    pub autostart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// A service compiled into the switchboard binary, run as `switchboard service NAME`.
+    Builtin(String),
+    Command {
+        command: String,
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    Service,
+    /// Runs to completion, reporting progress, and hands back a result.
+    Job,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub name: String,
+    pub condition: Condition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// The dependency's process exists.
+    Started,
+    /// The dependency said Ready (or printed its ready line).
+    Ready,
+    /// The dependency is a job whose last run succeeded.
+    Completed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+    /// Fraction of the delay that is randomised away: 0.2 means 80–100% of the delay.
+    pub jitter: f64,
+    /// A run at least this long resets the backoff to `initial`.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.2,
+            reset_after: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before restart number `attempt` (from 0), without jitter, capped at `max`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = self.multiplier.powi(attempt.min(1000) as i32);
+        let seconds = self.initial.as_secs_f64() * factor;
+        if !seconds.is_finite() || seconds >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(seconds)
+        }
+    }
+
+    /// The delay with jitter: `sample` in [0, 1) takes away up to `jitter` of it, so restarts of
+    /// many replicas spread out instead of arriving together.
+    pub fn jittered(&self, attempt: u32, sample: f64) -> Duration {
+        let keep = 1.0 - self.jitter.clamp(0.0, 1.0) * sample.clamp(0.0, 1.0);
+        self.delay(attempt).mul_f64(keep)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartLimit {
+    pub count: u32,
+    pub window: Duration,
+}
+
+impl Default for RestartLimit {
+    fn default() -> Self {
+        RestartLimit {
+            count: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Stack {
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Names in an order where every service comes after what it depends on; otherwise the
+    /// declaration order. (A validated stack has no cycles; any left over go last.)
+    pub fn start_order(&self) -> Vec<&str> {
+        let mut order: Vec<&str> = Vec::with_capacity(self.services.len());
+        let mut placed = vec![false; self.services.len()];
+        loop {
+            let mut progressed = false;
+            for (i, service) in self.services.iter().enumerate() {
+                if placed[i] {
+                    continue;
+                }
+                let ready = service
+                    .depends_on
+                    .iter()
+                    .all(|d| order.contains(&d.name.as_str()) || self.service(&d.name).is_none());
+                if ready {
+                    placed[i] = true;
+                    order.push(&service.name);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        for (i, service) in self.services.iter().enumerate() {
+            if !placed[i] {
+                order.push(&service.name);
+            }
+        }
+        order
+    }
+
+    /// Whether a job runs at stack start: `autostart`, or something depends on it.
+    pub fn is_autostart(&self, name: &str) -> bool {
+        self.service(name).is_some_and(|s| {
+            s.kind == ServiceKind::Job
+                && (s.autostart
+                    || self
+                        .services
+                        .iter()
+                        .any(|other| other.depends_on.iter().any(|d| d.name == name)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+            jitter: 0.5,
+            reset_after: Duration::from_secs(10),
+        };
+        assert_eq!(backoff.delay(0), Duration::from_millis(100));
+        assert_eq!(backoff.delay(3), Duration::from_millis(800));
+        assert_eq!(backoff.delay(4), Duration::from_secs(1));
+        assert_eq!(backoff.delay(u32::MAX), Duration::from_secs(1));
+        assert_eq!(backoff.jittered(0, 0.0), Duration::from_millis(100));
+        assert_eq!(backoff.jittered(0, 1.0), Duration::from_millis(50));
+    }
+}

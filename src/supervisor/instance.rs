@@ -1,0 +1,385 @@
+//! One actor task per child process. It owns the `Child`, its three pipes and its segment, and
+//! it is the only place the process is signalled or reaped.
+//!
+//! Inside: a writer task feeding stdin from the instance's bounded inbox; readers for stdout
+//! (frames, or log lines for plain programs) and stderr (log lines); a heartbeat check; and the
+//! main select over the child's exit and the supervisor's commands.
+//!
+//! The stop sequence: send Shutdown and close stdin, wait the grace period, SIGTERM the process
+//! group, wait again, SIGKILL the group. After the child is reaped the group is SIGKILLed once
+//! more, so a grandchild it left behind does not outlive it.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use futures::{SinkExt, StreamExt};
+use switchboard_protocol::{
+    Envelope, Kind, PROTOCOL_VERSION, Welcome,
+    codec::{Frame, FrameCodec},
+};
+use tokio::{
+    io::AsyncRead,
+    process::{Child, ChildStdin},
+    sync::mpsc,
+};
+use tokio_util::{
+    codec::{FramedRead, FramedWrite},
+    sync::CancellationToken,
+};
+
+use super::{InstanceEvent, spawn::signal_group};
+use crate::{
+    logs::{LineCodec, LogStore, Stream},
+    registry::{ExitStatus, InstanceHandle, InstanceId},
+    router::Router,
+};
+
+/// What the supervisor tells an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// The graceful stop sequence, with this grace period per step.
+    Stop { grace: Duration },
+    /// SIGKILL the process group now.
+    Kill,
+    /// Declared hung by the heartbeat check: kill, then report.
+    Hung,
+}
+
+/// How long the readers may take to see EOF after the child was reaped and its group killed.
+const READER_DRAIN: Duration = Duration::from_millis(500);
+/// Bad frames after which an instance is flagged degraded.
+pub const BAD_FRAME_ALERT: u64 = 10;
+
+pub struct InstanceTask {
+    pub handle: Arc<InstanceHandle>,
+    pub child: Child,
+    pub inbox: Option<mpsc::Receiver<Envelope>>,
+    pub control: mpsc::Receiver<Control>,
+    pub events: mpsc::Sender<InstanceEvent>,
+    pub logs: Arc<LogStore>,
+    pub router: Router,
+    pub protocol: bool,
+    pub ready_line: Option<String>,
+    pub welcome: Welcome,
+    pub heartbeat_timeout: Option<Duration>,
+}
+
+impl InstanceTask {
+    pub async fn run(mut self) {
+        let id = self.handle.id;
+        let service: Arc<str> = Arc::from(self.handle.service.as_str());
+        let close_stdin = CancellationToken::new();
+        let stdin = self.child.stdin.take();
+        let stdout = self.child.stdout.take();
+        let stderr = self.child.stderr.take();
+
+        let writer = stdin.zip(self.inbox.take()).map(|(stdin, inbox)| {
+            tokio::spawn(write_stdin(
+                stdin,
+                inbox,
+                close_stdin.clone(),
+                self.handle.clone(),
+            ))
+        });
+        let stdout_reader = stdout.map(|stdout| {
+            if self.protocol {
+                tokio::spawn(read_frames(
+                    stdout,
+                    self.handle.clone(),
+                    self.events.clone(),
+                    self.logs.clone(),
+                    self.router.clone(),
+                    self.welcome.clone(),
+                ))
+            } else {
+                tokio::spawn(read_lines(
+                    stdout,
+                    Stream::Stdout,
+                    id,
+                    service.clone(),
+                    self.logs.clone(),
+                    self.events.clone(),
+                    self.ready_line.clone(),
+                ))
+            }
+        });
+        let stderr_reader = stderr.map(|stderr| {
+            tokio::spawn(read_lines(
+                stderr,
+                Stream::Stderr,
+                id,
+                service.clone(),
+                self.logs.clone(),
+                self.events.clone(),
+                if self.protocol {
+                    None
+                } else {
+                    self.ready_line.clone()
+                },
+            ))
+        });
+
+        let status = self.supervise(&close_stdin).await;
+
+        // Reaped: now nothing in its group may outlive it.
+        signal_group(self.handle.pid, libc::SIGKILL);
+        self.handle.routable.store(false, Ordering::Release);
+        close_stdin.cancel();
+        for task in [stdout_reader, stderr_reader].into_iter().flatten() {
+            if tokio::time::timeout(READER_DRAIN, task).await.is_err() {
+                tracing::debug!(?id, "a reader did not finish after exit");
+            }
+        }
+        if let Some(writer) = writer {
+            writer.abort();
+        }
+        self.router.instance_gone(&self.handle);
+        let _ = self.events.send(InstanceEvent::Exited { id, status }).await;
+    }
+
+    /// Waits for the child to exit, acting on commands and on the heartbeat check meanwhile.
+    async fn supervise(&mut self, close_stdin: &CancellationToken) -> ExitStatus {
+        let pid = self.handle.pid;
+        let check_every = self
+            .heartbeat_timeout
+            .map(|timeout| (timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)));
+        let mut heartbeat = HeartbeatWatch::new();
+        let mut check = tokio::time::interval(check_every.unwrap_or(Duration::from_secs(3600)));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                status = self.child.wait() => return wait_status(status),
+                control = self.control.recv() => match control {
+                    Some(Control::Stop { grace }) => return self.stop(grace, close_stdin).await,
+                    Some(Control::Kill | Control::Hung) | None => {
+                        signal_group(pid, libc::SIGKILL);
+                        return wait_status(self.child.wait().await);
+                    }
+                },
+                _ = check.tick(), if check_every.is_some() => {
+                    let (Some(timeout), Some(segment)) = (self.heartbeat_timeout, &self.handle.segment) else {
+                        continue;
+                    };
+                    let silent_for = heartbeat.observe(segment.read().heartbeat);
+                    if silent_for > timeout {
+                        let _ = self.events.send(InstanceEvent::Hung { id: self.handle.id, silent_for }).await;
+                        signal_group(pid, libc::SIGKILL);
+                        return wait_status(self.child.wait().await);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stop(&mut self, grace: Duration, close_stdin: &CancellationToken) -> ExitStatus {
+        let pid = self.handle.pid;
+        self.handle.routable.store(false, Ordering::Release);
+        if self.protocol {
+            // Best effort: a congested inbox still gets its stdin closed below.
+            let _ = self.handle.inbox.try_send(Envelope {
+                kind: Kind::Shutdown,
+                ..Envelope::default()
+            });
+        }
+        close_stdin.cancel();
+        if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
+            return wait_status(status);
+        }
+        let _ = self
+            .events
+            .send(InstanceEvent::Signalled {
+                id: self.handle.id,
+                signal: "SIGTERM",
+            })
+            .await;
+        signal_group(pid, libc::SIGTERM);
+        if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
+            return wait_status(status);
+        }
+        let _ = self
+            .events
+            .send(InstanceEvent::Signalled {
+                id: self.handle.id,
+                signal: "SIGKILL",
+            })
+            .await;
+        signal_group(pid, libc::SIGKILL);
+        wait_status(self.child.wait().await)
+    }
+}
+
+fn wait_status(status: std::io::Result<std::process::ExitStatus>) -> ExitStatus {
+    match status {
+        Ok(status) => ExitStatus::from_std(status),
+        Err(err) => ExitStatus::SpawnFailed(format!("wait failed: {err}")),
+    }
+}
+
+/// Judges heartbeat staleness on the console's own clock: when the counter last moved, never a
+/// time the service wrote.
+struct HeartbeatWatch {
+    last_value: Option<u64>,
+    last_moved: Instant,
+}
+
+impl HeartbeatWatch {
+    fn new() -> Self {
+        HeartbeatWatch {
+            last_value: None,
+            last_moved: Instant::now(),
+        }
+    }
+
+    /// Records the counter's current value and returns how long it has been still.
+    fn observe(&mut self, value: u64) -> Duration {
+        if self.last_value != Some(value) {
+            self.last_value = Some(value);
+            self.last_moved = Instant::now();
+        }
+        self.last_moved.elapsed()
+    }
+}
+
+/// Feeds stdin from the inbox, one flush per batch. Ends when told to close stdin (after
+/// writing what was queued), or when the child stops reading and the pipe breaks.
+async fn write_stdin(
+    stdin: ChildStdin,
+    mut inbox: mpsc::Receiver<Envelope>,
+    close: CancellationToken,
+    handle: Arc<InstanceHandle>,
+) {
+    let mut framed = FramedWrite::new(stdin, FrameCodec::new());
+    loop {
+        let first = tokio::select! {
+            biased;
+            envelope = inbox.recv() => envelope,
+            () = close.cancelled() => {
+                inbox.close();
+                inbox.recv().await
+            }
+        };
+        let Some(first) = first else { break };
+        let mut batch = Some(first);
+        while let Some(envelope) = batch.take().or_else(|| inbox.try_recv().ok()) {
+            if let Err(err) = framed.feed(envelope).await {
+                tracing::debug!(service = %handle.service, cause = %err, "stdin closed");
+                return;
+            }
+        }
+        if SinkExt::<Envelope>::flush(&mut framed).await.is_err() {
+            return;
+        }
+        handle.congested.store(false, Ordering::Relaxed);
+    }
+    // Dropping the writer closes the pipe: EOF tells the service to exit.
+}
+
+/// Reads frames from a protocol service's stdout.
+async fn read_frames(
+    stdout: impl AsyncRead + Unpin,
+    handle: Arc<InstanceHandle>,
+    events: mpsc::Sender<InstanceEvent>,
+    logs: Arc<LogStore>,
+    router: Router,
+    mut welcome: Welcome,
+) {
+    let id = handle.id;
+    let service: Arc<str> = Arc::from(handle.service.as_str());
+    let mut frames = FramedRead::new(stdout, FrameCodec::new());
+    while let Some(frame) = frames.next().await {
+        let envelope = match frame {
+            Ok(Frame::Message(envelope)) => envelope,
+            Ok(Frame::Malformed(bad)) => {
+                let count = handle.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
+                logs.push(
+                    &service,
+                    id.replica,
+                    Stream::Console,
+                    format!(
+                        "bad frame on stdout ({:?}, {} bytes skipped; {count} so far)",
+                        bad.reason, bad.len
+                    ),
+                );
+                if count == BAD_FRAME_ALERT {
+                    let _ = events.send(InstanceEvent::BadFrames { id, count }).await;
+                }
+                continue;
+            }
+            Err(err) => {
+                tracing::debug!(%service, cause = %err, "stdout read failed");
+                break;
+            }
+        };
+        match &envelope.kind {
+            Kind::Hello(hello) => {
+                welcome.protocol_version = PROTOCOL_VERSION;
+                let answer = Envelope {
+                    id: 1,
+                    correlation: envelope.id,
+                    kind: Kind::Welcome(welcome.clone()),
+                    ..Envelope::default()
+                };
+                if let Ok(mut subscriptions) = handle.subscriptions.write() {
+                    subscriptions.clone_from(&hello.topics);
+                }
+                let _ = handle.inbox.send(answer).await;
+                let _ = events
+                    .send(InstanceEvent::Hello {
+                        id,
+                        hello: hello.clone(),
+                    })
+                    .await;
+            }
+            Kind::Ready => {
+                handle.routable.store(true, Ordering::Release);
+                let _ = events.send(InstanceEvent::Ready { id }).await;
+            }
+            Kind::Subscribe | Kind::Unsubscribe => {
+                if let Ok(mut subscriptions) = handle.subscriptions.write() {
+                    if envelope.kind == Kind::Subscribe {
+                        if !subscriptions.contains(&envelope.destination) {
+                            subscriptions.push(envelope.destination.clone());
+                        }
+                    } else {
+                        subscriptions.retain(|s| s != &envelope.destination);
+                    }
+                }
+            }
+            Kind::JobResult(status) => {
+                let _ = events
+                    .send(InstanceEvent::JobResult {
+                        id,
+                        status: status.clone(),
+                        body: envelope.body.clone(),
+                    })
+                    .await;
+            }
+            _ => router.route(&handle, envelope),
+        }
+    }
+}
+
+/// Reads log lines from a pipe; for plain programs, watches for the ready line.
+async fn read_lines(
+    pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    id: InstanceId,
+    service: Arc<str>,
+    logs: Arc<LogStore>,
+    events: mpsc::Sender<InstanceEvent>,
+    mut ready_line: Option<String>,
+) {
+    let mut lines = FramedRead::new(pipe, LineCodec::default());
+    while let Some(Ok(line)) = lines.next().await {
+        if ready_line
+            .as_deref()
+            .is_some_and(|needle| line.contains(needle))
+        {
+            ready_line = None;
+            let _ = events.send(InstanceEvent::Ready { id }).await;
+        }
+        logs.push(&service, id.replica, stream, line);
+    }
+}

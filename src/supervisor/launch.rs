@@ -1,0 +1,127 @@
+//! Turning a service's spec into a [`LaunchCommand`]: which program, which arguments, which
+//! environment.
+
+use std::{collections::BTreeMap, ffi::OsString, path::PathBuf};
+
+use super::spawn::{LaunchCommand, SEGMENT_FD};
+use crate::stack::{Program, ServiceSpec, Stack};
+
+/// Where the console's own pieces are, for building launch commands.
+#[derive(Debug, Clone)]
+pub struct LaunchContext {
+    /// The executable that runs builtins as `EXE service NAME` (normally the console itself).
+    pub builtin_exe: PathBuf,
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub stack_dir: PathBuf,
+}
+
+impl LaunchContext {
+    pub fn for_stack(stack: &Stack, builtin_exe: PathBuf) -> Self {
+        LaunchContext {
+            builtin_exe,
+            data_dir: stack.data_dir.clone(),
+            run_dir: stack.run_dir.clone(),
+            stack_dir: stack.base_dir.clone(),
+        }
+    }
+
+    /// The command for `replica` of `spec`; `segment` is passed when the service speaks the
+    /// protocol.
+    pub fn command(
+        &self,
+        spec: &ServiceSpec,
+        replica: u32,
+        segment: Option<std::os::fd::OwnedFd>,
+    ) -> LaunchCommand {
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("SWITCHBOARD_SERVICE".into(), spec.name.clone());
+        env.insert("SWITCHBOARD_INSTANCE".into(), replica.to_string());
+        env.insert("SWITCHBOARD_PROTOCOL".into(), "1".into());
+        env.insert(
+            "SWITCHBOARD_DATA_DIR".into(),
+            self.data_dir.display().to_string(),
+        );
+        env.insert(
+            "SWITCHBOARD_RUN_DIR".into(),
+            self.run_dir.display().to_string(),
+        );
+        env.insert(
+            "SWITCHBOARD_STACK_DIR".into(),
+            self.stack_dir.display().to_string(),
+        );
+        if segment.is_some() {
+            env.insert(
+                switchboard_protocol::segment::SEGMENT_FD_ENV.into(),
+                SEGMENT_FD.to_string(),
+            );
+        }
+        for (key, value) in &spec.env {
+            env.insert(key.clone(), value.clone());
+        }
+        let lookup = |name: &str| env.get(name).cloned().or_else(|| std::env::var(name).ok());
+        let (program, args) = match &spec.program {
+            Program::Builtin(name) => (
+                self.builtin_exe.clone().into_os_string(),
+                vec![OsString::from("service"), OsString::from(name)],
+            ),
+            Program::Command { command, args } => (
+                OsString::from(expand(command, &lookup)),
+                args.iter()
+                    .map(|arg| OsString::from(expand(arg, &lookup)))
+                    .collect(),
+            ),
+        };
+        LaunchCommand {
+            program,
+            args,
+            env: env.into_iter().collect(),
+            cwd: spec.cwd.clone(),
+            segment,
+        }
+    }
+}
+
+/// Expands `${NAME}` from the child's environment; an unknown name expands to nothing, and
+/// `$${` stays a literal `${`.
+pub fn expand(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        if rest[..start].ends_with('$') {
+            out.push_str(&rest[..start - 1]);
+            out.push_str("${");
+            rest = &rest[start + 2..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                out.push_str(&lookup(&after[..end]).unwrap_or_default());
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables() {
+        let lookup = |name: &str| (name == "DIR").then(|| "/run".to_string());
+        assert_eq!(expand("${DIR}/x.py", &lookup), "/run/x.py");
+        assert_eq!(expand("a${NOPE}b", &lookup), "ab");
+        assert_eq!(expand("$${DIR}", &lookup), "${DIR}");
+        assert_eq!(expand("${DIR", &lookup), "${DIR");
+        assert_eq!(expand("plain", &lookup), "plain");
+    }
+}

@@ -1,0 +1,241 @@
+//! The supervisor: starts the stack's services in dependency order, keeps them alive, and is the
+//! only writer of their state in the registry.
+//!
+//! - [`spawn`]: the long-lived spawner thread and the pre-exec setup of every child.
+//! - [`launch`]: a service's spec turned into a command line and an environment.
+//! - [`instance`]: the actor owning one child process, its pipes and its stop sequence.
+//! - [`restart`]: backoff and the restart intensity limit.
+//! - `core`: the actor that owns every decision; [`Supervisor`] is the handle to it.
+//!
+//! Everything the supervisor decides becomes an [`Event`](crate::event::Event) on the lifecycle
+//! channel.
+
+mod core;
+pub mod instance;
+pub mod launch;
+pub mod restart;
+pub mod spawn;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use switchboard_protocol::{Body, Hello, Status};
+use tokio::sync::{mpsc, oneshot};
+
+pub use self::launch::LaunchContext;
+use crate::{
+    event::EventSender,
+    logs::LogStore,
+    monitor::{
+        metrics::{self, SharedMetrics},
+        resources::{self, OwnUsage},
+    },
+    registry::{ExitStatus, InstanceId, SharedRegistry},
+    router::Router,
+    stack::Stack,
+};
+
+/// What an instance task reports to the supervisor.
+#[derive(Debug)]
+pub enum InstanceEvent {
+    Hello {
+        id: InstanceId,
+        hello: Hello,
+    },
+    Ready {
+        id: InstanceId,
+    },
+    Hung {
+        id: InstanceId,
+        silent_for: Duration,
+    },
+    Signalled {
+        id: InstanceId,
+        signal: &'static str,
+    },
+    BadFrames {
+        id: InstanceId,
+        count: u64,
+    },
+    JobResult {
+        id: InstanceId,
+        status: Status,
+        body: Body,
+    },
+    Exited {
+        id: InstanceId,
+        status: ExitStatus,
+    },
+}
+
+/// An operator's (or the stack's) command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Start(String),
+    Stop(String),
+    /// A rolling restart: one replica at a time, each waiting for its successor to be ready.
+    Restart(String),
+    /// SIGKILL every instance; the restart policy then applies as to any crash.
+    Kill(String),
+    Scale(String, u32),
+    /// Run a job with these parameters (JSON text; `None` uses the stack file's).
+    RunJob(String, Option<String>),
+}
+
+/// What a command answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Done,
+    /// A job run was started with this run number.
+    JobRun(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no service named `{0}`")]
+    UnknownService(String),
+    #[error("`{0}` is not a job")]
+    NotAJob(String),
+    #[error("`{0}` is a job: run it instead")]
+    IsAJob(String),
+    #[error("job `{0}` is already running")]
+    AlreadyRunning(String),
+    #[error("replicas must be between 1 and {max}, not {asked}")]
+    BadReplicas { asked: u32, max: u32 },
+    #[error("bad job parameters: {0}")]
+    BadParams(String),
+    #[error("the console is shutting down")]
+    ShuttingDown,
+}
+
+pub const MAX_REPLICAS: u32 = 1000;
+
+/// How the supervisor ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Instances that had to be signalled (SIGTERM or SIGKILL) to stop.
+    pub forced: Vec<String>,
+}
+
+impl ShutdownReport {
+    pub fn clean(&self) -> bool {
+        self.forced.is_empty()
+    }
+}
+
+struct Request {
+    command: Command,
+    reply: oneshot::Sender<Result<Reply, ControlError>>,
+}
+
+enum Message {
+    Command(Request),
+    Shutdown,
+}
+
+/// Commands waiting for the supervisor. Senders wait when it is full: commands come from people
+/// and scripts, and the supervisor answers each in microseconds.
+const COMMAND_QUEUE: usize = 256;
+/// Reports from instance tasks. Instance tasks wait when it is full: these reports (exits above
+/// all) must not be lost.
+const INSTANCE_EVENT_QUEUE: usize = 4096;
+
+/// Handle to a running supervisor. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    messages: mpsc::Sender<Message>,
+    pub registry: SharedRegistry,
+    pub events: EventSender,
+    pub logs: Arc<LogStore>,
+    pub router: Router,
+    pub stack: Arc<Stack>,
+    pub metrics: SharedMetrics,
+    /// The console's own CPU and memory.
+    pub own_usage: Arc<Mutex<OwnUsage>>,
+}
+
+/// Settings of a supervisor that do not come from the stack file.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// The executable that runs builtins (`EXE service NAME`).
+    pub builtin_exe: PathBuf,
+    /// Write per-service log files under the run directory.
+    pub log_files: bool,
+}
+
+impl SupervisorOptions {
+    pub fn from_current_exe() -> std::io::Result<Self> {
+        Ok(SupervisorOptions {
+            builtin_exe: std::env::current_exe()?,
+            log_files: true,
+        })
+    }
+}
+
+impl Supervisor {
+    /// Starts the supervisor and the stack's services. The returned task ends, with its report,
+    /// once [`shutdown`](Self::shutdown) has stopped every process.
+    pub fn start(
+        stack: Stack,
+        options: SupervisorOptions,
+    ) -> std::io::Result<(Supervisor, tokio::task::JoinHandle<ShutdownReport>)> {
+        let stack = Arc::new(stack);
+        let logs = LogStore::new(
+            options
+                .log_files
+                .then(|| stack.run_dir.join("logs"))
+                .as_deref(),
+        );
+        let events = crate::event::channel();
+        let registry: SharedRegistry = Arc::new(std::sync::RwLock::new(
+            crate::registry::Registry::new(stack.name.clone(), &stack.services),
+        ));
+        let router = Router::new(registry.clone(), &stack);
+        let (messages, inbox) = mpsc::channel(COMMAND_QUEUE);
+        let (instance_tx, instance_rx) = mpsc::channel(INSTANCE_EVENT_QUEUE);
+        let core = core::Core::new(
+            stack.clone(),
+            registry.clone(),
+            events.clone(),
+            logs.clone(),
+            router.clone(),
+            spawn::Spawner::start()?,
+            LaunchContext::for_stack(&stack, options.builtin_exe),
+            instance_tx,
+        );
+        let task = tokio::spawn(core.run(inbox, instance_rx));
+        let metrics = metrics::start(Arc::downgrade(&registry));
+        let own_usage = resources::start(Arc::downgrade(&registry));
+        Ok((
+            Supervisor {
+                messages,
+                registry,
+                events,
+                logs,
+                router,
+                stack,
+                metrics,
+                own_usage,
+            },
+            task,
+        ))
+    }
+
+    pub async fn command(&self, command: Command) -> Result<Reply, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.messages
+            .send(Message::Command(Request { command, reply }))
+            .await
+            .map_err(|_| ControlError::ShuttingDown)?;
+        answer.await.map_err(|_| ControlError::ShuttingDown)?
+    }
+
+    /// Stops every service in reverse dependency order. Returns at once; await the task
+    /// returned by [`start`](Self::start) for completion.
+    pub async fn shutdown(&self) {
+        let _ = self.messages.send(Message::Shutdown).await;
+    }
+}

@@ -1,0 +1,146 @@
+//! Spawning child processes from one long-lived thread.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that spawned the child exits, not the process
+//! (prctl(2)). tokio's blocking threads come and go, so every child is spawned from this one
+//! thread, which lives as long as the console.
+//!
+//! In the child, before `exec`: a new session and process group (`setsid`), so the whole group
+//! can be signalled and it has no controlling terminal; the parent-death signal, checked against
+//! the race where the console died before it was set; and the metrics segment moved to fd 3.
+
+use std::{
+    ffi::OsString,
+    os::fd::{AsRawFd, OwnedFd},
+    path::PathBuf,
+    process::Stdio,
+};
+
+use tokio::{process::Child, sync::mpsc, sync::oneshot};
+
+/// The fd number the segment is inherited as.
+pub const SEGMENT_FD: i32 = 3;
+
+/// Everything needed to start one process.
+#[derive(Debug)]
+pub struct LaunchCommand {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    /// The segment's memfd, handed to the child as fd 3.
+    pub segment: Option<OwnedFd>,
+}
+
+struct SpawnJob {
+    command: LaunchCommand,
+    reply: oneshot::Sender<std::io::Result<Child>>,
+}
+
+/// Handle to the spawner thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Spawner {
+    jobs: mpsc::Sender<SpawnJob>,
+}
+
+/// Spawn requests waiting for the thread; spawning takes about a millisecond, so a full queue
+/// means a burst (scale to hundreds), and senders simply wait their turn.
+const QUEUE: usize = 256;
+
+impl Spawner {
+    /// Starts the spawner thread. Must be called within a tokio runtime: the children are
+    /// registered with it for `wait()`.
+    pub fn start() -> std::io::Result<Spawner> {
+        let runtime = tokio::runtime::Handle::current();
+        let (jobs, mut queue) = mpsc::channel::<SpawnJob>(QUEUE);
+        std::thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                let _runtime = runtime.enter();
+                while let Some(job) = queue.blocking_recv() {
+                    let _ = job.reply.send(spawn(job.command));
+                }
+            })?;
+        Ok(Spawner { jobs })
+    }
+
+    pub async fn spawn(&self, command: LaunchCommand) -> std::io::Result<Child> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(SpawnJob { command, reply })
+            .await
+            .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+        answer
+            .await
+            .map_err(|_| std::io::Error::other("spawner thread is gone"))?
+    }
+}
+
+fn spawn(launch: LaunchCommand) -> std::io::Result<Child> {
+    let mut command = tokio::process::Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A backstop only: the supervisor always stops and reaps explicitly.
+        .kill_on_drop(true);
+    if let Some(cwd) = &launch.cwd {
+        command.current_dir(cwd);
+    }
+    let segment_fd = launch.segment.as_ref().map(AsRawFd::as_raw_fd);
+    let console_pid = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (setsid, prctl, getppid, kill, dup2, fcntl); it allocates
+    // nothing and touches no lock.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The console may have died between fork and prctl: then nobody would ever send
+            // the signal, so act on it now.
+            if libc::getppid() != console_pid {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            if let Some(fd) = segment_fd {
+                if fd == SEGMENT_FD {
+                    // dup2 onto itself keeps FD_CLOEXEC set, so clear it explicitly.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, SEGMENT_FD) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn();
+    // The parent's copy of the memfd is no longer needed: the console reads through its own
+    // mapping, and the child has its fd 3.
+    drop(launch.segment);
+    child
+}
+
+/// Sends `signal` to the process group led by `pid` (every child is a group leader).
+pub fn signal_group(pid: u32, signal: i32) -> bool {
+    let Ok(pgid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: killpg takes plain integers and has no memory-safety preconditions.
+    unsafe { libc::killpg(pgid, signal) == 0 }
+}

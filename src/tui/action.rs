@@ -1,0 +1,415 @@
+//! Every change to the console's state is an [`Action`]. Keys, mouse clicks, the `:` command
+//! line and (later) remote control all produce actions; [`update`] applies them and says what,
+//! if anything, the supervisor must do.
+
+use std::time::SystemTime;
+
+use super::{
+    state::{Alert, Confirm, Focus, LogScope, Overlay, Prompt, UiState},
+    view::ConsoleView,
+};
+use crate::{
+    event::Event,
+    supervisor::{Command, MAX_REPLICAS},
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Up,
+    Down,
+    Top,
+    Bottom,
+    PageUp,
+    PageDown,
+    FocusNext,
+    /// Enter: open the detail of a service, or run a job.
+    Open,
+    Zoom,
+    Help,
+    Alerts,
+    Deps,
+    Sort,
+    Restart,
+    StopOrStart,
+    Kill,
+    Scale(i32),
+    Filter,
+    Search,
+    SearchNext,
+    SearchPrev,
+    Follow,
+    LogScope,
+    CommandLine,
+    /// A character typed into the open prompt.
+    Type(char),
+    Backspace,
+    Submit,
+    /// Esc: close whatever is open.
+    Cancel,
+    Answer(bool),
+    Quit,
+    /// A click on a table row (index among the visible rows).
+    Select(usize),
+    /// A line of the `:` command language, e.g. `restart order`.
+    Run(String),
+    /// A lifecycle event arrived.
+    Lifecycle(Box<Event>),
+}
+
+/// What the supervisor must do after an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Supervisor(Command),
+}
+
+/// Lines a page key moves.
+const PAGE: usize = 10;
+
+pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option<Effect> {
+    // A confirmation or a prompt takes the keys first.
+    match (&state.overlay, &action) {
+        (Overlay::Confirm(_), Action::Answer(_) | Action::Cancel | Action::Lifecycle(_)) => {}
+        (Overlay::Confirm(_), _) => return None,
+        (
+            Overlay::Prompt(..),
+            Action::Type(_)
+            | Action::Backspace
+            | Action::Submit
+            | Action::Cancel
+            | Action::Lifecycle(_),
+        ) => {}
+        (Overlay::Prompt(..), _) => return None,
+        _ => {}
+    }
+    let selected = state
+        .selected_row(view)
+        .map(|r| (r.name.clone(), r.job, r.replicas, r.state));
+    match action {
+        Action::Up
+        | Action::Down
+        | Action::Top
+        | Action::Bottom
+        | Action::PageUp
+        | Action::PageDown => {
+            move_cursor(state, view, &action);
+            None
+        }
+        Action::Select(index) => {
+            let rows = state.rows(view);
+            if let Some(row) = rows.get(index) {
+                state.selected = Some(row.name.clone());
+                state.focus = Focus::Services;
+            }
+            None
+        }
+        Action::FocusNext => {
+            state.focus = match state.focus {
+                Focus::Services => Focus::Logs,
+                Focus::Logs => Focus::Services,
+            };
+            None
+        }
+        Action::Open => {
+            let (name, job, _, _) = selected?;
+            if job {
+                let params = view
+                    .services
+                    .iter()
+                    .find(|s| s.name == name)
+                    .and_then(|s| s.runs.first().map(|r| r.params.clone()))
+                    .unwrap_or_default();
+                state.overlay = Overlay::Prompt(Prompt::JobParams(name), params);
+            } else {
+                state.detail = !state.detail;
+            }
+            None
+        }
+        Action::Zoom => {
+            state.zoom = !state.zoom;
+            None
+        }
+        Action::Help => toggle(state, Overlay::Help),
+        Action::Alerts => toggle(state, Overlay::Alerts),
+        Action::Deps => toggle(state, Overlay::Deps),
+        Action::Sort => {
+            state.sort = state.sort.next();
+            state.set_status(format!("sorted by {}", state.sort.label()));
+            None
+        }
+        Action::Restart => {
+            let (name, ..) = selected?;
+            state.set_status(format!("restarting {name}"));
+            Some(Effect::Supervisor(Command::Restart(name)))
+        }
+        Action::StopOrStart => {
+            let (name, _, _, current) = selected?;
+            if current.has_process() || current == crate::registry::InstanceState::Backoff {
+                state.set_status(format!("stopping {name}"));
+                Some(Effect::Supervisor(Command::Stop(name)))
+            } else {
+                state.set_status(format!("starting {name}"));
+                Some(Effect::Supervisor(Command::Start(name)))
+            }
+        }
+        Action::Kill => {
+            let (name, ..) = selected?;
+            state.overlay = Overlay::Confirm(Confirm::Kill(name));
+            None
+        }
+        Action::Scale(by) => {
+            let (name, job, replicas, _) = selected?;
+            if job {
+                state.set_status("jobs do not scale");
+                return None;
+            }
+            let target =
+                (i64::from(replicas) + i64::from(by)).clamp(1, i64::from(MAX_REPLICAS)) as u32;
+            state.set_status(format!("scaling {name} to {target}"));
+            Some(Effect::Supervisor(Command::Scale(name, target)))
+        }
+        Action::Filter => open_prompt(state, Prompt::Filter),
+        Action::Search => open_prompt(state, Prompt::Search),
+        Action::CommandLine => open_prompt(state, Prompt::Command),
+        Action::SearchNext | Action::SearchPrev => {
+            if !state.search.is_empty() {
+                state.follow = false;
+                state.search_match = match action {
+                    Action::SearchNext => state.search_match.saturating_sub(1),
+                    _ => state.search_match + 1,
+                };
+            }
+            None
+        }
+        Action::Follow => {
+            state.follow = !state.follow;
+            if state.follow {
+                state.log_scroll = 0;
+            }
+            None
+        }
+        Action::LogScope => {
+            state.log_scope = match state.log_scope {
+                LogScope::All => LogScope::Selected,
+                LogScope::Selected => LogScope::All,
+            };
+            None
+        }
+        Action::Type(c) => {
+            if let Overlay::Prompt(prompt, text) = &mut state.overlay {
+                text.push(c);
+                live_prompt(prompt.clone(), text.clone(), state);
+            }
+            None
+        }
+        Action::Backspace => {
+            if let Overlay::Prompt(prompt, text) = &mut state.overlay {
+                text.pop();
+                live_prompt(prompt.clone(), text.clone(), state);
+            }
+            None
+        }
+        Action::Submit => {
+            let Overlay::Prompt(prompt, text) = std::mem::take(&mut state.overlay) else {
+                return None;
+            };
+            match prompt {
+                Prompt::Filter | Prompt::Search => None,
+                Prompt::Command => command_line(state, view, &text),
+                Prompt::JobParams(job) => {
+                    state.set_status(format!("running {job}"));
+                    let params = (!text.trim().is_empty()).then_some(text);
+                    Some(Effect::Supervisor(Command::RunJob(job, params)))
+                }
+            }
+        }
+        Action::Cancel => {
+            match std::mem::take(&mut state.overlay) {
+                Overlay::Prompt(Prompt::Filter, _) => state.filter.clear(),
+                Overlay::Prompt(Prompt::Search, _) => state.search.clear(),
+                Overlay::Alerts => state.alerts.clear(),
+                Overlay::None => {
+                    state.zoom = false;
+                    state.detail = false;
+                }
+                _ => {}
+            }
+            None
+        }
+        Action::Answer(yes) => {
+            let Overlay::Confirm(question) = std::mem::take(&mut state.overlay) else {
+                return None;
+            };
+            match (question, yes) {
+                (Confirm::Kill(name), true) => {
+                    state.set_status(format!("killed {name} (SIGKILL)"));
+                    Some(Effect::Supervisor(Command::Kill(name)))
+                }
+                (Confirm::Quit, true) => {
+                    state.quit = true;
+                    None
+                }
+                _ => None,
+            }
+        }
+        Action::Quit => {
+            state.overlay = Overlay::Confirm(Confirm::Quit);
+            None
+        }
+        Action::Run(line) => command_line(state, view, &line),
+        Action::Lifecycle(event) => {
+            if event.is_alert() {
+                state.alerts.push(Alert {
+                    at: SystemTime::now(),
+                    service: event.service.clone(),
+                    text: event.kind.to_string(),
+                });
+                // Bounded: an alert storm keeps the newest.
+                if state.alerts.len() > 200 {
+                    state.alerts.remove(0);
+                }
+            }
+            None
+        }
+    }
+}
+
+fn toggle(state: &mut UiState, overlay: Overlay) -> Option<Effect> {
+    if state.overlay == overlay {
+        // Closing the alerts list acknowledges what it showed.
+        if overlay == Overlay::Alerts {
+            state.alerts.clear();
+        }
+        state.overlay = Overlay::None;
+    } else {
+        state.overlay = overlay;
+    }
+    None
+}
+
+fn open_prompt(state: &mut UiState, prompt: Prompt) -> Option<Effect> {
+    let text = match prompt {
+        Prompt::Filter => state.filter.clone(),
+        Prompt::Search => state.search.clone(),
+        _ => String::new(),
+    };
+    if prompt == Prompt::Search {
+        state.focus = Focus::Logs;
+    }
+    state.overlay = Overlay::Prompt(prompt, text);
+    None
+}
+
+/// Filter and search apply as the operator types.
+fn live_prompt(prompt: Prompt, text: String, state: &mut UiState) {
+    match prompt {
+        Prompt::Filter => state.filter = text,
+        Prompt::Search => {
+            state.search = text;
+            state.search_match = 0;
+        }
+        _ => {}
+    }
+}
+
+fn move_cursor(state: &mut UiState, view: &ConsoleView, action: &Action) {
+    if state.focus == Focus::Logs {
+        state.follow = false;
+        state.log_scroll = match action {
+            Action::Up => state.log_scroll + 1,
+            Action::Down => state.log_scroll.saturating_sub(1),
+            Action::PageUp => state.log_scroll + PAGE,
+            Action::PageDown => state.log_scroll.saturating_sub(PAGE),
+            Action::Top => usize::MAX / 2,
+            _ => 0,
+        };
+        if state.log_scroll == 0
+            && matches!(action, Action::Bottom | Action::Down | Action::PageDown)
+        {
+            state.follow = true;
+        }
+        return;
+    }
+    let rows = state.rows(view);
+    if rows.is_empty() {
+        return;
+    }
+    let current = state.selected_index(&rows);
+    let last = rows.len() - 1;
+    let next = match action {
+        Action::Up => current.saturating_sub(1),
+        Action::Down => (current + 1).min(last),
+        Action::PageUp => current.saturating_sub(PAGE),
+        Action::PageDown => (current + PAGE).min(last),
+        Action::Top => 0,
+        _ => last,
+    };
+    state.selected = Some(rows[next].name.clone());
+}
+
+/// The `:` command language: `restart NAME`, `stop NAME`, `start NAME`, `kill NAME`,
+/// `scale NAME N`, `run JOB [JSON]`, `logs [NAME|all]`, `filter TEXT`, `sort`, `quit`.
+fn command_line(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<Effect> {
+    let mut words = line.split_whitespace();
+    let verb = words.next()?;
+    let name = words.next().map(str::to_string);
+    let known = |name: &Option<String>| {
+        name.as_ref()
+            .filter(|n| view.services.iter().any(|s| &s.name == *n))
+            .cloned()
+    };
+    let command = match (verb, known(&name)) {
+        ("restart" | "r", Some(n)) => Command::Restart(n),
+        ("stop", Some(n)) => Command::Stop(n),
+        ("start", Some(n)) => Command::Start(n),
+        ("kill", Some(n)) => Command::Kill(n),
+        ("scale", Some(n)) => match words.next().and_then(|w| w.parse().ok()) {
+            Some(replicas) => Command::Scale(n, replicas),
+            None => {
+                state.set_status("usage: scale NAME REPLICAS");
+                return None;
+            }
+        },
+        ("run", Some(n)) => {
+            let rest: Vec<&str> = words.collect();
+            let params = (!rest.is_empty()).then(|| rest.join(" "));
+            Command::RunJob(n, params)
+        }
+        ("logs", _) => {
+            match name.as_deref() {
+                None | Some("all") => state.log_scope = LogScope::All,
+                Some(n) => {
+                    state.selected = Some(n.to_string());
+                    state.log_scope = LogScope::Selected;
+                }
+            }
+            state.focus = Focus::Logs;
+            return None;
+        }
+        ("filter", _) => {
+            state.filter = name.unwrap_or_default();
+            return None;
+        }
+        ("sort", _) => {
+            state.sort = state.sort.next();
+            return None;
+        }
+        ("quit" | "q", _) => {
+            state.overlay = Overlay::Confirm(Confirm::Quit);
+            return None;
+        }
+        ("help", _) => {
+            state.overlay = Overlay::Help;
+            return None;
+        }
+        (_, None) if name.is_some() => {
+            state.set_status(format!("no service named `{}`", name.unwrap_or_default()));
+            return None;
+        }
+        _ => {
+            state.set_status(format!("unknown command `{line}` (try :help)"));
+            return None;
+        }
+    };
+    state.set_status(format!("{verb} {}", name.unwrap_or_default()));
+    Some(Effect::Supervisor(command))
+}

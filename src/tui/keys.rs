@@ -1,0 +1,119 @@
+//! Keys and mouse to actions, following htop, k9s and mprocs.
+
+use ratatui::crossterm::event::{
+    Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
+};
+
+use super::{
+    action::Action,
+    state::{Focus, Overlay, UiState},
+};
+
+/// Every key the console knows, for the help overlay: (keys, what they do).
+pub const HELP: &[(&str, &str)] = &[
+    ("↑ ↓ / j k", "move"),
+    ("g / G", "top / bottom"),
+    ("PgUp PgDn", "page"),
+    ("Tab", "switch focus: services ⇄ logs"),
+    ("Enter", "open detail; on a job: run it (asks parameters)"),
+    ("r", "restart (rolling, one replica at a time)"),
+    ("s", "stop or start"),
+    ("X", "kill with SIGKILL (asks first)"),
+    ("+ / -", "scale replicas up / down"),
+    ("/", "services: filter · logs: search"),
+    ("n / N", "next / previous search match"),
+    ("f", "follow the log tail on / off"),
+    ("l", "logs of all services / of the selected one"),
+    ("o", "sort by the next column"),
+    ("d", "dependency view"),
+    ("a", "alerts (closing acknowledges)"),
+    ("z", "zoom the focused pane"),
+    (
+        ":",
+        "command line: restart NAME, stop NAME, start NAME, kill NAME, scale NAME N, run JOB [JSON], logs NAME",
+    ),
+    ("?", "this help"),
+    ("Esc", "close / clear"),
+    ("q", "quit (asks first; stops every service)"),
+    ("mouse", "click selects a service, wheel scrolls"),
+];
+
+/// The action for a terminal event, given what is open. `table_top` is the screen row of the
+/// first table row, for clicks.
+pub fn action(event: &Event, state: &UiState, table_top: Option<u16>) -> Option<Action> {
+    match event {
+        Event::Key(key) if key.kind == KeyEventKind::Press => key_action(key, state),
+        Event::Mouse(mouse) => mouse_action(mouse, table_top),
+        _ => None,
+    }
+}
+
+fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
+    if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+        return Some(Action::Quit);
+    }
+    match &state.overlay {
+        Overlay::Prompt(..) => {
+            return match key.code {
+                KeyCode::Enter => Some(Action::Submit),
+                KeyCode::Esc => Some(Action::Cancel),
+                KeyCode::Backspace => Some(Action::Backspace),
+                KeyCode::Char(c) => Some(Action::Type(c)),
+                _ => None,
+            };
+        }
+        Overlay::Confirm(_) => {
+            return match key.code {
+                KeyCode::Char('y' | 'Y') | KeyCode::Enter => Some(Action::Answer(true)),
+                KeyCode::Char('n' | 'N') | KeyCode::Esc => Some(Action::Answer(false)),
+                _ => None,
+            };
+        }
+        _ => {}
+    }
+    Some(match key.code {
+        KeyCode::Up | KeyCode::Char('k') => Action::Up,
+        KeyCode::Down | KeyCode::Char('j') => Action::Down,
+        KeyCode::Char('g') | KeyCode::Home => Action::Top,
+        KeyCode::Char('G') | KeyCode::End => Action::Bottom,
+        KeyCode::PageUp => Action::PageUp,
+        KeyCode::PageDown => Action::PageDown,
+        KeyCode::Tab | KeyCode::BackTab => Action::FocusNext,
+        KeyCode::Enter => Action::Open,
+        KeyCode::Char('r') => Action::Restart,
+        KeyCode::Char('s') => Action::StopOrStart,
+        KeyCode::Char('X') => Action::Kill,
+        KeyCode::Char('+' | '=') => Action::Scale(1),
+        KeyCode::Char('-') => Action::Scale(-1),
+        KeyCode::Char('/') if state.focus == Focus::Logs => Action::Search,
+        KeyCode::Char('/') => Action::Filter,
+        KeyCode::Char('n') => Action::SearchNext,
+        KeyCode::Char('N') => Action::SearchPrev,
+        KeyCode::Char('f') => Action::Follow,
+        KeyCode::Char('l') => Action::LogScope,
+        KeyCode::Char('o') => Action::Sort,
+        KeyCode::Char('d') => Action::Deps,
+        KeyCode::Char('a') => Action::Alerts,
+        KeyCode::Char('z') => Action::Zoom,
+        KeyCode::Char(':') => Action::CommandLine,
+        KeyCode::Char('?') => Action::Help,
+        KeyCode::Esc => Action::Cancel,
+        KeyCode::Char('q') => Action::Quit,
+        _ => return None,
+    })
+}
+
+fn mouse_action(mouse: &MouseEvent, table_top: Option<u16>) -> Option<Action> {
+    match mouse.kind {
+        MouseEventKind::ScrollUp => Some(Action::Up),
+        MouseEventKind::ScrollDown => Some(Action::Down),
+        MouseEventKind::Down(_) => {
+            let top = table_top?;
+            mouse
+                .row
+                .checked_sub(top)
+                .map(|row| Action::Select(row as usize))
+        }
+        _ => None,
+    }
+}

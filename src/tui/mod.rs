@@ -1,0 +1,163 @@
+//! The operator console: a full-screen terminal UI built for SSH.
+//!
+//! - [`view`]: the snapshot the UI renders from (registry + metrics + logs, as plain data).
+//! - [`state`]: what is selected, focused, filtered and open.
+//! - [`action`]: every change to that state, from keys, the mouse and the `:` command line.
+//! - [`keys`]: key and mouse bindings, and the help text.
+//! - [`render`]: drawing, pure over view and state.
+//! - [`theme`]: colours, or attributes only under NO_COLOR.
+//!
+//! The UI runs on its own thread: `draw` blocks on the terminal, and over a slow SSH link that
+//! must never hold up routing or supervision. One loop selects over terminal input, lifecycle
+//! events, new log lines, a snapshot tick and a shutdown signal, and redraws only when
+//! something changed, at most [`MAX_FPS`] times a second.
+
+pub mod action;
+pub mod keys;
+pub mod render;
+pub mod state;
+pub mod terminal;
+pub mod theme;
+pub mod view;
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use futures::{Stream, StreamExt};
+use ratatui::{Terminal, backend::Backend, crossterm::event::Event as TermEvent};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+
+use self::{
+    action::{Action, Effect, update},
+    render::Areas,
+    state::{LogScope, UiState},
+    theme::Theme,
+    view::{ConsoleView, LogView},
+};
+use crate::supervisor::Supervisor;
+
+/// Redraws per second at most.
+pub const MAX_FPS: u32 = 30;
+/// How often the snapshot is rebuilt when nothing else happens (uptime, rates).
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+/// Log lines the pane works over (scrollback and search).
+const LOG_WINDOW: usize = 5000;
+
+/// Runs the console until the operator quits or `shutdown` resolves. Generic over the backend so
+/// tests can drive it on a `TestBackend`.
+pub async fn run<B, I>(
+    terminal: &mut Terminal<B>,
+    supervisor: Supervisor,
+    mut input: I,
+    shutdown: impl Future<Output = ()>,
+    theme: Theme,
+) -> std::io::Result<()>
+where
+    B: Backend,
+    I: Stream<Item = std::io::Result<TermEvent>> + Unpin,
+{
+    let started = Instant::now();
+    let mut state = UiState::new();
+    let mut events = supervisor.events.subscribe();
+    let mut new_logs = supervisor.logs.subscribe();
+    let (results_tx, mut results) = mpsc::channel::<String>(64);
+    let mut view = view::snapshot(&supervisor, started);
+    let mut logs = log_window(&supervisor, &view, &state);
+    let mut areas = Areas::default();
+    let mut dirty = true;
+    let mut logs_dirty = false;
+    let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
+    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut frame_tick = tokio::time::interval(Duration::from_secs(1) / MAX_FPS);
+    frame_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            event = input.next() => match event {
+                Some(Ok(TermEvent::Resize(..))) => dirty = true,
+                Some(Ok(event)) => {
+                    let table_top = areas.table_top;
+                    if let Some(mut action) = keys::action(&event, &state, table_top) {
+                        if let Action::Select(row) = action {
+                            action = Action::Select(row + areas.table_offset);
+                        }
+                        let scope_before = (state.log_scope, state.selected.clone());
+                        if let Some(effect) = update(&mut state, &view, action) {
+                            apply(&supervisor, effect, results_tx.clone());
+                        }
+                        logs_dirty |= scope_before != (state.log_scope, state.selected.clone());
+                        dirty = true;
+                    }
+                }
+                Some(Err(err)) => return Err(err),
+                None => break,
+            },
+            event = events.recv() => match event {
+                Ok(event) => {
+                    update(&mut state, &view, Action::Lifecycle(Box::new(event)));
+                    view = view::snapshot(&supervisor, started);
+                    dirty = true;
+                }
+                Err(RecvError::Lagged(_)) => dirty = true,
+                Err(RecvError::Closed) => {}
+            },
+            line = new_logs.recv() => {
+                if !matches!(line, Err(RecvError::Closed)) {
+                    logs_dirty = true;
+                }
+            },
+            Some(result) = results.recv() => {
+                state.set_status(result);
+                dirty = true;
+            },
+            _ = snapshot_tick.tick() => {
+                view = view::snapshot(&supervisor, started);
+                dirty = true;
+            },
+            _ = frame_tick.tick(), if dirty || logs_dirty => {
+                if logs_dirty {
+                    logs = log_window(&supervisor, &view, &state);
+                    logs_dirty = false;
+                }
+                terminal
+                    .draw(|frame| {
+                        areas = render::draw(frame, &view, &state, &logs, &theme);
+                    })
+                    .map_err(|err| std::io::Error::other(err.to_string()))?;
+                dirty = false;
+            },
+        }
+        if state.quit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The log lines the pane may show: the scope's tail.
+fn log_window(supervisor: &Supervisor, view: &ConsoleView, state: &UiState) -> Vec<LogView> {
+    let lines = match (state.log_scope, state.selected_row(view)) {
+        (LogScope::Selected, Some(row)) => supervisor.logs.tail(&row.name, LOG_WINDOW),
+        _ => supervisor.logs.tail_all(LOG_WINDOW),
+    };
+    lines.iter().map(|l| LogView::from(l.as_ref())).collect()
+}
+
+/// Carries out an effect without blocking the UI: the supervisor's answer comes back later as
+/// a status line.
+fn apply(supervisor: &Supervisor, effect: Effect, results: mpsc::Sender<String>) {
+    let Effect::Supervisor(command) = effect;
+    let supervisor = supervisor.clone();
+    tokio::spawn(async move {
+        let text = match supervisor.command(command.clone()).await {
+            Ok(crate::supervisor::Reply::JobRun(run)) => format!("started run #{run}"),
+            Ok(crate::supervisor::Reply::Done) => return,
+            Err(err) => format!("{command:?} failed: {err}"),
+        };
+        let _ = results.send(text).await;
+    });
+}

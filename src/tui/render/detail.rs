@@ -1,0 +1,142 @@
+//! The detail pane of the selected service: request-rate sparkline and latency, task progress
+//! gauges (with a job's runs and results), dependencies and calls, recent exits.
+
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    text::{Line, Span},
+    widgets::{Block, Borders, Paragraph, Sparkline, Wrap},
+};
+
+use super::{duration, latency};
+use crate::tui::{state::UiState, theme::Theme, view::ConsoleView};
+
+pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiState, theme: &Theme) {
+    let Some(row) = state.selected_row(view) else {
+        return;
+    };
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(theme.border())
+        .title(format!(
+            " {}{} ",
+            row.name,
+            row.version
+                .as_ref()
+                .map_or(String::new(), |v| format!(" v{v}"))
+        ));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if inner.height == 0 {
+        return;
+    }
+    let tasks: Vec<_> = row.tasks.iter().take(6).collect();
+    let [spark_area, gauges_area, text_area] = Layout::vertical([
+        Constraint::Length(if inner.height >= 4 { 2 } else { 1 }),
+        Constraint::Length(tasks.len() as u16),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
+
+    // Sparkline of the last minutes' request rate, newest on the right.
+    let width = spark_area.width.saturating_sub(18) as usize;
+    let history: Vec<u64> = row
+        .rate_history
+        .iter()
+        .skip(row.rate_history.len().saturating_sub(width))
+        .copied()
+        .collect();
+    let [label, spark] =
+        Layout::horizontal([Constraint::Length(18), Constraint::Min(0)]).areas(spark_area);
+    frame.render_widget(
+        Paragraph::new(vec![
+            Line::from(format!("{:.0} req/s", row.request_rate)),
+            Line::from(format!("p99 {}", latency(row.p99_us))),
+        ]),
+        label,
+    );
+    frame.render_widget(
+        Sparkline::default().data(&history).style(theme.title()),
+        spark,
+    );
+
+    for (i, task) in tasks.iter().enumerate() {
+        let line = Rect {
+            y: gauges_area.y + i as u16,
+            height: 1,
+            ..gauges_area
+        };
+        frame.render_widget(Paragraph::new(task_line(task, line.width, theme)), line);
+    }
+
+    let mut lines = Vec::new();
+    if !row.depends_on.is_empty() {
+        let deps: Vec<String> = row
+            .depends_on
+            .iter()
+            .map(|(name, condition)| format!("{name} ({condition})"))
+            .collect();
+        lines.push(Line::from(vec![
+            Span::styled("depends on ", theme.dim()),
+            Span::raw(deps.join(", ")),
+        ]));
+    }
+    if !row.waiting_on.is_empty() {
+        lines.push(Line::styled(
+            format!("waiting for {}", row.waiting_on.join(", ")),
+            theme.error(),
+        ));
+    }
+    if !row.calls.is_empty() {
+        lines.push(Line::from(vec![
+            Span::styled("calls ", theme.dim()),
+            Span::raw(row.calls.join(", ")),
+        ]));
+    }
+    for run in row.runs.iter().take(3) {
+        let outcome = match &run.outcome {
+            None => "running".to_string(),
+            Some(Ok(result)) => format!("ok {result}"),
+            Some(Err(err)) => format!("failed: {err}"),
+        };
+        let took = run
+            .duration
+            .map_or(String::new(), |d| format!(" in {}", duration(d)));
+        lines.push(Line::from(format!("run #{}{took}: {outcome}", run.run)));
+    }
+    for (ago, replica, status) in row.exits.iter().take(3) {
+        lines.push(Line::styled(
+            format!("#{replica} {status}, {} ago", duration(*ago)),
+            theme.dim(),
+        ));
+    }
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
+}
+
+/// `label ▕██████░░░░▏ 45/120 running`: a bar that reads the same with or without colour.
+fn task_line<'a>(task: &crate::tui::view::TaskView, width: u16, theme: &Theme) -> Line<'a> {
+    let counts = if task.total == 0 {
+        format!(" {} {}", task.done, task.state)
+    } else {
+        format!(" {}/{} {}", task.done, task.total, task.state)
+    };
+    let label: String = format!("#{} {} ", task.replica, task.label)
+        .chars()
+        .take(28)
+        .collect();
+    let room = (width as usize).saturating_sub(label.chars().count() + counts.chars().count() + 2);
+    let bar = room.min(40);
+    let filled = if task.total == 0 {
+        0
+    } else {
+        ((task.done.min(task.total) as f64 / task.total as f64) * bar as f64).round() as usize
+    };
+    Line::from(vec![
+        Span::raw(label),
+        Span::styled("▕", theme.dim()),
+        Span::styled("█".repeat(filled), theme.title()),
+        Span::styled("░".repeat(bar - filled), theme.dim()),
+        Span::styled("▏", theme.dim()),
+        Span::raw(counts),
+    ])
+}

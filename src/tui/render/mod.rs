@@ -1,0 +1,263 @@
+//! Drawing the console from a [`ConsoleView`] and the [`UiState`]. Pure: it reads both and
+//! writes only the frame.
+//!
+//! Layout, top to bottom: header, alert line (when there are alerts), the service table, the
+//! detail pane (beside the table on wide terminals, below it on narrow ones), the log pane, and
+//! the footer. At 80×24 table columns drop by priority and the detail pane shares the space.
+
+mod detail;
+mod logs;
+mod overlay;
+mod table;
+
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    style::Style,
+    text::{Line, Span},
+    widgets::Paragraph,
+};
+
+use super::{
+    state::{Focus, Overlay, Prompt, UiState},
+    theme::Theme,
+    view::{ConsoleView, LogView},
+};
+use crate::registry::InstanceState;
+
+/// Where things landed on screen, for mouse clicks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Areas {
+    /// Screen row of the first table row.
+    pub table_top: Option<u16>,
+    /// Index of the first visible table row.
+    pub table_offset: usize,
+}
+
+pub fn draw(
+    frame: &mut Frame<'_>,
+    view: &ConsoleView,
+    state: &UiState,
+    logs: &[LogView],
+    theme: &Theme,
+) -> Areas {
+    let area = frame.area();
+    let alert_line = u16::from(!state.alerts.is_empty());
+    let [header, alerts, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(alert_line),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    frame.render_widget(header_line(view, state, theme, header.width), header);
+    if alert_line > 0 {
+        frame.render_widget(alert_text(state, theme), alerts);
+    }
+    let mut areas = Areas::default();
+    if state.zoom {
+        match state.focus {
+            Focus::Services if state.detail => detail::draw(frame, body, view, state, theme),
+            Focus::Services => areas = table::draw(frame, body, view, state, theme),
+            Focus::Logs => logs::draw(frame, body, view, state, logs, theme),
+        }
+    } else {
+        let rows = state.rows(view).len() as u16;
+        let wide = body.width >= 120;
+        let show_detail = state.detail || wide;
+        // The table takes what its rows need, up to half the body; logs get the rest.
+        let table_height = (rows + 3).min(body.height / 2).max(4);
+        let [top, bottom] =
+            Layout::vertical([Constraint::Length(table_height), Constraint::Min(3)]).areas(body);
+        if show_detail && wide {
+            let [left, right] =
+                Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)])
+                    .areas(top);
+            areas = table::draw(frame, left, view, state, theme);
+            detail::draw(frame, right, view, state, theme);
+            logs::draw(frame, bottom, view, state, logs, theme);
+        } else if show_detail {
+            let [detail_area, log_area] =
+                Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
+                    .areas(bottom);
+            areas = table::draw(frame, top, view, state, theme);
+            detail::draw(frame, detail_area, view, state, theme);
+            logs::draw(frame, log_area, view, state, logs, theme);
+        } else {
+            areas = table::draw(frame, top, view, state, theme);
+            logs::draw(frame, bottom, view, state, logs, theme);
+        }
+    }
+    frame.render_widget(footer_line(state, theme), footer);
+    overlay::draw(frame, area, view, state, theme);
+    areas
+}
+
+fn header_line<'a>(view: &'a ConsoleView, state: &UiState, theme: &Theme, width: u16) -> Line<'a> {
+    let up = view
+        .services
+        .iter()
+        .filter(|s| matches!(s.state, InstanceState::Ready | InstanceState::Degraded))
+        .count();
+    let down = view
+        .services
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.state,
+                InstanceState::Failed | InstanceState::Crashed | InstanceState::Backoff
+            )
+        })
+        .count();
+    let rate: f64 = view.services.iter().map(|s| s.request_rate).sum();
+    let errors: f64 = view.services.iter().map(|s| s.error_rate).sum();
+    let mut spans = vec![
+        Span::styled(format!(" {} ", view.stack), theme.title()),
+        Span::raw(format!("up {} ", duration(view.uptime))),
+    ];
+    if let Some(gateway) = &view.gateway {
+        spans.push(Span::styled(format!("http://{gateway} "), theme.dim()));
+    }
+    spans.push(Span::raw(format!("│ {up} up ")));
+    spans.push(Span::styled(
+        format!("{down} down "),
+        if down > 0 {
+            theme.error()
+        } else {
+            Style::new()
+        },
+    ));
+    spans.push(Span::raw(format!("│ {rate:.0} req/s ")));
+    spans.push(Span::styled(
+        format!("{errors:.1} err/s "),
+        if errors > 0.0 {
+            theme.error()
+        } else {
+            Style::new()
+        },
+    ));
+    if width >= 100 {
+        spans.push(Span::styled(
+            format!(
+                "│ console {:.1}% {} ",
+                view.console_cpu,
+                bytes(view.console_rss)
+            ),
+            theme.dim(),
+        ));
+    }
+    if !state.alerts.is_empty() {
+        spans.push(Span::styled(
+            format!(
+                " {} alert{} ",
+                state.alerts.len(),
+                plural(state.alerts.len())
+            ),
+            theme.alert(),
+        ));
+    }
+    Line::from(spans)
+}
+
+fn alert_text<'a>(state: &'a UiState, theme: &Theme) -> Paragraph<'a> {
+    let latest = state.alerts.last();
+    let text = latest.map_or(String::new(), |a| {
+        format!(" ⚠ {}: {}  (a: list and acknowledge)", a.service, a.text)
+    });
+    Paragraph::new(Line::styled(text, theme.alert()))
+}
+
+fn footer_line<'a>(state: &'a UiState, theme: &Theme) -> Line<'a> {
+    if let Overlay::Prompt(prompt, text) = &state.overlay {
+        let label = match prompt {
+            Prompt::Filter => "filter services: ".to_string(),
+            Prompt::Search => "search logs: ".to_string(),
+            Prompt::Command => ":".to_string(),
+            Prompt::JobParams(job) => {
+                format!("run {job} with parameters (JSON, Enter for defaults): ")
+            }
+        };
+        return Line::from(vec![
+            Span::styled(label, theme.key()),
+            Span::raw(text.as_str()),
+            Span::styled("█", theme.dim()),
+        ]);
+    }
+    if let Some(status) = state.current_status() {
+        return Line::styled(format!(" {status}"), theme.title());
+    }
+    let hints: &[(&str, &str)] = match state.focus {
+        Focus::Services => &[
+            ("?", "help"),
+            ("r", "restart"),
+            ("s", "stop/start"),
+            ("X", "kill"),
+            ("+-", "scale"),
+            ("⏎", "detail/run"),
+            ("/", "filter"),
+            ("Tab", "logs"),
+            ("q", "quit"),
+        ],
+        Focus::Logs => &[
+            ("?", "help"),
+            ("/", "search"),
+            ("n/N", "match"),
+            ("f", "follow"),
+            ("l", "scope"),
+            ("z", "zoom"),
+            ("Tab", "services"),
+            ("q", "quit"),
+        ],
+    };
+    let mut spans = Vec::new();
+    for (key, what) in hints {
+        spans.push(Span::styled(format!(" {key}"), theme.key()));
+        spans.push(Span::raw(format!(" {what}")));
+    }
+    Line::from(spans)
+}
+
+pub fn duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86_400 => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+pub fn bytes(n: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    match n {
+        0 => "-".into(),
+        n if n < MIB => format!("{}K", n / 1024),
+        n if n < 1024 * MIB => format!("{:.1}M", n as f64 / MIB as f64),
+        n => format!("{:.1}G", n as f64 / (1024 * MIB) as f64),
+    }
+}
+
+pub fn latency(us: Option<u64>) -> String {
+    match us {
+        None => "-".into(),
+        Some(us) if us < 1000 => format!("{us}µs"),
+        Some(us) if us < 1_000_000 => format!("{:.1}ms", us as f64 / 1000.0),
+        Some(us) => format!("{:.1}s", us as f64 / 1e6),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// A rectangle of `width`×`height` centred in `area`.
+pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}

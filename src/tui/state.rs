@@ -1,0 +1,188 @@
+//! The console's own state: what is selected, focused, filtered, searched and open. It changes
+//! only through [`Action`](super::action::Action)s; rendering only reads it.
+
+use std::time::{Duration, SystemTime};
+
+use super::view::{ConsoleView, ServiceRow};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Focus {
+    #[default]
+    Services,
+    Logs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    /// The stack file's order.
+    #[default]
+    Stack,
+    Name,
+    State,
+    Cpu,
+    Memory,
+    Rate,
+    Restarts,
+}
+
+impl SortKey {
+    pub fn next(self) -> SortKey {
+        use SortKey::*;
+        match self {
+            Stack => Name,
+            Name => State,
+            State => Cpu,
+            Cpu => Memory,
+            Memory => Rate,
+            Rate => Restarts,
+            Restarts => Stack,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Stack => "stack order",
+            SortKey::Name => "name",
+            SortKey::State => "state",
+            SortKey::Cpu => "cpu",
+            SortKey::Memory => "memory",
+            SortKey::Rate => "req/s",
+            SortKey::Restarts => "restarts",
+        }
+    }
+}
+
+/// What a line of typed text is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    Filter,
+    Search,
+    Command,
+    /// Parameters for a run of this job.
+    JobParams(String),
+}
+
+/// A question the operator must answer with y or n.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    Kill(String),
+    Quit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Overlay {
+    #[default]
+    None,
+    Help,
+    Alerts,
+    Deps,
+    Confirm(Confirm),
+    Prompt(Prompt, String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub at: SystemTime,
+    pub service: String,
+    pub text: String,
+}
+
+/// Which logs the log pane shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogScope {
+    #[default]
+    All,
+    Selected,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UiState {
+    pub focus: Focus,
+    /// Name of the selected service (stable across re-sorting and filtering).
+    pub selected: Option<String>,
+    pub sort: SortKey,
+    pub filter: String,
+    pub detail: bool,
+    pub zoom: bool,
+    pub overlay: Overlay,
+    pub log_scope: LogScope,
+    pub follow: bool,
+    /// Lines scrolled up from the bottom when not following.
+    pub log_scroll: usize,
+    pub search: String,
+    /// Which match (counted from the bottom) the search is on.
+    pub search_match: usize,
+    pub alerts: Vec<Alert>,
+    /// A short message for the operator, and when it was set.
+    pub status: Option<(String, SystemTime)>,
+    pub quit: bool,
+}
+
+impl UiState {
+    pub fn new() -> Self {
+        UiState {
+            follow: true,
+            ..UiState::default()
+        }
+    }
+
+    /// The rows the table shows, filtered and sorted.
+    pub fn rows<'v>(&self, view: &'v ConsoleView) -> Vec<&'v ServiceRow> {
+        let filter = self.filter.to_lowercase();
+        let mut rows: Vec<&ServiceRow> = view
+            .services
+            .iter()
+            .filter(|s| filter.is_empty() || s.name.to_lowercase().contains(&filter))
+            .collect();
+        match self.sort {
+            SortKey::Stack => {}
+            SortKey::Name => rows.sort_by(|a, b| a.name.cmp(&b.name)),
+            SortKey::State => rows.sort_by_key(|r| state_rank(r)),
+            SortKey::Cpu => rows.sort_by(|a, b| b.cpu.total_cmp(&a.cpu)),
+            SortKey::Memory => rows.sort_by_key(|r| std::cmp::Reverse(r.rss)),
+            SortKey::Rate => rows.sort_by(|a, b| b.request_rate.total_cmp(&a.request_rate)),
+            SortKey::Restarts => rows.sort_by_key(|r| std::cmp::Reverse(r.restarts)),
+        }
+        rows
+    }
+
+    /// Index of the selected row among `rows`, defaulting to the first.
+    pub fn selected_index(&self, rows: &[&ServiceRow]) -> usize {
+        self.selected
+            .as_ref()
+            .and_then(|name| rows.iter().position(|r| &r.name == name))
+            .unwrap_or(0)
+    }
+
+    pub fn selected_row<'v>(&self, view: &'v ConsoleView) -> Option<&'v ServiceRow> {
+        let rows = self.rows(view);
+        let index = self.selected_index(&rows);
+        rows.get(index).copied()
+    }
+
+    pub fn set_status(&mut self, text: impl Into<String>) {
+        self.status = Some((text.into(), SystemTime::now()));
+    }
+
+    /// The status line, if it is recent enough to show.
+    pub fn current_status(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .filter(|(_, at)| at.elapsed().unwrap_or_default() < Duration::from_secs(6))
+            .map(|(text, _)| text.as_str())
+    }
+}
+
+fn state_rank(row: &ServiceRow) -> u8 {
+    use crate::registry::InstanceState::*;
+    match row.state {
+        Failed => 0,
+        Crashed => 1,
+        Backoff => 2,
+        Degraded => 3,
+        Starting | Stopping => 4,
+        Ready => 5,
+        Exited => 6,
+        Stopped => 7,
+    }
+}

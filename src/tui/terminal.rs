@@ -1,0 +1,66 @@
+//! Owning the real terminal: raw mode and the alternate screen on the way in, restored on the
+//! way out, on a panic (ratatui's hook), and on SIGTERM or SIGHUP (the loop ends, then restore).
+
+use std::io::stdout;
+
+use ratatui::crossterm::{
+    event::{DisableMouseCapture, EnableMouseCapture, EventStream},
+    execute,
+};
+
+use super::theme::Theme;
+use crate::{
+    headless::termination_signal,
+    stack::Stack,
+    supervisor::{ShutdownReport, Supervisor, SupervisorOptions},
+};
+
+/// Runs the stack under the console UI; when the UI ends, stops every service gracefully.
+pub async fn run(stack: Stack, options: SupervisorOptions) -> std::io::Result<ShutdownReport> {
+    let (supervisor, task) = Supervisor::start(stack, options)?;
+    let ui_supervisor = supervisor.clone();
+    let ui = std::thread::Builder::new()
+        .name("console-ui".into())
+        .spawn(move || -> std::io::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            // crossterm's bare reset sequence also cancels bold and reverse; forcing colour
+            // output keeps the NO_COLOR theme's attributes intact.
+            ratatui::crossterm::style::force_color_output(true);
+            let mut terminal = ratatui::init();
+            let _ = execute!(stdout(), EnableMouseCapture);
+            let result = runtime.block_on(super::run(
+                &mut terminal,
+                ui_supervisor,
+                EventStream::new(),
+                termination_signal(),
+                Theme::from_env(),
+            ));
+            let _ = execute!(stdout(), DisableMouseCapture);
+            ratatui::restore();
+            result
+        })?;
+    let ui_result = tokio::task::spawn_blocking(move || ui.join())
+        .await
+        .map_err(|err| std::io::Error::other(err.to_string()))?;
+    eprintln!("switchboard: stopping services…");
+    supervisor.shutdown().await;
+    let report = task
+        .await
+        .map_err(|err| std::io::Error::other(format!("supervisor failed: {err}")))?;
+    match ui_result {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => eprintln!("switchboard: console error: {err}"),
+        Err(_) => eprintln!("switchboard: the console UI panicked"),
+    }
+    eprintln!(
+        "switchboard: stopped ({})",
+        if report.clean() {
+            "clean".to_string()
+        } else {
+            format!("forced: {}", report.forced.join(", "))
+        }
+    );
+    Ok(report)
+}

@@ -1,0 +1,194 @@
+//! What the console shows, as plain data: a snapshot built from the registry, the metrics and
+//! the logs. The UI reads nothing else, and everything here is serde-serialisable, so the same
+//! UI can later be driven from a remote headless instance through the admin API.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    logs::{LogLine, Stream},
+    monitor::metrics,
+    registry::{self, InstanceState},
+    stack::{Condition, ServiceKind},
+    supervisor::Supervisor,
+};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConsoleView {
+    pub stack: String,
+    pub uptime: Duration,
+    pub gateway: Option<String>,
+    pub console_cpu: f32,
+    pub console_rss: u64,
+    pub services: Vec<ServiceRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRow {
+    pub name: String,
+    pub job: bool,
+    pub state: InstanceState,
+    pub ready: u32,
+    pub replicas: u32,
+    pub pid: Option<u32>,
+    pub uptime: Option<Duration>,
+    pub restarts: u32,
+    pub cpu: f32,
+    pub rss: u64,
+    pub request_rate: f64,
+    pub error_rate: f64,
+    pub p99_us: Option<u64>,
+    pub heartbeat_age: Option<Duration>,
+    pub breaker: String,
+    pub version: Option<String>,
+    pub rate_history: Vec<u64>,
+    pub tasks: Vec<TaskView>,
+    pub depends_on: Vec<(String, String)>,
+    pub calls: Vec<String>,
+    pub waiting_on: Vec<String>,
+    /// Recent exits, newest first: (how long ago, replica, status).
+    pub exits: Vec<(Duration, u32, String)>,
+    pub runs: Vec<RunView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub replica: u32,
+    pub label: String,
+    pub done: u64,
+    pub total: u64,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    pub run: u64,
+    pub params: String,
+    pub duration: Option<Duration>,
+    pub outcome: Option<Result<String, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogView {
+    pub seq: u64,
+    pub at: SystemTime,
+    pub service: String,
+    pub replica: u32,
+    pub console: bool,
+    pub text: String,
+}
+
+impl From<&LogLine> for LogView {
+    fn from(line: &LogLine) -> Self {
+        LogView {
+            seq: line.seq,
+            at: line.at,
+            service: line.service.to_string(),
+            replica: line.replica,
+            console: line.stream == Stream::Console,
+            text: line.text.clone(),
+        }
+    }
+}
+
+/// Builds the snapshot of a local supervisor.
+pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
+    let own = supervisor.own_usage.lock().map(|u| *u).unwrap_or_default();
+    let metrics = metrics::read(&supervisor.metrics);
+    let registry = registry::read(&supervisor.registry);
+    let now = SystemTime::now();
+    let services = registry
+        .services
+        .iter()
+        .map(|service| {
+            let m = metrics.service(service.name());
+            let live: Vec<_> = service
+                .instances
+                .iter()
+                .filter(|i| i.state.has_process())
+                .collect();
+            ServiceRow {
+                name: service.name().to_string(),
+                job: service.spec.kind == ServiceKind::Job,
+                state: service.state(),
+                ready: service.ready_instances() as u32,
+                replicas: service.replicas,
+                pid: live.first().and_then(|i| i.pid),
+                uptime: live.iter().filter_map(|i| i.uptime()).max(),
+                restarts: service.restarts(),
+                cpu: live.iter().map(|i| i.cpu_percent).sum(),
+                rss: live.iter().map(|i| i.rss_bytes).sum(),
+                request_rate: m.map_or(0.0, |m| m.request_rate),
+                error_rate: m.map_or(0.0, |m| m.error_rate),
+                p99_us: m.and_then(|m| m.p99_us),
+                heartbeat_age: m.and_then(|m| m.heartbeat_age),
+                breaker: "-".into(),
+                version: live.iter().find_map(|i| i.version.clone()),
+                rate_history: m
+                    .map(|m| m.rate_history.iter().copied().collect())
+                    .unwrap_or_default(),
+                tasks: m
+                    .map(|m| {
+                        m.tasks
+                            .iter()
+                            .map(|(replica, t)| TaskView {
+                                replica: *replica,
+                                label: t.label.clone(),
+                                done: t.done,
+                                total: t.total,
+                                state: format!("{:?}", t.state).to_lowercase(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                depends_on: service
+                    .spec
+                    .depends_on
+                    .iter()
+                    .map(|d| {
+                        let condition = match d.condition {
+                            Condition::Started => "started",
+                            Condition::Ready => "ready",
+                            Condition::Completed => "completed",
+                        };
+                        (d.name.clone(), condition.to_string())
+                    })
+                    .collect(),
+                calls: service.spec.calls.clone(),
+                waiting_on: service.waiting_on.clone(),
+                exits: service
+                    .exits
+                    .iter()
+                    .rev()
+                    .map(|(at, replica, status)| {
+                        (
+                            now.duration_since(*at).unwrap_or_default(),
+                            *replica,
+                            status.to_string(),
+                        )
+                    })
+                    .collect(),
+                runs: service
+                    .runs
+                    .iter()
+                    .rev()
+                    .map(|run| RunView {
+                        run: run.run,
+                        params: run.params.clone(),
+                        duration: run.duration,
+                        outcome: run.result.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    ConsoleView {
+        stack: registry.stack_name.clone(),
+        uptime: started.elapsed(),
+        gateway: None,
+        console_cpu: own.cpu_percent,
+        console_rss: own.rss_bytes,
+        services,
+    }
+}

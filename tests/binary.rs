@@ -1,0 +1,170 @@
+//! The real `switchboard` binary as a process: headless mode, signals, `check`, and what is left
+//! when the console itself is killed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::{SWITCHBOARD, alive};
+
+const STACK: &str = r#"
+name = "pids"
+[services.one]
+command = "sh"
+args = ["-c", "echo pid $$; exec sleep 600"]
+shutdown_grace = "300ms"
+[services.two]
+builtin = "probe"
+[services.three]
+command = "sh"
+args = ["-c", "echo pid $$; read x"]
+"#;
+
+/// Starts `switchboard up FILE --headless` and collects its stdout lines on a thread.
+fn headless(stack: &str) -> (Child, mpsc::Receiver<String>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.toml");
+    std::fs::write(&path, stack).unwrap();
+    let mut child = Command::new(SWITCHBOARD)
+        .args(["up", path.to_str().unwrap(), "--headless"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx, dir)
+}
+
+/// Reads lines until `count` service pids were printed ("pid N" log lines and "spawned pid N"
+/// events for services that print nothing).
+fn service_pids(lines: &mpsc::Receiver<String>, count: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut pids = Vec::new();
+    while pids.len() < count && Instant::now() < deadline {
+        let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        if let Some((_, pid)) = line.rsplit_once("spawned pid ") {
+            let pid: u32 = pid.trim().parse().unwrap();
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+fn wait_gone(pids: &[u32], limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if pids.iter().all(|&p| !alive(p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn no_service_survives_the_console_being_killed() {
+    let (mut console, lines, _dir) = headless(STACK);
+    let pids = service_pids(&lines, 3);
+    assert_eq!(pids.len(), 3, "services did not all start: {pids:?}");
+    assert!(pids.iter().all(|&p| alive(p)));
+    console.kill().unwrap(); // SIGKILL: no chance to clean up.
+    console.wait().unwrap();
+    assert!(
+        wait_gone(&pids, Duration::from_secs(5)),
+        "survivors: {:?}",
+        pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_with_exit_code_zero() {
+    let (mut console, lines, _dir) = headless(STACK);
+    let pids = service_pids(&lines, 3);
+    assert_eq!(pids.len(), 3);
+    let pid = console.id() as libc::pid_t;
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = console.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "console did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // `one` is `sleep`, which ignores stdin EOF and dies of SIGTERM: that shutdown is not clean.
+    // So only check that everything is gone and the exit code says what happened.
+    assert!(wait_gone(&pids, Duration::from_secs(2)));
+    let printed: Vec<String> = lines.try_iter().collect();
+    let verdict = printed
+        .iter()
+        .find(|l| l.contains("switchboard: stopped"))
+        .expect("no final line");
+    if verdict.contains("(clean)") {
+        assert_eq!(status.code(), Some(0));
+    } else {
+        assert_eq!(status.code(), Some(3), "{verdict}");
+    }
+}
+
+#[test]
+fn a_clean_shutdown_exits_zero() {
+    let (mut console, lines, _dir) = headless(
+        r#"
+        name = "tidy"
+        [services.reader]
+        command = "sh"
+        args = ["-c", "read x"]
+        [services.probe]
+        builtin = "probe"
+        "#,
+    );
+    assert_eq!(service_pids(&lines, 2).len(), 2);
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(console.id() as libc::pid_t, libc::SIGHUP) };
+    let status = console.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn check_reports_errors_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"bad\"\n[services.a]\ncommand = \"true\"\nrestrat = \"always\"\n",
+    )
+    .unwrap();
+    let output = Command::new(SWITCHBOARD)
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("{}:4:1:", path.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("restrat"), "{stderr}");
+
+    let output = Command::new(SWITCHBOARD).arg("check").output().unwrap();
+    assert!(output.status.success(), "the demo stack must check");
+}

@@ -1,0 +1,139 @@
+//! Helpers shared by the integration tests: build a stack from TOML in a temporary directory,
+//! run a supervisor on it, and wait for conditions with a bound.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use switchboard::{
+    event::{Event, EventKind},
+    registry::{self, Registry},
+    stack::{self, Stack},
+    supervisor::{ShutdownReport, Supervisor, SupervisorOptions},
+};
+use tokio::sync::broadcast;
+
+pub const SWITCHBOARD: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// A stack parsed from `toml`, with its data and run directories in a fresh temporary directory.
+pub fn stack(toml: &str) -> (Stack, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.toml");
+    std::fs::write(&path, toml).unwrap();
+    let stack = stack::load(&path).unwrap_or_else(|diagnostics| {
+        panic!(
+            "bad test stack:\n{}",
+            diagnostics
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    (stack, dir)
+}
+
+pub fn options() -> SupervisorOptions {
+    SupervisorOptions {
+        builtin_exe: PathBuf::from(SWITCHBOARD),
+        log_files: true,
+    }
+}
+
+pub struct Running {
+    pub supervisor: Supervisor,
+    pub task: tokio::task::JoinHandle<ShutdownReport>,
+    pub events: broadcast::Receiver<Event>,
+    pub seen: Vec<Event>,
+}
+
+pub fn start(stack: Stack) -> Running {
+    let (supervisor, task) = Supervisor::start(stack, options()).unwrap();
+    let events = supervisor.events.subscribe();
+    Running {
+        supervisor,
+        task,
+        events,
+        seen: Vec::new(),
+    }
+}
+
+impl Running {
+    /// Waits until `done` holds for the registry, for at most `limit`.
+    pub async fn until(&self, limit: Duration, done: impl Fn(&Registry) -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if done(&registry::read(&self.supervisor.registry)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        done(&registry::read(&self.supervisor.registry))
+    }
+
+    /// Waits for an event matching `wanted`, recording every event seen on the way.
+    pub async fn event(
+        &mut self,
+        limit: Duration,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Ok(event)) => {
+                    self.seen.push(event.clone());
+                    if wanted(&event) {
+                        return Some(event);
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Shuts down and waits for the report, bounded.
+    pub async fn stop(mut self) -> (ShutdownReport, Vec<Event>) {
+        self.supervisor.shutdown().await;
+        let report = tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("shutdown took too long")
+            .unwrap();
+        while let Ok(event) = self.events.try_recv() {
+            self.seen.push(event);
+        }
+        (report, self.seen)
+    }
+}
+
+pub fn is_state(event: &Event, service: &str, to: switchboard::registry::InstanceState) -> bool {
+    event.service == service && matches!(event.kind, EventKind::State { to: t, .. } if t == to)
+}
+
+/// Whether a process with this pid still exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state is the field after the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until none of `pids` is alive, for at most `limit`.
+pub async fn all_gone(pids: &[u32], limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if pids.iter().all(|&pid| !alive(pid)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pids.iter().all(|&pid| !alive(pid))
+}

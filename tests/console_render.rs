@@ -1,0 +1,213 @@
+//! Snapshots of the rendered console (ratatui's TestBackend buffer) in its main states: normal,
+//! 80×24, the help overlay, a failed service with its alert, a log search, a running job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ratatui::{Terminal, backend::TestBackend};
+use switchboard::{
+    event::{Event, EventKind},
+    registry::InstanceState,
+    tui::{
+        action::{Action, update},
+        render,
+        state::UiState,
+        theme::Theme,
+        view::{ConsoleView, LogView, RunView, ServiceRow, TaskView},
+    },
+};
+
+fn row(name: &str, state: InstanceState, rate: f64) -> ServiceRow {
+    ServiceRow {
+        name: name.into(),
+        job: false,
+        state,
+        ready: u32::from(state == InstanceState::Ready),
+        replicas: 1,
+        pid: (state == InstanceState::Ready).then_some(4242),
+        uptime: (state == InstanceState::Ready).then_some(Duration::from_secs(754)),
+        restarts: 0,
+        cpu: 1.5,
+        rss: 12 * 1024 * 1024,
+        request_rate: rate,
+        error_rate: 0.0,
+        p99_us: Some(1024),
+        heartbeat_age: Some(Duration::from_millis(300)),
+        breaker: "closed".into(),
+        version: Some("0.1.0".into()),
+        rate_history: (0..60).map(|i| (i * 7 % 23) as u64).collect(),
+        tasks: Vec::new(),
+        depends_on: Vec::new(),
+        calls: Vec::new(),
+        waiting_on: Vec::new(),
+        exits: Vec::new(),
+        runs: Vec::new(),
+    }
+}
+
+fn demo_view() -> ConsoleView {
+    let mut order = row("order", InstanceState::Ready, 20.0);
+    order.depends_on = vec![("user".into(), "ready".into())];
+    order.calls = vec!["user".into()];
+    order.tasks = vec![TaskView {
+        replica: 0,
+        label: "order 17: charge".into(),
+        done: 3,
+        total: 4,
+        state: "running".into(),
+    }];
+    let mut report = row("report", InstanceState::Stopped, 0.0);
+    report.job = true;
+    report.runs = vec![RunView {
+        run: 1,
+        params: "{}".into(),
+        duration: Some(Duration::from_secs(12)),
+        outcome: Some(Ok("{\"orders\":120}".into())),
+    }];
+    ConsoleView {
+        stack: "demo".into(),
+        uptime: Duration::from_secs(3723),
+        gateway: Some("127.0.0.1:8787".into()),
+        console_cpu: 0.4,
+        console_rss: 9 * 1024 * 1024,
+        services: vec![
+            row("user", InstanceState::Ready, 41.0),
+            order,
+            row("notification", InstanceState::Ready, 40.0),
+            row("storefront", InstanceState::Ready, 0.0),
+            report,
+        ],
+    }
+}
+
+fn logs() -> Vec<LogView> {
+    let lines = [
+        ("user", "created user 17 <ada@example.com>"),
+        ("order", "order 17 accepted for user 17"),
+        ("notification", "notified order 17: created"),
+        ("order", "order 17 completed"),
+        ("notification", "notified order 17: completed"),
+        ("storefront", "placed 20 orders in the last second"),
+        ("user", "created user 18 <bo@example.com>"),
+        ("order", "order 18 rejected: unknown user 99"),
+    ];
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, (service, text))| LogView {
+            seq: i as u64,
+            at: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i as u64),
+            service: (*service).into(),
+            replica: 0,
+            console: false,
+            text: (*text).into(),
+        })
+        .collect()
+}
+
+fn render(view: &ConsoleView, state: &UiState, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal
+        .draw(|frame| {
+            render::draw(frame, view, state, &logs(), &Theme::monochrome());
+        })
+        .unwrap();
+    terminal.backend().to_string()
+}
+
+#[test]
+fn normal_wide() {
+    let view = demo_view();
+    let state = UiState::new();
+    insta::assert_snapshot!(render(&view, &state, 140, 32));
+}
+
+#[test]
+fn small_terminal_80x24() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Down);
+    let screen = render(&view, &state, 80, 24);
+    for must in ["SERVICE", "STATE", "REQ/S", "order", "logs"] {
+        assert!(screen.contains(must), "{must} missing at 80x24:\n{screen}");
+    }
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn help_overlay() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Help);
+    insta::assert_snapshot!(render(&view, &state, 120, 36));
+}
+
+#[test]
+fn failed_service_with_alert() {
+    let mut view = demo_view();
+    view.services[0].state = InstanceState::Failed;
+    view.services[0].restarts = 5;
+    view.services[0].pid = None;
+    view.services[0].exits = vec![(Duration::from_secs(3), 0, "exit 1".into())];
+    let mut state = UiState::new();
+    let gave_up = Event {
+        at: SystemTime::now(),
+        service: "user".into(),
+        replica: Some(0),
+        kind: EventKind::GaveUp {
+            restarts: 5,
+            window: Duration::from_secs(60),
+        },
+    };
+    update(&mut state, &view, Action::Lifecycle(Box::new(gave_up)));
+    assert_eq!(state.alerts.len(), 1);
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("failed"), "{screen}");
+    assert!(screen.contains("1 alert"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn log_search() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::FocusNext);
+    update(&mut state, &view, Action::Search);
+    for c in "order 17".chars() {
+        update(&mut state, &view, Action::Type(c));
+    }
+    update(&mut state, &view, Action::Submit);
+    update(&mut state, &view, Action::SearchPrev);
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("matches"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn running_job() {
+    let mut view = demo_view();
+    let report = &mut view.services[4];
+    report.state = InstanceState::Ready;
+    report.pid = Some(777);
+    report.tasks = vec![TaskView {
+        replica: 0,
+        label: "scan orders".into(),
+        done: 45,
+        total: 120,
+        state: "running".into(),
+    }];
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Bottom);
+    update(&mut state, &view, Action::Open);
+    // Enter on a job asks for its parameters.
+    assert!(matches!(
+        state.overlay,
+        switchboard::tui::state::Overlay::Prompt(switchboard::tui::state::Prompt::JobParams(_), _)
+    ));
+    update(&mut state, &view, Action::Cancel);
+    state.detail = true;
+    let screen = render(&view, &state, 140, 32);
+    assert!(screen.contains("scan orders ▕"), "{screen}");
+    assert!(screen.contains("45/120 running"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
