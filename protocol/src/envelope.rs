@@ -5,6 +5,9 @@
 //! ever appended, and a change that old peers cannot read bumps [`PROTOCOL_VERSION`].
 
 use bytes::Bytes;
+/// Short strings stored inline (up to 24 bytes), so routing a message allocates nothing for its
+/// service and method names. Encoded on the wire exactly like a `String`.
+pub use compact_str::CompactString as Name;
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire protocol, carried in [`Hello`] and [`Welcome`].
@@ -47,9 +50,9 @@ pub struct Envelope {
     pub priority: Priority,
     pub kind: Kind,
     /// A service name (for requests) or a topic (for events and subscriptions). Empty otherwise.
-    pub destination: String,
+    pub destination: Name,
     /// The method of a request. Empty otherwise.
-    pub method: String,
+    pub method: Name,
     pub body: Body,
 }
 

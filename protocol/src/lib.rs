@@ -19,5 +19,6 @@ pub mod segment;
 pub mod topic;
 
 pub use envelope::{
-    Body, Envelope, ErrorBody, ErrorCode, Hello, Kind, PROTOCOL_VERSION, Priority, Status, Welcome,
+    Body, Envelope, ErrorBody, ErrorCode, Hello, Kind, Name, PROTOCOL_VERSION, Priority, Status,
+    Welcome,
 };

@@ -160,7 +160,7 @@ impl Router {
             .inner
             .allowed
             .get(from)
-            .is_some_and(|calls| calls.contains(&envelope.destination));
+            .is_some_and(|calls| calls.contains(envelope.destination.as_str()));
         if !allowed {
             let message = format!(
                 "`{from}` may not call `{}` (see `calls` in the stack file)",

@@ -339,11 +339,11 @@ async fn read_frames(
             Kind::Subscribe | Kind::Unsubscribe => {
                 if let Ok(mut subscriptions) = handle.subscriptions.write() {
                     if envelope.kind == Kind::Subscribe {
-                        if !subscriptions.contains(&envelope.destination) {
-                            subscriptions.push(envelope.destination.clone());
+                        if !subscriptions.iter().any(|s| *s == envelope.destination) {
+                            subscriptions.push(envelope.destination.to_string());
                         }
                     } else {
-                        subscriptions.retain(|s| s != &envelope.destination);
+                        subscriptions.retain(|s| *s != envelope.destination);
                     }
                 }
             }

@@ -117,7 +117,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 pid: live.first().and_then(|i| i.pid),
                 uptime: live.iter().filter_map(|i| i.uptime()).max(),
                 restarts: service.restarts(),
-                cpu: live.iter().map(|i| i.cpu_percent).sum(),
+                cpu: live.iter().fold(0.0, |sum, i| sum + i.cpu_percent),
                 rss: live.iter().map(|i| i.rss_bytes).sum(),
                 request_rate: m.map_or(0.0, |m| m.request_rate),
                 error_rate: m.map_or(0.0, |m| m.error_rate),

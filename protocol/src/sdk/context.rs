@@ -182,8 +182,8 @@ impl Context {
             deadline_us: u64::try_from(budget.as_micros()).unwrap_or(u64::MAX).max(1),
             priority: options.priority.unwrap_or(self.priority),
             kind: Kind::Request,
-            destination: service.to_owned(),
-            method: method.to_owned(),
+            destination: service.into(),
+            method: method.into(),
             body,
             ..Envelope::default()
         };
@@ -234,7 +234,7 @@ impl Context {
             trace: self.trace,
             priority: self.priority,
             kind: Kind::Event,
-            destination: topic.to_owned(),
+            destination: topic.into(),
             body,
             ..Envelope::default()
         };

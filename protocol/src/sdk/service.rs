@@ -372,7 +372,7 @@ impl Dispatcher {
         if link.draining.is_cancelled() {
             return self.reject(&envelope, ErrorCode::Unavailable, "service is draining");
         }
-        let Some(handler) = self.methods.get(&envelope.method).cloned() else {
+        let Some(handler) = self.methods.get(envelope.method.as_str()).cloned() else {
             let message = format!("no method `{}`", envelope.method);
             return self.reject(&envelope, ErrorCode::NotFound, &message);
         };
@@ -433,7 +433,7 @@ impl Dispatcher {
 
     fn event(&self, envelope: Envelope, received: Instant) {
         self.root.link.segment.event_received();
-        let topic = envelope.destination.clone();
+        let topic = envelope.destination.to_string();
         for (pattern, handler) in &self.subscriptions {
             if !topic_matches(pattern, &topic) {
                 continue;
