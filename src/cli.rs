@@ -287,6 +287,7 @@ fn run_job(job: &str, file: Option<&Path>, args: &[String]) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        supervisor.begin().await;
         let ok = tokio::select! {
             ok = watch_job(&supervisor, &job, params) => ok,
             () = headless::termination_signal() => false,

@@ -25,6 +25,7 @@ pub async fn run(
     let (supervisor, mut task) = Supervisor::start(stack, options)?;
     let mut events = supervisor.events.subscribe();
     let mut logs = supervisor.logs.subscribe();
+    supervisor.begin().await;
     print_line(&format!(
         "switchboard: stack `{name}`, {services} services; log files in {}",
         log_dir.display()

@@ -38,7 +38,7 @@ async fn starts_in_dependency_order_and_stops_in_reverse() {
         ready_line = "accepting connections"
         "#,
     );
-    let mut running = start(stack);
+    let mut running = start(stack).await;
     assert!(
         running
             .event(LIMIT, |e| is_state(e, "web", InstanceState::Ready))
@@ -88,7 +88,7 @@ async fn a_crashing_service_backs_off_then_fails_at_the_intensity_limit() {
         restart_limit = { count = 3, window = "60s" }
         "#,
     );
-    let mut running = start(stack);
+    let mut running = start(stack).await;
     let gave_up = running
         .event(LIMIT, |e| matches!(e.kind, EventKind::GaveUp { .. }))
         .await;
@@ -141,7 +141,7 @@ async fn a_hung_service_is_detected_killed_and_restarted() {
         backoff = { initial = "10ms", jitter = 0.0 }
         "#,
     );
-    let mut running = start(stack);
+    let mut running = start(stack).await;
     assert!(
         running
             .event(LIMIT, |e| is_state(e, "frozen", InstanceState::Ready))
@@ -192,7 +192,7 @@ async fn a_child_ignoring_sigterm_is_killed_after_its_grace_period() {
         shutdown_grace = "200ms"
         "#,
     );
-    let mut running = start(stack);
+    let mut running = start(stack).await;
     assert!(
         running
             .event(LIMIT, |e| is_state(e, "mule", InstanceState::Ready))
@@ -229,7 +229,7 @@ async fn a_grandchild_does_not_outlive_its_service() {
         ready_line = "grandchild"
         "#,
     );
-    let running = start(stack);
+    let running = start(stack).await;
     assert!(
         running
             .until(LIMIT, |r| r.service("parent").unwrap().ready_instances()
@@ -263,7 +263,7 @@ async fn a_job_runs_with_parameters_reporting_progress_and_a_result() {
         builtin = "probe-job"
         "#,
     );
-    let running = start(stack);
+    let running = start(stack).await;
     let reply = running
         .supervisor
         .command(Command::RunJob(
@@ -364,7 +364,7 @@ async fn a_rolling_restart_keeps_requests_succeeding() {
         shutdown_grace = "2s"
         "#,
     );
-    let mut running = start(stack);
+    let mut running = start(stack).await;
     assert!(
         running
             .until(LIMIT, |r| r.service("echo").unwrap().ready_instances() == 3)

@@ -121,22 +121,10 @@ impl Core {
                 tracing::warn!(dir = %dir.display(), cause = %err, "cannot create directory");
             }
         }
-        let stack = self.stack.clone();
-        for name in stack.start_order() {
-            let Some(index) = self.index_of(name) else {
-                continue;
-            };
-            let spec = &stack.services[index];
-            if spec.kind == ServiceKind::Service || stack.is_autostart(name) {
-                registry::write(&self.registry).services[index].wanted = true;
-                self.pending.insert(index);
-            }
-        }
-        self.start_pending().await;
-
         loop {
             tokio::select! {
                 message = messages.recv(), if !self.shutting_down => match message {
+                    Some(Message::Begin) => self.begin().await,
                     Some(Message::Command(request)) => self.command(request).await,
                     Some(Message::Shutdown) | None => self.begin_shutdown(),
                 },
@@ -155,12 +143,30 @@ impl Core {
         }
         // Refuse whatever commands are still queued.
         messages.close();
-        while let Ok(Message::Command(request)) = messages.try_recv() {
-            let _ = request.reply.send(Err(ControlError::ShuttingDown));
+        while let Ok(message) = messages.try_recv() {
+            if let Message::Command(request) = message {
+                let _ = request.reply.send(Err(ControlError::ShuttingDown));
+            }
         }
         self.tasks.close();
         self.tasks.wait().await;
         self.report
+    }
+
+    /// Marks every service (and autostart job) wanted and starts what its dependencies allow.
+    async fn begin(&mut self) {
+        let stack = self.stack.clone();
+        for name in stack.start_order() {
+            let Some(index) = self.index_of(name) else {
+                continue;
+            };
+            let spec = &stack.services[index];
+            if spec.kind == ServiceKind::Service || stack.is_autostart(name) {
+                registry::write(&self.registry).services[index].wanted = true;
+                self.pending.insert(index);
+            }
+        }
+        self.start_pending().await;
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {

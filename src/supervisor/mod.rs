@@ -132,6 +132,9 @@ struct Request {
 }
 
 enum Message {
+    /// Start the stack's services. Sent once, after the caller has subscribed to what it wants
+    /// to watch, so it sees the very first events.
+    Begin,
     Command(Request),
     Shutdown,
 }
@@ -176,8 +179,8 @@ impl SupervisorOptions {
 }
 
 impl Supervisor {
-    /// Starts the supervisor and the stack's services. The returned task ends, with its report,
-    /// once [`shutdown`](Self::shutdown) has stopped every process.
+    /// Starts the supervisor; the stack's services start on [`begin`](Self::begin). The returned
+    /// task ends, with its report, once [`shutdown`](Self::shutdown) has stopped every process.
     pub fn start(
         stack: Stack,
         options: SupervisorOptions,
@@ -222,6 +225,11 @@ impl Supervisor {
             },
             task,
         ))
+    }
+
+    /// Starts the stack's services in dependency order. Subscribe to events and logs first.
+    pub async fn begin(&self) {
+        let _ = self.messages.send(Message::Begin).await;
     }
 
     pub async fn command(&self, command: Command) -> Result<Reply, ControlError> {

@@ -53,6 +53,7 @@ pub async fn run<B, I>(
     mut input: I,
     shutdown: impl Future<Output = ()>,
     theme: Theme,
+    on_subscribed: impl FnOnce(),
 ) -> std::io::Result<()>
 where
     B: Backend,
@@ -62,6 +63,7 @@ where
     let mut state = UiState::new();
     let mut events = supervisor.events.subscribe();
     let mut new_logs = supervisor.logs.subscribe();
+    on_subscribed();
     let (results_tx, mut results) = mpsc::channel::<String>(64);
     let mut view = view::snapshot(&supervisor, started);
     let mut logs = log_window(&supervisor, &view, &state);

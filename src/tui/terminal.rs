@@ -18,6 +18,9 @@ use crate::{
 /// Runs the stack under the console UI; when the UI ends, stops every service gracefully.
 pub async fn run(stack: Stack, options: SupervisorOptions) -> std::io::Result<ShutdownReport> {
     let (supervisor, task) = Supervisor::start(stack, options)?;
+    // The UI subscribes to events on its own thread; a barrier makes sure it has before any
+    // service starts, so no early alert is missed.
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<()>();
     let ui_supervisor = supervisor.clone();
     let ui = std::thread::Builder::new()
         .name("console-ui".into())
@@ -36,11 +39,18 @@ pub async fn run(stack: Stack, options: SupervisorOptions) -> std::io::Result<Sh
                 EventStream::new(),
                 termination_signal(),
                 Theme::from_env(),
+                move || {
+                    let _ = subscribed_tx.send(());
+                },
             ));
             let _ = execute!(stdout(), DisableMouseCapture);
             ratatui::restore();
             result
         })?;
+    // An error means the UI thread ended before subscribing: then nothing is started.
+    if subscribed.await.is_ok() {
+        supervisor.begin().await;
+    }
     let ui_result = tokio::task::spawn_blocking(move || ui.join())
         .await
         .map_err(|err| std::io::Error::other(err.to_string()))?;

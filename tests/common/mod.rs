@@ -49,9 +49,10 @@ pub struct Running {
     pub seen: Vec<Event>,
 }
 
-pub fn start(stack: Stack) -> Running {
+pub async fn start(stack: Stack) -> Running {
     let (supervisor, task) = Supervisor::start(stack, options()).unwrap();
     let events = supervisor.events.subscribe();
+    supervisor.begin().await;
     Running {
         supervisor,
         task,
