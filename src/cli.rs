@@ -67,6 +67,21 @@ pub enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Measure this machine: restart latency, hang detection, the console's own CPU.
+    Bench {
+        /// Only these measurements (restart, hang, idle); default all.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Restarts (and hangs, at most 10) to measure.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Seconds to measure the console's CPU over.
+        #[arg(long, default_value_t = 10)]
+        idle_secs: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a builtin service over stdin/stdout (what the console spawns).
     #[command(hide = true)]
     Service { name: String },
@@ -83,6 +98,12 @@ pub fn run(cli: Cli) -> ExitCode {
             fresh,
         }) => up(file.as_deref(), headless, fresh),
         Some(Cmd::Run { job, file, args }) => run_job(&job, file.as_deref(), &args),
+        Some(Cmd::Bench {
+            only,
+            rounds,
+            idle_secs,
+            json,
+        }) => bench(&only, rounds, idle_secs, json),
         None => up(cli.file.as_deref(), cli.headless, cli.fresh),
     }
 }
@@ -370,4 +391,37 @@ async fn watch_job(supervisor: &Supervisor, job: &str, params: Option<String>) -
             }
         }
     }
+}
+
+fn bench(only: &[String], rounds: usize, idle_secs: u64, json: bool) -> ExitCode {
+    let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let selection = crate::bench::Selection {
+        restart: wants("restart"),
+        hang: wants("hang"),
+        idle: wants("idle"),
+    };
+    init_console_logging();
+    let (Ok(mut options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime())
+    else {
+        return ExitCode::FAILURE;
+    };
+    options.log_files = false;
+    let figures = runtime.block_on(crate::bench::run(
+        selection,
+        options,
+        rounds.max(1),
+        Duration::from_secs(idle_secs.max(1)),
+    ));
+    if json {
+        match serde_json::to_string_pretty(&figures) {
+            Ok(text) => println!("{text}"),
+            Err(err) => {
+                eprintln!("switchboard: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        crate::bench::print_table(&figures);
+    }
+    ExitCode::SUCCESS
 }

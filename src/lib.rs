@@ -21,8 +21,10 @@
 //! - [`tui`]: the operator console, a full-screen terminal UI.
 //! - [`headless`]: running a stack without the terminal UI, for servers and CI.
 //! - [`builtin`]: the services compiled into the binary (`switchboard service NAME`).
+//! - [`bench`]: `switchboard bench`, measurements with real processes.
 //! - [`cli`]: the command line.
 
+pub mod bench;
 pub mod builtin;
 pub mod cli;
 pub mod event;

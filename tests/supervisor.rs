@@ -163,7 +163,7 @@ async fn a_hung_service_is_detected_killed_and_restarted() {
     };
     // Detected after the timeout, and no later than the timeout plus one check period
     // (timeout / 4) plus scheduling slack.
-    assert!(silent_for > Duration::from_millis(400), "{silent_for:?}");
+    assert!(silent_for >= Duration::from_millis(400), "{silent_for:?}");
     assert!(silent_for < Duration::from_millis(1000), "{silent_for:?}");
     assert!(
         running

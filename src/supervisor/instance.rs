@@ -144,7 +144,9 @@ impl InstanceTask {
         let pid = self.handle.pid;
         let check_every = self
             .heartbeat_timeout
-            .map(|timeout| (timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)));
+            // Half the heartbeat period (timeout / 5): a hang is then declared at most one
+            // heartbeat period after the timeout, counting the lag in seeing the last beat.
+            .map(|timeout| (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)));
         let mut heartbeat = HeartbeatWatch::new();
         let mut check = tokio::time::interval(check_every.unwrap_or(Duration::from_secs(3600)));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -163,7 +165,7 @@ impl InstanceTask {
                         continue;
                     };
                     let silent_for = heartbeat.observe(segment.read().heartbeat);
-                    if silent_for > timeout {
+                    if silent_for >= timeout {
                         let _ = self.events.send(InstanceEvent::Hung { id: self.handle.id, silent_for }).await;
                         signal_group(pid, libc::SIGKILL);
                         return wait_status(self.child.wait().await);

@@ -1,0 +1,307 @@
+//! `switchboard bench`: measurements on this machine, with real processes under a real
+//! supervisor. This first version measures the supervisor's figures: crash-to-ready restart
+//! latency, hang-detection delay, and the console's own CPU while it supervises a stack.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::{
+    event::{Event, EventKind},
+    registry::InstanceState,
+    stack::{self, Stack},
+    supervisor::{Supervisor, SupervisorOptions},
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub detail: String,
+}
+
+/// Which measurements to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection {
+    pub restart: bool,
+    pub hang: bool,
+    pub idle: bool,
+}
+
+pub async fn run(
+    selection: Selection,
+    options: SupervisorOptions,
+    rounds: usize,
+    idle_for: Duration,
+) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    if selection.restart {
+        figures.extend(restart_latency(&options, rounds).await);
+    }
+    if selection.hang {
+        figures.extend(hang_detection(&options, rounds.min(10)).await);
+    }
+    if selection.idle {
+        figures.extend(idle_cpu(&options, idle_for).await);
+    }
+    figures
+}
+
+fn bench_stack(toml: &str) -> Option<(Stack, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("stack.toml");
+    match stack::parse(toml, &path) {
+        Ok(stack) => Some((stack, dir)),
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            None
+        }
+    }
+}
+
+async fn next(
+    events: &mut broadcast::Receiver<Event>,
+    limit: Duration,
+    wanted: impl Fn(&Event) -> bool,
+) -> Option<Event> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) if wanted(&event) => return Some(event),
+            Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
+            _ => return None,
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// From a crash (the exit reaped) to the replacement's Ready frame, minus the configured
+/// backoff (1 ms here): the supervisor's own overhead plus process start-up.
+async fn restart_latency(options: &SupervisorOptions, rounds: usize) -> Vec<Figure> {
+    let Some((stack, dir)) = bench_stack(
+        r#"
+        name = "bench-restart"
+        [services.crasher]
+        builtin = "probe"
+        env = { PROBE_CRASH_AFTER_MS = "20" }
+        backoff = { initial = "1ms", max = "1ms", multiplier = 1.0, jitter = 0.0 }
+        restart_limit = { count = 100000, window = "1s" }
+        "#,
+    ) else {
+        return Vec::new();
+    };
+    let Ok((supervisor, task)) = Supervisor::start(stack, options.clone()) else {
+        return Vec::new();
+    };
+    let mut events = supervisor.events.subscribe();
+    supervisor.begin().await;
+    let ready = |e: &Event| {
+        matches!(
+            e.kind,
+            EventKind::State {
+                to: InstanceState::Ready,
+                ..
+            }
+        )
+    };
+    let mut samples = Vec::new();
+    if next(&mut events, Duration::from_secs(10), ready)
+        .await
+        .is_some()
+    {
+        for _ in 0..rounds {
+            let Some(_) = next(&mut events, Duration::from_secs(10), |e| {
+                matches!(e.kind, EventKind::Exited { .. })
+            })
+            .await
+            else {
+                break;
+            };
+            let crashed = Instant::now();
+            if next(&mut events, Duration::from_secs(10), ready)
+                .await
+                .is_none()
+            {
+                break;
+            }
+            let took = crashed.elapsed().as_secs_f64() * 1000.0 - 1.0;
+            samples.push(took.max(0.0));
+        }
+    }
+    supervisor.shutdown().await;
+    let _ = task.await;
+    let _ = std::fs::remove_dir_all(dir);
+    samples.sort_by(f64::total_cmp);
+    vec![
+        Figure {
+            name: "crash → ready, p50 (beyond the 1 ms backoff)".into(),
+            value: percentile(&samples, 0.5),
+            unit: "ms".into(),
+            detail: format!("{} restarts of a Rust probe service", samples.len()),
+        },
+        Figure {
+            name: "crash → ready, p99".into(),
+            value: percentile(&samples, 0.99),
+            unit: "ms".into(),
+            detail: String::new(),
+        },
+    ]
+}
+
+/// How long after its heartbeat timeout a frozen service is declared hung.
+async fn hang_detection(options: &SupervisorOptions, rounds: usize) -> Vec<Figure> {
+    const TIMEOUT_MS: f64 = 200.0;
+    let Some((stack, dir)) = bench_stack(
+        r#"
+        name = "bench-hang"
+        [services.frozen]
+        builtin = "probe"
+        env = { PROBE_HANG_AFTER_MS = "50" }
+        heartbeat_timeout = "200ms"
+        backoff = { initial = "1ms", max = "1ms", multiplier = 1.0, jitter = 0.0 }
+        restart_limit = { count = 100000, window = "1s" }
+        "#,
+    ) else {
+        return Vec::new();
+    };
+    let Ok((supervisor, task)) = Supervisor::start(stack, options.clone()) else {
+        return Vec::new();
+    };
+    let mut events = supervisor.events.subscribe();
+    let mut logs = supervisor.logs.subscribe();
+    supervisor.begin().await;
+    let mut samples = Vec::new();
+    for _ in 0..rounds {
+        // The probe logs this line just before it freezes: its arrival is the hang's start.
+        let froze = loop {
+            match tokio::time::timeout(Duration::from_secs(10), logs.recv()).await {
+                Ok(Ok(line)) if line.text.contains("hanging on purpose") => break Some(line.at),
+                Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
+                _ => break None,
+            }
+        };
+        let Some(froze) = froze else { break };
+        let hung = |e: &Event| matches!(e.kind, EventKind::HangDetected { .. });
+        let Some(event) = next(&mut events, Duration::from_secs(10), hung).await else {
+            break;
+        };
+        let waited = event.at.duration_since(froze).unwrap_or_default();
+        samples.push(waited.as_secs_f64() * 1000.0 - TIMEOUT_MS);
+    }
+    supervisor.shutdown().await;
+    let _ = task.await;
+    let _ = std::fs::remove_dir_all(dir);
+    samples.sort_by(f64::total_cmp);
+    vec![
+        Figure {
+            name: "hang detected after timeout, p50".into(),
+            value: percentile(&samples, 0.5),
+            unit: "ms".into(),
+            detail: format!(
+                "{} hangs, timed from the freeze; timeout 200 ms, heartbeat every 40 ms, checks every 20 ms",
+                samples.len()
+            ),
+        },
+        Figure {
+            name: "hang detected after timeout, max".into(),
+            value: samples.last().copied().unwrap_or(f64::NAN),
+            unit: "ms".into(),
+            detail: "target: at most one heartbeat period (40 ms)".into(),
+        },
+    ]
+}
+
+/// The console's CPU (percent of one core) while it runs the demo stack.
+async fn idle_cpu(options: &SupervisorOptions, duration: Duration) -> Vec<Figure> {
+    let Ok(stack) = stack::demo() else {
+        return Vec::new();
+    };
+    let Ok((supervisor, task)) = Supervisor::start(stack, options.clone()) else {
+        return Vec::new();
+    };
+    supervisor.begin().await;
+    // Let everything start and settle before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = own_cpu_seconds();
+    let start = Instant::now();
+    tokio::time::sleep(duration).await;
+    let used = own_cpu_seconds() - before;
+    let percent = used / start.elapsed().as_secs_f64() * 100.0;
+    let rss = own_rss_bytes();
+    supervisor.shutdown().await;
+    let _ = task.await;
+    vec![
+        Figure {
+            name: "console CPU with the demo stack".into(),
+            value: percent,
+            unit: "% of a core".into(),
+            detail: format!("over {} s; the demo routes 20 req/s", duration.as_secs()),
+        },
+        Figure {
+            name: "console RSS with the demo stack".into(),
+            value: rss as f64 / (1024.0 * 1024.0),
+            unit: "MiB".into(),
+            detail: String::new(),
+        },
+    ]
+}
+
+/// User + system CPU time of this process, from /proc/self/stat.
+pub fn own_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 0; utime and stime are fields 11 and 12.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn own_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+pub fn print_table(figures: &[Figure]) {
+    println!(
+        "{:<48} {:>10}  {:<12} {}",
+        "measurement", "value", "unit", "detail"
+    );
+    for f in figures {
+        println!(
+            "{:<48} {:>10.2}  {:<12} {}",
+            f.name, f.value, f.unit, f.detail
+        );
+    }
+}
