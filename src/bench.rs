@@ -295,8 +295,8 @@ fn own_rss_bytes() -> u64 {
 
 pub fn print_table(figures: &[Figure]) {
     println!(
-        "{:<48} {:>10}  {:<12} {}",
-        "measurement", "value", "unit", "detail"
+        "{:<48} {:>10}  {:<12} detail",
+        "measurement", "value", "unit"
     );
     for f in figures {
         println!(
