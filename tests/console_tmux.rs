@@ -1,0 +1,185 @@
+//! The real binary in a real terminal: tmux runs `switchboard` on a test stack; the test
+//! restarts a service with `r`, kills one with `X` and confirms, and quits with `q`, reading
+//! the screen with `capture-pane` and checking that no service process is left.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{SWITCHBOARD, alive};
+
+const STACK: &str = r#"
+name = "tmux"
+[services.alpha]
+builtin = "probe"
+shutdown_grace = "2s"
+[services.beta]
+command = "sh"
+args = ["-c", "echo started; read x"]
+shutdown_grace = "1s"
+"#;
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux must be installed (apt-get install tmux)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "console"])
+    }
+
+    fn keys(&self, keys: &str) {
+        self.run(&["send-keys", "-t", "console", keys]);
+    }
+
+    /// Waits until `check` holds for the screen; returns the last screen either way.
+    fn wait(&self, limit: Duration, check: impl Fn(&str) -> bool) -> (bool, String) {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return (true, screen);
+            }
+            if start.elapsed() > limit {
+                return (false, screen);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The number in the RST column of `service`'s row.
+fn restarts(screen: &str, service: &str) -> Option<u32> {
+    let header = screen
+        .lines()
+        .find(|l| l.contains("SERVICE") && l.contains("RST"))?;
+    let column = header.find("RST")?;
+    let row = screen.lines().find(|l| {
+        l.split('│')
+            .nth(1)
+            .is_some_and(|c| c.trim_start().starts_with(service))
+    })?;
+    // Columns are laid out in characters; the screen has multi-byte symbols.
+    let chars: Vec<char> = row.chars().collect();
+    let header_chars = header[..column].chars().count();
+    let cell: String = chars.get(header_chars..header_chars + 4)?.iter().collect();
+    cell.trim().parse().ok()
+}
+
+fn descendants(root: u32) -> Vec<u32> {
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        // Children are listed per thread, and the console spawns from a thread of its own.
+        let threads = std::fs::read_dir(format!("/proc/{parent}/task"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for thread in threads {
+            if let Ok(children) = std::fs::read_to_string(thread.path().join("children")) {
+                found.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+#[test]
+fn restart_kill_and_quit_from_the_keyboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack.toml");
+    std::fs::write(&stack, STACK).unwrap();
+    let tmux = Tmux {
+        socket: format!("switchboard-test-{}", std::process::id()),
+    };
+    let command = format!("{SWITCHBOARD} {}", stack.display());
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "console",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+
+    let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| {
+        s.matches("● ready").count() >= 2 && restarts(s, "alpha").is_some()
+    });
+    assert!(ok, "services never became ready:\n{screen}");
+    assert_eq!(restarts(&screen, "alpha"), Some(0), "{screen}");
+    let console_pid: u32 = tmux
+        .run(&["list-panes", "-t", "console", "-F", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+
+    // r restarts the selected (first) service; its restart count rises on screen.
+    tmux.keys("r");
+    let (ok, screen) = tmux.wait(Duration::from_secs(15), |s| {
+        restarts(s, "alpha") == Some(1) && s.matches("● ready").count() >= 2
+    });
+    assert!(ok, "restart not seen:\n{screen}");
+
+    // X on the second service asks first; y kills it, and the restart policy brings it back.
+    tmux.keys("j");
+    tmux.keys("X");
+    let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| s.contains("SIGKILL? y/n"));
+    assert!(ok, "no confirmation:\n{screen}");
+    assert!(screen.contains("Kill `beta`"), "{screen}");
+    tmux.keys("y");
+    let (ok, screen) = tmux.wait(Duration::from_secs(15), |s| {
+        restarts(s, "beta") == Some(1) && s.matches("● ready").count() >= 2
+    });
+    assert!(ok, "kill and restart not seen:\n{screen}");
+
+    let services = descendants(console_pid);
+    assert!(
+        services.len() >= 2,
+        "expected service processes: {services:?}"
+    );
+
+    // q asks, y quits with a graceful shutdown.
+    tmux.keys("q");
+    let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| s.contains("Quit and stop"));
+    assert!(ok, "no quit confirmation:\n{screen}");
+    tmux.keys("y");
+    let start = Instant::now();
+    while alive(console_pid) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(console_pid), "console did not exit");
+    let left: Vec<u32> = services.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "service processes left behind: {left:?}");
+}
