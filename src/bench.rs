@@ -31,9 +31,11 @@ pub struct Selection {
     pub restart: bool,
     pub hang: bool,
     pub idle: bool,
+    pub render: bool,
 }
 
 pub async fn run(
+    stack_file: Option<&std::path::Path>,
     selection: Selection,
     options: SupervisorOptions,
     rounds: usize,
@@ -47,7 +49,10 @@ pub async fn run(
         figures.extend(hang_detection(&options, rounds.min(10)).await);
     }
     if selection.idle {
-        figures.extend(idle_cpu(&options, idle_for).await);
+        figures.extend(idle_cpu(stack_file, &options, idle_for).await);
+    }
+    if selection.render {
+        figures.extend(render_time(500));
     }
     figures
 }
@@ -227,10 +232,20 @@ async fn hang_detection(options: &SupervisorOptions, rounds: usize) -> Vec<Figur
 }
 
 /// The console's CPU (percent of one core) while it runs the demo stack.
-async fn idle_cpu(options: &SupervisorOptions, duration: Duration) -> Vec<Figure> {
-    let Ok(stack) = stack::demo() else {
+async fn idle_cpu(
+    stack_file: Option<&std::path::Path>,
+    options: &SupervisorOptions,
+    duration: Duration,
+) -> Vec<Figure> {
+    let loaded = match stack_file {
+        Some(path) => stack::load(path),
+        None => stack::demo(),
+    };
+    let Ok(stack) = loaded else {
         return Vec::new();
     };
+    let label =
+        stack_file.map_or_else(|| "the demo stack".to_string(), |p| p.display().to_string());
     let Ok((supervisor, task)) = Supervisor::start(stack, options.clone()) else {
         return Vec::new();
     };
@@ -247,13 +262,13 @@ async fn idle_cpu(options: &SupervisorOptions, duration: Duration) -> Vec<Figure
     let _ = task.await;
     vec![
         Figure {
-            name: "console CPU with the demo stack".into(),
+            name: format!("console CPU, {label}"),
             value: percent,
             unit: "% of a core".into(),
-            detail: format!("over {} s; the demo routes 20 req/s", duration.as_secs()),
+            detail: format!("over {} s", duration.as_secs()),
         },
         Figure {
-            name: "console RSS with the demo stack".into(),
+            name: format!("console RSS, {label}"),
             value: rss as f64 / (1024.0 * 1024.0),
             unit: "MiB".into(),
             detail: String::new(),
@@ -304,4 +319,73 @@ pub fn print_table(figures: &[Figure]) {
             f.name, f.value, f.unit, f.detail
         );
     }
+}
+
+/// Time to render one frame of the console with `services` rows, on an in-memory 200×60
+/// terminal (the diffing and writing to a real terminal come on top).
+fn render_time(services: usize) -> Vec<Figure> {
+    use ratatui::{Terminal, backend::TestBackend};
+
+    use crate::tui::{render, state::UiState, theme::Theme, view::ConsoleView};
+
+    let row = |i: usize| crate::tui::view::ServiceRow {
+        name: format!("service-{i:03}"),
+        job: false,
+        state: InstanceState::Ready,
+        ready: 1,
+        replicas: 1,
+        pid: Some(10_000 + i as u32),
+        uptime: Some(Duration::from_secs(600)),
+        restarts: (i % 3) as u32,
+        cpu: 0.3,
+        rss: 8 << 20,
+        request_rate: (i % 50) as f64,
+        error_rate: 0.0,
+        p99_us: Some(512),
+        heartbeat_age: Some(Duration::from_millis(200)),
+        breaker: "closed".into(),
+        version: Some("1.0.0".into()),
+        rate_history: (0..120).map(|t| ((t * 7 + i) % 40) as u64).collect(),
+        tasks: Vec::new(),
+        depends_on: Vec::new(),
+        calls: Vec::new(),
+        waiting_on: Vec::new(),
+        exits: Vec::new(),
+        runs: Vec::new(),
+    };
+    let view = ConsoleView {
+        stack: "bench".into(),
+        uptime: Duration::from_secs(3600),
+        gateway: None,
+        console_cpu: 1.0,
+        console_rss: 40 << 20,
+        services: (0..services).map(row).collect(),
+    };
+    let logs: Vec<crate::tui::view::LogView> = (0..2000)
+        .map(|i| crate::tui::view::LogView {
+            seq: i,
+            at: std::time::SystemTime::UNIX_EPOCH,
+            service: format!("service-{:03}", i % 500),
+            replica: 0,
+            console: false,
+            text: format!("handled request {i} in 120µs"),
+        })
+        .collect();
+    let state = UiState::new();
+    let theme = Theme::from_env();
+    let Ok(mut terminal) = Terminal::new(TestBackend::new(200, 60));
+    let frames = 200;
+    let start = Instant::now();
+    for _ in 0..frames {
+        let _ = terminal.draw(|frame| {
+            render::draw(frame, &view, &state, &logs, &theme);
+        });
+    }
+    let per_frame = start.elapsed().as_secs_f64() * 1000.0 / f64::from(frames);
+    vec![Figure {
+        name: format!("render one frame, {services} services"),
+        value: per_frame,
+        unit: "ms".into(),
+        detail: "200x60 terminal, 2000 log lines, mean of 200 frames".into(),
+    }]
 }

@@ -67,9 +67,9 @@ pub enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Measure this machine: restart latency, hang detection, the console's own CPU.
+    /// Measure this machine: restart latency, hang detection, the console's CPU, render time.
     Bench {
-        /// Only these measurements (restart, hang, idle); default all.
+        /// Only these measurements (restart, hang, idle, render); default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Restarts (and hangs, at most 10) to measure.
@@ -81,6 +81,9 @@ pub enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Stack to measure the console's CPU with (default: the demo stack).
+        #[arg(long)]
+        stack: Option<PathBuf>,
     },
     /// Run a builtin service over stdin/stdout (what the console spawns).
     #[command(hide = true)]
@@ -103,7 +106,8 @@ pub fn run(cli: Cli) -> ExitCode {
             rounds,
             idle_secs,
             json,
-        }) => bench(&only, rounds, idle_secs, json),
+            stack,
+        }) => bench(&only, rounds, idle_secs, json, stack.as_deref()),
         None => up(cli.file.as_deref(), cli.headless, cli.fresh),
     }
 }
@@ -393,12 +397,19 @@ async fn watch_job(supervisor: &Supervisor, job: &str, params: Option<String>) -
     }
 }
 
-fn bench(only: &[String], rounds: usize, idle_secs: u64, json: bool) -> ExitCode {
+fn bench(
+    only: &[String],
+    rounds: usize,
+    idle_secs: u64,
+    json: bool,
+    stack: Option<&Path>,
+) -> ExitCode {
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let selection = crate::bench::Selection {
         restart: wants("restart"),
         hang: wants("hang"),
         idle: wants("idle"),
+        render: wants("render"),
     };
     init_console_logging();
     let (Ok(mut options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime())
@@ -407,6 +418,7 @@ fn bench(only: &[String], rounds: usize, idle_secs: u64, json: bool) -> ExitCode
     };
     options.log_files = false;
     let figures = runtime.block_on(crate::bench::run(
+        stack,
         selection,
         options,
         rounds.max(1),

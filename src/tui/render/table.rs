@@ -148,8 +148,14 @@ pub fn draw(
             .iter()
             .map(|c| Cell::from(c.title).style(theme.dim())),
     );
+    // Only the rows on screen are built: with hundreds of services, formatting every cell of
+    // every row would dominate the frame.
+    let visible_rows = usize::from(area.height.saturating_sub(3)).max(1);
+    let offset = selected.saturating_sub(visible_rows - 1);
     let body: Vec<Row> = rows
         .iter()
+        .skip(offset)
+        .take(visible_rows)
         .map(|row| {
             Row::new(columns.iter().map(|c| {
                 if c.title == "STATE" {
@@ -195,11 +201,11 @@ pub fn draw(
         } else {
             Style::new()
         });
-    let mut table_state = TableState::default().with_selected(Some(selected));
+    let mut table_state = TableState::default().with_selected(Some(selected - offset));
     frame.render_stateful_widget(table, area, &mut table_state);
     Areas {
         table_top: Some(area.y + 2),
-        table_offset: table_state.offset(),
+        table_offset: offset + table_state.offset(),
     }
 }
 
