@@ -462,3 +462,46 @@ async fn a_rolling_restart_keeps_requests_succeeding() {
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_and_memory_come_from_the_os() {
+    // sysinfo#1528 (CPU always 0) is open upstream: a busy process must show real CPU.
+    let (stack, _dir) = stack(
+        r#"
+        name = "busy"
+        [services.spinner]
+        command = "sh"
+        args = ["-c", "while :; do :; done"]
+        shutdown_grace = "100ms"
+        [services.sleeper]
+        command = "sleep"
+        args = ["600"]
+        shutdown_grace = "100ms"
+        "#,
+    );
+    let running = start(stack).await;
+    let busy = running
+        .until(Duration::from_secs(10), |r| {
+            r.service("spinner")
+                .unwrap()
+                .instances
+                .first()
+                .is_some_and(|i| i.cpu_percent > 20.0)
+        })
+        .await;
+    assert!(busy, "a spinning process never showed CPU");
+    let registry_snapshot = {
+        let registry = registry::read(&running.supervisor.registry);
+        let sleeper = &registry.service("sleeper").unwrap().instances[0];
+        (sleeper.cpu_percent, sleeper.rss_bytes)
+    };
+    assert!(
+        registry_snapshot.0 < 10.0,
+        "sleep is not busy: {registry_snapshot:?}"
+    );
+    assert!(
+        registry_snapshot.1 > 100 * 1024,
+        "rss is reported: {registry_snapshot:?}"
+    );
+    running.stop().await;
+}

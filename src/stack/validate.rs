@@ -10,7 +10,14 @@ use super::{
 
 pub(super) fn check(stack: &Stack, walker: &mut Walker<'_>, builtins: Option<&[&str]>) {
     let spans = std::mem::take(&mut walker.spans);
-    let known: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+    // Every declared name counts as known, even a service whose own table had errors: its
+    // dependents should not also be told it does not exist.
+    let mut known: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+    for name in spans.services.keys() {
+        if !known.contains(&name.as_str()) {
+            known.push(name);
+        }
+    }
     let list = known.join(", ");
 
     for (service, dependency, span) in &spans.depends_on {

@@ -1,0 +1,187 @@
+//! `switchboard check` on bad stack files: one test per kind of mistake, each asserting the
+//! line and column it is reported at. Plus the demo stack, and arbitrary input never panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use switchboard::stack::{self, Condition, Diagnostic, ServiceKind};
+
+fn errors(src: &str) -> Vec<Diagnostic> {
+    stack::parse(src, Path::new("bad.toml")).expect_err("should be rejected")
+}
+
+/// Asserts that some error is at `line:col` and mentions every fragment.
+fn has(errors: &[Diagnostic], line: usize, col: usize, fragments: &[&str]) {
+    let found = errors
+        .iter()
+        .any(|d| d.line == line && d.col == col && fragments.iter().all(|f| d.message.contains(f)));
+    assert!(
+        found,
+        "no error at {line}:{col} mentioning {fragments:?}; got:\n{}",
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn the_demo_stack_is_valid() {
+    let demo = stack::demo().unwrap();
+    let order = demo.start_order();
+    let position = |n: &str| order.iter().position(|s| *s == n).unwrap();
+    assert!(position("echo") < position("load"));
+    assert_eq!(demo.service("count").unwrap().kind, ServiceKind::Job);
+    assert_eq!(
+        demo.service("load").unwrap().depends_on[0].condition,
+        Condition::Ready
+    );
+}
+
+#[test]
+fn unknown_keys_with_a_suggestion() {
+    let e =
+        errors("name = \"x\"\n[services.a]\ncommand = \"true\"\nrestrat = \"always\"\nbogus = 1\n");
+    has(
+        &e,
+        4,
+        1,
+        &["unknown key `restrat`", "did you mean `restart`"],
+    );
+    has(&e, 5, 1, &["unknown key `bogus`"]);
+    let e = errors("name = \"x\"\nservces = 1\n[services.a]\ncommand = \"true\"\n");
+    has(&e, 2, 1, &["`servces`", "did you mean `services`"]);
+}
+
+#[test]
+fn bad_durations() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\nshutdown_grace = \"5 parsecs\"\nheartbeat_timeout = 5\n",
+    );
+    has(&e, 4, 18, &["parsecs"]);
+    has(&e, 5, 21, &["durations need a unit"]);
+}
+
+#[test]
+fn bad_types_and_values() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\ncommand = 7\nreplicas = \"two\"\nrestart = \"sometimes\"\n[services.b]\ncommand = \"true\"\nreplicas = 0\n",
+    );
+    has(&e, 3, 11, &["expected a string, found an integer"]);
+    has(&e, 4, 12, &["expected an integer, found a string"]);
+    has(&e, 5, 11, &["`sometimes`", "\"on-failure\""]);
+    has(&e, 8, 12, &["between 1 and 1000"]);
+}
+
+#[test]
+fn dependency_cycles_are_reported_on_every_edge() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\ndepends_on = [\"b\"]\n[services.b]\ncommand = \"true\"\ndepends_on = { c = \"started\" }\n[services.c]\ncommand = \"true\"\ndepends_on = [\"a\"]\n",
+    );
+    has(&e, 4, 15, &["dependency cycle", "a → b → c → a"]);
+    has(&e, 7, 16, &["dependency cycle"]);
+    has(&e, 10, 15, &["dependency cycle"]);
+    let e = errors("name = \"x\"\n[services.a]\ncommand = \"true\"\ndepends_on = [\"a\"]\n");
+    has(&e, 4, 15, &["depends on itself"]);
+}
+
+#[test]
+fn unknown_names_in_depends_on_calls_and_routes() {
+    let e = errors(
+        "name = \"x\"\n[gateway]\nroutes = [{ route = \"GET /x\", call = \"ghost.get\" }]\n[services.a]\ncommand = \"true\"\ndepends_on = [\"nobody\"]\ncalls = [\"a\", \"phantom\"]\n",
+    );
+    has(&e, 3, 38, &["unknown service `ghost`"]);
+    has(&e, 6, 15, &["unknown service `nobody`", "services: a"]);
+    has(&e, 7, 15, &["unknown service `phantom`"]);
+}
+
+#[test]
+fn duplicate_names() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\n[services.a]\ncommand = \"false\"\n",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(e[0].message.contains("duplicate key"), "{}", e[0]);
+    assert_eq!(e[0].line, 4);
+}
+
+#[test]
+fn program_choice_and_job_conditions() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\nbuiltin = \"probe\"\ncommand = \"true\"\n[services.b]\nenv = {}\n[services.c]\ncommand = \"true\"\ndepends_on = { d = \"completed\", a = \"ready\" }\n[services.d]\ncommand = \"true\"\n",
+    );
+    has(&e, 2, 11, &["both `builtin` and `command`"]);
+    has(&e, 5, 11, &["needs `builtin"]);
+    has(&e, 9, 20, &["is a service, not a job"]);
+    assert!(
+        !e.iter().any(|d| d.message.contains("unknown service `a`")),
+        "a service with errors is still a known name: {e:?}"
+    );
+}
+
+#[test]
+fn invalid_toml_and_missing_name() {
+    let e = errors("name = \"x\"\n[services.a\ncommand = \"true\"\n");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].line, 2, "{}", e[0]);
+    assert!(e[0].message.contains("invalid TOML"));
+    let e = errors("[services.a]\ncommand = \"true\"\n");
+    has(&e, 1, 1, &["missing `name"]);
+    let e = errors("name = \"\"\n[services.a]\ncommand = \"true\"\n");
+    has(&e, 1, 8, &["must not be empty"]);
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\nrestrat = 1\nreplicas = 0\ncalls = [\"zz\"]\nshutdown_grace = \"soon\"\n",
+    );
+    assert_eq!(e.len(), 4, "{e:?}");
+    let lines: Vec<usize> = e.iter().map(|d| d.line).collect();
+    assert_eq!(lines, [4, 5, 6, 7], "sorted by position");
+}
+
+#[test]
+fn env_files_are_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.env"), "A=1\nexport B=\"two\"\n").unwrap();
+    std::fs::write(dir.path().join("bad.env"), "A=1\nnot a line\n").unwrap();
+    let file = dir.path().join("stack.toml");
+    let ok = stack::parse(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\nenv_file = \"good.env\"\nenv = { B = \"override\" }\n",
+        &file,
+    )
+    .unwrap();
+    let env = &ok.services[0].env;
+    assert!(env.contains(&("A".into(), "1".into())));
+    assert!(env.contains(&("B".into(), "override".into())));
+    let e = stack::parse(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\nenv_file = \"bad.env\"\n[services.b]\ncommand = \"true\"\nenv_file = \"missing.env\"\n",
+        &file,
+    )
+    .unwrap_err();
+    has(&e, 4, 12, &["bad.env:2", "KEY=VALUE"]);
+    has(&e, 7, 12, &["cannot read env file"]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn arbitrary_text_never_panics(src in ".{0,400}") {
+        let _ = stack::parse(&src, Path::new("fuzz.toml"));
+    }
+
+    #[test]
+    fn mutated_demo_never_panics(at in any::<prop::sample::Index>(), junk in ".{0,12}") {
+        let demo = stack::DEMO_TOML;
+        let mut cut = at.index(demo.len());
+        while !demo.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mutated = format!("{}{junk}{}", &demo[..cut], &demo[cut..]);
+        let _ = stack::parse(&mutated, Path::new("mutated.toml"));
+    }
+}
