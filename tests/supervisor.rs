@@ -505,3 +505,44 @@ async fn cpu_and_memory_come_from_the_os() {
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_waits_for_a_job_to_complete() {
+    // `migrate` runs at stack start because `app` depends on it completing; `app` starts only
+    // after the job's successful exit.
+    let (stack, _dir) = stack(
+        r#"
+        name = "migrations"
+        [services.app]
+        command = "sh"
+        args = ["-c", "read x"]
+        depends_on = { migrate = "completed" }
+        [services.migrate]
+        kind = "job"
+        builtin = "probe-job"
+        params = '{"steps": 3, "pace_ms": 50}'
+        "#,
+    );
+    let mut running = start(stack).await;
+    assert!(
+        running
+            .event(LIMIT, |e| is_state(e, "app", InstanceState::Ready))
+            .await
+            .is_some(),
+        "app never started"
+    );
+    let finished = running
+        .seen
+        .iter()
+        .position(|e| {
+            e.service == "migrate" && matches!(e.kind, EventKind::JobFinished { ok: true, .. })
+        })
+        .expect("the job did not finish first");
+    let app_spawned = running
+        .seen
+        .iter()
+        .position(|e| e.service == "app" && matches!(e.kind, EventKind::Spawned { .. }))
+        .unwrap();
+    assert!(finished < app_spawned);
+    running.stop().await;
+}
