@@ -13,10 +13,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use switchboard_protocol::{Envelope, segment::SegmentReader};
-use tokio::sync::mpsc;
+use switchboard_protocol::segment::SegmentReader;
 
-use crate::stack::{ServiceKind, ServiceSpec};
+use crate::{
+    router::inbox::Inbox,
+    stack::{ServiceKind, ServiceSpec},
+};
 
 /// Identifies one instance across restarts: `generation` grows with every spawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,7 +125,7 @@ pub struct InstanceHandle {
     pub pid: u32,
     /// Frames to the instance's stdin, through its writer task. Bounded: when it is full the
     /// instance is congested and the router answers its callers `overloaded` instead of waiting.
-    pub inbox: mpsc::Sender<Envelope>,
+    pub inbox: Inbox,
     pub segment: Option<SegmentReader>,
     /// Requests routed to this instance and not answered yet.
     pub outstanding: AtomicU64,

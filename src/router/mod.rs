@@ -12,6 +12,8 @@
 //! the console's deadline sweeper), and a target that dies with the request in flight
 //! (unavailable, at once).
 
+pub mod inbox;
+
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -22,7 +24,9 @@ use std::{
 };
 
 use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status, topic::topic_matches};
-use tokio::sync::{Notify, mpsc::error::TrySendError, oneshot};
+use tokio::sync::{Notify, oneshot};
+
+use self::inbox::SendError;
 
 use crate::{
     registry::{self, InstanceHandle, InstanceId, SharedRegistry},
@@ -203,11 +207,11 @@ impl Router {
         if let Err(err) = target.inbox.try_send(envelope) {
             target.outstanding.fetch_sub(1, Ordering::Relaxed);
             let (code, message) = match err {
-                TrySendError::Full(_) => {
+                SendError::Full(_) => {
                     target.congested.store(true, Ordering::Relaxed);
                     (ErrorCode::Overloaded, "target is congested")
                 }
-                TrySendError::Closed(_) => (ErrorCode::Unavailable, "target is gone"),
+                SendError::Closed => (ErrorCode::Unavailable, "target is gone"),
             };
             let flight = self.in_flight().remove(&routed_id);
             if let Some(flight) = flight {
@@ -369,17 +373,12 @@ fn error_answer(correlation: u64, trace: u64, code: ErrorCode, message: &str) ->
     }
 }
 
-/// Delivers an answer to a caller. Answers are never dropped for a full inbox: the caller is
-/// waiting for exactly this frame, so it is handed to a task that waits for room.
+/// Delivers an answer to a caller. Answers have an allowance beyond the inbox's capacity (see
+/// [`inbox`]); past it the answer is dropped and counted there, and the caller's deadline ends
+/// its wait.
 fn deliver(to: &Arc<InstanceHandle>, answer: Envelope) {
-    match to.inbox.try_send(answer) {
-        Ok(()) | Err(TrySendError::Closed(_)) => {}
-        Err(TrySendError::Full(answer)) => {
-            let inbox = to.inbox.clone();
-            tokio::spawn(async move {
-                let _ = inbox.send(answer).await;
-            });
-        }
+    if let Err(SendError::Full(_)) = to.inbox.try_send(answer) {
+        tracing::warn!(service = %to.service, "answer dropped: caller's inbox is full");
     }
 }
 

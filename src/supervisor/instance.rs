@@ -33,7 +33,7 @@ use super::{InstanceEvent, spawn::signal_group};
 use crate::{
     logs::{LineCodec, LogStore, Stream},
     registry::{ExitStatus, InstanceHandle, InstanceId},
-    router::Router,
+    router::{Router, inbox::InboxReceiver},
 };
 
 /// What the supervisor tells an instance.
@@ -55,7 +55,7 @@ pub const BAD_FRAME_ALERT: u64 = 10;
 pub struct InstanceTask {
     pub handle: Arc<InstanceHandle>,
     pub child: Child,
-    pub inbox: Option<mpsc::Receiver<Envelope>>,
+    pub inbox: Option<InboxReceiver>,
     pub control: mpsc::Receiver<Control>,
     pub events: mpsc::Sender<InstanceEvent>,
     pub logs: Arc<LogStore>,
@@ -248,7 +248,7 @@ impl HeartbeatWatch {
 /// writing what was queued), or when the child stops reading and the pipe breaks.
 async fn write_stdin(
     stdin: ChildStdin,
-    mut inbox: mpsc::Receiver<Envelope>,
+    mut inbox: InboxReceiver,
     close: CancellationToken,
     handle: Arc<InstanceHandle>,
 ) {
@@ -326,7 +326,7 @@ async fn read_frames(
                 if let Ok(mut subscriptions) = handle.subscriptions.write() {
                     subscriptions.clone_from(&hello.topics);
                 }
-                let _ = handle.inbox.send(answer).await;
+                let _ = handle.inbox.try_send(answer);
                 let _ = events
                     .send(InstanceEvent::Hello {
                         id,
