@@ -12,6 +12,7 @@
 //! the console's deadline sweeper), and a target that dies with the request in flight
 //! (unavailable, at once).
 
+mod hold;
 pub mod inbox;
 
 use std::{
@@ -39,8 +40,16 @@ pub const GATEWAY: &str = "gateway";
 /// How often the deadline sweeper looks at in-flight requests while any are waiting.
 const SWEEP_EVERY: Duration = Duration::from_millis(5);
 
+/// Why no instance was picked.
+enum Miss {
+    /// Answer the caller with this.
+    Fail(ErrorCode, String),
+    /// The service is wanted but has no ready instance right now: hold the request.
+    Restarting,
+}
+
 /// Who is waiting for an answer.
-enum Caller {
+pub(crate) enum Caller {
     /// A service instance: the answer goes down its stdin.
     Instance(Arc<InstanceHandle>),
     /// A caller inside the console (the gateway, the CLI, a test).
@@ -80,6 +89,11 @@ struct Counters {
 
 struct Inner {
     registry: SharedRegistry,
+    /// Requests and events waiting for a restarting service.
+    held: Mutex<hold::Held>,
+    /// The topic patterns each service subscribed to, kept while it restarts so that events
+    /// for it can be held.
+    topics: Mutex<HashMap<String, Vec<String>>>,
     /// Which services each service may call, from the stack's `calls`.
     allowed: HashMap<String, HashSet<String>>,
     in_flight: Mutex<HashMap<u64, InFlight>>,
@@ -110,6 +124,8 @@ impl Router {
         let router = Router {
             inner: Arc::new(Inner {
                 registry,
+                held: Mutex::new(hold::Held::default()),
+                topics: Mutex::new(HashMap::new()),
                 allowed,
                 in_flight: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
@@ -128,7 +144,7 @@ impl Router {
         match envelope.kind {
             Kind::Request => self.request(from, envelope),
             Kind::Response(_) | Kind::StreamEnd(_) => self.answer(envelope),
-            Kind::Event => self.event(from, envelope),
+            Kind::Event => self.event(envelope),
             _ => {
                 tracing::debug!(service = %from.service, kind = ?envelope.kind, "frame not routed")
             }
@@ -160,6 +176,17 @@ impl Router {
     }
 
     fn dispatch(&self, from: &str, caller: Caller, mut envelope: Envelope) {
+        // Every service of the stack has an entry (possibly empty) in `allowed`.
+        if !self
+            .inner
+            .allowed
+            .contains_key(envelope.destination.as_str())
+            || envelope.destination == GATEWAY
+        {
+            let message = format!("no service `{}`", envelope.destination);
+            let answer = error_answer(envelope.id, envelope.trace, ErrorCode::NotFound, &message);
+            return caller.deliver(answer);
+        }
         let allowed = self
             .inner
             .allowed
@@ -176,9 +203,10 @@ impl Router {
         }
         let target = match self.pick(&envelope.destination, &envelope.method) {
             Ok(target) => target,
-            Err((code, message)) => {
+            Err(Miss::Fail(code, message)) => {
                 return caller.deliver(error_answer(envelope.id, envelope.trace, code, &message));
             }
+            Err(Miss::Restarting) => return self.hold(from, caller, envelope),
         };
         let now = Instant::now();
         let deadline =
@@ -223,15 +251,20 @@ impl Router {
     }
 
     /// The ready instance of `service` with the fewest outstanding requests.
-    fn pick(
-        &self,
-        service: &str,
-        method: &str,
-    ) -> Result<Arc<InstanceHandle>, (ErrorCode, String)> {
+    fn pick(&self, service: &str, method: &str) -> Result<Arc<InstanceHandle>, Miss> {
         let registry = registry::read(&self.inner.registry);
         let Some(entry) = registry.service(service) else {
-            return Err((ErrorCode::NotFound, format!("no service `{service}`")));
+            return Err(Miss::Fail(
+                ErrorCode::NotFound,
+                format!("no service `{service}`"),
+            ));
         };
+        if !entry.spec.protocol {
+            return Err(Miss::Fail(
+                ErrorCode::NotFound,
+                format!("`{service}` is a plain program and takes no requests"),
+            ));
+        }
         let mut best: Option<&Arc<InstanceHandle>> = None;
         let mut knows_method = false;
         let mut any_hello = false;
@@ -252,17 +285,114 @@ impl Router {
             }
         }
         if any_hello && !knows_method {
-            return Err((
+            return Err(Miss::Fail(
                 ErrorCode::NotFound,
                 format!("`{service}` has no method `{method}`"),
             ));
         }
-        best.cloned().ok_or_else(|| {
-            (
+        match best {
+            Some(best) => Ok(best.clone()),
+            // Wanted but not ready: starting, restarting or in backoff. Worth waiting for.
+            None if entry.wanted => Err(Miss::Restarting),
+            None => Err(Miss::Fail(
                 ErrorCode::Unavailable,
-                format!("no ready instance of `{service}`"),
-            )
-        })
+                format!("`{service}` is stopped"),
+            )),
+        }
+    }
+
+    fn hold(&self, from: &str, caller: Caller, envelope: Envelope) {
+        let deadline = Instant::now()
+            + match envelope.deadline_us {
+                0 => hold::HOLD_WITHOUT_DEADLINE,
+                us => Duration::from_micros(us),
+            };
+        let service = envelope.destination.to_string();
+        let request = hold::HeldRequest {
+            from: from.to_string(),
+            caller,
+            envelope,
+            deadline,
+        };
+        let refused = lock(&self.inner.held).hold_request(&service, request);
+        match refused {
+            Ok(()) => self.inner.sweeper_wake.notify_one(),
+            Err(request) => {
+                let message = format!(
+                    "`{service}` is restarting and {} requests already wait for it",
+                    hold::HOLD_REQUESTS
+                );
+                request.caller.deliver(error_answer(
+                    request.envelope.id,
+                    request.envelope.trace,
+                    ErrorCode::Unavailable,
+                    &message,
+                ));
+            }
+        }
+    }
+
+    /// An instance of `service` became ready: what was held for the service goes to it now, in
+    /// the order it arrived.
+    pub fn service_ready(&self, service: &str) {
+        let (requests, events) = lock(&self.inner.held).release(service);
+        let now = Instant::now();
+        for mut held in requests {
+            let left = held.deadline.saturating_duration_since(now);
+            if left.is_zero() {
+                held.caller.deliver(error_answer(
+                    held.envelope.id,
+                    held.envelope.trace,
+                    ErrorCode::Timeout,
+                    "deadline passed while the service restarted",
+                ));
+                continue;
+            }
+            held.envelope.deadline_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1);
+            self.dispatch(&held.from, held.caller, held.envelope);
+        }
+        for event in events {
+            self.deliver_event(service, event);
+        }
+    }
+
+    /// Records the topic patterns an instance of `service` subscribed to.
+    pub fn subscriptions_changed(&self, service: &str, patterns: &[String]) {
+        lock(&self.inner.topics).insert(service.to_string(), patterns.to_vec());
+    }
+
+    /// Sends an event to the least busy ready instance of `service`, or holds it while the
+    /// service restarts.
+    fn deliver_event(&self, service: &str, event: Envelope) {
+        let target = {
+            let registry = registry::read(&self.inner.registry);
+            let Some(entry) = registry.service(service) else {
+                return;
+            };
+            let best = entry
+                .instances
+                .iter()
+                .filter_map(|i| i.handle.as_ref())
+                .filter(|h| h.is_routable())
+                .min_by_key(|h| h.outstanding.load(Ordering::Relaxed))
+                .cloned();
+            match best {
+                Some(best) => Some(best),
+                None if entry.wanted => None,
+                None => return,
+            }
+        };
+        let Some(target) = target else {
+            lock(&self.inner.held).hold_event(service, event);
+            return;
+        };
+        if target.inbox.try_send(event).is_err() {
+            self.inner
+                .counters
+                .dropped_events
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(to = %service, "event dropped: subscriber congested");
+        }
     }
 
     fn answer(&self, mut envelope: Envelope) {
@@ -279,38 +409,20 @@ impl Router {
         flight.caller.deliver(envelope);
     }
 
-    fn event(&self, from: &Arc<InstanceHandle>, envelope: Envelope) {
-        let registry = registry::read(&self.inner.registry);
-        for service in &registry.services {
-            // Each subscribing service gets the event once, on its least busy ready replica.
-            let mut best: Option<&Arc<InstanceHandle>> = None;
-            for handle in service.instances.iter().filter_map(|i| i.handle.as_ref()) {
-                if !handle.is_routable() {
-                    continue;
-                }
-                let subscribed = handle
-                    .subscriptions
-                    .read()
-                    .map(|subs| subs.iter().any(|p| topic_matches(p, &envelope.destination)))
-                    .unwrap_or(false);
-                if subscribed
-                    && best.is_none_or(|b| {
-                        handle.outstanding.load(Ordering::Relaxed)
-                            < b.outstanding.load(Ordering::Relaxed)
-                    })
-                {
-                    best = Some(handle);
-                }
-            }
-            if let Some(target) = best
-                && target.inbox.try_send(envelope.clone()).is_err()
-            {
-                self.inner
-                    .counters
-                    .dropped_events
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(from = %from.service, to = %target.service, topic = %envelope.destination, "event dropped: subscriber congested");
-            }
+    fn event(&self, envelope: Envelope) {
+        // Each subscribing service gets the event once, on its least busy ready replica; one
+        // that is restarting gets it when it is back.
+        let subscribers: Vec<String> = lock(&self.inner.topics)
+            .iter()
+            .filter(|(_, patterns)| {
+                patterns
+                    .iter()
+                    .any(|p| topic_matches(p, &envelope.destination))
+            })
+            .map(|(service, _)| service.clone())
+            .collect();
+        for service in subscribers {
+            self.deliver_event(&service, envelope.clone());
         }
     }
 
@@ -391,7 +503,8 @@ async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
         };
         let has_deadlines = lock(&strong.in_flight)
             .values()
-            .any(|f| f.deadline.is_some());
+            .any(|f| f.deadline.is_some())
+            || lock(&strong.held).has_requests();
         if !has_deadlines {
             // Re-checked every second so the task ends soon after the router is dropped.
             let _ =
@@ -415,6 +528,18 @@ async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
                 .filter_map(|id| in_flight.remove(&id))
                 .collect()
         };
+        for held in lock(&strong.held).expired(now) {
+            let message = format!(
+                "`{}` did not come back within the deadline",
+                held.envelope.destination
+            );
+            held.caller.deliver(error_answer(
+                held.envelope.id,
+                held.envelope.trace,
+                ErrorCode::Timeout,
+                &message,
+            ));
+        }
         for flight in expired {
             flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
             let message = format!(

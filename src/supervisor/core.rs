@@ -678,6 +678,9 @@ impl Core {
                     .is_some_and(|i| i.state == InstanceState::Starting);
                 if starting {
                     self.set_state(id, InstanceState::Ready);
+                    // Requests and events held while it was down go to it now.
+                    self.router
+                        .service_ready(&self.stack.services[id.service].name);
                     self.continue_rollout(id.service);
                     self.start_pending().await;
                 }

@@ -326,6 +326,7 @@ async fn read_frames(
                 if let Ok(mut subscriptions) = handle.subscriptions.write() {
                     subscriptions.clone_from(&hello.topics);
                 }
+                router.subscriptions_changed(&handle.service, &hello.topics);
                 let _ = handle.inbox.try_send(answer);
                 let _ = events
                     .send(InstanceEvent::Hello {
@@ -347,6 +348,7 @@ async fn read_frames(
                     } else {
                         subscriptions.retain(|s| *s != envelope.destination);
                     }
+                    router.subscriptions_changed(&handle.service, &subscriptions);
                 }
             }
             Kind::JobResult(status) => {

@@ -1,0 +1,338 @@
+//! The router with real processes: every error code, wildcard fan-out, requests and events held
+//! across a restart, in-flight requests failed fast when their target dies, and a congested
+//! target that does not hold up the others.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Running, is_state, stack, start};
+use serde::{Serialize, de::DeserializeOwned};
+use switchboard::{registry::InstanceState, router::GATEWAY, supervisor::Command};
+use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn request<T: Serialize>(service: &str, method: &str, body: &T, deadline: Duration) -> Envelope {
+    Envelope {
+        id: 1,
+        deadline_us: deadline.as_micros() as u64,
+        kind: Kind::Request,
+        destination: service.into(),
+        method: method.into(),
+        body: Body::Json(serde_json::to_vec(body).unwrap().into()),
+        ..Envelope::default()
+    }
+}
+
+async fn call<T: Serialize>(
+    running: &Running,
+    service: &str,
+    method: &str,
+    body: &T,
+    deadline: Duration,
+) -> Envelope {
+    running
+        .supervisor
+        .router
+        .call(GATEWAY, request(service, method, body, deadline))
+        .await
+}
+
+fn code(answer: &Envelope) -> Option<ErrorCode> {
+    match &answer.kind {
+        Kind::Response(Status::Error(err)) => Some(err.code),
+        Kind::Response(Status::Ok) => None,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+fn ok<T: DeserializeOwned>(answer: &Envelope) -> T {
+    assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
+    let Body::Json(bytes) = &answer.body else {
+        panic!("expected JSON back: {answer:?}")
+    };
+    serde_json::from_slice(bytes).unwrap()
+}
+
+async fn ready(running: &Running, services: &[&str]) {
+    let all = running
+        .until(LIMIT, |r| {
+            services
+                .iter()
+                .all(|s| r.service(s).is_some_and(|s| s.ready_instances() > 0))
+        })
+        .await;
+    assert!(all, "services never became ready: {services:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_code_the_router_answers() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "errors"
+        [services.echo]
+        builtin = "probe"
+        [services.caller]
+        builtin = "probe"
+        calls = ["echo"]
+        [services.parked]
+        builtin = "probe"
+        [services.plain]
+        command = "sh"
+        args = ["-c", "read x"]
+        "#,
+    );
+    let running = start(stack).await;
+    ready(&running, &["echo", "caller", "parked"]).await;
+    let second = Duration::from_secs(1);
+
+    let answer = call(&running, "echo", "echo", &"hi", second).await;
+    assert_eq!(ok::<String>(&answer), "hi");
+
+    let answer = call(&running, "nobody", "echo", &"hi", second).await;
+    assert_eq!(code(&answer), Some(ErrorCode::NotFound));
+    let answer = call(&running, "echo", "no_such_method", &"hi", second).await;
+    assert_eq!(code(&answer), Some(ErrorCode::NotFound));
+    let answer = call(&running, "plain", "echo", &"hi", second).await;
+    assert_eq!(code(&answer), Some(ErrorCode::NotFound));
+
+    // A bad body is the service's bad_request, passed through.
+    let answer = call(&running, "echo", "sleep", &"not a number", second).await;
+    assert_eq!(code(&answer), Some(ErrorCode::BadRequest));
+
+    // The console answers timeout itself, on time.
+    let started = Instant::now();
+    let answer = call(
+        &running,
+        "echo",
+        "sleep",
+        &2000u64,
+        Duration::from_millis(200),
+    )
+    .await;
+    assert_eq!(code(&answer), Some(ErrorCode::Timeout));
+    assert!(started.elapsed() < Duration::from_millis(1500));
+
+    // caller may call echo but not parked: its own call is refused.
+    let through = serde_json::json!({"service": "echo", "method": "echo", "body": "via caller"});
+    let answer = call(&running, "caller", "call", &through, second).await;
+    assert_eq!(ok::<String>(&answer), "via caller");
+    let sneaky = serde_json::json!({"service": "parked", "method": "echo", "body": "x"});
+    let answer = call(&running, "caller", "call", &sneaky, second).await;
+    assert_eq!(code(&answer), Some(ErrorCode::Forbidden), "{answer:?}");
+
+    // A stopped service is unavailable at once (nothing to wait for).
+    running
+        .supervisor
+        .command(Command::Stop("parked".into()))
+        .await
+        .unwrap();
+    assert!(
+        running
+            .until(LIMIT, |r| r.service("parked").unwrap().state()
+                == InstanceState::Stopped)
+            .await
+    );
+    let answer = call(&running, "parked", "echo", &"hi", second).await;
+    assert_eq!(code(&answer), Some(ErrorCode::Unavailable));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_fails_fast_when_its_target_is_killed() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "fail-fast"
+        [services.slow]
+        builtin = "probe"
+        backoff = { initial = "5s" }
+        "#,
+    );
+    let running = start(stack).await;
+    ready(&running, &["slow"]).await;
+    let router = running.supervisor.router.clone();
+    let pending = tokio::spawn(async move {
+        let started = Instant::now();
+        let answer = router
+            .call(
+                GATEWAY,
+                request("slow", "sleep", &30_000u64, Duration::from_secs(30)),
+            )
+            .await;
+        (answer, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    running
+        .supervisor
+        .command(Command::Kill("slow".into()))
+        .await
+        .unwrap();
+    let (answer, took) = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the caller was left hanging")
+        .unwrap();
+    assert_eq!(code(&answer), Some(ErrorCode::Unavailable), "{answer:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_and_events_are_held_across_a_restart() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "held"
+        [services.target]
+        builtin = "probe"
+        env = { PROBE_SUBSCRIBE = "order.*" }
+        backoff = { initial = "400ms", jitter = 0.0 }
+        [services.publisher]
+        builtin = "probe"
+        "#,
+    );
+    let mut running = start(stack).await;
+    ready(&running, &["target", "publisher"]).await;
+    running
+        .supervisor
+        .command(Command::Kill("target".into()))
+        .await
+        .unwrap();
+    assert!(
+        running
+            .event(LIMIT, |e| is_state(e, "target", InstanceState::Backoff))
+            .await
+            .is_some()
+    );
+    // While it waits out its backoff: an event for it, and a request to it.
+    let publish = serde_json::json!({"topic": "order.created", "text": "order 1"});
+    let answer = call(&running, "publisher", "publish", &publish, LIMIT).await;
+    assert_eq!(code(&answer), None, "{answer:?}");
+    let started = Instant::now();
+    let answer = call(&running, "target", "echo", &"held", Duration::from_secs(5)).await;
+    assert_eq!(ok::<String>(&answer), "held", "held until the restart");
+    assert!(
+        started.elapsed() > Duration::from_millis(100),
+        "it was not down?"
+    );
+    // The event reached the new instance.
+    let mut delivered = false;
+    for _ in 0..50 {
+        let received = call(&running, "target", "received", &(), LIMIT).await;
+        let list: Vec<serde_json::Value> = ok(&received);
+        if list.iter().any(|r| r["text"] == "order 1") {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(delivered, "held event not delivered");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_fan_out_reaches_every_matching_service_once() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "fanout"
+        [services.one_token]
+        builtin = "probe"
+        env = { PROBE_SUBSCRIBE = "order.*" }
+        [services.all_below]
+        builtin = "probe"
+        env = { PROBE_SUBSCRIBE = "order.>" }
+        replicas = 2
+        [services.exact]
+        builtin = "probe"
+        env = { PROBE_SUBSCRIBE = "order.created.eu" }
+        [services.other]
+        builtin = "probe"
+        env = { PROBE_SUBSCRIBE = "user.*" }
+        [services.publisher]
+        builtin = "probe"
+        "#,
+    );
+    let running = start(stack).await;
+    ready(
+        &running,
+        &["one_token", "all_below", "exact", "other", "publisher"],
+    )
+    .await;
+    for topic in ["order.created", "order.created.eu"] {
+        let publish = serde_json::json!({"topic": topic, "text": topic});
+        let answer = call(&running, "publisher", "publish", &publish, LIMIT).await;
+        assert_eq!(code(&answer), None);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = std::collections::BTreeMap::new();
+    for service in ["one_token", "exact", "other"] {
+        let answer = call(&running, service, "received", &(), LIMIT).await;
+        let list: Vec<serde_json::Value> = ok(&answer);
+        seen.insert(
+            service,
+            list.iter()
+                .map(|r| r["topic"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(seen["one_token"], ["order.created"]);
+    assert_eq!(seen["exact"], ["order.created.eu"]);
+    assert!(seen["other"].is_empty());
+    // Two replicas of all_below: each event reached exactly one of them.
+    let mut both = Vec::new();
+    for _ in 0..20 {
+        let answer = call(&running, "all_below", "received", &(), LIMIT).await;
+        let list: Vec<serde_json::Value> = ok(&answer);
+        both.push(list.len());
+    }
+    assert!(both.iter().all(|&n| n <= 2));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_congested_target_is_overloaded_and_the_rest_carry_on() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "congestion"
+        [services.frozen]
+        builtin = "probe"
+        env = { PROBE_HANG_AFTER_MS = "100" }
+        heartbeat_timeout = "off"
+        shutdown_grace = "200ms"
+        [services.healthy]
+        builtin = "probe"
+        "#,
+    );
+    let running = start(stack).await;
+    ready(&running, &["frozen", "healthy"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // frozen stops reading its stdin
+    let router = running.supervisor.router.clone();
+    let flood: Vec<_> = (0..5000)
+        .map(|_| {
+            router.call(
+                GATEWAY,
+                request("frozen", "echo", &"x", Duration::from_secs(2)),
+            )
+        })
+        .collect();
+    let flood = tokio::spawn(futures::future::join_all(flood));
+    // Meanwhile the healthy service answers promptly.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let answer = call(&running, "healthy", "echo", &"fine", Duration::from_secs(1)).await;
+        assert_eq!(ok::<String>(&answer), "fine");
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+    let answers = flood.await.unwrap();
+    let overloaded = answers
+        .iter()
+        .filter(|a| code(a) == Some(ErrorCode::Overloaded))
+        .count();
+    let timed_out = answers
+        .iter()
+        .filter(|a| code(a) == Some(ErrorCode::Timeout))
+        .count();
+    assert!(overloaded > 0, "no overloaded answers");
+    assert_eq!(overloaded + timed_out, 5000, "every call was answered");
+    running.stop().await;
+}
