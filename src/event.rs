@@ -57,6 +57,10 @@ pub enum EventKind {
     Signalled {
         signal: &'static str,
     },
+    /// A circuit breaker changed state: "open", "half-open" or "closed".
+    Breaker {
+        state: &'static str,
+    },
     /// Something the operator should look at.
     Alert {
         message: String,
@@ -81,6 +85,7 @@ impl Event {
                 | EventKind::HangDetected { .. }
                 | EventKind::Alert { .. }
                 | EventKind::JobFinished { ok: false, .. }
+                | EventKind::Breaker { state: "open" }
         )
     }
 }
@@ -113,6 +118,7 @@ impl std::fmt::Display for EventKind {
                 )
             }
             EventKind::Signalled { signal } => write!(f, "sent {signal} to the process group"),
+            EventKind::Breaker { state } => write!(f, "circuit breaker {state}"),
             EventKind::Alert { message } => write!(f, "alert: {message}"),
         }
     }

@@ -332,7 +332,85 @@ async fn a_congested_target_is_overloaded_and_the_rest_carry_on() {
         .iter()
         .filter(|a| code(a) == Some(ErrorCode::Timeout))
         .count();
+    // Overloaded answers are failures of the target, so its breaker opens and the rest of the
+    // flood fails fast.
+    let circuit_open = answers
+        .iter()
+        .filter(|a| code(a) == Some(ErrorCode::CircuitOpen))
+        .count();
     assert!(overloaded > 0, "no overloaded answers");
-    assert_eq!(overloaded + timed_out, 5000, "every call was answered");
+    assert!(circuit_open > 0, "the breaker never opened");
+    assert_eq!(
+        overloaded + timed_out + circuit_open,
+        5000,
+        "every call was answered"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opens_fails_fast_and_closes_again() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "breaker"
+        [services.flaky]
+        builtin = "probe"
+        breaker = { failures = 3, cooldown = "300ms" }
+        "#,
+    );
+    let mut running = start(stack).await;
+    ready(&running, &["flaky"]).await;
+    let second = Duration::from_secs(1);
+    for _ in 0..3 {
+        let answer = call(&running, "flaky", "fail", &"boom", second).await;
+        assert_eq!(code(&answer), Some(ErrorCode::Internal));
+    }
+    let started = Instant::now();
+    let answer = call(&running, "flaky", "echo", &"hi", second).await;
+    assert_eq!(code(&answer), Some(ErrorCode::CircuitOpen), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_millis(50), "fails fast");
+    assert_eq!(
+        running
+            .supervisor
+            .router
+            .breaker_state("flaky")
+            .map(|b| b.as_str()),
+        Some("open")
+    );
+    let opened = running
+        .event(LIMIT, |e| {
+            matches!(
+                e.kind,
+                switchboard::event::EventKind::Breaker { state: "open" }
+            )
+        })
+        .await;
+    assert!(opened.is_some_and(|e| e.is_alert()));
+
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The probe after the cooldown succeeds and closes it.
+    let answer = call(&running, "flaky", "echo", &"again", second).await;
+    assert_eq!(ok::<String>(&answer), "again");
+    assert!(
+        running
+            .event(LIMIT, |e| matches!(
+                e.kind,
+                switchboard::event::EventKind::Breaker { state: "closed" }
+            ))
+            .await
+            .is_some()
+    );
+    // Every hop was traced, and the route counted.
+    let hops = running.supervisor.router.recent_hops(100);
+    assert_eq!(
+        hops.iter().filter(|h| h.error == Some("internal")).count(),
+        3
+    );
+    let routes = running.supervisor.router.routes();
+    let fail = routes
+        .iter()
+        .find(|(r, _)| r.to == "flaky" && r.method == "fail")
+        .expect("route counted");
+    assert_eq!((fail.1.requests, fail.1.errors), (3, 3));
     running.stop().await;
 }

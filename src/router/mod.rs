@@ -12,8 +12,10 @@
 //! the console's deadline sweeper), and a target that dies with the request in flight
 //! (unavailable, at once).
 
+pub mod breaker;
 mod hold;
 pub mod inbox;
+pub mod trace;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,7 +31,9 @@ use tokio::sync::{Notify, oneshot};
 
 use self::inbox::SendError;
 
+use self::breaker::{Breaker, BreakerState};
 use crate::{
+    event::{Event, EventKind, EventSender},
     registry::{self, InstanceHandle, InstanceId, SharedRegistry},
     stack::Stack,
 };
@@ -75,8 +79,12 @@ impl Caller {
 struct InFlight {
     caller: Caller,
     caller_id: u64,
+    /// The caller's service name (or the gateway's), for traces and route metrics.
+    from: Arc<str>,
+    method: switchboard_protocol::Name,
     target: Arc<InstanceHandle>,
     deadline: Option<Instant>,
+    started: Instant,
     trace: u64,
 }
 
@@ -89,6 +97,9 @@ struct Counters {
 
 struct Inner {
     registry: SharedRegistry,
+    events: EventSender,
+    breakers: Mutex<HashMap<String, Breaker>>,
+    traces: Mutex<trace::Traces>,
     /// Requests and events waiting for a restarting service.
     held: Mutex<hold::Held>,
     /// The topic patterns each service subscribed to, kept while it restarts so that events
@@ -110,7 +121,12 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(registry: SharedRegistry, stack: &Stack) -> Router {
+    pub fn new(registry: SharedRegistry, stack: &Stack, events: EventSender) -> Router {
+        let breakers = stack
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), Breaker::new(s.breaker)))
+            .collect();
         let mut allowed: HashMap<String, HashSet<String>> = stack
             .services
             .iter()
@@ -124,6 +140,9 @@ impl Router {
         let router = Router {
             inner: Arc::new(Inner {
                 registry,
+                events,
+                breakers: Mutex::new(breakers),
+                traces: Mutex::new(trace::Traces::default()),
                 held: Mutex::new(hold::Held::default()),
                 topics: Mutex::new(HashMap::new()),
                 allowed,
@@ -201,6 +220,20 @@ impl Router {
             let answer = error_answer(envelope.id, envelope.trace, ErrorCode::Forbidden, &message);
             return caller.deliver(answer);
         }
+        if let Some(retry_after) = self.breaker_refuses(&envelope.destination) {
+            let message = format!(
+                "circuit to `{}` is open; retry in {} ms",
+                envelope.destination,
+                retry_after.as_millis()
+            );
+            let answer = error_answer(
+                envelope.id,
+                envelope.trace,
+                ErrorCode::CircuitOpen,
+                &message,
+            );
+            return caller.deliver(answer);
+        }
         let target = match self.pick(&envelope.destination, &envelope.method) {
             Ok(target) => target,
             Err(Miss::Fail(code, message)) => {
@@ -223,8 +256,11 @@ impl Router {
             InFlight {
                 caller,
                 caller_id,
+                from: Arc::from(from),
+                method: envelope.method.clone(),
                 target: target.clone(),
                 deadline,
+                started: now,
                 trace,
             },
         );
@@ -243,6 +279,7 @@ impl Router {
             };
             let flight = self.in_flight().remove(&routed_id);
             if let Some(flight) = flight {
+                self.finished(&flight, Some(code));
                 flight
                     .caller
                     .deliver(error_answer(caller_id, trace, code, message));
@@ -404,6 +441,13 @@ impl Router {
             return;
         };
         flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+        let code = match &envelope.kind {
+            Kind::Response(Status::Error(err)) | Kind::StreamEnd(Status::Error(err)) => {
+                Some(err.code)
+            }
+            _ => None,
+        };
+        self.finished(&flight, code);
         envelope.correlation = flight.caller_id;
         envelope.trace = flight.trace;
         flight.caller.deliver(envelope);
@@ -442,6 +486,9 @@ impl Router {
         };
         for flight in failed {
             flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+            if flight.target.id == gone.id {
+                self.finished(&flight, Some(ErrorCode::Unavailable));
+            }
             if !flight.caller.is(gone.id) {
                 let message = format!("`{}` exited with the request in flight", gone.service);
                 flight.caller.deliver(error_answer(
@@ -452,6 +499,73 @@ impl Router {
                 ));
             }
         }
+    }
+
+    /// `Some(retry_after)` when the target's breaker is open.
+    fn breaker_refuses(&self, service: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let (admitted, transition, retry_after) = {
+            let mut breakers = lock(&self.inner.breakers);
+            let breaker = breakers.get_mut(service)?;
+            let (admitted, transition) = breaker.admit(now);
+            (admitted, transition, breaker.retry_after(now))
+        };
+        if let Some(state) = transition {
+            self.breaker_changed(service, state);
+        }
+        (!admitted).then_some(retry_after)
+    }
+
+    /// A routed request ended: feed the target's breaker, the trace buffer and route metrics.
+    fn finished(&self, flight: &InFlight, code: Option<ErrorCode>) {
+        let now = Instant::now();
+        let service = flight.target.service.as_str();
+        let transition = lock(&self.inner.breakers)
+            .get_mut(service)
+            .and_then(|b| b.record(now, breaker::is_failure(code)));
+        if let Some(state) = transition {
+            self.breaker_changed(service, state);
+        }
+        lock(&self.inner.traces).record(trace::Hop {
+            at: std::time::SystemTime::now(),
+            trace: flight.trace,
+            from: flight.from.to_string(),
+            to: service.to_string(),
+            method: flight.method.to_string(),
+            latency: now.saturating_duration_since(flight.started),
+            error: trace::code_name(code),
+        });
+    }
+
+    fn breaker_changed(&self, service: &str, state: BreakerState) {
+        tracing::info!(%service, state = state.as_str(), "circuit breaker");
+        let _ = self.inner.events.send(Event::new(
+            service,
+            None,
+            EventKind::Breaker {
+                state: state.as_str(),
+            },
+        ));
+    }
+
+    /// The breaker state of `service` ("closed", "open", "half-open").
+    pub fn breaker_state(&self, service: &str) -> Option<BreakerState> {
+        lock(&self.inner.breakers).get(service).map(Breaker::state)
+    }
+
+    /// The most recent `n` hops, oldest first.
+    pub fn recent_hops(&self, n: usize) -> Vec<trace::Hop> {
+        lock(&self.inner.traces).recent(n)
+    }
+
+    /// Every recorded hop of one trace.
+    pub fn trace(&self, trace: u64) -> Vec<trace::Hop> {
+        lock(&self.inner.traces).trace(trace)
+    }
+
+    /// Counters and latency per (from, to, method).
+    pub fn routes(&self) -> Vec<(trace::Route, trace::RouteStats)> {
+        lock(&self.inner.traces).routes()
     }
 
     /// Requests in flight right now.
@@ -540,8 +654,12 @@ async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
                 &message,
             ));
         }
+        let router = Router {
+            inner: strong.clone(),
+        };
         for flight in expired {
             flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+            router.finished(&flight, Some(ErrorCode::Timeout));
             let message = format!(
                 "`{}` did not answer within the deadline",
                 flight.target.service

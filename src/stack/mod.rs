@@ -19,8 +19,8 @@ use std::path::Path;
 
 pub use diagnostic::Diagnostic;
 pub use spec::{
-    Backoff, Condition, Dependency, GatewaySpec, Program, RestartLimit, RestartPolicy, RouteSpec,
-    ServiceKind, ServiceSpec, Stack,
+    Backoff, BreakerSpec, Condition, Dependency, GatewaySpec, Program, RestartLimit, RestartPolicy,
+    RouteSpec, ServiceKind, ServiceSpec, Stack,
 };
 
 /// The demo stack, embedded in the binary.

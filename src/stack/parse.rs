@@ -17,8 +17,8 @@ use toml::{
 use super::{
     diagnostic::Diagnostic,
     spec::{
-        Backoff, Condition, Dependency, GatewaySpec, Program, RestartLimit, RestartPolicy,
-        RouteSpec, ServiceKind, ServiceSpec, Stack,
+        Backoff, BreakerSpec, Condition, Dependency, GatewaySpec, Program, RestartLimit,
+        RestartPolicy, RouteSpec, ServiceKind, ServiceSpec, Stack,
     },
     units,
 };
@@ -68,7 +68,9 @@ const SERVICE_KEYS: &[&str] = &[
     "settings",
     "params",
     "autostart",
+    "breaker",
 ];
+const BREAKER_KEYS: &[&str] = &["failures", "ratio", "min_requests", "window", "cooldown"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 const LIMIT_KEYS: &[&str] = &["count", "window"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -332,6 +334,7 @@ impl<'s> Walker<'s> {
         let mut settings = Vec::new();
         let mut params = String::new();
         let mut autostart = false;
+        let mut breaker = BreakerSpec::default();
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
                 "builtin" => {
@@ -429,6 +432,11 @@ impl<'s> Walker<'s> {
                     }
                 }
                 "autostart" => autostart = self.boolean(v).unwrap_or(false),
+                "breaker" => {
+                    if let Some(t) = self.table(v) {
+                        breaker = self.breaker(t);
+                    }
+                }
                 _ => self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]")),
             }
         }
@@ -478,7 +486,55 @@ impl<'s> Walker<'s> {
             settings,
             params,
             autostart,
+            breaker,
         })
+    }
+
+    fn breaker(&mut self, table: &DeTable<'_>) -> BreakerSpec {
+        let mut breaker = BreakerSpec::default();
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "failures" | "min_requests" => {
+                    if let Some(n) = self.integer(value) {
+                        match u32::try_from(n) {
+                            Ok(n) if n > 0 => {
+                                if key.get_ref().as_ref() == "failures" {
+                                    breaker.failures = n;
+                                } else {
+                                    breaker.min_requests = n;
+                                }
+                            }
+                            _ => self
+                                .error(value.span(), format!("must be a positive number, not {n}")),
+                        }
+                    }
+                }
+                "ratio" => {
+                    if let Some(r) = self.number(value) {
+                        if r > 0.0 && r <= 1.0 {
+                            breaker.ratio = r;
+                        } else {
+                            self.error(
+                                value.span(),
+                                format!("ratio must be above 0 and at most 1, not {r}"),
+                            );
+                        }
+                    }
+                }
+                "window" => {
+                    if let Some(d) = self.duration(value) {
+                        breaker.window = d;
+                    }
+                }
+                "cooldown" => {
+                    if let Some(d) = self.duration(value) {
+                        breaker.cooldown = d;
+                    }
+                }
+                _ => self.unknown(key, BREAKER_KEYS, "in breaker"),
+            }
+        }
+        breaker
     }
 
     fn depends_on(&mut self, service: &str, value: &Value<'_>) -> Vec<Dependency> {

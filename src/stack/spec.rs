@@ -72,6 +72,32 @@ pub struct ServiceSpec {
     /// Jobs: default parameters (JSON text, empty for none).
     pub params: String,
     pub autostart: bool,
+    /// The circuit breaker that guards calls to this service.
+    pub breaker: BreakerSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSpec {
+    /// Consecutive failures that open the breaker.
+    pub failures: u32,
+    /// Failure ratio over `window` that opens it, once `min_requests` were seen.
+    pub ratio: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    /// How long it stays open before letting a probe through.
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        BreakerSpec {
+            failures: 5,
+            ratio: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            cooldown: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -196,7 +196,7 @@ impl Supervisor {
         let registry: SharedRegistry = Arc::new(std::sync::RwLock::new(
             crate::registry::Registry::new(stack.name.clone(), &stack.services),
         ));
-        let router = Router::new(registry.clone(), &stack);
+        let router = Router::new(registry.clone(), &stack, events.clone());
         let (messages, inbox) = mpsc::channel(COMMAND_QUEUE);
         let (instance_tx, instance_rx) = mpsc::channel(INSTANCE_EVENT_QUEUE);
         let core = core::Core::new(

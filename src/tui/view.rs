@@ -123,7 +123,11 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 error_rate: m.map_or(0.0, |m| m.error_rate),
                 p99_us: m.and_then(|m| m.p99_us),
                 heartbeat_age: m.and_then(|m| m.heartbeat_age),
-                breaker: "-".into(),
+                breaker: supervisor
+                    .router
+                    .breaker_state(service.name())
+                    .map_or("-", |b| b.as_str())
+                    .into(),
                 version: live.iter().find_map(|i| i.version.clone()),
                 rate_history: m
                     .map(|m| m.rate_history.iter().copied().collect())

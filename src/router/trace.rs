@@ -1,0 +1,104 @@
+//! What the router saw: a bounded buffer of recent hops (trace, from, to, method, latency,
+//! outcome) and counters with latency histograms per route, for the console and the gateway.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, SystemTime},
+};
+
+use serde::Serialize;
+use switchboard_protocol::{ErrorCode, segment::latency_bucket};
+
+/// Hops kept; older ones are dropped.
+pub const HOPS_KEPT: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hop {
+    pub at: SystemTime,
+    pub trace: u64,
+    pub from: String,
+    pub to: String,
+    pub method: String,
+    pub latency: Duration,
+    /// `None` for success.
+    pub error: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RouteStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency_sum_us: u64,
+    /// Counts per log2 bucket of µs, as in the metrics segment.
+    pub histogram: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Route {
+    pub from: String,
+    pub to: String,
+    pub method: String,
+}
+
+#[derive(Default)]
+pub(super) struct Traces {
+    hops: VecDeque<Hop>,
+    routes: HashMap<Route, RouteStats>,
+}
+
+impl Traces {
+    pub fn record(&mut self, hop: Hop) {
+        let us = u64::try_from(hop.latency.as_micros()).unwrap_or(u64::MAX);
+        let stats = self
+            .routes
+            .entry(Route {
+                from: hop.from.clone(),
+                to: hop.to.clone(),
+                method: hop.method.clone(),
+            })
+            .or_default();
+        stats.requests += 1;
+        stats.errors += u64::from(hop.error.is_some());
+        stats.latency_sum_us = stats.latency_sum_us.saturating_add(us);
+        if stats.histogram.is_empty() {
+            stats.histogram = vec![0; switchboard_protocol::segment::HIST_BUCKETS];
+        }
+        if let Some(bucket) = stats.histogram.get_mut(latency_bucket(us)) {
+            *bucket += 1;
+        }
+        if self.hops.len() == HOPS_KEPT {
+            self.hops.pop_front();
+        }
+        self.hops.push_back(hop);
+    }
+
+    pub fn recent(&self, n: usize) -> Vec<Hop> {
+        self.hops
+            .iter()
+            .skip(self.hops.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    pub fn trace(&self, trace: u64) -> Vec<Hop> {
+        self.hops
+            .iter()
+            .filter(|h| h.trace == trace)
+            .cloned()
+            .collect()
+    }
+
+    pub fn routes(&self) -> Vec<(Route, RouteStats)> {
+        let mut routes: Vec<_> = self
+            .routes
+            .iter()
+            .map(|(r, s)| (r.clone(), s.clone()))
+            .collect();
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
+        routes
+    }
+}
+
+pub fn code_name(code: Option<ErrorCode>) -> Option<&'static str> {
+    code.map(ErrorCode::as_str)
+}
