@@ -10,8 +10,9 @@ pub const BUILTINS: &[&str] = switchboard_services::NAMES;
 /// Runs builtin `name` over stdin/stdout until it is told to stop. Returns the process exit code.
 pub fn run(name: &str) -> std::process::ExitCode {
     switchboard_protocol::sdk::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a message then never hops between threads inside the service, which is most
+    // of a round trip's cost on a small machine. Handlers that block must use spawn_blocking.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -69,7 +69,7 @@ pub enum Cmd {
     },
     /// Measure this machine: restart latency, hang detection, the console's CPU, render time.
     Bench {
-        /// Only these measurements (restart, hang, idle, render); default all.
+        /// Only these measurements (routing, restart, hang, idle, render); default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Restarts (and hangs, at most 10) to measure.
@@ -85,6 +85,9 @@ pub enum Cmd {
         #[arg(long)]
         stack: Option<PathBuf>,
     },
+    /// A peer process for the pipe baselines of `bench`.
+    #[command(hide = true)]
+    BenchPeer { args: Vec<String> },
     /// Run a builtin service over stdin/stdout (what the console spawns).
     #[command(hide = true)]
     Service { name: String },
@@ -93,6 +96,13 @@ pub enum Cmd {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Cmd::Service { name }) => crate::builtin::run(&name),
+        Some(Cmd::BenchPeer { args }) => match crate::bench::routing::peer(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("bench-peer: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Cmd::Check { file }) => check(file.as_deref()),
         Some(Cmd::Init { force }) => init(force),
         Some(Cmd::Up {
@@ -167,8 +177,7 @@ fn init(force: bool) -> ExitCode {
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    match tokio::runtime::Builder::new_current_thread()
         .thread_name("switchboard")
         .enable_all()
         .build()
@@ -410,6 +419,7 @@ fn bench(
         hang: wants("hang"),
         idle: wants("idle"),
         render: wants("render"),
+        routing: wants("routing"),
     };
     init_console_logging();
     let (Ok(mut options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime())

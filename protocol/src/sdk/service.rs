@@ -149,12 +149,20 @@ impl Service {
     /// returns, end the process (or shut the runtime down with a timeout) instead of waiting
     /// for that thread.
     pub async fn run(self) -> Result<(), SdkError> {
-        let segment = match SegmentWriter::from_env()? {
+        let segment = Arc::new(match SegmentWriter::from_env()? {
             Some(segment) => segment,
             None => SegmentWriter::anonymous()?,
-        };
-        self.serve(tokio::io::stdin(), tokio::io::stdout(), Arc::new(segment))
-            .await
+        });
+        // Under the console stdin and stdout are pipes: use them through the reactor. tokio's
+        // own stdin/stdout hand every read and write to a blocking thread, which costs tens of
+        // microseconds per message. Anything else (a terminal, a file) falls back to those.
+        match (pipe_reader(), pipe_writer()) {
+            (Some(reader), Some(writer)) => self.serve(reader, writer, segment).await,
+            _ => {
+                self.serve(tokio::io::stdin(), tokio::io::stdout(), segment)
+                    .await
+            }
+        }
     }
 
     /// Serves over any byte streams: the console's pipes, or an in-memory duplex in tests.
@@ -298,6 +306,18 @@ impl Service {
         let _ = heartbeat.await;
         Ok(())
     }
+}
+
+fn pipe_reader() -> Option<tokio::net::unix::pipe::Receiver> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()
+}
+
+fn pipe_writer() -> Option<tokio::net::unix::pipe::Sender> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()
 }
 
 async fn await_welcome<R>(frames: &mut FramedRead<R, FrameCodec>) -> Result<Welcome, SdkError>

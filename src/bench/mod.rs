@@ -2,6 +2,9 @@
 //! supervisor. This first version measures the supervisor's figures: crash-to-ready restart
 //! latency, hang-detection delay, and the console's own CPU while it supervises a stack.
 
+mod pipes;
+pub mod routing;
+
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
@@ -32,6 +35,7 @@ pub struct Selection {
     pub hang: bool,
     pub idle: bool,
     pub render: bool,
+    pub routing: bool,
 }
 
 pub async fn run(
@@ -53,6 +57,9 @@ pub async fn run(
     }
     if selection.render {
         figures.extend(render_time(500));
+    }
+    if selection.routing {
+        figures.extend(routing::run(&options, 1).await);
     }
     figures
 }

@@ -1,0 +1,80 @@
+//! `bench-client`: drives routed requests for `switchboard bench`. Its `run` method calls a
+//! target `count` times with `in_flight` calls outstanding and reports throughput and latency.
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream::FuturesUnordered};
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::sdk::{CallOptions, Context, HandlerError, Service};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub target: String,
+    pub method: String,
+    pub in_flight: usize,
+    pub count: usize,
+    pub payload: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub count: usize,
+    pub errors: usize,
+    pub elapsed_us: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+pub fn service() -> Service {
+    Service::new("bench-client", env!("CARGO_PKG_VERSION"))
+        .method("run", |ctx: Context, run: Run| async move {
+            Ok::<_, HandlerError>(drive(&ctx, &run).await)
+        })
+}
+
+async fn drive(ctx: &Context, run: &Run) -> Report {
+    let payload = vec![7u8; run.payload];
+    let options = CallOptions::timeout(Duration::from_secs(30));
+    let mut latencies = Vec::with_capacity(run.count);
+    let mut errors = 0;
+    let mut pending = FuturesUnordered::new();
+    let call = |payload: Vec<u8>| {
+        let ctx = ctx.clone();
+        let target = run.target.clone();
+        let method = run.method.clone();
+        async move {
+            let start = Instant::now();
+            let answer: Result<Vec<u8>, _> =
+                ctx.call_with(&target, &method, &payload, options).await;
+            (answer.is_ok(), start.elapsed())
+        }
+    };
+    let started = Instant::now();
+    let mut issued = 0;
+    while issued < run.count.min(run.in_flight.max(1)) {
+        pending.push(call(payload.clone()));
+        issued += 1;
+    }
+    while let Some((ok, latency)) = pending.next().await {
+        latencies.push(latency);
+        errors += usize::from(!ok);
+        if issued < run.count {
+            pending.push(call(payload.clone()));
+            issued += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len().saturating_sub(1)) as f64 * q) as usize)
+            .map_or(0, |d| d.as_micros() as u64)
+    };
+    Report {
+        count: latencies.len(),
+        errors,
+        elapsed_us: elapsed.as_micros() as u64,
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+    }
+}
