@@ -121,7 +121,8 @@ impl std::fmt::Display for ExitStatus {
 /// What the router and the monitors hold on a live instance. Cheap to share.
 pub struct InstanceHandle {
     pub id: InstanceId,
-    pub service: String,
+    /// Shared, so that routing can record it per message without allocating.
+    pub service: Arc<str>,
     pub pid: u32,
     /// Frames to the instance's stdin, through its writer task. Bounded: when it is full the
     /// instance is congested and the router answers its callers `overloaded` instead of waiting.

@@ -409,7 +409,7 @@ async fn a_breaker_opens_fails_fast_and_closes_again() {
     let routes = running.supervisor.router.routes();
     let fail = routes
         .iter()
-        .find(|(r, _)| r.to == "flaky" && r.method == "fail")
+        .find(|(r, _)| &*r.to == "flaky" && r.method == "fail")
         .expect("route counted");
     assert_eq!((fail.1.requests, fail.1.errors), (3, 3));
     running.stop().await;

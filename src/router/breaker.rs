@@ -51,7 +51,9 @@ pub struct Breaker {
     spec: BreakerSpec,
     state: BreakerState,
     consecutive: u32,
-    recent: VecDeque<(Instant, bool)>,
+    /// Outcomes per tenth of the window: (bucket start, requests, failures). Bounded whatever
+    /// the request rate.
+    buckets: VecDeque<(Instant, u32, u32)>,
     opened_at: Option<Instant>,
     probe_in_flight: bool,
 }
@@ -62,7 +64,7 @@ impl Breaker {
             spec,
             state: BreakerState::Closed,
             consecutive: 0,
-            recent: VecDeque::new(),
+            buckets: VecDeque::with_capacity(11),
             opened_at: None,
             probe_in_flight: false,
         }
@@ -98,13 +100,20 @@ impl Breaker {
 
     /// Records an outcome; returns the new state when it changed.
     pub fn record(&mut self, now: Instant, failed: bool) -> Option<BreakerState> {
-        self.recent.push_back((now, failed));
+        let width = self.spec.window / 10;
+        match self.buckets.back_mut() {
+            Some((start, total, failures)) if now.saturating_duration_since(*start) < width => {
+                *total += 1;
+                *failures += u32::from(failed);
+            }
+            _ => self.buckets.push_back((now, 1, u32::from(failed))),
+        }
         while self
-            .recent
+            .buckets
             .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > self.spec.window)
+            .is_some_and(|(at, _, _)| now.saturating_duration_since(*at) > self.spec.window)
         {
-            self.recent.pop_front();
+            self.buckets.pop_front();
         }
         self.consecutive = if failed { self.consecutive + 1 } else { 0 };
         match self.state {
@@ -114,7 +123,7 @@ impl Breaker {
                     self.open(now)
                 } else {
                     self.state = BreakerState::Closed;
-                    self.recent.clear();
+                    self.buckets.clear();
                     Some(BreakerState::Closed)
                 }
             }
@@ -127,9 +136,13 @@ impl Breaker {
         if self.consecutive >= self.spec.failures {
             return true;
         }
-        let total = self.recent.len();
-        let failures = self.recent.iter().filter(|(_, f)| *f).count();
-        total >= self.spec.min_requests as usize
+        let (total, failures) = self
+            .buckets
+            .iter()
+            .fold((0u64, 0u64), |(t, f), (_, bt, bf)| {
+                (t + u64::from(*bt), f + u64::from(*bf))
+            });
+        total >= u64::from(self.spec.min_requests)
             && failures as f64 / total as f64 >= self.spec.ratio
     }
 

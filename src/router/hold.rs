@@ -20,7 +20,7 @@ pub const HOLD_EVENTS: usize = 1024;
 pub const HOLD_WITHOUT_DEADLINE: Duration = Duration::from_secs(10);
 
 pub(super) struct HeldRequest {
-    pub from: String,
+    pub from: std::sync::Arc<str>,
     pub caller: Caller,
     pub envelope: Envelope,
     pub deadline: Instant,

@@ -181,7 +181,7 @@ impl Router {
         let (reply, answer) = oneshot::channel();
         let id = envelope.id;
         let trace = envelope.trace;
-        self.dispatch(from, Caller::Local(reply), envelope);
+        self.dispatch(&Arc::from(from), Caller::Local(reply), envelope);
         async move {
             answer.await.unwrap_or_else(|_| {
                 error_answer(
@@ -194,7 +194,7 @@ impl Router {
         }
     }
 
-    fn dispatch(&self, from: &str, caller: Caller, mut envelope: Envelope) {
+    fn dispatch(&self, from: &Arc<str>, caller: Caller, mut envelope: Envelope) {
         // Every service of the stack has an entry (possibly empty) in `allowed`.
         if !self
             .inner
@@ -209,7 +209,7 @@ impl Router {
         let allowed = self
             .inner
             .allowed
-            .get(from)
+            .get(&**from)
             .is_some_and(|calls| calls.contains(envelope.destination.as_str()));
         if !allowed {
             let message = format!(
@@ -256,7 +256,7 @@ impl Router {
             InFlight {
                 caller,
                 caller_id,
-                from: Arc::from(from),
+                from: from.clone(),
                 method: envelope.method.clone(),
                 target: target.clone(),
                 deadline,
@@ -338,7 +338,7 @@ impl Router {
         }
     }
 
-    fn hold(&self, from: &str, caller: Caller, envelope: Envelope) {
+    fn hold(&self, from: &Arc<str>, caller: Caller, envelope: Envelope) {
         let deadline = Instant::now()
             + match envelope.deadline_us {
                 0 => hold::HOLD_WITHOUT_DEADLINE,
@@ -346,7 +346,7 @@ impl Router {
             };
         let service = envelope.destination.to_string();
         let request = hold::HeldRequest {
-            from: from.to_string(),
+            from: from.clone(),
             caller,
             envelope,
             deadline,
@@ -519,7 +519,7 @@ impl Router {
     /// A routed request ended: feed the target's breaker, the trace buffer and route metrics.
     fn finished(&self, flight: &InFlight, code: Option<ErrorCode>) {
         let now = Instant::now();
-        let service = flight.target.service.as_str();
+        let service: &str = &flight.target.service;
         let transition = lock(&self.inner.breakers)
             .get_mut(service)
             .and_then(|b| b.record(now, breaker::is_failure(code)));
@@ -529,9 +529,9 @@ impl Router {
         lock(&self.inner.traces).record(trace::Hop {
             at: std::time::SystemTime::now(),
             trace: flight.trace,
-            from: flight.from.to_string(),
-            to: service.to_string(),
-            method: flight.method.to_string(),
+            from: flight.from.clone(),
+            to: flight.target.service.clone(),
+            method: flight.method.clone(),
             latency: now.saturating_duration_since(flight.started),
             error: trace::code_name(code),
         });

@@ -6,8 +6,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use std::sync::Arc;
+
 use serde::Serialize;
-use switchboard_protocol::{ErrorCode, segment::latency_bucket};
+use switchboard_protocol::{ErrorCode, Name, segment::latency_bucket};
 
 /// Hops kept; older ones are dropped.
 pub const HOPS_KEPT: usize = 4096;
@@ -16,9 +18,9 @@ pub const HOPS_KEPT: usize = 4096;
 pub struct Hop {
     pub at: SystemTime,
     pub trace: u64,
-    pub from: String,
-    pub to: String,
-    pub method: String,
+    pub from: Arc<str>,
+    pub to: Arc<str>,
+    pub method: Name,
     pub latency: Duration,
     /// `None` for success.
     pub error: Option<&'static str>,
@@ -35,9 +37,9 @@ pub struct RouteStats {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Route {
-    pub from: String,
-    pub to: String,
-    pub method: String,
+    pub from: Arc<str>,
+    pub to: Arc<str>,
+    pub method: Name,
 }
 
 #[derive(Default)]

@@ -358,7 +358,7 @@ impl Core {
         let (control_tx, control_rx) = mpsc::channel(8);
         let handle = Arc::new(InstanceHandle {
             id,
-            service: spec.name.clone(),
+            service: Arc::from(spec.name.as_str()),
             pid,
             inbox: inbox_tx,
             segment: segment_reader,

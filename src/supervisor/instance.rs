@@ -69,7 +69,7 @@ pub struct InstanceTask {
 impl InstanceTask {
     pub async fn run(mut self) {
         let id = self.handle.id;
-        let service: Arc<str> = Arc::from(self.handle.service.as_str());
+        let service: Arc<str> = self.handle.service.clone();
         let close_stdin = CancellationToken::new();
         let stdin = self.child.stdin.take();
         let stdout = self.child.stdout.take();
@@ -288,7 +288,7 @@ async fn read_frames(
     mut welcome: Welcome,
 ) {
     let id = handle.id;
-    let service: Arc<str> = Arc::from(handle.service.as_str());
+    let service: Arc<str> = handle.service.clone();
     let mut frames = FramedRead::new(stdout, FrameCodec::new());
     while let Some(frame) = frames.next().await {
         let envelope = match frame {
