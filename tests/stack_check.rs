@@ -103,8 +103,123 @@ fn duplicate_names() {
         "name = \"x\"\n[services.a]\ncommand = \"true\"\n[services.a]\ncommand = \"false\"\n",
     );
     assert_eq!(e.len(), 1);
-    assert!(e[0].message.contains("duplicate key"), "{}", e[0]);
-    assert_eq!(e[0].line, 4);
+    assert!(e[0].message.contains("duplicate key `a`"), "{}", e[0]);
+    assert_eq!((e[0].line, e[0].col), (4, 11), "{}", e[0]);
+}
+
+/// The example from the design notes: builtins are not checked by plain `parse`, so this is
+/// about structure, defaults and the start order.
+const EXAMPLE: &str = r#"name = "shop"
+
+[gateway]
+bind = "127.0.0.1:8787"
+request_timeout = "10s"
+body_limit = "1MiB"
+routes = [
+  { route = "POST /users", call = "user.create" },
+  { route = "GET /orders/{id}/notifications", call = "notification.for_order" },
+]
+
+[services.storefront]
+builtin = "storefront"
+depends_on = { order = "ready", user = "ready" }
+calls = ["user", "order"]
+settings = { rate = "20" }
+
+[services.user]
+builtin = "user"
+
+[services.order]
+builtin = "order"
+depends_on = { user = "ready" }
+calls = ["user"]
+
+[services.notification]
+builtin = "notification"
+depends_on = ["order"]
+calls = ["order"]
+
+[services.report]
+kind = "job"
+command = "python3"
+args = ["${SWITCHBOARD_RUN_DIR}/python/report_job.py"]
+protocol = true
+calls = ["order"]
+params = '{"pace_ms": 200}'
+"#;
+
+#[test]
+fn the_example_stack_parses_with_defaults() {
+    let dir = Path::new("/srv/shop");
+    let s = stack::parse(EXAMPLE, &dir.join("stack.toml")).unwrap();
+    let order = s.start_order();
+    assert_eq!(
+        order,
+        ["user", "order", "storefront", "notification", "report"]
+    );
+    assert_eq!(s.base_dir, dir);
+    assert_eq!(s.data_dir, dir.join(".switchboard/data"));
+    assert_eq!(s.gateway.body_limit, 1 << 20);
+    assert_eq!(s.gateway.routes[1].method, "GET");
+    assert_eq!(s.gateway.routes[1].path, "/orders/{id}/notifications");
+    assert_eq!(s.gateway.routes[1].service, "notification");
+    assert_eq!(s.gateway.routes[1].call_method, "for_order");
+    let user = s.service("user").unwrap();
+    assert!(user.protocol, "builtins speak the protocol by default");
+    assert_eq!(user.restart, stack::RestartPolicy::Always);
+    assert_eq!(
+        user.heartbeat_timeout,
+        Some(std::time::Duration::from_secs(5))
+    );
+    let report = s.service("report").unwrap();
+    assert_eq!(report.kind, ServiceKind::Job);
+    assert_eq!(report.restart, stack::RestartPolicy::Never);
+    assert!(!s.is_autostart("report"), "nothing depends on it");
+    assert_eq!(
+        s.service("storefront").unwrap().settings,
+        [("rate".to_string(), "20".to_string())]
+    );
+}
+
+#[test]
+fn invalid_params_json() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\nkind = \"job\"\ncommand = \"true\"\nparams = '{oops'\n",
+    );
+    has(&e, 5, 10, &["params must be JSON"]);
+}
+
+#[test]
+fn bad_gateway_values() {
+    let e = errors(
+        "name = \"x\"\n[gateway]\nbind = \"localhost\"\nbody_limit = \"1 parsec\"\nroutes = [{ route = \"FETCH /x\", call = \"a.get\" }, { route = \"GET x\", call = \"a\" }]\n[services.a]\ncommand = \"true\"\n",
+    );
+    has(&e, 3, 8, &["`localhost` is not a socket address"]);
+    has(&e, 4, 14, &["unknown size unit `parsec`"]);
+    has(
+        &e,
+        5,
+        21,
+        &[
+            "unknown HTTP method `FETCH`",
+            "GET, POST, PUT, PATCH, DELETE",
+        ],
+    );
+    has(&e, 5, 61, &["must start with `/`"]);
+    has(&e, 5, 77, &["must be \"service.method\""]);
+}
+
+#[test]
+fn bad_backoff_and_restart_limit() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\nbackoff = { initial = \"0s\", multiplier = 0.5, jitter = 2.0 }\nrestart_limit = { count = 0, window = 5 }\n[services.b]\ncommand = \"true\"\nbackoff = { initial = \"2s\", max = \"1s\" }\n",
+    );
+    has(&e, 4, 23, &["initial must be more than zero"]);
+    has(&e, 4, 42, &["multiplier must be at least 1"]);
+    has(&e, 4, 56, &["jitter must be between 0 and 1"]);
+    has(&e, 5, 27, &["count must be a positive number"]);
+    has(&e, 5, 39, &["durations need a unit"]);
+    has(&e, 8, 35, &["backoff.max", "at least backoff.initial"]);
 }
 
 #[test]

@@ -205,28 +205,21 @@ impl Stack {
 
     /// Names in an order where every service comes after what it depends on; otherwise the
     /// declaration order. (A validated stack has no cycles; any left over go last.)
+    ///
+    /// Each step takes the first-declared service whose dependencies are all placed, so a
+    /// service starts as soon as it can rather than waiting for a whole "layer" to finish.
     pub fn start_order(&self) -> Vec<&str> {
         let mut order: Vec<&str> = Vec::with_capacity(self.services.len());
         let mut placed = vec![false; self.services.len()];
-        loop {
-            let mut progressed = false;
-            for (i, service) in self.services.iter().enumerate() {
-                if placed[i] {
-                    continue;
-                }
-                let ready = service
+        while let Some(next) = self.services.iter().enumerate().position(|(i, service)| {
+            !placed[i]
+                && service
                     .depends_on
                     .iter()
-                    .all(|d| order.contains(&d.name.as_str()) || self.service(&d.name).is_none());
-                if ready {
-                    placed[i] = true;
-                    order.push(&service.name);
-                    progressed = true;
-                }
-            }
-            if !progressed {
-                break;
-            }
+                    .all(|d| order.contains(&d.name.as_str()) || self.service(&d.name).is_none())
+        }) {
+            placed[next] = true;
+            order.push(&self.services[next].name);
         }
         for (i, service) in self.services.iter().enumerate() {
             if !placed[i] {
