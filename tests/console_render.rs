@@ -211,3 +211,26 @@ fn running_job() {
     assert!(screen.contains("45/120 running"), "{screen}");
     insta::assert_snapshot!(screen);
 }
+
+#[test]
+fn selecting_and_copying_log_lines() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::SelectLines);
+    update(&mut state, &view, Action::Up);
+    update(&mut state, &view, Action::Up);
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("selecting 3 line(s)"), "{screen}");
+    let effect = update(&mut state, &view, Action::CopyLines);
+    let Some(switchboard::tui::action::Effect::Copy { newest, oldest }) = effect else {
+        panic!("no copy effect: {effect:?}")
+    };
+    let text = switchboard::tui::selected_text(&logs(), &view, &state, newest, oldest);
+    assert_eq!(
+        text,
+        "storefront#0 placed 20 orders in the last second\nuser#0 created user 18 <bo@example.com>\norder#0 order 18 rejected: unknown user 99"
+    );
+    assert!(state.selection.is_none());
+    let osc = switchboard::tui::osc52("hi");
+    assert_eq!(osc, "\x1b]52;c;aGk=\x07");
+}

@@ -39,6 +39,10 @@ pub enum Action {
     SearchPrev,
     Follow,
     LogScope,
+    /// Start (or leave) selecting log lines to copy.
+    SelectLines,
+    /// Copy the selected log lines (OSC 52, which works over SSH).
+    CopyLines,
     CommandLine,
     /// A character typed into the open prompt.
     Type(char),
@@ -60,6 +64,11 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Supervisor(Command),
+    /// Copy these log lines (counted from the newest shown, 0 = the last) to the clipboard.
+    Copy {
+        newest: usize,
+        oldest: usize,
+    },
 }
 
 /// Lines a page key moves.
@@ -180,6 +189,26 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             }
             None
         }
+        Action::SelectLines => {
+            state.selection = match state.selection {
+                Some(_) => None,
+                None => {
+                    state.focus = Focus::Logs;
+                    state.follow = false;
+                    Some((state.log_scroll, state.log_scroll))
+                }
+            };
+            None
+        }
+        Action::CopyLines => {
+            let (anchor, cursor) = state.selection.take()?;
+            let (newest, oldest) = (anchor.min(cursor), anchor.max(cursor));
+            state.set_status(format!(
+                "copied {} line(s) to the clipboard",
+                oldest - newest + 1
+            ));
+            Some(Effect::Copy { newest, oldest })
+        }
         Action::Follow => {
             state.follow = !state.follow;
             if state.follow {
@@ -227,6 +256,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
                 Overlay::Prompt(Prompt::Filter, _) => state.filter.clear(),
                 Overlay::Prompt(Prompt::Search, _) => state.search.clear(),
                 Overlay::Alerts => state.alerts.clear(),
+                Overlay::None if state.selection.is_some() => state.selection = None,
                 Overlay::None => {
                     state.zoom = false;
                     state.detail = false;
@@ -312,6 +342,22 @@ fn live_prompt(prompt: Prompt, text: String, state: &mut UiState) {
 }
 
 fn move_cursor(state: &mut UiState, view: &ConsoleView, action: &Action) {
+    if let Some((anchor, cursor)) = state.selection {
+        let cursor = match action {
+            Action::Up => cursor + 1,
+            Action::Down => cursor.saturating_sub(1),
+            Action::PageUp => cursor + PAGE,
+            Action::PageDown => cursor.saturating_sub(PAGE),
+            _ => cursor,
+        };
+        state.selection = Some((anchor, cursor));
+        // Keep the cursor on screen.
+        state.log_scroll = state
+            .log_scroll
+            .max(cursor.saturating_sub(PAGE))
+            .min(cursor);
+        return;
+    }
     if state.focus == Focus::Logs {
         state.follow = false;
         state.log_scroll = match action {

@@ -54,6 +54,7 @@ pub async fn run<B, I>(
     shutdown: impl Future<Output = ()>,
     theme: Theme,
     on_subscribed: impl FnOnce(),
+    clipboard: &mut dyn FnMut(&str),
 ) -> std::io::Result<()>
 where
     B: Backend,
@@ -88,8 +89,12 @@ where
                             action = Action::Select(row + areas.table_offset);
                         }
                         let scope_before = (state.log_scope, state.selected.clone());
-                        if let Some(effect) = update(&mut state, &view, action) {
-                            apply(&supervisor, effect, results_tx.clone());
+                        match update(&mut state, &view, action) {
+                            Some(Effect::Copy { newest, oldest }) => {
+                                clipboard(&selected_text(&logs, &view, &state, newest, oldest));
+                            }
+                            Some(effect) => apply(&supervisor, effect, results_tx.clone()),
+                            None => {}
                         }
                         logs_dirty |= scope_before != (state.log_scope, state.selected.clone());
                         dirty = true;
@@ -149,10 +154,42 @@ fn log_window(supervisor: &Supervisor, view: &ConsoleView, state: &UiState) -> V
     lines.iter().map(|l| LogView::from(l.as_ref())).collect()
 }
 
+/// The text of log lines `newest..=oldest` (counted from the newest) of the pane's scope,
+/// oldest first, one per line.
+pub fn selected_text(
+    logs: &[LogView],
+    view: &ConsoleView,
+    state: &UiState,
+    newest: usize,
+    oldest: usize,
+) -> String {
+    let lines = render::scoped_logs(logs, view, state);
+    let len = lines.len();
+    let first = len.saturating_sub(oldest + 1);
+    let last = len.saturating_sub(newest);
+    lines[first..last.max(first)]
+        .iter()
+        .map(|l| format!("{}#{} {}", l.service, l.replica, l.text))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The escape sequence that asks the terminal to put `text` on the clipboard (OSC 52). It
+/// travels with the output, so it works over SSH and inside tmux (with `set-clipboard on`).
+pub fn osc52(text: &str) -> String {
+    use base64::Engine;
+    format!(
+        "\x1b]52;c;{}\x07",
+        base64::engine::general_purpose::STANDARD.encode(text)
+    )
+}
+
 /// Carries out an effect without blocking the UI: the supervisor's answer comes back later as
 /// a status line.
 fn apply(supervisor: &Supervisor, effect: Effect, results: mpsc::Sender<String>) {
-    let Effect::Supervisor(command) = effect;
+    let Effect::Supervisor(command) = effect else {
+        return;
+    };
     let supervisor = supervisor.clone();
     tokio::spawn(async move {
         let text = match supervisor.command(command.clone()).await {

@@ -113,6 +113,9 @@ pub struct UiState {
     /// Which match (counted from the bottom) the search is on.
     pub search_match: usize,
     pub alerts: Vec<Alert>,
+    /// Log lines being selected for copying: (anchor, cursor), counted from the newest line of
+    /// the pane's scope (0 = the newest).
+    pub selection: Option<(usize, usize)>,
     /// A short message for the operator, and when it was set.
     pub status: Option<(String, SystemTime)>,
     pub quit: bool,

@@ -42,6 +42,12 @@ pub async fn run(stack: Stack, options: SupervisorOptions) -> std::io::Result<Sh
                 move || {
                     let _ = subscribed_tx.send(());
                 },
+                &mut |text| {
+                    use std::io::Write;
+                    let mut out = stdout();
+                    let _ = out.write_all(super::osc52(text).as_bytes());
+                    let _ = out.flush();
+                },
             ));
             let _ = execute!(stdout(), DisableMouseCapture);
             ratatui::restore();

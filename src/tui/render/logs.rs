@@ -62,7 +62,19 @@ pub fn draw(
     let shown: Vec<Line> = lines[start..end]
         .iter()
         .enumerate()
-        .map(|(i, line)| render_line(line, &needle, Some(start + i) == current, theme, width))
+        .map(|(i, line)| {
+            let index = start + i;
+            let from_newest = lines.len() - 1 - index;
+            let selected = state
+                .selection
+                .is_some_and(|(a, c)| (a.min(c)..=a.max(c)).contains(&from_newest));
+            let rendered = render_line(line, &needle, Some(index) == current, theme, width);
+            if selected {
+                rendered.style(theme.selected())
+            } else {
+                rendered
+            }
+        })
         .collect();
     let scope = match state.log_scope {
         LogScope::All => "all services".to_string(),
@@ -71,7 +83,12 @@ pub fn draw(
             .map_or("all services".into(), |r| r.name.clone()),
     };
     let mut title = format!(" logs: {scope} ");
-    if !state.follow {
+    if let Some((anchor, cursor)) = state.selection {
+        let count = anchor.abs_diff(cursor) + 1;
+        title.push_str(&format!(
+            "[selecting {count} line(s): ↑↓ extend, y copies, Esc cancels] "
+        ));
+    } else if !state.follow {
         title.push_str("[paused, f follows] ");
     }
     if !needle.is_empty() {

@@ -7,6 +7,8 @@
 
 mod detail;
 mod logs;
+
+pub use logs::scoped as scoped_logs;
 mod overlay;
 mod table;
 
