@@ -183,3 +183,60 @@ fn restart_kill_and_quit_from_the_keyboard() {
     let left: Vec<u32> = services.into_iter().filter(|&p| alive(p)).collect();
     assert!(left.is_empty(), "service processes left behind: {left:?}");
 }
+
+#[test]
+fn a_dropped_ssh_session_shuts_everything_down() {
+    // SIGHUP is what a dropped SSH session sends: the console must restore the terminal, stop
+    // the services gracefully and leave nothing behind.
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack.toml");
+    std::fs::write(&stack, STACK).unwrap();
+    let tmux = Tmux {
+        socket: format!("switchboard-hup-{}", std::process::id()),
+    };
+    let command = format!(
+        "{SWITCHBOARD} {}; echo console-exited-$?; sleep 30",
+        stack.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "console",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| {
+        s.matches("● ready").count() >= 2
+    });
+    assert!(ok, "services never became ready:\n{screen}");
+    let shell: u32 = tmux
+        .run(&["list-panes", "-t", "console", "-F", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let console = descendants(shell)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("switchboard") && !c.contains("service"))
+        })
+        .expect("console process");
+    let services = descendants(console);
+    assert!(services.len() >= 2);
+    // SAFETY: plain syscall on a process this test started.
+    unsafe { libc::kill(console as i32, libc::SIGHUP) };
+    let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| s.contains("console-exited-"));
+    assert!(ok, "console did not exit on SIGHUP:\n{screen}");
+    // The terminal is back to a normal screen: the shell's output is visible, the UI is gone.
+    assert!(
+        !screen.contains("● ready"),
+        "the UI is still on screen:\n{screen}"
+    );
+    assert!(screen.contains("stopping services"), "{screen}");
+    let left: Vec<u32> = services.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "service processes left behind: {left:?}");
+}
