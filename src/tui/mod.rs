@@ -15,20 +15,19 @@
 pub mod action;
 pub mod keys;
 pub mod render;
+pub mod source;
 pub mod state;
 pub mod terminal;
 pub mod theme;
 pub mod view;
 
-use std::{
-    future::Future,
-    time::{Duration, Instant},
-};
+use std::{future::Future, time::Duration};
 
 use futures::{Stream, StreamExt};
 use ratatui::{Terminal, backend::Backend, crossterm::event::Event as TermEvent};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 
+pub use self::source::{ConsoleSource, LocalSource};
 use self::{
     action::{Action, Effect, update},
     render::Areas,
@@ -36,7 +35,6 @@ use self::{
     theme::Theme,
     view::{ConsoleView, LogView},
 };
-use crate::supervisor::Supervisor;
 
 /// Redraws per second at most.
 pub const MAX_FPS: u32 = 30;
@@ -47,9 +45,9 @@ const LOG_WINDOW: usize = 5000;
 
 /// Runs the console until the operator quits or `shutdown` resolves. Generic over the backend so
 /// tests can drive it on a `TestBackend`.
-pub async fn run<B, I>(
+pub async fn run<B, I, S>(
     terminal: &mut Terminal<B>,
-    supervisor: Supervisor,
+    source: S,
     mut input: I,
     shutdown: impl Future<Output = ()>,
     theme: Theme,
@@ -59,15 +57,15 @@ pub async fn run<B, I>(
 where
     B: Backend,
     I: Stream<Item = std::io::Result<TermEvent>> + Unpin,
+    S: ConsoleSource,
 {
-    let started = Instant::now();
     let mut state = UiState::new();
-    let mut events = supervisor.events.subscribe();
-    let mut new_logs = supervisor.logs.subscribe();
+    let mut events = source.events();
+    let mut new_logs = source.log_feed();
     on_subscribed();
     let (results_tx, mut results) = mpsc::channel::<String>(64);
-    let mut view = view::snapshot(&supervisor, started);
-    let mut logs = log_window(&supervisor, &view, &state);
+    let mut view = source.view();
+    let mut logs = log_window(&source, &view, &state);
     let mut areas = Areas::default();
     let mut dirty = true;
     let mut logs_dirty = false;
@@ -93,7 +91,7 @@ where
                             Some(Effect::Copy { newest, oldest }) => {
                                 clipboard(&selected_text(&logs, &view, &state, newest, oldest));
                             }
-                            Some(effect) => apply(&supervisor, effect, results_tx.clone()),
+                            Some(effect) => apply(&source, effect, results_tx.clone()),
                             None => {}
                         }
                         logs_dirty |= scope_before != (state.log_scope, state.selected.clone());
@@ -106,7 +104,7 @@ where
             event = events.recv() => match event {
                 Ok(event) => {
                     update(&mut state, &view, Action::Lifecycle(Box::new(event)));
-                    view = view::snapshot(&supervisor, started);
+                    view = source.view();
                     dirty = true;
                 }
                 Err(RecvError::Lagged(_)) => dirty = true,
@@ -122,12 +120,12 @@ where
                 dirty = true;
             },
             _ = snapshot_tick.tick() => {
-                view = view::snapshot(&supervisor, started);
+                view = source.view();
                 dirty = true;
             },
             _ = frame_tick.tick(), if dirty || logs_dirty => {
                 if logs_dirty {
-                    logs = log_window(&supervisor, &view, &state);
+                    logs = log_window(&source, &view, &state);
                     logs_dirty = false;
                 }
                 terminal
@@ -146,12 +144,11 @@ where
 }
 
 /// The log lines the pane may show: the scope's tail.
-fn log_window(supervisor: &Supervisor, view: &ConsoleView, state: &UiState) -> Vec<LogView> {
-    let lines = match (state.log_scope, state.selected_row(view)) {
-        (LogScope::Selected, Some(row)) => supervisor.logs.tail(&row.name, LOG_WINDOW),
-        _ => supervisor.logs.tail_all(LOG_WINDOW),
-    };
-    lines.iter().map(|l| LogView::from(l.as_ref())).collect()
+fn log_window(source: &impl ConsoleSource, view: &ConsoleView, state: &UiState) -> Vec<LogView> {
+    match (state.log_scope, state.selected_row(view)) {
+        (LogScope::Selected, Some(row)) => source.logs(Some(&row.name), LOG_WINDOW),
+        _ => source.logs(None, LOG_WINDOW),
+    }
 }
 
 /// The text of log lines `newest..=oldest` (counted from the newest) of the pane's scope,
@@ -186,13 +183,13 @@ pub fn osc52(text: &str) -> String {
 
 /// Carries out an effect without blocking the UI: the supervisor's answer comes back later as
 /// a status line.
-fn apply(supervisor: &Supervisor, effect: Effect, results: mpsc::Sender<String>) {
+fn apply(source: &impl ConsoleSource, effect: Effect, results: mpsc::Sender<String>) {
     let Effect::Supervisor(command) = effect else {
         return;
     };
-    let supervisor = supervisor.clone();
+    let answer = source.command(command.clone());
     tokio::spawn(async move {
-        let text = match supervisor.command(command.clone()).await {
+        let text = match answer.await {
             Ok(crate::supervisor::Reply::JobRun(run)) => format!("started run #{run}"),
             Ok(crate::supervisor::Reply::Done) => return,
             Err(err) => format!("{command:?} failed: {err}"),

@@ -35,7 +35,7 @@ pub async fn run(stack: Stack, options: SupervisorOptions) -> std::io::Result<Sh
             let _ = execute!(stdout(), EnableMouseCapture);
             let result = runtime.block_on(super::run(
                 &mut terminal,
-                ui_supervisor,
+                super::LocalSource::new(ui_supervisor),
                 EventStream::new(),
                 termination_signal(),
                 Theme::from_env(),

@@ -1,0 +1,71 @@
+//! Where the console gets what it shows and where it sends what the operator asks for. The UI
+//! touches nothing else, so a remote headless instance can drive the same UI by implementing
+//! this over the admin API (`switchboard attach`); the data it carries is plain serde types.
+
+use std::{sync::Arc, time::Instant};
+
+use futures::{FutureExt, future::BoxFuture};
+use tokio::sync::broadcast;
+
+use super::view::{self, ConsoleView, LogView};
+use crate::{
+    event::Event,
+    logs::LogLine,
+    supervisor::{Command, Reply, Supervisor},
+};
+
+pub trait ConsoleSource: Clone + Send + Sync + 'static {
+    /// A snapshot of everything the console shows except the logs.
+    fn view(&self) -> ConsoleView;
+    /// The last `n` log lines, of one service or of all of them interleaved, oldest first.
+    fn logs(&self, service: Option<&str>, n: usize) -> Vec<LogView>;
+    /// Lifecycle events as they happen.
+    fn events(&self) -> broadcast::Receiver<Event>;
+    /// New log lines as they arrive (the UI uses them as a signal to refresh its log pane).
+    fn log_feed(&self) -> broadcast::Receiver<Arc<LogLine>>;
+    /// An operator's command.
+    fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>>;
+}
+
+/// The supervisor running in this process.
+#[derive(Clone)]
+pub struct LocalSource {
+    supervisor: Supervisor,
+    started: Instant,
+}
+
+impl LocalSource {
+    pub fn new(supervisor: Supervisor) -> Self {
+        LocalSource {
+            supervisor,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl ConsoleSource for LocalSource {
+    fn view(&self) -> ConsoleView {
+        view::snapshot(&self.supervisor, self.started)
+    }
+
+    fn logs(&self, service: Option<&str>, n: usize) -> Vec<LogView> {
+        let lines = match service {
+            Some(name) => self.supervisor.logs.tail(name, n),
+            None => self.supervisor.logs.tail_all(n),
+        };
+        lines.iter().map(|l| LogView::from(l.as_ref())).collect()
+    }
+
+    fn events(&self) -> broadcast::Receiver<Event> {
+        self.supervisor.events.subscribe()
+    }
+
+    fn log_feed(&self) -> broadcast::Receiver<Arc<LogLine>> {
+        self.supervisor.logs.subscribe()
+    }
+
+    fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>> {
+        let supervisor = self.supervisor.clone();
+        async move { supervisor.command(command).await.map_err(|e| e.to_string()) }.boxed()
+    }
+}
