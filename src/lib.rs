@@ -16,6 +16,7 @@
 //! - [`router`]: request/response and pub/sub between services, with deadlines and
 //!   back-pressure.
 //! - [`event`]: the lifecycle event channel.
+//! - [`audit`]: the append-only audit log of operator actions and refused calls.
 //! - [`logs`]: per-service log rings and rotated log files.
 //! - [`monitor`]: CPU and memory from the OS, rates and progress from the segments.
 //! - [`tui`]: the operator console, a full-screen terminal UI.
@@ -24,6 +25,7 @@
 //! - [`bench`]: `switchboard bench`, measurements with real processes.
 //! - [`cli`]: the command line.
 
+pub mod audit;
 pub mod bench;
 pub mod builtin;
 pub mod cli;

@@ -151,6 +151,16 @@ fn restart_kill_and_quit_from_the_keyboard() {
         restarts(s, "alpha") == Some(1) && s.matches("● ready").count() >= 2
     });
     assert!(ok, "restart not seen:\n{screen}");
+    // The keyboard action is in the audit log.
+    let audit = dir.path().join(".switchboard/run/audit.jsonl");
+    let text = std::fs::read_to_string(&audit).unwrap_or_default();
+    assert!(
+        text.lines().any(|l| l.contains("\"actor\":\"console\"")
+            && l.contains("\"action\":\"restart\"")
+            && l.contains("alpha")),
+        "no audit entry in {}: {text}",
+        audit.display()
+    );
 
     // X on the second service asks first; y kills it, and the restart policy brings it back.
     tmux.keys("j");

@@ -122,6 +122,26 @@ async fn every_error_code_the_router_answers() {
     let sneaky = serde_json::json!({"service": "parked", "method": "echo", "body": "x"});
     let answer = call(&running, "caller", "call", &sneaky, second).await;
     assert_eq!(code(&answer), Some(ErrorCode::Forbidden), "{answer:?}");
+    let audit = running
+        .supervisor
+        .audit
+        .as_ref()
+        .unwrap()
+        .path()
+        .to_path_buf();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if text.contains("forbidden") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"actor\":\"caller\"") && l.contains("parked.echo")),
+        "forbidden call not audited: {text}"
+    );
 
     // A stopped service is unavailable at once (nothing to wait for).
     running

@@ -33,6 +33,7 @@ use self::inbox::SendError;
 
 use self::breaker::{Breaker, BreakerState};
 use crate::{
+    audit::AuditLog,
     event::{Event, EventKind, EventSender},
     registry::{self, InstanceHandle, InstanceId, SharedRegistry},
     stack::Stack,
@@ -97,6 +98,7 @@ struct Counters {
 
 struct Inner {
     registry: SharedRegistry,
+    audit: Option<AuditLog>,
     events: EventSender,
     breakers: Mutex<HashMap<String, Breaker>>,
     traces: Mutex<trace::Traces>,
@@ -121,7 +123,12 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(registry: SharedRegistry, stack: &Stack, events: EventSender) -> Router {
+    pub fn new(
+        registry: SharedRegistry,
+        stack: &Stack,
+        events: EventSender,
+        audit: Option<AuditLog>,
+    ) -> Router {
         let breakers = stack
             .services
             .iter()
@@ -140,6 +147,7 @@ impl Router {
         let router = Router {
             inner: Arc::new(Inner {
                 registry,
+                audit,
                 events,
                 breakers: Mutex::new(breakers),
                 traces: Mutex::new(trace::Traces::default()),
@@ -217,6 +225,10 @@ impl Router {
                 envelope.destination
             );
             tracing::warn!(%from, to = %envelope.destination, "forbidden call");
+            if let Some(audit) = &self.inner.audit {
+                let target = format!("{}.{}", envelope.destination, envelope.method);
+                audit.record(from, "call", &target, "forbidden");
+            }
             let answer = error_answer(envelope.id, envelope.trace, ErrorCode::Forbidden, &message);
             return caller.deliver(answer);
         }

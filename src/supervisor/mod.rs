@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::launch::LaunchContext;
 use crate::{
+    audit::AuditLog,
     event::EventSender,
     logs::LogStore,
     monitor::{
@@ -83,6 +84,20 @@ pub enum Command {
     Scale(String, u32),
     /// Run a job with these parameters (JSON text; `None` uses the stack file's).
     RunJob(String, Option<String>),
+}
+
+impl Command {
+    /// The action's name and its target, for the audit log.
+    pub fn describe(&self) -> (&'static str, String) {
+        match self {
+            Command::Start(n) => ("start", n.clone()),
+            Command::Stop(n) => ("stop", n.clone()),
+            Command::Restart(n) => ("restart", n.clone()),
+            Command::Kill(n) => ("kill", n.clone()),
+            Command::Scale(n, r) => ("scale", format!("{n} to {r}")),
+            Command::RunJob(n, p) => ("run", format!("{n} {}", p.as_deref().unwrap_or(""))),
+        }
+    }
 }
 
 /// What a command answered.
@@ -156,6 +171,8 @@ pub struct Supervisor {
     pub router: Router,
     pub stack: Arc<Stack>,
     pub metrics: SharedMetrics,
+    /// Where operator actions and refused calls are recorded.
+    pub audit: Option<AuditLog>,
     /// The console's own CPU and memory.
     pub own_usage: Arc<Mutex<OwnUsage>>,
 }
@@ -196,7 +213,14 @@ impl Supervisor {
         let registry: SharedRegistry = Arc::new(std::sync::RwLock::new(
             crate::registry::Registry::new(stack.name.clone(), &stack.services),
         ));
-        let router = Router::new(registry.clone(), &stack, events.clone());
+        let audit = match AuditLog::open(&stack.run_dir.join("audit.jsonl")) {
+            Ok(audit) => Some(audit),
+            Err(err) => {
+                tracing::warn!(cause = %err, "no audit log");
+                None
+            }
+        };
+        let router = Router::new(registry.clone(), &stack, events.clone(), audit.clone());
         let (messages, inbox) = mpsc::channel(COMMAND_QUEUE);
         let (instance_tx, instance_rx) = mpsc::channel(INSTANCE_EVENT_QUEUE);
         let core = core::Core::new(
@@ -221,6 +245,7 @@ impl Supervisor {
                 router,
                 stack,
                 metrics,
+                audit,
                 own_usage,
             },
             task,

@@ -66,6 +66,18 @@ impl ConsoleSource for LocalSource {
 
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>> {
         let supervisor = self.supervisor.clone();
-        async move { supervisor.command(command).await.map_err(|e| e.to_string()) }.boxed()
+        async move {
+            let (action, target) = command.describe();
+            let result = supervisor.command(command).await.map_err(|e| e.to_string());
+            if let Some(audit) = &supervisor.audit {
+                let outcome = match &result {
+                    Ok(_) => "ok".to_string(),
+                    Err(err) => err.clone(),
+                };
+                audit.record("console", action, &target, &outcome);
+            }
+            result
+        }
+        .boxed()
     }
 }
