@@ -19,6 +19,9 @@ use crate::envelope::Envelope;
 /// The largest frame accepted, in bytes of COBS-encoded frame without its delimiters.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 
+/// The most scratch capacity an encoder keeps between messages.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
 /// One item of a framed stream: a message, or a report of bytes that were not one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // a Message is the common case; boxing it costs more
@@ -192,18 +195,25 @@ impl Encoder<&Envelope> for FrameCodec {
         self.scratch.clear();
         let scratch = std::mem::take(&mut self.scratch);
         let scratch = postcard::to_extend(envelope, scratch)?;
-        let encoded_len = cobs::max_encoding_length(scratch.len());
-        let result = if encoded_len > self.max_frame {
-            Err(EncodeError::TooLarge {
-                len: encoded_len,
-                max: self.max_frame,
-            })
-        } else {
-            put_frame(&scratch, dst);
-            Ok(())
-        };
+        // Checked on the exact encoded length, so the encoder refuses precisely the frames the
+        // peer's decoder would drop as too large. A refused frame is taken back out of `dst`.
+        let start = dst.len();
+        put_frame(&scratch, dst);
         self.scratch = scratch;
-        result
+        // The console keeps one codec per service: one big message must not pin its size in
+        // every codec for good. Ordinary messages stay well under this and reuse the buffer.
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = Vec::new();
+        }
+        let len = dst.len() - start - 2;
+        if len > self.max_frame {
+            dst.truncate(start);
+            return Err(EncodeError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -231,22 +241,30 @@ fn put_frame(postcard: &[u8], dst: &mut BytesMut) {
 
 /// COBS-encodes `src` onto `dst`: each run of non-zero bytes up to a zero (or the end) becomes
 /// its length + 1 followed by the run; runs of 254 bytes and more are cut into `0xFF` blocks.
-/// Written here rather than taken from the `cobs` crate because it copies whole runs at a time,
-/// which is most of the codec's speed.
+/// The output is byte for byte what the `cobs` crate produces (the canonical form: no empty
+/// block after a final `0xFF` block). Written here rather than taken from that crate because
+/// it copies whole runs at a time, which is most of the codec's speed.
 fn cobs_encode(src: &[u8], dst: &mut BytesMut) {
     let mut rest = src;
     loop {
         let run = memchr::memchr(0, rest).unwrap_or(rest.len());
         let (mut chunk, after) = rest.split_at(run);
+        let mut after_full_block = false;
         while chunk.len() >= 254 {
             let (block, tail) = chunk.split_at(254);
             dst.put_u8(0xFF);
             dst.extend_from_slice(block);
             chunk = tail;
+            after_full_block = true;
         }
-        // chunk.len() < 254 here, so the code fits a byte.
-        dst.put_u8(chunk.len() as u8 + 1);
-        dst.extend_from_slice(chunk);
+        let last = after.is_empty();
+        // At the end of the input a final `0xFF` block needs no empty block after it: neither
+        // implies a zero there. (The empty input still gets its one `01` block.)
+        if !(last && chunk.is_empty() && after_full_block) {
+            // chunk.len() < 254 here, so the code fits a byte.
+            dst.put_u8(chunk.len() as u8 + 1);
+            dst.extend_from_slice(chunk);
+        }
         match after.split_first() {
             // `after` starts with the zero this block stands for.
             Some((_, tail)) => rest = tail,
@@ -467,7 +485,7 @@ mod tests {
     #[test]
     fn cobs_agrees_with_the_reference_crate() {
         let mut inputs: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], vec![1, 0, 2]];
-        for len in [253, 254, 255, 508, 600] {
+        for len in [1, 253, 254, 255, 507, 508, 509, 600] {
             inputs.push((1..=len).map(|i| (i % 255 + 1) as u8).collect());
             let mut with_zero: Vec<u8> = (1..=len).map(|i| (i % 255 + 1) as u8).collect();
             with_zero.push(0);
@@ -479,6 +497,16 @@ mod tests {
             assert!(!ours.contains(&0));
             let mut reference = vec![0u8; cobs::max_encoding_length(input.len())];
             let n = cobs::encode(&input, &mut reference);
+            // The reference sizes its output by `max_encoding_length`, which is 0 for the
+            // empty input (never an envelope), so it has no room for the `01` block there.
+            if !input.is_empty() {
+                assert_eq!(
+                    &ours[..],
+                    &reference[..n],
+                    "encoding of {} bytes",
+                    input.len()
+                );
+            }
             // Both decoders read both encodings back to the input.
             let mut a = ours.to_vec();
             let decoded = cobs_decode_in_place(&mut a).unwrap();
@@ -492,6 +520,27 @@ mod tests {
         }
         assert_eq!(cobs_decode_in_place(&mut [5, 1]), None, "run past the end");
         assert_eq!(cobs_decode_in_place(&mut [0]), None);
+    }
+
+    #[test]
+    fn the_encoder_limit_is_the_decoders_limit_exactly() {
+        let envelope = request(1, 300);
+        let frame = encoded(std::slice::from_ref(&envelope));
+        let len = frame.len() - 2;
+        let mut dst = BytesMut::from(&b"kept"[..]);
+        let err = FrameCodec::with_max_frame(len - 1).encode(&envelope, &mut dst);
+        assert!(
+            matches!(err, Err(EncodeError::TooLarge { len: l, max }) if l == len && max == len - 1),
+            "{err:?}"
+        );
+        assert_eq!(&dst[..], b"kept", "a refused frame leaves nothing behind");
+        let mut codec = FrameCodec::with_max_frame(len);
+        codec.encode(&envelope, &mut dst).unwrap();
+        dst.advance(4);
+        assert_eq!(
+            codec.decode(&mut dst).unwrap(),
+            Some(Frame::Message(envelope))
+        );
     }
 
     #[test]
