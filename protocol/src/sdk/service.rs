@@ -149,9 +149,15 @@ impl Service {
     /// returns, end the process (or shut the runtime down with a timeout) instead of waiting
     /// for that thread.
     pub async fn run(self) -> Result<(), SdkError> {
-        let segment = Arc::new(match SegmentWriter::from_env()? {
-            Some(segment) => segment,
-            None => SegmentWriter::anonymous()?,
+        // A segment that cannot be opened (a program started by a service inherits the
+        // variable but not the fd) is not fatal: the service then reports into private memory.
+        let segment = Arc::new(match SegmentWriter::from_env() {
+            Ok(Some(segment)) => segment,
+            Ok(None) => SegmentWriter::anonymous()?,
+            Err(err) => {
+                tracing::warn!(cause = %err, "no metrics segment; the console will not see counters");
+                SegmentWriter::anonymous()?
+            }
         });
         // Under the console stdin and stdout are pipes: use them through the reactor. tokio's
         // own stdin/stdout hand every read and write to a blocking thread, which costs tens of

@@ -17,14 +17,20 @@ use super::{
     reader::SegmentReader,
 };
 
+/// The longest memfd name the kernel accepts, in bytes.
+const MEMFD_NAME_MAX: usize = 249;
+
 /// Creates a sealed memfd with the header written. Returns the fd (close-on-exec: the spawner
 /// moves it to fd 3 in the child) and a read-only reader over it.
 pub fn create_segment(name: &str) -> Result<(OwnedFd, SegmentReader), SegmentError> {
-    let name: String = format!("switchboard:{name}")
-        .chars()
-        .filter(|c| *c != '\0')
-        .take(200)
-        .collect();
+    // The name only shows in /proc/<pid>/fd and /proc/<pid>/maps, for whoever debugs; the
+    // kernel refuses names over 249 bytes and names with a NUL, so cut at a char boundary.
+    let mut name: String = format!("switchboard:{name}").replace('\0', "");
+    let mut end = name.len().min(MEMFD_NAME_MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
     let fd = rustix::fs::memfd_create(
         name.as_str(),
         MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
@@ -64,5 +70,18 @@ mod tests {
         assert!(reader.read().header_ok);
         let seals = rustix::fs::fcntl_get_seals(&fd).unwrap();
         assert!(seals.contains(SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW));
+        assert!(
+            rustix::fs::fcntl_add_seals(&fd, SealFlags::WRITE).is_err(),
+            "the seals themselves are sealed"
+        );
+    }
+
+    #[test]
+    fn odd_names_are_accepted() {
+        let long = "é".repeat(300);
+        for name in ["", "a\0b", long.as_str()] {
+            let (_fd, reader) = create_segment(name).unwrap();
+            assert!(reader.read().header_ok);
+        }
     }
 }

@@ -8,57 +8,50 @@ use memmap2::{MmapMut, MmapRaw};
 
 use super::layout::SEGMENT_LEN;
 
-/// Owns the mapping; never read, only kept alive.
-#[expect(dead_code, reason = "held to keep the memory mapped")]
-enum Backing {
-    Shared(MmapRaw),
-    Private(MmapMut),
-}
-
 pub(crate) struct Mapping {
-    // Kept only to keep the memory mapped.
-    _backing: Backing,
-    base: *mut u64,
-    words: usize,
+    // `MmapRaw` rather than `Mmap`/`MmapMut`: those hand out `&[u8]`, which would assert that
+    // nobody else changes the bytes, and the peer does (memmap2#135).
+    // The console's mapping is read-only: only loads are ever made through it.
+    map: MmapRaw,
 }
 
 // SAFETY: the mapping is only ever accessed through atomics (see `word`), which are safe to
-// share between threads; the pointer stays valid for as long as `_backing` lives.
+// share between threads; the pointer stays valid for as long as `map` lives.
 unsafe impl Send for Mapping {}
 // SAFETY: as above.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
+    /// Wraps a mapping of a segment file; `None` if it is too short or misaligned for u64
+    /// words (mappings are page aligned, so only a broken platform would fail that).
     pub(crate) fn shared(map: MmapRaw) -> Option<Mapping> {
         if map.len() < SEGMENT_LEN || map.as_ptr().align_offset(8) != 0 {
             return None;
         }
-        let base = map.as_mut_ptr().cast::<u64>();
-        Some(Mapping {
-            _backing: Backing::Shared(map),
-            base,
-            words: SEGMENT_LEN / 8,
-        })
+        Some(Mapping { map })
     }
 
+    /// Private anonymous memory, zeroed, for a writer nobody reads from another process.
     pub(crate) fn private() -> std::io::Result<Mapping> {
-        let mut map = MmapMut::map_anon(SEGMENT_LEN)?;
-        let base = map.as_mut_ptr().cast::<u64>();
-        Ok(Mapping {
-            _backing: Backing::Private(map),
-            base,
-            words: SEGMENT_LEN / 8,
-        })
+        let map = MmapRaw::from(MmapMut::map_anon(SEGMENT_LEN)?);
+        Ok(Mapping { map })
     }
 
-    /// The word at `index`, or `None` past the end.
+    /// The word at `index`, or `None` past the end. Callers on a read-only mapping only load.
     pub(crate) fn word(&self, index: usize) -> Option<&AtomicU64> {
-        if index >= self.words {
+        if index >= SEGMENT_LEN / 8 {
             return None;
         }
-        // SAFETY: `index` is in bounds of a live mapping of SEGMENT_LEN bytes that is 8-byte
-        // aligned (page aligned, checked in `shared`), and the memory is only accessed
-        // atomically, by this process and the peer alike.
-        Some(unsafe { AtomicU64::from_ptr(self.base.add(index)) })
+        // SAFETY: `index` is in bounds of a live mapping of at least SEGMENT_LEN bytes that is
+        // 8-byte aligned (checked in `shared`; anonymous maps are page aligned), and this
+        // memory is only ever accessed atomically, by this process and the peer alike, so the
+        // `AtomicU64::from_ptr` requirements hold for the lifetime of `&self`.
+        Some(unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().cast::<u64>().add(index)) })
+    }
+
+    /// A relaxed load of the word at `index`; 0 past the end.
+    pub(crate) fn load(&self, index: usize) -> u64 {
+        self.word(index)
+            .map_or(0, |w| w.load(std::sync::atomic::Ordering::Relaxed))
     }
 }

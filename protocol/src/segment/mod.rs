@@ -9,8 +9,9 @@
 //!
 //! Why a memfd with seals: a file in `/dev/shm` could be truncated by the service (or anyone),
 //! and a reader touching a truncated mapping dies of SIGBUS. Sealing against shrinking and
-//! growing makes the size a fact the console can rely on, and the fd is inherited, not named,
-//! so no other process can open it by accident.
+//! growing makes the size a fact the console can rely on (a reader refuses an fd without the
+//! shrink seal), and the fd is inherited, not named, so no other process can open it by accident.
+//! `SEGMENT-NOTES.md` beside this crate has the rest of the reasoning and the benchmark figures.
 
 pub mod layout;
 pub mod memfd;
@@ -37,6 +38,9 @@ pub enum SegmentError {
     BadHeader(String),
     #[error("bad {SEGMENT_FD_ENV}: {0}")]
     BadEnv(String),
+    /// A reader maps only files sealed against shrinking: a truncated mapping is SIGBUS.
+    #[error("segment is not sealed against shrinking")]
+    Unsealed,
 }
 
 impl From<rustix::io::Errno> for SegmentError {

@@ -12,6 +12,7 @@ use std::{
 };
 
 use memmap2::MmapOptions;
+use rustix::fs::SealFlags;
 
 use super::{
     SegmentError,
@@ -74,7 +75,9 @@ pub enum Validity {
 }
 
 impl Snapshot {
-    /// The upper bound (µs) of the histogram bucket holding quantile `q`.
+    /// The upper bound (µs, exclusive) of the histogram bucket holding quantile `q` (0..=1):
+    /// 0 for bucket 0, 2^i for bucket i. The last bucket has no upper bound; it reports 2^31,
+    /// read as "at least 2^30 µs". `None` when nothing was recorded.
     pub fn latency_quantile_us(&self, q: f64) -> Option<u64> {
         let total: u64 = self
             .histogram
@@ -83,7 +86,9 @@ impl Snapshot {
         if total == 0 {
             return None;
         }
-        let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        // NaN clamps to NaN and `max` drops it, so a NaN q asks for the smallest value; the
+        // float round trip may overshoot `total`, hence the final `min`.
+        let rank = (((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64).min(total);
         let mut seen = 0u64;
         for (bucket, count) in self.histogram.iter().enumerate() {
             seen = seen.saturating_add(*count);
@@ -96,12 +101,22 @@ impl Snapshot {
 }
 
 impl SegmentReader {
-    /// Maps the segment read-only.
+    /// Maps the segment read-only. The fd must be sealed against shrinking (as
+    /// [`create_segment`](super::create_segment) makes it): otherwise the service could
+    /// truncate the file and the next read here would die of SIGBUS.
     pub fn from_fd(fd: BorrowedFd<'_>) -> Result<SegmentReader, SegmentError> {
-        let file = File::from(fd.try_clone_to_owned()?);
-        if file.metadata()?.len() < SEGMENT_LEN as u64 {
-            return Err(SegmentError::BadHeader("segment file is too small".into()));
+        let sealed =
+            rustix::fs::fcntl_get_seals(fd).is_ok_and(|seals| seals.contains(SealFlags::SHRINK));
+        if !sealed {
+            return Err(SegmentError::Unsealed);
         }
+        let size = rustix::fs::fstat(fd)?.st_size;
+        if u64::try_from(size).unwrap_or(0) < SEGMENT_LEN as u64 {
+            return Err(SegmentError::BadHeader(format!(
+                "segment is {size} bytes, expected {SEGMENT_LEN}"
+            )));
+        }
+        let file = File::from(fd.try_clone_to_owned()?);
         let map = MmapOptions::new()
             .len(SEGMENT_LEN)
             .map_raw_read_only(&file)?;
@@ -117,9 +132,7 @@ impl SegmentReader {
     }
 
     fn load(&self, index: usize) -> u64 {
-        self.mapping
-            .word(index)
-            .map_or(0, |w| w.load(Ordering::Relaxed))
+        self.mapping.load(index)
     }
 
     /// Copies everything out. Never fails: problems are reported inside the snapshot.
@@ -148,6 +161,13 @@ impl SegmentReader {
         snapshot.error = self.load(word::ERROR);
         snapshot.timeout = self.load(word::TIMEOUT);
         snapshot.in_flight = self.load(word::IN_FLIGHT);
+        if snapshot.in_flight > i64::MAX as u64 {
+            // The writer decrements with a wrapping add: more finished than started.
+            snapshot.problems.push(format!(
+                "in_flight is negative ({})",
+                snapshot.in_flight as i64
+            ));
+        }
         snapshot.events_published = self.load(word::EVENTS_PUBLISHED);
         snapshot.events_received = self.load(word::EVENTS_RECEIVED);
         snapshot.latency_sum_us = self.load(word::LATENCY_SUM_US);
@@ -205,7 +225,7 @@ impl SegmentReader {
     }
 }
 
-/// Turns a consistent copy of a slot's words into a record, checking every field.
+/// Turns a copy of a slot's words into a record, checking every field. `None` for a free slot.
 fn judge(index: usize, words: &[u64; SLOT_LEN / 8], validity: Validity) -> Option<TaskRecord> {
     let raw_state = words[slot::STATE];
     let id = words[slot::ID];
@@ -222,11 +242,14 @@ fn judge(index: usize, words: &[u64; SLOT_LEN / 8], validity: Validity) -> Optio
     let used = usize::try_from(label_len)
         .unwrap_or(usize::MAX)
         .min(LABEL_MAX);
-    let label = String::from_utf8_lossy(&bytes[..used]).into_owned();
+    let (label, label_problem) = decode_label(&bytes[..used]);
     let state = TaskState::from_word(raw_state);
     let mut problems = Vec::new();
-    if state.is_none() {
-        problems.push(format!("unknown task state {raw_state}"));
+    match state {
+        None => problems.push(format!("unknown task state {raw_state}")),
+        Some(TaskState::Free) => problems.push(format!("free slot with task id {id}")),
+        Some(_) if id == 0 => problems.push("task in use with id 0".to_string()),
+        Some(_) => {}
     }
     if total != 0 && done > total {
         problems.push(format!("done {done} > total {total}"));
@@ -234,6 +257,7 @@ fn judge(index: usize, words: &[u64; SLOT_LEN / 8], validity: Validity) -> Optio
     if label_len > LABEL_MAX as u64 {
         problems.push(format!("label length {label_len} > {LABEL_MAX}"));
     }
+    problems.extend(label_problem);
     let validity = if validity == Validity::Valid && !problems.is_empty() {
         Validity::Absurd(problems.join(", "))
     } else {
@@ -245,9 +269,29 @@ fn judge(index: usize, words: &[u64; SLOT_LEN / 8], validity: Validity) -> Optio
         label,
         done,
         total,
+        // TaskRecord has no "unknown" state; the record is marked Absurd, and Failed is the
+        // least misleading thing to show for it.
         state: state.unwrap_or(TaskState::Failed),
         validity,
     })
+}
+
+/// The label as text the console can show. Invalid UTF-8 is decoded lossily (and reported).
+/// Control characters become `?`, so a service cannot send escape sequences to the operator's
+/// terminal through its task label; a one-byte stand-in keeps a valid label within 64 bytes.
+fn decode_label(bytes: &[u8]) -> (String, Option<String>) {
+    let (text, problem) = match std::str::from_utf8(bytes) {
+        Ok(text) => (std::borrow::Cow::Borrowed(text), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes),
+            Some("label is not UTF-8".to_string()),
+        ),
+    };
+    let label = text
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    (label, problem)
 }
 
 #[cfg(test)]
@@ -290,6 +334,84 @@ mod tests {
         );
         assert_eq!(snapshot.state, None);
         assert_eq!(snapshot.raw_state, 7);
+    }
+
+    #[test]
+    fn bad_utf8_and_control_characters_in_labels() {
+        let writer = Arc::new(SegmentWriter::anonymous().unwrap());
+        let task = writer.task("ok", 0).unwrap();
+        let base = SLOT_OFFSET / 8;
+        // "a", 0xff, "b", ESC, "[2J!" : invalid UTF-8 plus a terminal escape.
+        scribble(
+            &writer,
+            base + slot::LABEL,
+            u64::from_le_bytes(*b"a\xffb\x1b[2J!"),
+        );
+        scribble(&writer, base + slot::LABEL_LEN, 8);
+        let record = writer.reader().read().tasks[0].clone();
+        assert_eq!(record.label, "a\u{fffd}b?[2J!");
+        assert!(matches!(&record.validity, Validity::Absurd(why) if why.contains("not UTF-8")));
+
+        task.set_label("tab\there");
+        let record = writer.reader().read().tasks[0].clone();
+        assert_eq!(record.label, "tab?here");
+        assert_eq!(record.validity, Validity::Valid);
+    }
+
+    #[test]
+    fn ids_and_states_must_agree() {
+        let writer = Arc::new(SegmentWriter::anonymous().unwrap());
+        let _task = writer.task("x", 0).unwrap();
+        let base = SLOT_OFFSET / 8;
+        scribble(&writer, base + slot::ID, 0);
+        let snapshot = writer.reader().read();
+        assert!(
+            matches!(&snapshot.tasks[0].validity, Validity::Absurd(why) if why.contains("id 0"))
+        );
+        scribble(&writer, base + slot::ID, 9);
+        scribble(&writer, base + slot::STATE, 0);
+        let snapshot = writer.reader().read();
+        assert!(
+            matches!(&snapshot.tasks[0].validity, Validity::Absurd(why) if why.contains("free slot"))
+        );
+    }
+
+    #[test]
+    fn an_unpaired_finish_is_reported() {
+        let writer = SegmentWriter::anonymous().unwrap();
+        writer.request_finished(crate::segment::Outcome::Error, std::time::Duration::ZERO);
+        let snapshot = writer.reader().read();
+        assert_eq!(snapshot.in_flight, u64::MAX);
+        assert!(
+            snapshot
+                .problems
+                .iter()
+                .any(|p| p.contains("in_flight is negative (-1)"))
+        );
+        assert_eq!(snapshot.error, 1);
+        assert_eq!(snapshot.histogram[0], 1);
+    }
+
+    #[test]
+    fn an_unsealed_file_is_refused() {
+        let fd = rustix::fs::memfd_create("loose", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, SEGMENT_LEN as u64).unwrap();
+        assert!(matches!(
+            SegmentReader::from_fd(std::os::fd::AsFd::as_fd(&fd)),
+            Err(SegmentError::Unsealed)
+        ));
+    }
+
+    #[test]
+    fn quantiles_of_an_empty_or_odd_histogram() {
+        let mut snapshot = Snapshot::default();
+        assert_eq!(snapshot.latency_quantile_us(0.5), None);
+        snapshot.histogram[0] = 1;
+        snapshot.histogram[31] = u64::MAX; // saturates, never overflows
+        assert_eq!(snapshot.latency_quantile_us(0.0), Some(0));
+        assert_eq!(snapshot.latency_quantile_us(f64::NAN), Some(0));
+        assert_eq!(snapshot.latency_quantile_us(0.99), Some(1 << 31));
+        assert_eq!(snapshot.latency_quantile_us(7.0), Some(1 << 31));
     }
 
     #[test]
