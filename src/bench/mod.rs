@@ -79,6 +79,33 @@ fn bench_stack(toml: &str) -> Option<(Stack, PathBuf)> {
     }
 }
 
+/// A supervisor running a stack made for one measurement, in a temporary directory. Started
+/// without its services: subscribe to what the measurement watches, then `begin`.
+pub(crate) struct BenchStack {
+    pub supervisor: Supervisor,
+    task: tokio::task::JoinHandle<crate::supervisor::ShutdownReport>,
+    dir: PathBuf,
+}
+
+impl BenchStack {
+    pub fn start(toml: &str, options: &SupervisorOptions) -> Option<BenchStack> {
+        let (stack, dir) = bench_stack(toml)?;
+        let (supervisor, task) = Supervisor::start(stack, options.clone()).ok()?;
+        Some(BenchStack {
+            supervisor,
+            task,
+            dir,
+        })
+    }
+
+    /// Stops everything and removes the directory.
+    pub async fn finish(self) {
+        self.supervisor.shutdown().await;
+        let _ = self.task.await;
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
 async fn next(
     events: &mut broadcast::Receiver<Event>,
     limit: Duration,
@@ -105,23 +132,19 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// From a crash (the exit reaped) to the replacement's Ready frame, minus the configured
 /// backoff (1 ms here): the supervisor's own overhead plus process start-up.
 async fn restart_latency(options: &SupervisorOptions, rounds: usize) -> Vec<Figure> {
-    let Some((stack, dir)) = bench_stack(
-        r#"
+    let toml = r#"
         name = "bench-restart"
         [services.crasher]
         builtin = "probe"
         env = { PROBE_CRASH_AFTER_MS = "20" }
         backoff = { initial = "1ms", max = "1ms", multiplier = 1.0, jitter = 0.0 }
         restart_limit = { count = 100000, window = "1s" }
-        "#,
-    ) else {
+        "#;
+    let Some(bench) = BenchStack::start(toml, options) else {
         return Vec::new();
     };
-    let Ok((supervisor, task)) = Supervisor::start(stack, options.clone()) else {
-        return Vec::new();
-    };
-    let mut events = supervisor.events.subscribe();
-    supervisor.begin().await;
+    let mut events = bench.supervisor.events.subscribe();
+    bench.supervisor.begin().await;
     let ready = |e: &Event| {
         matches!(
             e.kind,
@@ -155,9 +178,7 @@ async fn restart_latency(options: &SupervisorOptions, rounds: usize) -> Vec<Figu
             samples.push(took.max(0.0));
         }
     }
-    supervisor.shutdown().await;
-    let _ = task.await;
-    let _ = std::fs::remove_dir_all(dir);
+    bench.finish().await;
     samples.sort_by(f64::total_cmp);
     vec![
         Figure {
@@ -178,8 +199,7 @@ async fn restart_latency(options: &SupervisorOptions, rounds: usize) -> Vec<Figu
 /// How long after its heartbeat timeout a frozen service is declared hung.
 async fn hang_detection(options: &SupervisorOptions, rounds: usize) -> Vec<Figure> {
     const TIMEOUT_MS: f64 = 200.0;
-    let Some((stack, dir)) = bench_stack(
-        r#"
+    let toml = r#"
         name = "bench-hang"
         [services.frozen]
         builtin = "probe"
@@ -187,16 +207,13 @@ async fn hang_detection(options: &SupervisorOptions, rounds: usize) -> Vec<Figur
         heartbeat_timeout = "200ms"
         backoff = { initial = "1ms", max = "1ms", multiplier = 1.0, jitter = 0.0 }
         restart_limit = { count = 100000, window = "1s" }
-        "#,
-    ) else {
+        "#;
+    let Some(bench) = BenchStack::start(toml, options) else {
         return Vec::new();
     };
-    let Ok((supervisor, task)) = Supervisor::start(stack, options.clone()) else {
-        return Vec::new();
-    };
-    let mut events = supervisor.events.subscribe();
-    let mut logs = supervisor.logs.subscribe();
-    supervisor.begin().await;
+    let mut events = bench.supervisor.events.subscribe();
+    let mut logs = bench.supervisor.logs.subscribe();
+    bench.supervisor.begin().await;
     let mut samples = Vec::new();
     for _ in 0..rounds {
         // The probe logs this line just before it freezes: its arrival is the hang's start.
@@ -215,9 +232,7 @@ async fn hang_detection(options: &SupervisorOptions, rounds: usize) -> Vec<Figur
         let waited = event.at.duration_since(froze).unwrap_or_default();
         samples.push(waited.as_secs_f64() * 1000.0 - TIMEOUT_MS);
     }
-    supervisor.shutdown().await;
-    let _ = task.await;
-    let _ = std::fs::remove_dir_all(dir);
+    bench.finish().await;
     samples.sort_by(f64::total_cmp);
     vec![
         Figure {

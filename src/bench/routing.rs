@@ -6,11 +6,8 @@ use std::time::Duration;
 
 use switchboard_protocol::{Body, Envelope, Kind, Status};
 
-use super::{Figure, bench_stack, percentile, pipes};
-use crate::{
-    router::GATEWAY,
-    supervisor::{Supervisor, SupervisorOptions},
-};
+use super::{BenchStack, Figure, percentile, pipes};
+use crate::{router::GATEWAY, supervisor::SupervisorOptions};
 
 const PYTHON_BASELINE: &str = include_str!("../../scripts/mp_queue_baseline.py");
 
@@ -118,7 +115,7 @@ pub async fn run(options: &SupervisorOptions, scale: usize) -> Vec<Figure> {
         match python_baseline(in_flight, count).await {
             Some(python) => {
                 let ratio = routed.map_or(String::new(), |r| {
-                    format!("routed is {:.1}× faster", r.rate / python.rate)
+                    format!("routed ÷ python = {:.1}×", r.rate / python.rate)
                 });
                 figures.push(figure(
                     &format!("python mp.Queue hub, {in_flight} in flight"),
@@ -140,7 +137,9 @@ pub async fn run(options: &SupervisorOptions, scale: usize) -> Vec<Figure> {
 
 /// Requests from a bench client service through the console to a probe and back.
 async fn routed(options: &SupervisorOptions, in_flight: usize, count: usize) -> Option<Routed> {
-    let (stack, dir) = bench_stack(
+    let mut options = options.clone();
+    options.log_files = false;
+    let bench = BenchStack::start(
         r#"
         name = "bench-routing"
         [services.echo]
@@ -149,10 +148,9 @@ async fn routed(options: &SupervisorOptions, in_flight: usize, count: usize) -> 
         builtin = "bench-client"
         calls = ["echo"]
         "#,
+        &options,
     )?;
-    let mut options = options.clone();
-    options.log_files = false;
-    let (supervisor, task) = Supervisor::start(stack, options).ok()?;
+    let supervisor = &bench.supervisor;
     supervisor.begin().await;
     let ready = async {
         for _ in 0..500 {
@@ -197,9 +195,7 @@ async fn routed(options: &SupervisorOptions, in_flight: usize, count: usize) -> 
             tracing::warn!(?answer, "bench client failed");
         }
     }
-    supervisor.shutdown().await;
-    let _ = task.await;
-    let _ = std::fs::remove_dir_all(dir);
+    bench.finish().await;
     result
 }
 

@@ -176,7 +176,6 @@ impl InstanceTask {
     }
 
     async fn stop(&mut self, grace: Duration, close_stdin: &CancellationToken) -> ExitStatus {
-        let pid = self.handle.pid;
         self.handle.routable.store(false, Ordering::Release);
         if self.protocol {
             // Best effort: a congested inbox still gets its stdin closed below.
@@ -189,26 +188,24 @@ impl InstanceTask {
         if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
             return wait_status(status);
         }
-        let _ = self
-            .events
-            .send(InstanceEvent::Signalled {
-                id: self.handle.id,
-                signal: "SIGTERM",
-            })
-            .await;
-        signal_group(pid, libc::SIGTERM);
+        self.signal("SIGTERM", libc::SIGTERM).await;
         if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
             return wait_status(status);
         }
+        self.signal("SIGKILL", libc::SIGKILL).await;
+        wait_status(self.child.wait().await)
+    }
+
+    /// One escalation step of the stop sequence: report it, then signal the process group.
+    async fn signal(&self, name: &'static str, signal: i32) {
         let _ = self
             .events
             .send(InstanceEvent::Signalled {
                 id: self.handle.id,
-                signal: "SIGKILL",
+                signal: name,
             })
             .await;
-        signal_group(pid, libc::SIGKILL);
-        wait_status(self.child.wait().await)
+        signal_group(self.handle.pid, signal);
     }
 }
 
