@@ -40,6 +40,7 @@ pub async fn run(
                 let report = report.map_err(|err| std::io::Error::other(format!("supervisor failed: {err}")))?;
                 let verdict = if report.clean() { "clean".to_string() } else { format!("forced: {}", report.forced.join(", ")) };
                 print_line(&format!("switchboard: stopped ({verdict})"));
+                flush_output();
                 return Ok(report);
             }
             () = &mut shutdown, if !stopping => {
@@ -106,11 +107,78 @@ fn print_log(line: &LogLine) {
     ));
 }
 
+/// Lines waiting for the printer thread. When stdout is slower than the services (a paused
+/// pager, a slow SSH link), lines beyond this are dropped and counted, never waited for: the
+/// supervisor and the router share one thread, and printing must not stall them.
+const PRINT_QUEUE: usize = 8192;
+
+enum Output {
+    Line(String),
+    /// Answer once everything queued before has been written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+struct Printer {
+    queue: std::sync::mpsc::SyncSender<Output>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+fn printer() -> &'static Printer {
+    static PRINTER: std::sync::OnceLock<Printer> = std::sync::OnceLock::new();
+    PRINTER.get_or_init(|| {
+        let (queue, outputs) = std::sync::mpsc::sync_channel::<Output>(PRINT_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("headless-output".into())
+            .spawn(move || {
+                let stdout = std::io::stdout();
+                for output in outputs {
+                    match output {
+                        // A closed stdout (piped into `head`) must not take anything down.
+                        Output::Line(line) => {
+                            let _ = writeln!(stdout.lock(), "{line}");
+                        }
+                        Output::Flush(done) => {
+                            let _ = stdout.lock().flush();
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(cause = %err, "cannot start the output thread");
+        }
+        Printer {
+            queue,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    })
+}
+
 fn print_line(text: &str) {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    // A closed stdout (piped into `head`) must not take the supervisor down.
-    let _ = writeln!(out, "{text}");
+    use std::sync::atomic::Ordering;
+    let printer = printer();
+    let dropped = printer.dropped.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        let notice = format!("switchboard: {dropped} lines not shown (output too slow)");
+        if printer.queue.try_send(Output::Line(notice)).is_err() {
+            printer.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+    if printer
+        .queue
+        .try_send(Output::Line(text.to_string()))
+        .is_err()
+    {
+        printer.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits (at most two seconds) until everything queued is on stdout, before the process exits.
+fn flush_output() {
+    let (done, written) = std::sync::mpsc::channel();
+    if printer().queue.send(Output::Flush(done)).is_ok() {
+        let _ = written.recv_timeout(std::time::Duration::from_secs(2));
+    }
 }
 
 /// Resolves on SIGINT, SIGTERM or SIGHUP.
