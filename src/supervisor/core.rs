@@ -69,7 +69,7 @@ pub(super) struct Core {
     pending: BTreeSet<usize>,
     /// Replicas still to be replaced by a rolling restart, per service.
     rollouts: HashMap<usize, VecDeque<u32>>,
-    /// The parameters of the next run of each job, and its run counter.
+    /// The number of the last run of each job.
     job_runs: HashMap<usize, u64>,
     generation: u64,
     shutting_down: bool,
