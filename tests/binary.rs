@@ -168,3 +168,53 @@ fn check_reports_errors_with_line_and_column() {
     let output = Command::new(SWITCHBOARD).arg("check").output().unwrap();
     assert!(output.status.success(), "the demo stack must check");
 }
+
+#[test]
+fn switchboard_run_runs_a_job_with_parameters_and_prints_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.toml");
+    std::fs::write(
+        &path,
+        "name = \"jobs\"\n[services.count]\nkind = \"job\"\nbuiltin = \"probe-job\"\n",
+    )
+    .unwrap();
+    let output = Command::new(SWITCHBOARD)
+        .args([
+            "run",
+            "count",
+            "-f",
+            path.to_str().unwrap(),
+            "--",
+            "steps=4",
+            "pace_ms=150",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("probe steps"),
+        "no progress printed: {stdout}"
+    );
+    assert!(stdout.contains("\"sum\":10"), "no result: {stdout}");
+
+    let failing = Command::new(SWITCHBOARD)
+        .args([
+            "run",
+            "count",
+            "-f",
+            path.to_str().unwrap(),
+            "--",
+            r#"{"steps": 2, "fail": true}"#,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!failing.status.success());
+    assert!(String::from_utf8_lossy(&failing.stdout).contains("failed on purpose"));
+}
