@@ -434,3 +434,83 @@ async fn a_breaker_opens_fails_fast_and_closes_again() {
     assert_eq!((fail.1.requests, fail.1.errors), (3, 3));
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_requests_overtake_queued_ones() {
+    use switchboard_protocol::Priority;
+
+    let (stack, _dir) = stack(
+        r#"
+        name = "priority"
+        [services.target]
+        builtin = "probe"
+        breaker = { failures = 100000, min_requests = 100000 }
+        "#,
+    );
+    let running = start(stack).await;
+    ready(&running, &["target"]).await;
+    let handle = {
+        let registry = switchboard::registry::read(&running.supervisor.registry);
+        registry.service("target").unwrap().instances[0]
+            .handle
+            .clone()
+            .unwrap()
+    };
+    // Freeze the target: its stdin pipe fills, then frames wait in its inbox.
+    // SAFETY: plain syscall on a process this test started.
+    unsafe { libc::kill(handle.pid as i32, libc::SIGSTOP) };
+    let router = running.supervisor.router.clone();
+    // Trace ids mark the requests; the router records answers in the order it routes them.
+    let send = |priority: u8, traces: std::ops::Range<u64>| {
+        traces
+            .map(|trace| {
+                // Big enough that the pipe holds only a few hundred: everything queued must stay
+                // under the service's own limit of requests in flight.
+                let body = "x".repeat(100);
+                let mut request = request("target", "echo", &body, Duration::from_secs(20));
+                request.priority = Priority(priority);
+                request.trace = trace;
+                tokio::spawn(router.call(GATEWAY, request))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut waiting = Vec::new();
+    let mut next = 1_000;
+    while handle.inbox.len() < 200 && next < 20_000 {
+        waiting.extend(send(0, next..next + 100));
+        next += 100;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        (200..900).contains(&handle.inbox.len()),
+        "inbox holds {}",
+        handle.inbox.len()
+    );
+    waiting.extend(send(0, 100..110)); // low priority, queued last
+    waiting.extend(send(3, 200..210)); // high priority, queued after them
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // SAFETY: as above.
+    unsafe { libc::kill(handle.pid as i32, libc::SIGCONT) };
+    for answer in waiting {
+        let _ = answer.await;
+    }
+    let order: Vec<u64> = running
+        .supervisor
+        .router
+        .recent_hops(4096)
+        .iter()
+        .filter(|h| h.error.is_none())
+        .map(|h| h.trace)
+        .collect();
+    let position = |trace: u64| order.iter().position(|&t| t == trace);
+    let last_high = (200..210)
+        .filter_map(position)
+        .max()
+        .expect("high answered");
+    let first_low = (100..110).filter_map(position).min().expect("low answered");
+    assert!(
+        last_high < first_low,
+        "high-priority requests queued after low ones must overtake them: last high at {last_high}, first low at {first_low}"
+    );
+    running.stop().await;
+}
