@@ -62,6 +62,31 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// Writes the test stack to `dir` and starts `SWITCHBOARD stack.toml` (followed by `after`,
+    /// a shell snippet) in a 100×30 tmux session on a socket of its own.
+    fn launch(dir: &std::path::Path, name: &str, after: &str) -> Tmux {
+        let stack = dir.join("stack.toml");
+        std::fs::write(&stack, STACK).unwrap();
+        let tmux = Tmux {
+            socket: format!("switchboard-{name}-{}", std::process::id()),
+        };
+        let command = format!("{SWITCHBOARD} {}{after}", stack.display());
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "console",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &command,
+        ]);
+        tmux
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
@@ -116,23 +141,7 @@ fn descendants(root: u32) -> Vec<u32> {
 #[test]
 fn restart_kill_and_quit_from_the_keyboard() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack.toml");
-    std::fs::write(&stack, STACK).unwrap();
-    let tmux = Tmux {
-        socket: format!("switchboard-test-{}", std::process::id()),
-    };
-    let command = format!("{SWITCHBOARD} {}", stack.display());
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "console",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
+    let tmux = Tmux::launch(dir.path(), "keys", "");
 
     let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| {
         s.matches("● ready").count() >= 2 && restarts(s, "alpha").is_some()
@@ -199,26 +208,7 @@ fn a_dropped_ssh_session_shuts_everything_down() {
     // SIGHUP is what a dropped SSH session sends: the console must restore the terminal, stop
     // the services gracefully and leave nothing behind.
     let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack.toml");
-    std::fs::write(&stack, STACK).unwrap();
-    let tmux = Tmux {
-        socket: format!("switchboard-hup-{}", std::process::id()),
-    };
-    let command = format!(
-        "{SWITCHBOARD} {}; echo console-exited-$?; sleep 30",
-        stack.display()
-    );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "console",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
+    let tmux = Tmux::launch(dir.path(), "hup", "; echo console-exited-$?; sleep 30");
     let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| {
         s.matches("● ready").count() >= 2
     });

@@ -57,6 +57,15 @@ impl Theme {
         )
     }
 
+    /// The border of a pane: highlighted while it has the focus.
+    pub fn pane_border(&self, focused: bool) -> Style {
+        if focused {
+            self.focused_border()
+        } else {
+            self.border()
+        }
+    }
+
     pub fn border(&self) -> Style {
         self.pick(Style::new().fg(Color::DarkGray), Style::new())
     }

@@ -98,11 +98,7 @@ pub fn draw(
     let block = Block::default()
         .borders(Borders::ALL)
         .title(title)
-        .border_style(if focused {
-            theme.focused_border()
-        } else {
-            theme.border()
-        });
+        .border_style(theme.pane_border(focused));
     frame.render_widget(Paragraph::new(shown).block(block), area);
 }
 

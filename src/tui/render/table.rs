@@ -188,11 +188,7 @@ pub fn draw(
     let block = Block::default()
         .borders(Borders::ALL)
         .title(title)
-        .border_style(if focused {
-            theme.focused_border()
-        } else {
-            theme.border()
-        });
+        .border_style(theme.pane_border(focused));
     let table = Table::new(body, columns.iter().map(|c| Constraint::Length(c.width)))
         .header(header)
         .block(block)
