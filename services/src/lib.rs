@@ -6,14 +6,38 @@
 //! - [`probe`]: a configurable diagnostic service and job, used by `switchboard bench` and by
 //!   the supervisor's tests (echo, sleep, calls, publishes, crashes, hangs, stubbornness).
 //! - [`bench_client`]: drives routed requests for `switchboard bench`.
+//!
+//! The demo stack's services, a small shop:
+//!
+//! - [`user`]: users, validated and persisted.
+//! - [`order`]: orders, which check their user, run through stages shown as progress, and
+//!   announce themselves through an outbox ([`order::outbox`]) that guarantees delivery.
+//! - [`notification`]: the idempotent consumer of order events.
+//! - [`storefront`]: a load generator that shops at a set rate.
+//!
+//! [`model`] holds their messages; [`store`] their SQLite storage.
 
 pub mod bench_client;
+pub mod model;
+pub mod notification;
+pub mod order;
 pub mod probe;
+pub mod store;
+pub mod storefront;
+pub mod user;
 
 use switchboard_protocol::sdk::SdkError;
 
 /// Builtin names, for `builtin = "…"` in a stack file.
-pub const NAMES: &[&str] = &["probe", "probe-job", "bench-client"];
+pub const NAMES: &[&str] = &[
+    "user",
+    "order",
+    "notification",
+    "storefront",
+    "probe",
+    "probe-job",
+    "bench-client",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -21,11 +45,17 @@ pub enum ServiceError {
     Unknown(String),
     #[error(transparent)]
     Sdk(#[from] SdkError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }
 
 /// Runs builtin `name` over stdin/stdout.
 pub async fn run(name: &str) -> Result<(), ServiceError> {
     match name {
+        "user" => Ok(user::service()?.run().await?),
+        "order" => Ok(order::service()?.run().await?),
+        "notification" => Ok(notification::service()?.run().await?),
+        "storefront" => Ok(storefront::service().run().await?),
         "probe" => Ok(probe::service().run().await?),
         "probe-job" => Ok(probe::run_job().await?),
         "bench-client" => Ok(bench_client::service().run().await?),

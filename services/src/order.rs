@@ -1,0 +1,355 @@
+//! `order`: takes orders, checks the user with `user.get` under a deadline, runs each order
+//! through its stages (validate, reserve, charge, ship) as task progress, and announces
+//! `order.created` and `order.completed`, with a delivery guarantee (see [`outbox`]).
+//!
+//! The database is the work queue: an order is committed as `accepted` before it is
+//! acknowledged, and the processor picks up every accepted order it is not already running, so
+//! after a `kill -9` the new instance simply carries on with the orders that were in flight.
+
+pub mod outbox;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rusqlite::{OptionalExtension, params};
+use switchboard_protocol::{
+    ErrorCode,
+    sdk::{CallError, CallOptions, Context, HandlerError, Service},
+};
+use tokio::sync::Notify;
+
+use crate::{
+    model::{Ack, ById, NewOrder, Order, OrderList, Page, User},
+    store::{Store, StoreError, now_ms},
+};
+
+use self::outbox::Outbox;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    item TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    amount_cents INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    completed_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS orders_status ON orders (status);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    order_id INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    acked_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (acked_at_ms, seq);
+";
+
+/// What can be ordered, and its unit price in cents.
+pub const CATALOG: &[(&str, i64)] = &[
+    ("keyboard", 4_900),
+    ("mouse", 1_900),
+    ("monitor", 17_900),
+    ("cable", 900),
+    ("headset", 7_900),
+    ("webcam", 5_900),
+    ("dock", 12_900),
+    ("chair", 24_900),
+];
+
+pub const STAGES: [&str; 4] = ["validate", "reserve", "charge", "ship"];
+pub const MAX_QUANTITY: u32 = 100;
+
+/// Orders processed at once; the rest wait, committed, in the database.
+const PROCESSING_LIMIT: usize = 32;
+/// How long `user.get` may take when the caller's own deadline leaves more.
+const DEFAULT_USER_TIMEOUT: Duration = Duration::from_millis(1000);
+const DEFAULT_STAGE_TIME: Duration = Duration::from_millis(120);
+/// The processor looks for accepted orders this often even when nobody pokes it.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// State shared by the handlers and the background tasks.
+#[derive(Clone)]
+struct Orders {
+    store: Store,
+    /// Poked when an order is accepted.
+    accepted: Arc<Notify>,
+    outbox: Outbox,
+}
+
+pub fn service() -> Result<Service, StoreError> {
+    let store = Store::open("orders.db", SCHEMA)?;
+    let orders = Orders {
+        outbox: Outbox::new(store.clone()),
+        store,
+        accepted: Arc::new(Notify::new()),
+    };
+    let (create, get, list, ack) = (
+        orders.clone(),
+        orders.clone(),
+        orders.clone(),
+        orders.clone(),
+    );
+    let (process, relay) = (orders.clone(), orders.outbox.clone());
+    Ok(Service::new("order", env!("CARGO_PKG_VERSION"))
+        .method("create", move |ctx, new: NewOrder| {
+            let orders = create.clone();
+            async move { orders.create(ctx, new).await }
+        })
+        .method("get", move |_ctx, ById { id }| {
+            let orders = get.clone();
+            async move {
+                orders
+                    .store
+                    .run(move |c| Ok(find(c, id)?))
+                    .await?
+                    .ok_or_else(|| HandlerError::not_found(format!("no order {id}")))
+            }
+        })
+        .method("list", move |_ctx, page: Page| {
+            let orders = list.clone();
+            async move { Ok::<_, HandlerError>(orders.list(page).await?) }
+        })
+        .method("ack", move |_ctx, Ack { event_ids }| {
+            let orders = ack.clone();
+            async move { Ok::<_, HandlerError>(orders.outbox.ack(event_ids).await?) }
+        })
+        .background(move |ctx| async move { process.process(ctx).await })
+        .background(move |ctx| async move { relay.relay(ctx).await }))
+}
+
+fn row_to_order(row: &rusqlite::Row<'_>) -> rusqlite::Result<Order> {
+    Ok(Order {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        item: row.get(2)?,
+        quantity: row.get(3)?,
+        amount_cents: row.get(4)?,
+        status: row.get(5)?,
+        created_at_ms: row.get(6)?,
+    })
+}
+
+const ORDER_COLUMNS: &str = "id, user_id, item, quantity, amount_cents, status, created_at_ms";
+
+fn find(c: &rusqlite::Connection, id: i64) -> rusqlite::Result<Option<Order>> {
+    c.query_row(
+        &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
+        [id],
+        row_to_order,
+    )
+    .optional()
+}
+
+fn duration_setting(ctx: &Context, key: &str, default: Duration) -> Duration {
+    ctx.setting(key)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(default, Duration::from_millis)
+}
+
+/// What the caller of `order.create` is told when `user.get` fails.
+fn user_failure(user_id: i64, err: CallError) -> HandlerError {
+    match err.code() {
+        ErrorCode::NotFound => HandlerError::bad_request(format!("no user {user_id}")),
+        code @ (ErrorCode::Timeout
+        | ErrorCode::Unavailable
+        | ErrorCode::Overloaded
+        | ErrorCode::CircuitOpen) => HandlerError::new(
+            code,
+            format!("cannot check user {user_id}: the user service answered {code}"),
+        ),
+        _ => {
+            tracing::warn!(cause = %err, user_id, "user.get failed");
+            HandlerError::new(
+                ErrorCode::Unavailable,
+                format!("cannot check user {user_id}"),
+            )
+        }
+    }
+}
+
+impl Orders {
+    async fn create(&self, ctx: Context, new: NewOrder) -> Result<Order, HandlerError> {
+        let item = new.item.trim().to_lowercase();
+        let Some(&(_, price)) = CATALOG.iter().find(|(name, _)| *name == item) else {
+            let names: Vec<&str> = CATALOG.iter().map(|(n, _)| *n).collect();
+            return Err(HandlerError::bad_request(format!(
+                "unknown item `{}` (the catalog has {})",
+                new.item,
+                names.join(", ")
+            )));
+        };
+        if new.quantity == 0 || new.quantity > MAX_QUANTITY {
+            return Err(HandlerError::bad_request(format!(
+                "quantity must be 1 to {MAX_QUANTITY}"
+            )));
+        }
+        let timeout = duration_setting(&ctx, "user_timeout_ms", DEFAULT_USER_TIMEOUT);
+        let _user: User = ctx
+            .call_with(
+                "user",
+                "get",
+                &ById { id: new.user_id },
+                CallOptions::timeout(timeout),
+            )
+            .await
+            .map_err(|err| user_failure(new.user_id, err))?;
+        let amount_cents = price * i64::from(new.quantity);
+        let order = self
+            .store
+            .run(move |c| {
+                let at = now_ms();
+                let tx = c.transaction()?;
+                tx.execute(
+                    "INSERT INTO orders (user_id, item, quantity, amount_cents, status, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'accepted', ?5)",
+                    params![new.user_id, item, new.quantity, amount_cents, at],
+                )?;
+                let order = Order {
+                    id: tx.last_insert_rowid(),
+                    user_id: new.user_id,
+                    item,
+                    quantity: new.quantity,
+                    amount_cents,
+                    status: "accepted".into(),
+                    created_at_ms: at,
+                };
+                // The event is committed with the order or not at all: the outbox.
+                outbox::enqueue(&tx, &order, "created", at)?;
+                tx.commit()?;
+                Ok(order)
+            })
+            .await?;
+        self.accepted.notify_one();
+        self.outbox.wake();
+        Ok(order)
+    }
+
+    async fn list(&self, page: Page) -> Result<OrderList, StoreError> {
+        let limit = page.limit();
+        self.store
+            .run(move |c| {
+                let total = c.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))?;
+                let mut statement = c.prepare(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders WHERE id > ?1 ORDER BY id LIMIT ?2"
+                ))?;
+                let orders = statement
+                    .query_map(params![page.after, limit], row_to_order)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let next = (orders.len() == limit as usize)
+                    .then(|| orders.last().map(|o| o.id))
+                    .flatten();
+                Ok(OrderList {
+                    orders,
+                    total,
+                    next,
+                })
+            })
+            .await
+    }
+
+    /// Runs accepted orders through their stages, at most [`PROCESSING_LIMIT`] at once.
+    async fn process(self, ctx: Context) {
+        let stage_time = duration_setting(&ctx, "stage_ms", DEFAULT_STAGE_TIME);
+        let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let free = PROCESSING_LIMIT.saturating_sub(tasks.len());
+            if free > 0 {
+                let busy: Vec<i64> = running
+                    .lock()
+                    .map(|r| r.iter().copied().collect())
+                    .unwrap_or_default();
+                let due = self
+                    .store
+                    .run(move |c| {
+                        let mut statement = c.prepare(&format!(
+                            "SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'accepted' ORDER BY id LIMIT ?1"
+                        ))?;
+                        let orders = statement
+                            .query_map([(free + busy.len()) as i64], row_to_order)?
+                            .filter(|o| o.as_ref().map_or(true, |o| !busy.contains(&o.id)))
+                            .take(free)
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok(orders)
+                    })
+                    .await;
+                match due {
+                    Ok(due) => {
+                        for order in due {
+                            if let Ok(mut running) = running.lock() {
+                                running.insert(order.id);
+                            }
+                            let (this, ctx, running) = (self.clone(), ctx.clone(), running.clone());
+                            tasks.spawn(async move {
+                                let id = order.id;
+                                this.run_stages(&ctx, order, stage_time).await;
+                                if let Ok(mut running) = running.lock() {
+                                    running.remove(&id);
+                                }
+                            });
+                        }
+                    }
+                    Err(err) => tracing::error!(cause = %err, "cannot read accepted orders"),
+                }
+            }
+            tokio::select! {
+                () = ctx.draining() => break,
+                () = self.accepted.notified() => {}
+                Some(_) = tasks.join_next() => {}
+                () = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+        }
+        // Orders cut short stay `accepted` and are finished by the next instance.
+        tasks.abort_all();
+    }
+
+    async fn run_stages(&self, ctx: &Context, order: Order, stage_time: Duration) {
+        let progress = ctx.progress(&format!("order {}: {}", order.id, STAGES[0]));
+        for (i, stage) in STAGES.iter().enumerate() {
+            progress.set_label(&format!("order {}: {stage}", order.id));
+            progress.set(i as u64, STAGES.len() as u64);
+            tokio::time::sleep(stage_time).await;
+        }
+        progress.set(STAGES.len() as u64, STAGES.len() as u64);
+        let id = order.id;
+        let completed = self
+            .store
+            .run(move |c| {
+                let at = now_ms();
+                let tx = c.transaction()?;
+                let changed = tx.execute(
+                    "UPDATE orders SET status = 'completed', completed_at_ms = ?2
+                     WHERE id = ?1 AND status = 'accepted'",
+                    params![order.id, at],
+                )?;
+                if changed == 1 {
+                    let order = Order {
+                        status: "completed".into(),
+                        ..order
+                    };
+                    outbox::enqueue(&tx, &order, "completed", at)?;
+                }
+                tx.commit()?;
+                Ok(changed == 1)
+            })
+            .await;
+        match completed {
+            Ok(_) => {
+                progress.finish();
+                self.outbox.wake();
+            }
+            Err(err) => {
+                tracing::error!(cause = %err, order = id, "cannot complete order");
+                progress.fail();
+            }
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! The example services with real processes and real SQLite files: user validation, orders
+//! checked against user (unknown, down, frozen), the full order flow with its progress stages
+//! and notifications, and the delivery guarantee under repeated `kill -9`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use common::{Running, stack, start};
+use serde::{Serialize, de::DeserializeOwned};
+use switchboard::{registry::InstanceState, router::GATEWAY, supervisor::Command};
+use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
+use switchboard_services::model::{
+    ById, NewOrder, NewUser, NotificationList, Order, User, UserUpdate,
+};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// The shop without the storefront, so the tests decide what is ordered.
+const SHOP: &str = r#"
+name = "shop"
+[services.user]
+builtin = "user"
+[services.order]
+builtin = "order"
+depends_on = { user = "ready" }
+calls = ["user"]
+settings = { stage_ms = "40", user_timeout_ms = "400" }
+[services.notification]
+builtin = "notification"
+depends_on = { order = "ready" }
+calls = ["order"]
+"#;
+
+async fn call<T: Serialize>(running: &Running, service: &str, method: &str, body: &T) -> Envelope {
+    call_within(running, service, method, body, Duration::from_secs(5)).await
+}
+
+async fn call_within<T: Serialize>(
+    running: &Running,
+    service: &str,
+    method: &str,
+    body: &T,
+    deadline: Duration,
+) -> Envelope {
+    let request = Envelope {
+        id: 1,
+        deadline_us: deadline.as_micros() as u64,
+        kind: Kind::Request,
+        destination: service.into(),
+        method: method.into(),
+        body: Body::Json(serde_json::to_vec(body).unwrap().into()),
+        ..Envelope::default()
+    };
+    running.supervisor.router.call(GATEWAY, request).await
+}
+
+fn error(answer: &Envelope) -> Option<(ErrorCode, String)> {
+    match &answer.kind {
+        Kind::Response(Status::Error(err)) => Some((err.code, err.message.to_string())),
+        Kind::Response(Status::Ok) => None,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+fn ok<T: DeserializeOwned>(answer: &Envelope) -> T {
+    assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
+    let Body::Json(bytes) = &answer.body else {
+        panic!("expected JSON back: {answer:?}")
+    };
+    serde_json::from_slice(bytes).unwrap()
+}
+
+async fn ready(running: &Running, services: &[&str]) {
+    let all = running
+        .until(LIMIT, |r| {
+            services
+                .iter()
+                .all(|s| r.service(s).is_some_and(|s| s.ready_instances() > 0))
+        })
+        .await;
+    assert!(all, "services never became ready: {services:?}");
+}
+
+fn pid(running: &Running, service: &str) -> Option<u32> {
+    let registry = switchboard::registry::read(&running.supervisor.registry);
+    registry
+        .service(service)?
+        .instances
+        .first()
+        .filter(|i| i.state == InstanceState::Ready)
+        .and_then(|i| i.pid)
+}
+
+async fn new_user(running: &Running, name: &str, email: &str) -> User {
+    let answer = call(
+        running,
+        "user",
+        "create",
+        &NewUser {
+            name: name.into(),
+            email: email.into(),
+        },
+    )
+    .await;
+    ok(&answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_validates_and_persists() {
+    let (stack, dir) = stack(SHOP);
+    let running = start(stack).await;
+    ready(&running, &["user"]).await;
+
+    let ada = new_user(&running, "  Ada Lovelace ", "ada@example.com").await;
+    assert_eq!(ada.name, "Ada Lovelace");
+    let bad = [
+        ("Ada", "not-an-email", "has no `@`"),
+        ("Ada", "ada@localhost", "domain"),
+        ("Ada", "a da@example.com", "spaces"),
+        ("", "someone@example.com", "name must not be empty"),
+        ("Ada Again", "ADA@example.com", "already registered"),
+    ];
+    for (name, email, why) in bad {
+        let answer = call(
+            &running,
+            "user",
+            "create",
+            &NewUser {
+                name: name.into(),
+                email: email.into(),
+            },
+        )
+        .await;
+        let (code, message) = error(&answer).unwrap_or_else(|| panic!("{email} accepted"));
+        assert_eq!(code, ErrorCode::BadRequest, "{email}: {message}");
+        assert!(message.contains(why), "{email}: {message}");
+    }
+    // A body of the wrong shape is a bad request too, not a crash.
+    let answer = call(&running, "user", "create", &serde_json::json!({"name": 7})).await;
+    assert_eq!(error(&answer).unwrap().0, ErrorCode::BadRequest);
+
+    let got: User = ok(&call(&running, "user", "get", &ById { id: ada.id }).await);
+    assert_eq!(got, ada);
+    let missing = call(&running, "user", "get", &ById { id: 999_999 }).await;
+    assert_eq!(error(&missing).unwrap().0, ErrorCode::NotFound);
+
+    let grace = new_user(&running, "Grace", "grace@example.com").await;
+    let clash = UserUpdate {
+        id: grace.id,
+        name: None,
+        email: Some("ada@example.com".into()),
+    };
+    assert_eq!(
+        error(&call(&running, "user", "update", &clash).await)
+            .unwrap()
+            .0,
+        ErrorCode::BadRequest
+    );
+    let rename = UserUpdate {
+        id: grace.id,
+        name: Some("Grace Hopper".into()),
+        email: None,
+    };
+    let renamed: User = ok(&call(&running, "user", "update", &rename).await);
+    assert_eq!(renamed.name, "Grace Hopper");
+    assert_eq!(renamed.email, "grace@example.com");
+    running.stop().await;
+
+    // The rows are in the SQLite file the service left behind.
+    let db = rusqlite::Connection::open(dir.path().join(".switchboard/data/users.db")).unwrap();
+    let names: Vec<String> = db
+        .prepare("SELECT name FROM users ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, ["Ada Lovelace", "Grace Hopper"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_check_their_user_and_never_hang() {
+    let (stack, _dir) = stack(SHOP);
+    let running = start(stack).await;
+    ready(&running, &["user", "order"]).await;
+    let ada = new_user(&running, "Ada", "ada@example.com").await;
+
+    let order = |user_id: i64, item: &str, quantity: u32| NewOrder {
+        user_id,
+        item: item.into(),
+        quantity,
+    };
+    let unknown = call(&running, "order", "create", &order(424_242, "mouse", 1)).await;
+    let (code, message) = error(&unknown).expect("an order for an unknown user was accepted");
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("no user 424242"), "{message}");
+    for bad in [order(ada.id, "spaceship", 1), order(ada.id, "mouse", 0)] {
+        let answer = call(&running, "order", "create", &bad).await;
+        assert_eq!(error(&answer).unwrap().0, ErrorCode::BadRequest);
+    }
+    let placed: Order = ok(&call(&running, "order", "create", &order(ada.id, "Mouse", 2)).await);
+    assert_eq!(
+        (placed.amount_cents, placed.item.as_str()),
+        (3_800, "mouse")
+    );
+
+    // User frozen (SIGSTOP): order's call to it times out after user_timeout_ms (400 ms), and
+    // the caller hears so well within its own deadline.
+    let user_pid = pid(&running, "user").unwrap();
+    unsafe { libc::kill(user_pid as i32, libc::SIGSTOP) };
+    let started = Instant::now();
+    let frozen = call_within(
+        &running,
+        "order",
+        "create",
+        &order(ada.id, "cable", 1),
+        Duration::from_secs(3),
+    )
+    .await;
+    let waited = started.elapsed();
+    unsafe { libc::kill(user_pid as i32, libc::SIGCONT) };
+    let (code, message) = error(&frozen).expect("an order was accepted while user was frozen");
+    assert_eq!(code, ErrorCode::Timeout, "{message}");
+    assert!(waited < Duration::from_secs(3), "took {waited:?}");
+
+    // User stopped: unavailable, at once.
+    running
+        .supervisor
+        .command(Command::Stop("user".into()))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let down = call_within(
+        &running,
+        "order",
+        "create",
+        &order(ada.id, "cable", 1),
+        Duration::from_secs(3),
+    )
+    .await;
+    let (code, message) = error(&down).expect("an order was accepted while user was down");
+    assert!(
+        matches!(code, ErrorCode::Unavailable | ErrorCode::Timeout),
+        "{code:?}: {message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    running.stop().await;
+}
+
+/// Reads (order id → event kinds) from notification's database file.
+fn notifications_by_order(path: &Path) -> HashMap<i64, Vec<String>> {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let mut by_order: HashMap<i64, Vec<String>> = HashMap::new();
+    let mut statement = db
+        .prepare("SELECT order_id, kind FROM notifications ORDER BY id")
+        .unwrap();
+    let rows = statement
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    for row in rows {
+        let (order, kind) = row.unwrap();
+        by_order.entry(order).or_default().push(kind);
+    }
+    by_order
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_runs_its_stages_and_is_notified() {
+    let (stack, _dir) = stack(&SHOP.replace("stage_ms = \"40\"", "stage_ms = \"300\""));
+    let running = start(stack).await;
+    ready(&running, &["user", "order", "notification"]).await;
+    let ada = new_user(&running, "Ada", "ada@example.com").await;
+    let placed: Order = ok(&call(
+        &running,
+        "order",
+        "create",
+        &NewOrder {
+            user_id: ada.id,
+            item: "dock".into(),
+            quantity: 1,
+        },
+    )
+    .await);
+    assert_eq!(placed.status, "accepted");
+
+    // The stages show in order's segment as one task whose label names the stage.
+    let prefix = format!("order {}: ", placed.id);
+    let stages = std::sync::Mutex::new(BTreeSet::new());
+    running
+        .until(LIMIT, |registry| {
+            let order = registry.service("order").unwrap();
+            for instance in &order.instances {
+                if let Some(segment) = instance.handle.as_ref().and_then(|h| h.segment.as_ref()) {
+                    for task in segment.read().tasks {
+                        if let Some(stage) = task.label.strip_prefix(&prefix) {
+                            stages.lock().unwrap().insert(stage.to_owned());
+                        }
+                    }
+                }
+            }
+            stages.lock().unwrap().len() == 4
+        })
+        .await;
+    let stages = stages.into_inner().unwrap();
+    assert_eq!(
+        stages,
+        ["charge", "reserve", "ship", "validate"]
+            .into_iter()
+            .map(String::from)
+            .collect::<BTreeSet<_>>()
+    );
+
+    let start = Instant::now();
+    loop {
+        let list: NotificationList = ok(&call(
+            &running,
+            "notification",
+            "for_order",
+            &ById { id: placed.id },
+        )
+        .await);
+        let kinds: Vec<&str> = list.notifications.iter().map(|n| n.kind.as_str()).collect();
+        if kinds == ["created", "completed"] {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "notifications: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done: Order = ok(&call(&running, "order", "get", &ById { id: placed.id }).await);
+    assert_eq!(done.status, "completed");
+    running.stop().await;
+}
+
+/// Places orders as fast as a few concurrent callers can while `order` and `notification` are
+/// killed with SIGKILL over and over; then every acknowledged order must exist, complete, and
+/// have exactly one notification per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_order_or_notification_is_lost_under_kill_9() {
+    let toml = SHOP.replace("stage_ms = \"40\"", "stage_ms = \"25\"").replace(
+        "[services.notification]",
+        "[services.notification]\nbackoff = { initial = \"50ms\", max = \"200ms\" }\nrestart_limit = { count = 100, window = \"60s\" }",
+    ).replace(
+        "[services.order]",
+        "[services.order]\nbackoff = { initial = \"50ms\", max = \"200ms\" }\nrestart_limit = { count = 100, window = \"60s\" }",
+    );
+    let (stack, dir) = stack(&toml);
+    let running = std::sync::Arc::new(start(stack).await);
+    ready(&running, &["user", "order", "notification"]).await;
+    let customers: Vec<i64> = {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(
+                new_user(&running, "Shopper", &format!("shopper{i}@example.com"))
+                    .await
+                    .id,
+            );
+        }
+        ids
+    };
+
+    let stop_at = Instant::now() + Duration::from_secs(12);
+    let mut shoppers = Vec::new();
+    for worker in 0..4 {
+        let (running, customers) = (running.clone(), customers.clone());
+        shoppers.push(tokio::spawn(async move {
+            let (mut acknowledged, mut refused) = (Vec::new(), 0u32);
+            let mut n = worker;
+            while Instant::now() < stop_at {
+                n += 1;
+                let new = NewOrder {
+                    user_id: customers[n % customers.len()],
+                    item: "cable".into(),
+                    quantity: 1,
+                };
+                let answer =
+                    call_within(&running, "order", "create", &new, Duration::from_secs(2)).await;
+                match error(&answer) {
+                    None => acknowledged.push(ok::<Order>(&answer).id),
+                    Some(_) => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (acknowledged, refused)
+        }));
+    }
+    let mut kills = 0;
+    let mut victim = 0;
+    while Instant::now() < stop_at {
+        tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(..500))).await;
+        let service = ["order", "notification"][victim % 2];
+        victim += 1;
+        if let Some(pid) = pid(&running, service) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            kills += 1;
+        }
+    }
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for shopper in shoppers {
+        let (acked, failed) = shopper.await.unwrap();
+        acknowledged.extend(acked);
+        refused += failed;
+    }
+    eprintln!(
+        "{} orders acknowledged, {refused} refused, {kills} kills",
+        acknowledged.len()
+    );
+    assert!(kills >= 10, "only {kills} kills");
+    assert!(
+        acknowledged.len() >= 50,
+        "only {} orders went through",
+        acknowledged.len()
+    );
+
+    // Everything settles once the killing stops: every order completes and both its events are
+    // recorded exactly once.
+    let notifications = dir.path().join(".switchboard/data/notifications.db");
+    let orders_db = dir.path().join(".switchboard/data/orders.db");
+    let settled = Instant::now();
+    loop {
+        let by_order = notifications_by_order(&notifications);
+        let missing: Vec<i64> = acknowledged
+            .iter()
+            .copied()
+            .filter(|id| by_order.get(id).map(Vec::len) != Some(2))
+            .collect();
+        if missing.is_empty() {
+            for id in &acknowledged {
+                let mut kinds = by_order[id].clone();
+                kinds.sort();
+                assert_eq!(kinds, ["completed", "created"], "order {id}");
+            }
+            // No notification for an order that does not exist, and none twice.
+            let db = rusqlite::Connection::open(&orders_db).unwrap();
+            let orders: BTreeSet<i64> = db
+                .prepare("SELECT id FROM orders WHERE status = 'completed'")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for id in &acknowledged {
+                assert!(
+                    orders.contains(id),
+                    "acknowledged order {id} is not in orders.db"
+                );
+            }
+            for (order, kinds) in &by_order {
+                assert!(
+                    orders.contains(order),
+                    "notification for unknown order {order}"
+                );
+                assert_eq!(kinds.len(), 2, "order {order}: {kinds:?}");
+            }
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(60),
+            "{} acknowledged orders still lack notifications, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("settled in {:?}", settled.elapsed());
+    let running = std::sync::Arc::try_unwrap(running)
+        .ok()
+        .expect("shoppers still hold the supervisor");
+    running.stop().await;
+}
