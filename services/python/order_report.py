@@ -1,7 +1,8 @@
 """Job: a batch report over every order, paged through `order.list`.
 
-Params (JSON, all optional): ``{"page": 50, "pace_ms": 100}`` — the page size, and a pause after
-each page so progress is visible in the console.
+Params (JSON, all optional): ``{"page": 50, "pace_ms": 100, "call_timeout_ms": 5000}`` — the
+page size, a pause after each page so progress is visible in the console, and the deadline of
+each `order.list` call.
 
 Progress: one task slot, "report: page" with done/total = pages read/pages in all, then
 "report: summarise" 0/1 → 1/1.
@@ -14,6 +15,8 @@ Result (the JobResult body)::
 
 If `order` cannot be reached (unavailable, timeout, overloaded, circuit open) the call is retried
 with backoff; after the last retry the job fails with an `unavailable` JobResult and exit status 1.
+(A crashed `order` that the console still wants holds the call until its deadline, so the
+answer is then `timeout`: `call_timeout_ms` bounds how long each attempt takes.)
 
 Stack file::
 
@@ -42,7 +45,6 @@ RETRYABLE = {ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT, ErrorCode.OVERLOADED,
              ErrorCode.CIRCUIT_OPEN}
 RETRIES = 4            # after the first attempt
 BACKOFF_S = 0.25       # doubled after each failed attempt: 0.25 + 0.5 + 1 + 2 s at most
-CALL_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -73,13 +75,13 @@ class Tally:
         }
 
 
-def list_page(svc: Service, after: int, limit: int) -> dict[str, Any]:
+def list_page(svc: Service, after: int, limit: int, timeout: float) -> dict[str, Any]:
     """One `order.list` call, retried with backoff while order is unreachable."""
     delay = BACKOFF_S
     for attempt in range(RETRIES + 1):
         try:
             answer = svc.call("order", "list", {"after": after, "limit": limit},
-                              timeout=CALL_TIMEOUT_S)
+                              timeout=timeout)
         except CallError as err:
             if err.code not in RETRYABLE:
                 raise JobFailed(f"order.list failed: {err}", err.code) from None
@@ -99,6 +101,7 @@ def list_page(svc: Service, after: int, limit: int) -> dict[str, Any]:
 def report(params: dict[str, Any], svc: Service) -> dict[str, Any]:
     page = int(params.get("page", 50))
     pace = float(params.get("pace_ms", 100)) / 1000
+    timeout = float(params.get("call_timeout_ms", 5000)) / 1000
     if page < 1:
         raise JobFailed("page must be at least 1", ErrorCode.BAD_REQUEST)
     task = svc.task("report: page", total=0)
@@ -106,7 +109,9 @@ def report(params: dict[str, Any], svc: Service) -> dict[str, Any]:
     after: int | None = 0
     try:
         while after is not None:
-            answer = list_page(svc, after, page)
+            if svc.stopping:
+                raise JobFailed("cancelled: the console is shutting down", ErrorCode.UNAVAILABLE)
+            answer = list_page(svc, after, page, timeout)
             for order in answer["orders"]:
                 tally.add(order)
             tally.pages += 1
@@ -122,7 +127,7 @@ def report(params: dict[str, Any], svc: Service) -> dict[str, Any]:
         task.update(done=1)
         task.finish()
     except BaseException:
-        task.finish(TaskState.FAILED)
+        task.finish(TaskState.CANCELLED if svc.stopping else TaskState.FAILED)
         raise
     return result
 

@@ -694,6 +694,11 @@ class Service:
         return 0
 
     @property
+    def stopping(self) -> bool:
+        """Whether the console asked us to stop (Shutdown or EOF): a long job should give up."""
+        return self._stopping.is_set()
+
+    @property
     def params(self) -> str:
         return self.welcome.params if self.welcome else ""
 
