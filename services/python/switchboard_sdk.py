@@ -62,7 +62,8 @@ from typing import Any, Callable
 
 __all__ = [
     "Body", "BodyType", "CallError", "Envelope", "ErrorCode", "Hello", "JobFailed", "Kind",
-    "Request", "Segment", "Service", "ServiceError", "Status", "Task", "Welcome",
+    "Request", "Segment", "Service", "ServiceError", "State", "Status", "Task", "TaskState",
+    "Welcome",
     "cobs_decode", "cobs_encode", "decode_envelope", "encode_envelope", "frame",
 ]
 
@@ -202,12 +203,6 @@ class Reader:
 
     def strings(self) -> list[str]:
         return [self.string() for _ in range(self.varint())]
-
-    def boolean(self) -> bool:
-        value = self.u8()
-        if value > 1:
-            raise ValueError("bad bool")
-        return value == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,7 +532,7 @@ class Task:
 class NullTask(Task):
     """What `Service.task` returns when there is no segment or no free slot."""
 
-    def __init__(self) -> None:  # noqa: D107 - no slot behind it
+    def __init__(self) -> None:  # no slot behind it: nothing to write
         self.id, self.label, self.done, self.total = 0, "", 0, 0
         self.state = TaskState.RUNNING
 
@@ -756,10 +751,10 @@ class Service:
 
     def publish(self, topic: str, body: Any = None) -> None:
         """Publish an event with a JSON body on `topic`."""
-        self._send(Envelope(self._fresh_id(), Kind.EVENT, destination=topic,
-                            body=Body() if body is None else Body.json(body)))
         if self.segment:
             self.segment.add(W_PUBLISHED)
+        self._send(Envelope(self._fresh_id(), Kind.EVENT, destination=topic,
+                            body=Body() if body is None else Body.json(body)))
 
     # ---- plumbing
 
@@ -887,13 +882,13 @@ class Service:
             status = Status(ErrorCode.INTERNAL, f"{type(err).__name__}: {err}")
         finally:
             _current.request = None
-        self._respond(env, status, body)
-        if self.segment:
+        if self.segment:  # counted before answering, so a caller never sees stale numbers
             late = deadline is not None and time.monotonic() > deadline
             word = W_TIMEOUT if late else (W_OK if status.ok else W_ERROR)
             self.segment.add(word)
             self.segment.add(W_IN_FLIGHT, -1)
             self.segment.record_latency(int((time.monotonic() - started) * 1e6))
+        self._respond(env, status, body)
         with self._idle:
             self._in_flight -= 1
             self._idle.notify_all()
