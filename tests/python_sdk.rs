@@ -58,8 +58,17 @@ struct Line {
     text: String,
 }
 
+/// What `switchboard run` did: its exit status, its stdout, how long it took, and the stack's
+/// directory (its logs are under `.switchboard/run/logs`).
+struct Outcome {
+    status: ExitStatus,
+    lines: Vec<Line>,
+    elapsed: Duration,
+    dir: tempfile::TempDir,
+}
+
 /// Runs `switchboard run report -f STACK -- ARGS`, killing it after `limit`.
-fn run_job(stack: &str, args: &[&str], limit: Duration) -> (ExitStatus, Vec<Line>, Duration) {
+fn run_job(stack: &str, args: &[&str], limit: Duration) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stack.toml");
     std::fs::write(&path, stack).unwrap();
@@ -103,7 +112,40 @@ fn run_job(stack: &str, args: &[&str], limit: Duration) -> (ExitStatus, Vec<Line
     let elapsed = started.elapsed();
     // The reader thread ends at EOF, once the console's stdout is closed.
     let lines: Vec<Line> = rx.iter().collect();
-    (status, lines, elapsed)
+    Outcome {
+        status,
+        lines,
+        elapsed,
+        dir,
+    }
+}
+
+/// Asserts the job printed exactly the report of the 137 orders of fake_order.py in pages of 20;
+/// returns the index of the result line.
+fn assert_exact_report(lines: &[Line]) -> usize {
+    let all = printed(lines);
+    let done = lines
+        .iter()
+        .position(|l| l.text.contains(": done: "))
+        .unwrap_or_else(|| panic!("no result line:\n{all}"));
+    let json = lines[done].text.split_once(": done: ").unwrap().1;
+    let result: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({
+            "orders": 137,
+            "revenue_cents": 359_311,
+            "by_status": {"cancelled": 27, "paid": 55, "pending": 27, "shipped": 28},
+            "top_items": [
+                ["thingamajig", 55], ["doohickey", 53], ["gizmo", 51],
+                ["whatsit", 49], ["sprocket", 48]
+            ],
+            "customers": 23,
+            "pages": 7
+        }),
+        "{all}"
+    );
+    done
 }
 
 fn printed(lines: &[Line]) -> String {
@@ -150,32 +192,12 @@ fn python_sdk_unit_tests_pass() {
 #[test]
 fn python_report_job_pages_through_order_and_returns_the_exact_report() {
     let stack = stack("", r#"depends_on = { order = "ready" }"#);
-    let (status, lines, _) = run_job(&stack, &["page=20", "pace_ms=200"], Duration::from_secs(60));
+    let Outcome { status, lines, .. } =
+        run_job(&stack, &["page=20", "pace_ms=200"], Duration::from_secs(60));
     let all = printed(&lines);
     assert!(status.success(), "job failed:\n{all}");
 
-    // The result: 137 orders in pages of 20, as fake_order.py generates them.
-    let done = lines
-        .iter()
-        .position(|l| l.text.contains(": done: "))
-        .unwrap_or_else(|| panic!("no result line:\n{all}"));
-    let json = lines[done].text.split_once(": done: ").unwrap().1;
-    let result: serde_json::Value = serde_json::from_str(json).unwrap();
-    assert_eq!(
-        result,
-        serde_json::json!({
-            "orders": 137,
-            "revenue_cents": 359_311,
-            "by_status": {"cancelled": 27, "paid": 55, "pending": 27, "shipped": 28},
-            "top_items": [
-                ["thingamajig", 55], ["doohickey", 53], ["gizmo", 51],
-                ["whatsit", 49], ["sprocket", 48]
-            ],
-            "customers": 23,
-            "pages": 7
-        }),
-        "{all}"
-    );
+    let done = assert_exact_report(&lines);
 
     // Progress, read from the job's segment by the console while the job ran: several distinct
     // pages, in order, each printed before the result and spread over time.
@@ -207,7 +229,12 @@ fn python_report_job_fails_clearly_when_order_is_down() {
     // calls to a service it still wants until their deadline, so each attempt ends in `timeout`
     // after `call_timeout_ms`; the job retries four times with backoff, then gives up.
     let stack = stack("restart = \"never\"\nenv = { FAKE_ORDER_EXIT = \"1\" }", "");
-    let (status, lines, elapsed) = run_job(
+    let Outcome {
+        status,
+        lines,
+        elapsed,
+        ..
+    } = run_job(
         &stack,
         &["pace_ms=10", "call_timeout_ms=800"],
         Duration::from_secs(40),
@@ -230,4 +257,28 @@ fn python_report_job_fails_clearly_when_order_is_down() {
         "no retries? {elapsed:?}"
     );
     assert!(elapsed < Duration::from_secs(20), "too slow: {elapsed:?}");
+}
+
+#[test]
+fn python_report_job_survives_order_crashing_mid_run() {
+    // `order` dies without answering its third request; the console answers the job's call
+    // `unavailable`, restarts `order` and holds the retried call until it is ready again.
+    let stack = stack(
+        "env = { FAKE_ORDER_CRASH_ON = \"3\" }",
+        r#"depends_on = { order = "ready" }"#,
+    );
+    let outcome = run_job(&stack, &["page=20", "pace_ms=50"], Duration::from_secs(60));
+    let all = printed(&outcome.lines);
+    assert!(outcome.status.success(), "job failed:\n{all}");
+    assert_exact_report(&outcome.lines);
+    assert!(
+        outcome.dir.path().join("order-crashed").exists(),
+        "order never crashed: the test proves nothing"
+    );
+    let log = std::fs::read_to_string(outcome.dir.path().join(".switchboard/run/logs/report.log"))
+        .unwrap();
+    assert!(
+        log.contains("attempt 1: unavailable"),
+        "the job did not see the crash as `unavailable`:\n{log}"
+    );
 }

@@ -522,7 +522,8 @@ class Task:
             w[b + 5] = len(raw)
             w[b + 6] = 0
             w[b + 7] = 0
-            w[b + 8:b + 16] = label_words
+            for i, word in enumerate(label_words):  # one aligned 8-byte store each
+                w[b + 8 + i] = word
             w[b] = (s + 2) & U64_MAX          # even again: published
 
     def finish(self, state: TaskState = TaskState.DONE) -> None:
