@@ -20,6 +20,16 @@ A service::
     if __name__ == "__main__":
         raise SystemExit(svc.run())
 
+Declare either in the stack file with ``protocol = true`` (a ``command`` is a plain program
+otherwise)::
+
+    [services.report]
+    kind = "job"                 # omit for a long-running service
+    command = "python3"
+    args = ["services/python/order_report.py"]
+    protocol = true
+    calls = ["order"]            # the services it may call
+
 A job::
 
     from switchboard_sdk import Service, JobFailed
@@ -604,7 +614,8 @@ class Service:
         self._welcomed = threading.Event()
         self._hello_id = 0
         self._stopping = threading.Event()
-        self._closed = threading.Event()
+        self._eof = threading.Event()     # stdin closed: no answer can arrive any more
+        self._closed = threading.Event()  # finished: stops the heartbeat
         self._in_flight = 0
         self._idle = threading.Condition()
 
@@ -644,7 +655,10 @@ class Service:
         assert self.welcome is not None
         status, body = Status(), Body()
         try:
-            params = json.loads(self.welcome.params) if self.welcome.params.strip() else {}
+            try:
+                params = json.loads(self.welcome.params) if self.welcome.params.strip() else {}
+            except ValueError as err:
+                raise JobFailed(f"params are not JSON: {err}", ErrorCode.BAD_REQUEST) from None
             if not isinstance(params, dict):
                 raise JobFailed("params must be a JSON object", ErrorCode.BAD_REQUEST)
             body = Body.json(main(params, self))
@@ -687,6 +701,7 @@ class Service:
         if self._pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._set_state(State.FINISHED)
+        self._closed.set()
         return 0
 
     @property
@@ -724,6 +739,8 @@ class Service:
             deadline = min(deadline, parent.deadline)
         if deadline <= now:
             raise CallError(ErrorCode.TIMEOUT, "no time left for the call")
+        if self._eof.is_set():
+            raise CallError(ErrorCode.UNAVAILABLE, "the console went away")
         ident = self._fresh_id()
         future: Future[Envelope] = Future()
         self._pending[ident] = future
@@ -814,6 +831,7 @@ class Service:
                 if raw:
                     self._dispatch_raw(raw)
         log.info("stdin closed")
+        self._eof.set()
         self._stopping.set()
         self._welcomed.set()
         for future in list(self._pending.values()):
