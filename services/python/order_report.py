@@ -27,6 +27,7 @@ Stack file::
     protocol = true
     calls = ["order"]
     depends_on = { order = "ready" }
+    cwd = "."      # the repository root, if the stack file lives there
 """
 
 from __future__ import annotations

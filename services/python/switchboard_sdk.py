@@ -29,6 +29,8 @@ otherwise)::
     args = ["services/python/order_report.py"]
     protocol = true
     calls = ["order"]            # the services it may call
+    cwd = "."                    # relative to the stack file; without it, relative paths in
+                                 # args are taken from the console's working directory
 
 A job::
 
