@@ -266,6 +266,19 @@ impl Service {
         self.instances.iter().map(|i| i.restarts).sum()
     }
 
+    /// Whether a request for the service is worth holding until an instance is ready: it is
+    /// wanted, and some replica is starting, restarting, in backoff or not started yet, rather
+    /// than exited, crashed for good (`restart = "never"`) or failed.
+    pub fn coming_back(&self) -> bool {
+        use InstanceState::*;
+        self.wanted
+            && (self.instances.is_empty()
+                || self
+                    .instances
+                    .iter()
+                    .any(|i| !matches!(i.state, Crashed | Exited | Failed)))
+    }
+
     pub fn ready_instances(&self) -> usize {
         self.instances
             .iter()

@@ -514,3 +514,32 @@ async fn higher_priority_requests_overtake_queued_ones() {
     );
     running.stop().await;
 }
+
+/// A service that crashed and will not be restarted (`restart = "never"`) is not waited for:
+/// its callers hear unavailable at once instead of holding until their deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_will_not_come_back_is_unavailable_at_once() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "gone"
+        [services.once]
+        builtin = "probe"
+        restart = "never"
+        env = { PROBE_CRASH_AFTER_MS = "100" }
+        "#,
+    );
+    let mut running = start(stack).await;
+    let crashed = running
+        .event(LIMIT, |e| is_state(e, "once", InstanceState::Crashed))
+        .await;
+    assert!(crashed.is_some(), "the probe never crashed");
+    let started = Instant::now();
+    let answer = call(&running, "once", "echo", &"hello", Duration::from_secs(5)).await;
+    assert_eq!(code(&answer), Some(ErrorCode::Unavailable), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "held for {:?}",
+        started.elapsed()
+    );
+    running.stop().await;
+}

@@ -476,3 +476,72 @@ async fn no_acknowledged_order_or_notification_is_lost_under_kill_9() {
         .expect("shoppers still hold the supervisor");
     running.stop().await;
 }
+
+/// The Python report job (the embedded `order-report` builtin) run through the console against
+/// the real order service: its progress is read from its segment while it runs, and its result
+/// counts the orders placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_report_job_reports_on_the_real_orders() {
+    let toml = format!(
+        "{SHOP}\n[services.report]\nkind = \"job\"\nbuiltin = \"order-report\"\ncalls = [\"order\"]\n"
+    );
+    let (stack, _dir) = stack(&toml);
+    let running = start(stack).await;
+    ready(&running, &["user", "order"]).await;
+    let ada = new_user(&running, "Ada", "ada@example.com").await;
+    for quantity in 1..=12u32 {
+        let new = NewOrder {
+            user_id: ada.id,
+            item: "cable".into(),
+            quantity,
+        };
+        let _: Order = ok(&call(&running, "order", "create", &new).await);
+    }
+    running
+        .supervisor
+        .command(Command::RunJob(
+            "report".into(),
+            Some(r#"{"page": 2, "pace_ms": 60}"#.into()),
+        ))
+        .await
+        .unwrap();
+    let pages_seen = std::sync::Mutex::new(BTreeSet::new());
+    let finished = running
+        .until(Duration::from_secs(30), |registry| {
+            let job = registry.service("report").unwrap();
+            for instance in &job.instances {
+                if let Some(segment) = instance.handle.as_ref().and_then(|h| h.segment.as_ref()) {
+                    for task in segment.read().tasks {
+                        if task.label.starts_with("report: page") && task.total == 6 {
+                            pages_seen.lock().unwrap().insert(task.done);
+                        }
+                    }
+                }
+            }
+            job.runs.back().is_some_and(|run| run.exit.is_some())
+        })
+        .await;
+    assert!(finished, "the report job did not finish");
+    let pages_seen = pages_seen.into_inner().unwrap();
+    assert!(
+        pages_seen.iter().any(|&done| done > 0 && done < 6),
+        "no intermediate progress seen: {pages_seen:?}"
+    );
+    let run = {
+        let registry = switchboard::registry::read(&running.supervisor.registry);
+        registry
+            .service("report")
+            .unwrap()
+            .runs
+            .back()
+            .cloned()
+            .unwrap()
+    };
+    let result = run.result.expect("no result").expect("the job failed");
+    let report: serde_json::Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(report["orders"], 12);
+    assert_eq!(report["revenue_cents"], 900 * (1..=12).sum::<i64>());
+    assert_eq!(report["customers"], 1);
+    assert_eq!(report["pages"], 6);
+    running.stop().await;
+}

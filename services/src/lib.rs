@@ -14,6 +14,7 @@
 //!   announce themselves through an outbox ([`order::outbox`]) that guarantees delivery.
 //! - [`notification`]: the idempotent consumer of order events.
 //! - [`storefront`]: a load generator that shops at a set rate.
+//! - [`python_job`]: `order-report`, the Python report job (in `services/python/`), embedded.
 //!
 //! [`model`] holds their messages; [`store`] their SQLite storage.
 
@@ -22,6 +23,7 @@ pub mod model;
 pub mod notification;
 pub mod order;
 pub mod probe;
+pub mod python_job;
 pub mod store;
 pub mod storefront;
 pub mod user;
@@ -34,6 +36,7 @@ pub const NAMES: &[&str] = &[
     "order",
     "notification",
     "storefront",
+    "order-report",
     "probe",
     "probe-job",
     "bench-client",
@@ -47,6 +50,8 @@ pub enum ServiceError {
     Sdk(#[from] SdkError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    PythonJob(#[from] python_job::PythonJobError),
 }
 
 /// Runs builtin `name` over stdin/stdout.
@@ -56,6 +61,7 @@ pub async fn run(name: &str) -> Result<(), ServiceError> {
         "order" => Ok(order::service()?.run().await?),
         "notification" => Ok(notification::service()?.run().await?),
         "storefront" => Ok(storefront::service().run().await?),
+        "order-report" => Err(python_job::exec_order_report().into()),
         "probe" => Ok(probe::service().run().await?),
         "probe-job" => Ok(probe::run_job().await?),
         "bench-client" => Ok(bench_client::service().run().await?),

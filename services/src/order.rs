@@ -240,12 +240,16 @@ impl Orders {
                 let mut statement = c.prepare(&format!(
                     "SELECT {ORDER_COLUMNS} FROM orders WHERE id > ?1 ORDER BY id LIMIT ?2"
                 ))?;
-                let orders = statement
-                    .query_map(params![page.after, limit], row_to_order)?
+                let mut orders = statement
+                    .query_map(params![page.after, limit + 1], row_to_order)?
                     .collect::<Result<Vec<_>, _>>()?;
-                let next = (orders.len() == limit as usize)
-                    .then(|| orders.last().map(|o| o.id))
-                    .flatten();
+                // One row more than asked says whether another page follows.
+                let next = if orders.len() > limit as usize {
+                    orders.truncate(limit as usize);
+                    orders.last().map(|o| o.id)
+                } else {
+                    None
+                };
                 Ok(OrderList {
                     orders,
                     total,

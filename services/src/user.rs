@@ -191,10 +191,16 @@ async fn list_users(store: &Store, page: Page) -> Result<UserList, StoreError> {
             let mut statement = c.prepare(
                 "SELECT id, name, email, created_at_ms FROM users WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
-            let users = statement
-                .query_map(params![page.after, limit], row_to_user)?
+            let mut users = statement
+                .query_map(params![page.after, limit + 1], row_to_user)?
                 .collect::<Result<Vec<_>, _>>()?;
-            let next = (users.len() == limit as usize).then(|| users.last().map(|u| u.id)).flatten();
+            // One row more than asked says whether another page follows.
+                let next = if users.len() > limit as usize {
+                    users.truncate(limit as usize);
+                    users.last().map(|u| u.id)
+                } else {
+                    None
+                };
             Ok(UserList { users, total, next })
         })
         .await

@@ -14,7 +14,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
-    time::{Duration, UNIX_EPOCH},
+    time::UNIX_EPOCH,
 };
 
 use super::store::{LogLine, Stream};
@@ -63,25 +63,20 @@ struct OpenLog {
 
 fn write_loop(dir: &Path, lines: &mpsc::Receiver<Arc<LogLine>>) {
     let mut files: HashMap<Arc<str>, OpenLog> = HashMap::new();
-    loop {
-        // Flush when the queue runs dry, so a quiet service's last lines reach the disk.
-        let line = match lines.recv_timeout(Duration::from_millis(500)) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                for log in files.values_mut() {
-                    let _ = log.out.flush();
-                }
-                continue;
+    // Write whatever is queued, then flush as soon as the queue runs dry: a line reaches the
+    // file within one batch, and a console that exits right after cannot take it with it.
+    while let Ok(first) = lines.recv() {
+        let mut next = Some(first);
+        while let Some(line) = next {
+            if let Err(err) = append(dir, &mut files, &line) {
+                tracing::warn!(service = %line.service, cause = %err, "cannot write log file");
+                files.remove(&line.service);
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        if let Err(err) = append(dir, &mut files, &line) {
-            tracing::warn!(service = %line.service, cause = %err, "cannot write log file");
-            files.remove(&line.service);
+            next = lines.try_recv().ok();
         }
-    }
-    for log in files.values_mut() {
-        let _ = log.out.flush();
+        for log in files.values_mut() {
+            let _ = log.out.flush();
+        }
     }
 }
 

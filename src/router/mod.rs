@@ -342,7 +342,14 @@ impl Router {
         match best {
             Some(best) => Ok(best.clone()),
             // Wanted but not ready: starting, restarting or in backoff. Worth waiting for.
-            None if entry.wanted => Err(Miss::Restarting),
+            None if entry.coming_back() => Err(Miss::Restarting),
+            None if entry.wanted => Err(Miss::Fail(
+                ErrorCode::Unavailable,
+                format!(
+                    "`{service}` is {} and will not restart by itself",
+                    entry.state().as_str()
+                ),
+            )),
             None => Err(Miss::Fail(
                 ErrorCode::Unavailable,
                 format!("`{service}` is stopped"),
@@ -427,7 +434,7 @@ impl Router {
                 .cloned();
             match best {
                 Some(best) => Some(best),
-                None if entry.wanted => None,
+                None if entry.coming_back() => None,
                 None => return,
             }
         };
