@@ -32,12 +32,15 @@ fn the_demo_stack_is_valid() {
     let demo = stack::demo().unwrap();
     let order = demo.start_order();
     let position = |n: &str| order.iter().position(|s| *s == n).unwrap();
-    assert!(position("echo") < position("load"));
-    assert_eq!(demo.service("count").unwrap().kind, ServiceKind::Job);
+    assert!(position("user") < position("order"));
+    assert!(position("order") < position("notification"));
+    assert!(position("notification") < position("storefront"));
+    assert_eq!(demo.service("report").unwrap().kind, ServiceKind::Job);
     assert_eq!(
-        demo.service("load").unwrap().depends_on[0].condition,
+        demo.service("storefront").unwrap().depends_on[0].condition,
         Condition::Ready
     );
+    assert_eq!(demo.gateway.routes.len(), 8);
 }
 
 #[test]

@@ -11,6 +11,10 @@
 //! | `PROBE_SUBSCRIBE` | comma-separated topic patterns to subscribe to |
 //! | `PROBE_VERSION` | the version reported in Hello |
 //! | `PROBE_LOAD_TARGET`, `PROBE_LOAD_RATE` | call `service.method` (with a short text) this many times a second |
+//!
+//! Streams: `count` answers with a stream of [`Counted`] items, under the receiver's credit;
+//! `consume` reads such a stream slowly (or stops early); `cancelled_streams` says how many
+//! of its `count` streams were cancelled by their receiver.
 
 use std::{
     sync::{Arc, Mutex},
@@ -18,7 +22,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::sdk::{Context, HandlerError, Job, Service};
+use switchboard_protocol::sdk::{CallOptions, Context, HandlerError, Job, Service, StreamSink};
 
 fn env_ms(name: &str) -> Option<Duration> {
     std::env::var(name)
@@ -51,9 +55,80 @@ pub struct Received {
     pub text: String,
 }
 
+/// `count`: stream `n` items, one every `pace_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CountRequest {
+    pub n: u32,
+    pub pace_ms: u64,
+}
+
+/// One streamed item, stamped with when the producer sent it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counted {
+    pub index: u32,
+    pub sent_at_us: u64,
+}
+
+/// `consume`: read `service.method`'s `count` stream, waiting `read_pace_ms` after each item,
+/// dropping the stream after `stop_after` items if set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Consume {
+    pub service: String,
+    pub method: String,
+    pub count: CountRequest,
+    pub read_pace_ms: u64,
+    pub stop_after: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Consumed {
+    pub items: Vec<Counted>,
+    /// When each item was taken, on the same clock as `sent_at_us`.
+    pub received_at_us: Vec<u64>,
+    /// How the stream ended, if not well.
+    pub error: Option<String>,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+async fn consume(ctx: Context, consume: Consume) -> Result<Consumed, HandlerError> {
+    let options = CallOptions::timeout(Duration::from_secs(30));
+    let mut stream = ctx
+        .call_stream::<_, Counted>(&consume.service, &consume.method, &consume.count, options)
+        .await?;
+    let mut consumed = Consumed {
+        items: Vec::new(),
+        received_at_us: Vec::new(),
+        error: None,
+    };
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(item) => {
+                consumed.items.push(item);
+                consumed.received_at_us.push(now_us());
+            }
+            Err(err) => {
+                consumed.error = Some(err.to_string());
+                break;
+            }
+        }
+        if consume.stop_after == Some(consumed.items.len() as u32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(consume.read_pace_ms)).await;
+    }
+    Ok(consumed)
+}
+
 pub fn service() -> Service {
     let version = std::env::var("PROBE_VERSION").unwrap_or_else(|_| "0.1.0".into());
     let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let cancelled_streams = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cancels_seen = cancelled_streams.clone();
     let mut service = Service::new("probe", version.clone())
         .method("echo", |_ctx, text: String| async move {
             Ok::<_, HandlerError>(text)
@@ -72,6 +147,33 @@ pub fn service() -> Service {
             let version = version.clone();
             async move { Ok::<_, HandlerError>(version) }
         })
+        .stream(
+            "count",
+            move |_ctx, count: CountRequest, sink: StreamSink<Counted>| {
+                let cancelled = cancelled_streams.clone();
+                async move {
+                    for index in 0..count.n {
+                        if count.pace_ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(count.pace_ms)).await;
+                        }
+                        let item = Counted {
+                            index,
+                            sent_at_us: now_us(),
+                        };
+                        if let Err(closed) = sink.send(&item).await {
+                            cancelled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return Err(closed.into());
+                        }
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .method("cancelled_streams", move |_ctx, (): ()| {
+            let seen = cancels_seen.load(std::sync::atomic::Ordering::Relaxed);
+            async move { Ok::<_, HandlerError>(seen) }
+        })
+        .method("consume", consume)
         .method("pid", |_ctx, (): ()| async move {
             Ok::<_, HandlerError>(std::process::id())
         })

@@ -77,9 +77,9 @@ pub fn inbox(capacity: usize) -> (Inbox, InboxReceiver) {
 
 fn lane(envelope: &Envelope) -> usize {
     match envelope.kind {
-        Kind::Request | Kind::Event | Kind::StreamItem => {
-            usize::from(envelope.priority.0).min(ANSWER_LANE - 1)
-        }
+        // Stream items ride in the answer lane with their stream's end, so the end can never
+        // overtake them; the credit bounds how many there are.
+        Kind::Request | Kind::Event => usize::from(envelope.priority.0).min(ANSWER_LANE - 1),
         _ => ANSWER_LANE,
     }
 }

@@ -15,7 +15,10 @@
 pub mod breaker;
 mod hold;
 pub mod inbox;
+mod stream;
 pub mod trace;
+
+pub use stream::{INITIAL_CREDIT, LocalStream, StreamStep};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,7 +30,7 @@ use std::{
 };
 
 use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status, topic::topic_matches};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use self::inbox::SendError;
 
@@ -59,6 +62,8 @@ pub(crate) enum Caller {
     Instance(Arc<InstanceHandle>),
     /// A caller inside the console (the gateway, the CLI, a test).
     Local(oneshot::Sender<Envelope>),
+    /// A caller inside the console reading a stream (see [`LocalStream`]).
+    LocalStream(mpsc::Sender<Envelope>),
 }
 
 impl Caller {
@@ -72,6 +77,18 @@ impl Caller {
             Caller::Local(reply) => {
                 let _ = reply.send(answer);
             }
+            // The channel has room for the whole window and the end (see `call_stream`).
+            Caller::LocalStream(items) => {
+                let _ = items.try_send(answer);
+            }
+        }
+    }
+
+    /// How the receiver of a stream names it in its grants and cancels.
+    fn stream_key(&self, caller_id: u64) -> stream::StreamKey {
+        match self {
+            Caller::Instance(handle) => (Some(handle.id), caller_id),
+            Caller::Local(_) | Caller::LocalStream(_) => (None, caller_id),
         }
     }
 }
@@ -87,6 +104,10 @@ struct InFlight {
     deadline: Option<Instant>,
     started: Instant,
     trace: u64,
+    /// Stream items the receiver will still take (see [`stream`]).
+    credit: u32,
+    /// At least one stream item has flowed.
+    streaming: bool,
 }
 
 #[derive(Default)]
@@ -110,6 +131,8 @@ struct Inner {
     /// Which services each service may call, from the stack's `calls`.
     allowed: HashMap<String, HashSet<String>>,
     in_flight: Mutex<HashMap<u64, InFlight>>,
+    /// Streams by their receiver's key, to route its Credit and Cancel to the flight.
+    streams: Mutex<HashMap<stream::StreamKey, u64>>,
     next_id: AtomicU64,
     next_trace: AtomicU64,
     sweeper_wake: Notify,
@@ -155,6 +178,7 @@ impl Router {
                 topics: Mutex::new(HashMap::new()),
                 allowed,
                 in_flight: Mutex::new(HashMap::new()),
+                streams: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 next_trace: AtomicU64::new(1),
                 sweeper_wake: Notify::new(),
@@ -172,6 +196,8 @@ impl Router {
             Kind::Request => self.request(from, envelope),
             Kind::Response(_) | Kind::StreamEnd(_) => self.answer(envelope),
             Kind::Event => self.event(envelope),
+            Kind::StreamItem => self.stream_item(from, envelope),
+            Kind::Credit(_) | Kind::Cancel => self.receiver_control(from, envelope),
             _ => {
                 tracing::debug!(service = %from.service, kind = ?envelope.kind, "frame not routed")
             }
@@ -274,6 +300,8 @@ impl Router {
                 deadline,
                 started: now,
                 trace,
+                credit: INITIAL_CREDIT,
+                streaming: false,
             },
         );
         if deadline.is_some() {
@@ -460,6 +488,7 @@ impl Router {
             return;
         };
         flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.forget_stream(&flight);
         let code = match &envelope.kind {
             Kind::Response(Status::Error(err)) | Kind::StreamEnd(Status::Error(err)) => {
                 Some(err.code)
@@ -492,7 +521,7 @@ impl Router {
     /// The instance is gone: its callers get `unavailable` now, and answers owed to it are
     /// dropped.
     pub fn instance_gone(&self, gone: &Arc<InstanceHandle>) {
-        let failed: Vec<InFlight> = {
+        let failed: Vec<(u64, InFlight)> = {
             let mut in_flight = self.in_flight();
             let ids: Vec<u64> = in_flight
                 .iter()
@@ -500,22 +529,17 @@ impl Router {
                 .map(|(id, _)| *id)
                 .collect();
             ids.into_iter()
-                .filter_map(|id| in_flight.remove(&id))
+                .filter_map(|id| in_flight.remove(&id).map(|f| (id, f)))
                 .collect()
         };
-        for flight in failed {
-            flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+        for (routed_id, flight) in failed {
             if flight.target.id == gone.id {
-                self.finished(&flight, Some(ErrorCode::Unavailable));
-            }
-            if !flight.caller.is(gone.id) {
                 let message = format!("`{}` exited with the request in flight", gone.service);
-                flight.caller.deliver(error_answer(
-                    flight.caller_id,
-                    flight.trace,
-                    ErrorCode::Unavailable,
-                    &message,
-                ));
+                self.end_flight(routed_id, flight, ErrorCode::Unavailable, &message, false);
+            } else {
+                // The caller is gone and nobody will read the answer: tell the target to stop
+                // (a stream's producer stops at once; a plain request is best effort).
+                self.cancel_flight(routed_id, &flight);
             }
         }
     }
@@ -650,7 +674,7 @@ async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
             return;
         };
         let now = Instant::now();
-        let expired: Vec<InFlight> = {
+        let expired: Vec<(u64, InFlight)> = {
             let mut in_flight = lock(&strong.in_flight);
             let ids: Vec<u64> = in_flight
                 .iter()
@@ -658,7 +682,7 @@ async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
                 .map(|(id, _)| *id)
                 .collect();
             ids.into_iter()
-                .filter_map(|id| in_flight.remove(&id))
+                .filter_map(|id| in_flight.remove(&id).map(|f| (id, f)))
                 .collect()
         };
         for held in lock(&strong.held).expired(now) {
@@ -676,19 +700,14 @@ async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
         let router = Router {
             inner: strong.clone(),
         };
-        for flight in expired {
-            flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
-            router.finished(&flight, Some(ErrorCode::Timeout));
+        for (routed_id, flight) in expired {
             let message = format!(
                 "`{}` did not answer within the deadline",
                 flight.target.service
             );
-            flight.caller.deliver(error_answer(
-                flight.caller_id,
-                flight.trace,
-                ErrorCode::Timeout,
-                &message,
-            ));
+            // A stream cut short is cancelled at its producer; a plain request just ends.
+            let cancel = flight.streaming;
+            router.end_flight(routed_id, flight, ErrorCode::Timeout, &message, cancel);
         }
     }
 }

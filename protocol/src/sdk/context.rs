@@ -12,6 +12,7 @@ use super::{
     body::{Encoding, decode, encode},
     error::CallError,
     progress::Progress,
+    stream::ItemStream,
     wire::Link,
 };
 use crate::envelope::{Body, Envelope, Kind, Priority, Status, Welcome};
@@ -155,6 +156,62 @@ impl Context {
                 message: err.message,
             }),
         }
+    }
+
+    /// Calls a streaming method: its items arrive on the returned [`ItemStream`], which grants
+    /// credit as they are taken and cancels the stream when dropped early. The deadline (the
+    /// options' timeout, within the current request's) covers the whole stream.
+    pub async fn call_stream<Req, Item>(
+        &self,
+        service: &str,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<ItemStream<Item>, CallError>
+    where
+        Req: Serialize + ?Sized,
+        Item: DeserializeOwned,
+    {
+        let body = encode(request, Encoding::Postcard).map_err(|e| CallError::Decode {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            reason: e.message,
+        })?;
+        let budget = self.budget(options.timeout);
+        if budget.is_zero() {
+            return Err(CallError::Timeout {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            });
+        }
+        let id = self.link.next_id();
+        let rx = self.link.expect_stream(id);
+        let request = Envelope {
+            id,
+            trace: self.trace,
+            deadline_us: u64::try_from(budget.as_micros()).unwrap_or(u64::MAX).max(1),
+            priority: options.priority.unwrap_or(self.priority),
+            kind: Kind::Request,
+            destination: service.into(),
+            method: method.into(),
+            body,
+            ..Envelope::default()
+        };
+        if let Err(err) = self.link.send(request).await {
+            self.link.forget_stream(id);
+            return Err(err);
+        }
+        Ok(ItemStream {
+            link: self.link.clone(),
+            id,
+            rx,
+            deadline: Instant::now() + budget + LOCAL_TIMEOUT_SLACK,
+            service: service.to_owned(),
+            method: method.to_owned(),
+            taken: 0,
+            done: false,
+            _item: std::marker::PhantomData,
+        })
     }
 
     /// Calls `service.method` with an already encoded body and returns the answer's status and

@@ -10,6 +10,7 @@
 //! - [`body`]: one typed handler answers postcard and JSON bodies alike.
 //! - [`error`]: [`HandlerError`] (what a handler returns) and [`CallError`] (what a call returns).
 //! - [`progress`]: [`Progress`] handles over the segment's task slots.
+//! - [`stream`]: methods that answer with many items, under the receiver's credit.
 //! - [`job`]: run-to-completion jobs that hand back a result.
 //! - [`logging`]: tracing to stderr, because stdout carries frames only.
 
@@ -20,6 +21,7 @@ pub mod job;
 pub mod logging;
 pub mod progress;
 pub mod service;
+pub mod stream;
 mod wire;
 
 pub use context::{CallOptions, Context};
@@ -27,3 +29,4 @@ pub use error::{CallError, HandlerError, SdkError};
 pub use job::Job;
 pub use progress::Progress;
 pub use service::Service;
+pub use stream::{ItemStream, StreamClosed, StreamSink};

@@ -20,6 +20,7 @@ use super::{
     body::{Encoding, decode, encode},
     context::Context,
     error::{HandlerError, SdkError},
+    stream::{Gate, StreamSink, end as stream_end, sink},
     wire::Link,
 };
 use crate::{
@@ -39,6 +40,25 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(1000);
 
 type MethodFn =
     Arc<dyn Fn(Context, Body) -> BoxFuture<'static, Result<Body, HandlerError>> + Send + Sync>;
+type StreamFn = Arc<
+    dyn Fn(
+            Context,
+            Body,
+            Arc<Link>,
+            Envelope,
+            Arc<Gate>,
+        ) -> BoxFuture<'static, Result<(), HandlerError>>
+        + Send
+        + Sync,
+>;
+
+/// How a method answers: once, or with a stream of items.
+#[derive(Clone)]
+enum Handler {
+    Unary(MethodFn),
+    Stream(StreamFn),
+}
+
 type EventFn = Arc<
     dyn Fn(Context, String, Body) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
 >;
@@ -62,7 +82,7 @@ pub(crate) type MainFn =
 pub struct Service {
     name: String,
     version: String,
-    methods: HashMap<String, MethodFn>,
+    methods: HashMap<String, Handler>,
     subscriptions: Vec<(String, EventFn)>,
     background: Vec<BackgroundFn>,
     main: Option<MainFn>,
@@ -101,7 +121,29 @@ impl Service {
                 Err(err) => futures::future::ready(Err(err)).boxed(),
             }
         });
-        self.methods.insert(name.to_owned(), erased);
+        self.methods.insert(name.to_owned(), Handler::Unary(erased));
+        self
+    }
+
+    /// Serves `name` with a handler that answers with a stream: it sends items through its
+    /// [`StreamSink`], whose `send` waits for the receiver's credit, and the stream ends when
+    /// the handler returns (an error ends it with that error).
+    pub fn stream<Req, Item, F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Item: Serialize + Send + 'static,
+        F: Fn(Context, Req, StreamSink<Item>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let erased: StreamFn =
+            Arc::new(
+                move |ctx, body, link, request, gate| match decode::<Req>(&body) {
+                    Ok(req) => handler(ctx, req, sink(link, &request, gate)).boxed(),
+                    Err(err) => futures::future::ready(Err(err)).boxed(),
+                },
+            );
+        self.methods
+            .insert(name.to_owned(), Handler::Stream(erased));
         self
     }
 
@@ -369,7 +411,7 @@ async fn heartbeat_loop(segment: Arc<SegmentWriter>, period: Duration, stop: Can
 
 /// Routes each incoming frame to its handler task.
 struct Dispatcher {
-    methods: HashMap<String, MethodFn>,
+    methods: HashMap<String, Handler>,
     subscriptions: Vec<(String, EventFn)>,
     root: Context,
     tracker: TaskTracker,
@@ -383,12 +425,14 @@ impl Dispatcher {
             Kind::Request => self.request(envelope, received),
             Kind::Event => self.event(envelope, received),
             Kind::Response(_) | Kind::StreamEnd(_) => self.root.link.answer(envelope),
+            Kind::StreamItem => self.root.link.stream_item(envelope),
+            Kind::Credit(_) | Kind::Cancel => self.root.link.control(&envelope),
             Kind::Shutdown => {
                 tracing::info!("shutdown requested: draining");
                 self.root.link.draining.cancel();
             }
-            // Streams and cancellation are best effort in this SDK version: a cancelled request
-            // simply runs to completion and its answer is dropped by the console.
+            // A Cancel for a plain request is not acted on: it runs to completion and the
+            // console drops its answer.
             _ => tracing::debug!(kind = ?envelope.kind, "ignoring frame"),
         }
     }
@@ -411,6 +455,14 @@ impl Dispatcher {
         };
         let ctx = self.root.for_message(&envelope, received);
         link.segment.request_started();
+        let handler = match handler {
+            Handler::Unary(handler) => handler,
+            Handler::Stream(handler) => {
+                self.tracker
+                    .spawn(serve_stream(handler, ctx, envelope, received, permit));
+                return;
+            }
+        };
         self.tracker.spawn(async move {
             let deadline = ctx.deadline();
             let work = handler(ctx, envelope.body);
@@ -477,6 +529,49 @@ impl Dispatcher {
             });
         }
     }
+}
+
+/// Runs a streaming handler under the request's deadline and ends the stream with its outcome.
+async fn serve_stream(
+    handler: StreamFn,
+    ctx: Context,
+    request: Envelope,
+    received: Instant,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let link = ctx.link.clone();
+    let gate = link.produce(request.id);
+    let deadline = ctx.deadline();
+    // The sink encodes items like the request, so it keeps the request (and its body's tag).
+    let work = handler(
+        ctx,
+        request.body.clone(),
+        link.clone(),
+        request.clone(),
+        gate.clone(),
+    );
+    let result = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .unwrap_or_else(|_| Err(HandlerError::new(ErrorCode::Timeout, "deadline passed"))),
+        None => work.await,
+    };
+    link.produced(request.id);
+    let outcome = match &result {
+        Ok(()) => Outcome::Ok,
+        Err(err) if err.code == ErrorCode::Timeout => Outcome::Timeout,
+        Err(_) => Outcome::Error,
+    };
+    link.segment.request_finished(outcome, received.elapsed());
+    // A cancelled stream needs no end: the console has already ended it for the receiver.
+    if !gate.cancelled.is_cancelled() {
+        let status = match result {
+            Ok(()) => Status::Ok,
+            Err(err) => err.into_status(),
+        };
+        let _ = link.send(stream_end(&link, &request, status)).await;
+    }
+    drop(permit);
 }
 
 fn reply(link: &Link, correlation: u64, trace: u64, status: Status, body: Body) -> Envelope {

@@ -13,7 +13,16 @@ use futures::SinkExt;
 use tokio::{io::AsyncWrite, sync::mpsc, sync::oneshot};
 use tokio_util::{codec::FramedWrite, sync::CancellationToken};
 
-use crate::{codec::FrameCodec, envelope::Envelope, segment::SegmentWriter};
+use super::stream::Gate;
+use crate::{
+    codec::FrameCodec,
+    envelope::{Envelope, Kind},
+    segment::SegmentWriter,
+};
+
+/// Room in a called stream's queue: the credit window plus its end, with margin. The console
+/// never forwards more than the window, so it does not fill.
+const STREAM_QUEUE: usize = 2 * super::stream::INITIAL_CREDIT as usize + 2;
 
 /// Frames waiting for the writer task. When it is full, senders wait: the service's own output
 /// is back-pressured by its stdout pipe, and the console drains that pipe promptly.
@@ -23,6 +32,10 @@ const OUTBOUND_QUEUE: usize = 1024;
 pub(crate) struct Link {
     outbound: mpsc::Sender<Envelope>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Envelope>>>,
+    /// Streams this service is reading, by the id of its request.
+    receivers: Mutex<HashMap<u64, mpsc::Sender<Envelope>>>,
+    /// Streams this service is producing, by the id of the request they answer.
+    producers: Mutex<HashMap<u64, Arc<Gate>>>,
     next_id: AtomicU64,
     pub(crate) segment: Arc<SegmentWriter>,
     /// Cancelled when the service starts draining: no new work is taken.
@@ -44,6 +57,8 @@ impl Link {
         let link = Arc::new(Link {
             outbound,
             pending: Mutex::new(HashMap::new()),
+            receivers: Mutex::new(HashMap::new()),
+            producers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             segment,
             draining: CancellationToken::new(),
@@ -64,6 +79,58 @@ impl Link {
             .map_err(|_| super::CallError::Disconnected)
     }
 
+    /// Queues a frame without waiting (from `Drop`); false if the queue is full or closed.
+    pub(crate) fn try_send(&self, envelope: Envelope) -> bool {
+        self.outbound.try_send(envelope).is_ok()
+    }
+
+    /// Registers a stream call: its items, and its end, arrive on the receiver.
+    pub(crate) fn expect_stream(&self, id: u64) -> mpsc::Receiver<Envelope> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        locked(&self.receivers).insert(id, tx);
+        rx
+    }
+
+    pub(crate) fn forget_stream(&self, id: u64) {
+        locked(&self.receivers).remove(&id);
+    }
+
+    /// Registers a stream this service produces in answer to request `id`.
+    pub(crate) fn produce(&self, id: u64) -> Arc<Gate> {
+        let gate = Gate::new();
+        locked(&self.producers).insert(id, gate.clone());
+        gate
+    }
+
+    pub(crate) fn produced(&self, id: u64) {
+        locked(&self.producers).remove(&id);
+    }
+
+    /// A Credit or Cancel from the console for a stream this service produces.
+    pub(crate) fn control(&self, envelope: &Envelope) {
+        let gate = locked(&self.producers).get(&envelope.correlation).cloned();
+        let Some(gate) = gate else { return };
+        match envelope.kind {
+            Kind::Credit(more) => gate.grant(more),
+            Kind::Cancel => gate.cancelled.cancel(),
+            _ => {}
+        }
+    }
+
+    /// An item of a stream this service reads. One that overflows the queue means the console
+    /// forwarded past the credit, which it never does; it is dropped and logged.
+    pub(crate) fn stream_item(&self, envelope: Envelope) {
+        let receiver = locked(&self.receivers).get(&envelope.correlation).cloned();
+        match receiver {
+            Some(receiver) => {
+                if receiver.try_send(envelope).is_err() {
+                    tracing::warn!("stream item dropped: the reader's queue is full");
+                }
+            }
+            None => tracing::debug!("stream item for a stream nobody reads"),
+        }
+    }
+
     /// Registers a call waiting for the answer to request `id`.
     pub(crate) fn expect_answer(&self, id: u64) -> oneshot::Receiver<Envelope> {
         let (tx, rx) = oneshot::channel();
@@ -81,6 +148,9 @@ impl Link {
         let waiter = self.pending_map().remove(&envelope.correlation);
         if let Some(waiter) = waiter {
             let _ = waiter.send(envelope);
+        } else if let Some(receiver) = locked(&self.receivers).remove(&envelope.correlation) {
+            // The end of a stream (or an error instead of one).
+            let _ = receiver.try_send(envelope);
         } else {
             tracing::debug!(
                 correlation = envelope.correlation,
@@ -92,6 +162,10 @@ impl Link {
     /// Fails every waiting call: the console is gone.
     pub(crate) fn disconnect(&self) {
         self.pending_map().clear();
+        locked(&self.receivers).clear();
+        for gate in locked(&self.producers).values() {
+            gate.cancelled.cancel();
+        }
     }
 
     fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Envelope>>> {
@@ -101,6 +175,13 @@ impl Link {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Single inserts and removes: a poisoned lock cannot be inconsistent.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Writes queued frames, batching everything already queued into one flush per wakeup.
