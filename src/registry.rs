@@ -16,7 +16,7 @@ use std::{
 use switchboard_protocol::segment::SegmentReader;
 
 use crate::{
-    router::inbox::Inbox,
+    router::link::Link,
     stack::{ServiceKind, ServiceSpec},
 };
 
@@ -124,9 +124,10 @@ pub struct InstanceHandle {
     /// Shared, so that routing can record it per message without allocating.
     pub service: Arc<str>,
     pub pid: u32,
-    /// Frames to the instance's stdin, through its writer task. Bounded: when it is full the
-    /// instance is congested and the router answers its callers `overloaded` instead of waiting.
-    pub inbox: Inbox,
+    /// How the router reaches the instance: today its stdin pipe, through a bounded inbox and
+    /// its writer task. When it is full the instance is congested and the router answers its
+    /// callers `overloaded` instead of waiting.
+    pub link: Arc<dyn Link>,
     pub segment: Option<SegmentReader>,
     /// Requests routed to this instance and not answered yet.
     pub outstanding: AtomicU64,

@@ -476,15 +476,15 @@ async fn higher_priority_requests_overtake_queued_ones() {
     };
     let mut waiting = Vec::new();
     let mut next = 1_000;
-    while handle.inbox.len() < 200 && next < 20_000 {
+    while handle.link.queued() < 200 && next < 20_000 {
         waiting.extend(send(0, next..next + 100));
         next += 100;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        (200..900).contains(&handle.inbox.len()),
+        (200..900).contains(&handle.link.queued()),
         "inbox holds {}",
-        handle.inbox.len()
+        handle.link.queued()
     );
     waiting.extend(send(0, 100..110)); // low priority, queued last
     waiting.extend(send(3, 200..210)); // high priority, queued after them

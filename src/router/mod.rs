@@ -11,10 +11,18 @@
 //! call its stack entry does not allow (forbidden), a deadline that passes (timeout, answered by
 //! the console's deadline sweeper), and a target that dies with the request in flight
 //! (unavailable, at once).
+//!
+//! - [`link`]: the seam to the transport; every instance is reached through a [`link::Link`].
+//! - [`inbox`]: the pipe transport's bounded, priority-laned queue per instance.
+//! - `stream`: streams under the receiver's credit ([`LocalStream`] for callers in the console).
+//! - `hold`: requests and events held for a service that is restarting.
+//! - [`breaker`]: one circuit breaker per target service.
+//! - [`trace`]: recent hops and per-route metrics.
 
 pub mod breaker;
 mod hold;
 pub mod inbox;
+pub mod link;
 mod stream;
 pub mod trace;
 
@@ -308,7 +316,7 @@ impl Router {
             self.inner.sweeper_wake.notify_one();
         }
         target.outstanding.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = target.inbox.try_send(envelope) {
+        if let Err(err) = target.link.try_send(envelope) {
             target.outstanding.fetch_sub(1, Ordering::Relaxed);
             let (code, message) = match err {
                 SendError::Full(_) => {
@@ -470,7 +478,7 @@ impl Router {
             lock(&self.inner.held).hold_event(service, event);
             return;
         };
-        if target.inbox.try_send(event).is_err() {
+        if target.link.try_send(event).is_err() {
             self.inner
                 .counters
                 .dropped_events
@@ -646,7 +654,7 @@ fn error_answer(correlation: u64, trace: u64, code: ErrorCode, message: &str) ->
 /// [`inbox`]); past it the answer is dropped and counted there, and the caller's deadline ends
 /// its wait.
 fn deliver(to: &Arc<InstanceHandle>, answer: Envelope) {
-    if let Err(SendError::Full(_)) = to.inbox.try_send(answer) {
+    if let Err(SendError::Full(_)) = to.link.try_send(answer) {
         tracing::warn!(service = %to.service, "answer dropped: caller's inbox is full");
     }
 }

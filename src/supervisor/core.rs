@@ -360,7 +360,7 @@ impl Core {
             id,
             service: Arc::from(spec.name.as_str()),
             pid,
-            inbox: inbox_tx,
+            link: Arc::new(inbox_tx),
             segment: segment_reader,
             outstanding: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
