@@ -67,9 +67,11 @@ pub enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Measure this machine: restart latency, hang detection, the console's CPU, render time.
+    /// Measure this machine: routing against pipe baselines, pub/sub fan-out, restart latency,
+    /// hang detection, the console's CPU, render time, and 10/100/500 idle services.
     Bench {
-        /// Only these measurements (routing, restart, hang, idle, render); default all.
+        /// Only these measurements (routing, fanout, restart, hang, idle, render, scale);
+        /// default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Restarts (and hangs, at most 10) to measure.
@@ -413,13 +415,15 @@ fn bench(
     json: bool,
     stack: Option<&Path>,
 ) -> ExitCode {
-    let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    let selection = crate::bench::Selection {
-        restart: wants("restart"),
-        hang: wants("hang"),
-        idle: wants("idle"),
-        render: wants("render"),
-        routing: wants("routing"),
+    let selection = match crate::bench::Selection::from_names(only) {
+        Ok(selection) => selection,
+        Err(unknown) => {
+            eprintln!(
+                "switchboard bench: no measurement `{unknown}` (choose from {})",
+                crate::bench::Selection::NAMES.join(", ")
+            );
+            return ExitCode::from(2);
+        }
     };
     init_console_logging();
     let (Ok(mut options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime())

@@ -25,11 +25,62 @@ pub struct Report {
     pub p99_us: u64,
 }
 
+/// `fanout`: publish `total` events on `topic` in batches of `batch`; after each batch, ask
+/// every subscriber for its count, which (requests and events sharing one ordered lane) returns
+/// only once the batch has reached it. So no queue ever holds more than a batch, and the rate
+/// is what the router sustains without dropping anything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fanout {
+    pub topic: String,
+    pub subscribers: Vec<String>,
+    pub total: u64,
+    pub batch: u64,
+    pub payload: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FanoutReport {
+    pub published: u64,
+    /// Events counted by each subscriber, in `subscribers` order.
+    pub received: Vec<u64>,
+    pub elapsed_us: u64,
+}
+
 pub fn service() -> Service {
     Service::new("bench-client", env!("CARGO_PKG_VERSION"))
         .method("run", |ctx: Context, run: Run| async move {
             Ok::<_, HandlerError>(drive(&ctx, &run).await)
         })
+        .method("fanout", |ctx: Context, fanout: Fanout| async move {
+            fan_out(&ctx, &fanout).await
+        })
+}
+
+async fn fan_out(ctx: &Context, fanout: &Fanout) -> Result<FanoutReport, HandlerError> {
+    let payload = vec![7u8; fanout.payload];
+    let options = CallOptions::timeout(Duration::from_secs(30));
+    let count = |service: String| {
+        let ctx = ctx.clone();
+        async move { ctx.call_with::<_, u64>(&service, "event_count", &(), options).await }
+    };
+    let before: Vec<u64> = futures::future::try_join_all(fanout.subscribers.iter().cloned().map(count)).await?;
+    let started = Instant::now();
+    let mut published = 0;
+    while published < fanout.total {
+        let batch = fanout.batch.min(fanout.total - published).max(1);
+        for _ in 0..batch {
+            ctx.publish(&fanout.topic, &payload).await?;
+        }
+        published += batch;
+        futures::future::try_join_all(fanout.subscribers.iter().cloned().map(count)).await?;
+    }
+    let elapsed = started.elapsed();
+    let after: Vec<u64> = futures::future::try_join_all(fanout.subscribers.iter().cloned().map(count)).await?;
+    Ok(FanoutReport {
+        published,
+        received: after.iter().zip(&before).map(|(a, b)| a - b).collect(),
+        elapsed_us: elapsed.as_micros() as u64,
+    })
 }
 
 async fn drive(ctx: &Context, run: &Run) -> Report {

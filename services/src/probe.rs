@@ -9,6 +9,7 @@
 //! | `PROBE_STUBBORN=1` | ignore SIGTERM, Shutdown and stdin EOF |
 //! | `PROBE_GRANDCHILD=1` | start a `sleep 600` child in the same process group |
 //! | `PROBE_SUBSCRIBE` | comma-separated topic patterns to subscribe to |
+//! | `PROBE_COUNT_SUBSCRIBE` | a topic pattern whose events are only counted (`event_count`) |
 //! | `PROBE_VERSION` | the version reported in Hello |
 //! | `PROBE_LOAD_TARGET`, `PROBE_LOAD_RATE` | call `service.method` (with a short text) this many times a second |
 //!
@@ -192,6 +193,20 @@ pub fn service() -> Service {
                 async move { Ok::<_, HandlerError>(list) }
             }
         });
+    // A subscriber that only counts, for fan-out benchmarks: it keeps nothing per event.
+    if let Ok(pattern) = std::env::var("PROBE_COUNT_SUBSCRIBE") {
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = counted.clone();
+        service = service
+            .subscribe(&pattern, move |_ctx, _topic: String, _body: Vec<u8>| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async { Ok(()) }
+            })
+            .method("event_count", move |_ctx, (): ()| {
+                let count = counted.load(std::sync::atomic::Ordering::Relaxed);
+                async move { Ok::<_, HandlerError>(count) }
+            });
+    }
     if let Ok(patterns) = std::env::var("PROBE_SUBSCRIBE") {
         for pattern in patterns.split(',').filter(|p| !p.is_empty()) {
             let received = received.clone();

@@ -1,9 +1,13 @@
 //! `switchboard bench`: measurements on this machine, with real processes under a real
-//! supervisor. This first version measures the supervisor's figures: crash-to-ready restart
-//! latency, hang-detection delay, and the console's own CPU while it supervises a stack.
+//! supervisor: crash-to-ready restart latency, hang-detection delay, the console's CPU with a
+//! stack, render time, routed request/response against this machine's pipe baselines
+//! ([`routing`]), pub/sub fan-out (`fanout`), and N idle services for N = 10, 100, 500
+//! (`scale`).
 
+mod fanout;
 mod pipes;
 pub mod routing;
+mod scale;
 
 use std::{
     path::PathBuf,
@@ -36,6 +40,29 @@ pub struct Selection {
     pub idle: bool,
     pub render: bool,
     pub routing: bool,
+    pub fanout: bool,
+    pub scale: bool,
+}
+
+impl Selection {
+    pub const NAMES: &[&str] = &["restart", "hang", "idle", "render", "routing", "fanout", "scale"];
+
+    /// The measurements named in `only` (all of them when it is empty), or the unknown name.
+    pub fn from_names(only: &[String]) -> Result<Selection, String> {
+        if let Some(unknown) = only.iter().find(|o| !Selection::NAMES.contains(&o.as_str())) {
+            return Err(unknown.clone());
+        }
+        let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+        Ok(Selection {
+            restart: wants("restart"),
+            hang: wants("hang"),
+            idle: wants("idle"),
+            render: wants("render"),
+            routing: wants("routing"),
+            fanout: wants("fanout"),
+            scale: wants("scale"),
+        })
+    }
 }
 
 pub async fn run(
@@ -60,6 +87,12 @@ pub async fn run(
     }
     if selection.routing {
         figures.extend(routing::run(&options, 1).await);
+    }
+    if selection.fanout {
+        figures.extend(fanout::run(&options, 1).await);
+    }
+    if selection.scale {
+        figures.extend(scale::run(&options, &scale::SIZES, idle_for.min(Duration::from_secs(3))).await);
     }
     figures
 }
@@ -96,6 +129,22 @@ impl BenchStack {
             task,
             dir,
         })
+    }
+
+    /// Waits until every service of the stack has a ready instance.
+    pub async fn until_ready(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let ready = crate::registry::read(&self.supervisor.registry)
+                .services
+                .iter()
+                .all(|s| s.ready_instances() > 0);
+            if ready {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
     }
 
     /// Stops everything and removes the directory.
@@ -319,7 +368,7 @@ pub fn own_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
-fn own_rss_bytes() -> u64 {
+pub fn own_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| {

@@ -1,0 +1,139 @@
+//! Scale: N idle services under one console, for N = 10, 100 and 500. For each N: the time to
+//! start all and see every one ready, the console's CPU and RSS while they idle, the time to
+//! restart all (a kill of each, restarted by policy, until all are ready again) and the time
+//! to stop all. The console here is this process: supervisor and router, without the UI.
+
+use std::time::{Duration, Instant};
+
+use super::{BenchStack, Figure, own_cpu_seconds, own_rss_bytes};
+use crate::{registry::InstanceState, supervisor::{Command, SupervisorOptions}};
+
+pub const SIZES: [usize; 3] = [10, 100, 500];
+
+pub async fn run(options: &SupervisorOptions, sizes: &[usize], idle_for: Duration) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    for &n in sizes {
+        figures.extend(measure(options, n, idle_for).await);
+    }
+    figures
+}
+
+fn stack(n: usize) -> String {
+    let mut toml = String::from("name = \"bench-scale\"\n");
+    for i in 0..n {
+        toml.push_str(&format!(
+            "[services.s{i:03}]\nbuiltin = \"probe\"\nheartbeat_timeout = \"10s\"\nbackoff = {{ initial = \"1ms\", max = \"1ms\", jitter = 0.0 }}\nrestart_limit = {{ count = 100, window = \"60s\" }}\n"
+        ));
+    }
+    toml
+}
+
+async fn all_ready(bench: &BenchStack, n: usize, limit: Duration, newer_than: u64) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let ready = {
+            let registry = crate::registry::read(&bench.supervisor.registry);
+            registry
+                .services
+                .iter()
+                .flat_map(|s| s.instances.iter())
+                .filter(|i| i.state == InstanceState::Ready && i.id.generation >= newer_than)
+                .count()
+        };
+        if ready == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+fn max_generation(bench: &BenchStack) -> u64 {
+    let registry = crate::registry::read(&bench.supervisor.registry);
+    registry
+        .services
+        .iter()
+        .flat_map(|s| s.instances.iter())
+        .map(|i| i.id.generation)
+        .max()
+        .unwrap_or(0)
+}
+
+async fn measure(options: &SupervisorOptions, n: usize, idle_for: Duration) -> Vec<Figure> {
+    let rss_before = own_rss_bytes();
+    let Some(bench) = BenchStack::start(&stack(n), options) else {
+        return Vec::new();
+    };
+    let started = Instant::now();
+    bench.supervisor.begin().await;
+    if !all_ready(&bench, n, Duration::from_secs(60), 0).await {
+        eprintln!("scale bench: {n} services did not all become ready within 60 s");
+        bench.finish().await;
+        return Vec::new();
+    }
+    let start_time = started.elapsed();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = own_cpu_seconds();
+    let idle_start = Instant::now();
+    tokio::time::sleep(idle_for).await;
+    let cpu = (own_cpu_seconds() - cpu_before) / idle_start.elapsed().as_secs_f64() * 100.0;
+    let rss = own_rss_bytes();
+
+    // Restart all: kill every service; the policy restarts each (1 ms backoff).
+    let generation = max_generation(&bench) + 1;
+    let restarted = Instant::now();
+    for i in 0..n {
+        let _ = bench.supervisor.command(Command::Kill(format!("s{i:03}"))).await;
+    }
+    let restart_ok = all_ready(&bench, n, Duration::from_secs(60), generation).await;
+    let restart_time = restarted.elapsed();
+
+    let stopping = Instant::now();
+    bench.finish().await;
+    let stop_time = stopping.elapsed();
+
+    let mut figures = vec![
+        Figure {
+            name: format!("{n} services: start all, until every one is ready"),
+            value: start_time.as_secs_f64() * 1000.0,
+            unit: "ms".into(),
+            detail: if n == 500 { "target: under 5 s".into() } else { String::new() },
+        },
+        Figure {
+            name: format!("{n} services: console CPU while they idle"),
+            value: cpu,
+            unit: "% of a core".into(),
+            detail: format!(
+                "over {} s; heartbeats read every 20 ms, metrics sampled every second{}",
+                idle_for.as_secs(),
+                if n == 500 { "; target: under 5%" } else { "" }
+            ),
+        },
+        Figure {
+            name: format!("{n} services: console RSS"),
+            value: rss as f64 / (1024.0 * 1024.0),
+            unit: "MiB".into(),
+            detail: format!(
+                "{:.1} MiB before the stack started{}",
+                rss_before as f64 / (1024.0 * 1024.0),
+                if n == 500 { "; target: under 100 MB" } else { "" }
+            ),
+        },
+    ];
+    if restart_ok {
+        figures.push(Figure {
+            name: format!("{n} services: kill all, until every one is ready again"),
+            value: restart_time.as_secs_f64() * 1000.0,
+            unit: "ms".into(),
+            detail: String::new(),
+        });
+    }
+    figures.push(Figure {
+        name: format!("{n} services: stop all"),
+        value: stop_time.as_secs_f64() * 1000.0,
+        unit: "ms".into(),
+        detail: "Shutdown frame, drain, exit, reaped".into(),
+    });
+    figures
+}
