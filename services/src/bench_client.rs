@@ -61,9 +61,13 @@ async fn fan_out(ctx: &Context, fanout: &Fanout) -> Result<FanoutReport, Handler
     let options = CallOptions::timeout(Duration::from_secs(30));
     let count = |service: String| {
         let ctx = ctx.clone();
-        async move { ctx.call_with::<_, u64>(&service, "event_count", &(), options).await }
+        async move {
+            ctx.call_with::<_, u64>(&service, "event_count", &(), options)
+                .await
+        }
     };
-    let before: Vec<u64> = futures::future::try_join_all(fanout.subscribers.iter().cloned().map(count)).await?;
+    let before: Vec<u64> =
+        futures::future::try_join_all(fanout.subscribers.iter().cloned().map(count)).await?;
     let started = Instant::now();
     let mut published = 0;
     while published < fanout.total {
@@ -75,7 +79,8 @@ async fn fan_out(ctx: &Context, fanout: &Fanout) -> Result<FanoutReport, Handler
         futures::future::try_join_all(fanout.subscribers.iter().cloned().map(count)).await?;
     }
     let elapsed = started.elapsed();
-    let after: Vec<u64> = futures::future::try_join_all(fanout.subscribers.iter().cloned().map(count)).await?;
+    let after: Vec<u64> =
+        futures::future::try_join_all(fanout.subscribers.iter().cloned().map(count)).await?;
     Ok(FanoutReport {
         published,
         received: after.iter().zip(&before).map(|(a, b)| a - b).collect(),

@@ -40,7 +40,9 @@ async fn measure(
     subscribers: usize,
     total: u64,
 ) -> Option<FanoutReport> {
-    let mut toml = String::from("name = \"bench-fanout\"\n[services.publisher]\nbuiltin = \"bench-client\"\ncalls = [");
+    let mut toml = String::from(
+        "name = \"bench-fanout\"\n[services.publisher]\nbuiltin = \"bench-client\"\ncalls = [",
+    );
     let names: Vec<String> = (0..subscribers).map(|i| format!("sub{i}")).collect();
     toml.push_str(
         &names

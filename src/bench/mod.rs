@@ -45,11 +45,16 @@ pub struct Selection {
 }
 
 impl Selection {
-    pub const NAMES: &[&str] = &["restart", "hang", "idle", "render", "routing", "fanout", "scale"];
+    pub const NAMES: &[&str] = &[
+        "restart", "hang", "idle", "render", "routing", "fanout", "scale",
+    ];
 
     /// The measurements named in `only` (all of them when it is empty), or the unknown name.
     pub fn from_names(only: &[String]) -> Result<Selection, String> {
-        if let Some(unknown) = only.iter().find(|o| !Selection::NAMES.contains(&o.as_str())) {
+        if let Some(unknown) = only
+            .iter()
+            .find(|o| !Selection::NAMES.contains(&o.as_str()))
+        {
             return Err(unknown.clone());
         }
         let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
@@ -92,7 +97,14 @@ pub async fn run(
         figures.extend(fanout::run(&options, 1).await);
     }
     if selection.scale {
-        figures.extend(scale::run(&options, &scale::SIZES, idle_for.min(Duration::from_secs(3))).await);
+        figures.extend(
+            scale::run(
+                &options,
+                &scale::SIZES,
+                idle_for.min(Duration::from_secs(3)),
+            )
+            .await,
+        );
     }
     figures
 }

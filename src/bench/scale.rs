@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use super::{BenchStack, Figure, own_cpu_seconds, own_rss_bytes};
-use crate::{registry::InstanceState, supervisor::{Command, SupervisorOptions}};
+use crate::{
+    registry::InstanceState,
+    supervisor::{Command, SupervisorOptions},
+};
 
 pub const SIZES: [usize; 3] = [10, 100, 500];
 
@@ -84,7 +87,10 @@ async fn measure(options: &SupervisorOptions, n: usize, idle_for: Duration) -> V
     let generation = max_generation(&bench) + 1;
     let restarted = Instant::now();
     for i in 0..n {
-        let _ = bench.supervisor.command(Command::Kill(format!("s{i:03}"))).await;
+        let _ = bench
+            .supervisor
+            .command(Command::Kill(format!("s{i:03}")))
+            .await;
     }
     let restart_ok = all_ready(&bench, n, Duration::from_secs(60), generation).await;
     let restart_time = restarted.elapsed();
@@ -98,7 +104,11 @@ async fn measure(options: &SupervisorOptions, n: usize, idle_for: Duration) -> V
             name: format!("{n} services: start all, until every one is ready"),
             value: start_time.as_secs_f64() * 1000.0,
             unit: "ms".into(),
-            detail: if n == 500 { "target: under 5 s".into() } else { String::new() },
+            detail: if n == 500 {
+                "target: under 5 s".into()
+            } else {
+                String::new()
+            },
         },
         Figure {
             name: format!("{n} services: console CPU while they idle"),
@@ -117,7 +127,11 @@ async fn measure(options: &SupervisorOptions, n: usize, idle_for: Duration) -> V
             detail: format!(
                 "{:.1} MiB before the stack started{}",
                 rss_before as f64 / (1024.0 * 1024.0),
-                if n == 500 { "; target: under 100 MB" } else { "" }
+                if n == 500 {
+                    "; target: under 100 MB"
+                } else {
+                    ""
+                }
             ),
         },
     ];
