@@ -202,6 +202,24 @@ fn flood_progress(running: &Running) -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
+/// Lets the hostile service `pid` run for [`ABUSE`], sampling where it waits in the kernel, and
+/// returns how many of the samples found it blocked writing to its stdout pipe: back-pressure,
+/// the console reading no faster than it can handle.
+async fn abuse_counting_backpressure(pid: u32) -> (usize, usize) {
+    let (mut samples, mut blocked) = (0, 0);
+    let until = Instant::now() + ABUSE;
+    while Instant::now() < until {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        samples += 1;
+        // `pipe_write`, or `anon_pipe_write` on newer kernels.
+        if wchan.ends_with("pipe_write") {
+            blocked += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (samples, blocked)
+}
+
 async fn stop_and_check_gone(running: Running, pids: &[u32]) {
     running.stop().await;
     assert!(all_gone(pids, LIMIT).await, "a process survived: {pids:?}");
@@ -221,8 +239,10 @@ async fn a_flood_of_valid_frames_is_read_at_the_consoles_pace() {
         let pid = handle(&running, "hostile").pid;
         let before = rss();
         let pinger = Pinger::start(running.supervisor.router.clone());
-        tokio::time::sleep(ABUSE).await;
+        let (samples, blocked) = abuse_counting_backpressure(pid).await;
         pinger.finish(mode).await;
+        eprintln!("{mode}: the flooder was blocked on its pipe in {blocked} of {samples} samples");
+        assert!(blocked > 0, "{mode}: never back-pressured");
         assert_memory_bounded(before, mode);
         let (bytes, frames) = flood_progress(&running);
         eprintln!(
@@ -256,8 +276,10 @@ async fn oversize_frames_are_dropped_as_they_arrive() {
     let hostile = handle(&running, "hostile");
     let before = rss();
     let pinger = Pinger::start(running.supervisor.router.clone());
-    tokio::time::sleep(ABUSE).await;
+    let (samples, blocked) = abuse_counting_backpressure(hostile.pid).await;
     pinger.finish("giant").await;
+    eprintln!("giant: the writer was blocked on its pipe in {blocked} of {samples} samples");
+    assert!(blocked > 0, "giant: never back-pressured");
     assert_memory_bounded(before, "giant");
     let (bytes, _) = flood_progress(&running);
     eprintln!("giant: {} MiB written", bytes >> 20);
