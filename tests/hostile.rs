@@ -300,14 +300,32 @@ async fn oversize_frames_are_dropped_as_they_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_stdout_is_counted_and_flags_the_service_degraded() {
+    garbage("after").await;
+}
+
+/// Garbage before the handshake counts too: the service is flagged once it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_before_the_handshake_flags_the_service_once_ready() {
+    garbage("before").await;
+}
+
+async fn garbage(when: &str) {
     let _serial = SERIAL.lock().await;
     let (stack, _dir) = hostile_stack(&format!(
         r#"command = "python3"
-        args = ["{}"]"#,
+        args = ["{}", "{when}"]"#,
         fixture("garbage.py")
     ));
     let mut running = start(stack).await;
-    ready(&running, &["healthy", "hostile"]).await;
+    // Not waiting for `hostile` to be ready: it may already be degraded by then.
+    ready(&running, &["healthy"]).await;
+    assert!(
+        running
+            .until(LIMIT, |r| r.service("hostile").unwrap().instances[0]
+                .handle
+                .is_some())
+            .await
+    );
     let hostile = handle(&running, "hostile");
     let before = rss();
     let pinger = Pinger::start(running.supervisor.router.clone());
@@ -317,7 +335,7 @@ async fn garbage_on_stdout_is_counted_and_flags_the_service_degraded() {
         })
         .await
         .expect("no alert about bad frames");
-    eprintln!("garbage: {alert:?}");
+    eprintln!("garbage {when}: {alert:?}");
     assert!(
         running
             .until(LIMIT, |r| r.service("hostile").unwrap().state()
@@ -340,10 +358,10 @@ async fn garbage_on_stdout_is_counted_and_flags_the_service_degraded() {
     assert!(garbage_done);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let bad = hostile.bad_frames.load(Ordering::Relaxed);
-    eprintln!("garbage: {bad} bad frames");
+    eprintln!("garbage {when}: {bad} bad frames");
     assert!(bad >= 200, "{bad} bad frames counted");
-    pinger.finish("garbage").await;
-    assert_memory_bounded(before, "garbage");
+    pinger.finish(when).await;
+    assert_memory_bounded(before, when);
     assert!(
         alive(hostile.pid),
         "a garbage writer is flagged, not killed"
@@ -356,13 +374,9 @@ async fn a_scribbled_segment_is_flagged_and_the_console_view_survives_it() {
     scribbled_segment("slots").await;
 }
 
-/// Known bug, left for the owner of `src/monitor/metrics.rs` (outside what this branch may
-/// change): the sampler adds the segment's counters and histogram buckets, which the service
-/// writes, with plain `+`. Huge values overflow: a panic in debug builds that silently ends the
-/// sampler task, so no service's figures update any more; wrapped nonsense in release builds.
-/// The fix is saturating additions there.
+/// Huge counters in the segment (the service writes them) must not overflow the sampler's
+/// sums: a panic there would end the sampler task, and no service's figures would update.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: src/monitor/metrics.rs overflows on huge segment counters"]
 async fn huge_segment_counters_do_not_stop_the_metrics_sampler() {
     scribbled_segment("counters").await;
 }
