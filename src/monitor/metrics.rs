@@ -76,8 +76,8 @@ impl Metrics {
                     histogram: vec![0; HIST_BUCKETS],
                     ..ServiceMetrics::default()
                 });
-            let mut finished = 0;
-            let mut errors = 0;
+            let mut finished: u64 = 0;
+            let mut errors: u64 = 0;
             let mut window = [0u64; HIST_BUCKETS];
             entry.in_flight = 0;
             entry.tasks.clear();
@@ -96,21 +96,28 @@ impl Metrics {
                 let ok = delta(snapshot.ok, before.map(|b| b.ok));
                 let error = delta(snapshot.error, before.map(|b| b.error));
                 let timeout = delta(snapshot.timeout, before.map(|b| b.timeout));
-                finished += ok + error + timeout;
-                errors += error + timeout;
-                entry.requests += ok + error + timeout;
-                entry.errors += error + timeout;
-                entry.timeouts += timeout;
-                entry.latency_sum_us +=
-                    delta(snapshot.latency_sum_us, before.map(|b| b.latency_sum_us));
+                // The service writes these counters, so they may hold anything: every sum
+                // saturates rather than overflow (a panic in debug builds would end the
+                // sampler for every service).
+                let failed = error.saturating_add(timeout);
+                let done = ok.saturating_add(failed);
+                finished = finished.saturating_add(done);
+                errors = errors.saturating_add(failed);
+                entry.requests = entry.requests.saturating_add(done);
+                entry.errors = entry.errors.saturating_add(failed);
+                entry.timeouts = entry.timeouts.saturating_add(timeout);
+                entry.latency_sum_us = entry.latency_sum_us.saturating_add(delta(
+                    snapshot.latency_sum_us,
+                    before.map(|b| b.latency_sum_us),
+                ));
                 for (bucket, count) in snapshot.histogram.iter().enumerate() {
                     let d = delta(*count, before.map(|b| b.histogram[bucket]));
-                    window[bucket] += d;
+                    window[bucket] = window[bucket].saturating_add(d);
                     if let Some(total) = entry.histogram.get_mut(bucket) {
-                        *total += d;
+                        *total = total.saturating_add(d);
                     }
                 }
-                entry.in_flight += snapshot.in_flight;
+                entry.in_flight = entry.in_flight.saturating_add(snapshot.in_flight);
                 let heartbeat_moved = match previous {
                     Some(p) if p.snapshot.heartbeat == snapshot.heartbeat => p.heartbeat_moved,
                     _ => now,
@@ -152,14 +159,14 @@ impl Metrics {
 
 /// The upper bound (µs) of the bucket holding quantile `q` of the counts.
 pub fn quantile(histogram: &[u64], q: f64) -> Option<u64> {
-    let total: u64 = histogram.iter().sum();
+    let total = histogram.iter().fold(0u64, |a, c| a.saturating_add(*c));
     if total == 0 {
         return None;
     }
     let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
+    let mut seen: u64 = 0;
     for (bucket, count) in histogram.iter().enumerate() {
-        seen += count;
+        seen = seen.saturating_add(*count);
         if seen >= rank {
             return Some(if bucket == 0 {
                 0

@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeSet, HashMap, VecDeque},
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Instant, SystemTime},
 };
@@ -18,7 +18,7 @@ use tokio_util::{task::TaskTracker, time::DelayQueue};
 use super::{
     Command, ControlError, InstanceEvent, LaunchContext, MAX_REPLICAS, Message, Reply, Request,
     ShutdownReport,
-    instance::{Control, InstanceTask},
+    instance::{BAD_FRAME_ALERT, Control, InstanceTask},
     restart::{Decision, RestartTracker},
     spawn::Spawner,
 };
@@ -677,7 +677,17 @@ impl Core {
                     .instance(id)
                     .is_some_and(|i| i.state == InstanceState::Starting);
                 if starting {
-                    self.set_state(id, InstanceState::Ready);
+                    // Garbage written before the handshake flags it as garbage after would.
+                    let flagged = registry::read(&self.registry)
+                        .instance(id)
+                        .and_then(|i| i.handle.as_ref())
+                        .is_some_and(|h| h.bad_frames.load(Ordering::Relaxed) >= BAD_FRAME_ALERT);
+                    let state = if flagged {
+                        InstanceState::Degraded
+                    } else {
+                        InstanceState::Ready
+                    };
+                    self.set_state(id, state);
                     // Requests and events held while it was down go to it now.
                     self.router
                         .service_ready(&self.stack.services[id.service].name);

@@ -8,6 +8,10 @@
 //! The stop sequence: send Shutdown and close stdin, wait the grace period, SIGTERM the process
 //! group, wait again, SIGKILL the group. After the child is reaped the group is SIGKILLed once
 //! more, so a grandchild it left behind does not outlive it.
+//!
+//! A protocol service that closes its stdout but keeps running can never answer again: its
+//! callers would only time out. Unless it exits within [`STDOUT_CLOSED_GRACE`], its group is
+//! SIGKILLed and it is reported as crashed, so the restart policy decides what follows.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -49,6 +53,9 @@ pub enum Control {
 
 /// How long the readers may take to see EOF after the child was reaped and its group killed.
 const READER_DRAIN: Duration = Duration::from_millis(500);
+/// How long a protocol service may run on after closing its stdout: a process that exits
+/// closes stdout a moment before it can be reaped, which is no reason to kill it.
+pub const STDOUT_CLOSED_GRACE: Duration = Duration::from_millis(500);
 /// Bad frames after which an instance is flagged degraded.
 pub const BAD_FRAME_ALERT: u64 = 10;
 
@@ -71,6 +78,7 @@ impl InstanceTask {
         let id = self.handle.id;
         let service: Arc<str> = self.handle.service.clone();
         let close_stdin = CancellationToken::new();
+        let stdout_closed = CancellationToken::new();
         let stdin = self.child.stdin.take();
         let stdout = self.child.stdout.take();
         let stderr = self.child.stderr.take();
@@ -87,6 +95,7 @@ impl InstanceTask {
             if self.protocol {
                 tokio::spawn(read_frames(
                     stdout,
+                    stdout_closed.clone(),
                     self.handle.clone(),
                     self.events.clone(),
                     self.logs.clone(),
@@ -121,7 +130,7 @@ impl InstanceTask {
             ))
         });
 
-        let status = self.supervise(&close_stdin).await;
+        let status = self.supervise(&close_stdin, &stdout_closed).await;
 
         // Reaped: now nothing in its group may outlive it.
         signal_group(self.handle.pid, libc::SIGKILL);
@@ -140,8 +149,13 @@ impl InstanceTask {
     }
 
     /// Waits for the child to exit, acting on commands and on the heartbeat check meanwhile.
-    async fn supervise(&mut self, close_stdin: &CancellationToken) -> ExitStatus {
+    async fn supervise(
+        &mut self,
+        close_stdin: &CancellationToken,
+        stdout_closed: &CancellationToken,
+    ) -> ExitStatus {
         let pid = self.handle.pid;
+        let watch_stdout = self.protocol;
         let check_every = self
             .heartbeat_timeout
             // Half the heartbeat period (timeout / 5): a hang is then declared at most one
@@ -160,6 +174,20 @@ impl InstanceTask {
                         return wait_status(self.child.wait().await);
                     }
                 },
+                () = stdout_closed.cancelled(), if watch_stdout => {
+                    if let Ok(status) = tokio::time::timeout(STDOUT_CLOSED_GRACE, self.child.wait()).await {
+                        return wait_status(status);
+                    }
+                    self.handle.routable.store(false, Ordering::Release);
+                    self.logs.push(
+                        &self.handle.service,
+                        self.handle.id.replica,
+                        Stream::Console,
+                        "stdout closed while the process runs on: killed, it cannot answer".to_string(),
+                    );
+                    signal_group(pid, libc::SIGKILL);
+                    return wait_status(self.child.wait().await);
+                }
                 _ = check.tick(), if check_every.is_some() => {
                     let (Some(timeout), Some(segment)) = (self.heartbeat_timeout, &self.handle.segment) else {
                         continue;
@@ -278,12 +306,15 @@ async fn write_stdin(
 /// Reads frames from a protocol service's stdout.
 async fn read_frames(
     stdout: impl AsyncRead + Unpin,
+    closed: CancellationToken,
     handle: Arc<InstanceHandle>,
     events: mpsc::Sender<InstanceEvent>,
     logs: Arc<LogStore>,
     router: Router,
     mut welcome: Welcome,
 ) {
+    // However this ends (EOF, a read error), the supervising task hears of it.
+    let _closed = closed.drop_guard();
     let id = handle.id;
     let service: Arc<str> = handle.service.clone();
     let mut frames = FramedRead::new(stdout, FrameCodec::new());
