@@ -25,11 +25,14 @@
 //! - [`builtin`]: the services compiled into the binary (`switchboard service NAME`).
 //! - [`bench`]: `switchboard bench`, measurements with real processes.
 //! - [`cli`]: the command line.
+//! - [`client`]: the CLI's client for a running instance's admin API (`switchboard ps` and
+//!   friends).
 
 pub mod audit;
 pub mod bench;
 pub mod builtin;
 pub mod cli;
+pub mod client;
 pub mod event;
 pub mod gateway;
 pub mod headless;
