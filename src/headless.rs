@@ -19,7 +19,7 @@ use crate::{
 pub async fn run(
     stack: Stack,
     options: SupervisorOptions,
-    gateway: Bind,
+    bind: Bind,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<ShutdownReport> {
     let services = stack.services.len();
@@ -28,7 +28,7 @@ pub async fn run(
     let (supervisor, mut task) = Supervisor::start(stack, options)?;
     let mut events = supervisor.events.subscribe();
     let mut logs = supervisor.logs.subscribe();
-    let mut gateway = match Gateway::start(&supervisor, gateway).await {
+    let mut gateway = match Gateway::start(&supervisor, bind).await {
         Ok(gateway) => gateway,
         Err(err) => {
             // Nothing was started yet; stop the supervisor's own tasks before failing.
@@ -42,15 +42,21 @@ pub async fn run(
         "switchboard: stack `{name}`, {services} services; log files in {}",
         log_dir.display()
     ));
-    if let Some(gateway) = &gateway {
-        let token = match &gateway.token_file {
-            Some(file) => format!("admin token in {}", file.display()),
-            None => "admin token from the environment".to_string(),
-        };
-        print_line(&format!(
-            "switchboard: gateway on http://{} ({token})",
-            gateway.address()
-        ));
+    match &gateway {
+        Some(gateway) => {
+            let token = match &gateway.token_file {
+                Some(file) => format!("admin token in {}", file.display()),
+                None => "admin token from the environment".to_string(),
+            };
+            print_line(&format!(
+                "switchboard: gateway on http://{} ({token})",
+                gateway.address()
+            ));
+        }
+        None if bind != Bind::Off => {
+            print_line("switchboard: no gateway: its address is taken (see the warning above)");
+        }
+        None => {}
     }
 
     tokio::pin!(shutdown);

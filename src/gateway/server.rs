@@ -45,6 +45,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts the gateway asked for by `bind`; `Ok(None)` when it is off.
+    ///
+    /// When the stack file's address (not one given with `--gateway`) cannot be bound, the
+    /// console runs without a gateway and says so in the log: a second stack on the default
+    /// port, or a test run beside a running console, must still be able to supervise. Any other
+    /// error (a non-loopback address without a token, a bad route) stops the start-up.
     pub async fn start(
         supervisor: &Supervisor,
         bind: Bind,
@@ -54,7 +59,14 @@ impl Gateway {
             Bind::FromStack => supervisor.stack.gateway.bind,
             Bind::At(addr) => addr,
         };
-        Self::start_at(supervisor, addr).await.map(Some)
+        match Self::start_at(supervisor, addr).await {
+            Ok(gateway) => Ok(Some(gateway)),
+            Err(err @ GatewayError::Bind { .. }) if bind == Bind::FromStack => {
+                tracing::warn!(cause = %err, "running without the HTTP gateway (use --gateway ADDR)");
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     pub async fn start_at(
