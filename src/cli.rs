@@ -153,7 +153,7 @@ pub enum Cmd {
     },
     /// Measure this machine: restart latency, hang detection, the console's CPU, render time.
     Bench {
-        /// Only these measurements (routing, restart, hang, idle, render); default all.
+        /// Only these measurements (routing, gateway, restart, hang, idle, render); default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Restarts (and hangs, at most 10) to measure.
@@ -631,6 +631,7 @@ fn bench(
         idle: wants("idle"),
         render: wants("render"),
         routing: wants("routing"),
+        gateway: wants("gateway"),
     };
     init_console_logging();
     let (Ok(mut options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime())

@@ -2,6 +2,7 @@
 //! supervisor. This first version measures the supervisor's figures: crash-to-ready restart
 //! latency, hang-detection delay, and the console's own CPU while it supervises a stack.
 
+pub mod gateway;
 mod pipes;
 pub mod routing;
 
@@ -36,6 +37,7 @@ pub struct Selection {
     pub idle: bool,
     pub render: bool,
     pub routing: bool,
+    pub gateway: bool,
 }
 
 pub async fn run(
@@ -60,6 +62,9 @@ pub async fn run(
     }
     if selection.routing {
         figures.extend(routing::run(&options, 1).await);
+    }
+    if selection.gateway {
+        figures.extend(gateway::run(&options).await);
     }
     figures
 }
