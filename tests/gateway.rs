@@ -276,6 +276,21 @@ async fn hardening_body_limit_malformed_json_and_unknown_routes() {
         StatusCode::BAD_REQUEST,
         "bad_request",
     );
+    // A numeric path parameter arrives as a JSON number: caller.call wants a string service
+    // name, so it refuses the body (bad_request), where a string "7" would have reached the
+    // router and been not_found.
+    expect_error(
+        &f.post("/through/7", r#"{"method": "echo", "body": "x"}"#)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    expect_error(
+        &f.post("/through/seven", r#"{"method": "echo", "body": "x"}"#)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
     // A route with parameters needs an object body.
     expect_error(
         &f.post("/through/echo", "[1, 2]").await,

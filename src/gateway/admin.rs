@@ -14,7 +14,7 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, Request, State},
+    extract::{Path, Query, Request, State, rejection::PathRejection},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -58,9 +58,10 @@ pub struct ScaleRequest {
 
 async fn service_action(
     State(state): State<AppState>,
-    Path((name, action)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     request: Request,
 ) -> Result<Json<Done>, ApiError> {
+    let Path((name, action)) = path.map_err(bad_path)?;
     let command = match action.as_str() {
         "restart" => Command::Restart(name),
         "stop" => Command::Stop(name),
@@ -96,9 +97,10 @@ pub struct RunStarted {
 
 async fn run_job(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Result<Json<RunStarted>, ApiError> {
+    let Path(name) = path.map_err(bad_path)?;
     let (parts, body) = request.into_parts();
     let body = routes::read_body(&parts, body, state.config.body_limit).await?;
     // Parsed only to refuse malformed JSON here, with a 400, rather than in the job.
@@ -121,8 +123,9 @@ pub struct JobRuns {
 
 async fn job_runs(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobRuns>, ApiError> {
+    let Path(name) = path.map_err(bad_path)?;
     let view = state.view();
     let Some(row) = view.services.into_iter().find(|s| s.name == name) else {
         return Err(ApiError::not_found(format!("no service named `{name}`")));
@@ -147,9 +150,10 @@ struct LogQuery {
 
 async fn logs(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(bad_path)?;
     let Query(query) =
         query.map_err(|_| ApiError::bad_request("use ?tail=N and optionally &follow=true"))?;
     if crate::registry::read(&state.supervisor.registry)
@@ -173,6 +177,11 @@ async fn logs(
     } else {
         Ok(Json(lines).into_response())
     }
+}
+
+/// A path that does not decode (bad percent-encoding): JSON like every other error.
+fn bad_path(_: PathRejection) -> ApiError {
+    ApiError::bad_request("the path does not decode")
 }
 
 /// Runs a supervisor command and writes it, with its outcome, to the audit log.

@@ -10,8 +10,9 @@
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`error`]: the JSON error body every failure is sent as.
 //!
-//! `GET /healthz` answers `{"status":"ok"}` without a token, as does `/metrics`: both are meant
-//! for probes and scrapers on the same host; the admin routes are the ones that change things.
+//! `GET /healthz` answers `{"status":"ok"}` without a token, and so does `/metrics` on a
+//! loopback address: both are meant for probes and scrapers on the same host. On any other
+//! address `/metrics` needs the token as well.
 
 pub mod admin;
 pub mod auth;
@@ -100,6 +101,8 @@ pub struct AppState {
     pub token: Token,
     /// The bound address, shown in the console view.
     pub address: Arc<str>,
+    /// Whether it is a loopback address (else `/metrics` needs the token too).
+    pub loopback: bool,
     pub started: Instant,
     /// Cancelled when the gateway stops: ends open event streams.
     pub shutdown: CancellationToken,
@@ -136,9 +139,18 @@ pub fn app(state: AppState) -> Result<axum::Router, GatewayError> {
         state.token.clone(),
         auth::require_token,
     ));
+    // On a loopback address /metrics is open to local scrapers; anywhere else it shows
+    // service names and load to the network, so it wants the token too.
+    let mut scrape = get(metrics::scrape);
+    if !state.loopback {
+        scrape = scrape.layer(middleware::from_fn_with_state(
+            state.token.clone(),
+            auth::require_token,
+        ));
+    }
     let app = routes::router(&state.config.routes)
         .nest("/admin", admin)
-        .route("/metrics", get(metrics::scrape))
+        .route("/metrics", scrape)
         .route("/healthz", get(healthz))
         .fallback(routes::unknown_route)
         .method_not_allowed_fallback(routes::wrong_method)

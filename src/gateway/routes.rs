@@ -70,6 +70,17 @@ pub fn router(routes: &[RouteSpec]) -> axum::Router<AppState> {
 /// own paths, and methods axum cannot route.
 pub fn validate(routes: &[RouteSpec]) -> Result<(), GatewayError> {
     let mut paths = matchit::Router::new();
+    // The gateway's own paths as axum registers them (a nest adds its prefix and a catch-all),
+    // so that a stack route conflicting with one of them is refused here too.
+    for own in [
+        "/call/{service}/{method}",
+        "/metrics",
+        "/healthz",
+        "/admin",
+        "/admin/{*rest}",
+    ] {
+        let _ = paths.insert(own, ());
+    }
     let mut seen_paths = HashSet::new();
     let mut seen = HashSet::new();
     for route in routes {
@@ -370,5 +381,6 @@ mod tests {
         assert!(validate(&[route("GET", "/admin/x")]).is_err());
         assert!(validate(&[route("GET", "/metrics")]).is_err());
         assert!(validate(&[route("GET", "/callers")]).is_ok());
+        assert!(validate(&[route("GET", "/users/{id}"), route("GET", "/users/{*rest}")]).is_err());
     }
 }

@@ -95,6 +95,7 @@ impl Gateway {
             config: Arc::new(spec.clone()),
             token,
             address: address.to_string().into(),
+            loopback: address.ip().is_loopback(),
             started: Instant::now(),
             shutdown: shutdown.clone(),
         };
