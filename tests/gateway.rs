@@ -771,3 +771,27 @@ async fn refuses_a_non_loopback_address_without_a_token_and_bad_routes() {
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_header_shows_the_bound_address() {
+    use ratatui::{Terminal, backend::TestBackend};
+    use switchboard::tui::{ConsoleSource, LocalSource, render, state::UiState, theme::Theme};
+    let f = fixture(STACK, &["echo"]).await;
+    let source =
+        LocalSource::new(f.running.supervisor.clone()).with_gateway(Some(f.gateway.address()));
+    let view = source.view();
+    assert_eq!(view.gateway, Some(f.gateway.address().to_string()));
+    let mut terminal = Terminal::new(TestBackend::new(140, 10)).unwrap();
+    terminal
+        .draw(|frame| {
+            render::draw(frame, &view, &UiState::new(), &[], &Theme::monochrome());
+        })
+        .unwrap();
+    let screen = terminal.backend().to_string();
+    let header = screen.lines().next().unwrap();
+    assert!(
+        header.contains(&format!("http://{}", f.gateway.address())),
+        "{header}"
+    );
+    f.stop().await;
+}
