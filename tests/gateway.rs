@@ -350,6 +350,14 @@ async fn the_admin_api_needs_the_token() {
         let answer = wrong.send(method, path, None).await.unwrap();
         expect_error(&answer, StatusCode::FORBIDDEN, "forbidden");
     }
+    // Wrong tokens are audited (missing ones are not: that is only a forgetful client).
+    assert!(
+        audited(&f, |l| l["actor"] == "api:wrong-token"
+            && l["target"] == "POST /admin/services/echo/kill"
+            && l["result"] == "refused")
+        .await,
+        "wrong token not audited"
+    );
     // The refused kill did nothing.
     let view: ConsoleView = f
         .admin

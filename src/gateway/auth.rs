@@ -20,6 +20,7 @@ use axum::{
 };
 
 use super::{GatewayError, error::ApiError};
+use crate::audit::AuditLog;
 
 /// The environment variable read when the stack names none.
 pub const TOKEN_ENV: &str = "SWITCHBOARD_TOKEN";
@@ -122,8 +123,22 @@ fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
     file.write_all(b"\n")
 }
 
-/// Middleware in front of the admin routes: `Authorization: Bearer TOKEN` or 401/403.
-pub async fn require_token(State(token): State<Token>, request: Request, next: Next) -> Response {
+/// What the token check needs: the token, and the audit log for refused attempts.
+#[derive(Clone)]
+pub struct Guard {
+    pub token: Token,
+    pub audit: Option<AuditLog>,
+    /// The prefix axum strips from paths under a nest (`/admin`), for the audit log.
+    pub prefix: &'static str,
+}
+
+/// The audit log's actor for a request with a wrong token.
+pub const WRONG_TOKEN_ACTOR: &str = "api:wrong-token";
+
+/// Middleware in front of the admin routes: `Authorization: Bearer TOKEN` or 401/403. A wrong
+/// token (not a missing one, which is only a forgetful client) is audited.
+pub async fn require_token(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let token = &guard.token;
     let offered = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -138,7 +153,16 @@ pub async fn require_token(State(token): State<Token>, request: Request, next: N
         )
         .into_response(),
         Some(offered) if !token.matches(offered) => {
-            tracing::warn!("admin request with a wrong token");
+            tracing::warn!(path = %request.uri().path(), "admin request with a wrong token");
+            if let Some(audit) = &guard.audit {
+                let target = format!(
+                    "{} {}{}",
+                    request.method(),
+                    guard.prefix,
+                    request.uri().path()
+                );
+                audit.record(WRONG_TOKEN_ACTOR, "request", &target, "refused");
+            }
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong token").into_response()
         }
         Some(_) => next.run(request).await,

@@ -135,18 +135,24 @@ impl AppState {
 /// (axum panics on overlapping ones).
 pub fn app(state: AppState) -> Result<axum::Router, GatewayError> {
     routes::validate(&state.config.routes)?;
+    let guard = auth::Guard {
+        token: state.token.clone(),
+        audit: state.supervisor.audit.clone(),
+        prefix: "/admin",
+    };
     let admin = admin::router().layer(middleware::from_fn_with_state(
-        state.token.clone(),
+        guard.clone(),
         auth::require_token,
     ));
     // On a loopback address /metrics is open to local scrapers; anywhere else it shows
     // service names and load to the network, so it wants the token too.
     let mut scrape = get(metrics::scrape);
     if !state.loopback {
-        scrape = scrape.layer(middleware::from_fn_with_state(
-            state.token.clone(),
-            auth::require_token,
-        ));
+        let guard = auth::Guard {
+            prefix: "",
+            ..guard
+        };
+        scrape = scrape.layer(middleware::from_fn_with_state(guard, auth::require_token));
     }
     let app = routes::router(&state.config.routes)
         .nest("/admin", admin)
