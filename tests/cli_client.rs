@@ -343,3 +343,85 @@ fn a_wrong_token_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong token"));
     console.stop();
 }
+
+#[test]
+fn a_public_address_without_a_token_is_refused_and_off_means_no_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack.toml");
+    std::fs::write(&stack, STACK).unwrap();
+    let mut child = Command::new(SWITCHBOARD)
+        .args([
+            "up",
+            stack.to_str().unwrap(),
+            "--headless",
+            "--gateway",
+            "0.0.0.0:0",
+        ])
+        .env_remove("SWITCHBOARD_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the console did not refuse 0.0.0.0 without a token");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+    let run_dir = dir.path().join(".switchboard/run");
+    assert!(!run_dir.join("gateway.json").exists());
+
+    // --gateway off: the stack runs, with no gateway and nothing for a client to find.
+    let mut child = Command::new(SWITCHBOARD)
+        .args([
+            "up",
+            stack.to_str().unwrap(),
+            "--headless",
+            "--gateway",
+            "off",
+        ])
+        .env_remove("SWITCHBOARD_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline
+        && !seen
+            .iter()
+            .any(|l: &String| l.contains("echo") && l.contains("→ ready"))
+    {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+            seen.push(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("echo") && l.contains("→ ready")),
+        "the stack did not run: {seen:?}"
+    );
+    assert!(!seen.iter().any(|l| l.contains("gateway on")), "{seen:?}");
+    assert!(!run_dir.join("gateway.json").exists());
+    let out = cli_with(&stack, &["ps"]);
+    assert!(!out.status.success());
+}
