@@ -3,6 +3,7 @@
 //!
 //! - [`server`]: binding (127.0.0.1:8787 by default, `--gateway ADDR|off`), the discovery file
 //!   `RUN_DIR/gateway.json`, graceful stop.
+//! - [`listener`]: the TCP listener, capped at [`listener::MAX_CONNECTIONS`] open connections.
 //! - [`routes`]: the stack's `[gateway] routes` and `POST /call/{service}/{method}`, each a
 //!   router call under the caller name `gateway`.
 //! - [`admin`]: `/admin/...`, the operator's API behind a bearer token ([`auth`]).
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod listener;
 pub mod metrics;
 pub mod routes;
 pub mod server;

@@ -16,7 +16,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{AppState, Bind, GatewayError, app, auth};
+use super::{
+    AppState, Bind, GatewayError, app, auth,
+    listener::{CappedListener, MAX_CONNECTIONS},
+};
 use crate::supervisor::Supervisor;
 
 /// The discovery file in the run directory.
@@ -112,6 +115,7 @@ impl Gateway {
         let tracker = TaskTracker::new();
         let stopping = shutdown.clone();
         tracker.spawn(async move {
+            let listener = CappedListener::new(listener, MAX_CONNECTIONS);
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(stopping.cancelled_owned())
                 .await;
