@@ -18,7 +18,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     AppState, Bind, GatewayError, app, auth,
-    listener::{CappedListener, MAX_CONNECTIONS},
+    listener::{CappedListener, IDLE_TIMEOUT, MAX_CONNECTIONS},
 };
 use crate::supervisor::Supervisor;
 
@@ -115,7 +115,7 @@ impl Gateway {
         let tracker = TaskTracker::new();
         let stopping = shutdown.clone();
         tracker.spawn(async move {
-            let listener = CappedListener::new(listener, MAX_CONNECTIONS);
+            let listener = CappedListener::new(listener, MAX_CONNECTIONS, IDLE_TIMEOUT);
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(stopping.cancelled_owned())
                 .await;
