@@ -1,16 +1,20 @@
-//! The command line: `switchboard [FILE]`, `up`, `check`, `init`, `run`, and the hidden
-//! `service NAME` that runs a builtin.
+//! The command line: `switchboard [FILE]`, `up`, `check`, `init`, `run`, the client commands
+//! for a running instance (`ps`, `restart`, `stop`, `start`, `kill`, `scale`, `logs`), and the
+//! hidden `service NAME` that runs a builtin.
 
 use std::{
     io::IsTerminal,
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    client::{self, Client, ClientError, Target},
+    gateway::Bind,
     headless,
     registry::{self, InstanceState},
     stack::{self, Stack},
@@ -35,6 +39,25 @@ pub struct Cli {
     /// Delete the stack's data directory before starting (resets the demo data).
     #[arg(long)]
     pub fresh: bool,
+    /// Where the HTTP gateway listens (ADDR like 127.0.0.1:8787, port 0 for any), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    pub gateway: Option<Bind>,
+}
+
+/// How the client commands find a running instance.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// The stack file the instance runs (default: the built-in demo stack); its run directory
+    /// holds gateway.json and the token. (No `-f`: `logs -f` means follow.)
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The gateway's address, instead of RUN_DIR/gateway.json.
+    #[arg(long)]
+    pub address: Option<SocketAddr>,
+    /// The admin token, instead of SWITCHBOARD_TOKEN (or the stack's token_env) or
+    /// RUN_DIR/token.
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +71,9 @@ pub enum Cmd {
         /// Delete the stack's data directory before starting.
         #[arg(long)]
         fresh: bool,
+        /// Where the HTTP gateway listens (ADDR, port 0 for any), or `off`.
+        #[arg(long, value_name = "ADDR|off")]
+        gateway: Option<Bind>,
     },
     /// Validate a stack file; report every error as FILE:LINE:COL: message.
     Check { file: Option<PathBuf> },
@@ -57,20 +83,78 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Run a job (with what it depends on and calls), print its progress and result.
+    /// Run a job and print its progress and result: on the running instance of the stack when
+    /// there is one, else in a stack of its own (the job, what it depends on and calls).
     Run {
         job: String,
         /// Stack file (default: the built-in demo stack).
         #[arg(long, short)]
         file: Option<PathBuf>,
+        /// The running instance's gateway address (implies running it there).
+        #[arg(long)]
+        address: Option<SocketAddr>,
+        /// The admin token of the running instance.
+        #[arg(long)]
+        token: Option<String>,
+        /// Always start a stack of its own, even when an instance is running.
+        #[arg(long, conflicts_with = "address")]
+        standalone: bool,
         /// Job parameters: one JSON value, or KEY=VALUE pairs.
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// List the services of a running instance.
+    Ps {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Rolling restart of a service of a running instance.
+    Restart {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop a service of a running instance.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Start a stopped service of a running instance.
+    Start {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// SIGKILL a service's processes (its restart policy then applies).
+    Kill {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Set the number of replicas of a service of a running instance.
+    Scale {
+        name: String,
+        replicas: u32,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a service's recent log lines; -f keeps following them.
+    Logs {
+        name: String,
+        /// How many recent lines.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        tail: usize,
+        /// Keep printing new lines until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Measure this machine: routing against pipe baselines, pub/sub fan-out, restart latency,
-    /// hang detection, the console's CPU, render time, and 10/100/500 idle services.
+    /// hang detection, the console's CPU, render time, gateway HTTP, and 10/100/500 idle services.
     Bench {
-        /// Only these measurements (routing, fanout, restart, hang, idle, render, scale);
+        /// Only these measurements (routing, fanout, gateway, restart, hang, idle, render, scale);
         /// default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -111,8 +195,53 @@ pub fn run(cli: Cli) -> ExitCode {
             file,
             headless,
             fresh,
-        }) => up(file.as_deref(), headless, fresh),
-        Some(Cmd::Run { job, file, args }) => run_job(&job, file.as_deref(), &args),
+            gateway,
+        }) => up(
+            file.as_deref(),
+            headless,
+            fresh,
+            gateway.unwrap_or_default(),
+        ),
+        Some(Cmd::Run {
+            job,
+            file,
+            address,
+            token,
+            standalone,
+            args,
+        }) => {
+            if standalone {
+                run_job(&job, file.as_deref(), &args)
+            } else {
+                run_job_somewhere(&job, file, address, token, &args)
+            }
+        }
+        Some(Cmd::Ps { remote }) => with_client(&remote, |c| async move {
+            client::commands::ps(&c).await.map(|()| true)
+        }),
+        Some(Cmd::Restart { name, remote }) => action(&remote, "restart", &name),
+        Some(Cmd::Stop { name, remote }) => action(&remote, "stop", &name),
+        Some(Cmd::Start { name, remote }) => action(&remote, "start", &name),
+        Some(Cmd::Kill { name, remote }) => action(&remote, "kill", &name),
+        Some(Cmd::Scale {
+            name,
+            replicas,
+            remote,
+        }) => with_client(&remote, |c| async move {
+            client::commands::scale(&c, &name, replicas)
+                .await
+                .map(|()| true)
+        }),
+        Some(Cmd::Logs {
+            name,
+            tail,
+            follow,
+            remote,
+        }) => with_client(&remote, |c| async move {
+            client::commands::logs(&c, &name, tail, follow)
+                .await
+                .map(|()| true)
+        }),
         Some(Cmd::Bench {
             only,
             rounds,
@@ -120,8 +249,89 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
             stack,
         }) => bench(&only, rounds, idle_secs, json, stack.as_deref()),
-        None => up(cli.file.as_deref(), cli.headless, cli.fresh),
+        None => up(
+            cli.file.as_deref(),
+            cli.headless,
+            cli.fresh,
+            cli.gateway.unwrap_or_default(),
+        ),
     }
+}
+
+/// Runs a client command against the running instance `remote` points at.
+fn with_client<F, Fut>(remote: &Remote, command: F) -> ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<bool, ClientError>>,
+{
+    let Some(stack) = load(remote.file.as_deref()) else {
+        return ExitCode::FAILURE;
+    };
+    init_console_logging();
+    let target = match Target::find(&stack, remote.address, remote.token.clone()) {
+        Ok(target) => target,
+        Err(err) => {
+            eprintln!("switchboard: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(command(Client::new(target))) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("switchboard: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn action(remote: &Remote, action: &'static str, name: &str) -> ExitCode {
+    let name = name.to_string();
+    with_client(remote, |c| async move {
+        client::commands::action(&c, action, &name)
+            .await
+            .map(|()| true)
+    })
+}
+
+/// `switchboard run`: on the running instance when there is one (or `--address` is given),
+/// else in a stack of its own.
+fn run_job_somewhere(
+    job: &str,
+    file: Option<PathBuf>,
+    address: Option<SocketAddr>,
+    token: Option<String>,
+    args: &[String],
+) -> ExitCode {
+    let Some(stack) = load(file.as_deref()) else {
+        return ExitCode::FAILURE;
+    };
+    if address.is_none() && client::discover(&stack.run_dir).is_none() {
+        return run_job(job, file.as_deref(), args);
+    }
+    let params = match job_params(args) {
+        Ok(params) => params,
+        Err(err) => {
+            eprintln!("switchboard: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let remote = Remote {
+        file,
+        address,
+        token,
+    };
+    let job = job.to_string();
+    with_client(&remote, |c| async move {
+        eprintln!(
+            "switchboard: running `{job}` on the instance at {}",
+            c.target.address
+        );
+        client::commands::run(&c, &job, params.as_deref()).await
+    })
 }
 
 /// Loads the stack file, or the demo stack when none is given; prints diagnostics on failure.
@@ -219,7 +429,7 @@ fn init_file_logging(run_dir: &Path) {
         .try_init();
 }
 
-fn up(file: Option<&Path>, headless_flag: bool, fresh: bool) -> ExitCode {
+fn up(file: Option<&Path>, headless_flag: bool, fresh: bool, gateway: Bind) -> ExitCode {
     let Some(stack) = load(file) else {
         return ExitCode::FAILURE;
     };
@@ -254,11 +464,12 @@ fn up(file: Option<&Path>, headless_flag: bool, fresh: bool) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let outcome = if console {
-        runtime.block_on(crate::tui::terminal::run(stack, options))
+        runtime.block_on(crate::tui::terminal::run(stack, options, gateway))
     } else {
         runtime.block_on(headless::run(
             stack,
             options,
+            gateway,
             headless::termination_signal(),
         ))
     };

@@ -7,16 +7,19 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
     event::Event,
+    gateway::{Bind, Gateway},
     logs::{LogLine, Stream},
     stack::Stack,
     supervisor::{ShutdownReport, Supervisor, SupervisorOptions},
 };
 
-/// Runs `stack` until `shutdown` resolves, then stops everything gracefully. Returns the
-/// shutdown report; the caller turns it into an exit code.
+/// Runs `stack`, with the HTTP gateway on `gateway`, until `shutdown` resolves, then stops the
+/// gateway and everything else gracefully. Returns the shutdown report; the caller turns it
+/// into an exit code.
 pub async fn run(
     stack: Stack,
     options: SupervisorOptions,
+    bind: Bind,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<ShutdownReport> {
     let services = stack.services.len();
@@ -25,17 +28,45 @@ pub async fn run(
     let (supervisor, mut task) = Supervisor::start(stack, options)?;
     let mut events = supervisor.events.subscribe();
     let mut logs = supervisor.logs.subscribe();
+    let mut gateway = match Gateway::start(&supervisor, bind).await {
+        Ok(gateway) => gateway,
+        Err(err) => {
+            // Nothing was started yet; stop the supervisor's own tasks before failing.
+            supervisor.shutdown().await;
+            let _ = task.await;
+            return Err(std::io::Error::other(err.to_string()));
+        }
+    };
     supervisor.begin().await;
     print_line(&format!(
         "switchboard: stack `{name}`, {services} services; log files in {}",
         log_dir.display()
     ));
+    match &gateway {
+        Some(gateway) => {
+            let token = match &gateway.token_file {
+                Some(file) => format!("admin token in {}", file.display()),
+                None => "admin token from the environment".to_string(),
+            };
+            print_line(&format!(
+                "switchboard: gateway on http://{} ({token})",
+                gateway.address()
+            ));
+        }
+        None if bind != Bind::Off => {
+            print_line("switchboard: no gateway: its address is taken (see the warning above)");
+        }
+        None => {}
+    }
 
     tokio::pin!(shutdown);
     let mut stopping = false;
     loop {
         tokio::select! {
             report = &mut task => {
+                if let Some(gateway) = gateway.take() {
+                    gateway.stop().await;
+                }
                 drain(&mut events, &mut logs);
                 let report = report.map_err(|err| std::io::Error::other(format!("supervisor failed: {err}")))?;
                 let verdict = if report.clean() { "clean".to_string() } else { format!("forced: {}", report.forced.join(", ")) };
@@ -46,6 +77,10 @@ pub async fn run(
             () = &mut shutdown, if !stopping => {
                 stopping = true;
                 print_line("switchboard: shutting down");
+                // The gateway first: no new requests for services that are stopping.
+                if let Some(gateway) = gateway.take() {
+                    gateway.stop().await;
+                }
                 supervisor.shutdown().await;
             }
             event = events.recv() => match event {

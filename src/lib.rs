@@ -15,6 +15,7 @@
 //!   rolling restarts. The only writer of lifecycle state.
 //! - [`router`]: request/response and pub/sub between services, with deadlines and
 //!   back-pressure.
+//! - [`gateway`]: the HTTP gateway: the stack's routes, the admin API, `/metrics`.
 //! - [`event`]: the lifecycle event channel.
 //! - [`audit`]: the append-only audit log of operator actions and refused calls.
 //! - [`logs`]: per-service log rings and rotated log files.
@@ -24,12 +25,16 @@
 //! - [`builtin`]: the services compiled into the binary (`switchboard service NAME`).
 //! - [`bench`]: `switchboard bench`, measurements with real processes.
 //! - [`cli`]: the command line.
+//! - [`client`]: the CLI's client for a running instance's admin API (`switchboard ps` and
+//!   friends).
 
 pub mod audit;
 pub mod bench;
 pub mod builtin;
 pub mod cli;
+pub mod client;
 pub mod event;
+pub mod gateway;
 pub mod headless;
 pub mod logs;
 pub mod monitor;

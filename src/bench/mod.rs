@@ -5,6 +5,7 @@
 //! (`scale`).
 
 mod fanout;
+pub mod gateway;
 mod pipes;
 pub mod routing;
 mod scale;
@@ -41,12 +42,13 @@ pub struct Selection {
     pub render: bool,
     pub routing: bool,
     pub fanout: bool,
+    pub gateway: bool,
     pub scale: bool,
 }
 
 impl Selection {
     pub const NAMES: &[&str] = &[
-        "restart", "hang", "idle", "render", "routing", "fanout", "scale",
+        "restart", "hang", "idle", "render", "routing", "fanout", "gateway", "scale",
     ];
 
     /// The measurements named in `only` (all of them when it is empty), or the unknown name.
@@ -65,6 +67,7 @@ impl Selection {
             render: wants("render"),
             routing: wants("routing"),
             fanout: wants("fanout"),
+            gateway: wants("gateway"),
             scale: wants("scale"),
         })
     }
@@ -95,6 +98,9 @@ pub async fn run(
     }
     if selection.fanout {
         figures.extend(fanout::run(&options, 1).await);
+    }
+    if selection.gateway {
+        figures.extend(gateway::run(&options).await);
     }
     if selection.scale {
         figures.extend(

@@ -32,6 +32,8 @@ pub trait ConsoleSource: Clone + Send + Sync + 'static {
 pub struct LocalSource {
     supervisor: Supervisor,
     started: Instant,
+    /// The HTTP gateway's bound address, for the header.
+    gateway: Option<String>,
 }
 
 impl LocalSource {
@@ -39,13 +41,22 @@ impl LocalSource {
         LocalSource {
             supervisor,
             started: Instant::now(),
+            gateway: None,
         }
+    }
+
+    /// Shows the gateway's address in the header.
+    pub fn with_gateway(mut self, address: Option<std::net::SocketAddr>) -> Self {
+        self.gateway = address.map(|a| a.to_string());
+        self
     }
 }
 
 impl ConsoleSource for LocalSource {
     fn view(&self) -> ConsoleView {
-        view::snapshot(&self.supervisor, self.started)
+        let mut view = view::snapshot(&self.supervisor, self.started);
+        view.gateway.clone_from(&self.gateway);
+        view
     }
 
     fn logs(&self, service: Option<&str>, n: usize) -> Vec<LogView> {

@@ -10,14 +10,30 @@ use ratatui::crossterm::{
 
 use super::theme::Theme;
 use crate::{
+    gateway::{Bind, Gateway},
     headless::termination_signal,
     stack::Stack,
     supervisor::{ShutdownReport, Supervisor, SupervisorOptions},
 };
 
-/// Runs the stack under the console UI; when the UI ends, stops every service gracefully.
-pub async fn run(stack: Stack, options: SupervisorOptions) -> std::io::Result<ShutdownReport> {
+/// Runs the stack under the console UI, with the HTTP gateway on `gateway`; when the UI ends,
+/// stops the gateway and then every service gracefully.
+pub async fn run(
+    stack: Stack,
+    options: SupervisorOptions,
+    gateway: Bind,
+) -> std::io::Result<ShutdownReport> {
     let (supervisor, task) = Supervisor::start(stack, options)?;
+    let gateway = match Gateway::start(&supervisor, gateway).await {
+        Ok(gateway) => gateway,
+        Err(err) => {
+            // Nothing was started yet; stop the supervisor's own tasks before failing.
+            supervisor.shutdown().await;
+            let _ = task.await;
+            return Err(std::io::Error::other(err.to_string()));
+        }
+    };
+    let address = gateway.as_ref().map(Gateway::address);
     // The UI subscribes to events on its own thread; a barrier makes sure it has before any
     // service starts, so no early alert is missed.
     let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<()>();
@@ -35,7 +51,7 @@ pub async fn run(stack: Stack, options: SupervisorOptions) -> std::io::Result<Sh
             let _ = execute!(stdout(), EnableMouseCapture);
             let result = runtime.block_on(super::run(
                 &mut terminal,
-                super::LocalSource::new(ui_supervisor),
+                super::LocalSource::new(ui_supervisor).with_gateway(address),
                 EventStream::new(),
                 termination_signal(),
                 Theme::from_env(),
@@ -61,6 +77,9 @@ pub async fn run(stack: Stack, options: SupervisorOptions) -> std::io::Result<Sh
         .await
         .map_err(|err| std::io::Error::other(err.to_string()))?;
     eprintln!("switchboard: stopping services…");
+    if let Some(gateway) = gateway {
+        gateway.stop().await;
+    }
     supervisor.shutdown().await;
     let report = task
         .await

@@ -1,0 +1,200 @@
+//! The admin API, under `/admin`, behind the bearer token ([`super::auth`]). It drives the same
+//! supervisor commands as the console's keys, and every command is written to the audit log
+//! with the actor `api:token`.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /admin/services` | the console's snapshot ([`ConsoleView`]): state, pid, restarts, rates, CPU, memory |
+//! | `POST /admin/services/{name}/{restart,stop,start,kill}` | the command; `{"ok":true}` |
+//! | `POST /admin/services/{name}/scale` | body `{"replicas":N}` |
+//! | `GET /admin/services/{name}/logs?tail=N` | the last N (default 100) log lines; `&follow=true` streams them as server-sent events |
+//! | `POST /admin/jobs/{name}/run` | body: the job's JSON parameters (optional); `{"run":N}` |
+//! | `GET /admin/jobs/{name}/runs` | the job's state, task progress and recent runs |
+//! | `GET /admin/events` | lifecycle events as server-sent events ([`super::events`]) |
+
+use axum::{
+    Json,
+    extract::{Path, Query, Request, State, rejection::PathRejection},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, error::ApiError, events, routes};
+use crate::{
+    supervisor::{Command, Reply},
+    tui::view::{ConsoleView, LogView, RunView, TaskView},
+};
+
+/// The audit log's actor for every admin API action.
+pub const ACTOR: &str = "api:token";
+/// Log lines returned when `tail` is not given, and the most ever returned.
+const DEFAULT_TAIL: usize = 100;
+const MAX_TAIL: usize = 10_000;
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/services", get(services))
+        .route("/services/{name}/logs", get(logs))
+        .route("/services/{name}/{action}", post(service_action))
+        .route("/jobs/{name}/run", post(run_job))
+        .route("/jobs/{name}/runs", get(job_runs))
+        .route("/events", get(events::lifecycle))
+}
+
+async fn services(State(state): State<AppState>) -> Json<ConsoleView> {
+    Json(state.view())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub replicas: u32,
+}
+
+async fn service_action(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    request: Request,
+) -> Result<Json<Done>, ApiError> {
+    let Path((name, action)) = path.map_err(bad_path)?;
+    let command = match action.as_str() {
+        "restart" => Command::Restart(name),
+        "stop" => Command::Stop(name),
+        "start" => Command::Start(name),
+        "kill" => Command::Kill(name),
+        "scale" => {
+            let (parts, body) = request.into_parts();
+            let body = routes::read_body(&parts, body, state.config.body_limit).await?;
+            let Some(value) = routes::parse_json(&body)? else {
+                return Err(ApiError::bad_request(
+                    "scale needs a body like {\"replicas\": 3}",
+                ));
+            };
+            let scale: ScaleRequest = serde_json::from_value(value).map_err(|err| {
+                ApiError::bad_request(format!("scale needs {{\"replicas\": N}}: {err}"))
+            })?;
+            Command::Scale(name, scale.replicas)
+        }
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no action `{other}` (restart, stop, start, kill, scale)"
+            )));
+        }
+    };
+    command_audited(&state, command).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunStarted {
+    pub run: u64,
+}
+
+async fn run_job(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Result<Json<RunStarted>, ApiError> {
+    let Path(name) = path.map_err(bad_path)?;
+    let (parts, body) = request.into_parts();
+    let body = routes::read_body(&parts, body, state.config.body_limit).await?;
+    // Parsed only to refuse malformed JSON here, with a 400, rather than in the job.
+    let params = routes::parse_json(&body)?.map(|v| v.to_string());
+    let run = match command_audited(&state, Command::RunJob(name, params)).await? {
+        Reply::JobRun(run) => run,
+        Reply::Done => 0,
+    };
+    Ok(Json(RunStarted { run }))
+}
+
+/// A job's state, its task progress and its recent runs (newest first).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRuns {
+    pub job: String,
+    pub state: crate::registry::InstanceState,
+    pub tasks: Vec<TaskView>,
+    pub runs: Vec<RunView>,
+}
+
+async fn job_runs(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobRuns>, ApiError> {
+    let Path(name) = path.map_err(bad_path)?;
+    let view = state.view();
+    let Some(row) = view.services.into_iter().find(|s| s.name == name) else {
+        return Err(ApiError::not_found(format!("no service named `{name}`")));
+    };
+    if !row.job {
+        return Err(ApiError::bad_request(format!("`{name}` is not a job")));
+    }
+    Ok(Json(JobRuns {
+        job: row.name,
+        state: row.state,
+        tasks: row.tasks,
+        runs: row.runs,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    tail: Option<usize>,
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(bad_path)?;
+    let Query(query) =
+        query.map_err(|_| ApiError::bad_request("use ?tail=N and optionally &follow=true"))?;
+    if crate::registry::read(&state.supervisor.registry)
+        .service(&name)
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("no service named `{name}`")));
+    }
+    let tail = query.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL);
+    // Subscribed before the tail is read, so no line falls between the two.
+    let feed = state.supervisor.logs.subscribe();
+    let lines: Vec<LogView> = state
+        .supervisor
+        .logs
+        .tail(&name, tail)
+        .iter()
+        .map(|l| LogView::from(l.as_ref()))
+        .collect();
+    if query.follow {
+        Ok(events::log_follow(&state, name, lines, feed))
+    } else {
+        Ok(Json(lines).into_response())
+    }
+}
+
+/// A path that does not decode (bad percent-encoding): JSON like every other error.
+fn bad_path(_: PathRejection) -> ApiError {
+    ApiError::bad_request("the path does not decode")
+}
+
+/// Runs a supervisor command and writes it, with its outcome, to the audit log.
+async fn command_audited(state: &AppState, command: Command) -> Result<Reply, ApiError> {
+    let (action, target) = command.describe();
+    let result = state.supervisor.command(command).await;
+    if let Some(audit) = &state.supervisor.audit {
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(err) => err.to_string(),
+        };
+        audit.record(ACTOR, action, &target, &outcome);
+    }
+    tracing::info!(action, %target, ok = result.is_ok(), "admin API command");
+    result.map_err(|err| ApiError::from_control(&err))
+}

@@ -1,0 +1,390 @@
+//! `GET /metrics`: the Prometheus text exposition format (version 0.0.4), written by hand at
+//! scrape time from the registry, the segment sampler, the router's breakers and its per-route
+//! statistics. Nothing is registered ahead of time, so there is nothing to keep in sync.
+//!
+//! Latency histograms come from the log2 µs buckets of the segments and the router: bucket `b`
+//! holds latencies below `2^b` µs, so `le` is `2^b` µs in seconds, and the last bucket is
+//! folded into `+Inf`.
+
+use std::fmt::Write;
+
+use axum::{
+    extract::State,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+
+use super::AppState;
+use crate::{
+    monitor::metrics,
+    registry::{self, InstanceState},
+    router::breaker::BreakerState,
+};
+
+const STATES: [InstanceState; 9] = [
+    InstanceState::Starting,
+    InstanceState::Ready,
+    InstanceState::Degraded,
+    InstanceState::Stopping,
+    InstanceState::Stopped,
+    InstanceState::Exited,
+    InstanceState::Crashed,
+    InstanceState::Backoff,
+    InstanceState::Failed,
+];
+
+/// One metric family: its `# HELP`/`# TYPE` header once, then its samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Self {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{key}=\"{}\"", escape(value));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", number(value));
+    }
+
+    /// `_bucket`, `_sum` and `_count` of a histogram in log2 µs buckets.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], buckets: &[u64], sum_us: u64) {
+        let mut cumulative = 0u64;
+        let last = buckets.len().saturating_sub(1);
+        for (bucket, count) in buckets.iter().enumerate() {
+            cumulative += count;
+            if bucket == last {
+                break;
+            }
+            let le = number((1u64 << bucket.min(62)) as f64 / 1e6);
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&format!("{name}_bucket"), &with_le, cumulative as f64);
+        }
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", "+Inf"));
+        self.sample(&format!("{name}_bucket"), &with_le, cumulative as f64);
+        self.sample(&format!("{name}_sum"), labels, sum_us as f64 / 1e6);
+        self.sample(&format!("{name}_count"), labels, cumulative as f64);
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value}")
+    } else if value.is_nan() {
+        "NaN".into()
+    } else if value > 0.0 {
+        "+Inf".into()
+    } else {
+        "-Inf".into()
+    }
+}
+
+/// A service's numbers, copied out under the locks and written after they are released.
+struct Row {
+    name: String,
+    state: InstanceState,
+    ready: usize,
+    replicas: u32,
+    restarts: u32,
+    cpu: f64,
+    rss: u64,
+    breaker: Option<BreakerState>,
+    metrics: Option<metrics::ServiceMetrics>,
+}
+
+pub fn render(state: &AppState) -> String {
+    let supervisor = &state.supervisor;
+    let rows: Vec<Row> = {
+        let metrics = metrics::read(&supervisor.metrics);
+        let registry = registry::read(&supervisor.registry);
+        registry
+            .services
+            .iter()
+            .map(|s| {
+                let live = s.instances.iter().filter(|i| i.state.has_process());
+                Row {
+                    name: s.name().to_string(),
+                    state: s.state(),
+                    ready: s.ready_instances(),
+                    replicas: s.replicas,
+                    restarts: s.restarts(),
+                    cpu: live.clone().map(|i| f64::from(i.cpu_percent)).sum(),
+                    rss: live.map(|i| i.rss_bytes).sum(),
+                    breaker: None,
+                    metrics: metrics.service(s.name()).cloned(),
+                }
+            })
+            .collect()
+    };
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .map(|mut row| {
+            row.breaker = supervisor.router.breaker_state(&row.name);
+            row
+        })
+        .collect();
+    let mut out = String::with_capacity(4096 + rows.len() * 2048);
+    let per_service = |out: &mut String,
+                       name: &str,
+                       kind: &str,
+                       help: &str,
+                       value: &dyn Fn(&Row) -> Option<f64>| {
+        let mut family = Family::new(out, name, kind, help);
+        for row in &rows {
+            if let Some(v) = value(row) {
+                family.sample(name, &[("service", &row.name)], v);
+            }
+        }
+    };
+    per_service(
+        &mut out,
+        "switchboard_service_up",
+        "gauge",
+        "1 when at least one replica is ready.",
+        &|r| Some(if r.ready > 0 { 1.0 } else { 0.0 }),
+    );
+    {
+        let mut family = Family::new(
+            &mut out,
+            "switchboard_service_state",
+            "gauge",
+            "The service's state: 1 for the current one, 0 for the others.",
+        );
+        for row in &rows {
+            for state in STATES {
+                family.sample(
+                    "switchboard_service_state",
+                    &[("service", &row.name), ("state", state.as_str())],
+                    if row.state == state { 1.0 } else { 0.0 },
+                );
+            }
+        }
+    }
+    per_service(
+        &mut out,
+        "switchboard_service_replicas",
+        "gauge",
+        "Replicas wanted.",
+        &|r| Some(f64::from(r.replicas)),
+    );
+    per_service(
+        &mut out,
+        "switchboard_service_ready_replicas",
+        "gauge",
+        "Replicas ready.",
+        &|r| Some(r.ready as f64),
+    );
+    per_service(
+        &mut out,
+        "switchboard_service_restarts_total",
+        "counter",
+        "Restarts since the console started.",
+        &|r| Some(f64::from(r.restarts)),
+    );
+    per_service(
+        &mut out,
+        "switchboard_service_requests_total",
+        "counter",
+        "Requests the service finished, from its segment.",
+        &|r| r.metrics.as_ref().map(|m| m.requests as f64),
+    );
+    per_service(
+        &mut out,
+        "switchboard_service_errors_total",
+        "counter",
+        "Requests that ended in an error or a timeout, from the segment.",
+        &|r| r.metrics.as_ref().map(|m| m.errors as f64),
+    );
+    per_service(
+        &mut out,
+        "switchboard_service_in_flight",
+        "gauge",
+        "Requests in progress inside the service.",
+        &|r| r.metrics.as_ref().map(|m| m.in_flight as f64),
+    );
+    {
+        let name = "switchboard_service_request_duration_seconds";
+        let mut family = Family::new(
+            &mut out,
+            name,
+            "histogram",
+            "Request latency measured inside the service.",
+        );
+        for row in &rows {
+            if let Some(m) = &row.metrics {
+                family.histogram(
+                    name,
+                    &[("service", &row.name)],
+                    &m.histogram,
+                    m.latency_sum_us,
+                );
+            }
+        }
+    }
+    per_service(
+        &mut out,
+        "switchboard_service_cpu_percent",
+        "gauge",
+        "CPU of the service's processes, percent of one core.",
+        &|r| Some(r.cpu),
+    );
+    per_service(
+        &mut out,
+        "switchboard_service_rss_bytes",
+        "gauge",
+        "Resident memory of the service's processes.",
+        &|r| Some(r.rss as f64),
+    );
+    per_service(
+        &mut out,
+        "switchboard_service_heartbeat_age_seconds",
+        "gauge",
+        "Longest time any replica's heartbeat has been still, on the console's clock.",
+        &|r| {
+            r.metrics
+                .as_ref()
+                .and_then(|m| m.heartbeat_age)
+                .map(|a| a.as_secs_f64())
+        },
+    );
+    per_service(
+        &mut out,
+        "switchboard_service_breaker_state",
+        "gauge",
+        "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+        &|r| {
+            r.breaker.map(|b| match b {
+                BreakerState::Closed => 0.0,
+                BreakerState::HalfOpen => 1.0,
+                BreakerState::Open => 2.0,
+            })
+        },
+    );
+
+    let routes = supervisor.router.routes();
+    {
+        let name = "switchboard_route_requests_total";
+        let mut family = Family::new(
+            &mut out,
+            name,
+            "counter",
+            "Requests routed, per caller, target and method.",
+        );
+        for (route, stats) in &routes {
+            family.sample(name, &route_labels(route), stats.requests as f64);
+        }
+    }
+    {
+        let name = "switchboard_route_errors_total";
+        let mut family = Family::new(&mut out, name, "counter", "Routed requests that failed.");
+        for (route, stats) in &routes {
+            family.sample(name, &route_labels(route), stats.errors as f64);
+        }
+    }
+    {
+        let name = "switchboard_route_duration_seconds";
+        let mut family = Family::new(
+            &mut out,
+            name,
+            "histogram",
+            "Round trip through the router, per caller, target and method.",
+        );
+        for (route, stats) in &routes {
+            family.histogram(
+                name,
+                &route_labels(route),
+                &stats.histogram,
+                stats.latency_sum_us,
+            );
+        }
+    }
+    let own = supervisor.own_usage.lock().map(|u| *u).unwrap_or_default();
+    let mut family = Family::new(
+        &mut out,
+        "switchboard_console_cpu_percent",
+        "gauge",
+        "The console's own CPU, percent of one core.",
+    );
+    family.sample(
+        "switchboard_console_cpu_percent",
+        &[],
+        f64::from(own.cpu_percent),
+    );
+    let mut family = Family::new(
+        &mut out,
+        "switchboard_console_rss_bytes",
+        "gauge",
+        "The console's own resident memory.",
+    );
+    family.sample("switchboard_console_rss_bytes", &[], own.rss_bytes as f64);
+    let mut family = Family::new(
+        &mut out,
+        "switchboard_router_in_flight",
+        "gauge",
+        "Requests the router is waiting on.",
+    );
+    family.sample(
+        "switchboard_router_in_flight",
+        &[],
+        supervisor.router.in_flight_count() as f64,
+    );
+    out
+}
+
+fn route_labels(route: &crate::router::trace::Route) -> Vec<(&str, &str)> {
+    vec![
+        ("from", &*route.from),
+        ("to", &*route.to),
+        ("method", route.method.as_str()),
+    ]
+}
+
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        render(&state),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_in_inf() {
+        let mut out = String::new();
+        let mut family = Family::new(&mut out, "h", "histogram", "test");
+        family.histogram("h", &[("service", "a\"b")], &[1, 0, 2, 5], 3_000_000);
+        assert!(out.contains("h_bucket{service=\"a\\\"b\",le=\"0.000001\"} 1\n"));
+        assert!(out.contains("h_bucket{service=\"a\\\"b\",le=\"0.000004\"} 3\n"));
+        assert!(out.contains("h_bucket{service=\"a\\\"b\",le=\"+Inf\"} 8\n"));
+        assert!(out.contains("h_sum{service=\"a\\\"b\"} 3\n"));
+        assert!(out.contains("h_count{service=\"a\\\"b\"} 8\n"));
+    }
+}

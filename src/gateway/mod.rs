@@ -1,0 +1,183 @@
+//! The HTTP gateway: the stack's front door and the console's admin API, served by axum on the
+//! console's own runtime.
+//!
+//! - [`server`]: binding (127.0.0.1:8787 by default, `--gateway ADDR|off`), the discovery file
+//!   `RUN_DIR/gateway.json`, graceful stop.
+//! - [`listener`]: the TCP listener, capped at [`listener::MAX_CONNECTIONS`] open connections.
+//! - [`routes`]: the stack's `[gateway] routes` and `POST /call/{service}/{method}`, each a
+//!   router call under the caller name `gateway`.
+//! - [`admin`]: `/admin/...`, the operator's API behind a bearer token ([`auth`]).
+//! - [`events`]: server-sent event streams of lifecycle events and followed logs.
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format.
+//! - [`error`]: the JSON error body every failure is sent as.
+//!
+//! `GET /healthz` answers `{"status":"ok"}` without a token, and so does `/metrics` on a
+//! loopback address: both are meant for probes and scrapers on the same host. On any other
+//! address `/metrics` needs the token as well.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod listener;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json,
+    extract::{Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio_util::sync::CancellationToken;
+
+pub use self::{
+    auth::Token,
+    error::ApiError,
+    server::{DISCOVERY_FILE, Discovery, Gateway},
+};
+use crate::{
+    stack::GatewaySpec,
+    supervisor::Supervisor,
+    tui::view::{self, ConsoleView},
+};
+
+/// Where the gateway listens, as asked on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bind {
+    /// The stack file's `[gateway] bind` (default 127.0.0.1:8787).
+    #[default]
+    FromStack,
+    At(SocketAddr),
+    /// No gateway at all.
+    Off,
+}
+
+impl std::str::FromStr for Bind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "off" | "none" | "no" => Ok(Bind::Off),
+            _ => text.parse().map(Bind::At).map_err(|_| {
+                format!("`{text}` is neither `off` nor an address like 127.0.0.1:8787")
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing to listen on {0}, which is not a loopback address, without a token: set the \
+         variable named by `[gateway] token_env` or SWITCHBOARD_TOKEN, or bind 127.0.0.1 and \
+         use `ssh -L`"
+    )]
+    NotLoopback(SocketAddr),
+    #[error("cannot create the admin token: {0}")]
+    Token(std::io::Error),
+    #[error("cannot write the gateway's discovery file: {0}")]
+    Discovery(std::io::Error),
+    #[error("gateway route `{route}`: {why}")]
+    Route { route: String, why: String },
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub supervisor: Supervisor,
+    pub config: Arc<GatewaySpec>,
+    pub token: Token,
+    /// The bound address, shown in the console view.
+    pub address: Arc<str>,
+    /// Whether it is a loopback address (else `/metrics` needs the token too).
+    pub loopback: bool,
+    pub started: Instant,
+    /// Cancelled when the gateway stops: ends open event streams.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// The console's snapshot, with the gateway's address filled in.
+    pub fn view(&self) -> ConsoleView {
+        let mut view = view::snapshot(&self.supervisor, self.started);
+        view.gateway = Some(self.address.to_string());
+        view
+    }
+
+    /// The `Retry-After` hint for a 503 from `service`: its breaker's cooldown, else a second.
+    pub fn retry_after(&self, service: &str) -> Duration {
+        self.supervisor
+            .stack
+            .service(service)
+            .map(|s| s.breaker.cooldown)
+            .filter(|_| {
+                self.supervisor.router.breaker_state(service)
+                    == Some(crate::router::breaker::BreakerState::Open)
+            })
+            .unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// The whole application: service routes, `/admin` behind the token, `/metrics`, `/healthz`,
+/// JSON 404/405 for everything else, and a per-request timeout. Routes are validated first
+/// (axum panics on overlapping ones).
+pub fn app(state: AppState) -> Result<axum::Router, GatewayError> {
+    routes::validate(&state.config.routes)?;
+    let guard = auth::Guard {
+        token: state.token.clone(),
+        audit: state.supervisor.audit.clone(),
+        prefix: "/admin",
+    };
+    let admin = admin::router().layer(middleware::from_fn_with_state(
+        guard.clone(),
+        auth::require_token,
+    ));
+    // On a loopback address /metrics is open to local scrapers; anywhere else it shows
+    // service names and load to the network, so it wants the token too.
+    let mut scrape = get(metrics::scrape);
+    if !state.loopback {
+        let guard = auth::Guard {
+            prefix: "",
+            ..guard
+        };
+        scrape = scrape.layer(middleware::from_fn_with_state(guard, auth::require_token));
+    }
+    let app = routes::router(&state.config.routes)
+        .nest("/admin", admin)
+        .route("/metrics", scrape)
+        .route("/healthz", get(healthz))
+        .fallback(routes::unknown_route)
+        .method_not_allowed_fallback(routes::wrong_method)
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .with_state(state);
+    Ok(app)
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "stack": state.supervisor.stack.name}))
+}
+
+/// Bounds how long a request may take to produce its response (a streamed body, like an event
+/// stream, is not counted). Service calls carry the same deadline and are answered `timeout`
+/// by the router first; this catches everything else.
+async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.request_timeout + Duration::from_secs(2);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout("the request took too long").into_response(),
+    }
+}
