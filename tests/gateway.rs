@@ -28,6 +28,7 @@ routes = [
   { route = "POST /echo", call = "echo.echo" },
   { route = "POST /through/{service}", call = "caller.call" },
   { route = "GET /sleep", call = "echo.sleep" },
+  { route = "GET /count", call = "echo.count", stream = true },
 ]
 [services.echo]
 builtin = "probe"
@@ -801,5 +802,192 @@ async fn the_console_header_shows_the_bound_address() {
         header.contains(&format!("http://{}", f.gateway.address())),
         "{header}"
     );
+    f.stop().await;
+}
+
+/// A request whose response body is read frame by frame: (status, content type, body).
+async fn open_stream(
+    f: &Fixture,
+    method: Method,
+    path: &str,
+    body: &str,
+    accept: Option<&str>,
+) -> (StatusCode, String, hyper::body::Incoming) {
+    let address = f.gateway.address();
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, address.to_string())
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(accept) = accept {
+        request = request.header(header::ACCEPT, accept);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (response.status(), content_type, response.into_body())
+}
+
+/// Reads the body until `lines` complete lines have arrived (or it ends): the lines.
+async fn read_lines(body: &mut hyper::body::Incoming, lines: usize) -> Vec<String> {
+    use http_body_util::BodyExt;
+    let mut text = String::new();
+    while text.matches('\n').count() < lines {
+        let frame = tokio::time::timeout(LIMIT, body.frame())
+            .await
+            .expect("the stream stalled");
+        let Some(frame) = frame else { break };
+        if let Ok(data) = frame.unwrap().into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+    text.lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_comes_as_ndjson_or_server_sent_events_and_ends_cleanly() {
+    let f = fixture(STACK, &["echo"]).await;
+    // NDJSON, from the generic route: one item per line, then the body ends.
+    let (status, content_type, mut body) = open_stream(
+        &f,
+        Method::POST,
+        "/stream/echo/count",
+        r#"{"n": 5, "pace_ms": 0}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "application/x-ndjson");
+    let lines = read_lines(&mut body, usize::MAX).await;
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    for (i, line) in lines.iter().enumerate() {
+        let item: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(item["index"], i as u64, "{line}");
+    }
+
+    // Server-sent events, from a stack route with `stream = true` and query parameters.
+    let (status, content_type, mut body) = open_stream(
+        &f,
+        Method::GET,
+        "/count?n=3&pace_ms=10",
+        "",
+        Some("text/event-stream"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "text/event-stream");
+    let lines = read_lines(&mut body, usize::MAX).await;
+    let mut parser = switchboard::client::SseParser::default();
+    let events = parser.push(format!("{}\n", lines.join("\n")).as_bytes());
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["item", "item", "item", "end"], "{events:?}");
+    let item: Value = serde_json::from_str(&events[2].1).unwrap();
+    assert_eq!(item["index"], 2);
+
+    // An empty stream is just its end.
+    let (status, _, mut body) = open_stream(
+        &f,
+        Method::POST,
+        "/stream/echo/count",
+        r#"{"n": 0, "pace_ms": 0}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(read_lines(&mut body, usize::MAX).await.is_empty());
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_fails_with_a_status_before_its_first_item_and_with_an_error_line_after() {
+    let f = fixture(STACK, &["echo"]).await;
+    // Before the first item: an ordinary error response.
+    let (status, content_type, _) =
+        open_stream(&f, Method::POST, "/stream/nobody/count", "{}", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(content_type, "application/json");
+    let (status, _, _) = open_stream(
+        &f,
+        Method::POST,
+        "/stream/echo/count",
+        r#"{"n": "many"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // No first item within the request timeout (600 ms here): 504.
+    let (status, _, _) = open_stream(
+        &f,
+        Method::POST,
+        "/stream/echo/count",
+        r#"{"n": 3, "pace_ms": 2000}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+
+    // After items have flowed, the producer dying ends the stream with an error line.
+    let (status, _, mut body) = open_stream(
+        &f,
+        Method::POST,
+        "/stream/echo/count",
+        r#"{"n": 1000, "pace_ms": 50}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read_lines(&mut body, 2).await.len(), 2);
+    f.running
+        .supervisor
+        .command(switchboard::supervisor::Command::Kill("echo".into()))
+        .await
+        .unwrap();
+    let lines = read_lines(&mut body, usize::MAX).await;
+    let last: Value = serde_json::from_str(lines.last().expect("no end line")).unwrap();
+    assert_eq!(last["error"]["code"], "unavailable", "{lines:?}");
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_the_stream_at_the_producer() {
+    let f = fixture(STACK, &["echo"]).await;
+    let (status, _, mut body) = open_stream(
+        &f,
+        Method::POST,
+        "/stream/echo/count",
+        r#"{"n": 100000, "pace_ms": 5}"#,
+        Some("text/event-stream"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(read_lines(&mut body, 4).await.len() >= 4);
+    drop(body);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let answer = f.post("/call/echo/cancelled_streams", "null").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        if json_body(&answer) == json!(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the producer was never cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     f.stop().await;
 }

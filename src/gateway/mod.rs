@@ -23,6 +23,7 @@ pub mod listener;
 pub mod metrics;
 pub mod routes;
 pub mod server;
+pub mod stream;
 
 use std::{
     net::SocketAddr,

@@ -1,7 +1,8 @@
 //! Service routes: the stack's `[gateway] routes` (`GET /users/{id}` → `user.get`) and the
-//! generic `POST /call/{service}/{method}`. Each request becomes one router call under the
-//! caller name [`GATEWAY`], so it gets the same deadlines, error codes, breakers and traces as
-//! a call between services.
+//! generic `POST /call/{service}/{method}`; a route marked `stream = true` and the generic
+//! `POST /stream/{service}/{method}` answer with a stream (see [`super::stream`]). Each request
+//! becomes one router call under the caller name [`GATEWAY`], so it gets the same deadlines,
+//! error codes, breakers and traces as a call between services.
 //!
 //! The body sent to the service is JSON: on a stack route, the request's JSON object (if any)
 //! with the query parameters and then the path parameters merged in (a path parameter wins);
@@ -29,18 +30,24 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use switchboard_protocol::{Body, Envelope, Kind, Status};
 
-use super::{AppState, GatewayError, error::ApiError};
+use super::{
+    AppState, GatewayError,
+    error::ApiError,
+    stream::{self, Framing},
+};
 use crate::{router::GATEWAY, stack::RouteSpec};
 
 /// Paths the gateway keeps for itself; a stack route may not start with one.
-pub const RESERVED: &[&str] = &["/admin", "/call", "/metrics", "/healthz"];
+pub const RESERVED: &[&str] = &["/admin", "/call", "/stream", "/metrics", "/healthz"];
 
 /// Response header carrying the router's trace id of the call.
 pub const TRACE_HEADER: &str = "x-switchboard-trace";
 
 /// Routes of the stack plus the generic call route.
 pub fn router(routes: &[RouteSpec]) -> axum::Router<AppState> {
-    let mut app = axum::Router::new().route("/call/{service}/{method}", post(generic_call));
+    let mut app = axum::Router::new()
+        .route("/call/{service}/{method}", post(generic_call))
+        .route("/stream/{service}/{method}", post(generic_stream));
     // One MethodRouter per path, so `GET /users/{id}` and `DELETE /users/{id}` share it.
     let mut by_path: Vec<(String, axum::routing::MethodRouter<AppState>)> = Vec::new();
     for route in routes {
@@ -74,6 +81,7 @@ pub fn validate(routes: &[RouteSpec]) -> Result<(), GatewayError> {
     // so that a stack route conflicting with one of them is refused here too.
     for own in [
         "/call/{service}/{method}",
+        "/stream/{service}/{method}",
         "/metrics",
         "/healthz",
         "/admin",
@@ -134,32 +142,54 @@ async fn stack_route(state: AppState, route: &RouteSpec, request: Request) -> Re
     }
     .await;
     match outcome {
+        Ok(value) if route.stream => {
+            let framing = Framing::from_headers(&parts.headers);
+            stream::respond(&state, framing, &route.service, &route.call_method, value).await
+        }
         Ok(value) => call(&state, &route.service, &route.call_method, value).await,
         Err(err) => err.into_response(),
     }
 }
 
 async fn generic_call(State(state): State<AppState>, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let outcome = async {
-        let params = path_params(&mut parts).await?;
-        let find = |name: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        let (service, method) = (find("service"), find("method"));
-        let body = read_body(&parts, body, state.config.body_limit).await?;
-        let value = parse_json(&body)?.unwrap_or(Value::Null);
-        Ok::<_, ApiError>((service, method, value))
-    }
-    .await;
-    match outcome {
-        Ok((service, method, value)) => call(&state, &service, &method, value).await,
+    match generic_request(&state, request).await {
+        Ok((_, service, method, value)) => call(&state, &service, &method, value).await,
         Err(err) => err.into_response(),
     }
+}
+
+async fn generic_stream(State(state): State<AppState>, request: Request) -> Response {
+    match generic_request(&state, request).await {
+        Ok((framing, service, method, value)) => {
+            stream::respond(&state, framing, &service, &method, value).await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// `/{call,stream}/{service}/{method}`: the framing a stream would use, the target, the body.
+async fn generic_request(
+    state: &AppState,
+    request: Request,
+) -> Result<(Framing, String, String, Value), ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let params = path_params(&mut parts).await?;
+    let find = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (service, method) = (find("service"), find("method"));
+    let body = read_body(&parts, body, state.config.body_limit).await?;
+    let value = parse_json(&body)?.unwrap_or(Value::Null);
+    Ok((
+        Framing::from_headers(&parts.headers),
+        service,
+        method,
+        value,
+    ))
 }
 
 async fn path_params(parts: &mut Parts) -> Result<Vec<(String, String)>, ApiError> {
@@ -370,6 +400,7 @@ mod tests {
             path: path.into(),
             service: "s".into(),
             call_method: "m".into(),
+            stream: false,
         }
     }
 

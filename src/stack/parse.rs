@@ -50,7 +50,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "body_limit",
     "routes",
 ];
-const ROUTE_KEYS: &[&str] = &["route", "call"];
+const ROUTE_KEYS: &[&str] = &["route", "call", "stream"];
 const SERVICE_KEYS: &[&str] = &[
     "builtin",
     "command",
@@ -253,10 +253,12 @@ impl<'s> Walker<'s> {
         let table = self.table(value)?;
         let mut route = None;
         let mut call = None;
+        let mut stream = None;
         for (key, item) in table.iter() {
             match key.get_ref().as_ref() {
                 "route" => route = self.string(item).map(|r| (r, item.span())),
                 "call" => call = self.string(item).map(|c| (c, item.span())),
+                "stream" => stream = self.boolean(item),
                 _ => self.unknown(key, ROUTE_KEYS, "in a gateway route"),
             }
         }
@@ -301,6 +303,7 @@ impl<'s> Walker<'s> {
             path,
             service: service.to_string(),
             call_method: call_method.to_string(),
+            stream: stream.unwrap_or(false),
         })
     }
 

@@ -46,6 +46,8 @@ pub struct RouteSpec {
     pub path: String,
     pub service: String,
     pub call_method: String,
+    /// The method answers with a stream, sent as server-sent events or NDJSON.
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
