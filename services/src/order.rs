@@ -140,12 +140,9 @@ fn row_to_order(row: &rusqlite::Row<'_>) -> rusqlite::Result<Order> {
 const ORDER_COLUMNS: &str = "id, user_id, item, quantity, amount_cents, status, created_at_ms";
 
 fn find(c: &rusqlite::Connection, id: i64) -> rusqlite::Result<Option<Order>> {
-    c.query_row(
-        &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
-        [id],
-        row_to_order,
-    )
-    .optional()
+    c.prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"))?
+        .query_row([id], row_to_order)
+        .optional()
 }
 
 fn duration_setting(ctx: &Context, key: &str, default: Duration) -> Duration {
@@ -207,11 +204,11 @@ impl Orders {
             .run(move |c| {
                 let at = now_ms();
                 let tx = c.transaction()?;
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO orders (user_id, item, quantity, amount_cents, status, created_at_ms)
                      VALUES (?1, ?2, ?3, ?4, 'accepted', ?5)",
-                    params![new.user_id, item, new.quantity, amount_cents, at],
-                )?;
+                )?
+                .execute(params![new.user_id, item, new.quantity, amount_cents, at])?;
                 let order = Order {
                     id: tx.last_insert_rowid(),
                     user_id: new.user_id,

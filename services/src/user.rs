@@ -108,12 +108,11 @@ fn row_to_user(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 }
 
 fn find(c: &rusqlite::Connection, id: i64) -> rusqlite::Result<Option<User>> {
-    c.query_row(
-        "SELECT id, name, email, created_at_ms FROM users WHERE id = ?1",
-        [id],
-        row_to_user,
-    )
-    .optional()
+    // Cached: a point read is the hot path (every order checks its user), and parsing the SQL
+    // again each time cost more than the read.
+    c.prepare_cached("SELECT id, name, email, created_at_ms FROM users WHERE id = ?1")?
+        .query_row([id], row_to_user)
+        .optional()
 }
 
 fn is_unique_violation(err: &rusqlite::Error) -> bool {

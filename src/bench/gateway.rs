@@ -1,36 +1,66 @@
-//! `switchboard bench --only gateway`: HTTP over loopback through the gateway to a probe's
-//! `echo`, against a bare axum handler answering the same JSON, in the same run and with the
-//! same load client, so the difference is what the gateway and the router add.
+//! `switchboard bench --only gateway`: HTTP over loopback, in one run with one load client:
+//!
+//! - `GET /users/{id}` through the gateway to the user service (a real SQLite read), against a
+//!   bare axum handler answering the same JSON bytes: what the gateway, the router and the
+//!   service add to an HTTP request;
+//! - `POST /orders` through the gateway (order checks the user, then commits the order and its
+//!   outbox in one SQLite transaction with `synchronous=FULL`), beside this disk's fsync rate
+//!   measured in the same data directory: durable writes bound the order rate.
 //!
 //! The load client runs on its own thread and runtime (as a separate client would), with
 //! [`CONNECTIONS`] keep-alive HTTP/1 connections, each sending its next request as soon as
 //! the previous answer is read.
 
 use std::{
+    io::Write,
     net::SocketAddr,
+    path::Path,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::Method;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use super::{BenchStack, Figure, percentile};
-use crate::{gateway::Gateway, registry, supervisor::SupervisorOptions};
+use crate::{gateway::Gateway, supervisor::SupervisorOptions};
 
 const CONNECTIONS: usize = 16;
 const WARMUP: Duration = Duration::from_millis(500);
-const MEASURE: Duration = Duration::from_secs(3);
+const MEASURE: Duration = Duration::from_secs(2);
 
+/// The shop without its storefront (the bench is the only load) and with no stage delays, so
+/// an order's rate is its check with user and its durable write.
 const STACK: &str = r#"
 name = "bench-gateway"
-[services.echo]
-builtin = "probe"
+[gateway]
+request_timeout = "10s"
+routes = [
+  { route = "GET /users/{id}", call = "user.get" },
+  { route = "POST /orders", call = "order.create" },
+]
+[services.user]
+builtin = "user"
+[services.order]
+builtin = "order"
+calls = ["user"]
+settings = { stage_ms = "0", user_timeout_ms = "2000" }
+[services.notification]
+builtin = "notification"
+calls = ["order"]
 "#;
 
-/// A 64-byte JSON string, the body both servers answer with.
-const BODY: &str = "\"switchboard gateway benchmark: sixty-four bytes of JSON text..\"";
+/// One kind of request the load client sends again and again.
+#[derive(Debug, Clone)]
+struct Shot {
+    method: Method,
+    path: String,
+    body: Option<Bytes>,
+    /// The exact answer expected, when it is known; otherwise any 2xx.
+    expect: Option<Bytes>,
+}
 
 #[derive(Debug, Default)]
 struct Load {
@@ -56,13 +86,10 @@ pub async fn run(options: &SupervisorOptions) -> Vec<Figure> {
         return Vec::new();
     };
     stack.supervisor.begin().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline
-        && registry::read(&stack.supervisor.registry)
-            .service("echo")
-            .is_none_or(|s| s.ready_instances() == 0)
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if !stack.until_ready(Duration::from_secs(15)).await {
+        eprintln!("bench: gateway: the shop did not become ready");
+        stack.finish().await;
+        return Vec::new();
     }
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let gateway = match Gateway::start_at(&stack.supervisor, loopback).await {
@@ -73,26 +100,64 @@ pub async fn run(options: &SupervisorOptions) -> Vec<Figure> {
             return Vec::new();
         }
     };
-    let bare_stop = CancellationToken::new();
-    let bare = match bare_server(loopback, bare_stop.clone()).await {
-        Ok(address) => address,
-        Err(err) => {
-            eprintln!("bench: bare server: {err}");
-            gateway.stop().await;
-            stack.finish().await;
-            return Vec::new();
-        }
-    };
-    let through = load_from_another_thread(gateway.address(), "/call/echo/echo").await;
-    let direct = load_from_another_thread(bare, "/echo").await;
-    bare_stop.cancel();
+    let figures = measure(gateway.address(), &stack.supervisor.stack.data_dir).await;
     gateway.stop().await;
     stack.finish().await;
+    figures.unwrap_or_else(|why| {
+        eprintln!("bench: gateway: {why}");
+        Vec::new()
+    })
+}
 
-    let detail = format!("{CONNECTIONS} keep-alive connections, 64-byte JSON, loopback");
-    vec![
+async fn measure(gateway: SocketAddr, data_dir: &Path) -> Result<Vec<Figure>, String> {
+    let user = once(
+        gateway,
+        Method::POST,
+        "/call/user/create",
+        r#"{"name": "Bench", "email": "bench@example.com"}"#,
+    )
+    .await?;
+    let id = serde_json::from_slice::<serde_json::Value>(&user)
+        .ok()
+        .and_then(|v| v["id"].as_i64())
+        .ok_or("no user id in the answer to user.create")?;
+    let path = format!("/users/{id}");
+    // The user's JSON exactly as the gateway answers it: what the bare handler answers too.
+    let json = once(gateway, Method::GET, &path, "").await?;
+
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let bare_stop = CancellationToken::new();
+    let bare = bare_server(loopback, json.clone(), bare_stop.clone())
+        .await
+        .map_err(|err| format!("bare server: {err}"))?;
+    let get = Shot {
+        method: Method::GET,
+        path: path.clone(),
+        body: None,
+        expect: Some(json.clone()),
+    };
+    let through = load_from_another_thread(gateway, get.clone()).await;
+    let direct = load_from_another_thread(bare, get).await;
+    bare_stop.cancel();
+    let order = Shot {
+        method: Method::POST,
+        path: "/orders".into(),
+        body: Some(Bytes::from(format!(
+            r#"{{"user_id": {id}, "item": "cable", "quantity": 1}}"#
+        ))),
+        expect: None,
+    };
+    let orders = load_from_another_thread(gateway, order).await;
+    let dir = data_dir.to_path_buf();
+    let fsync = tokio::task::spawn_blocking(move || fsync_rate(&dir, MEASURE))
+        .await
+        .map_err(|err| err.to_string())?
+        .map_err(|err| format!("fsync rate: {err}"))?;
+
+    let detail = format!("{CONNECTIONS} keep-alive connections, loopback");
+    Ok(vec![
         figure(
-            "HTTP through the gateway to probe echo",
+            "GET /users/{id} through the gateway to user",
             through.rate,
             "req/s",
             format!("{detail}; {} errors", through.errors),
@@ -100,7 +165,7 @@ pub async fn run(options: &SupervisorOptions) -> Vec<Figure> {
         figure("  p50", through.p50_us, "µs", ""),
         figure("  p99", through.p99_us, "µs", ""),
         figure(
-            "HTTP to a bare axum handler, same JSON",
+            "GET /users/{id} from a bare axum handler, same JSON",
             direct.rate,
             "req/s",
             format!("{detail}; {} errors", direct.errors),
@@ -111,22 +176,110 @@ pub async fn run(options: &SupervisorOptions) -> Vec<Figure> {
             "gateway ÷ bare handler, throughput",
             through.rate / direct.rate,
             "×",
-            "",
+            "target: at least 0.5",
         ),
-    ]
+        figure(
+            "POST /orders through the gateway (durable)",
+            orders.rate,
+            "orders/s",
+            format!("{detail}; {} errors", orders.errors),
+        ),
+        figure("  p50", orders.p50_us, "µs", ""),
+        figure("  p99", orders.p99_us, "µs", ""),
+        figure(
+            "fsync rate of the data directory's disk",
+            fsync,
+            "fsync/s",
+            "one writer: 4 KiB write + fdatasync, back to back",
+        ),
+        figure(
+            "orders ÷ fsyncs",
+            orders.rate / fsync,
+            "×",
+            "each order: 2 commits in orders.db (created, completed), 2 in notifications.db, acks; each commit syncs",
+        ),
+    ])
 }
 
-/// The baseline: the same JSON answered by a handler with nothing behind it.
-async fn bare_server(addr: SocketAddr, stop: CancellationToken) -> std::io::Result<SocketAddr> {
+/// One request, its 2xx body (or why not).
+async fn once(
+    address: SocketAddr,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> Result<Bytes, String> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|err| err.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|err| err.to_string())?;
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, address.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|err| err.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| err.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| err.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "{path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    Ok(body)
+}
+
+/// Durable writes per second on the disk holding `dir`: a 4 KiB write then `fdatasync`, back
+/// to back from one writer (as SQLite's WAL syncs a commit), for `time`.
+fn fsync_rate(dir: &Path, time: Duration) -> std::io::Result<f64> {
+    let path = dir.join("bench-fsync");
+    let mut file = std::fs::File::create(&path)?;
+    let page = [0x5au8; 4096];
+    let start = Instant::now();
+    let mut syncs = 0u64;
+    while start.elapsed() < time {
+        file.write_all(&page)?;
+        file.sync_data()?;
+        syncs += 1;
+    }
+    let rate = syncs as f64 / start.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(rate)
+}
+
+/// The baseline: the same JSON bytes from a handler with nothing behind it, at the same path.
+async fn bare_server(
+    addr: SocketAddr,
+    json: Bytes,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let address = listener.local_addr()?;
     let app = axum::Router::new().route(
-        "/echo",
-        axum::routing::post(|body: Bytes| async move {
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
+        "/users/{id}",
+        axum::routing::get(move || {
+            let json = json.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    json,
+                )
+            }
         }),
     );
     tokio::spawn(async move {
@@ -137,14 +290,14 @@ async fn bare_server(addr: SocketAddr, stop: CancellationToken) -> std::io::Resu
     Ok(address)
 }
 
-async fn load_from_another_thread(address: SocketAddr, path: &'static str) -> Load {
+async fn load_from_another_thread(address: SocketAddr, shot: Shot) -> Load {
     let client = std::thread::Builder::new()
         .name("bench-http-load".into())
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            Ok::<_, std::io::Error>(runtime.block_on(load(address, path)))
+            Ok::<_, std::io::Error>(runtime.block_on(load(address, shot)))
         });
     let Ok(client) = client else {
         return Load::default();
@@ -155,13 +308,18 @@ async fn load_from_another_thread(address: SocketAddr, path: &'static str) -> Lo
     }
 }
 
-async fn load(address: SocketAddr, path: &'static str) -> Load {
+async fn load(address: SocketAddr, shot: Shot) -> Load {
     let start = Instant::now();
     let measure_from = start + WARMUP;
     let end = measure_from + MEASURE;
     let mut workers = Vec::new();
     for _ in 0..CONNECTIONS {
-        workers.push(tokio::spawn(connection(address, path, measure_from, end)));
+        workers.push(tokio::spawn(connection(
+            address,
+            shot.clone(),
+            measure_from,
+            end,
+        )));
     }
     let mut latencies = Vec::new();
     let mut errors = 0;
@@ -186,7 +344,7 @@ async fn load(address: SocketAddr, path: &'static str) -> Load {
 /// the warm-up.
 async fn connection(
     address: SocketAddr,
-    path: &'static str,
+    shot: Shot,
     measure_from: Instant,
     end: Instant,
 ) -> (Vec<f64>, u64) {
@@ -205,10 +363,12 @@ async fn connection(
         let _ = connection.await;
     });
     while Instant::now() < end {
-        let Ok(request) = hyper::Request::post(path)
+        let Ok(request) = hyper::Request::builder()
+            .method(shot.method.clone())
+            .uri(&shot.path)
             .header(hyper::header::HOST, address.to_string())
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+            .body(Full::new(shot.body.clone().unwrap_or_default()))
         else {
             return (times, errors + 1);
         };
@@ -217,7 +377,8 @@ async fn connection(
             Ok(response) => {
                 let status = response.status();
                 let body = response.into_body().collect().await;
-                status.is_success() && body.is_ok_and(|b| b.to_bytes() == BODY.as_bytes())
+                status.is_success()
+                    && body.is_ok_and(|b| shot.expect.as_ref().is_none_or(|e| b.to_bytes() == e))
             }
             Err(_) => return (times, errors + 1),
         };

@@ -54,10 +54,10 @@ pub fn enqueue(
     };
     let body = serde_json::to_string(&event)
         .map_err(|e| StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO outbox (event_id, topic, order_id, body, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![event.event_id, format!("order.{kind}"), order.id, body, at_ms],
-    )?;
+    )?
+    .execute(params![event.event_id, format!("order.{kind}"), order.id, body, at_ms])?;
     Ok(())
 }
 
