@@ -108,8 +108,7 @@ pub fn service() -> Result<Service, StoreError> {
             async move {
                 orders
                     .store
-                    .run(move |c| Ok(find(c, id)?))
-                    .await?
+                    .read_now(|c| Ok(find(c, id)?))?
                     .ok_or_else(|| HandlerError::not_found(format!("no order {id}")))
             }
         })

@@ -36,8 +36,7 @@ pub fn service() -> Result<Service, StoreError> {
             let store = get.clone();
             async move {
                 store
-                    .run(move |c| Ok(find(c, id)?))
-                    .await?
+                    .read_now(|c| Ok(find(c, id)?))?
                     .ok_or_else(|| HandlerError::not_found(format!("no user {id}")))
             }
         })
