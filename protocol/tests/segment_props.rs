@@ -121,6 +121,8 @@ proptest! {
         let reader = SegmentReader::from_fd(file.as_fd()).unwrap();
         let snapshot = reader.read();
         prop_assert_eq!(snapshot.header_ok, words[..HEADER.len()] == HEADER);
+        // The hang check's cheap read agrees with the full one.
+        prop_assert_eq!(reader.heartbeat(), snapshot.header_ok.then_some(snapshot.heartbeat));
         check_sane(&snapshot)?;
     }
 

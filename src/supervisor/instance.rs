@@ -192,7 +192,8 @@ impl InstanceTask {
                     let (Some(timeout), Some(segment)) = (self.heartbeat_timeout, &self.handle.segment) else {
                         continue;
                     };
-                    let silent_for = heartbeat.observe(segment.read().heartbeat);
+                    // A wrong header reads as a heartbeat stuck at 0, as in a full read.
+                    let silent_for = heartbeat.observe(segment.heartbeat().unwrap_or(0));
                     if silent_for >= timeout {
                         let _ = self.events.send(InstanceEvent::Hung { id: self.handle.id, silent_for }).await;
                         signal_group(pid, libc::SIGKILL);
