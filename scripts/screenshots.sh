@@ -41,9 +41,12 @@ shoot() { # $1: name
 
 start scripts/screenshot-stack.toml
 sleep 8
+# order: its orders moving through their stages as progress bars.
+keys j
+sleep 1.5
 shoot main
 
-keys Tab / t i c k Enter n
+keys Tab / l e d g e r Enter n
 sleep 0.5
 shoot log-search
 keys Escape Tab
@@ -53,13 +56,14 @@ sleep 0.5
 shoot help
 keys Escape
 
-# billing has given up by now: select it to show the failure and the alert.
-keys g j j j
+# billing (last) has given up by now: select it to show the failure and the alert.
+keys G
 sleep 0.5
 shoot failed-service
 
-keys G Enter Enter
-sleep 4
+# report, the Python job: run it with its default parameters.
+keys k Enter Enter
+sleep 3
 shoot job-progress
 keys q y
 sleep 3
