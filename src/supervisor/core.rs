@@ -21,6 +21,7 @@ use super::{
     instance::{BAD_FRAME_ALERT, Control, InstanceTask},
     restart::{Decision, RestartTracker},
     spawn::Spawner,
+    strays::Sweeper,
 };
 use crate::{
     event::{Event, EventKind, EventSender},
@@ -59,6 +60,7 @@ pub(super) struct Core {
     router: Router,
     spawner: Spawner,
     launch: LaunchContext,
+    sweeper: Sweeper,
     instance_tx: mpsc::Sender<InstanceEvent>,
     tasks: TaskTracker,
     controls: HashMap<Slot, mpsc::Sender<Control>>,
@@ -96,6 +98,7 @@ impl Core {
             router,
             spawner,
             launch,
+            sweeper: Sweeper::start(),
             instance_tx,
             tasks: TaskTracker::new(),
             controls: HashMap::new(),
@@ -150,6 +153,11 @@ impl Core {
         }
         self.tasks.close();
         self.tasks.wait().await;
+        // Every instance is reaped: whatever still carries this supervisor's lineage is a stray.
+        self.report.strays = self.sweeper.finish().await;
+        if !self.report.strays.is_empty() {
+            tracing::warn!(pids = ?self.report.strays, "killed processes left behind by services");
+        }
         self.report
     }
 
@@ -331,7 +339,8 @@ impl Core {
             Some((fd, reader)) => (Some(fd), Some(reader)),
             None => (None, None),
         };
-        let command = self.launch.command(&spec, replica, segment_fd);
+        let lineage = self.sweeper.lineage();
+        let command = self.launch.command(&spec, replica, segment_fd, &lineage);
         let child = match self.spawner.spawn(command).await {
             Ok(child) => child,
             Err(err) => {
@@ -404,6 +413,8 @@ impl Core {
                 params,
             },
             heartbeat_timeout,
+            lineage,
+            sweeper: self.sweeper.clone(),
         };
         self.tasks.spawn(task.run());
         // A plain program with no ready line is ready once it runs.

@@ -33,7 +33,7 @@ use tokio_util::{
     sync::CancellationToken,
 };
 
-use super::{InstanceEvent, spawn::signal_group};
+use super::{InstanceEvent, spawn::signal_group, strays::Sweeper};
 use crate::{
     logs::{LineCodec, LogStore, Stream},
     registry::{ExitStatus, InstanceHandle, InstanceId},
@@ -71,6 +71,9 @@ pub struct InstanceTask {
     pub ready_line: Option<String>,
     pub welcome: Welcome,
     pub heartbeat_timeout: Option<Duration>,
+    /// In the environment of the process and its descendants; see [`super::strays`].
+    pub lineage: String,
+    pub sweeper: Sweeper,
 }
 
 impl InstanceTask {
@@ -132,8 +135,10 @@ impl InstanceTask {
 
         let status = self.supervise(&close_stdin, &stdout_closed).await;
 
-        // Reaped: now nothing in its group may outlive it.
+        // Reaped: now nothing in its group may outlive it, nor anything of its lineage that
+        // left the group.
         signal_group(self.handle.pid, libc::SIGKILL);
+        self.sweeper.reaped(std::mem::take(&mut self.lineage));
         self.handle.routable.store(false, Ordering::Release);
         close_stdin.cancel();
         for task in [stdout_reader, stderr_reader].into_iter().flatten() {

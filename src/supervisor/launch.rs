@@ -33,6 +33,7 @@ impl LaunchContext {
         spec: &ServiceSpec,
         replica: u32,
         segment: Option<std::os::fd::OwnedFd>,
+        lineage: &str,
     ) -> LaunchCommand {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("SWITCHBOARD_SERVICE".into(), spec.name.clone());
@@ -59,6 +60,8 @@ impl LaunchContext {
         for (key, value) in &spec.env {
             env.insert(key.clone(), value.clone());
         }
+        // After the stack's own: a stack cannot take a service out of the stray sweep.
+        env.insert(super::strays::LINEAGE_ENV.into(), lineage.into());
         let lookup = |name: &str| env.get(name).cloned().or_else(|| std::env::var(name).ok());
         let (program, args) = match &spec.program {
             Program::Builtin(name) => (

@@ -5,6 +5,7 @@
 //! - [`launch`]: a service's spec turned into a command line and an environment.
 //! - [`instance`]: the actor owning one child process, its pipes and its stop sequence.
 //! - [`restart`]: backoff and the restart intensity limit.
+//! - [`strays`]: killing what a service left behind outside its process group.
 //! - `core`: the actor that owns every decision; [`Supervisor`] is the handle to it.
 //!
 //! Everything the supervisor decides becomes an [`Event`](crate::event::Event) on the lifecycle
@@ -15,6 +16,7 @@ pub mod instance;
 pub mod launch;
 pub mod restart;
 pub mod spawn;
+pub mod strays;
 
 use std::{
     path::PathBuf,
@@ -133,6 +135,8 @@ pub const MAX_REPLICAS: u32 = 1000;
 pub struct ShutdownReport {
     /// Instances that had to be signalled (SIGTERM or SIGKILL) to stop.
     pub forced: Vec<String>,
+    /// Processes left behind by services (outside their process groups), killed at the end.
+    pub strays: Vec<u32>,
 }
 
 impl ShutdownReport {
