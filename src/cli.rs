@@ -170,6 +170,10 @@ pub enum Cmd {
         /// Stack to measure the console's CPU with (default: the demo stack).
         #[arg(long)]
         stack: Option<PathBuf>,
+        /// What sends the gateway's HTTP load: the built-in client, or wrk (must be on PATH;
+        /// scripts/bench-gateway.sh installs it).
+        #[arg(long, value_enum, default_value_t = crate::bench::gateway::HttpLoad::Builtin)]
+        http_load: crate::bench::gateway::HttpLoad,
     },
     /// A peer process for the pipe baselines of `bench`.
     #[command(hide = true)]
@@ -248,7 +252,8 @@ pub fn run(cli: Cli) -> ExitCode {
             idle_secs,
             json,
             stack,
-        }) => bench(&only, rounds, idle_secs, json, stack.as_deref()),
+            http_load,
+        }) => bench(&only, rounds, idle_secs, json, stack.as_deref(), http_load),
         None => up(
             cli.file.as_deref(),
             cli.headless,
@@ -625,8 +630,9 @@ fn bench(
     idle_secs: u64,
     json: bool,
     stack: Option<&Path>,
+    http_load: crate::bench::gateway::HttpLoad,
 ) -> ExitCode {
-    let selection = match crate::bench::Selection::from_names(only) {
+    let mut selection = match crate::bench::Selection::from_names(only) {
         Ok(selection) => selection,
         Err(unknown) => {
             eprintln!(
@@ -636,6 +642,11 @@ fn bench(
             return ExitCode::from(2);
         }
     };
+    selection.http_load = http_load;
+    if http_load == crate::bench::gateway::HttpLoad::Wrk && !crate::bench::gateway::wrk_found() {
+        eprintln!("switchboard bench: --http-load wrk needs wrk on PATH (apt-get install wrk)");
+        return ExitCode::from(2);
+    }
     init_console_logging();
     let (Ok(mut options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime())
     else {

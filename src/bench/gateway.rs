@@ -9,7 +9,8 @@
 //!
 //! The load client runs on its own thread and runtime (as a separate client would), with
 //! [`CONNECTIONS`] keep-alive HTTP/1 connections, each sending its next request as soon as
-//! the previous answer is read.
+//! the previous answer is read. `--http-load wrk` sends the same load with wrk instead (one
+//! thread, the same connections and duration), as an outside cross-check of the client.
 
 use std::{
     io::Write,
@@ -52,6 +53,24 @@ builtin = "notification"
 calls = ["order"]
 "#;
 
+/// What sends the HTTP load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HttpLoad {
+    #[default]
+    Builtin,
+    Wrk,
+}
+
+/// Whether `wrk` can be run.
+pub fn wrk_found() -> bool {
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
 /// One kind of request the load client sends again and again.
 #[derive(Debug, Clone)]
 struct Shot {
@@ -79,7 +98,7 @@ fn figure(name: &str, value: f64, unit: &str, detail: impl Into<String>) -> Figu
     }
 }
 
-pub async fn run(options: &SupervisorOptions) -> Vec<Figure> {
+pub async fn run(options: &SupervisorOptions, http_load: HttpLoad) -> Vec<Figure> {
     let mut options = options.clone();
     options.log_files = false;
     let Some(stack) = BenchStack::start(STACK, &options) else {
@@ -100,7 +119,12 @@ pub async fn run(options: &SupervisorOptions) -> Vec<Figure> {
             return Vec::new();
         }
     };
-    let figures = measure(gateway.address(), &stack.supervisor.stack.data_dir).await;
+    let figures = measure(
+        gateway.address(),
+        &stack.supervisor.stack.data_dir,
+        http_load,
+    )
+    .await;
     gateway.stop().await;
     stack.finish().await;
     figures.unwrap_or_else(|why| {
@@ -109,7 +133,11 @@ pub async fn run(options: &SupervisorOptions) -> Vec<Figure> {
     })
 }
 
-async fn measure(gateway: SocketAddr, data_dir: &Path) -> Result<Vec<Figure>, String> {
+async fn measure(
+    gateway: SocketAddr,
+    data_dir: &Path,
+    http_load: HttpLoad,
+) -> Result<Vec<Figure>, String> {
     let user = once(
         gateway,
         Method::POST,
@@ -136,8 +164,8 @@ async fn measure(gateway: SocketAddr, data_dir: &Path) -> Result<Vec<Figure>, St
         body: None,
         expect: Some(json.clone()),
     };
-    let through = load_from_another_thread(gateway, get.clone()).await;
-    let direct = load_from_another_thread(bare, get).await;
+    let through = send_load(http_load, gateway, get.clone()).await;
+    let direct = send_load(http_load, bare, get).await;
     bare_stop.cancel();
     let order = Shot {
         method: Method::POST,
@@ -147,14 +175,18 @@ async fn measure(gateway: SocketAddr, data_dir: &Path) -> Result<Vec<Figure>, St
         ))),
         expect: None,
     };
-    let orders = load_from_another_thread(gateway, order).await;
+    let orders = send_load(http_load, gateway, order).await;
     let dir = data_dir.to_path_buf();
     let fsync = tokio::task::spawn_blocking(move || fsync_rate(&dir, MEASURE))
         .await
         .map_err(|err| err.to_string())?
         .map_err(|err| format!("fsync rate: {err}"))?;
 
-    let detail = format!("{CONNECTIONS} keep-alive connections, loopback");
+    let client = match http_load {
+        HttpLoad::Builtin => "built-in client",
+        HttpLoad::Wrk => "wrk",
+    };
+    let detail = format!("{client}, {CONNECTIONS} keep-alive connections, loopback");
     Ok(vec![
         figure(
             "GET /users/{id} through the gateway to user",
@@ -290,6 +322,94 @@ async fn bare_server(
     Ok(address)
 }
 
+async fn send_load(http_load: HttpLoad, address: SocketAddr, shot: Shot) -> Load {
+    match http_load {
+        HttpLoad::Builtin => load_from_another_thread(address, shot).await,
+        HttpLoad::Wrk => tokio::task::spawn_blocking(move || wrk(address, &shot))
+            .await
+            .unwrap_or_else(|err| Err(err.to_string()))
+            .unwrap_or_else(|why| {
+                eprintln!("bench: wrk: {why}");
+                Load::default()
+            }),
+    }
+}
+
+/// The same load from wrk: one thread, [`CONNECTIONS`] connections, warm-up plus measurement.
+/// wrk counts every answer; those that are not 2xx are the errors (it cannot compare bodies).
+fn wrk(address: SocketAddr, shot: &Shot) -> Result<Load, String> {
+    let script = std::env::temp_dir().join(format!(
+        "switchboard-wrk-{}-{}.lua",
+        std::process::id(),
+        shot.path.len() + shot.body.as_ref().map_or(0, Bytes::len)
+    ));
+    let body = shot
+        .body
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    // Lua long brackets hold the JSON as it is.
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"{}\"\nwrk.body = [==[{body}]==]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+            shot.method
+        ),
+    )
+    .map_err(|err| err.to_string())?;
+    let seconds = (WARMUP + MEASURE).as_secs_f64().ceil() as u64;
+    let output = std::process::Command::new("wrk")
+        .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{seconds}s")])
+        .arg("--latency")
+        .arg("-s")
+        .arg(&script)
+        .arg(format!("http://{address}{}", shot.path))
+        .output();
+    let _ = std::fs::remove_file(&script);
+    let output = output.map_err(|err| err.to_string())?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{}{}",
+            text,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    parse_wrk(&text).ok_or_else(|| format!("cannot read wrk's report:\n{text}"))
+}
+
+/// Requests/s, p50, p99 and non-2xx answers from wrk's `--latency` report.
+fn parse_wrk(report: &str) -> Option<Load> {
+    let mut load = Load::default();
+    let mut rate = None;
+    for line in report.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", value] => rate = value.parse().ok(),
+            ["50%", value] => load.p50_us = wrk_duration_us(value)?,
+            ["99%", value] => load.p99_us = wrk_duration_us(value)?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => load.errors = n.parse().ok()?,
+            _ => {}
+        }
+    }
+    load.rate = rate?;
+    Some(load)
+}
+
+/// `812.00us`, `1.25ms`, `2.01s` in µs.
+fn wrk_duration_us(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        return None;
+    };
+    Some(number.parse::<f64>().ok()? * scale)
+}
+
 async fn load_from_another_thread(address: SocketAddr, shot: Shot) -> Load {
     let client = std::thread::Builder::new()
         .name("bench-http-load".into())
@@ -389,4 +509,34 @@ async fn connection(
         }
     }
     (times, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_wrk_report() {
+        let report = "Running 3s test @ http://127.0.0.1:8080/users/1
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   812.50us  300.00us   9.12ms   90.00%
+    Req/Sec    19.50k     1.00k   21.00k    70.00%
+  Latency Distribution
+     50%  780.00us
+     75%    0.90ms
+     90%    1.10ms
+     99%    2.50ms
+  58500 requests in 3.00s, 10.00MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:  19500.25
+Transfer/sec:      3.33MB
+";
+        let load = parse_wrk(report).unwrap();
+        assert_eq!(load.rate, 19500.25);
+        assert_eq!(load.p50_us, 780.0);
+        assert_eq!(load.p99_us, 2500.0);
+        assert_eq!(load.errors, 3);
+        assert!(parse_wrk("wrk: connection refused").is_none());
+    }
 }

@@ -44,6 +44,8 @@ pub struct Selection {
     pub fanout: bool,
     pub gateway: bool,
     pub scale: bool,
+    /// What sends the gateway's HTTP load.
+    pub http_load: gateway::HttpLoad,
 }
 
 impl Selection {
@@ -69,6 +71,7 @@ impl Selection {
             fanout: wants("fanout"),
             gateway: wants("gateway"),
             scale: wants("scale"),
+            http_load: gateway::HttpLoad::Builtin,
         })
     }
 }
@@ -100,7 +103,7 @@ pub async fn run(
         figures.extend(fanout::run(&options, 1).await);
     }
     if selection.gateway {
-        figures.extend(gateway::run(&options).await);
+        figures.extend(gateway::run(&options, selection.http_load).await);
     }
     if selection.scale {
         figures.extend(
