@@ -898,6 +898,13 @@ async fn a_stream_comes_as_ndjson_or_server_sent_events_and_ends_cleanly() {
     let item: Value = serde_json::from_str(&events[2].1).unwrap();
     assert_eq!(item["index"], 2);
 
+    // A method that does not stream: its answer is the one item.
+    let (status, _, mut body) =
+        open_stream(&f, Method::POST, "/stream/echo/echo", r#""once""#, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines = read_lines(&mut body, usize::MAX).await;
+    assert_eq!(lines, [r#""once""#]);
+
     // An empty stream is just its end.
     let (status, _, mut body) = open_stream(
         &f,

@@ -13,7 +13,11 @@ use std::{
 
 use common::{Running, stack, start};
 use serde::{Serialize, de::DeserializeOwned};
-use switchboard::{registry::InstanceState, router::GATEWAY, supervisor::Command};
+use switchboard::{
+    registry::InstanceState,
+    router::{GATEWAY, StreamStep},
+    supervisor::Command,
+};
 use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
 use switchboard_services::model::{
     ById, NewOrder, NewUser, NotificationList, Order, User, UserUpdate,
@@ -474,6 +478,45 @@ async fn no_acknowledged_order_or_notification_is_lost_under_kill_9() {
     let running = std::sync::Arc::try_unwrap(running)
         .ok()
         .expect("shoppers still hold the supervisor");
+    running.stop().await;
+}
+
+/// `order.export` streams every order, a page (100) at a time, in id order, under credit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_export_streams_every_order() {
+    let (stack, _dir) = stack(SHOP);
+    let running = start(stack).await;
+    ready(&running, &["user", "order"]).await;
+    let customer = new_user(&running, "Exporter", "exporter@example.com").await;
+    let mut placed = Vec::new();
+    for _ in 0..230 {
+        let new = NewOrder {
+            user_id: customer.id,
+            item: "cable".into(),
+            quantity: 1,
+        };
+        placed.push(ok::<Order>(&call(&running, "order", "create", &new).await).id);
+    }
+    let request = Envelope {
+        kind: Kind::Request,
+        destination: "order".into(),
+        method: "export".into(),
+        body: Body::Json(serde_json::to_vec(&serde_json::json!({})).unwrap().into()),
+        ..Envelope::default()
+    };
+    let mut stream = running.supervisor.router.call_stream(GATEWAY, request);
+    let mut exported = Vec::new();
+    let end = loop {
+        match stream.next().await {
+            StreamStep::Item(Body::Json(bytes)) => {
+                exported.push(serde_json::from_slice::<Order>(&bytes).unwrap().id);
+            }
+            StreamStep::Item(other) => panic!("not JSON: {other:?}"),
+            StreamStep::End(end) => break end,
+        }
+    };
+    assert_eq!(end, Ok(()));
+    assert_eq!(exported, placed, "every order once, in id order");
     running.stop().await;
 }
 

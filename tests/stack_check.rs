@@ -40,7 +40,15 @@ fn the_demo_stack_is_valid() {
         demo.service("storefront").unwrap().depends_on[0].condition,
         Condition::Ready
     );
-    assert_eq!(demo.gateway.routes.len(), 8);
+    assert_eq!(demo.gateway.routes.len(), 9);
+    let streamed: Vec<&str> = demo
+        .gateway
+        .routes
+        .iter()
+        .filter(|r| r.stream)
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(streamed, ["/orders/export"]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `order`: takes orders, checks the user with `user.get` under a deadline, runs each order
 //! through its stages (validate, reserve, charge, ship) as task progress, and announces
 //! `order.created` and `order.completed`, with a delivery guarantee (see [`outbox`]).
+//! `export` streams every order after `after`, a page at a time, under the receiver's credit.
 //!
 //! The database is the work queue: an order is committed as `accepted` before it is
 //! acknowledged, and the processor picks up every accepted order it is not already running, so
@@ -17,7 +18,7 @@ use std::{
 use rusqlite::{OptionalExtension, params};
 use switchboard_protocol::{
     ErrorCode,
-    sdk::{CallError, CallOptions, Context, HandlerError, Service},
+    sdk::{CallError, CallOptions, Context, HandlerError, Service, StreamSink},
 };
 use tokio::sync::Notify;
 
@@ -91,7 +92,8 @@ pub fn service() -> Result<Service, StoreError> {
         store,
         accepted: Arc::new(Notify::new()),
     };
-    let (create, get, list, ack) = (
+    let (create, get, list, ack, export) = (
+        orders.clone(),
         orders.clone(),
         orders.clone(),
         orders.clone(),
@@ -116,6 +118,13 @@ pub fn service() -> Result<Service, StoreError> {
             let orders = list.clone();
             async move { Ok::<_, HandlerError>(orders.list(page).await?) }
         })
+        .stream(
+            "export",
+            move |_ctx, page: Page, sink: StreamSink<Order>| {
+                let orders = export.clone();
+                async move { orders.export(page, sink).await }
+            },
+        )
         .method("ack", move |_ctx, Ack { event_ids }| {
             let orders = ack.clone();
             async move { Ok::<_, HandlerError>(orders.outbox.ack(event_ids).await?) }
@@ -253,6 +262,21 @@ impl Orders {
                 })
             })
             .await
+    }
+
+    /// Every order after `page.after`, read a page at a time; each page is read only when the
+    /// receiver has taken the last, so a slow reader holds no more than a page in memory.
+    async fn export(&self, mut page: Page, sink: StreamSink<Order>) -> Result<(), HandlerError> {
+        loop {
+            let list = self.list(page.clone()).await?;
+            for order in &list.orders {
+                sink.send(order).await?;
+            }
+            match list.next {
+                Some(after) => page.after = after,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Runs accepted orders through their stages, at most [`PROCESSING_LIMIT`] at once.

@@ -214,7 +214,8 @@ pub enum StreamStep {
 }
 
 impl LocalStream {
-    /// The next item, or the end. After the end, keeps answering the end.
+    /// The next item, or the end. After the end, keeps answering the end. A plain answer from
+    /// a method that does not stream comes as one item, then the end.
     pub async fn next(&mut self) -> StreamStep {
         if self.done {
             return StreamStep::End(Ok(()));
@@ -234,6 +235,11 @@ impl LocalStream {
                     self.router
                         .receiver_says((None, self.caller_id), &Kind::Credit(more));
                 }
+                StreamStep::Item(envelope.body)
+            }
+            // A method that is not a stream answers once: its answer is the one item.
+            Kind::Response(Status::Ok) if envelope.body != Body::Empty => {
+                self.done = true;
                 StreamStep::Item(envelope.body)
             }
             Kind::StreamEnd(Status::Ok) | Kind::Response(Status::Ok) => {

@@ -23,12 +23,21 @@ impl Encoding {
 }
 
 /// Decodes a body into `T`. An empty body decodes as JSON `null` or as zero postcard bytes, so
-/// handlers taking `()` or `Option<_>` accept it.
+/// handlers taking `()` or `Option<_>` accept it. A JSON `null` (what the gateway sends for a
+/// request with no body and no parameters, like `GET /orders`) that `T` refuses is tried as
+/// `{}` too, so a struct whose fields all have defaults takes it as "all defaults".
 pub fn decode<T: DeserializeOwned>(body: &Body) -> Result<T, HandlerError> {
     match body {
         Body::Postcard(bytes) => postcard::from_bytes(bytes)
             .map_err(|err| HandlerError::bad_request(format!("undecodable postcard body: {err}"))),
         Body::Json(bytes) => serde_json::from_slice(bytes)
+            .or_else(|err| {
+                if bytes.trim_ascii() == b"null" {
+                    serde_json::from_slice(b"{}").map_err(|_| err)
+                } else {
+                    Err(err)
+                }
+            })
             .map_err(|err| HandlerError::bad_request(format!("invalid JSON body: {err}"))),
         Body::Empty => postcard::from_bytes(&[])
             .or_else(|_| serde_json::from_slice(b"null"))
@@ -82,5 +91,20 @@ mod tests {
         assert!(decode::<()>(&Body::Empty).is_ok());
         assert!(decode::<Option<u32>>(&Body::Empty).is_ok());
         assert!(decode::<User>(&Body::Empty).is_err());
+    }
+
+    #[test]
+    fn json_null_is_all_defaults_for_a_struct_that_has_them() {
+        #[derive(Deserialize, Debug, PartialEq, Default)]
+        struct Page {
+            #[serde(default)]
+            after: i64,
+        }
+        let null = Body::Json(Bytes::from_static(b"null"));
+        assert_eq!(decode::<Page>(&null).unwrap(), Page::default());
+        assert_eq!(decode::<()>(&null).unwrap(), ());
+        // A struct with a required field still refuses it, with serde's first complaint.
+        let err = decode::<User>(&null).unwrap_err();
+        assert!(err.message.contains("null"), "{}", err.message);
     }
 }
