@@ -3,7 +3,7 @@
 # starting from its committed corpus and adding what it finds there:
 #
 #   protocol/fuzz: decode_frames, envelope, segment_reader   corpus in protocol/fuzz/corpus/TARGET
-#   fuzz:          stack_file                                corpus in fuzz/corpus/TARGET
+#   fuzz:          stack_file, gateway_json                  corpus in fuzz/corpus/TARGET
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
@@ -22,10 +22,11 @@ declare -A crate_of=(
     [envelope]=protocol
     [segment_reader]=protocol
     [stack_file]=.
+    [gateway_json]=.
 )
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(decode_frames envelope segment_reader stack_file)
+    targets=(decode_frames envelope segment_reader stack_file gateway_json)
 fi
 
 for target in "${targets[@]}"; do

@@ -141,11 +141,12 @@ async fn job_runs(
     }))
 }
 
+/// The query of `GET /admin/services/{name}/logs`.
 #[derive(Debug, Deserialize)]
-struct LogQuery {
-    tail: Option<usize>,
+pub struct LogQuery {
+    pub tail: Option<usize>,
     #[serde(default)]
-    follow: bool,
+    pub follow: bool,
 }
 
 async fn logs(

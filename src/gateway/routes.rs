@@ -202,7 +202,8 @@ async fn path_params(parts: &mut Parts) -> Result<Vec<(String, String)>, ApiErro
         .collect())
 }
 
-fn query_params(parts: &Parts) -> Result<Vec<(String, String)>, ApiError> {
+/// The query string's `key=value` pairs, percent-decoded; 400 when it does not decode.
+pub fn query_params(parts: &Parts) -> Result<Vec<(String, String)>, ApiError> {
     if parts.uri.query().is_none() {
         return Ok(Vec::new());
     }
@@ -269,7 +270,8 @@ pub fn merge(
     Ok(Value::Object(object))
 }
 
-fn param_value(text: String) -> Value {
+/// A path or query parameter as JSON: a number when it reads back as the same integer.
+pub fn param_value(text: String) -> Value {
     match text.parse::<i64>() {
         Ok(n) if n.to_string() == text => Value::from(n),
         _ => Value::String(text),
