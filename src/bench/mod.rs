@@ -110,7 +110,7 @@ pub async fn run(
             scale::run(
                 &options,
                 &scale::SIZES,
-                idle_for.min(Duration::from_secs(3)),
+                idle_for.min(Duration::from_secs(5)),
             )
             .await,
         );

@@ -79,6 +79,9 @@ async fn measure(options: &SupervisorOptions, n: usize, idle_for: Duration) -> V
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu_before = own_cpu_seconds();
     let idle_start = Instant::now();
+    // Two whole rounds of the CPU and RSS sampler (longer with more services), so the window
+    // holds the same share of its work whatever its phase.
+    let idle_for = idle_for.min(crate::monitor::resources::pause_for(n) * 2);
     tokio::time::sleep(idle_for).await;
     let cpu = (own_cpu_seconds() - cpu_before) / idle_start.elapsed().as_secs_f64() * 100.0;
     let rss = own_rss_bytes();
@@ -115,7 +118,7 @@ async fn measure(options: &SupervisorOptions, n: usize, idle_for: Duration) -> V
             value: cpu,
             unit: "% of a core".into(),
             detail: format!(
-                "over {} s; heartbeats read every 20 ms, metrics sampled every second{}",
+                "over {} s; hang check every 1 s per service (heartbeat_timeout 10 s), metrics every second, CPU and RSS every max(1 s, N/200 s){}",
                 idle_for.as_secs(),
                 if n == 500 { "; target: under 5%" } else { "" }
             ),

@@ -11,8 +11,19 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::registry::{self, Registry};
 
-/// How often the sampler runs.
+/// How often the sampler runs, with up to [`PIDS_PER_SECOND`] processes.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Past this many processes the sampler spaces its rounds out (500 processes: every 2.5 s), so
+/// that its cost stays near this many processes a second: sysinfo reads several `/proc` files
+/// per process, and at 500 services sampling every second was most of the console's idle CPU.
+pub const PIDS_PER_SECOND: usize = 200;
+
+/// The pause before the next round, for `pids` processes.
+pub fn pause_for(pids: usize) -> Duration {
+    SAMPLE_EVERY.max(Duration::from_secs_f64(
+        pids as f64 / PIDS_PER_SECOND as f64,
+    ))
+}
 
 /// The console's own usage, for the header and `switchboard bench`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -44,8 +55,9 @@ fn sample_loop(registry: &Weak<std::sync::RwLock<Registry>>, own: &Mutex<OwnUsag
         }
     };
     let me = Pid::from_u32(std::process::id());
+    let mut pause = SAMPLE_EVERY;
     loop {
-        std::thread::sleep(SAMPLE_EVERY);
+        std::thread::sleep(pause);
         let Some(shared) = registry.upgrade() else {
             return;
         };
@@ -55,6 +67,7 @@ fn sample_loop(registry: &Weak<std::sync::RwLock<Registry>>, own: &Mutex<OwnUsag
             .map(Pid::from_u32)
             .collect();
         pids.push(me);
+        pause = pause_for(pids.len());
         system.refresh_processes_specifics(
             ProcessesToUpdate::Some(&pids),
             true,
@@ -92,5 +105,17 @@ fn sample_loop(registry: &Weak<std::sync::RwLock<Registry>>, own: &Mutex<OwnUsag
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_space_out_past_the_budget() {
+        assert_eq!(pause_for(10), SAMPLE_EVERY);
+        assert_eq!(pause_for(PIDS_PER_SECOND), SAMPLE_EVERY);
+        assert_eq!(pause_for(500), Duration::from_millis(2500));
     }
 }
