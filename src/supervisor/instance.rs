@@ -294,6 +294,10 @@ async fn write_stdin(
             }
         };
         let Some(first) = first else { break };
+        // One turn of the scheduler first: tasks already woken (HTTP connections, other
+        // readers) may add to this batch, so one write and one wakeup of the service carry
+        // more messages.
+        tokio::task::yield_now().await;
         let mut batch = Some(first);
         while let Some(envelope) = batch.take().or_else(|| inbox.try_recv().ok()) {
             if let Err(err) = framed.feed(envelope).await {
