@@ -228,23 +228,6 @@ async fn recovery(client: Client, service: &'static str, killed: u32, at: Instan
     }
 }
 
-/// (order id → event kinds) as notification recorded them.
-fn notifications(path: &Path) -> HashMap<i64, Vec<String>> {
-    let db = rusqlite::Connection::open(path).unwrap();
-    let mut by_order: HashMap<i64, Vec<String>> = HashMap::new();
-    let mut statement = db
-        .prepare("SELECT order_id, kind FROM notifications ORDER BY id")
-        .unwrap();
-    let rows = statement
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-        .unwrap();
-    for row in rows {
-        let (order, kind) = row.unwrap();
-        by_order.entry(order).or_default().push(kind);
-    }
-    by_order
-}
-
 /// (order id → status) as order stored them.
 fn orders(path: &Path) -> HashMap<i64, String> {
     let db = rusqlite::Connection::open(path).unwrap();
@@ -406,7 +389,7 @@ async fn the_shop_loses_nothing_while_its_services_are_killed_at_random() {
     loop {
         // Notifications first: the storefront still places orders, and one stored after a
         // later read of orders.db could otherwise look like a notification for nothing.
-        let notified = notifications(&console.data("notifications.db"));
+        let notified = common::notifications_by_order(&console.data("notifications.db"));
         let stored = orders(&console.data("orders.db"));
         for (order, kinds) in &notified {
             let unique: BTreeSet<&String> = kinds.iter().collect();

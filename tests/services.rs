@@ -6,12 +6,11 @@
 mod common;
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    path::Path,
+    collections::BTreeSet,
     time::{Duration, Instant},
 };
 
-use common::{Running, stack, start};
+use common::{Running, notifications_by_order, stack, start};
 use serde::{Serialize, de::DeserializeOwned};
 use switchboard::{
     registry::InstanceState,
@@ -255,23 +254,6 @@ async fn orders_check_their_user_and_never_hang() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
     running.stop().await;
-}
-
-/// Reads (order id → event kinds) from notification's database file.
-fn notifications_by_order(path: &Path) -> HashMap<i64, Vec<String>> {
-    let db = rusqlite::Connection::open(path).unwrap();
-    let mut by_order: HashMap<i64, Vec<String>> = HashMap::new();
-    let mut statement = db
-        .prepare("SELECT order_id, kind FROM notifications ORDER BY id")
-        .unwrap();
-    let rows = statement
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-        .unwrap();
-    for row in rows {
-        let (order, kind) = row.unwrap();
-        by_order.entry(order).or_default().push(kind);
-    }
-    by_order
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -138,3 +138,22 @@ pub async fn all_gone(pids: &[u32], limit: Duration) -> bool {
     }
     pids.iter().all(|&pid| !alive(pid))
 }
+
+/// (order id → event kinds, in the order recorded) from notification's SQLite file.
+pub fn notifications_by_order(
+    path: &std::path::Path,
+) -> std::collections::HashMap<i64, Vec<String>> {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let mut by_order: std::collections::HashMap<i64, Vec<String>> = Default::default();
+    let mut statement = db
+        .prepare("SELECT order_id, kind FROM notifications ORDER BY id")
+        .unwrap();
+    let rows = statement
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    for row in rows {
+        let (order, kind) = row.unwrap();
+        by_order.entry(order).or_default().push(kind);
+    }
+    by_order
+}
