@@ -16,7 +16,6 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use axum::{
@@ -297,16 +296,9 @@ async fn call(state: &AppState, service: &str, method: &str, body: Value) -> Res
         body: Body::Json(Bytes::from(json)),
         ..Envelope::default()
     };
-    let answer = state.supervisor.router.call(GATEWAY, envelope);
-    // The router answers `timeout` itself when the deadline passes; this is only a backstop
-    // should an answer ever go missing.
-    let answer = match tokio::time::timeout(timeout + Duration::from_secs(1), answer).await {
-        Ok(answer) => answer,
-        Err(_) => {
-            return ApiError::timeout(format!("`{service}` did not answer in time"))
-                .into_response();
-        }
-    };
+    // The router answers `timeout` itself when the deadline passes (and the time_limit layer
+    // bounds the whole request besides), so no timer of its own here: one less per request.
+    let answer = state.supervisor.router.call(GATEWAY, envelope).await;
     let mut response = match answer.kind {
         Kind::Response(Status::Ok) => match answer.body {
             Body::Json(bytes) => json_response(bytes),
@@ -329,9 +321,9 @@ async fn call(state: &AppState, service: &str, method: &str, body: Value) -> Res
             ApiError::internal().into_response()
         }
     };
-    if let Ok(trace) = HeaderValue::from_str(&answer.trace.to_string()) {
-        response.headers_mut().insert(TRACE_HEADER, trace);
-    }
+    response
+        .headers_mut()
+        .insert(TRACE_HEADER, HeaderValue::from(answer.trace));
     response
 }
 
