@@ -534,12 +534,20 @@ async fn a_hundred_children_left_behind_do_not_survive_their_parent() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
     assert_eq!(children.len(), 100);
+    // `$!` is known as soon as the shell forks, before the child has exec'd `sleep`: wait for
+    // each to become one (on a loaded machine that takes a moment).
+    let is_sleep = |pid: u32| {
+        alive(pid)
+            && std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .starts_with(b"sleep")
+    };
+    let deadline = Instant::now() + LIMIT;
+    while !children.iter().all(|&pid| is_sleep(pid)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for &pid in &children {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        assert!(
-            alive(pid) && cmdline.starts_with(b"sleep"),
-            "child {pid} is not a live sleep"
-        );
+        assert!(is_sleep(pid), "child {pid} is not a live sleep");
     }
     let parent = handle(&running, "hostile").pid;
     // A hundred extra processes on the machine: the healthy probe still answers.
