@@ -177,26 +177,9 @@ impl Context {
             method: method.to_owned(),
             reason: e.message,
         })?;
-        let budget = self.budget(options.timeout);
-        if budget.is_zero() {
-            return Err(CallError::Timeout {
-                service: service.to_owned(),
-                method: method.to_owned(),
-            });
-        }
-        let id = self.link.next_id();
+        let (request, budget) = self.request(service, method, body, &options)?;
+        let id = request.id;
         let rx = self.link.expect_stream(id);
-        let request = Envelope {
-            id,
-            trace: self.trace,
-            deadline_us: u64::try_from(budget.as_micros()).unwrap_or(u64::MAX).max(1),
-            priority: options.priority.unwrap_or(self.priority),
-            kind: Kind::Request,
-            destination: service.into(),
-            method: method.into(),
-            body,
-            ..Envelope::default()
-        };
         if let Err(err) = self.link.send(request).await {
             self.link.forget_stream(id);
             return Err(err);
@@ -214,6 +197,36 @@ impl Context {
         })
     }
 
+    /// The request envelope of a call under this context's trace, priority and remaining
+    /// budget (`timeout` at once when none is left), with a fresh id; and that budget.
+    fn request(
+        &self,
+        service: &str,
+        method: &str,
+        body: Body,
+        options: &CallOptions,
+    ) -> Result<(Envelope, Duration), CallError> {
+        let budget = self.budget(options.timeout);
+        if budget.is_zero() {
+            return Err(CallError::Timeout {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            });
+        }
+        let request = Envelope {
+            id: self.link.next_id(),
+            trace: self.trace,
+            deadline_us: u64::try_from(budget.as_micros()).unwrap_or(u64::MAX).max(1),
+            priority: options.priority.unwrap_or(self.priority),
+            kind: Kind::Request,
+            destination: service.into(),
+            method: method.into(),
+            body,
+            ..Envelope::default()
+        };
+        Ok((request, budget))
+    }
+
     /// Calls `service.method` with an already encoded body and returns the answer's status and
     /// body. This is what [`call`](Self::call) is built on; the gateway-style JSON callers use
     /// it directly.
@@ -224,26 +237,9 @@ impl Context {
         body: Body,
         options: CallOptions,
     ) -> Result<(Status, Body), CallError> {
-        let budget = self.budget(options.timeout);
-        if budget.is_zero() {
-            return Err(CallError::Timeout {
-                service: service.to_owned(),
-                method: method.to_owned(),
-            });
-        }
-        let id = self.link.next_id();
+        let (request, budget) = self.request(service, method, body, &options)?;
+        let id = request.id;
         let answer = self.link.expect_answer(id);
-        let request = Envelope {
-            id,
-            trace: self.trace,
-            deadline_us: u64::try_from(budget.as_micros()).unwrap_or(u64::MAX).max(1),
-            priority: options.priority.unwrap_or(self.priority),
-            kind: Kind::Request,
-            destination: service.into(),
-            method: method.into(),
-            body,
-            ..Envelope::default()
-        };
         if let Err(err) = self.link.send(request).await {
             self.link.forget(id);
             return Err(err);
