@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    AppState, Bind, GatewayError, app, auth,
+    AppState, Bind, GatewayError, GatewayState, app, auth,
     listener::{CappedListener, IDLE_TIMEOUT, MAX_CONNECTIONS},
 };
 use crate::supervisor::Supervisor;
@@ -93,7 +93,7 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let token_file =
             (token.source == auth::TokenSource::Generated).then(|| run_dir.join(auth::TOKEN_FILE));
-        let state = AppState {
+        let state = AppState::new(GatewayState {
             supervisor: supervisor.clone(),
             config: Arc::new(spec.clone()),
             token,
@@ -101,7 +101,7 @@ impl Gateway {
             loopback: address.ip().is_loopback(),
             started: Instant::now(),
             shutdown: shutdown.clone(),
-        };
+        });
         let app = app(state)?;
         let discovery = run_dir.join(DISCOVERY_FILE);
         write_discovery(
