@@ -59,10 +59,12 @@ pub struct Envelope {
 /// What a message is. Variants are only ever appended.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub enum Kind {
-    /// Service → console, first frame: who the service is and what it serves.
-    Hello(Hello),
+    /// Service → console, first frame: who the service is and what it serves. Boxed (as is
+    /// Welcome): each is sent once per connection, and inline they would make every routed
+    /// envelope twice as large to move. Boxing does not change the wire format.
+    Hello(Box<Hello>),
     /// Console → service, answer to Hello: settings and heartbeat period.
-    Welcome(Welcome),
+    Welcome(Box<Welcome>),
     /// Service → console: ready to take requests.
     Ready,
     /// A call to `destination.method`.

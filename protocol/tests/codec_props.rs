@@ -13,21 +13,21 @@ use tokio_util::codec::{Decoder, Encoder};
 fn every_kind() -> Vec<Kind> {
     let error = Status::error(ErrorCode::CircuitOpen, "breaker open");
     vec![
-        Kind::Hello(Hello {
+        Kind::Hello(Box::new(Hello {
             name: "order".into(),
             version: "2.1.0".into(),
             protocol_version: 1,
             methods: vec!["create".into(), "get".into()],
             topics: vec!["user.*".into()],
-        }),
-        Kind::Welcome(Welcome {
+        })),
+        Kind::Welcome(Box::new(Welcome {
             protocol_version: 1,
             service: "order".into(),
             instance: 3,
             heartbeat_ms: 250,
             settings: vec![("rate".into(), "20".into())],
             params: "{\"pace_ms\":10}".into(),
-        }),
+        })),
         Kind::Ready,
         Kind::Request,
         Kind::Response(Status::Ok),

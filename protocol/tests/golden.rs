@@ -84,13 +84,13 @@ fn hello_frame() {
         "hello",
         &Envelope {
             id: 1,
-            kind: Kind::Hello(Hello {
+            kind: Kind::Hello(Box::new(Hello {
                 name: "user".into(),
                 version: "0.1.0".into(),
                 protocol_version: 1,
                 methods: vec!["create".into(), "get".into()],
                 topics: vec![],
-            }),
+            })),
             ..Envelope::default()
         },
     );

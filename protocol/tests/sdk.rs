@@ -68,13 +68,13 @@ async fn start() -> (Console, Arc<SegmentWriter>, Serving) {
         .send(Envelope {
             id: 1,
             correlation: hello.id,
-            kind: Kind::Welcome(Welcome {
+            kind: Kind::Welcome(Box::new(Welcome {
                 protocol_version: PROTOCOL_VERSION,
                 service: "greeter".into(),
                 instance: 0,
                 heartbeat_ms: 20,
                 ..Welcome::default()
-            }),
+            })),
             ..Envelope::default()
         })
         .await;

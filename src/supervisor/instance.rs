@@ -358,7 +358,7 @@ async fn read_frames(
                 let answer = Envelope {
                     id: 1,
                     correlation: envelope.id,
-                    kind: Kind::Welcome(welcome.clone()),
+                    kind: Kind::Welcome(Box::new(welcome.clone())),
                     ..Envelope::default()
                 };
                 if let Ok(mut subscriptions) = handle.subscriptions.write() {
@@ -369,7 +369,7 @@ async fn read_frames(
                 let _ = events
                     .send(InstanceEvent::Hello {
                         id,
-                        hello: hello.clone(),
+                        hello: (**hello).clone(),
                     })
                     .await;
             }

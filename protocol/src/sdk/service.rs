@@ -256,13 +256,13 @@ impl Service {
         methods.sort();
         let hello = Envelope {
             id: link.next_id(),
-            kind: Kind::Hello(Hello {
+            kind: Kind::Hello(Box::new(Hello {
                 name: self.name.clone(),
                 version: self.version.clone(),
                 protocol_version: PROTOCOL_VERSION,
                 methods,
                 topics,
-            }),
+            })),
             ..Envelope::default()
         };
         link.send(hello)
@@ -384,7 +384,7 @@ where
                         welcome.protocol_version
                     )));
                 }
-                return Ok(welcome);
+                return Ok(*welcome);
             }
             Some(Ok(Frame::Message(other))) => {
                 tracing::warn!(kind = ?other.kind, "ignoring a frame that came before Welcome");
