@@ -17,9 +17,11 @@
 //! - `stream`: streams under the receiver's credit ([`LocalStream`] for callers in the console).
 //! - `hold`: requests and events held for a service that is restarting.
 //! - [`breaker`]: one circuit breaker per target service.
+//! - [`busy_poll`]: the console polls its pipes for a moment after routing, instead of sleeping.
 //! - [`trace`]: recent hops and per-route metrics.
 
 pub mod breaker;
+pub mod busy_poll;
 mod hold;
 pub mod inbox;
 pub mod link;
@@ -29,7 +31,7 @@ pub mod trace;
 pub use stream::{INITIAL_CREDIT, LocalStream, StreamStep};
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -49,6 +51,11 @@ use crate::{
     registry::{self, InstanceHandle, InstanceId, SharedRegistry},
     stack::Stack,
 };
+
+/// Maps hashed on every routed message: foldhash, not SipHash (its keys are router-assigned
+/// ids and the stack's service names, not attacker-chosen).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The caller name of the HTTP gateway and the console's own tools.
 pub const GATEWAY: &str = "gateway";
@@ -129,7 +136,7 @@ struct Inner {
     registry: SharedRegistry,
     audit: Option<AuditLog>,
     events: EventSender,
-    breakers: Mutex<HashMap<String, Breaker>>,
+    breakers: Mutex<FastMap<String, Breaker>>,
     traces: Mutex<trace::Traces>,
     /// Requests and events waiting for a restarting service.
     held: Mutex<hold::Held>,
@@ -137,14 +144,15 @@ struct Inner {
     /// for it can be held.
     topics: Mutex<HashMap<String, Vec<String>>>,
     /// Which services each service may call, from the stack's `calls`.
-    allowed: HashMap<String, HashSet<String>>,
-    in_flight: Mutex<HashMap<u64, InFlight>>,
+    allowed: FastMap<String, FastSet<String>>,
+    in_flight: Mutex<FastMap<u64, InFlight>>,
     /// Streams by their receiver's key, to route its Credit and Cancel to the flight.
-    streams: Mutex<HashMap<stream::StreamKey, u64>>,
+    streams: Mutex<FastMap<stream::StreamKey, u64>>,
     next_id: AtomicU64,
     next_trace: AtomicU64,
     sweeper_wake: Notify,
     counters: Counters,
+    activity: Arc<busy_poll::Activity>,
 }
 
 /// Handle to the router. Cheap to clone.
@@ -165,7 +173,7 @@ impl Router {
             .iter()
             .map(|s| (s.name.clone(), Breaker::new(s.breaker)))
             .collect();
-        let mut allowed: HashMap<String, HashSet<String>> = stack
+        let mut allowed: FastMap<String, FastSet<String>> = stack
             .services
             .iter()
             .map(|s| (s.name.clone(), s.calls.iter().cloned().collect()))
@@ -185,21 +193,24 @@ impl Router {
                 held: Mutex::new(hold::Held::default()),
                 topics: Mutex::new(HashMap::new()),
                 allowed,
-                in_flight: Mutex::new(HashMap::new()),
-                streams: Mutex::new(HashMap::new()),
+                in_flight: Mutex::new(FastMap::default()),
+                streams: Mutex::new(FastMap::default()),
                 next_id: AtomicU64::new(1),
                 next_trace: AtomicU64::new(1),
                 sweeper_wake: Notify::new(),
                 counters: Counters::default(),
+                activity: Arc::new(busy_poll::Activity::new(busy_poll_enabled())),
             }),
         };
         tokio::spawn(sweep_deadlines(Arc::downgrade(&router.inner)));
+        tokio::spawn(busy_poll::run(Arc::downgrade(&router.inner.activity)));
         router
     }
 
     /// Routes one envelope that arrived from `from`'s stdout.
     pub fn route(&self, from: &Arc<InstanceHandle>, envelope: Envelope) {
         self.inner.counters.routed.fetch_add(1, Ordering::Relaxed);
+        self.inner.activity.routed();
         match envelope.kind {
             Kind::Request => self.request(from, envelope),
             Kind::Response(_) | Kind::StreamEnd(_) => self.answer(envelope),
@@ -266,7 +277,8 @@ impl Router {
             let answer = error_answer(envelope.id, envelope.trace, ErrorCode::Forbidden, &message);
             return caller.deliver(answer);
         }
-        if let Some(retry_after) = self.breaker_refuses(&envelope.destination) {
+        let now = Instant::now();
+        if let Some(retry_after) = self.breaker_refuses(&envelope.destination, now) {
             let message = format!(
                 "circuit to `{}` is open; retry in {} ms",
                 envelope.destination,
@@ -287,7 +299,6 @@ impl Router {
             }
             Err(Miss::Restarting) => return self.hold(from, caller, envelope),
         };
-        let now = Instant::now();
         let deadline =
             (envelope.deadline_us > 0).then(|| now + Duration::from_micros(envelope.deadline_us));
         if envelope.trace == 0 {
@@ -553,8 +564,7 @@ impl Router {
     }
 
     /// `Some(retry_after)` when the target's breaker is open.
-    fn breaker_refuses(&self, service: &str) -> Option<Duration> {
-        let now = Instant::now();
+    fn breaker_refuses(&self, service: &str, now: Instant) -> Option<Duration> {
         let (admitted, transition, retry_after) = {
             let mut breakers = lock(&self.inner.breakers);
             let breaker = breakers.get_mut(service)?;
@@ -577,8 +587,10 @@ impl Router {
         if let Some(state) = transition {
             self.breaker_changed(service, state);
         }
-        lock(&self.inner.traces).record(trace::Hop {
-            at: std::time::SystemTime::now(),
+        let mut traces = lock(&self.inner.traces);
+        let at = traces.wall_clock(now);
+        traces.record(trace::Hop {
+            at,
             trace: flight.trace,
             from: flight.from.clone(),
             to: flight.target.service.clone(),
@@ -629,9 +641,17 @@ impl Router {
         self.inner.counters.late_replies.load(Ordering::Relaxed)
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, FastMap<u64, InFlight>> {
         lock(&self.inner.in_flight)
     }
+}
+
+/// Busy polling needs a spare CPU: on one (an affinity mask, a cgroup quota) the poller would
+/// only delay the service it is waiting for. `SWITCHBOARD_BUSY_POLL=0` turns it off (to
+/// measure without it, or where every spare cycle counts more than latency).
+fn busy_poll_enabled() -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    cpus > 1 && std::env::var_os("SWITCHBOARD_BUSY_POLL").is_none_or(|v| v != "0")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

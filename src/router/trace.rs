@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use std::sync::Arc;
@@ -42,13 +42,36 @@ pub struct Route {
     pub method: Name,
 }
 
-#[derive(Default)]
 pub(super) struct Traces {
     hops: VecDeque<Hop>,
-    routes: HashMap<Route, RouteStats>,
+    routes: HashMap<Route, RouteStats, foldhash::fast::RandomState>,
+    /// The wall clock at one monotonic instant: a hop's wall-clock time is derived from the
+    /// monotonic clock the router reads anyway, one clock read per hop instead of two.
+    epoch: (SystemTime, Instant),
+}
+
+impl Default for Traces {
+    fn default() -> Self {
+        Traces {
+            hops: VecDeque::new(),
+            routes: HashMap::default(),
+            epoch: (SystemTime::now(), Instant::now()),
+        }
+    }
 }
 
 impl Traces {
+    /// The wall-clock time of `now`. Re-anchored every minute, so that a wall clock set by the
+    /// operator or NTP shows in hop times soon.
+    pub fn wall_clock(&mut self, now: Instant) -> SystemTime {
+        let since = now.saturating_duration_since(self.epoch.1);
+        if since > Duration::from_secs(60) {
+            self.epoch = (SystemTime::now(), now);
+            return self.epoch.0;
+        }
+        self.epoch.0 + since
+    }
+
     pub fn record(&mut self, hop: Hop) {
         let us = u64::try_from(hop.latency.as_micros()).unwrap_or(u64::MAX);
         let stats = self

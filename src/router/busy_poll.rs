@@ -1,0 +1,230 @@
+//! Adaptive busy polling: after routing a message, the console keeps polling its pipes for a
+//! short while instead of sleeping in `epoll_wait`.
+//!
+//! Why: a routed request crosses four pipes (A → console → B → console → A), and a process
+//! that sleeps has to be woken at the other end of each one. On a virtual machine waking a
+//! sleeping process costs tens of microseconds, paid by the writer (the wakeup IPI) and the
+//! woken side (the context switch). While the console polls, a service writing to it wakes
+//! nobody, so a round trip costs two wakeups, like a plain ping-pong between two processes,
+//! instead of four.
+//!
+//! Polling burns CPU, so it is bounded twice:
+//! - The window adapts, as Linux's haltpoll cpuidle governor does: it grows when the console
+//!   went to sleep and the next message came within the longest window (polling would have
+//!   caught it), and shrinks each time a poll ends with nothing arriving. Traffic that comes
+//!   in bursts with short gaps (a caller waiting for its answer, a pipeline) is polled for;
+//!   sparse traffic (the demo's steady trickle, an idle stack) is not, and costs nothing.
+//! - Each routed message earns [`CREDIT_PER_MESSAGE`] of polling, and polling spends it: the
+//!   CPU spent polling is at most that much per message routed, whatever the traffic's shape.
+//!
+//! The poller never holds the runtime: each round is one `yield_now`, so every other task runs
+//! in between, and the runtime polls its I/O without blocking (`epoll_wait` with a zero
+//! timeout) while the poller has yielded. It only runs where there is a spare CPU (see
+//! `busy_poll_enabled` in the router).
+
+use std::{
+    sync::{
+        Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Notify;
+
+/// The longest a poll lasts after the last message: longer than a service's turnaround (woken,
+/// handles a small request, writes its answer), which is 10–30 µs on the machines measured.
+pub const MAX_WINDOW: Duration = Duration::from_micros(100);
+/// Polling earned by each routed message.
+pub const CREDIT_PER_MESSAGE: Duration = Duration::from_micros(20);
+/// Credit saved up at most, so a burst does not pay for a long poll after it.
+const MAX_CREDIT: Duration = Duration::from_millis(1);
+/// Where a growing window starts from zero.
+const START_WINDOW: Duration = Duration::from_micros(20);
+
+/// What the router tells the poller; owned by the router.
+#[derive(Default)]
+pub struct Activity {
+    /// Messages routed so far; the poller watches it move.
+    routed: AtomicU64,
+    /// The poller is asleep and waits to be told of the next message.
+    parked: AtomicBool,
+    wake: Notify,
+    /// Turned off (`SWITCHBOARD_BUSY_POLL=0`): the poller never starts.
+    disabled: bool,
+}
+
+impl Activity {
+    pub fn new(enabled: bool) -> Activity {
+        Activity {
+            disabled: !enabled,
+            ..Activity::default()
+        }
+    }
+
+    /// Called for every routed message: cheap unless the poller sleeps.
+    pub fn routed(&self) {
+        self.routed.fetch_add(1, Ordering::Relaxed);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The adaptive window, kept apart from the task so that its rules can be tested.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    current: Duration,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            current: START_WINDOW,
+        }
+    }
+}
+
+impl Window {
+    pub fn current(self) -> Duration {
+        self.current
+    }
+
+    /// The console slept for `gap` before the next message came.
+    pub fn slept(&mut self, gap: Duration) {
+        if gap <= MAX_WINDOW {
+            // Polling this long would have caught it.
+            self.current = (self.current * 2).clamp(START_WINDOW, MAX_WINDOW);
+        }
+    }
+
+    /// A poll ran out with nothing arriving.
+    pub fn missed(&mut self) {
+        self.current /= 2;
+        if self.current < START_WINDOW {
+            self.current = Duration::ZERO;
+        }
+    }
+}
+
+/// Polling time earned by routed messages.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Credit {
+    left: Duration,
+}
+
+impl Credit {
+    pub fn earn(&mut self, messages: u64) {
+        let earned = CREDIT_PER_MESSAGE.saturating_mul(u32::try_from(messages).unwrap_or(u32::MAX));
+        self.left = self.left.saturating_add(earned).min(MAX_CREDIT);
+    }
+
+    /// Spends `polled`; false once the credit is gone.
+    pub fn spend(&mut self, polled: Duration) -> bool {
+        self.left = self.left.saturating_sub(polled);
+        !self.left.is_zero()
+    }
+}
+
+/// Polls while messages keep coming; sleeps (and costs nothing) otherwise. Ends when the router
+/// is dropped.
+pub async fn run(activity: Weak<Activity>) {
+    let mut window = Window::default();
+    let mut credit = Credit::default();
+    let mut earned_at = 0;
+    loop {
+        let Some(shared) = activity.upgrade() else {
+            return;
+        };
+        if shared.disabled {
+            return;
+        }
+        // Poll as long as messages keep arriving within the window, and credit lasts.
+        let mut seen = shared.routed.load(Ordering::Relaxed);
+        let mut last = Instant::now();
+        let mut round = last;
+        while !window.current().is_zero() {
+            tokio::task::yield_now().await;
+            let routed = shared.routed.load(Ordering::Relaxed);
+            let now = Instant::now();
+            credit.earn(routed.wrapping_sub(earned_at));
+            earned_at = routed;
+            if !credit.spend(now.saturating_duration_since(round)) {
+                break;
+            }
+            round = now;
+            if routed != seen {
+                seen = routed;
+                last = now;
+            } else if now.saturating_duration_since(last) >= window.current() {
+                window.missed();
+                break;
+            }
+        }
+        // Sleep until the next message. A message routed after `parked` is set leaves a
+        // permit in `wake`, so none is missed. Re-checked every second so the task ends soon
+        // after the router is dropped.
+        shared.parked.store(true, Ordering::Release);
+        let slept = Instant::now();
+        if shared.routed.load(Ordering::Relaxed) == seen
+            && tokio::time::timeout(Duration::from_secs(1), shared.wake.notified())
+                .await
+                .is_ok()
+        {
+            window.slept(slept.elapsed());
+        }
+        shared.parked.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_bounds_polling_per_message() {
+        let mut credit = Credit::default();
+        assert!(
+            !credit.spend(Duration::from_micros(1)),
+            "nothing earned yet"
+        );
+        credit.earn(2);
+        assert!(credit.spend(Duration::from_micros(30)));
+        assert!(!credit.spend(Duration::from_micros(10)), "2 × 20 µs spent");
+        credit.earn(1_000_000);
+        assert!(credit.spend(MAX_CREDIT - Duration::from_micros(1)));
+        assert!(
+            !credit.spend(Duration::from_micros(1)),
+            "saved credit is capped"
+        );
+    }
+
+    #[test]
+    fn window_grows_when_sleeping_missed_a_close_message() {
+        let mut window = Window::default();
+        window.slept(Duration::from_micros(30));
+        assert_eq!(window.current(), START_WINDOW * 2);
+        for _ in 0..10 {
+            window.slept(Duration::from_micros(30));
+        }
+        assert_eq!(window.current(), MAX_WINDOW);
+    }
+
+    #[test]
+    fn window_does_not_grow_for_sparse_traffic() {
+        let mut window = Window::default();
+        window.slept(Duration::from_millis(5));
+        assert_eq!(window.current(), START_WINDOW);
+    }
+
+    #[test]
+    fn window_shrinks_to_zero_on_misses_and_restarts_from_start() {
+        let mut window = Window::default();
+        window.slept(Duration::from_micros(10));
+        window.missed();
+        window.missed();
+        assert_eq!(window.current(), Duration::ZERO);
+        window.slept(Duration::from_micros(10));
+        assert_eq!(window.current(), START_WINDOW);
+    }
+}
