@@ -2,7 +2,8 @@
 //!
 //! - `GET /users/{id}` through the gateway to the user service (a real SQLite read), against a
 //!   bare axum handler answering the same JSON bytes: what the gateway, the router and the
-//!   service add to an HTTP request;
+//!   service add to an HTTP request. Measured in [`ROUNDS`] interleaved pairs, and the ratio
+//!   is the median of the pairs' ratios: the machine drifts between runs by more than that;
 //! - `POST /orders` through the gateway (order checks the user, then commits the order and its
 //!   outbox in one SQLite transaction with `synchronous=FULL`), beside this disk's fsync rate
 //!   measured in the same data directory: durable writes bound the order rate.
@@ -30,6 +31,8 @@ use crate::{gateway::Gateway, supervisor::SupervisorOptions};
 const CONNECTIONS: usize = 16;
 const WARMUP: Duration = Duration::from_millis(500);
 const MEASURE: Duration = Duration::from_secs(2);
+/// Pairs of GET measurements (through the gateway, bare), interleaved.
+const ROUNDS: usize = 3;
 
 /// The shop without its storefront (the bench is the only load) and with no stage delays, so
 /// an order's rate is its check with user and its durable write.
@@ -86,6 +89,23 @@ struct Load {
     p50_us: f64,
     p99_us: f64,
     errors: u64,
+}
+
+impl Load {
+    /// Each figure's median over the rounds (errors summed).
+    fn median(loads: Vec<Load>) -> Load {
+        let middle = |pick: fn(&Load) -> f64| {
+            let mut values: Vec<f64> = loads.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        Load {
+            rate: middle(|l| l.rate),
+            p50_us: middle(|l| l.p50_us),
+            p99_us: middle(|l| l.p99_us),
+            errors: loads.iter().map(|l| l.errors).sum(),
+        }
+    }
 }
 
 fn figure(name: &str, value: f64, unit: &str, detail: impl Into<String>) -> Figure {
@@ -163,9 +183,34 @@ async fn measure(
         body: None,
         expect: Some(json.clone()),
     };
-    let through = send_load(http_load, gateway, get.clone()).await;
-    let direct = send_load(http_load, bare, get).await;
+    // Interleaved rounds, the order swapped each round: the machine's speed drifts between runs
+    // by more than the difference being measured, and a pair measured back to back shares it.
+    let mut throughs = Vec::new();
+    let mut directs = Vec::new();
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            throughs.push(send_load(http_load, gateway, get.clone()).await);
+            directs.push(send_load(http_load, bare, get.clone()).await);
+        } else {
+            directs.push(send_load(http_load, bare, get.clone()).await);
+            throughs.push(send_load(http_load, gateway, get.clone()).await);
+        }
+    }
     bare_stop.cancel();
+    let mut ratios: Vec<f64> = throughs
+        .iter()
+        .zip(&directs)
+        .map(|(t, d)| t.rate / d.rate)
+        .collect();
+    let listed = ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+    let through = Load::median(throughs);
+    let direct = Load::median(directs);
     let order = Shot {
         method: Method::POST,
         path: "/orders".into(),
@@ -191,7 +236,10 @@ async fn measure(
             "GET /users/{id} through the gateway to user",
             through.rate,
             "req/s",
-            format!("{detail}; {} errors", through.errors),
+            format!(
+                "{detail}; median of {ROUNDS} rounds; {} errors",
+                through.errors
+            ),
         ),
         figure("  p50", through.p50_us, "µs", ""),
         figure("  p99", through.p99_us, "µs", ""),
@@ -199,15 +247,18 @@ async fn measure(
             "GET /users/{id} from a bare axum handler, same JSON",
             direct.rate,
             "req/s",
-            format!("{detail}; {} errors", direct.errors),
+            format!(
+                "{detail}; median of {ROUNDS} rounds; {} errors",
+                direct.errors
+            ),
         ),
         figure("  p50", direct.p50_us, "µs", ""),
         figure("  p99", direct.p99_us, "µs", ""),
         figure(
             "gateway ÷ bare handler, throughput",
-            through.rate / direct.rate,
+            ratio,
             "×",
-            "target: at least 0.5",
+            format!("median of {ROUNDS} back-to-back pairs ({listed}); target: at least 0.5"),
         ),
         figure(
             "POST /orders through the gateway (durable)",
