@@ -321,6 +321,8 @@ impl Service {
             root,
             tracker: tracker.clone(),
             in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+            inline: tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::CurrentThread,
         };
         let mut draining = false;
         loop {
@@ -416,6 +418,8 @@ struct Dispatcher {
     root: Context,
     tracker: TaskTracker,
     in_flight: Arc<Semaphore>,
+    /// Run a request's handler on the reader until it first waits (see [`Dispatcher::run`]).
+    inline: bool,
 }
 
 impl Dispatcher {
@@ -463,7 +467,7 @@ impl Dispatcher {
                 return;
             }
         };
-        self.tracker.spawn(async move {
+        self.run(async move {
             let deadline = ctx.deadline();
             let work = handler(ctx, envelope.body);
             let result = match deadline {
@@ -489,6 +493,26 @@ impl Dispatcher {
                 .await;
             drop(permit);
         });
+    }
+
+    /// Runs a request's work. On a current-thread runtime it is first polled right here on the
+    /// reader, and only spawned if it has to wait: most handlers answer without waiting (a
+    /// lookup, a computation), and for them a task per request was a large part of the
+    /// service's cost per message (spawn, schedule, the tracker's bookkeeping). Nothing runs
+    /// in parallel on that runtime anyway, so this changes no concurrency. A multi-threaded
+    /// runtime spawns at once, so a handler's work runs on the workers, not on the reader.
+    ///
+    /// A future that returns pending from the first poll registered a no-op waker; the task it
+    /// is then spawned into polls it again at once, and that poll registers the real one.
+    fn run(&self, work: impl Future<Output = ()> + Send + 'static) {
+        if !self.inline {
+            self.tracker.spawn(work);
+            return;
+        }
+        let mut work = Box::pin(work);
+        if (&mut work).now_or_never().is_none() {
+            self.tracker.spawn(work);
+        }
     }
 
     fn reject(&self, envelope: &Envelope, code: ErrorCode, message: &str) {
