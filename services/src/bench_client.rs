@@ -89,18 +89,18 @@ async fn fan_out(ctx: &Context, fanout: &Fanout) -> Result<FanoutReport, Handler
 }
 
 async fn drive(ctx: &Context, run: &Run) -> Report {
-    let payload = vec![7u8; run.payload];
+    let payload = bytes::Bytes::from(vec![7u8; run.payload]);
     let options = CallOptions::timeout(Duration::from_secs(30));
     let mut latencies = Vec::with_capacity(run.count);
     let mut errors = 0;
     let mut pending = FuturesUnordered::new();
-    let call = |payload: Vec<u8>| {
+    let call = |payload: bytes::Bytes| {
         let ctx = ctx.clone();
         let target = run.target.clone();
         let method = run.method.clone();
         async move {
             let start = Instant::now();
-            let answer: Result<Vec<u8>, _> =
+            let answer: Result<bytes::Bytes, _> =
                 ctx.call_with(&target, &method, &payload, options).await;
             (answer.is_ok(), start.elapsed())
         }

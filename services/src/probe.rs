@@ -134,7 +134,9 @@ pub fn service() -> Service {
         .method("echo", |_ctx, text: String| async move {
             Ok::<_, HandlerError>(text)
         })
-        .method("bytes", |_ctx, body: Vec<u8>| async move {
+        // `Bytes` is (de)serialized as one byte string, a `Vec<u8>` byte by byte; the wire
+        // format is the same in postcard.
+        .method("bytes", |_ctx, body: bytes::Bytes| async move {
             Ok::<_, HandlerError>(body)
         })
         .method("sleep", |_ctx, ms: u64| async move {
