@@ -1,6 +1,7 @@
 //! The router with real processes: every error code, wildcard fan-out, requests and events held
-//! across a restart, in-flight requests failed fast when their target dies, and a congested
-//! target that does not hold up the others.
+//! across a restart, in-flight requests failed fast when their target dies, a congested
+//! target that does not hold up the others, and the console's busy polling ending with the
+//! traffic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -540,6 +541,41 @@ async fn a_service_that_will_not_come_back_is_unavailable_at_once() {
         started.elapsed() < Duration::from_secs(1),
         "held for {:?}",
         started.elapsed()
+    );
+    running.stop().await;
+}
+
+/// CPU time the calling thread has run, from the scheduler's own account.
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    let ns: u64 = text.split_whitespace().next().unwrap().parse().unwrap();
+    Duration::from_nanos(ns)
+}
+
+/// After routing, the console polls its pipes instead of sleeping, but only while messages
+/// keep coming: once they stop, its thread sleeps again. A poller that did not stop would spend
+/// the whole quiet half second below on the CPU.
+#[tokio::test] // one thread, as the console runs, so its CPU time is this thread's
+async fn the_console_stops_polling_when_messages_stop() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "quiet"
+        [services.echo]
+        builtin = "probe"
+        "#,
+    );
+    let running = start(stack).await;
+    ready(&running, &["echo"]).await;
+    for _ in 0..2000 {
+        let answer = call(&running, "echo", "echo", &"hello", LIMIT).await;
+        assert_eq!(code(&answer), None, "{answer:?}");
+    }
+    let before = thread_cpu();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spent = thread_cpu() - before;
+    assert!(
+        spent < Duration::from_millis(100),
+        "the console's thread ran {spent:?} of a quiet 500 ms"
     );
     running.stop().await;
 }
