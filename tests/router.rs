@@ -579,3 +579,38 @@ async fn the_console_stops_polling_when_messages_stop() {
     );
     running.stop().await;
 }
+
+/// A handler that panics answers `internal` at once, and its service goes on serving: the SDK
+/// may be running the handler on the reader itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_internal_and_the_service_carries_on() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "panics"
+        [services.echo]
+        builtin = "probe"
+        "#,
+    );
+    let running = start(stack).await;
+    ready(&running, &["echo"]).await;
+    let pid = || {
+        let registry = switchboard::registry::read(&running.supervisor.registry);
+        registry.service("echo").unwrap().instances[0].pid
+    };
+    let before = pid();
+    assert!(before.is_some(), "the probe is not running");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = call(&running, "echo", "panic", &"boom", LIMIT).await;
+        assert_eq!(code(&answer), Some(ErrorCode::Internal), "{answer:?}");
+        assert!(
+            started.elapsed() < LIMIT / 2,
+            "answered only after {:?}",
+            started.elapsed()
+        );
+        let answer = call(&running, "echo", "echo", &"still here", LIMIT).await;
+        assert_eq!(ok::<String>(&answer), "still here");
+    }
+    assert_eq!(pid(), before, "the same process serves on");
+    running.stop().await;
+}

@@ -139,6 +139,12 @@ pub fn service() -> Service {
         .method("bytes", |_ctx, body: bytes::Bytes| async move {
             Ok::<_, HandlerError>(body)
         })
+        .method("panic", |_ctx, message: String| async move {
+            if !message.is_empty() {
+                panic!("{message}");
+            }
+            Ok::<_, HandlerError>(())
+        })
         .method("sleep", |_ctx, ms: u64| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, HandlerError>(ms)

@@ -469,7 +469,15 @@ impl Dispatcher {
         };
         self.run(async move {
             let deadline = ctx.deadline();
-            let work = handler(ctx, envelope.body);
+            let body = envelope.body;
+            // A handler that panics answers `internal` (and the panic is logged on stderr by
+            // the hook): its caller does not wait for the deadline, and the reader, which may
+            // be running it inline, carries on.
+            let work = std::panic::AssertUnwindSafe(async move { handler(ctx, body).await })
+                .catch_unwind()
+                .map(|outcome| {
+                    outcome.unwrap_or_else(|_| Err(HandlerError::internal("the handler panicked")))
+                });
             let result = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
                     .await
@@ -574,6 +582,12 @@ async fn serve_stream(
         request.clone(),
         gate.clone(),
     );
+    // As for a unary handler: a panic ends the stream with `internal`.
+    let work = std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|_| Err(HandlerError::internal("the handler panicked")))
+        });
     let result = match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
             .await
