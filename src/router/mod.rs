@@ -52,8 +52,9 @@ use crate::{
     stack::Stack,
 };
 
-/// Maps hashed on every routed message: foldhash, not SipHash (its keys are router-assigned
-/// ids and the stack's service names, not attacker-chosen).
+/// Maps hashed on every routed message: foldhash, not SipHash, which showed in the router's
+/// profile. Still seeded at random per map, so a service choosing its request ids cannot aim
+/// at collisions; most keys are router-assigned ids and the stack's service names anyway.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
