@@ -470,14 +470,7 @@ impl Dispatcher {
         self.run(async move {
             let deadline = ctx.deadline();
             let body = envelope.body;
-            // A handler that panics answers `internal` (and the panic is logged on stderr by
-            // the hook): its caller does not wait for the deadline, and the reader, which may
-            // be running it inline, carries on.
-            let work = std::panic::AssertUnwindSafe(async move { handler(ctx, body).await })
-                .catch_unwind()
-                .map(|outcome| {
-                    outcome.unwrap_or_else(|_| Err(HandlerError::internal("the handler panicked")))
-                });
+            let work = panic_answers_internal(async move { handler(ctx, body).await });
             let result = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
                     .await
@@ -582,12 +575,7 @@ async fn serve_stream(
         request.clone(),
         gate.clone(),
     );
-    // As for a unary handler: a panic ends the stream with `internal`.
-    let work = std::panic::AssertUnwindSafe(work)
-        .catch_unwind()
-        .map(|outcome| {
-            outcome.unwrap_or_else(|_| Err(HandlerError::internal("the handler panicked")))
-        });
+    let work = panic_answers_internal(work);
     let result = match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
             .await
@@ -610,6 +598,19 @@ async fn serve_stream(
         let _ = link.send(stream_end(&link, &request, status)).await;
     }
     drop(permit);
+}
+
+/// A handler that panics answers `internal` (the panic hook logs it on stderr): its caller does
+/// not wait for the deadline, and the reader, which may be running the handler inline, carries
+/// on.
+fn panic_answers_internal<T>(
+    work: impl Future<Output = Result<T, HandlerError>>,
+) -> impl Future<Output = Result<T, HandlerError>> {
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|_| Err(HandlerError::internal("the handler panicked")))
+        })
 }
 
 fn reply(link: &Link, correlation: u64, trace: u64, status: Status, body: Body) -> Envelope {
