@@ -5,13 +5,12 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use common::{SWITCHBOARD, alive};
+use common::{SWITCHBOARD, alive, spawn_reading_lines, stack_file};
 
 const STACK: &str = r#"
 name = "pids"
@@ -28,27 +27,12 @@ args = ["-c", "echo pid $$; read x"]
 
 /// Starts `switchboard up FILE --headless` and collects its stdout lines on a thread.
 fn headless(stack: &str) -> (Child, mpsc::Receiver<String>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("stack.toml");
-    std::fs::write(&path, stack).unwrap();
-    let mut child = Command::new(SWITCHBOARD)
-        .args(["up", path.to_str().unwrap(), "--headless"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx, dir)
+    let (dir, path) = stack_file(stack);
+    let (child, lines) = spawn_reading_lines(
+        Command::new(SWITCHBOARD).args(["up", path.to_str().unwrap(), "--headless"]),
+        |_| true,
+    );
+    (child, lines, dir)
 }
 
 /// Reads lines until `count` service pids were printed ("pid N" log lines and "spawned pid N"

@@ -15,14 +15,13 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    process::{Child, Command},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::SWITCHBOARD;
+use common::{SWITCHBOARD, spawn_reading_lines, stack_file};
 use hyper::Method;
 use serde_json::{Value, json};
 use switchboard::{
@@ -74,30 +73,15 @@ impl Drop for Console {
 
 impl Console {
     fn start() -> Console {
-        let dir = tempfile::tempdir().unwrap();
-        let stack = dir.path().join("stack.toml");
-        std::fs::write(&stack, chaos_stack()).unwrap();
-        let mut child = Command::new(SWITCHBOARD)
-            .args(["up", stack.to_str().unwrap(), "--headless"])
-            .args(["--gateway", "127.0.0.1:0"])
-            .env_remove("SWITCHBOARD_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Headless output is every service's log: drained on a thread for as long as it runs,
-        // so the console never blocks on a full pipe.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("gateway on http://") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
+        let (dir, stack) = stack_file(&chaos_stack());
+        // Headless output is every service's log; only the gateway's address is wanted.
+        let (child, lines) = spawn_reading_lines(
+            Command::new(SWITCHBOARD)
+                .args(["up", stack.to_str().unwrap(), "--headless"])
+                .args(["--gateway", "127.0.0.1:0"])
+                .env_remove("SWITCHBOARD_TOKEN"),
+            |line| line.contains("gateway on http://"),
+        );
         let line = lines
             .recv_timeout(Duration::from_secs(30))
             .expect("the console did not print its gateway address");

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::SWITCHBOARD;
+use common::{SWITCHBOARD, spawn_reading_lines, stack_file};
 
 const STACK: &str = r#"
 name = "cli"
@@ -48,33 +48,19 @@ impl Drop for Console {
 }
 
 fn console() -> Console {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack.toml");
-    std::fs::write(&stack, STACK).unwrap();
-    let mut child = Command::new(SWITCHBOARD)
-        .args([
-            "up",
-            stack.to_str().unwrap(),
-            "--headless",
-            "--gateway",
-            "127.0.0.1:0",
-        ])
-        .env_remove("SWITCHBOARD_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (dir, stack) = stack_file(STACK);
+    let (child, lines) = spawn_reading_lines(
+        Command::new(SWITCHBOARD)
+            .args([
+                "up",
+                stack.to_str().unwrap(),
+                "--headless",
+                "--gateway",
+                "127.0.0.1:0",
+            ])
+            .env_remove("SWITCHBOARD_TOKEN"),
+        |_| true,
+    );
     let mut console = Console {
         child,
         lines,

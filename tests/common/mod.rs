@@ -3,7 +3,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
+    io::{BufRead, BufReader},
     path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -16,6 +19,40 @@ use switchboard::{
 use tokio::sync::broadcast;
 
 pub const SWITCHBOARD: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// `toml` written to `stack.toml` in a fresh temporary directory (kept while the guard lives).
+pub fn stack_file(toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.toml");
+    std::fs::write(&path, toml).unwrap();
+    (dir, path)
+}
+
+/// Spawns `command` with no stdin and no stderr, reading its stdout on a thread until it ends,
+/// so the child never blocks on a full pipe (even once the receiver is gone): the lines `keep`
+/// accepts arrive on the channel, the rest are dropped.
+pub fn spawn_reading_lines(
+    command: &mut Command,
+    keep: fn(&str) -> bool,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if keep(&line) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    (child, lines)
+}
 
 /// A stack parsed from `toml`, with its data and run directories in a fresh temporary directory.
 pub fn stack(toml: &str) -> (Stack, tempfile::TempDir) {
