@@ -237,31 +237,20 @@ fn client_commands_drive_a_running_headless_console() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(!lines.is_empty() && lines.len() <= 3, "{text}");
     assert!(lines.iter().all(|l| l.starts_with("ticker#0 | ")), "{text}");
-    let mut follow = Command::new(SWITCHBOARD)
-        .args([
-            "logs",
-            "ticker",
-            "-f",
-            "-n",
-            "0",
-            "--file",
-            console.stack.to_str().unwrap(),
-        ])
-        .env_remove("SWITCHBOARD_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = follow.stdout.take().unwrap();
-    let (tx, followed) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follow, followed) = spawn_reading_lines(
+        Command::new(SWITCHBOARD)
+            .args([
+                "logs",
+                "ticker",
+                "-f",
+                "-n",
+                "0",
+                "--file",
+                console.stack.to_str().unwrap(),
+            ])
+            .env_remove("SWITCHBOARD_TOKEN"),
+        |_| true,
+    );
     let mut ticks = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while ticks < 3 && Instant::now() < deadline {
