@@ -187,6 +187,73 @@ async fn user_validates_and_persists() {
     assert_eq!(names, ["Ada Lovelace", "Grace Hopper"]);
 }
 
+/// Replicas share `users.db`, and each answers the point reads that arrive together in one read
+/// from its pipe from one SQLite read snapshot: still, every replica finds a user the moment
+/// its creation is acknowledged, while a flood of reads keeps snapshots open on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_sees_a_write_once_it_is_acknowledged() {
+    let (stack, _dir) = stack(
+        r#"
+name = "replicas"
+[services.user]
+builtin = "user"
+replicas = 2
+"#,
+    );
+    let running = std::sync::Arc::new(start(stack).await);
+    let both = running
+        .until(LIMIT, |r| {
+            r.service("user").is_some_and(|s| s.ready_instances() == 2)
+        })
+        .await;
+    assert!(both, "two user replicas never became ready");
+    let reader = new_user(&running, "Reader", "reader@example.com").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..8)
+        .map(|_| {
+            let (running, stop) = (running.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut reads = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let got: User =
+                        ok(&call(&running, "user", "get", &ById { id: reader.id }).await);
+                    assert_eq!(got.id, reader.id);
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for i in 0..200 {
+        let user = new_user(&running, "Writer", &format!("writer{i}@example.com")).await;
+        // Two at once: least-outstanding routing gives one to each replica.
+        let by_id = ById { id: user.id };
+        let (a, b) = tokio::join!(
+            call(&running, "user", "get", &by_id),
+            call(&running, "user", "get", &by_id)
+        );
+        assert_eq!(
+            ok::<User>(&a),
+            user,
+            "user {} not found after its creation",
+            user.id
+        );
+        assert_eq!(
+            ok::<User>(&b),
+            user,
+            "user {} not found after its creation",
+            user.id
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reads in flood {
+        assert!(reads.await.unwrap() > 0);
+    }
+    let running = std::sync::Arc::try_unwrap(running)
+        .unwrap_or_else(|_| panic!("a flood task still holds the console"));
+    running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_check_their_user_and_never_hang() {
     let (stack, _dir) = stack(SHOP);

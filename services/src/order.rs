@@ -105,12 +105,12 @@ pub fn service() -> Result<Service, StoreError> {
             let orders = create.clone();
             async move { orders.create(ctx, new).await }
         })
-        .method("get", move |_ctx, ById { id }| {
+        .method("get", move |ctx, ById { id }| {
             let orders = get.clone();
             async move {
                 orders
                     .store
-                    .read_now(|c| Ok(find(c, id)?))?
+                    .read_now(ctx.received(), |c| Ok(find(c, id)?))?
                     .ok_or_else(|| HandlerError::not_found(format!("no order {id}")))
             }
         })

@@ -14,13 +14,16 @@
 //!
 //! Point reads by key ([`Store::read_now`]) skip the thread: they run at once on a second,
 //! read-only connection (WAL lets it read while the thread writes). They take microseconds, less
-//! than the two thread wakeups of a handoff, which dominated `user.get` under load.
+//! than the two thread wakeups of a handoff, which dominated `user.get` under load. The reads of
+//! requests that arrived together share one read snapshot ([`snapshot`] says when that is safe).
+
+mod snapshot;
 
 use std::{
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rusqlite::Connection;
@@ -67,7 +70,7 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 pub struct Store {
     jobs: tokio::sync::mpsc::Sender<Job>,
     /// For [`Store::read_now`]. Uncontended: the services run on one thread.
-    reader: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<snapshot::Reader>>,
     path: Arc<Path>,
 }
 
@@ -112,7 +115,7 @@ impl Store {
             .map_err(StoreError::Thread)?;
         Ok(Store {
             jobs,
-            reader: Arc::new(Mutex::new(reader)),
+            reader: Arc::new(Mutex::new(snapshot::Reader::new(reader))),
             path: path.into(),
         })
     }
@@ -138,13 +141,16 @@ impl Store {
 
 impl Store {
     /// Runs a point read (a lookup by key, microseconds) at once on the read-only connection,
-    /// on the caller's thread. Anything that may scan, or write, goes through [`Store::run`].
+    /// on the caller's thread, for a request received at `received` (its
+    /// [`Context::received`](switchboard_protocol::sdk::Context::received)): the read sees
+    /// every commit made before then. Anything that may scan, or write, goes through
+    /// [`Store::run`].
     pub fn read_now<T>(
         &self,
+        received: Instant,
         read: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.lock().map_err(|_| StoreError::Lost)?;
-        read(&reader)
+        snapshot::read(&self.reader, received, read)
     }
 }
 
@@ -196,5 +202,94 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    /// Another process's connection to the same file, as a replica's would be.
+    fn other_writer(store: &Store) -> Connection {
+        let c = Connection::open(store.path()).unwrap();
+        c.busy_timeout(Duration::ZERO).unwrap();
+        c
+    }
+
+    fn count(store: &Store, received: Instant) -> i64 {
+        store
+            .read_now(received, |c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?)
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn reads_share_a_snapshot_only_when_received_before_it_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);").unwrap();
+        let earlier = Instant::now();
+        assert_eq!(count(&store, earlier), 0, "begins a snapshot");
+        // Committed elsewhere while the snapshot is open (no await: the snapshot stays open).
+        other_writer(&store)
+            .execute("INSERT INTO t VALUES (1)", [])
+            .unwrap();
+        assert_eq!(
+            count(&store, earlier),
+            0,
+            "a request received before the snapshot began is answered from it"
+        );
+        assert_eq!(
+            count(&store, Instant::now()),
+            1,
+            "a request received after the commit sees it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_ends_once_the_thread_turns_to_other_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);").unwrap();
+        let writer = other_writer(&store);
+        writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let truncate = || -> i64 {
+            writer
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count(&store, Instant::now()), 1);
+        assert_eq!(truncate(), 1, "busy: the open snapshot pins the WAL");
+        tokio::task::yield_now().await;
+        assert_eq!(truncate(), 0, "the snapshot ended when the task yielded");
+    }
+
+    #[test]
+    fn without_a_runtime_a_read_keeps_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let _entered = runtime.enter();
+            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);").unwrap()
+        };
+        let writer = other_writer(&store);
+        writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        assert_eq!(count(&store, Instant::now()), 1);
+        let busy: i64 = writer
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(busy, 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_does_not_break_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);").unwrap();
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            store.read_now(Instant::now(), |_c| -> Result<(), StoreError> {
+                panic!("a bug in one handler")
+            })
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(count(&store, Instant::now()), 0);
     }
 }

@@ -32,11 +32,11 @@ pub fn service() -> Result<Service, StoreError> {
             let store = create.clone();
             async move { create_user(&store, new).await }
         })
-        .method("get", move |_ctx, ById { id }| {
+        .method("get", move |ctx, ById { id }| {
             let store = get.clone();
             async move {
                 store
-                    .read_now(|c| Ok(find(c, id)?))?
+                    .read_now(ctx.received(), |c| Ok(find(c, id)?))?
                     .ok_or_else(|| HandlerError::not_found(format!("no user {id}")))
             }
         })

@@ -47,6 +47,7 @@ pub struct Context {
     pub(crate) link: Arc<Link>,
     pub(crate) welcome: Arc<Welcome>,
     deadline: Option<Instant>,
+    received: Instant,
     trace: u64,
     priority: Priority,
 }
@@ -57,6 +58,7 @@ impl Context {
             link,
             welcome,
             deadline: None,
+            received: Instant::now(),
             trace: 0,
             priority: Priority::NORMAL,
         }
@@ -69,9 +71,19 @@ impl Context {
             welcome: self.welcome.clone(),
             deadline: (envelope.deadline_us > 0)
                 .then(|| received + Duration::from_micros(envelope.deadline_us)),
+            received,
             trace: envelope.trace,
             priority: envelope.priority,
         }
+    }
+
+    /// When the current request (or event) was read from the console's pipe; for a background
+    /// task's context, when the service became ready. The caller sent it before this instant,
+    /// so anything acknowledged to anyone before then happened before it too: a handler that
+    /// reuses state read at a later instant (one read snapshot for several requests, say)
+    /// still answers as if it had read afresh.
+    pub fn received(&self) -> Instant {
+        self.received
     }
 
     /// When the current request must be answered by, if it has a deadline.

@@ -13,6 +13,7 @@
 //! - [`stream`]: methods that answer with many items, under the receiver's credit.
 //! - [`job`]: run-to-completion jobs that hand back a result.
 //! - [`logging`]: tracing to stderr, because stdout carries frames only.
+//! - `read_clock`: when each incoming frame was read, which [`Context::received`] reports.
 
 pub mod body;
 pub mod context;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod job;
 pub mod logging;
 pub mod progress;
+mod read_clock;
 pub mod service;
 pub mod stream;
 mod wire;

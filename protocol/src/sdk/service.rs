@@ -20,6 +20,7 @@ use super::{
     body::{Encoding, decode, encode},
     context::Context,
     error::{HandlerError, SdkError},
+    read_clock::ReadClock,
     stream::{Gate, StreamSink, end as stream_end, sink},
     wire::Link,
 };
@@ -227,7 +228,7 @@ impl Service {
         segment.set_state(ServiceState::Starting);
         let close = CancellationToken::new();
         let (link, writer_task) = Link::start(writer, segment.clone(), close.clone());
-        let mut frames = FramedRead::new(reader, FrameCodec::new());
+        let mut frames = FramedRead::new(ReadClock::new(reader), FrameCodec::new());
 
         let result = self.serve_on(&link, &mut frames, &segment).await;
 
@@ -245,7 +246,7 @@ impl Service {
     async fn serve_on<R>(
         self,
         link: &Arc<Link>,
-        frames: &mut FramedRead<R, FrameCodec>,
+        frames: &mut FramedRead<ReadClock<R>, FrameCodec>,
         segment: &Arc<SegmentWriter>,
     ) -> Result<(), SdkError>
     where
@@ -328,7 +329,9 @@ impl Service {
         loop {
             tokio::select! {
                 frame = frames.next() => match frame {
-                    Some(Ok(Frame::Message(envelope))) => dispatcher.dispatch(envelope),
+                    Some(Ok(Frame::Message(envelope))) => {
+                        dispatcher.dispatch(envelope, frames.get_ref().last_read());
+                    }
                     Some(Ok(Frame::Malformed(bad))) => {
                         tracing::warn!(reason = ?bad.reason, len = bad.len, "skipped a malformed frame from the console");
                     }
@@ -423,8 +426,8 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn dispatch(&self, envelope: Envelope) {
-        let received = Instant::now();
+    /// `received`: when the frame's last bytes were read from the console.
+    fn dispatch(&self, envelope: Envelope, received: Instant) {
         match envelope.kind {
             Kind::Request => self.request(envelope, received),
             Kind::Event => self.event(envelope, received),
