@@ -29,10 +29,10 @@ use super::{BenchStack, Figure, percentile};
 use crate::{gateway::Gateway, supervisor::SupervisorOptions};
 
 const CONNECTIONS: usize = 16;
-const WARMUP: Duration = Duration::from_millis(500);
-const MEASURE: Duration = Duration::from_secs(2);
+const WARMUP: Duration = Duration::from_millis(300);
+const MEASURE: Duration = Duration::from_millis(1500);
 /// Pairs of GET measurements (through the gateway, bare), interleaved.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// The shop without its storefront (the bench is the only load) and with no stage delays, so
 /// an order's rate is its check with user and its durable write.
