@@ -174,6 +174,10 @@ pub enum Cmd {
         /// scripts/bench-gateway.sh installs it).
         #[arg(long, value_enum, default_value_t = crate::bench::gateway::HttpLoad::Builtin)]
         http_load: crate::bench::gateway::HttpLoad,
+        /// Keep-alive connections the gateway's HTTP load is sent over.
+        #[arg(long, default_value_t = crate::bench::gateway::DEFAULT_CONNECTIONS,
+              value_parser = clap::value_parser!(u16).range(1..=1024))]
+        http_connections: u16,
     },
     /// A peer process for the pipe baselines of `bench`.
     #[command(hide = true)]
@@ -253,7 +257,18 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
             stack,
             http_load,
-        }) => bench(&only, rounds, idle_secs, json, stack.as_deref(), http_load),
+            http_connections,
+        }) => bench(
+            &only,
+            rounds,
+            idle_secs,
+            json,
+            stack.as_deref(),
+            crate::bench::gateway::LoadClient {
+                sender: http_load,
+                connections: usize::from(http_connections),
+            },
+        ),
         None => up(
             cli.file.as_deref(),
             cli.headless,
@@ -630,7 +645,7 @@ fn bench(
     idle_secs: u64,
     json: bool,
     stack: Option<&Path>,
-    http_load: crate::bench::gateway::HttpLoad,
+    http_load: crate::bench::gateway::LoadClient,
 ) -> ExitCode {
     let mut selection = match crate::bench::Selection::from_names(only) {
         Ok(selection) => selection,
@@ -643,7 +658,9 @@ fn bench(
         }
     };
     selection.http_load = http_load;
-    if http_load == crate::bench::gateway::HttpLoad::Wrk && !crate::bench::gateway::wrk_found() {
+    if http_load.sender == crate::bench::gateway::HttpLoad::Wrk
+        && !crate::bench::gateway::wrk_found()
+    {
         eprintln!("switchboard bench: --http-load wrk needs wrk on PATH (apt-get install wrk)");
         return ExitCode::from(2);
     }

@@ -154,6 +154,29 @@ fn check_reports_errors_with_line_and_column() {
 }
 
 #[test]
+fn bench_refuses_what_it_cannot_measure() {
+    for (args, says) in [
+        (
+            &["bench", "--only", "nothing"][..],
+            "no measurement `nothing`",
+        ),
+        (
+            &["bench", "--only", "gateway", "--http-connections", "0"][..],
+            "1..=1024",
+        ),
+        (
+            &["bench", "--only", "gateway", "--http-connections", "many"][..],
+            "many",
+        ),
+    ] {
+        let output = Command::new(SWITCHBOARD).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn switchboard_run_runs_a_job_with_parameters_and_prints_its_result() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stack.toml");

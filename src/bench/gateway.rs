@@ -9,7 +9,8 @@
 //!   measured in the same data directory: durable writes bound the order rate.
 //!
 //! The load client runs on its own thread and runtime (as a separate client would), with
-//! [`CONNECTIONS`] keep-alive HTTP/1 connections, each sending its next request as soon as
+//! [`DEFAULT_CONNECTIONS`] keep-alive HTTP/1 connections (`--http-connections`), each sending
+//! its next request as soon as
 //! the previous answer is read. `--http-load wrk` sends the same load with wrk instead (one
 //! thread, the same connections and duration), as an outside cross-check of the client.
 
@@ -28,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use super::{BenchStack, Figure, percentile};
 use crate::{gateway::Gateway, supervisor::SupervisorOptions};
 
-const CONNECTIONS: usize = 16;
+/// Keep-alive connections the load is sent over, unless `--http-connections` says otherwise.
+pub const DEFAULT_CONNECTIONS: u16 = 16;
 const WARMUP: Duration = Duration::from_millis(300);
 const MEASURE: Duration = Duration::from_millis(1500);
 /// Pairs of GET measurements (through the gateway, bare), interleaved.
@@ -61,6 +63,22 @@ pub enum HttpLoad {
     #[default]
     Builtin,
     Wrk,
+}
+
+/// Who sends the HTTP load, over how many keep-alive connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadClient {
+    pub sender: HttpLoad,
+    pub connections: usize,
+}
+
+impl Default for LoadClient {
+    fn default() -> Self {
+        LoadClient {
+            sender: HttpLoad::Builtin,
+            connections: usize::from(DEFAULT_CONNECTIONS),
+        }
+    }
 }
 
 /// Whether `wrk` can be run.
@@ -117,7 +135,7 @@ fn figure(name: &str, value: f64, unit: &str, detail: impl Into<String>) -> Figu
     }
 }
 
-pub async fn run(options: &SupervisorOptions, http_load: HttpLoad) -> Vec<Figure> {
+pub async fn run(options: &SupervisorOptions, client: LoadClient) -> Vec<Figure> {
     let mut options = options.clone();
     options.log_files = false;
     let Some(stack) = BenchStack::start(STACK, &options) else {
@@ -138,12 +156,7 @@ pub async fn run(options: &SupervisorOptions, http_load: HttpLoad) -> Vec<Figure
             return Vec::new();
         }
     };
-    let figures = measure(
-        gateway.address(),
-        &stack.supervisor.stack.data_dir,
-        http_load,
-    )
-    .await;
+    let figures = measure(gateway.address(), &stack.supervisor.stack.data_dir, client).await;
     gateway.stop().await;
     stack.finish().await;
     figures.unwrap_or_else(|why| {
@@ -155,7 +168,7 @@ pub async fn run(options: &SupervisorOptions, http_load: HttpLoad) -> Vec<Figure
 async fn measure(
     gateway: SocketAddr,
     data_dir: &Path,
-    http_load: HttpLoad,
+    client: LoadClient,
 ) -> Result<Vec<Figure>, String> {
     let user = once(
         gateway,
@@ -189,11 +202,11 @@ async fn measure(
     let mut directs = Vec::new();
     for round in 0..ROUNDS {
         if round % 2 == 0 {
-            throughs.push(send_load(http_load, gateway, get.clone()).await);
-            directs.push(send_load(http_load, bare, get.clone()).await);
+            throughs.push(send_load(client, gateway, get.clone()).await);
+            directs.push(send_load(client, bare, get.clone()).await);
         } else {
-            directs.push(send_load(http_load, bare, get.clone()).await);
-            throughs.push(send_load(http_load, gateway, get.clone()).await);
+            directs.push(send_load(client, bare, get.clone()).await);
+            throughs.push(send_load(client, gateway, get.clone()).await);
         }
     }
     bare_stop.cancel();
@@ -219,18 +232,21 @@ async fn measure(
         ))),
         expect: None,
     };
-    let orders = send_load(http_load, gateway, order).await;
+    let orders = send_load(client, gateway, order).await;
     let dir = data_dir.to_path_buf();
     let fsync = tokio::task::spawn_blocking(move || fsync_rate(&dir, MEASURE))
         .await
         .map_err(|err| err.to_string())?
         .map_err(|err| format!("fsync rate: {err}"))?;
 
-    let client = match http_load {
+    let sender = match client.sender {
         HttpLoad::Builtin => "built-in client",
         HttpLoad::Wrk => "wrk",
     };
-    let detail = format!("{client}, {CONNECTIONS} keep-alive connections, loopback");
+    let detail = format!(
+        "{sender}, {} keep-alive connections, loopback",
+        client.connections
+    );
     Ok(vec![
         figure(
             "GET /users/{id} through the gateway to user",
@@ -380,10 +396,11 @@ async fn bare_server(
     Ok(address)
 }
 
-async fn send_load(http_load: HttpLoad, address: SocketAddr, shot: Shot) -> Load {
-    match http_load {
-        HttpLoad::Builtin => load_from_another_thread(address, shot).await,
-        HttpLoad::Wrk => tokio::task::spawn_blocking(move || wrk(address, &shot))
+async fn send_load(client: LoadClient, address: SocketAddr, shot: Shot) -> Load {
+    let connections = client.connections;
+    match client.sender {
+        HttpLoad::Builtin => load_from_another_thread(address, shot, connections).await,
+        HttpLoad::Wrk => tokio::task::spawn_blocking(move || wrk(address, &shot, connections))
             .await
             .unwrap_or_else(|err| Err(err.to_string()))
             .unwrap_or_else(|why| {
@@ -393,9 +410,9 @@ async fn send_load(http_load: HttpLoad, address: SocketAddr, shot: Shot) -> Load
     }
 }
 
-/// The same load from wrk: one thread, [`CONNECTIONS`] connections, warm-up plus measurement.
+/// The same load from wrk: one thread, the same connections, warm-up plus measurement.
 /// wrk counts every answer; those that are not 2xx are the errors (it cannot compare bodies).
-fn wrk(address: SocketAddr, shot: &Shot) -> Result<Load, String> {
+fn wrk(address: SocketAddr, shot: &Shot, connections: usize) -> Result<Load, String> {
     let script = std::env::temp_dir().join(format!(
         "switchboard-wrk-{}-{}.lua",
         std::process::id(),
@@ -417,7 +434,7 @@ fn wrk(address: SocketAddr, shot: &Shot) -> Result<Load, String> {
     .map_err(|err| err.to_string())?;
     let seconds = (WARMUP + MEASURE).as_secs_f64().ceil() as u64;
     let output = std::process::Command::new("wrk")
-        .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{seconds}s")])
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
         .arg("--latency")
         .arg("-s")
         .arg(&script)
@@ -468,14 +485,14 @@ fn wrk_duration_us(text: &str) -> Option<f64> {
     Some(number.parse::<f64>().ok()? * scale)
 }
 
-async fn load_from_another_thread(address: SocketAddr, shot: Shot) -> Load {
+async fn load_from_another_thread(address: SocketAddr, shot: Shot, connections: usize) -> Load {
     let client = std::thread::Builder::new()
         .name("bench-http-load".into())
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            Ok::<_, std::io::Error>(runtime.block_on(load(address, shot)))
+            Ok::<_, std::io::Error>(runtime.block_on(load(address, shot, connections)))
         });
     let Ok(client) = client else {
         return Load::default();
@@ -486,12 +503,12 @@ async fn load_from_another_thread(address: SocketAddr, shot: Shot) -> Load {
     }
 }
 
-async fn load(address: SocketAddr, shot: Shot) -> Load {
+async fn load(address: SocketAddr, shot: Shot, connections: usize) -> Load {
     let start = Instant::now();
     let measure_from = start + WARMUP;
     let end = measure_from + MEASURE;
     let mut workers = Vec::new();
-    for _ in 0..CONNECTIONS {
+    for _ in 0..connections {
         workers.push(tokio::spawn(connection(
             address,
             shot.clone(),

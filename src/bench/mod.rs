@@ -44,8 +44,8 @@ pub struct Selection {
     pub fanout: bool,
     pub gateway: bool,
     pub scale: bool,
-    /// What sends the gateway's HTTP load.
-    pub http_load: gateway::HttpLoad,
+    /// What sends the gateway's HTTP load, over how many connections.
+    pub http_load: gateway::LoadClient,
 }
 
 impl Selection {
@@ -71,7 +71,7 @@ impl Selection {
             fanout: wants("fanout"),
             gateway: wants("gateway"),
             scale: wants("scale"),
-            http_load: gateway::HttpLoad::Builtin,
+            http_load: gateway::LoadClient::default(),
         })
     }
 }
