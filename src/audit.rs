@@ -25,7 +25,7 @@ const QUEUE: usize = 4096;
 pub struct Entry {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u128,
-    /// "console", "api:<token id>", or "router".
+    /// `"console"`, `"api:<token id>"`, or `"router"`.
     pub actor: String,
     pub action: String,
     pub target: String,

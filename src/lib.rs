@@ -23,7 +23,7 @@
 //! - [`tui`]: the operator console, a full-screen terminal UI.
 //! - [`headless`]: running a stack without the terminal UI, for servers and CI.
 //! - [`builtin`]: the services compiled into the binary (`switchboard service NAME`).
-//! - [`bench`]: `switchboard bench`, measurements with real processes.
+//! - [`bench`](mod@bench): `switchboard bench`, measurements with real processes.
 //! - [`cli`]: the command line.
 //! - [`client`]: the CLI's client for a running instance's admin API (`switchboard ps` and
 //!   friends).

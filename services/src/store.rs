@@ -15,7 +15,8 @@
 //! Point reads by key ([`Store::read_now`]) skip the thread: they run at once on a second,
 //! read-only connection (WAL lets it read while the thread writes). They take microseconds, less
 //! than the two thread wakeups of a handoff, which dominated `user.get` under load. The reads of
-//! requests that arrived together share one read snapshot ([`snapshot`] says when that is safe).
+//! requests that arrived together share one read snapshot (`store/snapshot.rs` says when that
+//! is safe).
 
 mod snapshot;
 

@@ -2,7 +2,7 @@
 //!
 //! - `GET /users/{id}` through the gateway to the user service (a real SQLite read), against a
 //!   bare axum handler answering the same JSON bytes: what the gateway, the router and the
-//!   service add to an HTTP request. Measured in [`ROUNDS`] interleaved pairs, and the ratio
+//!   service add to an HTTP request. Measured in `ROUNDS` interleaved pairs, and the ratio
 //!   is the median of the pairs' ratios: the machine drifts between runs by more than that;
 //! - `POST /orders` through the gateway (order checks the user, then commits the order and its
 //!   outbox in one SQLite transaction with `synchronous=FULL`), beside this disk's fsync rate

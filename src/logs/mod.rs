@@ -4,7 +4,7 @@
 //!
 //! - [`line_codec`]: splits a byte stream into lines, truncating over-long ones instead of failing.
 //! - [`store`]: the rings and the live feed.
-//! - [`file`]: the background writer of the per-service log files.
+//! - [`file`](mod@file): the background writer of the per-service log files.
 
 pub mod file;
 pub mod line_codec;
