@@ -10,9 +10,9 @@
 //!
 //! The load client runs on its own thread and runtime (as a separate client would), with
 //! [`DEFAULT_CONNECTIONS`] keep-alive HTTP/1 connections (`--http-connections`), each sending
-//! its next request as soon as
-//! the previous answer is read. `--http-load wrk` sends the same load with wrk instead (one
-//! thread, the same connections and duration), as an outside cross-check of the client.
+//! its next request as soon as the previous answer is read. `--http-load wrk` sends the same
+//! load with wrk instead (one thread, the same connections and duration), as an outside
+//! cross-check of the client.
 
 use std::{
     net::SocketAddr,
