@@ -6,7 +6,6 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
@@ -354,29 +353,18 @@ fn a_public_address_without_a_token_is_refused_and_off_means_no_gateway() {
     assert!(!run_dir.join("gateway.json").exists());
 
     // --gateway off: the stack runs, with no gateway and nothing for a client to find.
-    let mut child = Command::new(SWITCHBOARD)
-        .args([
-            "up",
-            stack.to_str().unwrap(),
-            "--headless",
-            "--gateway",
-            "off",
-        ])
-        .env_remove("SWITCHBOARD_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, lines) = spawn_reading_lines(
+        Command::new(SWITCHBOARD)
+            .args([
+                "up",
+                stack.to_str().unwrap(),
+                "--headless",
+                "--gateway",
+                "off",
+            ])
+            .env_remove("SWITCHBOARD_TOKEN"),
+        |_| true,
+    );
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline
