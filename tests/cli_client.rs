@@ -46,20 +46,26 @@ impl Drop for Console {
     }
 }
 
-fn console() -> Console {
-    let (dir, stack) = stack_file(STACK);
-    let (child, lines) = spawn_reading_lines(
+/// `switchboard up STACK --headless --gateway GATEWAY`, with no token in its environment, and
+/// its stdout's lines.
+fn headless(stack: &Path, gateway: &str) -> (Child, mpsc::Receiver<String>) {
+    spawn_reading_lines(
         Command::new(SWITCHBOARD)
             .args([
                 "up",
                 stack.to_str().unwrap(),
                 "--headless",
                 "--gateway",
-                "127.0.0.1:0",
+                gateway,
             ])
             .env_remove("SWITCHBOARD_TOKEN"),
         |_| true,
-    );
+    )
+}
+
+fn console() -> Console {
+    let (dir, stack) = stack_file(STACK);
+    let (child, lines) = headless(&stack, "127.0.0.1:0");
     let mut console = Console {
         child,
         lines,
@@ -353,18 +359,7 @@ fn a_public_address_without_a_token_is_refused_and_off_means_no_gateway() {
     assert!(!run_dir.join("gateway.json").exists());
 
     // --gateway off: the stack runs, with no gateway and nothing for a client to find.
-    let (mut child, lines) = spawn_reading_lines(
-        Command::new(SWITCHBOARD)
-            .args([
-                "up",
-                stack.to_str().unwrap(),
-                "--headless",
-                "--gateway",
-                "off",
-            ])
-            .env_remove("SWITCHBOARD_TOKEN"),
-        |_| true,
-    );
+    let (mut child, lines) = headless(&stack, "off");
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline
