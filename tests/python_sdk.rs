@@ -7,14 +7,12 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
-use common::SWITCHBOARD;
+use common::{SWITCHBOARD, spawn_reading};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,30 +71,17 @@ fn run_job(stack: &str, args: &[&str], limit: Duration) -> Outcome {
     let path = dir.path().join("stack.toml");
     std::fs::write(&path, stack).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(SWITCHBOARD)
-        .args(["run", "report", "-f", path.to_str().unwrap(), "--"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(text) = line else { break };
-            if tx
-                .send(Line {
-                    at: Instant::now(),
-                    text,
-                })
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = spawn_reading(
+        Command::new(SWITCHBOARD)
+            .args(["run", "report", "-f", path.to_str().unwrap(), "--"])
+            .args(args),
+        |text| {
+            Some(Line {
+                at: Instant::now(),
+                text,
+            })
+        },
+    );
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;

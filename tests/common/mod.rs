@@ -35,6 +35,15 @@ pub fn spawn_reading_lines(
     command: &mut Command,
     keep: fn(&str) -> bool,
 ) -> (Child, mpsc::Receiver<String>) {
+    spawn_reading(command, move |line| keep(&line).then_some(line))
+}
+
+/// [`spawn_reading_lines`], with each line turned into what `read` makes of it (on the reading
+/// thread, as the line arrives); `None` drops it.
+pub fn spawn_reading<T: Send + 'static>(
+    command: &mut Command,
+    read: impl Fn(String) -> Option<T> + Send + 'static,
+) -> (Child, mpsc::Receiver<T>) {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -46,8 +55,8 @@ pub fn spawn_reading_lines(
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if keep(&line) {
-                let _ = tx.send(line);
+            if let Some(item) = read(line) {
+                let _ = tx.send(item);
             }
         }
     });
