@@ -1,6 +1,7 @@
 //! This machine's physical baselines, with nothing of Switchboard in the way: a blocking pipe
 //! ping-pong between two processes, and a bare batched hub of plain threads copying 64-byte
-//! frames A → hub → B → hub → A. Any hub over pipes is bounded by the second.
+//! frames A → hub → B → hub → A. Any hub over pipes is bounded by the second: its rate with
+//! many frames in flight, its round trip with one.
 //!
 //! The peers are this same binary, run as the hidden `switchboard bench-peer echo|client`.
 
@@ -35,11 +36,15 @@ pub fn echo() -> std::io::Result<()> {
 }
 
 /// `bench-peer client WINDOW COUNT`: keeps WINDOW frames outstanding until COUNT came back,
-/// then prints the elapsed nanoseconds on stderr.
+/// then prints `elapsed_ns N p50_ns M` on stderr. With one frame in flight each round trip is
+/// timed and M is their median; with more, M is 0.
 pub fn client(window: usize, count: usize) -> std::io::Result<()> {
     let (mut input, mut output) = stdio_files()?;
     let frame = [7u8; FRAME];
+    let timed = window == 1;
+    let mut round_trips = Vec::with_capacity(if timed { count } else { 0 });
     let start = Instant::now();
+    let mut sent_at = start;
     let first = window.min(count);
     let mut batch = Vec::with_capacity(first * FRAME);
     for _ in 0..first {
@@ -57,6 +62,10 @@ pub fn client(window: usize, count: usize) -> std::io::Result<()> {
         let before = received_bytes / FRAME;
         received_bytes += n;
         let completed = received_bytes / FRAME - before;
+        if timed && completed > 0 {
+            round_trips.push(sent_at.elapsed());
+            sent_at = Instant::now();
+        }
         let more = completed.min(count - sent);
         if more > 0 {
             batch.clear();
@@ -67,7 +76,17 @@ pub fn client(window: usize, count: usize) -> std::io::Result<()> {
             sent += more;
         }
     }
-    eprintln!("elapsed_ns {}", start.elapsed().as_nanos());
+    let elapsed = start.elapsed();
+    round_trips.sort();
+    let p50 = round_trips
+        .get(round_trips.len() / 2)
+        .copied()
+        .unwrap_or_default();
+    eprintln!(
+        "elapsed_ns {} p50_ns {}",
+        elapsed.as_nanos(),
+        p50.as_nanos()
+    );
     Ok(())
 }
 
@@ -101,8 +120,16 @@ pub fn ping_pong(exe: &std::path::Path, rounds: usize) -> std::io::Result<Vec<Du
     Ok(times)
 }
 
+/// What the bare hub measured.
+#[derive(Debug, Clone, Copy)]
+pub struct HubRun {
+    pub rate: f64,
+    /// Median round trip; measured only with one frame in flight.
+    pub p50: Option<Duration>,
+}
+
 /// Requests per second through a bare hub of two copying threads, `window` in flight.
-pub fn batched_hub(exe: &std::path::Path, window: usize, count: usize) -> std::io::Result<f64> {
+pub fn batched_hub(exe: &std::path::Path, window: usize, count: usize) -> std::io::Result<HubRun> {
     let mut a = peer(exe, &["client", &window.to_string(), &count.to_string()])?;
     let mut b = peer(exe, &["echo"])?;
     let (Some(a_in), Some(mut a_out), Some(mut a_err)) =
@@ -144,10 +171,16 @@ pub fn batched_hub(exe: &std::path::Path, window: usize, count: usize) -> std::i
     let _ = b.wait();
     let _ = forward.join();
     let _ = back.join();
-    let nanos: f64 = report
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("client said: {report}")))?;
-    Ok(count as f64 / (nanos / 1e9))
+    let field = |name: &str| -> Option<u64> {
+        let mut words = report.split_whitespace();
+        words.find(|w| *w == name)?;
+        words.next()?.parse().ok()
+    };
+    let (Some(elapsed), Some(p50)) = (field("elapsed_ns"), field("p50_ns")) else {
+        return Err(std::io::Error::other(format!("client said: {report}")));
+    };
+    Ok(HubRun {
+        rate: count as f64 / (elapsed as f64 / 1e9),
+        p50: (window == 1).then(|| Duration::from_nanos(p50)),
+    })
 }

@@ -63,14 +63,34 @@ pub async fn run(options: &SupervisorOptions, scale: usize) -> Vec<Figure> {
     })
     .await;
     let hub_rate = match hub {
-        Ok(Ok(rate)) => {
+        Ok(Ok(hub)) => {
             figures.push(figure(
                 "bare batched pipe hub, 64 in flight",
-                rate,
+                hub.rate,
                 "req/s",
                 "A → hub → B → hub → A, plain threads",
             ));
-            rate
+            hub.rate
+        }
+        _ => f64::NAN,
+    };
+    // The same hub with one frame in flight: the round trip any hub over pipes starts from,
+    // four wakeups where the ping-pong has two.
+    let hub_one = tokio::task::spawn_blocking({
+        let exe = exe.clone();
+        move || pipes::batched_hub(&exe, 1, 2000 * scale)
+    })
+    .await;
+    let hub_p50 = match hub_one {
+        Ok(Ok(pipes::HubRun { p50: Some(p50), .. })) => {
+            let us = p50.as_secs_f64() * 1e6;
+            figures.push(figure(
+                "bare hub round trip, 1 in flight, p50",
+                us,
+                "µs",
+                format!("{:.2}× the ping-pong", us / ping_p50),
+            ));
+            us
         }
         _ => f64::NAN,
     };
@@ -82,7 +102,11 @@ pub async fn run(options: &SupervisorOptions, scale: usize) -> Vec<Figure> {
             "routed round trip, 1 in flight, p50",
             one.p50_us,
             "µs",
-            format!("{:.2}× the ping-pong", one.p50_us / ping_p50),
+            format!(
+                "{:.2}× the ping-pong, {:.2}× the bare hub",
+                one.p50_us / ping_p50,
+                one.p50_us / hub_p50
+            ),
         ));
         figures.push(figure(
             "routed round trip, 1 in flight, p99",
