@@ -10,10 +10,13 @@
 //!
 //! Polling burns CPU, so it is bounded twice:
 //! - The window adapts, as Linux's haltpoll cpuidle governor does: it grows when the console
-//!   went to sleep and the next message came within the longest window (polling would have
-//!   caught it), and shrinks each time a poll ends with nothing arriving. Traffic that comes
-//!   in bursts with short gaps (a caller waiting for its answer, a pipeline) is polled for;
-//!   sparse traffic (the demo's steady trickle, an idle stack) is not, and costs nothing.
+//!   went to sleep and the next message came within the longest window (polling longer would
+//!   have caught it), and shrinks when the next message came later than that (no window would
+//!   have). A poll that runs out just before the message arrives is no reason to shrink:
+//!   shrinking then made a window that sat just under a service's turnaround halve and double
+//!   in turn, and never grow past it. Traffic that comes in bursts with short gaps (a caller
+//!   waiting for its answer, a pipeline) is polled for; sparse traffic (the demo's steady
+//!   trickle, an idle stack) is not, and costs nothing.
 //! - Each routed message earns [`CREDIT_PER_MESSAGE`] of polling, and polling spends it: the
 //!   CPU spent polling is at most that much per message routed, whatever the traffic's shape.
 //!
@@ -90,19 +93,17 @@ impl Window {
         self.current
     }
 
-    /// The console slept for `gap` before the next message came.
+    /// The next message came `gap` after the one before it, while the console slept.
     pub fn slept(&mut self, gap: Duration) {
-        if gap <= MAX_WINDOW {
-            // Polling this long would have caught it.
+        if gap > MAX_WINDOW {
+            // No window would have caught it: poll less.
+            self.current /= 2;
+            if self.current < START_WINDOW {
+                self.current = Duration::ZERO;
+            }
+        } else if gap > self.current {
+            // A longer poll would have caught it.
             self.current = (self.current * 2).clamp(START_WINDOW, MAX_WINDOW);
-        }
-    }
-
-    /// A poll ran out with nothing arriving.
-    pub fn missed(&mut self) {
-        self.current /= 2;
-        if self.current < START_WINDOW {
-            self.current = Duration::ZERO;
         }
     }
 }
@@ -157,21 +158,19 @@ pub async fn run(activity: Weak<Activity>) {
                 seen = routed;
                 last = now;
             } else if now.saturating_duration_since(last) >= window.current() {
-                window.missed();
                 break;
             }
         }
         // Sleep until the next message. A message routed after `parked` is set leaves a
         // permit in `wake`, so none is missed. Re-checked every second so the task ends soon
-        // after the router is dropped.
+        // after the router is dropped; a second without messages counts as a long gap.
         shared.parked.store(true, Ordering::Release);
-        let slept = Instant::now();
-        if shared.routed.load(Ordering::Relaxed) == seen
-            && tokio::time::timeout(Duration::from_secs(1), shared.wake.notified())
-                .await
-                .is_ok()
-        {
-            window.slept(slept.elapsed());
+        if shared.routed.load(Ordering::Relaxed) == seen {
+            let woken = tokio::time::timeout(Duration::from_secs(1), shared.wake.notified()).await;
+            window.slept(match woken {
+                Ok(()) => last.elapsed(),
+                Err(_) => Duration::MAX,
+            });
         }
         shared.parked.store(false, Ordering::Release);
     }
@@ -205,26 +204,53 @@ mod tests {
         window.slept(Duration::from_micros(30));
         assert_eq!(window.current(), START_WINDOW * 2);
         for _ in 0..10 {
-            window.slept(Duration::from_micros(30));
+            window.slept(Duration::from_micros(90));
         }
         assert_eq!(window.current(), MAX_WINDOW);
     }
 
     #[test]
-    fn window_does_not_grow_for_sparse_traffic() {
+    fn window_holds_when_it_would_have_caught_the_message() {
         let mut window = Window::default();
-        window.slept(Duration::from_millis(5));
-        assert_eq!(window.current(), START_WINDOW);
+        window.slept(Duration::from_micros(30));
+        window.slept(Duration::from_micros(35));
+        assert_eq!(
+            window.current(),
+            START_WINDOW * 2,
+            "40 µs would have caught 35"
+        );
     }
 
     #[test]
-    fn window_shrinks_to_zero_on_misses_and_restarts_from_start() {
+    fn window_settles_above_a_steady_turnaround() {
+        // A caller with one request in flight: the next message comes 25 µs after the last,
+        // just past the starting window. The window must end above it and stay there.
         let mut window = Window::default();
-        window.slept(Duration::from_micros(10));
-        window.missed();
-        window.missed();
+        for _ in 0..20 {
+            if window.current() < Duration::from_micros(25) {
+                window.slept(Duration::from_micros(25));
+            }
+        }
+        assert!(window.current() >= Duration::from_micros(25), "{window:?}");
+    }
+
+    #[test]
+    fn window_shrinks_to_zero_on_long_gaps_and_restarts_from_start() {
+        let mut window = Window::default();
+        window.slept(Duration::from_millis(5));
+        assert_eq!(
+            window.current(),
+            Duration::ZERO,
+            "sparse traffic is not polled for"
+        );
+        window.slept(Duration::MAX);
         assert_eq!(window.current(), Duration::ZERO);
         window.slept(Duration::from_micros(10));
         assert_eq!(window.current(), START_WINDOW);
+        for _ in 0..3 {
+            window.slept(Duration::from_micros(90));
+        }
+        window.slept(Duration::from_millis(1));
+        assert_eq!(window.current(), MAX_WINDOW / 2);
     }
 }
