@@ -176,65 +176,23 @@ fn bench_refuses_what_it_cannot_measure() {
     }
 }
 
-/// The routing bench's baseline peers, wired into a hub of two copying threads as the bench
-/// does: the client times each round trip when one frame is in flight, and only then.
+/// The routing bench's bare hub, run with the real peers: with one frame in flight its client
+/// times each round trip, and only then.
 #[test]
-fn the_bare_hub_client_reports_its_median_round_trip_with_one_in_flight() {
-    use std::io::{Read, Write};
-    let peer = |args: &[&str]| {
-        Command::new(SWITCHBOARD)
-            .arg("bench-peer")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let copy = |mut from: Box<dyn Read + Send>, mut to: Box<dyn Write + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = from.read(&mut buf) {
-                if n == 0 || to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        })
-    };
-    for (window, timed) in [("1", true), ("8", false)] {
-        let mut client = peer(&["client", window, "300"]);
-        let mut echo = peer(&["echo"]);
-        copy(
-            Box::new(client.stdout.take().unwrap()),
-            Box::new(echo.stdin.take().unwrap()),
-        );
-        copy(
-            Box::new(echo.stdout.take().unwrap()),
-            Box::new(client.stdin.take().unwrap()),
-        );
-        let mut report = String::new();
-        client
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut report)
-            .unwrap();
-        assert!(client.wait().unwrap().success(), "{report}");
-        echo.kill().unwrap();
-        echo.wait().unwrap();
-        let field = |name: &str| -> u64 {
-            let mut words = report.split_whitespace();
-            words.find(|w| *w == name).expect(&report);
-            words.next().unwrap().parse().unwrap()
-        };
-        let (elapsed, p50) = (field("elapsed_ns"), field("p50_ns"));
-        if timed {
-            // 300 round trips fit in `elapsed`, and half of them are at least the median.
-            assert!(p50 > 0 && p50 * 150 <= elapsed, "{report}");
-        } else {
-            assert_eq!(p50, 0, "{report}");
-        }
-    }
+fn the_bare_hub_measures_its_median_round_trip_with_one_in_flight() {
+    use switchboard::bench::pipes::batched_hub;
+    let exe = std::path::Path::new(SWITCHBOARD);
+    let one = batched_hub(exe, 1, 300).unwrap();
+    let p50 = one.p50.expect("no round trip measured with one in flight");
+    // 300 round trips fit in the run, and half of them are at least the median.
+    let elapsed = 300.0 / one.rate;
+    assert!(
+        p50 > Duration::ZERO && p50.as_secs_f64() * 150.0 <= elapsed,
+        "p50 {p50:?} of a {elapsed} s run"
+    );
+    let many = batched_hub(exe, 8, 300).unwrap();
+    assert!(many.rate > 0.0);
+    assert_eq!(many.p50, None, "round trips overlap with 8 in flight");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 mod fanout;
 pub mod gateway;
-mod pipes;
+pub mod pipes;
 pub mod routing;
 mod scale;
 
