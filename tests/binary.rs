@@ -176,20 +176,25 @@ fn bench_refuses_what_it_cannot_measure() {
     }
 }
 
-/// The routing bench's bare hub, run with the real peers: with one frame in flight its client
+/// The routing bench's hubs, run with the real peers: with one frame in flight the client
 /// times each round trip, and only then.
 #[test]
-fn the_bare_hub_measures_its_median_round_trip_with_one_in_flight() {
-    use switchboard::bench::pipes::batched_hub;
+fn the_hubs_measure_their_median_round_trip_with_one_in_flight() {
+    use switchboard::bench::pipes::{HubRun, batched_hub, polling_hub};
     let exe = std::path::Path::new(SWITCHBOARD);
-    let one = batched_hub(exe, 1, 300).unwrap();
-    let p50 = one.p50.expect("no round trip measured with one in flight");
-    // 300 round trips fit in the run, and half of them are at least the median.
-    let elapsed = 300.0 / one.rate;
-    assert!(
-        p50 > Duration::ZERO && p50.as_secs_f64() * 150.0 <= elapsed,
-        "p50 {p50:?} of a {elapsed} s run"
-    );
+    let check = |which: &str, run: HubRun| {
+        let p50 = run
+            .p50
+            .unwrap_or_else(|| panic!("{which}: no round trip measured"));
+        // 300 round trips fit in the run, and half of them are at least the median.
+        let elapsed = 300.0 / run.rate;
+        assert!(
+            p50 > Duration::ZERO && p50.as_secs_f64() * 150.0 <= elapsed,
+            "{which}: p50 {p50:?} of a {elapsed} s run"
+        );
+    };
+    check("blocking hub", batched_hub(exe, 1, 300).unwrap());
+    check("polling hub", polling_hub(exe, 300).unwrap());
     let many = batched_hub(exe, 8, 300).unwrap();
     assert!(many.rate > 0.0);
     assert_eq!(many.p50, None, "round trips overlap with 8 in flight");

@@ -1,7 +1,7 @@
 //! This machine's physical baselines, with nothing of Switchboard in the way: a blocking pipe
-//! ping-pong between two processes, and a bare batched hub of plain threads copying 64-byte
-//! frames A → hub → B → hub → A. Any hub over pipes is bounded by the second: its rate with
-//! many frames in flight, its round trip with one.
+//! ping-pong between two processes, a bare batched hub of plain threads copying 64-byte frames
+//! A → hub → B → hub → A (its rate with many frames in flight, its round trip with one), and
+//! the same hub as one thread that polls instead of blocking (its round trip with one).
 //!
 //! The peers are this same binary, run as the hidden `switchboard bench-peer echo|client`.
 
@@ -171,6 +171,11 @@ pub fn batched_hub(exe: &std::path::Path, window: usize, count: usize) -> std::i
     let _ = b.wait();
     let _ = forward.join();
     let _ = back.join();
+    client_report(&report, count, window == 1)
+}
+
+/// Reads the client's `elapsed_ns N p50_ns M`.
+fn client_report(report: &str, count: usize, timed: bool) -> std::io::Result<HubRun> {
     let field = |name: &str| -> Option<u64> {
         let mut words = report.split_whitespace();
         words.find(|w| *w == name)?;
@@ -181,6 +186,60 @@ pub fn batched_hub(exe: &std::path::Path, window: usize, count: usize) -> std::i
     };
     Ok(HubRun {
         rate: count as f64 / (elapsed as f64 / 1e9),
-        p50: (window == 1).then(|| Duration::from_nanos(p50)),
+        p50: timed.then(|| Duration::from_nanos(p50)),
     })
+}
+
+/// The same exchange through a hub of one thread that never sleeps: it polls both pipes
+/// without blocking, as the console does while messages keep coming, so only A and B are ever
+/// woken. One frame in flight; the client times each round trip.
+pub fn polling_hub(exe: &std::path::Path, count: usize) -> std::io::Result<HubRun> {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let mut a = peer(exe, &["client", "1", &count.to_string()])?;
+    let mut b = peer(exe, &["echo"])?;
+    let (Some(mut a_in), Some(mut a_out), Some(mut a_err)) =
+        (a.stdin.take(), a.stdout.take(), a.stderr.take())
+    else {
+        return Err(std::io::Error::other("no pipes"));
+    };
+    let (Some(mut b_in), Some(mut b_out)) = (b.stdin.take(), b.stdout.take()) else {
+        return Err(std::io::Error::other("no pipes"));
+    };
+    for fd in [a_out.as_fd(), b_out.as_fd()] {
+        fcntl_setfl(fd, fcntl_getfl(fd)? | OFlags::NONBLOCK)?;
+    }
+    let hub = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        // Ends when A, done, closes its stdout.
+        loop {
+            match a_out.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if b_in.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+            match b_out.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if a_in.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+            std::hint::spin_loop();
+        }
+    });
+    let mut report = String::new();
+    a_err.read_to_string(&mut report)?;
+    let _ = a.wait();
+    let _ = b.kill();
+    let _ = b.wait();
+    let _ = hub.join();
+    client_report(&report, count, true)
 }

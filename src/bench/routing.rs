@@ -1,5 +1,7 @@
 //! Routed request/response through the console, against this machine's baselines measured in
-//! the same run: the raw pipe ping-pong, the bare batched hub, and the design Switchboard
+//! the same run: the raw pipe ping-pong, the bare batched hub (blocking threads; its rate with
+//! 64 in flight and its round trip with one), a hub of one thread that polls instead of
+//! sleeping (the console's design with nothing else in it), and the design Switchboard
 //! replaces, a hub over Python `multiprocessing.Queue`.
 
 use std::time::Duration;
@@ -94,6 +96,26 @@ pub async fn run(options: &SupervisorOptions, scale: usize) -> Vec<Figure> {
         }
         _ => f64::NAN,
     };
+    // And a hub that polls instead of sleeping, as the console does while messages come: only
+    // the two ends are woken, so this is the floor for the console's design.
+    let polling = tokio::task::spawn_blocking({
+        let exe = exe.clone();
+        move || pipes::polling_hub(&exe, 2000 * scale)
+    })
+    .await;
+    let polling_p50 = match polling {
+        Ok(Ok(pipes::HubRun { p50: Some(p50), .. })) => {
+            let us = p50.as_secs_f64() * 1e6;
+            figures.push(figure(
+                "polling hub round trip, 1 in flight, p50",
+                us,
+                "µs",
+                format!("{:.2}× the ping-pong", us / ping_p50),
+            ));
+            us
+        }
+        _ => f64::NAN,
+    };
 
     let one = routed(options, 1, 2000 * scale).await;
     let many = routed(options, 64, 25_000 * scale).await;
@@ -103,9 +125,10 @@ pub async fn run(options: &SupervisorOptions, scale: usize) -> Vec<Figure> {
             one.p50_us,
             "µs",
             format!(
-                "{:.2}× the ping-pong, {:.2}× the bare hub",
+                "{:.2}× the ping-pong, {:.2}× the bare hub, {:.2}× the polling hub",
                 one.p50_us / ping_p50,
-                one.p50_us / hub_p50
+                one.p50_us / hub_p50,
+                one.p50_us / polling_p50
             ),
         ));
         figures.push(figure(
