@@ -200,6 +200,29 @@ fn the_hubs_measure_their_median_round_trip_with_one_in_flight() {
     assert_eq!(many.p50, None, "round trips overlap with 8 in flight");
 }
 
+/// The cross-core ping-pong pins its two ends to two of the CPUs this thread may use, and is
+/// not measured where it may use only one.
+#[test]
+fn the_cross_core_ping_pong_needs_two_cpus() {
+    use switchboard::bench::pipes::ping_pong_across_cores;
+    let exe = std::path::Path::new(SWITCHBOARD);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let times = ping_pong_across_cores(exe, 200).unwrap();
+    if cpus >= 2 {
+        assert_eq!(times.map(|t| t.len()), Some(200));
+    }
+    // On a thread allowed one CPU only.
+    let one = std::thread::spawn(move || {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(0);
+        rustix::thread::sched_setaffinity(None, &set).unwrap();
+        ping_pong_across_cores(exe, 200).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(one.is_none(), "measured across cores on one CPU");
+}
+
 #[test]
 fn switchboard_run_runs_a_job_with_parameters_and_prints_its_result() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 //! sleeping (the console's design with nothing else in it), and the design Switchboard
 //! replaces, a hub over Python `multiprocessing.Queue`.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use switchboard_protocol::{Body, Envelope, Kind, Status};
 
@@ -13,11 +13,42 @@ use crate::{router::GATEWAY, supervisor::SupervisorOptions};
 
 const PYTHON_BASELINE: &str = include_str!("../../scripts/mp_queue_baseline.py");
 
+/// Rounds of every measurement, interleaved: the machine's speed and the scheduler's placement
+/// (the ping-pong is 6–8 µs when both ends share a core, 14–16 µs across cores) change from
+/// one measurement to the next by more than the differences measured, so each figure is the
+/// median over the rounds and each ratio the median of the rounds' ratios.
+const ROUNDS: usize = 3;
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Routed {
     rate: f64,
     p50_us: f64,
     p99_us: f64,
+}
+
+impl Routed {
+    /// A measurement that could not be made.
+    const MISSING: Routed = Routed {
+        rate: f64::NAN,
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+    };
+}
+
+/// One round of every measurement; NaN where one could not be made.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    ping_p50: f64,
+    ping_p99: f64,
+    /// The ping-pong with its ends pinned to two CPUs; NaN where only one may be used.
+    across_p50: f64,
+    hub_rate: f64,
+    hub_p50: f64,
+    polling_p50: f64,
+    one: Routed,
+    many: Routed,
+    python_one: Option<Routed>,
+    python_many: Option<Routed>,
 }
 
 fn figure(name: &str, value: f64, unit: &str, detail: impl Into<String>) -> Figure {
@@ -29,164 +60,42 @@ fn figure(name: &str, value: f64, unit: &str, detail: impl Into<String>) -> Figu
     }
 }
 
-pub async fn run(options: &SupervisorOptions, scale: usize) -> Vec<Figure> {
-    let exe = options.builtin_exe.clone();
-    let mut figures = Vec::new();
-
-    let ping = tokio::task::spawn_blocking({
-        let exe = exe.clone();
-        move || pipes::ping_pong(&exe, 2000 * scale)
-    })
-    .await;
-    let ping_p50 = match ping {
-        Ok(Ok(mut times)) => {
-            times.sort();
-            let us: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e6).collect();
-            let p50 = percentile(&us, 0.5);
-            figures.push(figure(
-                "pipe ping-pong round trip, p50",
-                p50,
-                "µs",
-                "two processes, blocking 64-byte frames",
-            ));
-            figures.push(figure(
-                "pipe ping-pong round trip, p99",
-                percentile(&us, 0.99),
-                "µs",
-                "",
-            ));
-            p50
-        }
-        _ => f64::NAN,
-    };
-    let hub = tokio::task::spawn_blocking({
-        let exe = exe.clone();
-        move || pipes::batched_hub(&exe, 64, 50_000 * scale)
-    })
-    .await;
-    let hub_rate = match hub {
-        Ok(Ok(hub)) => {
-            figures.push(figure(
-                "bare batched pipe hub, 64 in flight",
-                hub.rate,
-                "req/s",
-                "A → hub → B → hub → A, plain threads",
-            ));
-            hub.rate
-        }
-        _ => f64::NAN,
-    };
-    // The same hub with one frame in flight: the round trip any hub over pipes starts from,
-    // four wakeups where the ping-pong has two.
-    let hub_one = tokio::task::spawn_blocking({
-        let exe = exe.clone();
-        move || pipes::batched_hub(&exe, 1, 2000 * scale)
-    })
-    .await;
-    let hub_p50 = match hub_one {
-        Ok(Ok(pipes::HubRun { p50: Some(p50), .. })) => {
-            let us = p50.as_secs_f64() * 1e6;
-            figures.push(figure(
-                "bare hub round trip, 1 in flight, p50",
-                us,
-                "µs",
-                format!("{:.2}× the ping-pong", us / ping_p50),
-            ));
-            us
-        }
-        _ => f64::NAN,
-    };
-    // And a hub that polls instead of sleeping, as the console does while messages come: only
-    // the two ends are woken, so this is the floor for the console's design.
-    let polling = tokio::task::spawn_blocking({
-        let exe = exe.clone();
-        move || pipes::polling_hub(&exe, 2000 * scale)
-    })
-    .await;
-    let polling_p50 = match polling {
-        Ok(Ok(pipes::HubRun { p50: Some(p50), .. })) => {
-            let us = p50.as_secs_f64() * 1e6;
-            figures.push(figure(
-                "polling hub round trip, 1 in flight, p50",
-                us,
-                "µs",
-                format!("{:.2}× the ping-pong", us / ping_p50),
-            ));
-            us
-        }
-        _ => f64::NAN,
-    };
-
-    let one = routed(options, 1, 2000 * scale).await;
-    let many = routed(options, 64, 25_000 * scale).await;
-    if let Some(one) = one {
-        figures.push(figure(
-            "routed round trip, 1 in flight, p50",
-            one.p50_us,
-            "µs",
-            format!(
-                "{:.2}× the ping-pong, {:.2}× the bare hub, {:.2}× the polling hub",
-                one.p50_us / ping_p50,
-                one.p50_us / hub_p50,
-                one.p50_us / polling_p50
-            ),
-        ));
-        figures.push(figure(
-            "routed round trip, 1 in flight, p99",
-            one.p99_us,
-            "µs",
-            "",
-        ));
-        figures.push(figure(
-            "routed requests/s, 1 in flight",
-            one.rate,
-            "req/s",
-            "",
-        ));
-    }
-    if let Some(many) = many {
-        figures.push(figure(
-            "routed requests/s, 64 in flight",
-            many.rate,
-            "req/s",
-            format!("{:.2}× the bare hub", many.rate / hub_rate),
-        ));
-        figures.push(figure(
-            "routed round trip, 64 in flight, p50",
-            many.p50_us,
-            "µs",
-            "",
-        ));
-    }
-    for (in_flight, count, routed) in [(1, 1000 * scale, one), (64, 10_000 * scale, many)] {
-        match python_baseline(in_flight, count).await {
-            Some(python) => {
-                let ratio = routed.map_or(String::new(), |r| {
-                    format!("routed ÷ python = {:.1}×", r.rate / python.rate)
-                });
-                figures.push(figure(
-                    &format!("python mp.Queue hub, {in_flight} in flight"),
-                    python.rate,
-                    "req/s",
-                    format!("p50 {:.0} µs; {ratio}", python.p50_us),
-                ));
-            }
-            None => figures.push(figure(
-                &format!("python mp.Queue hub, {in_flight} in flight"),
-                f64::NAN,
-                "req/s",
-                "python3 not available",
-            )),
-        }
-    }
-    figures
+fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| !v.is_nan());
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Requests from a bench client service through the console to a probe and back.
-async fn routed(options: &SupervisorOptions, in_flight: usize, count: usize) -> Option<Routed> {
+/// The median over the rounds of `pick`.
+fn over(rounds: &[Round], pick: impl Fn(&Round) -> f64) -> f64 {
+    median(rounds.iter().map(pick).collect())
+}
+
+/// "median (each round's)" for a ratio, to two places.
+fn ratio(rounds: &[Round], pick: impl Fn(&Round) -> f64) -> (f64, String) {
+    let each: Vec<f64> = rounds.iter().map(&pick).collect();
+    let listed = each
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (median(each), listed)
+}
+
+pub async fn run(options: &SupervisorOptions, scale: usize) -> Vec<Figure> {
     let mut options = options.clone();
     options.log_files = false;
-    let bench = BenchStack::start(
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        rounds.push(round(&options, scale).await);
+    }
+    figures(&rounds)
+}
+
+/// The stack the routed requests cross: a bench client calling a probe through the console.
+/// It runs only while they are measured, so the baselines have the machine to themselves.
+async fn routing_stack(options: &SupervisorOptions) -> Option<BenchStack> {
+    let stack = BenchStack::start(
         r#"
         name = "bench-routing"
         [services.echo]
@@ -195,55 +104,245 @@ async fn routed(options: &SupervisorOptions, in_flight: usize, count: usize) -> 
         builtin = "bench-client"
         calls = ["echo"]
         "#,
-        &options,
+        options,
     )?;
-    let supervisor = &bench.supervisor;
-    supervisor.begin().await;
-    let ready = async {
-        for _ in 0..500 {
-            let up = {
-                let registry = crate::registry::read(&supervisor.registry);
-                ["echo", "client"]
-                    .iter()
-                    .all(|s| registry.service(s).is_some_and(|s| s.ready_instances() > 0))
-            };
-            if up {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    };
-    let mut result = None;
-    if ready.await {
-        let run = serde_json::json!({
-            "target": "echo", "method": "bytes", "in_flight": in_flight, "count": count, "payload": 64
-        });
-        let request = Envelope {
-            id: 1,
-            deadline_us: 300_000_000,
-            kind: Kind::Request,
-            destination: "client".into(),
-            method: "run".into(),
-            body: Body::Json(serde_json::to_vec(&run).unwrap_or_default().into()),
-            ..Envelope::default()
-        };
-        let answer = supervisor.router.call(GATEWAY, request).await;
-        if let (Kind::Response(Status::Ok), Body::Json(json)) = (&answer.kind, &answer.body) {
-            if let Ok(report) = serde_json::from_slice::<serde_json::Value>(json) {
-                let elapsed = report["elapsed_us"].as_f64().unwrap_or(f64::NAN) / 1e6;
-                result = Some(Routed {
-                    rate: report["count"].as_f64().unwrap_or(0.0) / elapsed,
-                    p50_us: report["p50_us"].as_f64().unwrap_or(f64::NAN),
-                    p99_us: report["p99_us"].as_f64().unwrap_or(f64::NAN),
-                });
-            }
-        } else {
-            tracing::warn!(?answer, "bench client failed");
-        }
+    stack.supervisor.begin().await;
+    if stack.until_ready(Duration::from_secs(10)).await {
+        return Some(stack);
     }
-    bench.finish().await;
-    result
+    eprintln!("bench: routing: the probe and the bench client did not become ready");
+    stack.finish().await;
+    None
+}
+
+/// Runs one baseline measurement with the peers' executable, off the runtime: the baselines
+/// block on pipes.
+async fn baseline<T: Send + 'static>(
+    exe: &Path,
+    measure: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
+) -> Option<T> {
+    let exe = exe.to_path_buf();
+    tokio::task::spawn_blocking(move || measure(&exe))
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn round(options: &SupervisorOptions, scale: usize) -> Round {
+    let exe = options.builtin_exe.as_path();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (ping_p50, ping_p99) = baseline(exe, move |exe| pipes::ping_pong(exe, 2000 * scale))
+        .await
+        .map_or((f64::NAN, f64::NAN), |mut times| {
+            times.sort();
+            let times: Vec<f64> = times.into_iter().map(us).collect();
+            (percentile(&times, 0.5), percentile(&times, 0.99))
+        });
+    let across_p50 = baseline(exe, move |exe| {
+        pipes::ping_pong_across_cores(exe, 2000 * scale)
+    })
+    .await
+    .flatten()
+    .map_or(f64::NAN, |mut times| {
+        times.sort();
+        let times: Vec<f64> = times.into_iter().map(us).collect();
+        percentile(&times, 0.5)
+    });
+    let hub_rate = baseline(exe, move |exe| pipes::batched_hub(exe, 64, 50_000 * scale))
+        .await
+        .map_or(f64::NAN, |hub| hub.rate);
+    let p50 = |hub: Option<pipes::HubRun>| hub.and_then(|hub| hub.p50).map_or(f64::NAN, us);
+    // The same hub with one frame in flight: four wakeups where the ping-pong has two.
+    let hub_p50 = p50(baseline(exe, move |exe| pipes::batched_hub(exe, 1, 2000 * scale)).await);
+    // And a hub that polls instead of sleeping, as the console does while messages come: only
+    // the two ends are woken, so this is the floor for the console's design.
+    let polling_p50 = p50(baseline(exe, move |exe| pipes::polling_hub(exe, 2000 * scale)).await);
+    let (mut one, mut many) = (Routed::MISSING, Routed::MISSING);
+    if let Some(stack) = routing_stack(options).await {
+        one = routed(&stack, 1, 2000 * scale)
+            .await
+            .unwrap_or(Routed::MISSING);
+        many = routed(&stack, 64, 25_000 * scale)
+            .await
+            .unwrap_or(Routed::MISSING);
+        stack.finish().await;
+    }
+    let python_one = python_baseline(1, 1000 * scale).await;
+    let python_many = python_baseline(64, 10_000 * scale).await;
+    Round {
+        ping_p50,
+        ping_p99,
+        across_p50,
+        hub_rate,
+        hub_p50,
+        polling_p50,
+        one,
+        many,
+        python_one,
+        python_many,
+    }
+}
+
+fn figures(rounds: &[Round]) -> Vec<Figure> {
+    let of = format!("median of {ROUNDS} interleaved rounds");
+    // The round trip the routed one is held against: across two cores where there are two
+    // (the routed one crosses cores too), else the one-core ping-pong.
+    let across = rounds.iter().any(|r| !r.across_p50.is_nan());
+    let reference = |r: &Round| if across { r.across_p50 } else { r.ping_p50 };
+    let against = if across {
+        "the ping-pong across cores"
+    } else {
+        "the ping-pong"
+    };
+    let (hub_vs_ping, hub_each) = ratio(rounds, |r| r.hub_p50 / reference(r));
+    let (polling_vs_ping, polling_each) = ratio(rounds, |r| r.polling_p50 / reference(r));
+    let (one_vs_ping, one_each) = ratio(rounds, |r| r.one.p50_us / reference(r));
+    let (one_vs_polling, _) = ratio(rounds, |r| r.one.p50_us / r.polling_p50);
+    let (many_vs_hub, many_each) = ratio(rounds, |r| r.many.rate / r.hub_rate);
+    let mut figures = vec![
+        figure(
+            "pipe ping-pong round trip, p50",
+            over(rounds, |r| r.ping_p50),
+            "µs",
+            format!("two processes, blocking 64-byte frames, placed by the scheduler; {of}"),
+        ),
+        figure(
+            "pipe ping-pong round trip, p99",
+            over(rounds, |r| r.ping_p99),
+            "µs",
+            "",
+        ),
+        figure(
+            "pipe ping-pong across two cores, p50",
+            over(rounds, |r| r.across_p50),
+            "µs",
+            if across {
+                "the two ends pinned to two CPUs"
+            } else {
+                "one CPU allowed: not measured"
+            },
+        ),
+        figure(
+            "bare batched pipe hub, 64 in flight",
+            over(rounds, |r| r.hub_rate),
+            "req/s",
+            "A → hub → B → hub → A, plain threads",
+        ),
+        figure(
+            "bare hub round trip, 1 in flight, p50",
+            over(rounds, |r| r.hub_p50),
+            "µs",
+            format!("{hub_vs_ping:.2}× {against} ({hub_each})"),
+        ),
+        figure(
+            "polling hub round trip, 1 in flight, p50",
+            over(rounds, |r| r.polling_p50),
+            "µs",
+            format!("{polling_vs_ping:.2}× {against} ({polling_each})"),
+        ),
+        figure(
+            "routed round trip, 1 in flight, p50",
+            over(rounds, |r| r.one.p50_us),
+            "µs",
+            format!(
+                "{one_vs_ping:.2}× {against} ({one_each}), {one_vs_polling:.2}× the polling hub"
+            ),
+        ),
+        figure(
+            "routed round trip, 1 in flight, p99",
+            over(rounds, |r| r.one.p99_us),
+            "µs",
+            "",
+        ),
+        figure(
+            "routed requests/s, 1 in flight",
+            over(rounds, |r| r.one.rate),
+            "req/s",
+            "",
+        ),
+        figure(
+            "routed requests/s, 64 in flight",
+            over(rounds, |r| r.many.rate),
+            "req/s",
+            format!("{many_vs_hub:.2}× the bare hub ({many_each})"),
+        ),
+        figure(
+            "routed round trip, 64 in flight, p50",
+            over(rounds, |r| r.many.p50_us),
+            "µs",
+            "",
+        ),
+    ];
+    let pairs = |pick: fn(&Round) -> (Option<Routed>, Routed)| -> Vec<(Option<Routed>, Routed)> {
+        rounds.iter().map(pick).collect()
+    };
+    for (in_flight, python) in [
+        (1, pairs(|r| (r.python_one, r.one))),
+        (64, pairs(|r| (r.python_many, r.many))),
+    ] {
+        let rates: Vec<f64> = python
+            .iter()
+            .filter_map(|(p, _)| p.map(|p| p.rate))
+            .collect();
+        let name = format!("python mp.Queue hub, {in_flight} in flight");
+        if rates.is_empty() {
+            figures.push(figure(&name, f64::NAN, "req/s", "python3 not available"));
+            continue;
+        }
+        let p50 = median(
+            python
+                .iter()
+                .filter_map(|(p, _)| p.map(|p| p.p50_us))
+                .collect(),
+        );
+        let each: Vec<f64> = python
+            .iter()
+            .map(|(p, r)| p.map_or(f64::NAN, |p| r.rate / p.rate))
+            .collect();
+        let listed = each
+            .iter()
+            .map(|r| format!("{r:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        figures.push(figure(
+            &name,
+            median(rates),
+            "req/s",
+            format!(
+                "p50 {p50:.0} µs; routed ÷ python = {:.1}× ({listed})",
+                median(each)
+            ),
+        ));
+    }
+    figures
+}
+
+/// Requests from the bench client service through the console to the probe and back.
+async fn routed(stack: &BenchStack, in_flight: usize, count: usize) -> Option<Routed> {
+    let run = serde_json::json!({
+        "target": "echo", "method": "bytes", "in_flight": in_flight, "count": count, "payload": 64
+    });
+    let request = Envelope {
+        id: 1,
+        deadline_us: 300_000_000,
+        kind: Kind::Request,
+        destination: "client".into(),
+        method: "run".into(),
+        body: Body::Json(serde_json::to_vec(&run).unwrap_or_default().into()),
+        ..Envelope::default()
+    };
+    let answer = stack.supervisor.router.call(GATEWAY, request).await;
+    let (Kind::Response(Status::Ok), Body::Json(json)) = (&answer.kind, &answer.body) else {
+        tracing::warn!(?answer, "bench client failed");
+        return None;
+    };
+    let report = serde_json::from_slice::<serde_json::Value>(json).ok()?;
+    let elapsed = report["elapsed_us"].as_f64()? / 1e6;
+    Some(Routed {
+        rate: report["count"].as_f64()? / elapsed,
+        p50_us: report["p50_us"].as_f64()?,
+        p99_us: report["p99_us"].as_f64()?,
+    })
 }
 
 async fn python_baseline(in_flight: usize, count: usize) -> Option<Routed> {
