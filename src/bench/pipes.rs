@@ -90,14 +90,19 @@ pub fn client(window: usize, count: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-fn peer(exe: &std::path::Path, args: &[&str]) -> std::io::Result<Child> {
-    Command::new(exe)
+fn peer_command(exe: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new(exe);
+    command
         .arg("bench-peer")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    command
+}
+
+fn peer(exe: &std::path::Path, args: &[&str]) -> std::io::Result<Child> {
+    peer_command(exe, args).spawn()
 }
 
 /// Round-trip times of `rounds` blocking 64-byte ping-pongs with an echo process, wherever
@@ -129,13 +134,7 @@ pub fn ping_pong_across_cores(
     // A thread of its own, so that pinning it pins nothing else of this process.
     std::thread::spawn(move || {
         sched_setaffinity(None, &here)?;
-        let mut command = Command::new(&exe);
-        command
-            .arg("bench-peer")
-            .arg("echo")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut command = peer_command(&exe, &["echo"]);
         // SAFETY: between fork and exec the closure makes one system call and touches only
         // the set it owns; nothing is allocated and no lock is taken.
         unsafe {
@@ -256,28 +255,8 @@ pub fn polling_hub(exe: &std::path::Path, count: usize) -> std::io::Result<HubRu
     }
     let hub = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
-        // Ends when A, done, closes its stdout.
-        loop {
-            match a_out.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if b_in.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-            match b_out.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if a_in.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
+        // Ends when A, done, closes its stdout (or B is gone, which closes A's stdin).
+        while pass_on(&mut a_out, &mut b_in, &mut buf) && pass_on(&mut b_out, &mut a_in, &mut buf) {
             std::hint::spin_loop();
         }
     });
@@ -288,4 +267,13 @@ pub fn polling_hub(exe: &std::path::Path, count: usize) -> std::io::Result<HubRu
     let _ = b.wait();
     let _ = hub.join();
     client_report(&report, count, true)
+}
+
+/// Copies what `from` has to `to` without waiting for more; false once either end is closed.
+fn pass_on(from: &mut impl Read, to: &mut impl Write, buf: &mut [u8]) -> bool {
+    match from.read(buf) {
+        Ok(0) => false,
+        Ok(n) => to.write_all(&buf[..n]).is_ok(),
+        Err(err) => err.kind() == std::io::ErrorKind::WouldBlock,
+    }
 }
