@@ -1,8 +1,9 @@
 //! Routed request/response through the console, against this machine's baselines measured in
-//! the same run: the raw pipe ping-pong, the bare batched hub (blocking threads; its rate with
-//! 64 in flight and its round trip with one), a hub of one thread that polls instead of
-//! sleeping (the console's design with nothing else in it), and the design Switchboard
-//! replaces, a hub over Python `multiprocessing.Queue`.
+//! the same run: the raw pipe ping-pong (placed by the scheduler, and pinned across two cores),
+//! the bare batched hub (blocking threads; its rate with 64 in flight and its round trip with
+//! one), a hub of one thread that polls instead of sleeping (the console's design with nothing
+//! else in it), and the design Switchboard replaces, a hub over Python
+//! `multiprocessing.Queue`. Everything is measured in `ROUNDS` interleaved rounds.
 
 use std::{path::Path, time::Duration};
 
@@ -273,47 +274,30 @@ fn figures(rounds: &[Round]) -> Vec<Figure> {
             "",
         ),
     ];
-    let pairs = |pick: fn(&Round) -> (Option<Routed>, Routed)| -> Vec<(Option<Routed>, Routed)> {
-        rounds.iter().map(pick).collect()
-    };
-    for (in_flight, python) in [
-        (1, pairs(|r| (r.python_one, r.one))),
-        (64, pairs(|r| (r.python_many, r.many))),
-    ] {
-        let rates: Vec<f64> = python
-            .iter()
-            .filter_map(|(p, _)| p.map(|p| p.rate))
-            .collect();
+    let python_figure = |in_flight: usize,
+                         python: fn(&Round) -> Option<Routed>,
+                         routed: fn(&Round) -> Routed| {
         let name = format!("python mp.Queue hub, {in_flight} in flight");
-        if rates.is_empty() {
-            figures.push(figure(&name, f64::NAN, "req/s", "python3 not available"));
-            continue;
+        if rounds.iter().all(|r| python(r).is_none()) {
+            return figure(&name, f64::NAN, "req/s", "python3 not available");
         }
-        let p50 = median(
-            python
-                .iter()
-                .filter_map(|(p, _)| p.map(|p| p.p50_us))
-                .collect(),
-        );
-        let each: Vec<f64> = python
-            .iter()
-            .map(|(p, r)| p.map_or(f64::NAN, |p| r.rate / p.rate))
-            .collect();
-        let listed = each
-            .iter()
-            .map(|r| format!("{r:.1}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        figures.push(figure(
+        let field =
+            |pick: fn(&Routed) -> f64| over(rounds, |r| python(r).as_ref().map_or(f64::NAN, pick));
+        let (times, each) = ratio(rounds, |r| {
+            python(r).map_or(f64::NAN, |p| routed(r).rate / p.rate)
+        });
+        figure(
             &name,
-            median(rates),
+            field(|p| p.rate),
             "req/s",
             format!(
-                "p50 {p50:.0} µs; routed ÷ python = {:.1}× ({listed})",
-                median(each)
+                "p50 {:.0} µs; routed ÷ python = {times:.1}× ({each})",
+                field(|p| p.p50_us)
             ),
-        ));
-    }
+        )
+    };
+    figures.push(python_figure(1, |r| r.python_one, |r| r.one));
+    figures.push(python_figure(64, |r| r.python_many, |r| r.many));
     figures
 }
 
