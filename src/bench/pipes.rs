@@ -9,7 +9,7 @@ use std::{
     fs::File,
     io::{Read, Write},
     os::fd::AsFd,
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -175,47 +175,84 @@ pub struct HubRun {
 
 /// Requests per second through a bare hub of two copying threads, `window` in flight.
 pub fn batched_hub(exe: &std::path::Path, window: usize, count: usize) -> std::io::Result<HubRun> {
-    let mut a = peer(exe, &["client", &window.to_string(), &count.to_string()])?;
-    let mut b = peer(exe, &["echo"])?;
-    let (Some(a_in), Some(mut a_out), Some(mut a_err)) =
-        (a.stdin.take(), a.stdout.take(), a.stderr.take())
-    else {
+    through_hub(exe, window, count, |pipes| {
+        let copy = |mut from: ChildStdout, mut to: ChildStdin| {
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                // Read whatever is there and pass it on in one write: the batching of a good
+                // hub.
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        Ok(vec![
+            copy(pipes.a_out, pipes.b_in),
+            copy(pipes.b_out, pipes.a_in),
+        ])
+    })
+}
+
+/// The pipe ends a hub connects: the client A's stdin and stdout, the echo B's.
+struct HubPipes {
+    a_in: ChildStdin,
+    a_out: ChildStdout,
+    b_in: ChildStdin,
+    b_out: ChildStdout,
+}
+
+/// The hub's two peers, killed and reaped however the measurement ends.
+struct Peers {
+    a: Child,
+    b: Child,
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        for child in [&mut self.a, &mut self.b] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts A (`bench-peer client`: `window` frames in flight until `count` came back) and B (an
+/// echo), lets `hub` connect them with threads of its own, and reads A's report when it is done.
+fn through_hub(
+    exe: &std::path::Path,
+    window: usize,
+    count: usize,
+    hub: impl FnOnce(HubPipes) -> std::io::Result<Vec<std::thread::JoinHandle<()>>>,
+) -> std::io::Result<HubRun> {
+    let mut peers = Peers {
+        a: peer(exe, &["client", &window.to_string(), &count.to_string()])?,
+        b: peer(exe, &["echo"])?,
+    };
+    let (Some(a_in), Some(a_out), Some(mut a_err), Some(b_in), Some(b_out)) = (
+        peers.a.stdin.take(),
+        peers.a.stdout.take(),
+        peers.a.stderr.take(),
+        peers.b.stdin.take(),
+        peers.b.stdout.take(),
+    ) else {
         return Err(std::io::Error::other("no pipes"));
     };
-    let (Some(b_in), Some(b_out)) = (b.stdin.take(), b.stdout.take()) else {
-        return Err(std::io::Error::other("no pipes"));
-    };
-    let copy = |mut from: std::process::ChildStdout, mut to: std::process::ChildStdin| {
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            // Read whatever is there and pass it on in one write: the batching of a good hub.
-            while let Ok(n) = from.read(&mut buf) {
-                if n == 0 || to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        })
-    };
-    let forward = {
-        let b_in = b_in;
-        std::thread::spawn(move || {
-            let mut to = b_in;
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n) = a_out.read(&mut buf) {
-                if n == 0 || to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        })
-    };
-    let back = copy(b_out, a_in);
+    let threads = hub(HubPipes {
+        a_in,
+        a_out,
+        b_in,
+        b_out,
+    })?;
     let mut report = String::new();
     a_err.read_to_string(&mut report)?;
-    let _ = a.wait();
-    let _ = b.kill();
-    let _ = b.wait();
-    let _ = forward.join();
-    let _ = back.join();
+    let _ = peers.a.wait();
+    // B's end: its stdin closes when the hub's threads end, which they do once A is gone.
+    drop(peers);
+    for thread in threads {
+        let _ = thread.join();
+    }
     client_report(&report, count, window == 1)
 }
 
@@ -240,33 +277,20 @@ fn client_report(report: &str, count: usize, timed: bool) -> std::io::Result<Hub
 /// woken. One frame in flight; the client times each round trip.
 pub fn polling_hub(exe: &std::path::Path, count: usize) -> std::io::Result<HubRun> {
     use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
-    let mut a = peer(exe, &["client", "1", &count.to_string()])?;
-    let mut b = peer(exe, &["echo"])?;
-    let (Some(mut a_in), Some(mut a_out), Some(mut a_err)) =
-        (a.stdin.take(), a.stdout.take(), a.stderr.take())
-    else {
-        return Err(std::io::Error::other("no pipes"));
-    };
-    let (Some(mut b_in), Some(mut b_out)) = (b.stdin.take(), b.stdout.take()) else {
-        return Err(std::io::Error::other("no pipes"));
-    };
-    for fd in [a_out.as_fd(), b_out.as_fd()] {
-        fcntl_setfl(fd, fcntl_getfl(fd)? | OFlags::NONBLOCK)?;
-    }
-    let hub = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        // Ends when A, done, closes its stdout (or B is gone, which closes A's stdin).
-        while pass_on(&mut a_out, &mut b_in, &mut buf) && pass_on(&mut b_out, &mut a_in, &mut buf) {
-            std::hint::spin_loop();
+    through_hub(exe, 1, count, |mut pipes| {
+        for fd in [pipes.a_out.as_fd(), pipes.b_out.as_fd()] {
+            fcntl_setfl(fd, fcntl_getfl(fd)? | OFlags::NONBLOCK)?;
         }
-    });
-    let mut report = String::new();
-    a_err.read_to_string(&mut report)?;
-    let _ = a.wait();
-    let _ = b.kill();
-    let _ = b.wait();
-    let _ = hub.join();
-    client_report(&report, count, true)
+        Ok(vec![std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            // Ends when A, done, closes its stdout (or B is gone).
+            while pass_on(&mut pipes.a_out, &mut pipes.b_in, &mut buf)
+                && pass_on(&mut pipes.b_out, &mut pipes.a_in, &mut buf)
+            {
+                std::hint::spin_loop();
+            }
+        })])
+    })
 }
 
 /// Copies what `from` has to `to` without waiting for more; false once either end is closed.
