@@ -662,6 +662,8 @@ async fn metrics_scrape_with_a_prometheus_parser() {
     assert!(value(&scrape, "switchboard_service_heartbeat_age_seconds", &echo).is_some());
     let route = [("from", "gateway"), ("to", "echo"), ("method", "echo")];
     assert!(value(&scrape, "switchboard_route_requests_total", &route).unwrap() >= 3.0);
+    // Zero where polling is off (one CPU), but always there.
+    assert!(value(&scrape, "switchboard_router_busy_poll_seconds_total", &[]).unwrap() >= 0.0);
     // The latency histograms parse as histograms with a +Inf bucket holding every request.
     let histogram = |name: &str, labels: &[(&str, &str)]| {
         scrape

@@ -11,7 +11,10 @@
 //! - [`segment`]: the per-service shared-memory metrics segment: its layout, the service-side
 //!   writer and the console-side reader.
 //! - [`sdk`]: typed async handlers, calls, publishes and progress for Rust services.
+//! - [`busy_poll`]: the adaptive polling the console and the SDK do instead of sleeping when a
+//!   message is due soon.
 
+pub mod busy_poll;
 pub mod codec;
 pub mod envelope;
 pub mod sdk;

@@ -350,6 +350,17 @@ pub fn render(state: &AppState) -> String {
         &[],
         supervisor.router.in_flight_count() as f64,
     );
+    let mut family = Family::new(
+        &mut out,
+        "switchboard_router_busy_poll_seconds_total",
+        "counter",
+        "Time the console spent polling its pipes instead of sleeping, to save wakeups.",
+    );
+    family.sample(
+        "switchboard_router_busy_poll_seconds_total",
+        &[],
+        supervisor.router.busy_polled().as_secs_f64(),
+    );
     out
 }
 

@@ -17,11 +17,9 @@
 //! - `stream`: streams under the receiver's credit ([`LocalStream`] for callers in the console).
 //! - `hold`: requests and events held for a service that is restarting.
 //! - [`breaker`]: one circuit breaker per target service.
-//! - [`busy_poll`]: the console polls its pipes for a moment after routing, instead of sleeping.
 //! - [`trace`]: recent hops and per-route metrics.
 
 pub mod breaker;
-pub mod busy_poll;
 mod hold;
 pub mod inbox;
 pub mod link;
@@ -39,7 +37,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status, topic::topic_matches};
+use switchboard_protocol::{
+    Body, Envelope, ErrorCode, Kind, Status, busy_poll, topic::topic_matches,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use self::inbox::SendError;
@@ -200,10 +200,14 @@ impl Router {
                 next_trace: AtomicU64::new(1),
                 sweeper_wake: Notify::new(),
                 counters: Counters::default(),
-                activity: Arc::new(busy_poll::Activity::new(busy_poll_enabled())),
+                activity: Arc::new(busy_poll::Activity::new(
+                    busy_poll::enabled_here(),
+                    busy_poll::PollFor::Messages,
+                )),
             }),
         };
         tokio::spawn(sweep_deadlines(Arc::downgrade(&router.inner)));
+        // The console polls after every message it routes (see `busy_poll`).
         tokio::spawn(busy_poll::run(Arc::downgrade(&router.inner.activity)));
         router
     }
@@ -211,7 +215,7 @@ impl Router {
     /// Routes one envelope that arrived from `from`'s stdout.
     pub fn route(&self, from: &Arc<InstanceHandle>, envelope: Envelope) {
         self.inner.counters.routed.fetch_add(1, Ordering::Relaxed);
-        self.inner.activity.routed();
+        self.inner.activity.message();
         match envelope.kind {
             Kind::Request => self.request(from, envelope),
             Kind::Response(_) | Kind::StreamEnd(_) => self.answer(envelope),
@@ -638,6 +642,11 @@ impl Router {
     }
 
     /// Answers that arrived after their request had been answered or timed out.
+    /// Time the console spent polling its pipes instead of sleeping (see `busy_poll`).
+    pub fn busy_polled(&self) -> Duration {
+        self.inner.activity.polled()
+    }
+
     pub fn late_replies(&self) -> u64 {
         self.inner.counters.late_replies.load(Ordering::Relaxed)
     }
@@ -645,14 +654,6 @@ impl Router {
     fn in_flight(&self) -> std::sync::MutexGuard<'_, FastMap<u64, InFlight>> {
         lock(&self.inner.in_flight)
     }
-}
-
-/// Busy polling needs a spare CPU: on one (an affinity mask, a cgroup quota) the poller would
-/// only delay the service it is waiting for. `SWITCHBOARD_BUSY_POLL=0` turns it off (to
-/// measure without it, or where every spare cycle counts more than latency).
-fn busy_poll_enabled() -> bool {
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    cpus > 1 && std::env::var_os("SWITCHBOARD_BUSY_POLL").is_none_or(|v| v != "0")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

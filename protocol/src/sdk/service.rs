@@ -22,7 +22,7 @@ use super::{
     error::{HandlerError, SdkError},
     read_clock::ReadClock,
     stream::{Gate, StreamSink, end as stream_end, sink},
-    wire::Link,
+    wire::{Link, poll_for_answers},
 };
 use crate::{
     codec::{Frame, FrameCodec},
@@ -271,7 +271,7 @@ impl Service {
             .map_err(|_| SdkError::HandshakeClosed)?;
         let welcome = Arc::new(await_welcome(frames).await?);
 
-        let heartbeat_stop = CancellationToken::new();
+        let housekeeping_stop = CancellationToken::new();
         let period = match welcome.heartbeat_ms {
             0 => DEFAULT_HEARTBEAT,
             ms => Duration::from_millis(u64::from(ms)),
@@ -279,8 +279,9 @@ impl Service {
         let heartbeat = tokio::spawn(heartbeat_loop(
             segment.clone(),
             period,
-            heartbeat_stop.clone(),
+            housekeeping_stop.clone(),
         ));
+        let poller = tokio::spawn(poll_for_answers(link.clone(), housekeeping_stop.clone()));
 
         let root = Context::new(link.clone(), welcome.clone());
         link.send(Envelope {
@@ -355,8 +356,9 @@ impl Service {
         link.disconnect();
         tracker.close();
         tracker.wait().await;
-        heartbeat_stop.cancel();
+        housekeeping_stop.cancel();
         let _ = heartbeat.await;
+        let _ = poller.await;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::{codec::FramedWrite, sync::CancellationToken};
 
 use super::stream::Gate;
 use crate::{
+    busy_poll::{self, Activity, PollFor},
     codec::FrameCodec,
     envelope::{Envelope, Kind},
     segment::SegmentWriter,
@@ -28,6 +29,13 @@ const STREAM_QUEUE: usize = 2 * super::stream::INITIAL_CREDIT as usize + 2;
 /// is back-pressured by its stdout pipe, and the console drains that pipe promptly.
 const OUTBOUND_QUEUE: usize = 1024;
 
+/// A caller polls for its answers while it waits for at most this many. With more out, answers
+/// come in batches and each wakeup serves many of them; polling then only takes the CPU from
+/// the services the answers come from. Measured with the bench client on two CPUs: 1 to 16 in
+/// flight ran 1.1–2× faster with polling, 32 in flight as often slower as faster, 64 in flight
+/// 5–10% slower.
+const MAX_POLLED_CALLS: usize = 16;
+
 /// Shared by every [`Context`](super::Context) of one connection.
 pub(crate) struct Link {
     outbound: mpsc::Sender<Envelope>,
@@ -37,6 +45,8 @@ pub(crate) struct Link {
     /// Streams this service is producing, by the id of the request they answer.
     producers: Mutex<HashMap<u64, Arc<Gate>>>,
     next_id: AtomicU64,
+    /// Calls made and answered, for the poller (see [`poll_for_answers`]).
+    activity: Arc<Activity>,
     pub(crate) segment: Arc<SegmentWriter>,
     /// Cancelled when the service starts draining: no new work is taken.
     pub(crate) draining: CancellationToken,
@@ -60,6 +70,12 @@ impl Link {
             receivers: Mutex::new(HashMap::new()),
             producers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            activity: Arc::new(Activity::new(
+                busy_poll::enabled_here(),
+                PollFor::Answers {
+                    at_most: MAX_POLLED_CALLS,
+                },
+            )),
             segment,
             draining: CancellationToken::new(),
         });
@@ -134,19 +150,31 @@ impl Link {
     /// Registers a call waiting for the answer to request `id`.
     pub(crate) fn expect_answer(&self, id: u64) -> oneshot::Receiver<Envelope> {
         let (tx, rx) = oneshot::channel();
-        self.pending_map().insert(id, tx);
+        let mut pending = self.pending_map();
+        pending.insert(id, tx);
+        self.activity.set_awaited(pending.len());
+        drop(pending);
+        self.activity.message();
         rx
     }
 
     pub(crate) fn forget(&self, id: u64) {
-        self.pending_map().remove(&id);
+        let mut pending = self.pending_map();
+        pending.remove(&id);
+        self.activity.set_awaited(pending.len());
     }
 
     /// Hands an answer to the call waiting for it. An answer nobody waits for any more (its
     /// caller timed out) is dropped.
     pub(crate) fn answer(&self, envelope: Envelope) {
-        let waiter = self.pending_map().remove(&envelope.correlation);
+        let waiter = {
+            let mut pending = self.pending_map();
+            let waiter = pending.remove(&envelope.correlation);
+            self.activity.set_awaited(pending.len());
+            waiter
+        };
         if let Some(waiter) = waiter {
+            self.activity.message();
             let _ = waiter.send(envelope);
         } else if let Some(receiver) = locked(&self.receivers).remove(&envelope.correlation) {
             // The end of a stream (or an error instead of one).
@@ -162,6 +190,7 @@ impl Link {
     /// Fails every waiting call: the console is gone.
     pub(crate) fn disconnect(&self) {
         self.pending_map().clear();
+        self.activity.set_awaited(0);
         locked(&self.receivers).clear();
         for gate in locked(&self.producers).values() {
             gate.cancelled.cancel();
@@ -174,6 +203,16 @@ impl Link {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Polls for the answers to this service's calls while it waits for a few (see
+/// [`crate::busy_poll`]), until `stop`. A service that only answers never polls.
+pub(crate) async fn poll_for_answers(link: Arc<Link>, stop: CancellationToken) {
+    let polled = busy_poll::run(Arc::downgrade(&link.activity));
+    tokio::select! {
+        () = polled => {}
+        () = stop.cancelled() => {}
     }
 }
 
