@@ -50,10 +50,11 @@ use tokio::sync::Notify;
 /// the console settles into sleeping. With 100 µs the routed round trip of the bench ran at
 /// 91–114 µs in most runs; with 200 µs (and the credit below) at 41–46 µs in every run.
 pub const MAX_WINDOW: Duration = Duration::from_micros(200);
-/// Polling earned by each routed message. A caller with one request in flight makes two
-/// messages per round trip, and the console must poll for the whole trip (it waits first for
-/// the callee, then for the caller's next request) or a wakeup lands on the path: at 20 µs the
-/// credit of a 40–50 µs round trip ran out before it ended.
+/// Polling earned by each message (routed, by the console; a call or an answer, by a service).
+/// A caller with one request in flight makes two messages per round trip, and the console must
+/// poll for the whole trip (it waits first for the callee, then for the caller's next request)
+/// or a wakeup lands on the path: at 20 µs the credit of a 40–50 µs round trip ran out before
+/// it ended.
 pub const CREDIT_PER_MESSAGE: Duration = Duration::from_micros(50);
 /// Credit saved up at most, so a burst does not pay for a long poll after it.
 const MAX_CREDIT: Duration = Duration::from_millis(1);
@@ -134,8 +135,8 @@ impl Activity {
         self.awaited.load(Ordering::Relaxed)
     }
 
-    /// Time spent in polling rounds that found nothing (wall time, nearly all of it on a CPU,
-    /// less what other processes ran in its `sched_yield`s).
+    /// Time spent in polling rounds that found nothing (wall time: it includes what other
+    /// processes ran during its `sched_yield`s, so it bounds the CPU polling took).
     pub fn polled(&self) -> Duration {
         Duration::from_nanos(self.polled_ns.load(Ordering::Relaxed))
     }
