@@ -47,12 +47,19 @@ type Serving = tokio::task::JoinHandle<Result<(), switchboard_protocol::sdk::Sdk
 
 /// Starts the greeter on a duplex and completes the handshake.
 async fn start() -> (Console, Arc<SegmentWriter>, Serving) {
+    start_with(greeter::greeter()).await
+}
+
+/// Starts `service` (a greeter, perhaps with other settings) and completes the handshake.
+async fn start_with(
+    service: switchboard_protocol::sdk::Service,
+) -> (Console, Arc<SegmentWriter>, Serving) {
     // One pipe per direction, like stdin and stdout: closing the console's writer is EOF for
     // the service.
     let (service_read, console_write) = tokio::io::duplex(64 * 1024);
     let (console_read, service_write) = tokio::io::duplex(64 * 1024);
     let segment = Arc::new(SegmentWriter::anonymous().unwrap());
-    let task = tokio::spawn(greeter::greeter().serve(service_read, service_write, segment.clone()));
+    let task = tokio::spawn(service.serve(service_read, service_write, segment.clone()));
     let mut console = Console {
         frames: FramedRead::new(console_read, FrameCodec::new()),
         sink: FramedWrite::new(console_write, FrameCodec::new()),
@@ -245,4 +252,30 @@ async fn stdin_eof_fails_pending_calls_and_ends_the_service() {
         .expect("service hung after EOF")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn requests_past_the_in_flight_limit_are_overloaded_until_one_finishes() {
+    let (mut console, _segment, _task) = start_with(greeter::greeter().max_in_flight(2)).await;
+    let slow =
+        |id, millis: &str| request(id, "slow", Body::Json(millis.as_bytes().to_vec().into()), 0);
+    console.send(slow(1, "300")).await;
+    console.send(slow(2, "300")).await;
+    console.send(slow(3, "300")).await;
+    let refused = console.next().await;
+    assert_eq!(refused.correlation, 3);
+    assert!(is_error(&refused, ErrorCode::Overloaded), "{refused:?}");
+    let mut answered = [console.next().await, console.next().await];
+    answered.sort_by_key(|answer| answer.correlation);
+    for (answer, id) in answered.iter().zip([1, 2]) {
+        assert_eq!(answer.correlation, id);
+        assert_eq!(answer.kind, Kind::Response(Status::Ok));
+    }
+    // Both places are free again; a request that answers at once takes one and gives it back.
+    for id in 4..8 {
+        console.send(slow(id, "0")).await;
+        let answer = console.next().await;
+        assert_eq!(answer.correlation, id);
+        assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
+    }
 }

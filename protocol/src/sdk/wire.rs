@@ -100,6 +100,15 @@ impl Link {
         self.outbound.try_send(envelope).is_ok()
     }
 
+    /// Queues `envelope` if there is room, else hands it back (to be sent by a task that can
+    /// wait). Closed: dropped, as `send` would.
+    pub(crate) fn try_send_back(&self, envelope: Envelope) -> Option<Envelope> {
+        match self.outbound.try_send(envelope) {
+            Err(mpsc::error::TrySendError::Full(envelope)) => Some(envelope),
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+        }
+    }
+
     /// Registers a stream call: its items, and its end, arrive on the receiver.
     pub(crate) fn expect_stream(&self, id: u64) -> mpsc::Receiver<Envelope> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
