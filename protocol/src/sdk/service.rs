@@ -416,7 +416,6 @@ async fn heartbeat_loop(segment: Arc<SegmentWriter>, period: Duration, stop: Can
     }
 }
 
-/// Routes each incoming frame to its handler task.
 /// Requests being handled, against the service's limit. The limit is only ever tried, never
 /// waited for, so a counter does what a semaphore would, without the semaphore's lock on every
 /// release (3 % of the probe's samples with 64 requests in flight).
@@ -452,13 +451,14 @@ impl Drop for Entered {
     }
 }
 
+/// Routes each incoming frame to its handler task.
 struct Dispatcher {
     methods: HashMap<String, Handler>,
     subscriptions: Vec<(String, EventFn)>,
     root: Context,
     tracker: TaskTracker,
     in_flight: Arc<InFlight>,
-    /// Run a request's handler on the reader until it first waits (see [`Dispatcher::run`]).
+    /// Run a request's handler on the reader until it first waits (see [`Dispatcher::request`]).
     inline: bool,
 }
 

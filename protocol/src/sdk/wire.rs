@@ -32,8 +32,7 @@ const OUTBOUND_QUEUE: usize = 1024;
 /// A caller polls for its answers while it waits for at most this many. With more out, answers
 /// come in batches and each wakeup serves many of them; polling then only takes the CPU from
 /// the services the answers come from. Measured with the bench client on two CPUs: 1 to 16 in
-/// flight ran 1.1–2× faster with polling, 32 in flight as often slower as faster, 64 in flight
-/// 5–10% slower.
+/// flight ran 1.1–2× faster with polling, 32 in flight as often slower as faster.
 const MAX_POLLED_CALLS: usize = 16;
 
 /// Shared by every [`Context`](super::Context) of one connection.
