@@ -131,7 +131,7 @@ impl Activity {
         self.awaited.store(answers, Ordering::Relaxed);
     }
 
-    pub fn awaited(&self) -> usize {
+    fn awaited(&self) -> usize {
         self.awaited.load(Ordering::Relaxed)
     }
 
@@ -144,7 +144,7 @@ impl Activity {
 
 /// The adaptive window, kept apart from the task so that its rules can be tested.
 #[derive(Debug, Clone, Copy)]
-pub struct Window {
+struct Window {
     current: Duration,
 }
 
@@ -157,12 +157,12 @@ impl Default for Window {
 }
 
 impl Window {
-    pub fn current(self) -> Duration {
+    fn current(self) -> Duration {
         self.current
     }
 
-    /// The next message came `gap` after the one before it, while the console slept.
-    pub fn slept(&mut self, gap: Duration) {
+    /// The next message came `gap` after the one before it, while the process slept.
+    fn slept(&mut self, gap: Duration) {
         if gap > MAX_WINDOW {
             // No window would have caught it: poll less.
             self.current /= 2;
@@ -178,18 +178,18 @@ impl Window {
 
 /// Polling time earned by messages.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Credit {
+struct Credit {
     left: Duration,
 }
 
 impl Credit {
-    pub fn earn(&mut self, messages: u64) {
+    fn earn(&mut self, messages: u64) {
         let earned = CREDIT_PER_MESSAGE.saturating_mul(u32::try_from(messages).unwrap_or(u32::MAX));
         self.left = self.left.saturating_add(earned).min(MAX_CREDIT);
     }
 
     /// Spends `polled`; false once the credit is gone.
-    pub fn spend(&mut self, polled: Duration) -> bool {
+    fn spend(&mut self, polled: Duration) -> bool {
         self.left = self.left.saturating_sub(polled);
         !self.left.is_zero()
     }

@@ -354,7 +354,7 @@ pub fn render(state: &AppState) -> String {
         &mut out,
         "switchboard_router_busy_poll_seconds_total",
         "counter",
-        "Time the console spent polling its pipes instead of sleeping, to save wakeups.",
+        "Time the console spent in poll rounds that found nothing (polling instead of sleeping).",
     );
     family.sample(
         "switchboard_router_busy_poll_seconds_total",

@@ -642,7 +642,7 @@ impl Router {
     }
 
     /// Answers that arrived after their request had been answered or timed out.
-    /// Time the console spent polling its pipes instead of sleeping (see `busy_poll`).
+    /// Time the console spent in poll rounds that found nothing (see `busy_poll`).
     pub fn busy_polled(&self) -> Duration {
         self.inner.activity.polled()
     }
