@@ -234,3 +234,38 @@ fn selecting_and_copying_log_lines() {
     let osc = switchboard::tui::osc52("hi");
     assert_eq!(osc, "\x1b]52;c;aGk=\x07");
 }
+
+/// More tasks than the detail pane has lines (order runs up to 32 at once, and beside a short
+/// table the pane has room for two or three): the gauges stop at the pane's border, and one
+/// line says how many are not shown. They used to be drawn over the border and the log pane.
+#[test]
+fn tasks_beyond_the_detail_pane_are_counted_not_drawn_over_its_border() {
+    let mut view = demo_view();
+    view.services[1].tasks = (0..32)
+        .map(|i| TaskView {
+            replica: 0,
+            label: format!("order {}: charge", 100 + i),
+            done: 2,
+            total: 4,
+            state: "running".into(),
+        })
+        .collect();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Down);
+    for (width, height) in [(140, 32), (80, 24), (140, 9), (80, 8), (30, 6), (121, 5)] {
+        let screen = render(&view, &state, width, height);
+        for line in screen.lines() {
+            let border = line.contains('└') || line.contains('┌');
+            assert!(
+                !(border && line.contains('▕')),
+                "a gauge over a border at {width}x{height}:\n{screen}"
+            );
+        }
+    }
+    // Beside the table, whose six rows leave the pane four lines under the sparkline: three
+    // gauges and the count of the rest.
+    let screen = render(&view, &state, 140, 32);
+    assert_eq!(screen.matches("/4 running").count(), 3, "{screen}");
+    assert!(screen.contains("… 29 more tasks"), "{screen}");
+    insta::assert_snapshot!(screen);
+}

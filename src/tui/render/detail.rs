@@ -11,6 +11,9 @@ use ratatui::{
 use super::{duration, latency};
 use crate::tui::{state::UiState, theme::Theme, view::ConsoleView};
 
+/// Task gauges shown at most; more are summed up in one line.
+const MAX_TASK_LINES: usize = 6;
+
 pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiState, theme: &Theme) {
     let Some(row) = state.selected_row(view) else {
         return;
@@ -30,10 +33,10 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
     if inner.height == 0 {
         return;
     }
-    let tasks: Vec<_> = row.tasks.iter().take(6).collect();
+    let wanted = row.tasks.len().min(MAX_TASK_LINES);
     let [spark_area, gauges_area, text_area] = Layout::vertical([
         Constraint::Length(if inner.height >= 4 { 2 } else { 1 }),
-        Constraint::Length(tasks.len() as u16),
+        Constraint::Length(wanted as u16),
         Constraint::Min(0),
     ])
     .areas(inner);
@@ -60,13 +63,36 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
         spark,
     );
 
-    for (i, task) in tasks.iter().enumerate() {
-        let line = Rect {
-            y: gauges_area.y + i as u16,
-            height: 1,
-            ..gauges_area
-        };
+    // The layout may give the gauges fewer lines than asked (a short pane beside a short
+    // table); drawing past them would write over the border and the pane below. When tasks do
+    // not all fit, the last line says how many are not shown.
+    let rows = usize::from(gauges_area.height);
+    let shown = if row.tasks.len() > rows {
+        rows.saturating_sub(1)
+    } else {
+        row.tasks.len()
+    };
+    let line_at = |i: usize| Rect {
+        y: gauges_area.y + i as u16,
+        height: 1,
+        ..gauges_area
+    };
+    for (i, task) in row.tasks.iter().take(shown).enumerate() {
+        let line = line_at(i);
         frame.render_widget(Paragraph::new(task_line(task, line.width, theme)), line);
+    }
+    if shown < row.tasks.len() && rows > 0 {
+        let hidden = row.tasks.len() - shown;
+        let noun = if hidden == 1 { "task" } else { "tasks" };
+        let more = if shown == 0 {
+            format!("{hidden} {noun}")
+        } else {
+            format!("… {hidden} more {noun}")
+        };
+        frame.render_widget(
+            Paragraph::new(Line::styled(more, theme.dim())),
+            line_at(shown),
+        );
     }
 
     let mut lines = Vec::new();
