@@ -2,7 +2,10 @@
 //! 80×24, the help overlay, a failed service with its alert, a log search, a running job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use ratatui::{Terminal, backend::TestBackend};
 use switchboard::{
@@ -244,7 +247,7 @@ fn tasks_beyond_the_detail_pane_are_counted_not_drawn_over_its_border() {
     view.services[1].tasks = (0..32)
         .map(|i| TaskView {
             replica: 0,
-            label: format!("order {}: charge", 100 + i),
+            label: format!("order {}: {}", 100 + i, ["validate", "charge"][i % 2]),
             done: 2,
             total: 4,
             state: "running".into(),
@@ -262,10 +265,34 @@ fn tasks_beyond_the_detail_pane_are_counted_not_drawn_over_its_border() {
             );
         }
     }
-    // Beside the table, whose six rows leave the pane four lines under the sparkline: three
-    // gauges and the count of the rest.
+    // Beside the table, whose six rows leave the pane four lines under the sparkline: two
+    // gauges, the count of the rest, and a line of text (a third of the room at most).
     let screen = render(&view, &state, 140, 32);
-    assert_eq!(screen.matches("/4 running").count(), 3, "{screen}");
-    assert!(screen.contains("… 29 more tasks"), "{screen}");
+    assert_eq!(screen.matches("/4 running").count(), 2, "{screen}");
+    assert!(screen.contains("… 30 more tasks"), "{screen}");
+    assert!(screen.contains("depends on user (ready)"), "{screen}");
     insta::assert_snapshot!(screen);
+
+    // Enter opens the pane below the table, where many more fit, and the text still shows.
+    update(&mut state, &view, Action::Open);
+    let screen = render(&view, &state, 140, 48);
+    let gauges = screen.matches("/4 running").count();
+    assert!(
+        gauges >= 10,
+        "only {gauges} gauges below the table:\n{screen}"
+    );
+    assert!(
+        screen.contains(&format!("… {} more tasks", 32 - gauges)),
+        "{screen}"
+    );
+    for text in ["depends on user (ready)", "calls user"] {
+        assert!(screen.contains(text), "{text} missing:\n{screen}");
+    }
+    // Labels of different lengths are padded, so the bars start in one column.
+    let bar_columns: BTreeSet<usize> = screen
+        .lines()
+        .filter(|line| line.contains("/4 running"))
+        .map(|line| line.chars().position(|c| c == '▕').unwrap())
+        .collect();
+    assert_eq!(bar_columns.len(), 1, "bars not aligned:\n{screen}");
 }

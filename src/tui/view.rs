@@ -134,8 +134,10 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                     .unwrap_or_default(),
                 tasks: m
                     .map(|m| {
-                        m.tasks
-                            .iter()
+                        let mut tasks: Vec<_> = m.tasks.iter().collect();
+                        tasks.sort_by_key(|(_, t)| task_order(t));
+                        tasks
+                            .into_iter()
                             .map(|(replica, t)| TaskView {
                                 replica: *replica,
                                 label: t.label.clone(),
@@ -194,5 +196,53 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         console_cpu: own.cpu_percent,
         console_rss: own.rss_bytes,
         services,
+    }
+}
+
+/// Where a task goes in the detail pane: running ones first, oldest first (they are what the
+/// operator watches, and the pane may only have room for a few), then failed and cancelled,
+/// then done, each newest first. Slots are reused, so slot order says neither.
+fn task_order(task: &switchboard_protocol::segment::TaskRecord) -> (u8, u64) {
+    use switchboard_protocol::segment::TaskState;
+    match task.state {
+        TaskState::Running => (0, task.id),
+        TaskState::Failed => (1, u64::MAX - task.id),
+        TaskState::Cancelled => (2, u64::MAX - task.id),
+        TaskState::Done => (3, u64::MAX - task.id),
+        TaskState::Free => (4, task.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_protocol::segment::{TaskRecord, TaskState, Validity};
+
+    use super::task_order;
+
+    fn task(id: u64, state: TaskState) -> TaskRecord {
+        TaskRecord {
+            slot: (id % 3) as usize,
+            id,
+            label: format!("task {id}"),
+            done: 0,
+            total: 1,
+            state,
+            validity: Validity::Valid,
+        }
+    }
+
+    #[test]
+    fn running_tasks_come_first_oldest_first_then_failures_then_the_newest_done() {
+        let mut tasks = [
+            task(1, TaskState::Done),
+            task(7, TaskState::Running),
+            task(2, TaskState::Failed),
+            task(5, TaskState::Done),
+            task(3, TaskState::Running),
+            task(6, TaskState::Cancelled),
+        ];
+        tasks.sort_by_key(task_order);
+        let ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
+        assert_eq!(ids, [3, 7, 2, 6, 5, 1]);
     }
 }

@@ -9,10 +9,14 @@ use ratatui::{
 };
 
 use super::{duration, latency};
-use crate::tui::{state::UiState, theme::Theme, view::ConsoleView};
+use crate::tui::{
+    state::UiState,
+    theme::Theme,
+    view::{ConsoleView, ServiceRow, TaskView},
+};
 
-/// Task gauges shown at most; more are summed up in one line.
-const MAX_TASK_LINES: usize = 6;
+/// A task's label is cut to this many characters, its replica included.
+const MAX_LABEL: usize = 28;
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiState, theme: &Theme) {
     let Some(row) = state.selected_row(view) else {
@@ -33,10 +37,16 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
     if inner.height == 0 {
         return;
     }
-    let wanted = row.tasks.len().min(MAX_TASK_LINES);
+    let lines = text_lines(row, theme);
+    let spark_height: u16 = if inner.height >= 4 { 2 } else { 1 };
+    // Tasks come first (they are what moves), but leave the text a few lines: up to a third
+    // of the room, so a busy service's dependencies and exits are not pushed out entirely.
+    let room = usize::from(inner.height - spark_height);
+    let for_text = lines.len().min(room / 3);
+    let gauges = row.tasks.len().min(room - for_text);
     let [spark_area, gauges_area, text_area] = Layout::vertical([
-        Constraint::Length(if inner.height >= 4 { 2 } else { 1 }),
-        Constraint::Length(wanted as u16),
+        Constraint::Length(spark_height),
+        Constraint::Length(gauges as u16),
         Constraint::Min(0),
     ])
     .areas(inner);
@@ -77,9 +87,17 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
         height: 1,
         ..gauges_area
     };
+    let label_width = row
+        .tasks
+        .iter()
+        .take(shown)
+        .map(|task| task_label(task).chars().count())
+        .max()
+        .unwrap_or(0);
     for (i, task) in row.tasks.iter().take(shown).enumerate() {
         let line = line_at(i);
-        frame.render_widget(Paragraph::new(task_line(task, line.width, theme)), line);
+        let gauge = task_line(task, line.width, label_width, theme);
+        frame.render_widget(Paragraph::new(gauge), line);
     }
     if shown < row.tasks.len() && rows > 0 {
         let hidden = row.tasks.len() - shown;
@@ -95,6 +113,11 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
         );
     }
 
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
+}
+
+/// Dependencies, calls, a job's recent runs and the recent exits, a line each.
+fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
     let mut lines = Vec::new();
     if !row.depends_on.is_empty() {
         let deps: Vec<String> = row
@@ -136,20 +159,19 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
             theme.dim(),
         ));
     }
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
+    lines
 }
 
 /// `label ▕██████░░░░▏ 45/120 running`: a bar that reads the same with or without colour.
-fn task_line<'a>(task: &crate::tui::view::TaskView, width: u16, theme: &Theme) -> Line<'a> {
+/// `label_width`: the widest label among the lines drawn together, so that their bars start
+/// in one column.
+fn task_line<'a>(task: &TaskView, width: u16, label_width: usize, theme: &Theme) -> Line<'a> {
     let counts = if task.total == 0 {
         format!(" {} {}", task.done, task.state)
     } else {
         format!(" {}/{} {}", task.done, task.total, task.state)
     };
-    let label: String = format!("#{} {} ", task.replica, task.label)
-        .chars()
-        .take(28)
-        .collect();
+    let label = format!("{:<label_width$}", task_label(task));
     let room = (width as usize).saturating_sub(label.chars().count() + counts.chars().count() + 2);
     let bar = room.min(40);
     let filled = if task.total == 0 {
@@ -165,4 +187,12 @@ fn task_line<'a>(task: &crate::tui::view::TaskView, width: u16, theme: &Theme) -
         Span::styled("▏", theme.dim()),
         Span::raw(counts),
     ])
+}
+
+/// `#0 order 17: charge `, cut to [`MAX_LABEL`] characters.
+fn task_label(task: &TaskView) -> String {
+    format!("#{} {} ", task.replica, task.label)
+        .chars()
+        .take(MAX_LABEL)
+        .collect()
 }

@@ -2,8 +2,9 @@
 //! writes only the frame.
 //!
 //! Layout, top to bottom: header, alert line (when there are alerts), the service table, the
-//! detail pane (beside the table on wide terminals, below it on narrow ones), the log pane, and
-//! the footer. At 80×24 table columns drop by priority and the detail pane shares the space.
+//! detail pane (beside the table on wide terminals; below it on narrow ones, or when opened with
+//! Enter), the log pane, and the footer. At 80×24 table columns drop by priority and the detail
+//! pane shares the space.
 
 mod detail;
 mod logs;
@@ -66,19 +67,21 @@ pub fn draw(
     } else {
         let rows = state.rows(view).len() as u16;
         let wide = body.width >= 120;
-        let show_detail = state.detail || wide;
         // The table takes what its rows need, up to half the body; logs get the rest.
         let table_height = (rows + 3).min(body.height / 2).max(4);
         let [top, bottom] =
             Layout::vertical([Constraint::Length(table_height), Constraint::Min(3)]).areas(body);
-        if show_detail && wide {
+        // A wide terminal always has the detail beside the table, as tall as the table; Enter
+        // opens it below the table instead, at half the logs' room, where all of a busy
+        // service's tasks fit.
+        if wide && !state.detail {
             let [left, right] =
                 Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)])
                     .areas(top);
             areas = table::draw(frame, left, view, state, theme);
             detail::draw(frame, right, view, state, theme);
             logs::draw(frame, bottom, view, state, logs, theme);
-        } else if show_detail {
+        } else if state.detail {
             let [detail_area, log_area] =
                 Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
                     .areas(bottom);
