@@ -614,3 +614,36 @@ async fn a_panicking_handler_answers_internal_and_the_service_carries_on() {
     assert_eq!(pid(), before, "the same process serves on");
     running.stop().await;
 }
+
+/// Least loaded, and equals take turns: one caller with one request at a time finds every
+/// replica idle each time, and the replicas still share its requests (the first replica
+/// used to take them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_replicas_take_turns() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "turns"
+        [services.echo]
+        builtin = "probe"
+        replicas = 3
+        "#,
+    );
+    let running = start(stack).await;
+    let all = running
+        .until(LIMIT, |r| {
+            r.service("echo").is_some_and(|s| s.ready_instances() == 3)
+        })
+        .await;
+    assert!(all, "three replicas never became ready");
+    let mut answered: std::collections::BTreeMap<u32, u32> = Default::default();
+    for _ in 0..30 {
+        let pid: u32 = ok(&call(&running, "echo", "pid", &(), Duration::from_secs(5)).await);
+        *answered.entry(pid).or_default() += 1;
+    }
+    assert_eq!(answered.len(), 3, "answered by {answered:?}");
+    assert!(
+        answered.values().all(|&n| n >= 5),
+        "answered by {answered:?}"
+    );
+    running.stop().await;
+}

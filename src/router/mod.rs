@@ -151,6 +151,9 @@ struct Inner {
     streams: Mutex<FastMap<stream::StreamKey, u64>>,
     next_id: AtomicU64,
     next_trace: AtomicU64,
+    /// Where the next pick starts among a service's instances, so that replicas equally loaded
+    /// (at light load, all of them idle) take turns instead of the first taking everything.
+    rotation: AtomicU64,
     sweeper_wake: Notify,
     counters: Counters,
     activity: Arc<busy_poll::Activity>,
@@ -198,6 +201,7 @@ impl Router {
                 streams: Mutex::new(FastMap::default()),
                 next_id: AtomicU64::new(1),
                 next_trace: AtomicU64::new(1),
+                rotation: AtomicU64::new(0),
                 sweeper_wake: Notify::new(),
                 counters: Counters::default(),
                 activity: Arc::new(busy_poll::Activity::new(
@@ -351,7 +355,8 @@ impl Router {
         }
     }
 
-    /// The ready instance of `service` with the fewest outstanding requests.
+    /// The ready instance of `service` with the fewest outstanding requests; of equals, the
+    /// next in turn.
     fn pick(&self, service: &str, method: &str) -> Result<Arc<InstanceHandle>, Miss> {
         let registry = registry::read(&self.inner.registry);
         let Some(entry) = registry.service(service) else {
@@ -369,7 +374,9 @@ impl Router {
         let mut best: Option<&Arc<InstanceHandle>> = None;
         let mut knows_method = false;
         let mut any_hello = false;
-        for instance in &entry.instances {
+        let start = self.rotation_start(entry.instances.len());
+        let (head, tail) = entry.instances.split_at(start);
+        for instance in tail.iter().chain(head) {
             if !instance.methods.is_empty() || instance.version.is_some() {
                 any_hello = true;
                 knows_method |= instance.methods.iter().any(|m| m == method);
@@ -477,9 +484,12 @@ impl Router {
             let Some(entry) = registry.service(service) else {
                 return;
             };
-            let best = entry
-                .instances
+            let start = self.rotation_start(entry.instances.len());
+            let (head, tail) = entry.instances.split_at(start);
+            // `min_by_key` keeps the first of equals: the rotation decides which that is.
+            let best = tail
                 .iter()
+                .chain(head)
                 .filter_map(|i| i.handle.as_ref())
                 .filter(|h| h.is_routable())
                 .min_by_key(|h| h.outstanding.load(Ordering::Relaxed))
@@ -566,6 +576,15 @@ impl Router {
                 self.cancel_flight(routed_id, &flight);
             }
         }
+    }
+
+    /// Where to start scanning `len` instances for the least loaded: each pick one further.
+    fn rotation_start(&self, len: usize) -> usize {
+        if len <= 1 {
+            return 0;
+        }
+        let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
+        (turn % len as u64) as usize
     }
 
     /// `Some(retry_after)` when the target's breaker is open.
