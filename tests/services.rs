@@ -643,3 +643,212 @@ async fn the_python_report_job_reports_on_the_real_orders() {
     assert_eq!(report["pages"], 6);
     running.stop().await;
 }
+
+/// The `(replica, order id)` of every order some replica of `order` shows running right now,
+/// read straight from their segments.
+fn orders_running(running: &Running) -> Vec<(u32, i64)> {
+    let registry = switchboard::registry::read(&running.supervisor.registry);
+    let Some(order) = registry.service("order") else {
+        return Vec::new();
+    };
+    let mut seen = Vec::new();
+    for instance in &order.instances {
+        let Some(handle) = &instance.handle else {
+            continue;
+        };
+        let Some(segment) = &handle.segment else {
+            continue;
+        };
+        for task in segment.read().tasks {
+            if task.state != switchboard_protocol::segment::TaskState::Running {
+                continue;
+            }
+            let id = task
+                .label
+                .strip_prefix("order ")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|id| id.parse().ok());
+            if let Some(id) = id {
+                seen.push((handle.id.replica, id));
+            }
+        }
+    }
+    seen
+}
+
+/// `(id, status, claimed_by, claims)` of every order, from order's SQLite file.
+fn order_claims(orders_db: &std::path::Path) -> Vec<(i64, String, Option<i64>, i64)> {
+    let db = rusqlite::Connection::open(orders_db).unwrap();
+    let mut statement = db
+        .prepare("SELECT id, status, claimed_by, claims FROM orders ORDER BY id")
+        .unwrap();
+    statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Scaled out, order's replicas share the orders instead of each running all of them: every
+/// order runs its stages on exactly one replica, once, and completes. Scaled back in, the
+/// orders the removed replica had claimed are taken over by the one left once their lease
+/// lapses, and complete too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_replicas_share_the_orders_and_take_over_a_removed_ones() {
+    let toml = SHOP
+        .replace("stage_ms = \"40\"", "stage_ms = \"60\"")
+        .replace("[services.order]", "[services.order]\nreplicas = 3");
+    let (stack, dir) = stack(&toml);
+    let orders_db = dir.path().join(".switchboard/data/orders.db");
+    let running = std::sync::Arc::new(start(stack).await);
+    ready(&running, &["user", "order", "notification"]).await;
+    let all_three = running
+        .until(LIMIT, |r| {
+            r.service("order").is_some_and(|s| s.ready_instances() == 3)
+        })
+        .await;
+    assert!(all_three, "order never had three ready replicas");
+    let customer = new_user(&running, "Sharer", "sharer@example.com").await;
+
+    // Watch every replica's running tasks while orders go through.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (running, watching) = (running.clone(), watching.clone());
+        tokio::spawn(async move {
+            let mut runs: std::collections::HashMap<i64, BTreeSet<u32>> = Default::default();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                for (replica, id) in orders_running(&running) {
+                    runs.entry(id).or_default().insert(replica);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            runs
+        })
+    };
+    let mut callers = Vec::new();
+    for _ in 0..6 {
+        let running = running.clone();
+        callers.push(tokio::spawn(async move {
+            let mut placed = Vec::new();
+            for _ in 0..15 {
+                let new = NewOrder {
+                    user_id: customer.id,
+                    item: "cable".into(),
+                    quantity: 1,
+                };
+                let answer = call(&running, "order", "create", &new).await;
+                placed.push(ok::<Order>(&answer).id);
+            }
+            placed
+        }));
+    }
+    let mut placed = Vec::new();
+    for caller in callers {
+        placed.extend(caller.await.unwrap());
+    }
+    let completed = |db: &std::path::Path, ids: &[i64]| {
+        let claims = order_claims(db);
+        ids.iter().all(|id| {
+            claims
+                .iter()
+                .any(|(order, status, _, _)| order == id && status == "completed")
+        })
+    };
+    let deadline = Instant::now() + LIMIT;
+    while !completed(&orders_db, &placed) {
+        assert!(Instant::now() < deadline, "orders never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let runs = watcher.await.unwrap();
+    let twice: Vec<_> = runs.iter().filter(|(_, r)| r.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "orders run by more than one replica: {twice:?}"
+    );
+    let replicas: BTreeSet<u32> = runs.values().flatten().copied().collect();
+    assert!(replicas.len() > 1, "only replicas {replicas:?} ran orders");
+    assert!(
+        runs.len() >= placed.len() / 2,
+        "saw only {} of {} orders run",
+        runs.len(),
+        placed.len()
+    );
+    for (id, status, holder, claims) in order_claims(&orders_db) {
+        assert_eq!(
+            (status.as_str(), claims),
+            ("completed", 1),
+            "order {id} (held by {holder:?})"
+        );
+    }
+
+    // Scaled in to one replica. Orders claimed by a replica that is gone (index 7 here) wait
+    // for their lease; the replica left takes each over once it lapses, and completes it.
+    running
+        .supervisor
+        .command(Command::Scale("order".into(), 1))
+        .await
+        .unwrap();
+    let one = running
+        .until(LIMIT, |r| {
+            r.service("order")
+                .is_some_and(|s| s.ready_instances() == 1 && s.instances.len() == 1)
+        })
+        .await;
+    assert!(one, "order never scaled in to one replica");
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let orphan = |lease_until_ms: i64| -> i64 {
+        let db = rusqlite::Connection::open(&orders_db).unwrap();
+        db.execute(
+            "INSERT INTO orders (user_id, item, quantity, amount_cents, status, created_at_ms,
+                                 claimed_by, lease_until_ms, claims)
+             VALUES (?1, 'cable', 1, 900, 'accepted', ?2, 7, ?3, 1)",
+            rusqlite::params![customer.id, now_ms(), lease_until_ms],
+        )
+        .unwrap();
+        db.last_insert_rowid()
+    };
+    let lapsed = orphan(now_ms() - 1);
+    let leased_until = now_ms() + 3_000;
+    let leased = orphan(leased_until);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        // Read the time first: a takeover before the lease lapsed would show as a row taken
+        // over while the time read before it was still inside the lease.
+        let before = now_ms();
+        let claims = order_claims(&orders_db);
+        let row = |id: i64| claims.iter().find(|c| c.0 == id).cloned().unwrap();
+        let held = row(leased);
+        if before < leased_until {
+            assert_eq!(
+                held.2,
+                Some(7),
+                "order {leased} taken over inside its lease: {held:?}"
+            );
+        }
+        if row(lapsed).1 == "completed" && held.1 == "completed" {
+            for (id, status, holder, claims) in [row(lapsed), held] {
+                assert_eq!(
+                    (status.as_str(), holder, claims),
+                    ("completed", Some(0), 2),
+                    "order {id}"
+                );
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphaned orders never completed: {claims:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let running = std::sync::Arc::try_unwrap(running)
+        .ok()
+        .expect("callers still hold the supervisor");
+    running.stop().await;
+}

@@ -42,7 +42,7 @@ const ACK_EVERY: Duration = Duration::from_millis(100);
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn service() -> Result<Service, StoreError> {
-    let store = Store::open("notifications.db", SCHEMA)?;
+    let store = Store::open("notifications.db", SCHEMA, &[])?;
     let duplicates = Arc::new(AtomicU64::new(0));
     let (acks, pending_acks) = mpsc::channel::<String>(ACK_QUEUE);
     let (record, for_order, stats) = (store.clone(), store.clone(), store);

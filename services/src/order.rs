@@ -6,6 +6,13 @@
 //! The database is the work queue: an order is committed as `accepted` before it is
 //! acknowledged, and the processor picks up every accepted order it is not already running, so
 //! after a `kill -9` the new instance simply carries on with the orders that were in flight.
+//!
+//! Replicas share the queue without running an order twice: the replica that accepts an order
+//! claims it in the same transaction, for a lease (`lease`). A replica runs only orders it
+//! holds; it takes over unclaimed ones and ones whose lease lapsed (their replica died, was
+//! scaled away, or has a backlog longer than the lease), and renews its own as they run. The
+//! replica index is the claim, so a replica restarted after a `kill -9` carries on with its
+//! orders at once instead of waiting for their leases.
 
 pub mod outbox;
 
@@ -24,7 +31,7 @@ use tokio::sync::Notify;
 
 use crate::{
     model::{Ack, ById, NewOrder, Order, OrderList, Page, User},
-    store::{Store, StoreError, now_ms},
+    store::{AddedColumn, Store, StoreError, now_ms},
 };
 
 use self::outbox::Outbox;
@@ -53,6 +60,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (acked_at_ms, seq);
 ";
 
+/// Columns added since the first release (see the module's doc): the replica holding an
+/// accepted order, until when, and how many replicas have claimed it.
+const ADDED: &[AddedColumn] = &[
+    ("orders", "claimed_by", "INTEGER"),
+    ("orders", "lease_until_ms", "INTEGER"),
+    ("orders", "claims", "INTEGER NOT NULL DEFAULT 0"),
+];
+
 /// What can be ordered, and its unit price in cents.
 pub const CATALOG: &[(&str, i64)] = &[
     ("keyboard", 4_900),
@@ -75,6 +90,19 @@ const DEFAULT_USER_TIMEOUT: Duration = Duration::from_millis(1000);
 const DEFAULT_STAGE_TIME: Duration = Duration::from_millis(120);
 /// The processor looks for accepted orders this often even when nobody pokes it.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// The shortest claim on an order (see [`lease`]).
+const MIN_LEASE: Duration = Duration::from_secs(5);
+
+/// How long a replica's claim on an order lasts unless renewed: twice an order's four stages,
+/// and at least [`MIN_LEASE`], so that renewals are rare (each is a synced commit) and only a
+/// replica that stopped running its orders loses them.
+fn lease(stage_time: Duration) -> Duration {
+    (stage_time * 2 * STAGES.len() as u32).max(MIN_LEASE)
+}
+
+fn lease_ms(stage_time: Duration) -> i64 {
+    i64::try_from(lease(stage_time).as_millis()).unwrap_or(i64::MAX)
+}
 
 /// State shared by the handlers and the background tasks.
 #[derive(Clone)]
@@ -86,7 +114,7 @@ struct Orders {
 }
 
 pub fn service() -> Result<Service, StoreError> {
-    let store = Store::open("orders.db", SCHEMA)?;
+    let store = Store::open("orders.db", SCHEMA, ADDED)?;
     let orders = Orders {
         outbox: Outbox::new(store.clone()),
         store,
@@ -207,16 +235,30 @@ impl Orders {
             .await
             .map_err(|err| user_failure(new.user_id, err))?;
         let amount_cents = price * i64::from(new.quantity);
+        let (me, lease_ms) = (
+            i64::from(ctx.instance()),
+            lease_ms(duration_setting(&ctx, "stage_ms", DEFAULT_STAGE_TIME)),
+        );
         let order = self
             .store
             .run(move |c| {
                 let at = now_ms();
                 let tx = c.transaction()?;
+                // Claimed by this replica from the start (see the module's doc).
                 tx.prepare_cached(
-                    "INSERT INTO orders (user_id, item, quantity, amount_cents, status, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, 'accepted', ?5)",
+                    "INSERT INTO orders (user_id, item, quantity, amount_cents, status, created_at_ms,
+                                         claimed_by, lease_until_ms, claims)
+                     VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, 1)",
                 )?
-                .execute(params![new.user_id, item, new.quantity, amount_cents, at])?;
+                .execute(params![
+                    new.user_id,
+                    item,
+                    new.quantity,
+                    amount_cents,
+                    at,
+                    me,
+                    at + lease_ms
+                ])?;
                 let order = Order {
                     id: tx.last_insert_rowid(),
                     user_id: new.user_id,
@@ -282,6 +324,7 @@ impl Orders {
     /// Runs accepted orders through their stages, at most [`PROCESSING_LIMIT`] at once.
     async fn process(self, ctx: Context) {
         let stage_time = duration_setting(&ctx, "stage_ms", DEFAULT_STAGE_TIME);
+        let me = i64::from(ctx.instance());
         let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
@@ -291,19 +334,10 @@ impl Orders {
                     .lock()
                     .map(|r| r.iter().copied().collect())
                     .unwrap_or_default();
+                let lease_ms = lease_ms(stage_time);
                 let due = self
                     .store
-                    .run(move |c| {
-                        let mut statement = c.prepare(&format!(
-                            "SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'accepted' ORDER BY id LIMIT ?1"
-                        ))?;
-                        let orders = statement
-                            .query_map([(free + busy.len()) as i64], row_to_order)?
-                            .filter(|o| o.as_ref().map_or(true, |o| !busy.contains(&o.id)))
-                            .take(free)
-                            .collect::<Result<Vec<_>, _>>()?;
-                        Ok(orders)
-                    })
+                    .run(move |c| claim(c, me, lease_ms, free, &busy))
                     .await;
                 match due {
                     Ok(due) => {
@@ -314,7 +348,7 @@ impl Orders {
                             let (this, ctx, running) = (self.clone(), ctx.clone(), running.clone());
                             tasks.spawn(async move {
                                 let id = order.id;
-                                this.run_stages(&ctx, order, stage_time).await;
+                                this.run_stages(&ctx, order, me, stage_time).await;
                                 if let Ok(mut running) = running.lock() {
                                     running.remove(&id);
                                 }
@@ -335,9 +369,36 @@ impl Orders {
         tasks.abort_all();
     }
 
-    async fn run_stages(&self, ctx: &Context, order: Order, stage_time: Duration) {
+    async fn run_stages(&self, ctx: &Context, order: Order, me: i64, stage_time: Duration) {
         let progress = ctx.progress(&format!("order {}: {}", order.id, STAGES[0]));
+        // `claim` left at least half a lease; renew before a stage once less than that is left.
+        let mut renew_at = tokio::time::Instant::now() + lease(stage_time) / 2;
         for (i, stage) in STAGES.iter().enumerate() {
+            if tokio::time::Instant::now() >= renew_at {
+                let id = order.id;
+                let lease_ms = lease_ms(stage_time);
+                let renewed = self
+                    .store
+                    .run(move |c| {
+                        Ok(c.execute(
+                            "UPDATE orders SET lease_until_ms = ?1
+                             WHERE id = ?2 AND claimed_by = ?3 AND status = 'accepted'",
+                            params![now_ms() + lease_ms, id, me],
+                        )? == 1)
+                    })
+                    .await;
+                match renewed {
+                    Ok(true) => renew_at = tokio::time::Instant::now() + lease(stage_time) / 2,
+                    // Another replica holds it now (this one stalled past its lease), or it is
+                    // done: leave it to them.
+                    Ok(false) => {
+                        tracing::warn!(order = id, "order taken over by another replica");
+                        progress.fail();
+                        return;
+                    }
+                    Err(err) => tracing::warn!(cause = %err, order = id, "cannot renew the claim"),
+                }
+            }
             progress.set_label(&format!("order {}: {stage}", order.id));
             progress.set(i as u64, STAGES.len() as u64);
             tokio::time::sleep(stage_time).await;
@@ -376,4 +437,58 @@ impl Orders {
             }
         }
     }
+}
+
+/// Claims up to `free` accepted orders for replica `me`, oldest first, skipping `busy` (the ones
+/// it runs already): its own, unclaimed ones, and ones whose lease lapsed. One immediate
+/// transaction, so two replicas never both take an order. Writes only for a takeover or a
+/// lease less than half left, so a replica running what it accepted commits nothing here.
+fn claim(
+    c: &mut rusqlite::Connection,
+    me: i64,
+    lease_ms: i64,
+    free: usize,
+    busy: &[i64],
+) -> Result<Vec<Order>, StoreError> {
+    let now = now_ms();
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let due = {
+        let mut statement = tx.prepare_cached(&format!(
+            "SELECT {ORDER_COLUMNS}, claimed_by, lease_until_ms FROM orders
+             WHERE status = 'accepted'
+               AND (claimed_by IS NULL OR claimed_by = ?1 OR lease_until_ms IS NULL OR lease_until_ms < ?2)
+             ORDER BY id LIMIT ?3"
+        ))?;
+        statement
+            .query_map(params![me, now, (free + busy.len()) as i64], |row| {
+                Ok((
+                    row_to_order(row)?,
+                    row.get::<_, Option<i64>>(7)?,
+                    row.get::<_, Option<i64>>(8)?,
+                ))
+            })?
+            .filter(|o| o.as_ref().map_or(true, |(o, _, _)| !busy.contains(&o.id)))
+            .take(free)
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut orders = Vec::with_capacity(due.len());
+    for (order, holder, until) in due {
+        let taken_over = holder != Some(me);
+        if taken_over || until.is_none_or(|until| until < now + lease_ms / 2) {
+            tx.prepare_cached(
+                "UPDATE orders SET claimed_by = ?1, lease_until_ms = ?2, claims = claims + ?3 WHERE id = ?4",
+            )?
+            .execute(params![me, now + lease_ms, i64::from(taken_over), order.id])?;
+            if taken_over && holder.is_some() {
+                tracing::info!(
+                    order = order.id,
+                    from = holder,
+                    "took over an order whose lease lapsed"
+                );
+            }
+        }
+        orders.push(order);
+    }
+    tx.commit()?;
+    Ok(orders)
 }

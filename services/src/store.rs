@@ -75,19 +75,29 @@ pub struct Store {
     path: Arc<Path>,
 }
 
+/// A column added to a table after the table was first released: `(table, column,
+/// declaration)`. A database made before has it added when it is opened; SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`.
+pub type AddedColumn = (&'static str, &'static str, &'static str);
+
 impl Store {
     /// Opens (creating if needed) `file` in the data directory and applies `schema`, a batch of
-    /// idempotent `CREATE ... IF NOT EXISTS` statements.
-    pub fn open(file: &str, schema: &str) -> Result<Store, StoreError> {
+    /// idempotent `CREATE ... IF NOT EXISTS` statements, then adds any of `added` that an
+    /// older file lacks.
+    pub fn open(file: &str, schema: &str, added: &[AddedColumn]) -> Result<Store, StoreError> {
         let dir = data_dir();
         std::fs::create_dir_all(&dir).map_err(|source| StoreError::DataDir {
             path: dir.clone(),
             source,
         })?;
-        Store::open_path(&dir.join(file), schema)
+        Store::open_path(&dir.join(file), schema, added)
     }
 
-    pub fn open_path(path: &Path, schema: &str) -> Result<Store, StoreError> {
+    pub fn open_path(
+        path: &Path,
+        schema: &str,
+        added: &[AddedColumn],
+    ) -> Result<Store, StoreError> {
         let connection = Connection::open(path)?;
         // WAL lets the report job and tests read while the service writes; FULL makes every
         // commit wait for the WAL to reach the disk, which is what "acknowledged" promises.
@@ -96,6 +106,7 @@ impl Store {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.execute_batch(schema)?;
+        add_missing_columns(&connection, added)?;
         let reader = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -155,6 +166,39 @@ impl Store {
     }
 }
 
+/// Adds each of `added` its table does not have yet. Replicas of a service open the same file
+/// at once, so the check and the change are one immediate transaction.
+fn add_missing_columns(connection: &Connection, added: &[AddedColumn]) -> Result<(), StoreError> {
+    if added.is_empty() {
+        return Ok(());
+    }
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        for (table, column, declaration) in added {
+            let present = connection
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+                ))?
+                .exists([column])?;
+            if !present {
+                connection.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+                ))?;
+                tracing::info!(table, column, "added a column to an older database");
+            }
+        }
+        Ok::<_, rusqlite::Error>(())
+    })();
+    match result {
+        Ok(()) => connection.execute_batch("COMMIT")?,
+        Err(err) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            return Err(err.into());
+        }
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch, for timestamps stored in the databases.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -172,6 +216,7 @@ mod tests {
         let store = Store::open_path(
             &dir.path().join("t.db"),
             "CREATE TABLE IF NOT EXISTS t (x INTEGER);",
+            &[],
         )
         .unwrap();
         let (mode, sync): (String, i64) = store
@@ -187,10 +232,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_older_file_gets_the_columns_added_since_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let schema = "CREATE TABLE IF NOT EXISTS t (x INTEGER);";
+        let old = Store::open_path(&path, schema, &[]).unwrap();
+        old.run(|c| Ok(c.execute("INSERT INTO t (x) VALUES (7)", [])?))
+            .await
+            .unwrap();
+        drop(old);
+        let added: &[AddedColumn] = &[
+            ("t", "y", "INTEGER"),
+            ("t", "z", "INTEGER NOT NULL DEFAULT 1"),
+        ];
+        // Twice: the second open finds the columns and changes nothing.
+        for _ in 0..2 {
+            let store = Store::open_path(&path, schema, added).unwrap();
+            let row: (i64, Option<i64>, i64) = store
+                .run(|c| {
+                    Ok(c.query_row("SELECT x, y, z FROM t", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?)
+                })
+                .await
+                .unwrap();
+            assert_eq!(row, (7, None, 1));
+        }
+    }
+
+    #[tokio::test]
     async fn a_panicking_job_loses_its_answer_and_the_store_carries_on() {
         let dir = tempfile::tempdir().unwrap();
         let store =
-            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);").unwrap();
+            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);", &[]).unwrap();
         let lost = store
             .run(|_c| -> Result<(), StoreError> { panic!("a bug in one handler") })
             .await;
@@ -224,7 +298,7 @@ mod tests {
     async fn reads_share_a_snapshot_only_when_received_before_it_began() {
         let dir = tempfile::tempdir().unwrap();
         let store =
-            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);").unwrap();
+            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);", &[]).unwrap();
         let earlier = Instant::now();
         assert_eq!(count(&store, earlier), 0, "begins a snapshot");
         // Committed elsewhere while the snapshot is open (no await: the snapshot stays open).
@@ -247,7 +321,7 @@ mod tests {
     async fn a_snapshot_ends_once_the_thread_turns_to_other_work() {
         let dir = tempfile::tempdir().unwrap();
         let store =
-            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);").unwrap();
+            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);", &[]).unwrap();
         let writer = other_writer(&store);
         writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
         let truncate = || -> i64 {
@@ -269,7 +343,7 @@ mod tests {
                 .build()
                 .unwrap();
             let _entered = runtime.enter();
-            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);").unwrap()
+            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);", &[]).unwrap()
         };
         let writer = other_writer(&store);
         writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
@@ -284,7 +358,7 @@ mod tests {
     async fn a_read_that_panics_does_not_break_the_next() {
         let dir = tempfile::tempdir().unwrap();
         let store =
-            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);").unwrap();
+            Store::open_path(&dir.path().join("t.db"), "CREATE TABLE t (x INTEGER);", &[]).unwrap();
         let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
             store.read_now(Instant::now(), |_c| -> Result<(), StoreError> {
                 panic!("a bug in one handler")

@@ -25,7 +25,7 @@ const NAME_MAX: usize = 100;
 const EMAIL_MAX: usize = 254;
 
 pub fn service() -> Result<Service, StoreError> {
-    let store = Store::open("users.db", SCHEMA)?;
+    let store = Store::open("users.db", SCHEMA, &[])?;
     let (create, get, list, update) = (store.clone(), store.clone(), store.clone(), store);
     Ok(Service::new("user", env!("CARGO_PKG_VERSION"))
         .method("create", move |_ctx, new: NewUser| {
