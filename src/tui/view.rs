@@ -135,7 +135,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 tasks: m
                     .map(|m| {
                         let mut tasks: Vec<_> = m.tasks.iter().collect();
-                        tasks.sort_by_key(|(_, t)| task_order(t));
+                        sort_tasks(&mut tasks);
                         tasks
                             .into_iter()
                             .map(|(replica, t)| TaskView {
@@ -199,17 +199,32 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
     }
 }
 
+/// Orders `(replica, task)` pairs for the detail pane (see [`task_order`]).
+fn sort_tasks(tasks: &mut [&(u32, switchboard_protocol::segment::TaskRecord)]) {
+    tasks.sort_by_key(|(replica, task)| (task_order(task), *replica, task_age(task)));
+}
+
 /// Where a task goes in the detail pane: running ones first, oldest first (they are what the
 /// operator watches, and the pane may only have room for a few), then failed and cancelled,
-/// then done, each newest first. Slots are reused, so slot order says neither.
-fn task_order(task: &switchboard_protocol::segment::TaskRecord) -> (u8, u64) {
+/// then done, each newest first. Slots are reused, so slot order says neither. Task ids count
+/// per process, so replicas are kept apart: `(state, replica, age)`.
+fn task_order(task: &switchboard_protocol::segment::TaskRecord) -> u8 {
     use switchboard_protocol::segment::TaskState;
     match task.state {
-        TaskState::Running => (0, task.id),
-        TaskState::Failed => (1, u64::MAX - task.id),
-        TaskState::Cancelled => (2, u64::MAX - task.id),
-        TaskState::Done => (3, u64::MAX - task.id),
-        TaskState::Free => (4, task.id),
+        TaskState::Running => 0,
+        TaskState::Failed => 1,
+        TaskState::Cancelled => 2,
+        TaskState::Done => 3,
+        TaskState::Free => 4,
+    }
+}
+
+/// Oldest first while running, newest first once ended (see [`task_order`]).
+fn task_age(task: &switchboard_protocol::segment::TaskRecord) -> u64 {
+    if task.state == switchboard_protocol::segment::TaskState::Running {
+        task.id
+    } else {
+        u64::MAX - task.id
     }
 }
 
@@ -217,7 +232,7 @@ fn task_order(task: &switchboard_protocol::segment::TaskRecord) -> (u8, u64) {
 mod tests {
     use switchboard_protocol::segment::{TaskRecord, TaskState, Validity};
 
-    use super::task_order;
+    use super::sort_tasks;
 
     fn task(id: u64, state: TaskState) -> TaskRecord {
         TaskRecord {
@@ -232,17 +247,32 @@ mod tests {
     }
 
     #[test]
-    fn running_tasks_come_first_oldest_first_then_failures_then_the_newest_done() {
-        let mut tasks = [
-            task(1, TaskState::Done),
-            task(7, TaskState::Running),
-            task(2, TaskState::Failed),
-            task(5, TaskState::Done),
-            task(3, TaskState::Running),
-            task(6, TaskState::Cancelled),
+    fn running_tasks_come_first_oldest_first_by_replica_then_failures_then_the_newest_done() {
+        let records = [
+            (0, task(1, TaskState::Done)),
+            (1, task(2, TaskState::Running)),
+            (0, task(7, TaskState::Running)),
+            (0, task(2, TaskState::Failed)),
+            (0, task(5, TaskState::Done)),
+            (0, task(3, TaskState::Running)),
+            (0, task(6, TaskState::Cancelled)),
+            (1, task(1, TaskState::Running)),
         ];
-        tasks.sort_by_key(task_order);
-        let ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
-        assert_eq!(ids, [3, 7, 2, 6, 5, 1]);
+        let mut tasks: Vec<_> = records.iter().collect();
+        sort_tasks(&mut tasks);
+        let order: Vec<(u32, u64)> = tasks.iter().map(|(r, t)| (*r, t.id)).collect();
+        assert_eq!(
+            order,
+            [
+                (0, 3),
+                (0, 7),
+                (1, 1),
+                (1, 2),
+                (0, 2),
+                (0, 6),
+                (0, 5),
+                (0, 1)
+            ]
+        );
     }
 }
