@@ -38,9 +38,9 @@ pub async fn ps(client: &Client) -> Result<(), ClientError> {
 
 pub fn ps_table(view: &ConsoleView) -> String {
     let mut out = format!(
-        "stack {} up {}s, gateway {}\n",
+        "stack {} up {}, gateway {}\n",
         view.stack,
-        view.uptime.as_secs(),
+        crate::tui::render::duration(view.uptime),
         view.gateway.as_deref().unwrap_or("-")
     );
     out.push_str(&format!(
@@ -53,10 +53,19 @@ pub fn ps_table(view: &ConsoleView) -> String {
             s.name,
             s.state.as_str(),
             format!("{}/{}", s.ready, s.replicas),
-            s.pid.map_or("-".into(), |p| p.to_string()),
+            // The first replica's, and how many more run.
+            match s.pid {
+                None => "-".to_string(),
+                Some(pid) if s.ready > 1 => format!("{pid}+{}", s.ready - 1),
+                Some(pid) => pid.to_string(),
+            },
             s.restarts,
             s.cpu,
-            format!("{:.1}M", s.rss as f64 / (1024.0 * 1024.0)),
+            if s.pid.is_some() {
+                format!("{:.1}M", s.rss as f64 / (1024.0 * 1024.0))
+            } else {
+                "-".to_string()
+            },
             s.request_rate,
             s.error_rate,
             s.breaker,
@@ -162,5 +171,78 @@ pub async fn run(client: &Client, job: &str, params: Option<&str>) -> Result<boo
             }
             None => tokio::time::sleep(POLL_EVERY).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ps_table;
+    use crate::{
+        registry::InstanceState,
+        tui::view::{ConsoleView, ServiceRow},
+    };
+
+    fn row(name: &str, state: InstanceState, ready: u32, pid: Option<u32>) -> ServiceRow {
+        ServiceRow {
+            name: name.into(),
+            job: false,
+            state,
+            ready,
+            replicas: ready.max(1),
+            pid,
+            uptime: None,
+            restarts: 0,
+            cpu: 0.0,
+            rss: 20 * 1024 * 1024,
+            request_rate: 0.0,
+            error_rate: 0.0,
+            p99_us: None,
+            heartbeat_age: None,
+            breaker: "closed".into(),
+            version: None,
+            rate_history: Vec::new(),
+            tasks: Vec::new(),
+            depends_on: Vec::new(),
+            calls: Vec::new(),
+            waiting_on: Vec::new(),
+            exits: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ps_counts_the_replicas_beyond_the_first_pid_and_shows_no_memory_for_a_stopped_service() {
+        let view = ConsoleView {
+            stack: "shop".into(),
+            uptime: Duration::from_secs(79),
+            gateway: Some("127.0.0.1:8787".into()),
+            console_cpu: 0.0,
+            console_rss: 0,
+            services: vec![
+                row("order", InstanceState::Ready, 3, Some(4242)),
+                row("user", InstanceState::Ready, 1, Some(4243)),
+                row("report", InstanceState::Stopped, 0, None),
+            ],
+        };
+        let table = ps_table(&view);
+        let line = |name: &str| -> Vec<String> {
+            table
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        assert!(table.starts_with("stack shop up 1m19s,"), "{table}");
+        assert_eq!(
+            line("order")[3..7],
+            ["4242+2", "0", "0.0", "20.0M"],
+            "{table}"
+        );
+        assert_eq!(line("user")[3], "4243", "{table}");
+        assert_eq!(line("report")[3..7], ["-", "0", "0.0", "-"], "{table}");
     }
 }
