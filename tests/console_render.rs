@@ -21,30 +21,19 @@ use switchboard::{
 };
 
 fn row(name: &str, state: InstanceState, rate: f64) -> ServiceRow {
+    let ready = state == InstanceState::Ready;
     ServiceRow {
-        name: name.into(),
-        job: false,
-        state,
-        ready: u32::from(state == InstanceState::Ready),
-        replicas: 1,
-        pid: (state == InstanceState::Ready).then_some(4242),
-        uptime: (state == InstanceState::Ready).then_some(Duration::from_secs(754)),
-        restarts: 0,
+        ready: u32::from(ready),
+        pid: ready.then_some(4242),
+        uptime: ready.then_some(Duration::from_secs(754)),
         cpu: 1.5,
         rss: 12 * 1024 * 1024,
         request_rate: rate,
-        error_rate: 0.0,
         p99_us: Some(1024),
         heartbeat_age: Some(Duration::from_millis(300)),
-        breaker: "closed".into(),
         version: Some("0.1.0".into()),
         rate_history: (0..60).map(|i| (i * 7 % 23) as u64).collect(),
-        tasks: Vec::new(),
-        depends_on: Vec::new(),
-        calls: Vec::new(),
-        waiting_on: Vec::new(),
-        exits: Vec::new(),
-        runs: Vec::new(),
+        ..ServiceRow::new(name, state)
     }
 }
 

@@ -421,29 +421,18 @@ fn render_time(services: usize) -> Vec<Figure> {
     use crate::tui::{render, state::UiState, theme::Theme, view::ConsoleView};
 
     let row = |i: usize| crate::tui::view::ServiceRow {
-        name: format!("service-{i:03}"),
-        job: false,
-        state: InstanceState::Ready,
         ready: 1,
-        replicas: 1,
         pid: Some(10_000 + i as u32),
         uptime: Some(Duration::from_secs(600)),
         restarts: (i % 3) as u32,
         cpu: 0.3,
         rss: 8 << 20,
         request_rate: (i % 50) as f64,
-        error_rate: 0.0,
         p99_us: Some(512),
         heartbeat_age: Some(Duration::from_millis(200)),
-        breaker: "closed".into(),
         version: Some("1.0.0".into()),
         rate_history: (0..120).map(|t| ((t * 7 + i) % 40) as u64).collect(),
-        tasks: Vec::new(),
-        depends_on: Vec::new(),
-        calls: Vec::new(),
-        waiting_on: Vec::new(),
-        exits: Vec::new(),
-        runs: Vec::new(),
+        ..crate::tui::view::ServiceRow::new(&format!("service-{i:03}"), InstanceState::Ready)
     };
     let view = ConsoleView {
         stack: "bench".into(),

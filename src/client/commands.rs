@@ -186,29 +186,11 @@ mod tests {
 
     fn row(name: &str, state: InstanceState, ready: u32, pid: Option<u32>) -> ServiceRow {
         ServiceRow {
-            name: name.into(),
-            job: false,
-            state,
             ready,
             replicas: ready.max(1),
             pid,
-            uptime: None,
-            restarts: 0,
-            cpu: 0.0,
             rss: 20 * 1024 * 1024,
-            request_rate: 0.0,
-            error_rate: 0.0,
-            p99_us: None,
-            heartbeat_age: None,
-            breaker: "closed".into(),
-            version: None,
-            rate_history: Vec::new(),
-            tasks: Vec::new(),
-            depends_on: Vec::new(),
-            calls: Vec::new(),
-            waiting_on: Vec::new(),
-            exits: Vec::new(),
-            runs: Vec::new(),
+            ..ServiceRow::new(name, state)
         }
     }
 

@@ -52,6 +52,38 @@ pub struct ServiceRow {
     pub runs: Vec<RunView>,
 }
 
+impl ServiceRow {
+    /// A row with nothing measured and nothing running: a start for literals that set what
+    /// they need (`ServiceRow { pid: Some(7), ..ServiceRow::new("echo", state) }`).
+    pub fn new(name: &str, state: InstanceState) -> ServiceRow {
+        ServiceRow {
+            name: name.into(),
+            job: false,
+            state,
+            ready: 0,
+            replicas: 1,
+            pid: None,
+            uptime: None,
+            restarts: 0,
+            cpu: 0.0,
+            rss: 0,
+            request_rate: 0.0,
+            error_rate: 0.0,
+            p99_us: None,
+            heartbeat_age: None,
+            breaker: "closed".into(),
+            version: None,
+            rate_history: Vec::new(),
+            tasks: Vec::new(),
+            depends_on: Vec::new(),
+            calls: Vec::new(),
+            waiting_on: Vec::new(),
+            exits: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     pub replica: u32,
