@@ -158,6 +158,38 @@ async fn every_error_code_the_router_answers() {
     );
     let answer = call(&running, "parked", "echo", &"hi", second).await;
     assert_eq!(code(&answer), Some(ErrorCode::Unavailable));
+
+    // What the router refused itself is counted on its route. Names callers make up are not
+    // counted apart (that would let them grow the metrics): a method the service does not
+    // declare is counted as "(other)", a name that is no service of the stack not at all.
+    let routes = running.supervisor.router.routes();
+    let counted = |from: &str, to: &str, method: &str| {
+        routes
+            .iter()
+            .find(|(r, _)| (&*r.from, &*r.to, r.method.as_str()) == (from, to, method))
+            .map(|(_, s)| (s.requests, s.errors))
+    };
+    assert_eq!(
+        counted("caller", "parked", "echo"),
+        Some((1, 1)),
+        "{routes:?}"
+    );
+    assert_eq!(
+        counted(GATEWAY, "parked", "echo"),
+        Some((1, 1)),
+        "{routes:?}"
+    );
+    assert_eq!(
+        counted(GATEWAY, "echo", "no_such_method"),
+        None,
+        "{routes:?}"
+    );
+    assert_eq!(
+        counted(GATEWAY, "echo", "(other)"),
+        Some((1, 1)),
+        "{routes:?}"
+    );
+    assert!(routes.iter().all(|(r, _)| &*r.to != "nobody"), "{routes:?}");
     running.stop().await;
 }
 
@@ -390,6 +422,8 @@ async fn a_breaker_opens_fails_fast_and_closes_again() {
     let answer = call(&running, "flaky", "echo", &"hi", second).await;
     assert_eq!(code(&answer), Some(ErrorCode::CircuitOpen), "{answer:?}");
     assert!(started.elapsed() < Duration::from_millis(50), "fails fast");
+    let answer_trace = answer.trace;
+    assert_ne!(answer_trace, 0, "a refusal gets a trace id too");
     assert_eq!(
         running
             .supervisor
@@ -433,6 +467,18 @@ async fn a_breaker_opens_fails_fast_and_closes_again() {
         .find(|(r, _)| &*r.to == "flaky" && r.method == "fail")
         .expect("route counted");
     assert_eq!((fail.1.requests, fail.1.errors), (3, 3));
+    // The call the open breaker refused counts as its route's error and is traced: during an
+    // outage the metrics show what callers get, though no request reached the service.
+    let echo = routes
+        .iter()
+        .find(|(r, _)| &*r.to == "flaky" && r.method == "echo")
+        .expect("route counted");
+    assert_eq!((echo.1.requests, echo.1.errors), (2, 1), "{echo:?}");
+    let refused = hops
+        .iter()
+        .find(|h| h.error == Some("circuit_open"))
+        .expect("the refusal traced");
+    assert_eq!((&*refused.from, refused.trace), (GATEWAY, answer_trace));
     running.stop().await;
 }
 

@@ -283,8 +283,7 @@ impl Router {
                 let target = format!("{}.{}", envelope.destination, envelope.method);
                 audit.record(from, "call", &target, "forbidden");
             }
-            let answer = error_answer(envelope.id, envelope.trace, ErrorCode::Forbidden, &message);
-            return caller.deliver(answer);
+            return self.refuse(from, caller, &envelope, ErrorCode::Forbidden, &message);
         }
         let now = Instant::now();
         if let Some(retry_after) = self.breaker_refuses(&envelope.destination, now) {
@@ -293,18 +292,12 @@ impl Router {
                 envelope.destination,
                 retry_after.as_millis()
             );
-            let answer = error_answer(
-                envelope.id,
-                envelope.trace,
-                ErrorCode::CircuitOpen,
-                &message,
-            );
-            return caller.deliver(answer);
+            return self.refuse(from, caller, &envelope, ErrorCode::CircuitOpen, &message);
         }
         let target = match self.pick(&envelope.destination, &envelope.method) {
             Ok(target) => target,
             Err(Miss::Fail(code, message)) => {
-                return caller.deliver(error_answer(envelope.id, envelope.trace, code, &message));
+                return self.refuse(from, caller, &envelope, code, &message);
             }
             Err(Miss::Restarting) => return self.hold(from, caller, envelope),
         };
@@ -437,12 +430,13 @@ impl Router {
                     "`{service}` is restarting and {} requests already wait for it",
                     hold::HOLD_REQUESTS
                 );
-                request.caller.deliver(error_answer(
-                    request.envelope.id,
-                    request.envelope.trace,
+                self.refuse(
+                    &request.from,
+                    request.caller,
+                    &request.envelope,
                     ErrorCode::Unavailable,
                     &message,
-                ));
+                );
             }
         }
     }
@@ -455,12 +449,13 @@ impl Router {
         for mut held in requests {
             let left = held.deadline.saturating_duration_since(now);
             if left.is_zero() {
-                held.caller.deliver(error_answer(
-                    held.envelope.id,
-                    held.envelope.trace,
+                self.refuse(
+                    &held.from,
+                    held.caller,
+                    &held.envelope,
                     ErrorCode::Timeout,
                     "deadline passed while the service restarted",
-                ));
+                );
                 continue;
             }
             held.envelope.deadline_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1);
@@ -601,6 +596,60 @@ impl Router {
         (!admitted).then_some(retry_after)
     }
 
+    /// Answers a request the router refuses itself, before it reaches an instance (forbidden,
+    /// circuit open, no ready instance, no such method, held past its deadline). The refusal
+    /// is counted on its route and kept as a hop like any failure, so that an open breaker
+    /// shows in `/metrics` and the traces as the errors its callers get. Not fed to the
+    /// breaker: the target did not fail. The destination is a service of the stack (the only
+    /// caller that passes anything else answers `not found` first); a method the service does
+    /// not declare is counted as [`trace::OTHER_METHOD`], so callers cannot grow the metrics
+    /// by making names up.
+    fn refuse(
+        &self,
+        from: &Arc<str>,
+        caller: Caller,
+        request: &Envelope,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        let trace = match request.trace {
+            0 => self.inner.next_trace.fetch_add(1, Ordering::Relaxed),
+            given => given,
+        };
+        let method = if self.declares(&request.destination, &request.method) {
+            request.method.clone()
+        } else {
+            trace::OTHER_METHOD.into()
+        };
+        let now = Instant::now();
+        {
+            let mut traces = lock(&self.inner.traces);
+            let at = traces.wall_clock(now);
+            traces.record(trace::Hop {
+                at,
+                trace,
+                from: from.clone(),
+                to: Arc::from(request.destination.as_str()),
+                method,
+                latency: Duration::ZERO,
+                error: Some(code.as_str()),
+            });
+        }
+        caller.deliver(error_answer(request.id, trace, code, message));
+    }
+
+    /// Whether an instance of `service` has declared `method` in its Hello.
+    fn declares(&self, service: &str, method: &str) -> bool {
+        registry::read(&self.inner.registry)
+            .service(service)
+            .is_some_and(|entry| {
+                entry
+                    .instances
+                    .iter()
+                    .any(|i| i.methods.iter().any(|m| m == method))
+            })
+    }
+
     /// A routed request ended: feed the target's breaker, the trace buffer and route metrics.
     fn finished(&self, flight: &InFlight, code: Option<ErrorCode>) {
         let now = Instant::now();
@@ -734,21 +783,23 @@ async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
                 .filter_map(|id| in_flight.remove(&id).map(|f| (id, f)))
                 .collect()
         };
-        for held in lock(&strong.held).expired(now) {
+        let router = Router {
+            inner: strong.clone(),
+        };
+        let expired_held = lock(&strong.held).expired(now);
+        for held in expired_held {
             let message = format!(
                 "`{}` did not come back within the deadline",
                 held.envelope.destination
             );
-            held.caller.deliver(error_answer(
-                held.envelope.id,
-                held.envelope.trace,
+            router.refuse(
+                &held.from,
+                held.caller,
+                &held.envelope,
                 ErrorCode::Timeout,
                 &message,
-            ));
+            );
         }
-        let router = Router {
-            inner: strong.clone(),
-        };
         for (routed_id, flight) in expired {
             let message = format!(
                 "`{}` did not answer within the deadline",

@@ -13,6 +13,12 @@ use switchboard_protocol::{ErrorCode, Name, segment::latency_bucket};
 
 /// Hops kept; older ones are dropped.
 pub const HOPS_KEPT: usize = 4096;
+/// Routes counted apart. Routes are bounded by the stack (its services and their methods), but
+/// a refused request's method is whatever its caller wrote; past this many, a new route is
+/// counted under the method [`OTHER_METHOD`] instead.
+pub const ROUTES_KEPT: usize = 4096;
+/// The method of the catch-all route of each (from, to) past [`ROUTES_KEPT`].
+pub const OTHER_METHOD: &str = "(other)";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hop {
@@ -74,14 +80,15 @@ impl Traces {
 
     pub fn record(&mut self, hop: Hop) {
         let us = u64::try_from(hop.latency.as_micros()).unwrap_or(u64::MAX);
-        let stats = self
-            .routes
-            .entry(Route {
-                from: hop.from.clone(),
-                to: hop.to.clone(),
-                method: hop.method.clone(),
-            })
-            .or_default();
+        let mut route = Route {
+            from: hop.from.clone(),
+            to: hop.to.clone(),
+            method: hop.method.clone(),
+        };
+        if self.routes.len() >= ROUTES_KEPT && !self.routes.contains_key(&route) {
+            route.method = OTHER_METHOD.into();
+        }
+        let stats = self.routes.entry(route).or_default();
         stats.requests += 1;
         stats.errors += u64::from(hop.error.is_some());
         stats.latency_sum_us = stats.latency_sum_us.saturating_add(us);
@@ -126,4 +133,44 @@ impl Traces {
 
 pub fn code_name(code: Option<ErrorCode>) -> Option<&'static str> {
     code.map(ErrorCode::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(method: &str) -> Hop {
+        Hop {
+            at: SystemTime::UNIX_EPOCH,
+            trace: 1,
+            from: Arc::from("caller"),
+            to: Arc::from("echo"),
+            method: method.into(),
+            latency: Duration::from_micros(3),
+            error: Some("not_found"),
+        }
+    }
+
+    #[test]
+    fn routes_past_the_limit_are_counted_under_other() {
+        let mut traces = Traces::default();
+        for i in 0..ROUTES_KEPT {
+            traces.record(hop(&format!("m{i}")));
+        }
+        // Known routes still count apart; new ones share one.
+        traces.record(hop("m0"));
+        traces.record(hop("made_up_1"));
+        traces.record(hop("made_up_2"));
+        let routes = traces.routes();
+        assert_eq!(routes.len(), ROUTES_KEPT + 1);
+        let requests = |method: &str| {
+            routes
+                .iter()
+                .find(|(r, _)| r.method == method)
+                .map(|(_, s)| s.requests)
+        };
+        assert_eq!(requests("m0"), Some(2));
+        assert_eq!(requests(OTHER_METHOD), Some(2));
+        assert_eq!(requests("made_up_1"), None);
+    }
 }
