@@ -16,7 +16,7 @@ use switchboard::{
         render,
         state::UiState,
         theme::Theme,
-        view::{ConsoleView, LogView, RunView, ServiceRow, TaskView},
+        view::{ConsoleView, HopView, LogView, RunView, ServiceRow, TaskView},
     },
 };
 
@@ -69,6 +69,7 @@ fn demo_view() -> ConsoleView {
             row("storefront", InstanceState::Ready, 0.0),
             report,
         ],
+        calls: Vec::new(),
     }
 }
 
@@ -284,4 +285,50 @@ fn tasks_beyond_the_detail_pane_are_counted_not_drawn_over_its_border() {
         .map(|line| line.chars().position(|c| c == '▕').unwrap())
         .collect();
     assert_eq!(bar_columns.len(), 1, "bars not aligned:\n{screen}");
+}
+
+/// `t`: the recent calls of the selected service, newest last, failures in their code.
+#[test]
+fn calls_overlay() {
+    let mut view = demo_view();
+    let call = |at_ms: u64, trace: u64, from: &str, to: &str, error: Option<&str>| HopView {
+        at_ms,
+        trace,
+        from: from.into(),
+        to: to.into(),
+        method: if to == "order" { "create" } else { "get" }.into(),
+        latency_us: 1_250,
+        error: error.map(str::to_string),
+    };
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Down);
+    update(&mut state, &view, Action::Calls);
+    let empty = render(&view, &state, 100, 30);
+    assert!(empty.contains("no calls to or from order yet"), "{empty}");
+    // 1 700 000 000 123 ms after the epoch is 22:13:20.123 UTC.
+    view.calls = vec![
+        call(1_700_000_000_123, 41, "storefront", "order", None),
+        call(1_700_000_000_130, 41, "order", "user", None),
+        call(
+            1_700_000_001_000,
+            42,
+            "storefront",
+            "order",
+            Some("circuit_open"),
+        ),
+    ];
+    let screen = render(&view, &state, 100, 30);
+    for must in [
+        "calls to and from order",
+        "22:13:20.123  trace 41",
+        "storefront → order.create",
+        "order → user.get",
+        "1.2ms",
+        "circuit_open",
+    ] {
+        assert!(screen.contains(must), "{must} missing:\n{screen}");
+    }
+    insta::assert_snapshot!(screen);
+    update(&mut state, &view, Action::Calls);
+    assert!(!render(&view, &state, 100, 30).contains("calls to and from"));
 }

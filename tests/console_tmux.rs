@@ -1,5 +1,6 @@
 //! The real binary in a real terminal: tmux runs `switchboard` on a test stack; the test
-//! restarts a service with `r`, kills one with `X` and confirms, and quits with `q`, reading
+//! restarts a service with `r`, kills one with `X` and confirms, shows a service's calls with
+//! `t`, and quits with `q`, reading
 //! the screen with `capture-pane` and checking that no service process is left.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +22,10 @@ shutdown_grace = "2s"
 command = "sh"
 args = ["-c", "echo started; read x"]
 shutdown_grace = "1s"
+[services.gamma]
+builtin = "probe"
+calls = ["alpha"]
+env = { PROBE_LOAD_TARGET = "alpha.echo", PROBE_LOAD_RATE = "20" }
 "#;
 
 struct Tmux {
@@ -188,6 +193,17 @@ fn restart_kill_and_quit_from_the_keyboard() {
         services.len() >= 2,
         "expected service processes: {services:?}"
     );
+
+    // t shows the calls of the selected service: gamma calls alpha twenty times a second.
+    tmux.keys("k");
+    tmux.keys("t");
+    let (ok, screen) = tmux.wait(Duration::from_secs(10), |s| {
+        s.contains("calls to and from alpha") && s.contains("gamma → alpha.echo")
+    });
+    assert!(ok, "no calls shown:\n{screen}");
+    tmux.keys("t");
+    let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| !s.contains("calls to and from"));
+    assert!(ok, "t did not close the calls:\n{screen}");
 
     // q asks, y quits with a graceful shutdown.
     tmux.keys("q");

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use switchboard::{
     client::{Client, RawResponse, Target},
     gateway::{DISCOVERY_FILE, Discovery, Gateway, GatewayError, auth},
-    tui::view::ConsoleView,
+    tui::view::{ConsoleView, HopView},
 };
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -998,5 +998,92 @@ async fn a_client_that_goes_away_cancels_the_stream_at_the_producer() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    f.stop().await;
+}
+
+/// The router's traces over the admin API: the recent calls of a service, and every hop of one
+/// trace, whose id an HTTP answer carries in its `x-switchboard-trace` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_calls_and_a_trace_through_the_admin_api() {
+    let f = fixture(STACK, &["echo", "caller"]).await;
+    // gateway → caller → echo: two hops of one trace.
+    let answer = f
+        .post("/through/echo", r#"{"method": "echo", "body": "hello"}"#)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let trace: u64 = answer.headers["x-switchboard-trace"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hops: Vec<HopView> = f
+        .admin
+        .json(Method::GET, &format!("/admin/traces/{trace}"), None::<&()>)
+        .await
+        .unwrap();
+    let route: Vec<(&str, &str, &str)> = hops
+        .iter()
+        .map(|h| (h.from.as_str(), h.to.as_str(), h.method.as_str()))
+        .collect();
+    // The inner call ends first.
+    assert_eq!(
+        route,
+        [("caller", "echo", "echo"), ("gateway", "caller", "call")],
+        "{hops:?}"
+    );
+    assert!(hops.iter().all(|h| h.trace == trace && h.error.is_none()));
+    assert!(hops[1].latency_us >= hops[0].latency_us, "{hops:?}");
+
+    // A refused call is traced too, with its code.
+    let refused = f.post("/call/parked/no_such_method", "{}").await;
+    expect_error(&refused, StatusCode::NOT_FOUND, "not_found");
+    let calls: Vec<HopView> = f
+        .admin
+        .json(
+            Method::GET,
+            "/admin/calls?service=parked&limit=5",
+            None::<&()>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].error.as_deref(), Some("not_found"));
+    assert_eq!(calls[0].method, "(other)");
+    let all: Vec<HopView> = f
+        .admin
+        .json(Method::GET, "/admin/calls?limit=2", None::<&()>)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "the two most recent: {all:?}");
+    assert_eq!(all[1].to, "parked");
+
+    // Bad input gets clear errors; no token, no traces.
+    let get = |path: &'static str| f.admin.send(Method::GET, path, None);
+    expect_error(
+        &get("/admin/traces/abc").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    expect_error(
+        &get("/admin/traces/987654321").await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    expect_error(
+        &get("/admin/calls?service=nobody").await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    expect_error(
+        &get("/admin/calls?limit=many").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    let anonymous = f
+        .anonymous
+        .send(Method::GET, "/admin/calls", None)
+        .await
+        .unwrap();
+    expect_error(&anonymous, StatusCode::UNAUTHORIZED, "unauthorized");
     f.stop().await;
 }

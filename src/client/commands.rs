@@ -207,6 +207,7 @@ mod tests {
                 row("user", InstanceState::Ready, 1, Some(4243)),
                 row("report", InstanceState::Stopped, 0, None),
             ],
+            calls: Vec::new(),
         };
         let table = ps_table(&view);
         let line = |name: &str| -> Vec<String> {

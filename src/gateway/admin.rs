@@ -11,6 +11,8 @@
 //! | `POST /admin/jobs/{name}/run` | body: the job's JSON parameters (optional); `{"run":N}` |
 //! | `GET /admin/jobs/{name}/runs` | the job's state, task progress and recent runs |
 //! | `GET /admin/events` | lifecycle events as server-sent events ([`super::events`]) |
+//! | `GET /admin/calls?service=NAME&limit=N` | the last N (default 100) routed calls, of one service or all, oldest first ([`HopView`]) |
+//! | `GET /admin/traces/{trace}` | every recorded hop of one trace (the `x-switchboard-trace` header of an answer) |
 
 use axum::{
     Json,
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::{AppState, error::ApiError, events, routes};
 use crate::{
     supervisor::{Command, Reply},
-    tui::view::{ConsoleView, LogView, RunView, TaskView},
+    tui::view::{ConsoleView, HopView, LogView, RunView, TaskView},
 };
 
 /// The audit log's actor for every admin API action.
@@ -40,6 +42,8 @@ pub fn router() -> axum::Router<AppState> {
         .route("/jobs/{name}/run", post(run_job))
         .route("/jobs/{name}/runs", get(job_runs))
         .route("/events", get(events::lifecycle))
+        .route("/calls", get(calls))
+        .route("/traces/{trace}", get(trace))
 }
 
 async fn services(State(state): State<AppState>) -> Json<ConsoleView> {
@@ -178,6 +182,52 @@ async fn logs(
     } else {
         Ok(Json(lines).into_response())
     }
+}
+
+/// The query of `GET /admin/calls`.
+#[derive(Debug, Deserialize)]
+pub struct CallsQuery {
+    pub service: Option<String>,
+    pub limit: Option<usize>,
+}
+
+async fn calls(
+    State(state): State<AppState>,
+    query: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<HopView>>, ApiError> {
+    let Query(query) =
+        query.map_err(|_| ApiError::bad_request("use ?limit=N and optionally &service=NAME"))?;
+    if let Some(name) = &query.service
+        && crate::registry::read(&state.supervisor.registry)
+            .service(name)
+            .is_none()
+    {
+        return Err(ApiError::not_found(format!("no service named `{name}`")));
+    }
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_TAIL)
+        .min(crate::router::trace::HOPS_KEPT);
+    let hops = state
+        .supervisor
+        .router
+        .hops_of(query.service.as_deref(), limit);
+    Ok(Json(hops.iter().map(HopView::from).collect()))
+}
+
+async fn trace(
+    State(state): State<AppState>,
+    path: Result<Path<u64>, PathRejection>,
+) -> Result<Json<Vec<HopView>>, ApiError> {
+    let Path(trace) = path.map_err(|_| ApiError::bad_request("a trace id is a number"))?;
+    let hops = state.supervisor.router.trace(trace);
+    if hops.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no hops of trace {trace} (the router keeps the last {})",
+            crate::router::trace::HOPS_KEPT
+        )));
+    }
+    Ok(Json(hops.iter().map(HopView::from).collect()))
 }
 
 /// A path that does not decode (bad percent-encoding): JSON like every other error.

@@ -694,6 +694,11 @@ impl Router {
         lock(&self.inner.traces).recent(n)
     }
 
+    /// The most recent `n` hops from or to `service` (all hops without one), oldest first.
+    pub fn hops_of(&self, service: Option<&str>, n: usize) -> Vec<trace::Hop> {
+        lock(&self.inner.traces).recent_of(service, n)
+    }
+
     /// Every recorded hop of one trace.
     pub fn trace(&self, trace: u64) -> Vec<trace::Hop> {
         lock(&self.inner.traces).trace(trace)

@@ -112,6 +112,23 @@ impl Traces {
             .collect()
     }
 
+    /// The most recent `n` hops from or to `service` (any, without one), oldest first.
+    pub fn recent_of(&self, service: Option<&str>, n: usize) -> Vec<Hop> {
+        let Some(service) = service else {
+            return self.recent(n);
+        };
+        let mut hops: Vec<Hop> = self
+            .hops
+            .iter()
+            .rev()
+            .filter(|h| &*h.from == service || &*h.to == service)
+            .take(n)
+            .cloned()
+            .collect();
+        hops.reverse();
+        hops
+    }
+
     pub fn trace(&self, trace: u64) -> Vec<Hop> {
         self.hops
             .iter()

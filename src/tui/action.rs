@@ -24,6 +24,8 @@ pub enum Action {
     FocusNext,
     /// Enter: open the detail of a service, or run a job.
     Open,
+    /// Show or hide the recent routed calls.
+    Calls,
     Zoom,
     Help,
     Alerts,
@@ -140,6 +142,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         Action::Help => toggle(state, Overlay::Help),
         Action::Alerts => toggle(state, Overlay::Alerts),
         Action::Deps => toggle(state, Overlay::Deps),
+        Action::Calls => toggle(state, Overlay::Calls),
         Action::Sort => {
             state.sort = state.sort.next();
             state.set_status(format!("sorted by {}", state.sort.label()));

@@ -30,6 +30,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("o", "sort by the next column"),
     ("d", "dependency view"),
+    ("t", "recent calls to and from the selected service, traced"),
     ("a", "alerts (closing acknowledges)"),
     ("z", "zoom the focused pane"),
     (
@@ -99,6 +100,7 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
         KeyCode::Char('y') => Action::CopyLines,
         KeyCode::Char('o') => Action::Sort,
         KeyCode::Char('d') => Action::Deps,
+        KeyCode::Char('t') => Action::Calls,
         KeyCode::Char('a') => Action::Alerts,
         KeyCode::Char('z') => Action::Zoom,
         KeyCode::Char(':') => Action::CommandLine,

@@ -31,7 +31,7 @@ pub use self::source::{ConsoleSource, LocalSource};
 use self::{
     action::{Action, Effect, update},
     render::Areas,
-    state::{LogScope, UiState},
+    state::{LogScope, Overlay, UiState},
     theme::Theme,
     view::{ConsoleView, LogView},
 };
@@ -64,7 +64,7 @@ where
     let mut new_logs = source.log_feed();
     on_subscribed();
     let (results_tx, mut results) = mpsc::channel::<String>(64);
-    let mut view = source.view();
+    let mut view = fresh_view(&source, &state);
     let mut logs = log_window(&source, &view, &state);
     let mut areas = Areas::default();
     let mut dirty = true;
@@ -95,6 +95,10 @@ where
                             None => {}
                         }
                         logs_dirty |= scope_before != (state.log_scope, state.selected.clone());
+                        // The calls overlay follows the selection as it moves.
+                        if matches!(state.overlay, Overlay::Calls) {
+                            view = fresh_view(&source, &state);
+                        }
                         dirty = true;
                     }
                 }
@@ -104,7 +108,7 @@ where
             event = events.recv() => match event {
                 Ok(event) => {
                     update(&mut state, &view, Action::Lifecycle(Box::new(event)));
-                    view = source.view();
+                    view = fresh_view(&source, &state);
                     dirty = true;
                 }
                 Err(RecvError::Lagged(_)) => dirty = true,
@@ -120,7 +124,7 @@ where
                 dirty = true;
             },
             _ = snapshot_tick.tick() => {
-                view = source.view();
+                view = fresh_view(&source, &state);
                 dirty = true;
             },
             _ = frame_tick.tick(), if dirty || logs_dirty => {
@@ -141,6 +145,20 @@ where
         }
     }
     Ok(())
+}
+
+/// Calls the calls overlay holds at most (it shows the newest that fit).
+const CALLS_KEPT: usize = 200;
+
+/// A snapshot to draw, with the recent calls of the selected service while the calls overlay
+/// is open (only then: they are copied out of the router's trace buffer).
+fn fresh_view(source: &impl ConsoleSource, state: &UiState) -> ConsoleView {
+    let mut view = source.view();
+    if matches!(state.overlay, Overlay::Calls) {
+        let selected = state.selected_row(&view).map(|row| row.name.clone());
+        view.calls = source.calls(selected.as_deref(), CALLS_KEPT);
+    }
+    view
 }
 
 /// The log lines the pane may show: the scope's tail.

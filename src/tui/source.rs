@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::broadcast;
 
-use super::view::{self, ConsoleView, LogView};
+use super::view::{self, ConsoleView, HopView, LogView};
 use crate::{
     event::Event,
     logs::LogLine,
@@ -25,6 +25,8 @@ pub trait ConsoleSource: Clone + Send + Sync + 'static {
     fn log_feed(&self) -> broadcast::Receiver<Arc<LogLine>>;
     /// An operator's command.
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>>;
+    /// The last `n` routed calls from or to `service` (all calls without one), oldest first.
+    fn calls(&self, service: Option<&str>, n: usize) -> Vec<HopView>;
 }
 
 /// The supervisor running in this process.
@@ -73,6 +75,11 @@ impl ConsoleSource for LocalSource {
 
     fn log_feed(&self) -> broadcast::Receiver<Arc<LogLine>> {
         self.supervisor.logs.subscribe()
+    }
+
+    fn calls(&self, service: Option<&str>, n: usize) -> Vec<HopView> {
+        let hops = self.supervisor.router.hops_of(service, n);
+        hops.iter().map(HopView::from).collect()
     }
 
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>> {

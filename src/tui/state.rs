@@ -76,6 +76,8 @@ pub enum Overlay {
     Help,
     Alerts,
     Deps,
+    /// Recent routed calls of the selected service (of all, with none selected).
+    Calls,
     Confirm(Confirm),
     Prompt(Prompt, String),
 }

@@ -22,6 +22,40 @@ pub struct ConsoleView {
     pub console_cpu: f32,
     pub console_rss: u64,
     pub services: Vec<ServiceRow>,
+    /// Recent routed calls, filled only while the console shows them (the calls overlay).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<HopView>,
+}
+
+/// One routed call, as the router traced it: who called what, how long it took, how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HopView {
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub trace: u64,
+    pub from: String,
+    pub to: String,
+    pub method: String,
+    pub latency_us: u64,
+    /// The error code (`timeout`, `circuit_open`, ...); none for success.
+    pub error: Option<String>,
+}
+
+impl From<&crate::router::trace::Hop> for HopView {
+    fn from(hop: &crate::router::trace::Hop) -> Self {
+        HopView {
+            at_ms: hop
+                .at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            trace: hop.trace,
+            from: hop.from.to_string(),
+            to: hop.to.to_string(),
+            method: hop.method.to_string(),
+            latency_us: u64::try_from(hop.latency.as_micros()).unwrap_or(u64::MAX),
+            error: hop.error.map(str::to_string),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +262,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         console_cpu: own.cpu_percent,
         console_rss: own.rss_bytes,
         services,
+        calls: Vec::new(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Popups over the main view: help, alerts, the dependency view, confirmations.
+//! Popups over the main view: help, alerts, the dependency view, recent calls, confirmations.
 
 use ratatui::{
     Frame,
@@ -7,7 +7,7 @@ use ratatui::{
     widgets::{Block, Borders, Clear, Paragraph, Wrap},
 };
 
-use super::centered;
+use super::{centered, latency};
 use crate::{
     registry::InstanceState,
     tui::{
@@ -21,6 +21,17 @@ use crate::{
 pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiState, theme: &Theme) {
     let (title, lines, width): (&str, Vec<Line>, u16) = match &state.overlay {
         Overlay::None | Overlay::Prompt(..) => return,
+        Overlay::Calls => {
+            let selected = state.selected_row(view).map(|row| row.name.as_str());
+            let title = match selected {
+                Some(name) => format!(" calls to and from {name}, newest last, UTC (t closes) "),
+                None => " calls, newest last, UTC (t closes) ".to_string(),
+            };
+            // As many of the newest as fit between the popup's borders.
+            let room = usize::from(area.height.saturating_sub(4)).max(1);
+            let lines = calls(view, selected, room, theme);
+            return popup(frame, area, &title, lines, 120, theme);
+        }
         Overlay::Help => (
             " keys (Esc closes) ",
             HELP.iter()
@@ -63,8 +74,20 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
             44,
         ),
     };
-    let popup = centered(area, width, lines.len() as u16 + 2);
-    frame.render_widget(Clear, popup);
+    popup(frame, area, title, lines, width, theme);
+}
+
+/// A bordered box of `lines`, centred in `area`.
+fn popup(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    title: &str,
+    lines: Vec<Line>,
+    width: u16,
+    theme: &Theme,
+) {
+    let rect = centered(area, width, lines.len() as u16 + 2);
+    frame.render_widget(Clear, rect);
     frame.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: false }).block(
             Block::default()
@@ -72,8 +95,49 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
                 .title(title)
                 .border_style(theme.focused_border()),
         ),
-        popup,
+        rect,
     );
+}
+
+/// The newest `room` routed calls (the view holds those of the selected service), one a line:
+/// `12:04:05.123  trace 4113  storefront → order.create  1.2ms  ok`.
+fn calls<'a>(
+    view: &ConsoleView,
+    selected: Option<&str>,
+    room: usize,
+    theme: &Theme,
+) -> Vec<Line<'a>> {
+    if view.calls.is_empty() {
+        let whose = selected.map_or(String::new(), |name| format!(" to or from {name}"));
+        return vec![Line::styled(format!("no calls{whose} yet"), theme.dim())];
+    }
+    let skip = view.calls.len().saturating_sub(room);
+    view.calls[skip..]
+        .iter()
+        .map(|call| {
+            let outcome = match &call.error {
+                None => Span::raw("ok"),
+                Some(code) => Span::styled(code.clone(), theme.error()),
+            };
+            Line::from(vec![
+                Span::styled(format!("{}  ", time_of_day(call.at_ms)), theme.dim()),
+                Span::styled(format!("trace {:<8} ", call.trace), theme.dim()),
+                Span::raw(format!(
+                    "{:<32} {:>8}  ",
+                    format!("{} → {}.{}", call.from, call.to, call.method),
+                    latency(Some(call.latency_us))
+                )),
+                outcome,
+            ])
+        })
+        .collect()
+}
+
+/// `HH:MM:SS.mmm` of a time in milliseconds since the Unix epoch, in UTC.
+fn time_of_day(at_ms: u64) -> String {
+    let ms = at_ms % 1000;
+    let s = at_ms / 1000 % 86_400;
+    format!("{:02}:{:02}:{:02}.{ms:03}", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// The `depends_on` and `calls` graph with live states. A service that is down marks everything
