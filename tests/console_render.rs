@@ -16,7 +16,7 @@ use switchboard::{
         render,
         state::UiState,
         theme::Theme,
-        view::{ConsoleView, HopView, LogView, RunView, ServiceRow, TaskView},
+        view::{ConsoleView, HopView, LogView, RouteView, RunView, ServiceRow, TaskView},
     },
 };
 
@@ -70,6 +70,7 @@ fn demo_view() -> ConsoleView {
             report,
         ],
         calls: Vec::new(),
+        routes: Vec::new(),
     }
 }
 
@@ -317,8 +318,30 @@ fn calls_overlay() {
             Some("circuit_open"),
         ),
     ];
+    view.routes = vec![
+        RouteView {
+            from: "storefront".into(),
+            to: "order".into(),
+            method: "create".into(),
+            requests: 13_340,
+            errors: 297,
+            p99_us: Some(2048),
+        },
+        RouteView {
+            from: "order".into(),
+            to: "user".into(),
+            method: "get".into(),
+            requests: 13_318,
+            errors: 0,
+            p99_us: Some(256),
+        },
+    ];
     let screen = render(&view, &state, 100, 30);
     for must in [
+        "routes, since the start",
+        "storefront → order.create            13340 calls     297 errors  p99 2.0ms",
+        "order → user.get                     13318 calls       0 errors  p99 256µs",
+        "recent calls",
         "calls to and from order",
         "22:13:20.123  trace 41",
         "storefront → order.create",

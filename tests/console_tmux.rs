@@ -198,7 +198,9 @@ fn restart_kill_and_quit_from_the_keyboard() {
     tmux.keys("k");
     tmux.keys("t");
     let (ok, screen) = tmux.wait(Duration::from_secs(10), |s| {
-        s.contains("calls to and from alpha") && s.contains("gamma → alpha.echo")
+        s.contains("calls to and from alpha")
+            && s.contains("routes, since the start")
+            && s.contains("gamma → alpha.echo")
     });
     assert!(ok, "no calls shown:\n{screen}");
     tmux.keys("t");

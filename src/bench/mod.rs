@@ -442,6 +442,7 @@ fn render_time(services: usize) -> Vec<Figure> {
         console_rss: 40 << 20,
         services: (0..services).map(row).collect(),
         calls: Vec::new(),
+        routes: Vec::new(),
     };
     let logs: Vec<crate::tui::view::LogView> = (0..2000)
         .map(|i| crate::tui::view::LogView {

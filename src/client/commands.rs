@@ -208,6 +208,7 @@ mod tests {
                 row("report", InstanceState::Stopped, 0, None),
             ],
             calls: Vec::new(),
+            routes: Vec::new(),
         };
         let table = ps_table(&view);
         let line = |name: &str| -> Vec<String> {

@@ -157,6 +157,7 @@ fn fresh_view(source: &impl ConsoleSource, state: &UiState) -> ConsoleView {
     if matches!(state.overlay, Overlay::Calls) {
         let selected = state.selected_row(&view).map(|row| row.name.clone());
         view.calls = source.calls(selected.as_deref(), CALLS_KEPT);
+        view.routes = source.routes(selected.as_deref());
     }
     view
 }

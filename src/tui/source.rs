@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::broadcast;
 
-use super::view::{self, ConsoleView, HopView, LogView};
+use super::view::{self, ConsoleView, HopView, LogView, RouteView};
 use crate::{
     event::Event,
     logs::LogLine,
@@ -27,6 +27,8 @@ pub trait ConsoleSource: Clone + Send + Sync + 'static {
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>>;
     /// The last `n` routed calls from or to `service` (all calls without one), oldest first.
     fn calls(&self, service: Option<&str>, n: usize) -> Vec<HopView>;
+    /// The totals of the routes from or to `service` (all routes without one), busiest first.
+    fn routes(&self, service: Option<&str>) -> Vec<RouteView>;
 }
 
 /// The supervisor running in this process.
@@ -80,6 +82,10 @@ impl ConsoleSource for LocalSource {
     fn calls(&self, service: Option<&str>, n: usize) -> Vec<HopView> {
         let hops = self.supervisor.router.hops_of(service, n);
         hops.iter().map(HopView::from).collect()
+    }
+
+    fn routes(&self, service: Option<&str>) -> Vec<RouteView> {
+        view::routes_of(self.supervisor.router.routes(), service)
     }
 
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>> {

@@ -25,6 +25,45 @@ pub struct ConsoleView {
     /// Recent routed calls, filled only while the console shows them (the calls overlay).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<HopView>,
+    /// Totals of the routes those calls took, since the console started (same condition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteView>,
+}
+
+/// One route's totals: every call from `from` to `to.method` the router saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub from: String,
+    pub to: String,
+    pub method: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// Upper bound of the latency bucket holding the 99th percentile.
+    pub p99_us: Option<u64>,
+}
+
+/// The routes from or to `service` (every route without one), busiest first.
+pub fn routes_of(
+    routes: Vec<(
+        crate::router::trace::Route,
+        crate::router::trace::RouteStats,
+    )>,
+    service: Option<&str>,
+) -> Vec<RouteView> {
+    let mut views: Vec<RouteView> = routes
+        .into_iter()
+        .filter(|(route, _)| service.is_none_or(|s| &*route.from == s || &*route.to == s))
+        .map(|(route, stats)| RouteView {
+            from: route.from.to_string(),
+            to: route.to.to_string(),
+            method: route.method.to_string(),
+            requests: stats.requests,
+            errors: stats.errors,
+            p99_us: metrics::quantile(&stats.histogram, 0.99),
+        })
+        .collect();
+    views.sort_by_key(|route| std::cmp::Reverse(route.requests));
+    views
 }
 
 /// One routed call, as the router traced it: who called what, how long it took, how it ended.
@@ -263,6 +302,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         console_rss: own.rss_bytes,
         services,
         calls: Vec::new(),
+        routes: Vec::new(),
     }
 }
 
@@ -311,6 +351,39 @@ mod tests {
             state,
             validity: Validity::Valid,
         }
+    }
+
+    #[test]
+    fn routes_of_a_service_busiest_first_with_their_p99() {
+        use std::sync::Arc;
+
+        use crate::router::trace::{Route, RouteStats};
+        let route = |from: &str, to: &str, requests: u64| {
+            let mut histogram = vec![0; 32];
+            histogram[10] = requests; // 512–1024 µs
+            (
+                Route {
+                    from: Arc::from(from),
+                    to: Arc::from(to),
+                    method: "m".into(),
+                },
+                RouteStats {
+                    requests,
+                    errors: 1,
+                    latency_sum_us: 0,
+                    histogram,
+                },
+            )
+        };
+        let routes = vec![route("a", "b", 5), route("c", "d", 9), route("b", "c", 7)];
+        let of_b: Vec<(String, u64)> = super::routes_of(routes.clone(), Some("b"))
+            .into_iter()
+            .map(|r| (format!("{}>{}", r.from, r.to), r.requests))
+            .collect();
+        assert_eq!(of_b, [("b>c".to_string(), 7), ("a>b".to_string(), 5)]);
+        let all = super::routes_of(routes, None);
+        assert_eq!(all.len(), 3);
+        assert_eq!((all[0].requests, all[0].p99_us), (9, Some(1024)));
     }
 
     #[test]

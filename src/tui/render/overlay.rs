@@ -99,7 +99,9 @@ fn popup(
     );
 }
 
-/// The newest `room` routed calls (the view holds those of the selected service), one a line:
+/// The routes of the selected service with their totals (the busiest, up to a third of
+/// `room`), then its newest routed calls in what is left, one a line:
+/// `storefront → order.create      13340 calls     297 errors  p99 2.0ms`, then
 /// `12:04:05.123  trace 4113  storefront → order.create  1.2ms  ok`.
 fn calls<'a>(
     view: &ConsoleView,
@@ -107,30 +109,51 @@ fn calls<'a>(
     room: usize,
     theme: &Theme,
 ) -> Vec<Line<'a>> {
-    if view.calls.is_empty() {
+    if view.calls.is_empty() && view.routes.is_empty() {
         let whose = selected.map_or(String::new(), |name| format!(" to or from {name}"));
         return vec![Line::styled(format!("no calls{whose} yet"), theme.dim())];
     }
-    let skip = view.calls.len().saturating_sub(room);
-    view.calls[skip..]
-        .iter()
-        .map(|call| {
-            let outcome = match &call.error {
-                None => Span::raw("ok"),
-                Some(code) => Span::styled(code.clone(), theme.error()),
-            };
-            Line::from(vec![
-                Span::styled(format!("{}  ", time_of_day(call.at_ms)), theme.dim()),
-                Span::styled(format!("trace {:<8} ", call.trace), theme.dim()),
+    let mut lines: Vec<Line<'a>> = Vec::new();
+    let routes = view.routes.len().min(room / 3);
+    if routes > 0 {
+        lines.push(Line::styled("routes, since the start", theme.dim()));
+        for route in &view.routes[..routes] {
+            let errors = format!("{:>7} errors", route.errors);
+            lines.push(Line::from(vec![
                 Span::raw(format!(
-                    "{:<32} {:>8}  ",
-                    format!("{} → {}.{}", call.from, call.to, call.method),
-                    latency(Some(call.latency_us))
+                    "{:<32} {:>9} calls ",
+                    format!("{} → {}.{}", route.from, route.to, route.method),
+                    route.requests
                 )),
-                outcome,
-            ])
-        })
-        .collect()
+                if route.errors > 0 {
+                    Span::styled(errors, theme.error())
+                } else {
+                    Span::raw(errors)
+                },
+                Span::raw(format!("  p99 {}", latency(route.p99_us))),
+            ]));
+        }
+        lines.push(Line::styled("recent calls", theme.dim()));
+    }
+    let left = room.saturating_sub(lines.len()).max(1);
+    let skip = view.calls.len().saturating_sub(left);
+    lines.extend(view.calls[skip..].iter().map(|call| {
+        let outcome = match &call.error {
+            None => Span::raw("ok"),
+            Some(code) => Span::styled(code.clone(), theme.error()),
+        };
+        Line::from(vec![
+            Span::styled(format!("{}  ", time_of_day(call.at_ms)), theme.dim()),
+            Span::styled(format!("trace {:<8} ", call.trace), theme.dim()),
+            Span::raw(format!(
+                "{:<32} {:>8}  ",
+                format!("{} → {}.{}", call.from, call.to, call.method),
+                latency(Some(call.latency_us))
+            )),
+            outcome,
+        ])
+    }));
+    lines
 }
 
 /// `HH:MM:SS.mmm` of a time in milliseconds since the Unix epoch, in UTC.
