@@ -602,6 +602,16 @@ async fn metrics_scrape_with_a_prometheus_parser() {
     for _ in 0..3 {
         assert_eq!(f.post("/echo", "\"x\"").await.status, StatusCode::OK);
     }
+    // A reply after the deadline (600 ms here): echo is frozen while the router answers the
+    // caller 504; thawed, it answers, and the router drops that reply and counts it late.
+    let echo_pid = switchboard::registry::read(&f.running.supervisor.registry)
+        .service("echo")
+        .and_then(|s| s.instances[0].handle.as_ref().map(|h| h.pid))
+        .expect("echo runs");
+    unsafe { libc::kill(echo_pid as i32, libc::SIGSTOP) };
+    let late = f.post("/echo", "\"late\"").await;
+    unsafe { libc::kill(echo_pid as i32, libc::SIGCONT) };
+    assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
     // The segment sampler runs once a second; wait for it to have seen the requests.
     let deadline = Instant::now() + LIMIT;
     let scrape = loop {
@@ -625,7 +635,8 @@ async fn metrics_scrape_with_a_prometheus_parser() {
             "switchboard_service_requests_total",
             &[("service", "echo")],
         );
-        if requests.is_some_and(|r| r >= 3.0) || Instant::now() > deadline {
+        let late = value(&scrape, "switchboard_router_late_replies_total", &[]);
+        if requests.is_some_and(|r| r >= 3.0) && late == Some(1.0) || Instant::now() > deadline {
             break scrape;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -664,6 +675,14 @@ async fn metrics_scrape_with_a_prometheus_parser() {
     assert!(value(&scrape, "switchboard_route_requests_total", &route).unwrap() >= 3.0);
     // Zero where polling is off (one CPU), but always there.
     assert!(value(&scrape, "switchboard_router_busy_poll_seconds_total", &[]).unwrap() >= 0.0);
+    assert_eq!(
+        value(&scrape, "switchboard_router_late_replies_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&scrape, "switchboard_router_dropped_events_total", &[]),
+        Some(0.0)
+    );
     // The latency histograms parse as histograms with a +Inf bucket holding every request.
     let histogram = |name: &str, labels: &[(&str, &str)]| {
         scrape

@@ -352,6 +352,28 @@ pub fn render(state: &AppState) -> String {
     );
     let mut family = Family::new(
         &mut out,
+        "switchboard_router_late_replies_total",
+        "counter",
+        "Answers that arrived after their request had been answered (timeout) and were dropped.",
+    );
+    family.sample(
+        "switchboard_router_late_replies_total",
+        &[],
+        supervisor.router.late_replies() as f64,
+    );
+    let mut family = Family::new(
+        &mut out,
+        "switchboard_router_dropped_events_total",
+        "counter",
+        "Events dropped for a congested subscriber, or held for a restarting one past the bound.",
+    );
+    family.sample(
+        "switchboard_router_dropped_events_total",
+        &[],
+        supervisor.router.dropped_events() as f64,
+    );
+    let mut family = Family::new(
+        &mut out,
         "switchboard_router_busy_poll_seconds_total",
         "counter",
         "Time the console spent in poll rounds that found nothing (polling instead of sleeping).",

@@ -714,14 +714,21 @@ impl Router {
         self.in_flight().len()
     }
 
-    /// Answers that arrived after their request had been answered or timed out.
     /// Time the console spent in poll rounds that found nothing (see `busy_poll`).
     pub fn busy_polled(&self) -> Duration {
         self.inner.activity.polled()
     }
 
+    /// Answers that arrived after their request had been answered or timed out.
     pub fn late_replies(&self) -> u64 {
         self.inner.counters.late_replies.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped: for a subscriber whose queue was full, or held for a restarting one
+    /// past the bound.
+    pub fn dropped_events(&self) -> u64 {
+        self.inner.counters.dropped_events.load(Ordering::Relaxed)
+            + lock(&self.inner.held).dropped_events
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, FastMap<u64, InFlight>> {
