@@ -802,20 +802,24 @@ async fn order_replicas_share_the_orders_and_take_over_a_removed_ones() {
             .unwrap()
             .as_millis() as i64
     };
-    let orphan = |lease_until_ms: i64| -> i64 {
+    let claimed = |by: i64, lease_until_ms: i64| -> i64 {
         let db = rusqlite::Connection::open(&orders_db).unwrap();
         db.execute(
             "INSERT INTO orders (user_id, item, quantity, amount_cents, status, created_at_ms,
                                  claimed_by, lease_until_ms, claims)
-             VALUES (?1, 'cable', 1, 900, 'accepted', ?2, 7, ?3, 1)",
-            rusqlite::params![customer.id, now_ms(), lease_until_ms],
+             VALUES (?1, 'cable', 1, 900, 'accepted', ?2, ?3, ?4, 1)",
+            rusqlite::params![customer.id, now_ms(), by, lease_until_ms],
         )
         .unwrap();
         db.last_insert_rowid()
     };
-    let lapsed = orphan(now_ms() - 1);
+    let lapsed = claimed(7, now_ms() - 1);
     let leased_until = now_ms() + 3_000;
-    let leased = orphan(leased_until);
+    let leased = claimed(7, leased_until);
+    // Its own order with little lease left (as after a backlog): replica 0 runs it at once and
+    // renews the lease first, so that it cannot lapse mid-run.
+    let short_until = now_ms() + 1_000;
+    let own = claimed(0, short_until);
     let deadline = Instant::now() + LIMIT;
     loop {
         // Read the time first: a takeover before the lease lapsed would show as a row taken
@@ -839,6 +843,20 @@ async fn order_replicas_share_the_orders_and_take_over_a_removed_ones() {
                     "order {id}"
                 );
             }
+            assert_eq!(row(own).1, "completed");
+            let db = rusqlite::Connection::open(&orders_db).unwrap();
+            let (claims, until): (i64, i64) = db
+                .query_row(
+                    "SELECT claims, lease_until_ms FROM orders WHERE id = ?1",
+                    [own],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!(claims, 1, "its own order is no takeover");
+            assert!(
+                until >= short_until + 3_000,
+                "lease not renewed: {until} vs {short_until}"
+            );
             break;
         }
         assert!(

@@ -341,14 +341,18 @@ impl Orders {
                     .await;
                 match due {
                     Ok(due) => {
-                        for order in due {
+                        for (order, lease_until_ms) in due {
                             if let Ok(mut running) = running.lock() {
                                 running.insert(order.id);
                             }
                             let (this, ctx, running) = (self.clone(), ctx.clone(), running.clone());
                             tasks.spawn(async move {
                                 let id = order.id;
-                                this.run_stages(&ctx, order, me, stage_time).await;
+                                let claim = Claim {
+                                    me,
+                                    until_ms: lease_until_ms,
+                                };
+                                this.run_stages(&ctx, order, claim, stage_time).await;
                                 if let Ok(mut running) = running.lock() {
                                     running.remove(&id);
                                 }
@@ -369,26 +373,32 @@ impl Orders {
         tasks.abort_all();
     }
 
-    async fn run_stages(&self, ctx: &Context, order: Order, me: i64, stage_time: Duration) {
+    async fn run_stages(
+        &self,
+        ctx: &Context,
+        order: Order,
+        mut claim: Claim,
+        stage_time: Duration,
+    ) {
         let progress = ctx.progress(&format!("order {}: {}", order.id, STAGES[0]));
-        // `claim` left at least half a lease; renew before a stage once less than that is left.
-        let mut renew_at = tokio::time::Instant::now() + lease(stage_time) / 2;
+        let lease_ms = lease_ms(stage_time);
         for (i, stage) in STAGES.iter().enumerate() {
-            if tokio::time::Instant::now() >= renew_at {
-                let id = order.id;
-                let lease_ms = lease_ms(stage_time);
+            // Renewed before a stage once half the lease is gone (rarely: a fresh claim lasts
+            // twice the stages), so it cannot lapse while the order runs.
+            if now_ms() >= claim.until_ms - lease_ms / 2 {
+                let (id, me, until_ms) = (order.id, claim.me, now_ms() + lease_ms);
                 let renewed = self
                     .store
                     .run(move |c| {
                         Ok(c.execute(
                             "UPDATE orders SET lease_until_ms = ?1
                              WHERE id = ?2 AND claimed_by = ?3 AND status = 'accepted'",
-                            params![now_ms() + lease_ms, id, me],
+                            params![until_ms, id, me],
                         )? == 1)
                     })
                     .await;
                 match renewed {
-                    Ok(true) => renew_at = tokio::time::Instant::now() + lease(stage_time) / 2,
+                    Ok(true) => claim.until_ms = until_ms,
                     // Another replica holds it now (this one stalled past its lease), or it is
                     // done: leave it to them.
                     Ok(false) => {
@@ -439,17 +449,26 @@ impl Orders {
     }
 }
 
+/// This replica's hold on an order it runs.
+struct Claim {
+    /// The replica index: the value of `claimed_by`.
+    me: i64,
+    /// When the lease lapses, in milliseconds since the Unix epoch.
+    until_ms: i64,
+}
+
 /// Claims up to `free` accepted orders for replica `me`, oldest first, skipping `busy` (the ones
 /// it runs already): its own, unclaimed ones, and ones whose lease lapsed. One immediate
 /// transaction, so two replicas never both take an order. Writes only for a takeover or a
 /// lease less than half left, so a replica running what it accepted commits nothing here.
+/// Answers each order with when its lease lapses.
 fn claim(
     c: &mut rusqlite::Connection,
     me: i64,
     lease_ms: i64,
     free: usize,
     busy: &[i64],
-) -> Result<Vec<Order>, StoreError> {
+) -> Result<Vec<(Order, i64)>, StoreError> {
     let now = now_ms();
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let due = {
@@ -474,11 +493,13 @@ fn claim(
     let mut orders = Vec::with_capacity(due.len());
     for (order, holder, until) in due {
         let taken_over = holder != Some(me);
-        if taken_over || until.is_none_or(|until| until < now + lease_ms / 2) {
+        let mut until = until.unwrap_or(0);
+        if taken_over || until < now + lease_ms / 2 {
+            until = now + lease_ms;
             tx.prepare_cached(
                 "UPDATE orders SET claimed_by = ?1, lease_until_ms = ?2, claims = claims + ?3 WHERE id = ?4",
             )?
-            .execute(params![me, now + lease_ms, i64::from(taken_over), order.id])?;
+            .execute(params![me, until, i64::from(taken_over), order.id])?;
             if taken_over && holder.is_some() {
                 tracing::info!(
                     order = order.id,
@@ -487,7 +508,7 @@ fn claim(
                 );
             }
         }
-        orders.push(order);
+        orders.push((order, until));
     }
     tx.commit()?;
     Ok(orders)
