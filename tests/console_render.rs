@@ -16,7 +16,9 @@ use switchboard::{
         render,
         state::UiState,
         theme::Theme,
-        view::{ConsoleView, HopView, LogView, RouteView, RunView, ServiceRow, TaskView},
+        view::{
+            ConsoleView, HopView, LogView, ReplicaView, RouteView, RunView, ServiceRow, TaskView,
+        },
     },
 };
 
@@ -354,4 +356,37 @@ fn calls_overlay() {
     insta::assert_snapshot!(screen);
     update(&mut state, &view, Action::Calls);
     assert!(!render(&view, &state, 100, 30).contains("calls to and from"));
+}
+
+/// A scaled service's detail has a line per replica: state, pid, uptime, CPU, memory, restarts.
+#[test]
+fn replicas_in_the_detail() {
+    let mut view = demo_view();
+    let replica =
+        |replica: u32, state: InstanceState, pid: Option<u32>, restarts: u32| ReplicaView {
+            replica,
+            state,
+            pid,
+            uptime: pid.map(|_| Duration::from_secs(65)),
+            restarts,
+            cpu: 2.5,
+            rss: 15 * 1024 * 1024,
+        };
+    view.services[1].instances = vec![
+        replica(0, InstanceState::Ready, Some(4242), 0),
+        replica(1, InstanceState::Ready, Some(4250), 0),
+        replica(2, InstanceState::Backoff, None, 3),
+    ];
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Down);
+    update(&mut state, &view, Action::Open);
+    let screen = render(&view, &state, 120, 40);
+    for must in [
+        "#0 ● ready     pid 4242    up 1m05s    2.5%  15.0M",
+        "#1 ● ready     pid 4250",
+        "backoff    3 restarts",
+    ] {
+        assert!(screen.contains(must), "{must} missing:\n{screen}");
+    }
+    insta::assert_snapshot!(screen);
 }

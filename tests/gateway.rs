@@ -535,6 +535,19 @@ async fn scale_logs_and_a_job_run_through_the_api() {
         .unwrap();
     expect_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
     assert!(audited(&f, |l| l["action"] == "scale" && l["target"] == "echo to 2").await);
+    // The registry lists each replica, with its own pid.
+    let view: ConsoleView = f
+        .admin
+        .json(Method::GET, "/admin/services", None::<&()>)
+        .await
+        .unwrap();
+    let echo = view.services.iter().find(|s| s.name == "echo").unwrap();
+    let pids: Vec<Option<u32>> = echo.instances.iter().map(|i| i.pid).collect();
+    assert_eq!(pids.len(), 2, "{:?}", echo.instances);
+    assert!(
+        pids.iter().all(Option::is_some) && pids[0] != pids[1],
+        "{pids:?}"
+    );
 
     let lines: Vec<Value> = f
         .admin

@@ -123,6 +123,21 @@ pub struct ServiceRow {
     /// Recent exits, newest first: (how long ago, replica, status).
     pub exits: Vec<(Duration, u32, String)>,
     pub runs: Vec<RunView>,
+    /// Each replica, in replica order (the row above sums them up).
+    #[serde(default)]
+    pub instances: Vec<ReplicaView>,
+}
+
+/// One replica of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub replica: u32,
+    pub state: InstanceState,
+    pub pid: Option<u32>,
+    pub uptime: Option<Duration>,
+    pub restarts: u32,
+    pub cpu: f32,
+    pub rss: u64,
 }
 
 impl ServiceRow {
@@ -153,6 +168,7 @@ impl ServiceRow {
             waiting_on: Vec::new(),
             exits: Vec::new(),
             runs: Vec::new(),
+            instances: Vec::new(),
         }
     }
 }
@@ -289,6 +305,19 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                         params: run.params.clone(),
                         duration: run.duration,
                         outcome: run.result.clone(),
+                    })
+                    .collect(),
+                instances: service
+                    .instances
+                    .iter()
+                    .map(|i| ReplicaView {
+                        replica: i.id.replica,
+                        state: i.state,
+                        pid: i.pid.filter(|_| i.state.has_process()),
+                        uptime: i.uptime(),
+                        restarts: i.restarts,
+                        cpu: i.cpu_percent,
+                        rss: i.rss_bytes,
                     })
                     .collect(),
             }

@@ -8,7 +8,7 @@ use ratatui::{
     widgets::{Block, Borders, Paragraph, Sparkline, Wrap},
 };
 
-use super::{duration, latency};
+use super::{bytes, duration, latency};
 use crate::tui::{
     state::UiState,
     theme::Theme,
@@ -119,6 +119,28 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
 /// Dependencies, calls, a job's recent runs and the recent exits, a line each.
 fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
     let mut lines = Vec::new();
+    // With more than one replica, a line each: the row in the table sums them up.
+    if row.instances.len() > 1 {
+        for replica in &row.instances {
+            let (symbol, style) = theme.state(replica.state);
+            let mut text = format!(" {:<9}", replica.state.as_str());
+            if let Some(pid) = replica.pid {
+                text.push_str(&format!(
+                    " pid {pid:<7} up {:<7} {:>4.1}% {:>6}",
+                    replica.uptime.map_or("-".to_string(), duration),
+                    replica.cpu,
+                    bytes(replica.rss),
+                ));
+            }
+            if replica.restarts > 0 {
+                text.push_str(&format!("  {} restarts", replica.restarts));
+            }
+            lines.push(Line::from(vec![
+                Span::styled(format!("#{} {symbol}", replica.replica), style),
+                Span::raw(text),
+            ]));
+        }
+    }
     if !row.depends_on.is_empty() {
         let deps: Vec<String> = row
             .depends_on
