@@ -46,6 +46,12 @@ keys j
 sleep 1.5
 shoot main
 
+# order's routes and recent calls, as the router traced them.
+keys t
+sleep 1
+shoot calls
+keys t
+
 keys Tab / l e d g e r Enter n
 sleep 0.5
 shoot log-search
