@@ -663,7 +663,8 @@ async fn a_panicking_handler_answers_internal_and_the_service_carries_on() {
 
 /// Least loaded, and equals take turns: one caller with one request at a time finds every
 /// replica idle each time, and the replicas still share its requests (the first replica
-/// used to take them all).
+/// used to take them all). Each service takes its own turns: calling two in alternation does
+/// not pin either to one replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_replicas_take_turns() {
     let (stack, _dir) = stack(
@@ -672,24 +673,34 @@ async fn idle_replicas_take_turns() {
         [services.echo]
         builtin = "probe"
         replicas = 3
+        [services.twin]
+        builtin = "probe"
+        replicas = 2
         "#,
     );
     let running = start(stack).await;
     let all = running
         .until(LIMIT, |r| {
             r.service("echo").is_some_and(|s| s.ready_instances() == 3)
+                && r.service("twin").is_some_and(|s| s.ready_instances() == 2)
         })
         .await;
-    assert!(all, "three replicas never became ready");
-    let mut answered: std::collections::BTreeMap<u32, u32> = Default::default();
+    assert!(all, "the replicas never became ready");
+    let mut answered: std::collections::BTreeMap<(&str, u32), u32> = Default::default();
     for _ in 0..30 {
-        let pid: u32 = ok(&call(&running, "echo", "pid", &(), Duration::from_secs(5)).await);
-        *answered.entry(pid).or_default() += 1;
+        for service in ["echo", "twin"] {
+            let pid: u32 = ok(&call(&running, service, "pid", &(), Duration::from_secs(5)).await);
+            *answered.entry((service, pid)).or_default() += 1;
+        }
     }
-    assert_eq!(answered.len(), 3, "answered by {answered:?}");
-    assert!(
-        answered.values().all(|&n| n >= 5),
-        "answered by {answered:?}"
-    );
+    for (service, replicas) in [("echo", 3), ("twin", 2)] {
+        let counts: Vec<u32> = answered
+            .iter()
+            .filter(|((s, _), _)| *s == service)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(counts.len(), replicas, "{service}: {answered:?}");
+        assert!(counts.iter().all(|&n| n >= 5), "{service}: {answered:?}");
+    }
     running.stop().await;
 }

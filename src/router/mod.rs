@@ -151,9 +151,11 @@ struct Inner {
     streams: Mutex<FastMap<stream::StreamKey, u64>>,
     next_id: AtomicU64,
     next_trace: AtomicU64,
-    /// Where the next pick starts among a service's instances, so that replicas equally loaded
-    /// (at light load, all of them idle) take turns instead of the first taking everything.
-    rotation: AtomicU64,
+    /// Per service, where the next pick starts among its instances, so that replicas equally
+    /// loaded (at light load, all of them idle) take turns instead of the first taking
+    /// everything. One counter per service: a shared one would alias (two services called in
+    /// turn would each always land on the same replica).
+    rotations: FastMap<String, AtomicU64>,
     sweeper_wake: Notify,
     counters: Counters,
     activity: Arc<busy_poll::Activity>,
@@ -201,7 +203,11 @@ impl Router {
                 streams: Mutex::new(FastMap::default()),
                 next_id: AtomicU64::new(1),
                 next_trace: AtomicU64::new(1),
-                rotation: AtomicU64::new(0),
+                rotations: stack
+                    .services
+                    .iter()
+                    .map(|s| (s.name.clone(), AtomicU64::new(0)))
+                    .collect(),
                 sweeper_wake: Notify::new(),
                 counters: Counters::default(),
                 activity: Arc::new(busy_poll::Activity::new(
@@ -367,7 +373,7 @@ impl Router {
         let mut best: Option<&Arc<InstanceHandle>> = None;
         let mut knows_method = false;
         let mut any_hello = false;
-        let start = self.rotation_start(entry.instances.len());
+        let start = self.rotation_start(service, entry.instances.len());
         let (head, tail) = entry.instances.split_at(start);
         for instance in tail.iter().chain(head) {
             if !instance.methods.is_empty() || instance.version.is_some() {
@@ -479,7 +485,7 @@ impl Router {
             let Some(entry) = registry.service(service) else {
                 return;
             };
-            let start = self.rotation_start(entry.instances.len());
+            let start = self.rotation_start(service, entry.instances.len());
             let (head, tail) = entry.instances.split_at(start);
             // `min_by_key` keeps the first of equals: the rotation decides which that is.
             let best = tail
@@ -573,12 +579,16 @@ impl Router {
         }
     }
 
-    /// Where to start scanning `len` instances for the least loaded: each pick one further.
-    fn rotation_start(&self, len: usize) -> usize {
+    /// Where to start scanning the `len` instances of `service` for the least loaded: each
+    /// pick one further.
+    fn rotation_start(&self, service: &str, len: usize) -> usize {
         if len <= 1 {
             return 0;
         }
-        let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
+        let Some(rotation) = self.inner.rotations.get(service) else {
+            return 0;
+        };
+        let turn = rotation.fetch_add(1, Ordering::Relaxed);
         (turn % len as u64) as usize
     }
 
