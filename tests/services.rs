@@ -641,6 +641,36 @@ async fn the_python_report_job_reports_on_the_real_orders() {
     assert_eq!(report["revenue_cents"], 900 * (1..=12).sum::<i64>());
     assert_eq!(report["customers"], 1);
     assert_eq!(report["pages"], 6);
+
+    // Pauses are capped in all: twelve pages at 5 s each would take a minute; `pace_total_ms`
+    // bounds their sum to 0.6 s, however many pages there are.
+    running
+        .supervisor
+        .command(Command::RunJob(
+            "report".into(),
+            Some(r#"{"page": 1, "pace_ms": 5000, "pace_total_ms": 600}"#.into()),
+        ))
+        .await
+        .unwrap();
+    let finished = running
+        .until(Duration::from_secs(20), |registry| {
+            let runs = &registry.service("report").unwrap().runs;
+            runs.len() == 2 && runs.back().is_some_and(|run| run.exit.is_some())
+        })
+        .await;
+    assert!(finished, "the paced report did not finish within 20 s");
+    let registry = switchboard::registry::read(&running.supervisor.registry);
+    let run = registry
+        .service("report")
+        .unwrap()
+        .runs
+        .back()
+        .cloned()
+        .unwrap();
+    drop(registry);
+    let report: serde_json::Value =
+        serde_json::from_str(&run.result.expect("no result").expect("the job failed")).unwrap();
+    assert_eq!(report["pages"], 12);
     running.stop().await;
 }
 
