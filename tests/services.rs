@@ -659,15 +659,16 @@ async fn the_python_report_job_reports_on_the_real_orders() {
         })
         .await;
     assert!(finished, "the paced report did not finish within 20 s");
-    let registry = switchboard::registry::read(&running.supervisor.registry);
-    let run = registry
-        .service("report")
-        .unwrap()
-        .runs
-        .back()
-        .cloned()
-        .unwrap();
-    drop(registry);
+    let run = {
+        let registry = switchboard::registry::read(&running.supervisor.registry);
+        registry
+            .service("report")
+            .unwrap()
+            .runs
+            .back()
+            .cloned()
+            .unwrap()
+    };
     let report: serde_json::Value =
         serde_json::from_str(&run.result.expect("no result").expect("the job failed")).unwrap();
     assert_eq!(report["pages"], 12);
