@@ -87,17 +87,16 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
         height: 1,
         ..gauges_area
     };
-    let label_width = row
-        .tasks
-        .iter()
-        .take(shown)
-        .map(|task| task_label(task).chars().count())
-        .max()
-        .unwrap_or(0);
-    for (i, task) in row.tasks.iter().take(shown).enumerate() {
+    let labels: Vec<String> = row.tasks.iter().take(shown).map(task_label).collect();
+    // Padded to the widest, so that the bars start in one column.
+    let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    for (i, (task, label)) in row.tasks.iter().zip(&labels).enumerate() {
         let line = line_at(i);
-        let gauge = task_line(task, line.width, label_width, theme);
-        frame.render_widget(Paragraph::new(gauge), line);
+        let label = format!("{label:<label_width$}");
+        frame.render_widget(
+            Paragraph::new(task_line(task, label, line.width, theme)),
+            line,
+        );
     }
     if shown < row.tasks.len() && rows > 0 {
         let hidden = row.tasks.len() - shown;
@@ -116,7 +115,8 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
 }
 
-/// Dependencies, calls, a job's recent runs and the recent exits, a line each.
+/// The replicas (when there are several), dependencies, calls, a job's recent runs and the
+/// recent exits, a line each.
 fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
     let mut lines = Vec::new();
     // With more than one replica, a line each: the row in the table sums them up.
@@ -185,15 +185,12 @@ fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
 }
 
 /// `label ▕██████░░░░▏ 45/120 running`: a bar that reads the same with or without colour.
-/// `label_width`: the widest label among the lines drawn together, so that their bars start
-/// in one column.
-fn task_line<'a>(task: &TaskView, width: u16, label_width: usize, theme: &Theme) -> Line<'a> {
+fn task_line<'a>(task: &TaskView, label: String, width: u16, theme: &Theme) -> Line<'a> {
     let counts = if task.total == 0 {
         format!(" {} {}", task.done, task.state)
     } else {
         format!(" {}/{} {}", task.done, task.total, task.state)
     };
-    let label = format!("{:<label_width$}", task_label(task));
     let room = (width as usize).saturating_sub(label.chars().count() + counts.chars().count() + 2);
     let bar = room.min(40);
     let filled = if task.total == 0 {
