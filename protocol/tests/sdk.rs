@@ -68,16 +68,14 @@ async fn start_with(
     let Kind::Hello(info) = &hello.kind else {
         panic!("first frame was {:?}", hello.kind)
     };
-    assert_eq!(info.name, "greeter");
     assert_eq!(info.protocol_version, PROTOCOL_VERSION);
-    assert_eq!(info.methods, ["greet", "slow"]);
     console
         .send(Envelope {
             id: 1,
             correlation: hello.id,
             kind: Kind::Welcome(Box::new(Welcome {
                 protocol_version: PROTOCOL_VERSION,
-                service: "greeter".into(),
+                service: info.name.clone(),
                 instance: 0,
                 heartbeat_ms: 20,
                 ..Welcome::default()
@@ -278,4 +276,46 @@ async fn requests_past_the_in_flight_limit_are_overloaded_until_one_finishes() {
         assert_eq!(answer.correlation, id);
         assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
     }
+}
+
+#[tokio::test]
+async fn a_call_the_console_never_answers_times_out_locally_after_its_budget() {
+    use switchboard_protocol::sdk::{CallError, CallOptions, HandlerError, Service};
+    const BUDGET: Duration = Duration::from_millis(150);
+    let caller = Service::new("caller", "1.0.0").method("ask", |ctx, (): ()| async move {
+        let started = std::time::Instant::now();
+        let outcome: Result<String, CallError> = ctx
+            .call_with("directory", "title", "Cy", CallOptions::timeout(BUDGET))
+            .await;
+        let kind = match outcome {
+            Err(CallError::Timeout { .. }) => "timeout".to_string(),
+            other => format!("{other:?}"),
+        };
+        Ok::<_, HandlerError>((kind, started.elapsed().as_millis() as u64))
+    });
+    let (mut console, _segment, _task) = start_with(caller).await;
+    // No deadline on the request: only the call's own budget bounds it.
+    console
+        .send(request(1, "ask", Body::Json(b"null".to_vec().into()), 0))
+        .await;
+    let call = console.next().await;
+    assert_eq!(
+        (call.destination.as_str(), call.method.as_str()),
+        ("directory", "title")
+    );
+    assert_eq!(call.deadline_us, BUDGET.as_micros() as u64);
+    // The console stays silent; the caller must give up by itself, and answer.
+    let answer = console.next().await;
+    assert_eq!(answer.correlation, 1);
+    assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
+    let Body::Json(json) = &answer.body else {
+        panic!("answer body {:?}", answer.body)
+    };
+    let (kind, waited_ms): (String, u64) = serde_json::from_slice(json).unwrap();
+    assert_eq!(kind, "timeout");
+    // Not before the console's own timeout answer could have come (the budget, plus slack).
+    assert!(
+        waited_ms >= BUDGET.as_millis() as u64,
+        "gave up after {waited_ms} ms"
+    );
 }

@@ -95,13 +95,11 @@ async fn drive(ctx: &Context, run: &Run) -> Report {
     let mut errors = 0;
     let mut pending = FuturesUnordered::new();
     let call = |payload: bytes::Bytes| {
-        let ctx = ctx.clone();
-        let target = run.target.clone();
-        let method = run.method.clone();
+        let (target, method) = (run.target.as_str(), run.method.as_str());
         async move {
             let start = Instant::now();
             let answer: Result<bytes::Bytes, _> =
-                ctx.call_with(&target, &method, &payload, options).await;
+                ctx.call_with(target, method, &payload, options).await;
             (answer.is_ok(), start.elapsed())
         }
     };

@@ -189,7 +189,7 @@ impl Context {
             method: method.to_owned(),
             reason: e.message,
         })?;
-        let (request, budget) = self.request(service, method, body, &options)?;
+        let (request, give_up_at) = self.request(service, method, body, &options)?;
         let id = request.id;
         let rx = self.link.expect_stream(id);
         if let Err(err) = self.link.send(request).await {
@@ -200,7 +200,7 @@ impl Context {
             link: self.link.clone(),
             id,
             rx,
-            deadline: Instant::now() + budget + LOCAL_TIMEOUT_SLACK,
+            deadline: give_up_at,
             service: service.to_owned(),
             method: method.to_owned(),
             taken: 0,
@@ -210,15 +210,18 @@ impl Context {
     }
 
     /// The request envelope of a call under this context's trace, priority and remaining
-    /// budget (`timeout` at once when none is left), with a fresh id; and that budget.
+    /// budget (`timeout` at once when none is left), with a fresh id; and when the caller gives
+    /// up waiting for its answer: a little after the deadline the console enforces.
     fn request(
         &self,
         service: &str,
         method: &str,
         body: Body,
         options: &CallOptions,
-    ) -> Result<(Envelope, Duration), CallError> {
-        let budget = self.budget(options.timeout);
+    ) -> Result<(Envelope, Instant), CallError> {
+        // One clock read a call: on a virtual machine each costs as much as a small routing step.
+        let now = Instant::now();
+        let budget = self.budget(options.timeout, now);
         if budget.is_zero() {
             return Err(CallError::Timeout {
                 service: service.to_owned(),
@@ -236,7 +239,7 @@ impl Context {
             body,
             ..Envelope::default()
         };
-        Ok((request, budget))
+        Ok((request, now + budget + LOCAL_TIMEOUT_SLACK))
     }
 
     /// Calls `service.method` with an already encoded body and returns the answer's status and
@@ -249,17 +252,17 @@ impl Context {
         body: Body,
         options: CallOptions,
     ) -> Result<(Status, Body), CallError> {
-        let (request, budget) = self.request(service, method, body, &options)?;
+        let (request, give_up_at) = self.request(service, method, body, &options)?;
         let id = request.id;
-        let answer = self.link.expect_answer(id);
+        // The console answers `timeout` itself when the deadline passes; the link's backstop,
+        // for a console that is gone or stuck, gives up a little later.
+        let answer = self.link.expect_answer(id, give_up_at);
         if let Err(err) = self.link.send(request).await {
             self.link.forget(id);
             return Err(err);
         }
-        // The console answers `timeout` itself when the deadline passes; the local timer is the
-        // backstop for a console that is gone or stuck, so it waits a little longer.
-        match tokio::time::timeout(budget + LOCAL_TIMEOUT_SLACK, answer).await {
-            Ok(Ok(reply)) => match reply.kind {
+        match answer.await {
+            Ok(Some(reply)) => match reply.kind {
                 Kind::Response(status) | Kind::StreamEnd(status) => Ok((status, reply.body)),
                 other => Err(CallError::Decode {
                     service: service.to_owned(),
@@ -267,14 +270,11 @@ impl Context {
                     reason: format!("unexpected answer kind {other:?}"),
                 }),
             },
-            Ok(Err(_)) => Err(CallError::Disconnected),
-            Err(_) => {
-                self.link.forget(id);
-                Err(CallError::Timeout {
-                    service: service.to_owned(),
-                    method: method.to_owned(),
-                })
-            }
+            Ok(None) => Err(CallError::Timeout {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            }),
+            Err(_) => Err(CallError::Disconnected),
         }
     }
 
@@ -316,10 +316,10 @@ impl Context {
 
     /// What is left of the current deadline, capped by `timeout` (or the default when neither
     /// is set).
-    fn budget(&self, timeout: Option<Duration>) -> Duration {
+    fn budget(&self, timeout: Option<Duration>, now: Instant) -> Duration {
         let left = self
             .deadline
-            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            .map(|deadline| deadline.saturating_duration_since(now));
         match (left, timeout) {
             (Some(left), Some(timeout)) => left.min(timeout),
             (Some(left), None) => left,

@@ -22,7 +22,7 @@ use super::{
     error::{HandlerError, SdkError},
     read_clock::ReadClock,
     stream::{Gate, StreamSink, end as stream_end, sink},
-    wire::{Link, poll_for_answers},
+    wire::{Link, give_up_late_calls, poll_for_answers},
 };
 use crate::{
     codec::{Frame, FrameCodec},
@@ -282,6 +282,7 @@ impl Service {
             housekeeping_stop.clone(),
         ));
         let poller = tokio::spawn(poll_for_answers(link.clone(), housekeeping_stop.clone()));
+        let backstop = tokio::spawn(give_up_late_calls(link.clone(), housekeeping_stop.clone()));
 
         let root = Context::new(link.clone(), welcome.clone());
         link.send(Envelope {
@@ -359,6 +360,7 @@ impl Service {
         housekeeping_stop.cancel();
         let _ = heartbeat.await;
         let _ = poller.await;
+        let _ = backstop.await;
         Ok(())
     }
 }
