@@ -77,14 +77,7 @@ async fn fixture(toml: &str, services: &[&str]) -> Fixture {
         address: gateway.address(),
         token: None,
     });
-    let all = running
-        .until(LIMIT, |r| {
-            services
-                .iter()
-                .all(|s| r.service(s).is_some_and(|s| s.ready_instances() > 0))
-        })
-        .await;
-    assert!(all, "services never became ready: {services:?}");
+    running.ready(LIMIT, services).await;
     Fixture {
         running,
         gateway,
@@ -519,11 +512,7 @@ async fn scale_logs_and_a_job_run_through_the_api() {
         .await
         .unwrap();
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
-    assert!(
-        f.running
-            .until(LIMIT, |r| r.service("echo").unwrap().ready_instances() == 2)
-            .await
-    );
+    assert!(f.running.replicas_ready(LIMIT, "echo", 2).await);
     let answer = f
         .admin
         .send(

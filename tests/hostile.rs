@@ -159,17 +159,6 @@ impl Pinger {
     }
 }
 
-async fn ready(running: &Running, services: &[&str]) {
-    let all = running
-        .until(LIMIT, |r| {
-            services
-                .iter()
-                .all(|s| r.service(s).is_some_and(|s| s.ready_instances() > 0))
-        })
-        .await;
-    assert!(all, "never ready: {services:?}");
-}
-
 fn handle(running: &Running, service: &str) -> Arc<InstanceHandle> {
     registry::read(&running.supervisor.registry)
         .service(service)
@@ -235,7 +224,7 @@ async fn a_flood_of_valid_frames_is_read_at_the_consoles_pace() {
             fixture("flood.py")
         ));
         let running = start(stack).await;
-        ready(&running, &["healthy", "hostile"]).await;
+        running.ready(LIMIT, &["healthy", "hostile"]).await;
         let pid = handle(&running, "hostile").pid;
         let before = rss();
         let pinger = Pinger::start(running.supervisor.router.clone());
@@ -272,7 +261,7 @@ async fn oversize_frames_are_dropped_as_they_arrive() {
         fixture("flood.py")
     ));
     let running = start(stack).await;
-    ready(&running, &["healthy", "hostile"]).await;
+    running.ready(LIMIT, &["healthy", "hostile"]).await;
     let hostile = handle(&running, "hostile");
     let before = rss();
     let pinger = Pinger::start(running.supervisor.router.clone());
@@ -318,7 +307,7 @@ async fn garbage(when: &str) {
     ));
     let mut running = start(stack).await;
     // Not waiting for `hostile` to be ready: it may already be degraded by then.
-    ready(&running, &["healthy"]).await;
+    running.ready(LIMIT, &["healthy"]).await;
     assert!(
         running
             .until(LIMIT, |r| r.service("hostile").unwrap().instances[0]
@@ -390,7 +379,7 @@ async fn scribbled_segment(mode: &str) {
     ));
     let running = start(stack).await;
     let started = Instant::now();
-    ready(&running, &["healthy", "hostile"]).await;
+    running.ready(LIMIT, &["healthy", "hostile"]).await;
     let hostile = handle(&running, "hostile");
     let segment = hostile
         .segment
@@ -455,7 +444,7 @@ async fn a_service_that_never_reads_stdin_is_congested_and_its_callers_overloade
         fixture("deaf.py")
     ));
     let running = start(stack).await;
-    ready(&running, &["healthy", "hostile"]).await;
+    running.ready(LIMIT, &["healthy", "hostile"]).await;
     let hostile = handle(&running, "hostile");
     let before = rss();
     let pinger = Pinger::start(running.supervisor.router.clone());
@@ -519,7 +508,7 @@ async fn a_hundred_children_left_behind_do_not_survive_their_parent() {
     ));
     let data = stack.data_dir.clone();
     let mut running = start(stack).await;
-    ready(&running, &["healthy"]).await;
+    running.ready(LIMIT, &["healthy"]).await;
     let before = rss();
     let pinger = Pinger::start(running.supervisor.router.clone());
     // It never handshakes; the file of pids is the sign it is done forking.
@@ -583,7 +572,7 @@ async fn a_service_that_closes_stdout_is_killed_and_restarted() {
         fixture("mute.py")
     ));
     let mut running = start(stack).await;
-    ready(&running, &["healthy", "hostile"]).await;
+    running.ready(LIMIT, &["healthy", "hostile"]).await;
     let first = handle(&running, "hostile").pid;
     let before = rss();
     let pinger = Pinger::start(running.supervisor.router.clone());

@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Running, is_state, stack, start};
-use serde::{Serialize, de::DeserializeOwned};
+use common::{Running, is_state, ok, stack, start};
+use serde::Serialize;
 use switchboard::{registry::InstanceState, router::GATEWAY, supervisor::Command};
 use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
 
@@ -49,25 +49,6 @@ fn code(answer: &Envelope) -> Option<ErrorCode> {
     }
 }
 
-fn ok<T: DeserializeOwned>(answer: &Envelope) -> T {
-    assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
-    let Body::Json(bytes) = &answer.body else {
-        panic!("expected JSON back: {answer:?}")
-    };
-    serde_json::from_slice(bytes).unwrap()
-}
-
-async fn ready(running: &Running, services: &[&str]) {
-    let all = running
-        .until(LIMIT, |r| {
-            services
-                .iter()
-                .all(|s| r.service(s).is_some_and(|s| s.ready_instances() > 0))
-        })
-        .await;
-    assert!(all, "services never became ready: {services:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_code_the_router_answers() {
     let (stack, _dir) = stack(
@@ -86,7 +67,7 @@ async fn every_error_code_the_router_answers() {
         "#,
     );
     let running = start(stack).await;
-    ready(&running, &["echo", "caller", "parked"]).await;
+    running.ready(LIMIT, &["echo", "caller", "parked"]).await;
     let second = Duration::from_secs(1);
 
     let answer = call(&running, "echo", "echo", &"hi", second).await;
@@ -204,7 +185,7 @@ async fn a_request_in_flight_fails_fast_when_its_target_is_killed() {
         "#,
     );
     let running = start(stack).await;
-    ready(&running, &["slow"]).await;
+    running.ready(LIMIT, &["slow"]).await;
     let router = running.supervisor.router.clone();
     let pending = tokio::spawn(async move {
         let started = Instant::now();
@@ -245,7 +226,7 @@ async fn requests_and_events_are_held_across_a_restart() {
         "#,
     );
     let mut running = start(stack).await;
-    ready(&running, &["target", "publisher"]).await;
+    running.ready(LIMIT, &["target", "publisher"]).await;
     running
         .supervisor
         .command(Command::Kill("target".into()))
@@ -306,11 +287,12 @@ async fn wildcard_fan_out_reaches_every_matching_service_once() {
         "#,
     );
     let running = start(stack).await;
-    ready(
-        &running,
-        &["one_token", "all_below", "exact", "other", "publisher"],
-    )
-    .await;
+    running
+        .ready(
+            LIMIT,
+            &["one_token", "all_below", "exact", "other", "publisher"],
+        )
+        .await;
     for topic in ["order.created", "order.created.eu"] {
         let publish = serde_json::json!({"topic": topic, "text": topic});
         let answer = call(&running, "publisher", "publish", &publish, LIMIT).await;
@@ -357,7 +339,7 @@ async fn a_congested_target_is_overloaded_and_the_rest_carry_on() {
         "#,
     );
     let running = start(stack).await;
-    ready(&running, &["frozen", "healthy"]).await;
+    running.ready(LIMIT, &["frozen", "healthy"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // frozen stops reading its stdin
     let router = running.supervisor.router.clone();
     let flood: Vec<_> = (0..5000)
@@ -412,7 +394,7 @@ async fn a_breaker_opens_fails_fast_and_closes_again() {
         "#,
     );
     let mut running = start(stack).await;
-    ready(&running, &["flaky"]).await;
+    running.ready(LIMIT, &["flaky"]).await;
     let second = Duration::from_secs(1);
     for _ in 0..3 {
         let answer = call(&running, "flaky", "fail", &"boom", second).await;
@@ -495,7 +477,7 @@ async fn higher_priority_requests_overtake_queued_ones() {
         "#,
     );
     let running = start(stack).await;
-    ready(&running, &["target"]).await;
+    running.ready(LIMIT, &["target"]).await;
     let handle = {
         let registry = switchboard::registry::read(&running.supervisor.registry);
         registry.service("target").unwrap().instances[0]
@@ -611,7 +593,7 @@ async fn the_console_stops_polling_when_messages_stop() {
         "#,
     );
     let running = start(stack).await;
-    ready(&running, &["echo"]).await;
+    running.ready(LIMIT, &["echo"]).await;
     for _ in 0..2000 {
         let answer = call(&running, "echo", "echo", &"hello", LIMIT).await;
         assert_eq!(code(&answer), None, "{answer:?}");
@@ -638,7 +620,7 @@ async fn a_panicking_handler_answers_internal_and_the_service_carries_on() {
         "#,
     );
     let running = start(stack).await;
-    ready(&running, &["echo"]).await;
+    running.ready(LIMIT, &["echo"]).await;
     let pid = || {
         let registry = switchboard::registry::read(&running.supervisor.registry);
         registry.service("echo").unwrap().instances[0].pid
@@ -679,13 +661,11 @@ async fn idle_replicas_take_turns() {
         "#,
     );
     let running = start(stack).await;
-    let all = running
-        .until(LIMIT, |r| {
-            r.service("echo").is_some_and(|s| s.ready_instances() == 3)
-                && r.service("twin").is_some_and(|s| s.ready_instances() == 2)
-        })
-        .await;
-    assert!(all, "the replicas never became ready");
+    assert!(
+        running.replicas_ready(LIMIT, "echo", 3).await
+            && running.replicas_ready(LIMIT, "twin", 2).await,
+        "the replicas never became ready"
+    );
     let mut answered: std::collections::BTreeMap<(&str, u32), u32> = Default::default();
     for _ in 0..30 {
         for service in ["echo", "twin"] {

@@ -10,8 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Running, notifications_by_order, stack, start};
-use serde::{Serialize, de::DeserializeOwned};
+use common::{Running, notifications_by_order, ok, stack, start};
+use serde::Serialize;
 use switchboard::{
     registry::InstanceState,
     router::{GATEWAY, StreamStep},
@@ -71,25 +71,6 @@ fn error(answer: &Envelope) -> Option<(ErrorCode, String)> {
     }
 }
 
-fn ok<T: DeserializeOwned>(answer: &Envelope) -> T {
-    assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
-    let Body::Json(bytes) = &answer.body else {
-        panic!("expected JSON back: {answer:?}")
-    };
-    serde_json::from_slice(bytes).unwrap()
-}
-
-async fn ready(running: &Running, services: &[&str]) {
-    let all = running
-        .until(LIMIT, |r| {
-            services
-                .iter()
-                .all(|s| r.service(s).is_some_and(|s| s.ready_instances() > 0))
-        })
-        .await;
-    assert!(all, "services never became ready: {services:?}");
-}
-
 fn pid(running: &Running, service: &str) -> Option<u32> {
     let registry = switchboard::registry::read(&running.supervisor.registry);
     registry
@@ -118,7 +99,7 @@ async fn new_user(running: &Running, name: &str, email: &str) -> User {
 async fn user_validates_and_persists() {
     let (stack, dir) = stack(SHOP);
     let running = start(stack).await;
-    ready(&running, &["user"]).await;
+    running.ready(LIMIT, &["user"]).await;
 
     let ada = new_user(&running, "  Ada Lovelace ", "ada@example.com").await;
     assert_eq!(ada.name, "Ada Lovelace");
@@ -201,12 +182,10 @@ replicas = 2
 "#,
     );
     let running = std::sync::Arc::new(start(stack).await);
-    let both = running
-        .until(LIMIT, |r| {
-            r.service("user").is_some_and(|s| s.ready_instances() == 2)
-        })
-        .await;
-    assert!(both, "two user replicas never became ready");
+    assert!(
+        running.replicas_ready(LIMIT, "user", 2).await,
+        "two user replicas never became ready"
+    );
     let reader = new_user(&running, "Reader", "reader@example.com").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood: Vec<_> = (0..8)
@@ -258,7 +237,7 @@ replicas = 2
 async fn orders_check_their_user_and_never_hang() {
     let (stack, _dir) = stack(SHOP);
     let running = start(stack).await;
-    ready(&running, &["user", "order"]).await;
+    running.ready(LIMIT, &["user", "order"]).await;
     let ada = new_user(&running, "Ada", "ada@example.com").await;
 
     let order = |user_id: i64, item: &str, quantity: u32| NewOrder {
@@ -327,7 +306,9 @@ async fn orders_check_their_user_and_never_hang() {
 async fn an_order_runs_its_stages_and_is_notified() {
     let (stack, _dir) = stack(&SHOP.replace("stage_ms = \"40\"", "stage_ms = \"300\""));
     let running = start(stack).await;
-    ready(&running, &["user", "order", "notification"]).await;
+    running
+        .ready(LIMIT, &["user", "order", "notification"])
+        .await;
     let ada = new_user(&running, "Ada", "ada@example.com").await;
     let placed: Order = ok(&call(
         &running,
@@ -408,7 +389,9 @@ async fn no_acknowledged_order_or_notification_is_lost_under_kill_9() {
     );
     let (stack, dir) = stack(&toml);
     let running = std::sync::Arc::new(start(stack).await);
-    ready(&running, &["user", "order", "notification"]).await;
+    running
+        .ready(LIMIT, &["user", "order", "notification"])
+        .await;
     let customers: Vec<i64> = {
         let mut ids = Vec::new();
         for i in 0..5 {
@@ -541,7 +524,7 @@ async fn no_acknowledged_order_or_notification_is_lost_under_kill_9() {
 async fn order_export_streams_every_order() {
     let (stack, _dir) = stack(SHOP);
     let running = start(stack).await;
-    ready(&running, &["user", "order"]).await;
+    running.ready(LIMIT, &["user", "order"]).await;
     let customer = new_user(&running, "Exporter", "exporter@example.com").await;
     let mut placed = Vec::new();
     for _ in 0..230 {
@@ -585,7 +568,7 @@ async fn the_python_report_job_reports_on_the_real_orders() {
     );
     let (stack, _dir) = stack(&toml);
     let running = start(stack).await;
-    ready(&running, &["user", "order"]).await;
+    running.ready(LIMIT, &["user", "order"]).await;
     let ada = new_user(&running, "Ada", "ada@example.com").await;
     for quantity in 1..=12u32 {
         let new = NewOrder {
@@ -732,13 +715,13 @@ async fn order_replicas_share_the_orders_and_take_over_a_removed_ones() {
     let (stack, dir) = stack(&toml);
     let orders_db = dir.path().join(".switchboard/data/orders.db");
     let running = std::sync::Arc::new(start(stack).await);
-    ready(&running, &["user", "order", "notification"]).await;
-    let all_three = running
-        .until(LIMIT, |r| {
-            r.service("order").is_some_and(|s| s.ready_instances() == 3)
-        })
+    running
+        .ready(LIMIT, &["user", "order", "notification"])
         .await;
-    assert!(all_three, "order never had three ready replicas");
+    assert!(
+        running.replicas_ready(LIMIT, "order", 3).await,
+        "order never had three ready replicas"
+    );
     let customer = new_user(&running, "Sharer", "sharer@example.com").await;
 
     // Watch every replica's running tasks while orders go through.

@@ -42,14 +42,9 @@ async fn the_demo_routes_serve_the_shop() {
     assert!(!toml.contains("[services.storefront]"));
     let (stack, _dir) = stack(&toml);
     let running = start(stack).await;
-    let ready = running
-        .until(LIMIT, |r| {
-            ["user", "order", "notification"]
-                .iter()
-                .all(|s| r.service(s).is_some_and(|s| s.ready_instances() > 0))
-        })
+    running
+        .ready(LIMIT, &["user", "order", "notification"])
         .await;
-    assert!(ready);
     let gateway = Gateway::start_at(&running.supervisor, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

@@ -58,14 +58,7 @@ async fn call<T: Serialize, R: DeserializeOwned>(
 }
 
 async fn ready(running: &Running) {
-    let up = running
-        .until(LIMIT, |r| {
-            ["producer", "consumer"]
-                .iter()
-                .all(|s| r.service(s).is_some_and(|s| s.ready_instances() > 0))
-        })
-        .await;
-    assert!(up, "probes never became ready");
+    running.ready(LIMIT, &["producer", "consumer"]).await;
 }
 
 fn pid(running: &Running, service: &str) -> u32 {

@@ -365,11 +365,7 @@ async fn a_rolling_restart_keeps_requests_succeeding() {
         "#,
     );
     let mut running = start(stack).await;
-    assert!(
-        running
-            .until(LIMIT, |r| r.service("echo").unwrap().ready_instances() == 3)
-            .await
-    );
+    assert!(running.replicas_ready(LIMIT, "echo", 3).await);
     let pids_before: Vec<u32> = registry::read(&running.supervisor.registry)
         .service("echo")
         .unwrap()

@@ -120,6 +120,27 @@ impl Running {
         done(&registry::read(&self.supervisor.registry))
     }
 
+    /// Waits until every one of `services` has a ready instance; fails the test after `limit`.
+    pub async fn ready(&self, limit: Duration, services: &[&str]) {
+        let all = self
+            .until(limit, |r| {
+                services
+                    .iter()
+                    .all(|s| r.service(s).is_some_and(|s| s.ready_instances() > 0))
+            })
+            .await;
+        assert!(all, "services never became ready: {services:?}");
+    }
+
+    /// Waits until `service` has exactly `replicas` ready instances; false after `limit`.
+    pub async fn replicas_ready(&self, limit: Duration, service: &str, replicas: usize) -> bool {
+        self.until(limit, |r| {
+            r.service(service)
+                .is_some_and(|s| s.ready_instances() == replicas)
+        })
+        .await
+    }
+
     /// Waits for an event matching `wanted`, recording every event seen on the way.
     pub async fn event(
         &mut self,
@@ -153,6 +174,16 @@ impl Running {
         }
         (report, self.seen)
     }
+}
+
+/// The JSON body of an OK answer; fails the test on anything else.
+pub fn ok<T: serde::de::DeserializeOwned>(answer: &switchboard_protocol::Envelope) -> T {
+    use switchboard_protocol::{Body, Kind, Status};
+    assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
+    let Body::Json(bytes) = &answer.body else {
+        panic!("expected JSON back: {answer:?}")
+    };
+    serde_json::from_slice(bytes).unwrap()
 }
 
 pub fn is_state(event: &Event, service: &str, to: switchboard::registry::InstanceState) -> bool {
