@@ -106,7 +106,19 @@ impl Store {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.execute_batch(schema)?;
-        add_missing_columns(&connection, added)?;
+        for ColumnAdded {
+            table,
+            column,
+            had_rows,
+        } in add_missing_columns(&connection, added)?
+        {
+            // A new file gets every column this way too: only an upgrade is worth a line.
+            if had_rows {
+                tracing::info!(table, column, "added a column to an older database");
+            } else {
+                tracing::debug!(table, column, "added a column to an empty table");
+            }
+        }
         let reader = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -166,37 +178,60 @@ impl Store {
     }
 }
 
-/// Adds each of `added` its table does not have yet. Replicas of a service open the same file
-/// at once, so the check and the change are one immediate transaction.
-fn add_missing_columns(connection: &Connection, added: &[AddedColumn]) -> Result<(), StoreError> {
+/// Adds each of `added` its table does not have yet, and says which it added and whether the
+/// table already held rows. Replicas of a service open the same file at once, so the check and
+/// the change are one immediate transaction.
+fn add_missing_columns(
+    connection: &Connection,
+    added: &[AddedColumn],
+) -> Result<Vec<ColumnAdded>, StoreError> {
     if added.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     connection.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
-        for (table, column, declaration) in added {
+        let mut done = Vec::new();
+        for &(table, column, declaration) in added {
             let present = connection
                 .prepare(&format!(
                     "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
                 ))?
                 .exists([column])?;
             if !present {
+                let had_rows = connection
+                    .prepare(&format!("SELECT 1 FROM {table} LIMIT 1"))?
+                    .exists([])?;
                 connection.execute_batch(&format!(
                     "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
                 ))?;
-                tracing::info!(table, column, "added a column to an older database");
+                done.push(ColumnAdded {
+                    table,
+                    column,
+                    had_rows,
+                });
             }
         }
-        Ok::<_, rusqlite::Error>(())
+        Ok::<_, rusqlite::Error>(done)
     })();
     match result {
-        Ok(()) => connection.execute_batch("COMMIT")?,
+        Ok(done) => {
+            connection.execute_batch("COMMIT")?;
+            Ok(done)
+        }
         Err(err) => {
             let _ = connection.execute_batch("ROLLBACK");
-            return Err(err.into());
+            Err(err.into())
         }
     }
-    Ok(())
+}
+
+/// A column [`add_missing_columns`] added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ColumnAdded {
+    table: &'static str,
+    column: &'static str,
+    /// The table held rows: an older database upgraded, not a new one being completed.
+    had_rows: bool,
 }
 
 /// Milliseconds since the Unix epoch, for timestamps stored in the databases.
@@ -229,6 +264,22 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL is 2");
+    }
+
+    #[test]
+    fn only_columns_added_to_tables_with_rows_count_as_an_upgrade() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection
+            .execute_batch("CREATE TABLE full (x INTEGER); CREATE TABLE empty (x INTEGER);")
+            .unwrap();
+        connection
+            .execute("INSERT INTO full VALUES (1)", [])
+            .unwrap();
+        let added: &[AddedColumn] = &[("full", "y", "INTEGER"), ("empty", "y", "INTEGER")];
+        let done = add_missing_columns(&connection, added).unwrap();
+        let upgraded: Vec<_> = done.iter().map(|c| (c.table, c.had_rows)).collect();
+        assert_eq!(upgraded, [("full", true), ("empty", false)]);
+        assert!(add_missing_columns(&connection, added).unwrap().is_empty());
     }
 
     #[tokio::test]
