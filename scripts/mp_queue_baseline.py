@@ -2,7 +2,7 @@
 """The design Switchboard replaces, measured: a hub-and-spoke exchange over Python
 multiprocessing.Queue. Client A -> hub -> service B -> hub -> A, 64-byte payloads.
 
-Usage: mp_queue_baseline.py IN_FLIGHT COUNT   (prints one JSON object)
+Usage: mp_queue_baseline.py IN_FLIGHT COUNT [WARMUP]   (prints one JSON object)
 """
 import json
 import multiprocessing as mp
@@ -40,6 +40,9 @@ def service(requests, responses):
 def main():
     in_flight = int(sys.argv[1])
     count = int(sys.argv[2])
+    # Requests made first at the same load and not counted, as the Rust side does.
+    warmup = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    total = count + warmup
     a_out, b_in, b_out, a_in = (mp.Queue() for _ in range(4))
     procs = [
         mp.Process(target=hub, args=(a_out, b_in, b_out, a_in)),
@@ -56,16 +59,20 @@ def main():
     latencies = []
     start = time.perf_counter()
     issued = 0
-    while issued < min(in_flight, count):
+    while issued < min(in_flight, total):
         sent_at[issued] = time.perf_counter()
         a_out.put((issued, payload))
         issued += 1
     received = 0
-    while received < count:
+    while received < total:
         key, _ = a_in.get()
-        latencies.append(time.perf_counter() - sent_at.pop(key))
+        latency = time.perf_counter() - sent_at.pop(key)
         received += 1
-        if issued < count:
+        if received == warmup:
+            start = time.perf_counter()
+        elif received > warmup:
+            latencies.append(latency)
+        if issued < total:
             sent_at[issued] = time.perf_counter()
             a_out.put((issued, payload))
             issued += 1

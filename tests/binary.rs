@@ -193,9 +193,9 @@ fn the_hubs_measure_their_median_round_trip_with_one_in_flight() {
             "{which}: p50 {p50:?} of a {elapsed} s run"
         );
     };
-    check("blocking hub", batched_hub(exe, 1, 300).unwrap());
-    check("polling hub", polling_hub(exe, 300).unwrap());
-    let many = batched_hub(exe, 8, 300).unwrap();
+    check("blocking hub", batched_hub(exe, 1, 300, 30).unwrap());
+    check("polling hub", polling_hub(exe, 300, 30).unwrap());
+    let many = batched_hub(exe, 8, 300, 30).unwrap();
     assert!(many.rate > 0.0);
     assert_eq!(many.p50, None, "round trips overlap with 8 in flight");
 }

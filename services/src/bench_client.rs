@@ -13,6 +13,9 @@ pub struct Run {
     pub method: String,
     pub in_flight: usize,
     pub count: usize,
+    /// Calls made first, at the same `in_flight`, and not counted: the run's start-up.
+    #[serde(default)]
+    pub warmup: usize,
     pub payload: usize,
 }
 
@@ -103,16 +106,23 @@ async fn drive(ctx: &Context, run: &Run) -> Report {
             (answer.is_ok(), start.elapsed())
         }
     };
-    let started = Instant::now();
-    let mut issued = 0;
-    while issued < run.count.min(run.in_flight.max(1)) {
+    let total = run.count + run.warmup;
+    let mut started = Instant::now();
+    let (mut issued, mut answered) = (0, 0);
+    while issued < total.min(run.in_flight.max(1)) {
         pending.push(call(payload.clone()));
         issued += 1;
     }
     while let Some((ok, latency)) = pending.next().await {
-        latencies.push(latency);
-        errors += usize::from(!ok);
-        if issued < run.count {
+        answered += 1;
+        if answered == run.warmup {
+            // The warm-up is over: count and time from here.
+            started = Instant::now();
+        } else if answered > run.warmup {
+            latencies.push(latency);
+            errors += usize::from(!ok);
+        }
+        if issued < total {
             pending.push(call(payload.clone()));
             issued += 1;
         }

@@ -35,17 +35,19 @@ pub fn echo() -> std::io::Result<()> {
     }
 }
 
-/// `bench-peer client WINDOW COUNT`: keeps WINDOW frames outstanding until COUNT came back,
-/// then prints `elapsed_ns N p50_ns M` on stderr. With one frame in flight each round trip is
-/// timed and M is their median; with more, M is 0.
-pub fn client(window: usize, count: usize) -> std::io::Result<()> {
+/// `bench-peer client WINDOW COUNT WARMUP`: keeps WINDOW frames outstanding until WARMUP and
+/// then COUNT more came back, then prints `elapsed_ns N p50_ns M` on stderr for the COUNT (the
+/// warm-up, at the same load, is not timed). With one frame in flight each round trip is timed
+/// and M is their median; with more, M is 0.
+pub fn client(window: usize, count: usize, warmup: usize) -> std::io::Result<()> {
     let (mut input, mut output) = stdio_files()?;
     let frame = [7u8; FRAME];
     let timed = window == 1;
+    let total = count + warmup;
     let mut round_trips = Vec::with_capacity(if timed { count } else { 0 });
-    let start = Instant::now();
+    let mut start = Instant::now();
     let mut sent_at = start;
-    let first = window.min(count);
+    let first = window.min(total);
     let mut batch = Vec::with_capacity(first * FRAME);
     for _ in 0..first {
         batch.extend_from_slice(&frame);
@@ -54,19 +56,25 @@ pub fn client(window: usize, count: usize) -> std::io::Result<()> {
     let mut sent = first;
     let mut received_bytes = 0usize;
     let mut buf = vec![0u8; 64 * 1024];
-    while received_bytes < count * FRAME {
+    while received_bytes < total * FRAME {
         let n = input.read(&mut buf)?;
         if n == 0 {
             break;
         }
         let before = received_bytes / FRAME;
         received_bytes += n;
-        let completed = received_bytes / FRAME - before;
+        let after = received_bytes / FRAME;
+        let completed = after - before;
+        if before < warmup && after >= warmup {
+            // The warm-up is over: time from here.
+            start = Instant::now();
+            round_trips.clear();
+        }
         if timed && completed > 0 {
             round_trips.push(sent_at.elapsed());
             sent_at = Instant::now();
         }
-        let more = completed.min(count - sent);
+        let more = completed.min(total - sent);
         if more > 0 {
             batch.clear();
             for _ in 0..more {
@@ -173,9 +181,15 @@ pub struct HubRun {
     pub p50: Option<Duration>,
 }
 
-/// Requests per second through a bare hub of two copying threads, `window` in flight.
-pub fn batched_hub(exe: &std::path::Path, window: usize, count: usize) -> std::io::Result<HubRun> {
-    through_hub(exe, window, count, |pipes| {
+/// Requests per second through a bare hub of two copying threads, `window` in flight, over
+/// `count` requests after `warmup` more.
+pub fn batched_hub(
+    exe: &std::path::Path,
+    window: usize,
+    count: usize,
+    warmup: usize,
+) -> std::io::Result<HubRun> {
+    through_hub(exe, window, count, warmup, |pipes| {
         let copy = |mut from: ChildStdout, mut to: ChildStdin| {
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -218,16 +232,26 @@ impl Drop for Peers {
     }
 }
 
-/// Starts A (`bench-peer client`: `window` frames in flight until `count` came back) and B (an
-/// echo), lets `hub` connect them with threads of its own, and reads A's report when it is done.
+/// Starts A (`bench-peer client`: `window` frames in flight until `warmup` and then `count`
+/// came back) and B (an echo), lets `hub` connect them with threads of its own, and reads A's
+/// report when it is done.
 fn through_hub(
     exe: &std::path::Path,
     window: usize,
     count: usize,
+    warmup: usize,
     hub: impl FnOnce(HubPipes) -> std::io::Result<Vec<std::thread::JoinHandle<()>>>,
 ) -> std::io::Result<HubRun> {
     let mut peers = Peers {
-        a: peer(exe, &["client", &window.to_string(), &count.to_string()])?,
+        a: peer(
+            exe,
+            &[
+                "client",
+                &window.to_string(),
+                &count.to_string(),
+                &warmup.to_string(),
+            ],
+        )?,
         b: peer(exe, &["echo"])?,
     };
     let (Some(a_in), Some(a_out), Some(mut a_err), Some(b_in), Some(b_out)) = (
@@ -275,9 +299,9 @@ fn client_report(report: &str, count: usize, timed: bool) -> std::io::Result<Hub
 /// The same exchange through a hub of one thread that never sleeps: it polls both pipes
 /// without blocking, as the console does while messages keep coming, so only A and B are ever
 /// woken. One frame in flight; the client times each round trip.
-pub fn polling_hub(exe: &std::path::Path, count: usize) -> std::io::Result<HubRun> {
+pub fn polling_hub(exe: &std::path::Path, count: usize, warmup: usize) -> std::io::Result<HubRun> {
     use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
-    through_hub(exe, 1, count, |mut pipes| {
+    through_hub(exe, 1, count, warmup, |mut pipes| {
         for fd in [pipes.a_out.as_fd(), pipes.b_out.as_fd()] {
             fcntl_setfl(fd, fcntl_getfl(fd)? | OFlags::NONBLOCK)?;
         }

@@ -17,8 +17,21 @@ const PYTHON_BASELINE: &str = include_str!("../../scripts/mp_queue_baseline.py")
 /// Rounds of every measurement, interleaved: the machine's speed and the scheduler's placement
 /// (the ping-pong is 6–8 µs when both ends share a core, 14–16 µs across cores) change from
 /// one measurement to the next by more than the differences measured, so each figure is the
-/// median over the rounds and each ratio the median of the rounds' ratios.
-const ROUNDS: usize = 3;
+/// median over the rounds and each ratio the median of the rounds' ratios. Five: with three,
+/// one round far off (single rounds of the 64-in-flight ratio range over 0.24–0.43) moved the
+/// median run to run by more than a tenth.
+const ROUNDS: usize = 5;
+
+/// Every rate and round trip is measured after a warm-up of this share of its count, made at
+/// the same load and not timed: the first requests of a run pay for what a steady state does
+/// not (a fresh pipe's pages, the busy-poll window growing, the scheduler placing the
+/// processes), and in a run of a few hundred milliseconds that start weighed as much as the
+/// differences measured.
+const WARMUP_DIVISOR: usize = 10;
+
+fn warmup(count: usize) -> usize {
+    count / WARMUP_DIVISOR
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Routed {
@@ -149,15 +162,23 @@ async fn round(options: &SupervisorOptions, scale: usize) -> Round {
         let times: Vec<f64> = times.into_iter().map(us).collect();
         percentile(&times, 0.5)
     });
-    let hub_rate = baseline(exe, move |exe| pipes::batched_hub(exe, 64, 50_000 * scale))
-        .await
-        .map_or(f64::NAN, |hub| hub.rate);
+    let hub_rate = baseline(exe, move |exe| {
+        pipes::batched_hub(exe, 64, 50_000 * scale, warmup(50_000 * scale))
+    })
+    .await
+    .map_or(f64::NAN, |hub| hub.rate);
     let p50 = |hub: Option<pipes::HubRun>| hub.and_then(|hub| hub.p50).map_or(f64::NAN, us);
     // The same hub with one frame in flight: four wakeups where the ping-pong has two.
-    let hub_p50 = p50(baseline(exe, move |exe| pipes::batched_hub(exe, 1, 2000 * scale)).await);
+    let hub_p50 = p50(baseline(exe, move |exe| {
+        pipes::batched_hub(exe, 1, 2000 * scale, warmup(2000 * scale))
+    })
+    .await);
     // And a hub that polls instead of sleeping, as the console does while messages come: only
     // the two ends are woken, so this is the floor for the console's design.
-    let polling_p50 = p50(baseline(exe, move |exe| pipes::polling_hub(exe, 2000 * scale)).await);
+    let polling_p50 = p50(baseline(exe, move |exe| {
+        pipes::polling_hub(exe, 2000 * scale, warmup(2000 * scale))
+    })
+    .await);
     let (mut one, mut many) = (Routed::MISSING, Routed::MISSING);
     if let Some(stack) = routing_stack(options).await {
         // Each run lasts a few hundred milliseconds: over the 40–70 ms that 2,000 and 25,000
@@ -307,7 +328,8 @@ fn figures(rounds: &[Round]) -> Vec<Figure> {
 /// Requests from the bench client service through the console to the probe and back.
 async fn routed(stack: &BenchStack, in_flight: usize, count: usize) -> Option<Routed> {
     let run = serde_json::json!({
-        "target": "echo", "method": "bytes", "in_flight": in_flight, "count": count, "payload": 64
+        "target": "echo", "method": "bytes", "in_flight": in_flight, "count": count,
+        "warmup": warmup(count), "payload": 64
     });
     let request = Envelope {
         id: 1,
@@ -341,6 +363,7 @@ async fn python_baseline(in_flight: usize, count: usize) -> Option<Routed> {
         .arg(&script)
         .arg(in_flight.to_string())
         .arg(count.to_string())
+        .arg(warmup(count).to_string())
         .kill_on_drop(true)
         .output()
         .await
@@ -358,15 +381,15 @@ async fn python_baseline(in_flight: usize, count: usize) -> Option<Routed> {
 pub fn peer(args: &[String]) -> std::io::Result<()> {
     match args {
         [kind] if kind == "echo" => pipes::echo(),
-        [kind, window, count] if kind == "client" => {
+        [kind, window, count, warmup] if kind == "client" => {
             let parse = |s: &String| {
                 s.parse::<usize>()
                     .map_err(|e| std::io::Error::other(e.to_string()))
             };
-            pipes::client(parse(window)?, parse(count)?)
+            pipes::client(parse(window)?, parse(count)?, parse(warmup)?)
         }
         _ => Err(std::io::Error::other(
-            "usage: bench-peer echo | client WINDOW COUNT",
+            "usage: bench-peer echo | client WINDOW COUNT WARMUP",
         )),
     }
 }
