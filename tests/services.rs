@@ -608,16 +608,7 @@ async fn the_python_report_job_reports_on_the_real_orders() {
         pages_seen.iter().any(|&done| done > 0 && done < 6),
         "no intermediate progress seen: {pages_seen:?}"
     );
-    let run = {
-        let registry = switchboard::registry::read(&running.supervisor.registry);
-        registry
-            .service("report")
-            .unwrap()
-            .runs
-            .back()
-            .cloned()
-            .unwrap()
-    };
+    let run = running.last_run("report");
     let result = run.result.expect("no result").expect("the job failed");
     let report: serde_json::Value = serde_json::from_str(&result).unwrap();
     assert_eq!(report["orders"], 12);
@@ -642,16 +633,7 @@ async fn the_python_report_job_reports_on_the_real_orders() {
         })
         .await;
     assert!(finished, "the paced report did not finish within 20 s");
-    let run = {
-        let registry = switchboard::registry::read(&running.supervisor.registry);
-        registry
-            .service("report")
-            .unwrap()
-            .runs
-            .back()
-            .cloned()
-            .unwrap()
-    };
+    let run = running.last_run("report");
     let report: serde_json::Value =
         serde_json::from_str(&run.result.expect("no result").expect("the job failed")).unwrap();
     assert_eq!(report["pages"], 12);

@@ -299,13 +299,7 @@ async fn a_job_runs_with_parameters_reporting_progress_and_a_result() {
         seen.iter().any(|&done| done > 0 && done < 8),
         "no intermediate progress seen: {seen:?}"
     );
-    let run = registry::read(&running.supervisor.registry)
-        .service("count")
-        .unwrap()
-        .runs
-        .back()
-        .unwrap()
-        .clone();
+    let run = running.last_run("count");
     assert_eq!(run.exit, Some(ExitStatus::Code(0)));
     let result: serde_json::Value =
         serde_json::from_str(run.result.unwrap().unwrap().as_str()).unwrap();

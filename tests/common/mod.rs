@@ -141,6 +141,14 @@ impl Running {
         .await
     }
 
+    /// The newest run of job `service`; fails the test when it has none.
+    pub fn last_run(&self, service: &str) -> registry::JobRun {
+        registry::read(&self.supervisor.registry)
+            .service(service)
+            .and_then(|job| job.runs.back().cloned())
+            .unwrap_or_else(|| panic!("`{service}` has no run"))
+    }
+
     /// Waits for an event matching `wanted`, recording every event seen on the way.
     pub async fn event(
         &mut self,
