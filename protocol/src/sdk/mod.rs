@@ -14,12 +14,16 @@
 //! - [`job`]: run-to-completion jobs that hand back a result.
 //! - [`logging`]: tracing to stderr, because stdout carries frames only.
 //! - `read_clock`: when each incoming frame was read, which [`Context::received`] reports.
+//! - `wire`: the connection's shared state: calls waiting for answers, streams, id allocation.
+//! - `outbound`: frames on their way out, encoded by their senders into one buffer that the
+//!   writer task writes whole.
 
 pub mod body;
 pub mod context;
 pub mod error;
 pub mod job;
 pub mod logging;
+mod outbound;
 pub mod progress;
 mod read_clock;
 pub mod service;

@@ -1,5 +1,6 @@
-//! The service's end of the connection: one writer task fed by a bounded queue, a table of
-//! calls waiting for their answers, and id allocation.
+//! The service's end of the connection: one writer task fed by a bounded buffer (see
+//! [`outbound`](super::outbound)), a table of calls waiting for their answers, and id
+//! allocation.
 
 use std::{
     collections::HashMap,
@@ -10,17 +11,18 @@ use std::{
     time::Instant,
 };
 
-use futures::SinkExt;
 use tokio::{
     io::AsyncWrite,
     sync::{Notify, mpsc, oneshot},
 };
-use tokio_util::{codec::FramedWrite, sync::CancellationToken};
+use tokio_util::sync::CancellationToken;
 
-use super::stream::Gate;
+use super::{
+    outbound::{Outbound, Refused, write_loop},
+    stream::Gate,
+};
 use crate::{
     busy_poll::{self, Activity, PollFor},
-    codec::FrameCodec,
     envelope::{Envelope, Kind},
     segment::SegmentWriter,
 };
@@ -28,10 +30,6 @@ use crate::{
 /// Room in a called stream's queue: the credit window plus its end, with margin. The console
 /// never forwards more than the window, so it does not fill.
 const STREAM_QUEUE: usize = 2 * super::stream::INITIAL_CREDIT as usize + 2;
-
-/// Frames waiting for the writer task. When it is full, senders wait: the service's own output
-/// is back-pressured by its stdout pipe, and the console drains that pipe promptly.
-const OUTBOUND_QUEUE: usize = 1024;
 
 /// A caller polls for its answers while it waits for at most this many. With more out, answers
 /// come in batches and each wakeup serves many of them; polling then only takes the CPU from
@@ -59,7 +57,7 @@ struct Pending {
 
 /// Shared by every [`Context`](super::Context) of one connection.
 pub(crate) struct Link {
-    outbound: mpsc::Sender<Envelope>,
+    outbound: Arc<Outbound>,
     pending: Mutex<Pending>,
     /// Wakes the backstop when a call must be given up before it would wake.
     backstop_wake: Notify,
@@ -86,7 +84,8 @@ impl Link {
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let outbound = Arc::new(Outbound::new());
+        let task = tokio::spawn(write_loop(outbound.clone(), writer, close));
         let link = Arc::new(Link {
             outbound,
             pending: Mutex::new(Pending::default()),
@@ -103,7 +102,6 @@ impl Link {
             segment,
             draining: CancellationToken::new(),
         });
-        let task = tokio::spawn(write_loop(rx, writer, close));
         (link, task)
     }
 
@@ -128,8 +126,8 @@ impl Link {
     /// wait). Closed: dropped, as `send` would.
     pub(crate) fn try_send_back(&self, envelope: Envelope) -> Option<Envelope> {
         match self.outbound.try_send(envelope) {
-            Err(mpsc::error::TrySendError::Full(envelope)) => Some(envelope),
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+            Err(Refused::Full(envelope)) => Some(envelope),
+            Ok(()) | Err(Refused::Closed) => None,
         }
     }
 
@@ -315,61 +313,4 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Writes queued frames, batching everything already queued into one flush per wakeup.
-async fn write_loop<W>(
-    mut rx: mpsc::Receiver<Envelope>,
-    writer: W,
-    close: CancellationToken,
-) -> std::io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut framed = FramedWrite::new(writer, FrameCodec::new());
-    loop {
-        let first = tokio::select! {
-            biased;
-            envelope = rx.recv() => envelope,
-            () = close.cancelled() => {
-                // Drain what was queued before closing.
-                rx.close();
-                rx.recv().await
-            }
-        };
-        let Some(first) = first else { break };
-        feed(&mut framed, first).await?;
-        while let Ok(next) = rx.try_recv() {
-            feed(&mut framed, next).await?;
-        }
-        SinkExt::<Envelope>::flush(&mut framed)
-            .await
-            .map_err(into_io)?;
-    }
-    SinkExt::<Envelope>::flush(&mut framed)
-        .await
-        .map_err(into_io)?;
-    Ok(())
-}
-
-async fn feed<W: AsyncWrite + Unpin>(
-    framed: &mut FramedWrite<W, FrameCodec>,
-    envelope: Envelope,
-) -> std::io::Result<()> {
-    match framed.feed(envelope).await {
-        Ok(()) => Ok(()),
-        Err(crate::codec::EncodeError::Io(err)) => Err(err),
-        // A frame we cannot encode (too large) is our own bug; drop it, say so, keep serving.
-        Err(err) => {
-            tracing::error!(cause = %err, "dropping a frame that cannot be encoded");
-            Ok(())
-        }
-    }
-}
-
-fn into_io(err: crate::codec::EncodeError) -> std::io::Error {
-    match err {
-        crate::codec::EncodeError::Io(err) => err,
-        other => std::io::Error::other(other.to_string()),
-    }
 }
