@@ -1,40 +1,51 @@
 //! An instance's inbound queue: bounded, with priority lanes, feeding its stdin writer.
 //!
 //! Requests and events go into the lane of their priority (0 to 3) and the writer always takes
-//! from the highest non-empty lane, so a priority-3 request overtakes a backlog of priority-1
-//! work. Answers (responses, stream ends, handshake and control frames) go into a lane above all
-//! of them: the caller waiting for an answer is already holding resources.
+//! the highest lanes first, so a priority-3 request overtakes a backlog of priority-1 work.
+//! Answers (responses, stream ends, handshake and control frames) go into a lane above all of
+//! them: the caller waiting for an answer is already holding resources.
+//!
+//! A frame is encoded as it is queued, into its lane's buffer, and the writer takes whole lanes
+//! and writes them with one system call: the router moves no envelope through a queue, and the
+//! writer's turn is a swap of buffers and a write (see `write_stdin`).
 //!
 //! When full: `try_send` of a request or event fails at once and the router answers the caller
 //! `overloaded` (the target is congested). Answers may exceed the capacity by up to the same
 //! amount again, because refusing them would leave a caller hanging; past that they are dropped
 //! and counted, and the caller's own deadline ends its wait.
 
-use std::{
-    collections::VecDeque,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
 };
 
-use switchboard_protocol::{Envelope, Kind};
+use bytes::BytesMut;
+use switchboard_protocol::{Envelope, Kind, codec::FrameCodec};
 use tokio::sync::Notify;
+use tokio_util::codec::Encoder;
 
 const LANES: usize = 5;
 const ANSWER_LANE: usize = LANES - 1;
+/// The most capacity a lane's buffer keeps once written: one burst of big frames must not pin
+/// its size in every instance's inbox for good.
+const LANE_KEEP: usize = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
-    /// The queue is full; the frame is handed back.
-    Full(Box<Envelope>),
+    /// The queue is full.
+    Full,
     /// The instance is gone.
     Closed,
+    /// The frame, as it would go down the pipe, is over the frame limit.
+    TooLarge,
 }
 
 struct Lanes {
-    lanes: [VecDeque<Envelope>; LANES],
+    /// Encoded frames, one buffer per lane.
+    lanes: [BytesMut; LANES],
+    /// Frames queued, in all lanes.
     len: usize,
+    codec: FrameCodec,
     closed: bool,
 }
 
@@ -61,6 +72,7 @@ pub fn inbox(capacity: usize) -> (Inbox, InboxReceiver) {
         lanes: Mutex::new(Lanes {
             lanes: Default::default(),
             len: 0,
+            codec: FrameCodec::new(),
             closed: false,
         }),
         ready: Notify::new(),
@@ -86,6 +98,8 @@ fn lane(envelope: &Envelope) -> usize {
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        // Every change under this lock is one append or one take: a panic cannot leave it
+        // half done.
         self.lanes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -110,10 +124,22 @@ impl Inbox {
                 if lane == ANSWER_LANE {
                     self.shared.dropped_answers.fetch_add(1, Ordering::Relaxed);
                 }
-                return Err(SendError::Full(Box::new(envelope)));
+                return Err(SendError::Full);
             }
-            lanes.lanes[lane].push_back(envelope);
+            let was_empty = lanes.len == 0;
+            let Lanes {
+                lanes: bufs, codec, ..
+            } = &mut *lanes;
+            // A refused frame leaves nothing behind in the lane.
+            codec
+                .encode(&envelope, &mut bufs[lane])
+                .map_err(|_| SendError::TooLarge)?;
             lanes.len += 1;
+            // The writer waits only once it found the queue empty: only the first frame
+            // after that needs to wake it.
+            if !was_empty {
+                return Ok(());
+            }
         }
         self.shared.ready.notify_one();
         Ok(())
@@ -139,33 +165,50 @@ impl Inbox {
 }
 
 impl InboxReceiver {
-    /// The next frame, highest lane first; `None` once closed and drained.
-    pub async fn recv(&mut self) -> Option<Envelope> {
+    /// Waits until a frame is queued: `true`, or `false` once closed and drained.
+    pub async fn ready(&mut self) -> bool {
         let shared = self.shared.clone();
         loop {
             // Registered before checking, so a send between the check and the wait is not missed.
             let notified = shared.ready.notified();
-            match self.try_recv() {
-                Ok(envelope) => return Some(envelope),
-                Err(true) => return None,
-                Err(false) => notified.await,
+            {
+                let lanes = shared.lock();
+                if lanes.len > 0 {
+                    return true;
+                }
+                if lanes.closed {
+                    return false;
+                }
             }
+            notified.await;
         }
     }
 
-    /// The next frame if one is waiting; `Err(true)` when closed and empty.
-    pub fn try_recv(&mut self) -> Result<Envelope, bool> {
+    /// Moves every queued frame into `batch` (emptied first), the highest lane first, and
+    /// returns how many there were.
+    pub fn take(&mut self, batch: &mut BytesMut) -> usize {
+        batch.clear();
         let mut lanes = self.shared.lock();
-        for lane in (0..LANES).rev() {
-            if let Some(envelope) = lanes.lanes[lane].pop_front() {
-                lanes.len -= 1;
-                return Ok(envelope);
+        let taken = std::mem::take(&mut lanes.len);
+        for lane in lanes.lanes.iter_mut().rev() {
+            if lane.is_empty() {
+                continue;
+            }
+            if batch.is_empty() {
+                // Usually one lane holds everything: hand its buffer over whole.
+                std::mem::swap(batch, lane);
+            } else {
+                batch.extend_from_slice(lane);
+                lane.clear();
+            }
+            if lane.capacity() > LANE_KEEP {
+                *lane = BytesMut::new();
             }
         }
-        Err(lanes.closed)
+        taken
     }
 
-    /// Refuses new frames; those already queued can still be received.
+    /// Refuses new frames; those already queued can still be taken.
     pub fn close(&mut self) {
         self.shared.lock().closed = true;
         self.shared.ready.notify_one();
@@ -180,7 +223,9 @@ impl Drop for InboxReceiver {
 
 #[cfg(test)]
 mod tests {
-    use switchboard_protocol::Priority;
+    use bytes::Bytes;
+    use switchboard_protocol::{Body, Priority, codec::Frame};
+    use tokio_util::codec::Decoder;
 
     use super::*;
 
@@ -193,6 +238,30 @@ mod tests {
         }
     }
 
+    fn answer(id: u64) -> Envelope {
+        Envelope {
+            id,
+            kind: Kind::Response(switchboard_protocol::Status::Ok),
+            ..Envelope::default()
+        }
+    }
+
+    /// The ids of the frames taken, in the order they would be written.
+    fn take_ids(rx: &mut InboxReceiver) -> Vec<u64> {
+        let mut batch = BytesMut::new();
+        let taken = rx.take(&mut batch);
+        let mut codec = FrameCodec::new();
+        let mut ids = Vec::new();
+        while let Some(frame) = codec.decode(&mut batch).unwrap() {
+            match frame {
+                Frame::Message(envelope) => ids.push(envelope.id),
+                Frame::Malformed(bad) => panic!("{bad:?}"),
+            }
+        }
+        assert_eq!(ids.len(), taken);
+        ids
+    }
+
     #[tokio::test]
     async fn higher_priority_and_answers_go_first() {
         let (tx, mut rx) = inbox(10);
@@ -200,17 +269,15 @@ mod tests {
         tx.try_send(request(2, 0)).unwrap();
         tx.try_send(request(3, 3)).unwrap();
         tx.try_send(request(4, 200)).unwrap();
-        tx.try_send(Envelope {
-            id: 5,
-            kind: Kind::Response(switchboard_protocol::Status::Ok),
-            ..Envelope::default()
-        })
-        .unwrap();
-        let mut order = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            order.push(e.id);
-        }
-        assert_eq!(order, [5, 3, 4, 1, 2]);
+        tx.try_send(answer(5)).unwrap();
+        tx.try_send(request(6, 1)).unwrap();
+        assert_eq!(tx.len(), 6);
+        assert_eq!(take_ids(&mut rx), [5, 3, 4, 1, 6, 2]);
+        assert!(tx.is_empty());
+        // Lanes are reused after a take.
+        tx.try_send(request(7, 0)).unwrap();
+        tx.try_send(request(8, 2)).unwrap();
+        assert_eq!(take_ids(&mut rx), [8, 7]);
     }
 
     #[tokio::test]
@@ -218,33 +285,42 @@ mod tests {
         let (tx, mut rx) = inbox(2);
         tx.try_send(request(1, 1)).unwrap();
         tx.try_send(request(2, 1)).unwrap();
-        assert!(matches!(
-            tx.try_send(request(3, 1)),
-            Err(SendError::Full(_))
-        ));
-        let answer = || Envelope {
-            kind: Kind::Response(switchboard_protocol::Status::Ok),
-            ..Envelope::default()
-        };
-        tx.try_send(answer()).unwrap();
-        tx.try_send(answer()).unwrap();
-        assert!(matches!(tx.try_send(answer()), Err(SendError::Full(_))));
+        assert_eq!(tx.try_send(request(3, 1)), Err(SendError::Full));
+        tx.try_send(answer(4)).unwrap();
+        tx.try_send(answer(5)).unwrap();
+        assert_eq!(tx.try_send(answer(6)), Err(SendError::Full));
         assert_eq!(tx.dropped_answers(), 1);
         rx.close();
         assert_eq!(tx.try_send(request(9, 1)), Err(SendError::Closed));
-        let mut drained = 0;
-        while rx.recv().await.is_some() {
-            drained += 1;
-        }
-        assert_eq!(drained, 4, "queued frames survive close");
+        assert!(rx.ready().await, "queued frames survive close");
+        assert_eq!(take_ids(&mut rx), [4, 5, 1, 2]);
+        assert!(!rx.ready().await, "closed and drained");
     }
 
     #[tokio::test]
-    async fn recv_wakes_on_send() {
+    async fn a_frame_over_the_limit_is_refused_and_leaves_nothing_behind() {
         let (tx, mut rx) = inbox(4);
-        let waiter = tokio::spawn(async move { rx.recv().await.map(|e| e.id) });
+        tx.try_send(request(1, 1)).unwrap();
+        let huge = Envelope {
+            body: Body::Postcard(Bytes::from(
+                vec![1u8; switchboard_protocol::codec::DEFAULT_MAX_FRAME],
+            )),
+            ..request(2, 1)
+        };
+        assert_eq!(tx.try_send(huge), Err(SendError::TooLarge));
+        tx.try_send(request(3, 1)).unwrap();
+        assert_eq!(take_ids(&mut rx), [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn ready_wakes_on_send() {
+        let (tx, mut rx) = inbox(4);
+        let waiter = tokio::spawn(async move {
+            let ready = rx.ready().await;
+            (ready, take_ids(&mut rx))
+        });
         tokio::task::yield_now().await;
         tx.try_send(request(42, 1)).unwrap();
-        assert_eq!(waiter.await.unwrap(), Some(42));
+        assert_eq!(waiter.await.unwrap(), (true, vec![42]));
     }
 }

@@ -338,11 +338,12 @@ impl Router {
         if let Err(err) = target.link.try_send(envelope) {
             target.outstanding.fetch_sub(1, Ordering::Relaxed);
             let (code, message) = match err {
-                SendError::Full(_) => {
+                SendError::Full => {
                     target.congested.store(true, Ordering::Relaxed);
                     (ErrorCode::Overloaded, "target is congested")
                 }
                 SendError::Closed => (ErrorCode::Unavailable, "target is gone"),
+                SendError::TooLarge => (ErrorCode::BadRequest, "request over the frame limit"),
             };
             let flight = self.in_flight().remove(&routed_id);
             if let Some(flight) = flight {
@@ -766,8 +767,24 @@ fn error_answer(correlation: u64, trace: u64, code: ErrorCode, message: &str) ->
 /// [`inbox`]); past it the answer is dropped and counted there, and the caller's deadline ends
 /// its wait.
 fn deliver(to: &Arc<InstanceHandle>, answer: Envelope) {
-    if let Err(SendError::Full(_)) = to.link.try_send(answer) {
-        tracing::warn!(service = %to.service, "answer dropped: caller's inbox is full");
+    let (correlation, trace) = (answer.correlation, answer.trace);
+    match to.link.try_send(answer) {
+        Ok(()) | Err(SendError::Closed) => {}
+        Err(SendError::Full) => {
+            tracing::warn!(service = %to.service, "answer dropped: caller's inbox is full");
+        }
+        // Re-stamped, an answer right at the limit can grow past it: the caller learns why
+        // instead of waiting out its deadline.
+        Err(SendError::TooLarge) => {
+            tracing::warn!(service = %to.service, "answer over the frame limit");
+            let refusal = error_answer(
+                correlation,
+                trace,
+                ErrorCode::Internal,
+                "the answer is over the frame limit",
+            );
+            let _ = to.link.try_send(refusal);
+        }
     }
 }
 

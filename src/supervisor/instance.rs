@@ -18,20 +18,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{SinkExt, StreamExt};
+use bytes::BytesMut;
+use futures::StreamExt;
 use switchboard_protocol::{
     Envelope, Kind, PROTOCOL_VERSION, Welcome,
     codec::{Frame, FrameCodec},
 };
 use tokio::{
-    io::AsyncRead,
+    io::{AsyncRead, AsyncWriteExt},
     process::{Child, ChildStdin},
     sync::mpsc,
 };
-use tokio_util::{
-    codec::{FramedRead, FramedWrite},
-    sync::CancellationToken,
-};
+use tokio_util::{codec::FramedRead, sync::CancellationToken};
 
 use super::{InstanceEvent, spawn::signal_group, strays::Sweeper};
 use crate::{
@@ -275,37 +273,34 @@ impl HeartbeatWatch {
     }
 }
 
-/// Feeds stdin from the inbox, one flush per batch. Ends when told to close stdin (after
+/// Feeds stdin from the inbox, one write per batch. Ends when told to close stdin (after
 /// writing what was queued), or when the child stops reading and the pipe breaks.
 async fn write_stdin(
-    stdin: ChildStdin,
+    mut stdin: ChildStdin,
     mut inbox: InboxReceiver,
     close: CancellationToken,
     handle: Arc<InstanceHandle>,
 ) {
-    let mut framed = FramedWrite::new(stdin, FrameCodec::new());
+    let mut batch = BytesMut::new();
     loop {
-        let first = tokio::select! {
+        let more = tokio::select! {
             biased;
-            envelope = inbox.recv() => envelope,
+            more = inbox.ready() => more,
             () = close.cancelled() => {
                 inbox.close();
-                inbox.recv().await
+                inbox.ready().await
             }
         };
-        let Some(first) = first else { break };
+        if !more {
+            break;
+        }
         // One turn of the scheduler first: tasks already woken (HTTP connections, other
         // readers) may add to this batch, so one write and one wakeup of the service carry
         // more messages.
         behind_runnable_tasks().await;
-        let mut batch = Some(first);
-        while let Some(envelope) = batch.take().or_else(|| inbox.try_recv().ok()) {
-            if let Err(err) = framed.feed(envelope).await {
-                tracing::debug!(service = %handle.service, cause = %err, "stdin closed");
-                return;
-            }
-        }
-        if SinkExt::<Envelope>::flush(&mut framed).await.is_err() {
+        inbox.take(&mut batch);
+        if let Err(err) = stdin.write_all(&batch).await {
+            tracing::debug!(service = %handle.service, cause = %err, "stdin closed");
             return;
         }
         handle.congested.store(false, Ordering::Relaxed);
