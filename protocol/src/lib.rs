@@ -11,12 +11,15 @@
 //! - [`segment`]: the per-service shared-memory metrics segment: its layout, the service-side
 //!   writer and the console-side reader.
 //! - [`sdk`]: typed async handlers, calls, publishes and progress for Rust services.
+//! - [`read_clock`]: when the bytes of each incoming frame were read, for deadlines, latencies
+//!   and [`sdk::Context::received`].
 //! - [`busy_poll`]: the adaptive polling the console and the SDK do instead of sleeping when a
 //!   message is due soon.
 
 pub mod busy_poll;
 pub mod codec;
 pub mod envelope;
+pub mod read_clock;
 pub mod sdk;
 pub mod segment;
 pub mod topic;

@@ -222,13 +222,16 @@ impl Router {
         router
     }
 
-    /// Routes one envelope that arrived from `from`'s stdout.
-    pub fn route(&self, from: &Arc<InstanceHandle>, envelope: Envelope) {
+    /// Routes one envelope that arrived from `from`'s stdout; `received` is when the read that
+    /// completed it returned (see [`switchboard_protocol::read_clock`]). A request's deadline
+    /// and an answer's latency count from there: one clock read per read of a pipe, instead of
+    /// two per request routed.
+    pub fn route(&self, from: &Arc<InstanceHandle>, envelope: Envelope, received: Instant) {
         self.inner.counters.routed.fetch_add(1, Ordering::Relaxed);
         self.inner.activity.message();
         match envelope.kind {
-            Kind::Request => self.request(from, envelope),
-            Kind::Response(_) | Kind::StreamEnd(_) => self.answer(envelope),
+            Kind::Request => self.request(from, envelope, received),
+            Kind::Response(_) | Kind::StreamEnd(_) => self.answer(envelope, received),
             Kind::Event => self.event(envelope),
             Kind::StreamItem => self.stream_item(from, envelope),
             Kind::Credit(_) | Kind::Cancel => self.receiver_control(from, envelope),
@@ -238,8 +241,9 @@ impl Router {
         }
     }
 
-    fn request(&self, from: &Arc<InstanceHandle>, envelope: Envelope) {
-        self.dispatch(&from.service, Caller::Instance(from.clone()), envelope);
+    fn request(&self, from: &Arc<InstanceHandle>, envelope: Envelope, received: Instant) {
+        let caller = Caller::Instance(from.clone());
+        self.dispatch(&from.service, caller, envelope, received);
     }
 
     /// Calls a service from inside the console (the gateway, the CLI, tests) under the name
@@ -249,7 +253,12 @@ impl Router {
         let (reply, answer) = oneshot::channel();
         let id = envelope.id;
         let trace = envelope.trace;
-        self.dispatch(&Arc::from(from), Caller::Local(reply), envelope);
+        self.dispatch(
+            &Arc::from(from),
+            Caller::Local(reply),
+            envelope,
+            Instant::now(),
+        );
         async move {
             answer.await.unwrap_or_else(|_| {
                 error_answer(
@@ -262,7 +271,9 @@ impl Router {
         }
     }
 
-    fn dispatch(&self, from: &Arc<str>, caller: Caller, mut envelope: Envelope) {
+    /// Sends a request on to the least loaded ready instance of its destination, or answers
+    /// it at once with the reason it cannot go; `now` starts its deadline.
+    fn dispatch(&self, from: &Arc<str>, caller: Caller, mut envelope: Envelope, now: Instant) {
         // Every service of the stack has an entry (possibly empty) in `allowed`.
         if !self
             .inner
@@ -291,7 +302,6 @@ impl Router {
             }
             return self.refuse(from, caller, &envelope, ErrorCode::Forbidden, &message);
         }
-        let now = Instant::now();
         if let Some(retry_after) = self.breaker_refuses(&envelope.destination, now) {
             let message = format!(
                 "circuit to `{}` is open; retry in {} ms",
@@ -347,7 +357,7 @@ impl Router {
             };
             let flight = self.in_flight().remove(&routed_id);
             if let Some(flight) = flight {
-                self.finished(&flight, Some(code));
+                self.finished(&flight, Some(code), now);
                 flight
                     .caller
                     .deliver(error_answer(caller_id, trace, code, message));
@@ -466,7 +476,7 @@ impl Router {
                 continue;
             }
             held.envelope.deadline_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1);
-            self.dispatch(&held.from, held.caller, held.envelope);
+            self.dispatch(&held.from, held.caller, held.envelope, now);
         }
         for event in events {
             self.deliver_event(service, event);
@@ -515,7 +525,7 @@ impl Router {
         }
     }
 
-    fn answer(&self, mut envelope: Envelope) {
+    fn answer(&self, mut envelope: Envelope, received: Instant) {
         let Some(flight) = self.in_flight().remove(&envelope.correlation) else {
             self.inner
                 .counters
@@ -531,7 +541,7 @@ impl Router {
             }
             _ => None,
         };
-        self.finished(&flight, code);
+        self.finished(&flight, code, received);
         envelope.correlation = flight.caller_id;
         envelope.trace = flight.trace;
         flight.caller.deliver(envelope);
@@ -661,9 +671,9 @@ impl Router {
             })
     }
 
-    /// A routed request ended: feed the target's breaker, the trace buffer and route metrics.
-    fn finished(&self, flight: &InFlight, code: Option<ErrorCode>) {
-        let now = Instant::now();
+    /// A routed request ended at `now`: feed the target's breaker, the trace buffer and route
+    /// metrics.
+    fn finished(&self, flight: &InFlight, code: Option<ErrorCode>, now: Instant) {
         let service: &str = &flight.target.service;
         let transition = lock(&self.inner.breakers)
             .get_mut(service)

@@ -7,7 +7,10 @@
 //! The request's deadline covers the whole stream. If either end dies, the other gets a clean
 //! end: the receiver a `StreamEnd` with `unavailable`, the producer a `Cancel`.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
 
 use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
 use tokio::sync::mpsc;
@@ -123,7 +126,8 @@ impl Router {
         let (items, rx) = mpsc::channel(MAX_LOCAL_WINDOW as usize + 2);
         let caller_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         envelope.id = caller_id;
-        self.dispatch(&Arc::from(from), Caller::LocalStream(items), envelope);
+        let caller = Caller::LocalStream(items);
+        self.dispatch(&Arc::from(from), caller, envelope, Instant::now());
         LocalStream {
             router: self.clone(),
             caller_id,
@@ -145,7 +149,7 @@ impl Router {
     ) {
         flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
         self.forget_stream(&flight);
-        self.finished(&flight, Some(code));
+        self.finished(&flight, Some(code), Instant::now());
         if cancel {
             deliver(&flight.target, control(routed_id, Kind::Cancel));
         }

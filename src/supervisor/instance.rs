@@ -23,6 +23,7 @@ use futures::StreamExt;
 use switchboard_protocol::{
     Envelope, Kind, PROTOCOL_VERSION, Welcome,
     codec::{Frame, FrameCodec},
+    read_clock::ReadClock,
 };
 use tokio::{
     io::{AsyncRead, AsyncWriteExt},
@@ -343,7 +344,7 @@ async fn read_frames(
     let _closed = closed.drop_guard();
     let id = handle.id;
     let service: Arc<str> = handle.service.clone();
-    let mut frames = FramedRead::new(stdout, FrameCodec::new());
+    let mut frames = FramedRead::new(ReadClock::new(stdout), FrameCodec::new());
     let mut since_yield = 0;
     while let Some(frame) = frames.next().await {
         since_yield += 1;
@@ -420,7 +421,7 @@ async fn read_frames(
                     })
                     .await;
             }
-            _ => router.route(&handle, envelope),
+            _ => router.route(&handle, envelope, frames.get_ref().last_read()),
         }
     }
 }

@@ -13,7 +13,6 @@
 //! - [`stream`]: methods that answer with many items, under the receiver's credit.
 //! - [`job`]: run-to-completion jobs that hand back a result.
 //! - [`logging`]: tracing to stderr, because stdout carries frames only.
-//! - `read_clock`: when each incoming frame was read, which [`Context::received`] reports.
 //! - `wire`: the connection's shared state: calls waiting for answers, streams, id allocation.
 //! - `outbound`: frames on their way out, encoded by their senders into one buffer that the
 //!   writer task writes whole.
@@ -25,7 +24,6 @@ pub mod job;
 pub mod logging;
 mod outbound;
 pub mod progress;
-mod read_clock;
 pub mod service;
 pub mod stream;
 mod wire;

@@ -20,13 +20,13 @@ use super::{
     body::{Encoding, decode, encode},
     context::Context,
     error::{HandlerError, SdkError},
-    read_clock::ReadClock,
     stream::{Gate, StreamSink, end as stream_end, sink},
     wire::{Link, give_up_late_calls, poll_for_answers},
 };
 use crate::{
     codec::{Frame, FrameCodec},
     envelope::{Body, Envelope, ErrorCode, Hello, Kind, PROTOCOL_VERSION, Status, Welcome},
+    read_clock::ReadClock,
     segment::{Outcome, SegmentWriter, ServiceState},
     topic::topic_matches,
 };

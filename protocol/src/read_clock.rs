@@ -1,12 +1,13 @@
-//! When the bytes of an incoming message were read from the console's pipe.
+//! When the bytes of an incoming message were read from its pipe.
 //!
 //! A request's bytes were read after its caller sent it, so the instant of the read that
-//! completed a frame bounds the send from above. [`Context::received`](super::Context::received)
-//! carries it to handlers: a store that reuses one read snapshot for several requests (see the
+//! completed a frame bounds the send from above. In a service,
+//! [`Context::received`](crate::sdk::Context::received) carries it to handlers: a store that reuses one read snapshot for several requests (see the
 //! example services' `Store::read_now`) may do so only for requests received before the
 //! snapshot was taken, or a caller could miss a write that was acknowledged before it asked.
 //! It also starts a request's deadline and latency from the read, not from when the
-//! dispatcher came to the frame.
+//! dispatcher came to the frame. The console does the same with what it routes, and so reads
+//! the clock once per read of a pipe instead of twice per request it routes.
 
 use std::{
     pin::Pin,
