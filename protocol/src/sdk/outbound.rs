@@ -100,7 +100,14 @@ impl Outbound {
     }
 
     /// Encodes `envelope` into the buffer, waiting for room. Fails only once the writer is gone.
-    pub(crate) async fn send(&self, mut envelope: Envelope) -> Result<(), Closed> {
+    pub(crate) async fn send(&self, envelope: Envelope) -> Result<(), Closed> {
+        // Almost always there is room: no waiter is registered for that (registering and
+        // dropping one locks the Notify twice).
+        let mut envelope = match self.try_send(envelope) {
+            Ok(()) => return Ok(()),
+            Err(Refused::Closed) => return Err(Closed),
+            Err(Refused::Full(back)) => back,
+        };
         loop {
             // Registered before trying, so room made between the try and the wait wakes it.
             let mut room = pin!(self.room.notified());
