@@ -117,7 +117,7 @@ impl Context {
 
     /// Whether the service has been told to drain. Long-running background work should stop.
     pub fn is_draining(&self) -> bool {
-        self.link.draining.is_cancelled()
+        self.link.is_draining()
     }
 
     /// Resolves when the service starts draining.

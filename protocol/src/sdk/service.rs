@@ -39,6 +39,11 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Heartbeat period used until the console's Welcome says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(1000);
 
+/// Handlers by method name, looked up for every request: foldhash, not SipHash. The keys are
+/// the service's own methods, fixed before it serves, so a caller choosing names can only
+/// make its own lookups miss.
+type Methods = HashMap<String, Handler, foldhash::fast::RandomState>;
+
 type MethodFn =
     Arc<dyn Fn(Context, Body) -> BoxFuture<'static, Result<Body, HandlerError>> + Send + Sync>;
 type StreamFn = Arc<
@@ -83,7 +88,7 @@ pub(crate) type MainFn =
 pub struct Service {
     name: String,
     version: String,
-    methods: HashMap<String, Handler>,
+    methods: Methods,
     subscriptions: Vec<(String, EventFn)>,
     background: Vec<BackgroundFn>,
     main: Option<MainFn>,
@@ -95,7 +100,7 @@ impl Service {
         Service {
             name: name.into(),
             version: version.into(),
-            methods: HashMap::new(),
+            methods: Methods::default(),
             subscriptions: Vec::new(),
             background: Vec::new(),
             main: None,
@@ -314,7 +319,7 @@ impl Service {
                 if link.send(result).await.is_err() {
                     tracing::warn!("console gone before the job result could be sent");
                 }
-                link.draining.cancel();
+                link.drain();
             });
         }
 
@@ -328,6 +333,9 @@ impl Service {
                 == tokio::runtime::RuntimeFlavor::CurrentThread,
         };
         let mut draining = false;
+        // Made once: a fresh `cancelled()` future each turn of the loop registered with the
+        // token, under its lock, for every frame read.
+        let mut drain_asked = std::pin::pin!(link.draining.cancelled());
         loop {
             tokio::select! {
                 frame = frames.next() => match frame {
@@ -343,7 +351,7 @@ impl Service {
                     }
                     None => break,
                 },
-                () = link.draining.cancelled(), if !draining => {
+                () = &mut drain_asked, if !draining => {
                     draining = true;
                     segment.set_state(ServiceState::Draining);
                     tracker.close();
@@ -353,7 +361,7 @@ impl Service {
         }
         // EOF (or a read error) means the console is gone or wants us gone: no answer can
         // arrive any more, so calls in progress fail now instead of at their deadlines.
-        link.draining.cancel();
+        link.drain();
         link.disconnect();
         tracker.close();
         tracker.wait().await;
@@ -455,7 +463,7 @@ impl Drop for Entered {
 
 /// Routes each incoming frame to its handler task.
 struct Dispatcher {
-    methods: HashMap<String, Handler>,
+    methods: Methods,
     subscriptions: Vec<(String, EventFn)>,
     root: Context,
     tracker: TaskTracker,
@@ -475,7 +483,7 @@ impl Dispatcher {
             Kind::Credit(_) | Kind::Cancel => self.root.link.control(&envelope),
             Kind::Shutdown => {
                 tracing::info!("shutdown requested: draining");
-                self.root.link.draining.cancel();
+                self.root.link.drain();
             }
             // A Cancel for a plain request is not acted on: it runs to completion and the
             // console drops its answer.
@@ -485,7 +493,7 @@ impl Dispatcher {
 
     fn request(&self, envelope: Envelope, received: Instant) {
         let link = self.root.link.clone();
-        if link.draining.is_cancelled() {
+        if link.is_draining() {
             return self.reject(&envelope, ErrorCode::Unavailable, "service is draining");
         }
         let Some(handler) = self.methods.get(envelope.method.as_str()).cloned() else {

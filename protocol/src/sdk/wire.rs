@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -30,12 +30,6 @@ use crate::{
 /// Room in a called stream's queue: the credit window plus its end, with margin. The console
 /// never forwards more than the window, so it does not fill.
 const STREAM_QUEUE: usize = 2 * super::stream::INITIAL_CREDIT as usize + 2;
-
-/// A caller polls for its answers while it waits for at most this many. With more out, answers
-/// come in batches and each wakeup serves many of them; polling then only takes the CPU from
-/// the services the answers come from. Measured with the bench client on two CPUs: 1 to 16 in
-/// flight ran 1.1–2× faster with polling, 32 in flight as often slower as faster.
-const MAX_POLLED_CALLS: usize = 16;
 
 /// What a waiting call gets: the console's answer, or `None` when the backstop gave up on it.
 pub(crate) type Answer = Option<Envelope>;
@@ -69,8 +63,12 @@ pub(crate) struct Link {
     /// Calls made and answered, for the poller (see [`poll_for_answers`]).
     activity: Arc<Activity>,
     pub(crate) segment: Arc<SegmentWriter>,
-    /// Cancelled when the service starts draining: no new work is taken.
+    /// Cancelled when the service starts draining: no new work is taken. Set through
+    /// [`Link::drain`], which also sets `drained`.
     pub(crate) draining: CancellationToken,
+    /// Whether draining has started, read for every request: a token's `is_cancelled` takes
+    /// its lock.
+    drained: AtomicBool,
 }
 
 impl Link {
@@ -93,16 +91,22 @@ impl Link {
             receivers: Mutex::new(HashMap::new()),
             producers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            activity: Arc::new(Activity::new(
-                busy_poll::enabled_here(),
-                PollFor::Answers {
-                    at_most: MAX_POLLED_CALLS,
-                },
-            )),
+            activity: Arc::new(Activity::new(busy_poll::enabled_here(), PollFor::Answers)),
             segment,
             draining: CancellationToken::new(),
+            drained: AtomicBool::new(false),
         });
         (link, task)
+    }
+
+    /// Starts draining: no new work is taken from now on.
+    pub(crate) fn drain(&self) {
+        self.drained.store(true, Ordering::Release);
+        self.draining.cancel();
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
     }
 
     pub(crate) fn next_id(&self) -> u64 {
