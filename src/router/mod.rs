@@ -643,18 +643,12 @@ impl Router {
             trace::OTHER_METHOD.into()
         };
         let now = Instant::now();
+        let to: Arc<str> = Arc::from(request.destination.as_str());
         {
             let mut traces = lock(&self.inner.traces);
             let at = traces.wall_clock(now);
-            traces.record(trace::Hop {
-                at,
-                trace,
-                from: from.clone(),
-                to: Arc::from(request.destination.as_str()),
-                method,
-                latency: Duration::ZERO,
-                error: Some(code.as_str()),
-            });
+            let error = Some(code.as_str());
+            traces.record(at, trace, from, &to, &method, Duration::ZERO, error);
         }
         caller.deliver(error_answer(request.id, trace, code, message));
     }
@@ -683,15 +677,15 @@ impl Router {
         }
         let mut traces = lock(&self.inner.traces);
         let at = traces.wall_clock(now);
-        traces.record(trace::Hop {
+        traces.record(
             at,
-            trace: flight.trace,
-            from: flight.from.clone(),
-            to: flight.target.service.clone(),
-            method: flight.method.clone(),
-            latency: now.saturating_duration_since(flight.started),
-            error: trace::code_name(code),
-        });
+            flight.trace,
+            &flight.from,
+            &flight.target.service,
+            &flight.method,
+            now.saturating_duration_since(flight.started),
+            trace::code_name(code),
+        );
     }
 
     fn breaker_changed(&self, service: &str, state: BreakerState) {

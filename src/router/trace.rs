@@ -2,7 +2,8 @@
 //! outcome) and counters with latency histograms per route, for the console and the gateway.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
+    hash::{Hash, Hasher},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -41,16 +42,64 @@ pub struct RouteStats {
     pub histogram: Vec<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Route {
     pub from: Arc<str>,
     pub to: Arc<str>,
     pub method: Name,
 }
 
+/// A route by reference, to look one up without building its key: hashed exactly as
+/// [`Route`] is.
+#[derive(Clone, Copy)]
+struct RouteRef<'a> {
+    from: &'a str,
+    to: &'a str,
+    method: &'a str,
+}
+
+impl Hash for Route {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        RouteRef {
+            from: &self.from,
+            to: &self.to,
+            method: &self.method,
+        }
+        .hash(state);
+    }
+}
+
+impl Hash for RouteRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.from.hash(state);
+        self.to.hash(state);
+        self.method.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<Route> for RouteRef<'_> {
+    fn equivalent(&self, route: &Route) -> bool {
+        *route.from == *self.from && *route.to == *self.to && route.method == self.method
+    }
+}
+
+/// A hop as it is kept: its route by index, so that recording one, once per routed request,
+/// clones no `Arc` and builds no key.
+struct HopRecord {
+    at: SystemTime,
+    trace: u64,
+    route: usize,
+    /// The hop's own method: its route's is [`OTHER_METHOD`] past [`ROUTES_KEPT`].
+    method: Name,
+    latency: Duration,
+    error: Option<&'static str>,
+}
+
 pub(super) struct Traces {
-    hops: VecDeque<Hop>,
-    routes: HashMap<Route, RouteStats, foldhash::fast::RandomState>,
+    hops: VecDeque<HopRecord>,
+    /// Each route's index in `routes`.
+    index: hashbrown::HashMap<Route, usize, foldhash::fast::RandomState>,
+    routes: Vec<(Route, RouteStats)>,
     /// The wall clock at one monotonic instant: a hop's wall-clock time is derived from the
     /// monotonic clock the router reads anyway, one clock read per hop instead of two.
     epoch: (SystemTime, Instant),
@@ -60,7 +109,8 @@ impl Default for Traces {
     fn default() -> Self {
         Traces {
             hops: VecDeque::new(),
-            routes: HashMap::default(),
+            index: hashbrown::HashMap::default(),
+            routes: Vec::new(),
             epoch: (SystemTime::now(), Instant::now()),
         }
     }
@@ -78,19 +128,24 @@ impl Traces {
         self.epoch.0 + since
     }
 
-    pub fn record(&mut self, hop: Hop) {
-        let us = u64::try_from(hop.latency.as_micros()).unwrap_or(u64::MAX);
-        let mut route = Route {
-            from: hop.from.clone(),
-            to: hop.to.clone(),
-            method: hop.method.clone(),
-        };
-        if self.routes.len() >= ROUTES_KEPT && !self.routes.contains_key(&route) {
-            route.method = OTHER_METHOD.into();
-        }
-        let stats = self.routes.entry(route).or_default();
+    /// Records one hop from `from` to `to`: into the buffer of recent hops, and into its
+    /// route's counters and histogram.
+    #[allow(clippy::too_many_arguments)] // the hop's fields, taken by reference
+    pub fn record(
+        &mut self,
+        at: SystemTime,
+        trace: u64,
+        from: &Arc<str>,
+        to: &Arc<str>,
+        method: &Name,
+        latency: Duration,
+        error: Option<&'static str>,
+    ) {
+        let route = self.route_index(from, to, method);
+        let stats = &mut self.routes[route].1;
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         stats.requests += 1;
-        stats.errors += u64::from(hop.error.is_some());
+        stats.errors += u64::from(error.is_some());
         stats.latency_sum_us = stats.latency_sum_us.saturating_add(us);
         if stats.histogram.is_empty() {
             stats.histogram = vec![0; switchboard_protocol::segment::HIST_BUCKETS];
@@ -101,14 +156,64 @@ impl Traces {
         if self.hops.len() == HOPS_KEPT {
             self.hops.pop_front();
         }
-        self.hops.push_back(hop);
+        self.hops.push_back(HopRecord {
+            at,
+            trace,
+            route,
+            method: method.clone(),
+            latency,
+            error,
+        });
+    }
+
+    /// The index of the route (from, to, method), added if new; past [`ROUTES_KEPT`] a new
+    /// route is counted under [`OTHER_METHOD`].
+    fn route_index(&mut self, from: &Arc<str>, to: &Arc<str>, method: &str) -> usize {
+        let key = RouteRef { from, to, method };
+        if let Some(&index) = self.index.get(&key) {
+            return index;
+        }
+        let method = if self.routes.len() >= ROUTES_KEPT {
+            let other = RouteRef {
+                method: OTHER_METHOD,
+                ..key
+            };
+            if let Some(&index) = self.index.get(&other) {
+                return index;
+            }
+            OTHER_METHOD
+        } else {
+            method
+        };
+        let route = Route {
+            from: from.clone(),
+            to: to.clone(),
+            method: method.into(),
+        };
+        let index = self.routes.len();
+        self.index.insert(route.clone(), index);
+        self.routes.push((route, RouteStats::default()));
+        index
+    }
+
+    fn hop(&self, record: &HopRecord) -> Hop {
+        let route = &self.routes[record.route].0;
+        Hop {
+            at: record.at,
+            trace: record.trace,
+            from: route.from.clone(),
+            to: route.to.clone(),
+            method: record.method.clone(),
+            latency: record.latency,
+            error: record.error,
+        }
     }
 
     pub fn recent(&self, n: usize) -> Vec<Hop> {
         self.hops
             .iter()
             .skip(self.hops.len().saturating_sub(n))
-            .cloned()
+            .map(|record| self.hop(record))
             .collect()
     }
 
@@ -121,9 +226,12 @@ impl Traces {
             .hops
             .iter()
             .rev()
-            .filter(|h| &*h.from == service || &*h.to == service)
+            .filter(|record| {
+                let route = &self.routes[record.route].0;
+                &*route.from == service || &*route.to == service
+            })
             .take(n)
-            .cloned()
+            .map(|record| self.hop(record))
             .collect();
         hops.reverse();
         hops
@@ -132,17 +240,13 @@ impl Traces {
     pub fn trace(&self, trace: u64) -> Vec<Hop> {
         self.hops
             .iter()
-            .filter(|h| h.trace == trace)
-            .cloned()
+            .filter(|record| record.trace == trace)
+            .map(|record| self.hop(record))
             .collect()
     }
 
     pub fn routes(&self) -> Vec<(Route, RouteStats)> {
-        let mut routes: Vec<_> = self
-            .routes
-            .iter()
-            .map(|(r, s)| (r.clone(), s.clone()))
-            .collect();
+        let mut routes = self.routes.clone();
         routes.sort_by(|a, b| a.0.cmp(&b.0));
         routes
     }
@@ -156,28 +260,28 @@ pub fn code_name(code: Option<ErrorCode>) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    fn hop(method: &str) -> Hop {
-        Hop {
-            at: SystemTime::UNIX_EPOCH,
-            trace: 1,
-            from: Arc::from("caller"),
-            to: Arc::from("echo"),
-            method: method.into(),
-            latency: Duration::from_micros(3),
-            error: Some("not_found"),
-        }
+    fn record(traces: &mut Traces, method: &str) {
+        traces.record(
+            SystemTime::UNIX_EPOCH,
+            1,
+            &Arc::from("caller"),
+            &Arc::from("echo"),
+            &method.into(),
+            Duration::from_micros(3),
+            Some("not_found"),
+        );
     }
 
     #[test]
     fn routes_past_the_limit_are_counted_under_other() {
         let mut traces = Traces::default();
         for i in 0..ROUTES_KEPT {
-            traces.record(hop(&format!("m{i}")));
+            record(&mut traces, &format!("m{i}"));
         }
         // Known routes still count apart; new ones share one.
-        traces.record(hop("m0"));
-        traces.record(hop("made_up_1"));
-        traces.record(hop("made_up_2"));
+        record(&mut traces, "m0");
+        record(&mut traces, "made_up_1");
+        record(&mut traces, "made_up_2");
         let routes = traces.routes();
         assert_eq!(routes.len(), ROUTES_KEPT + 1);
         let requests = |method: &str| {
@@ -189,5 +293,45 @@ mod tests {
         assert_eq!(requests("m0"), Some(2));
         assert_eq!(requests(OTHER_METHOD), Some(2));
         assert_eq!(requests("made_up_1"), None);
+    }
+
+    #[test]
+    fn hops_are_kept_with_their_routes_oldest_first_and_bounded() {
+        let mut traces = Traces::default();
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        let total = HOPS_KEPT as u64 + 10;
+        for i in 0..total {
+            let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &c) };
+            let latency = Duration::from_micros(i);
+            traces.record(
+                SystemTime::UNIX_EPOCH,
+                i,
+                from,
+                to,
+                &"get".into(),
+                latency,
+                None,
+            );
+        }
+        assert_eq!(traces.recent(usize::MAX).len(), HOPS_KEPT);
+        assert!(traces.trace(0).is_empty(), "the oldest hops are gone");
+        let last = traces.trace(total - 1);
+        assert_eq!(last.len(), 1);
+        assert_eq!(
+            (&*last[0].from, &*last[0].to, last[0].method.as_str()),
+            ("b", "c", "get")
+        );
+        assert_eq!(last[0].latency, Duration::from_micros(total - 1));
+        let of_a = traces.recent_of(Some("a"), 3);
+        assert_eq!(of_a.len(), 3);
+        assert!(of_a.iter().all(|h| &*h.from == "a" && &*h.to == "b"));
+        assert!(
+            of_a.windows(2).all(|w| w[0].trace < w[1].trace),
+            "oldest first"
+        );
+        assert_eq!(of_a[2].trace, total - 2);
+        let routes = traces.routes();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes.iter().map(|(_, s)| s.requests).sum::<u64>(), total);
     }
 }
