@@ -108,8 +108,8 @@ impl Shared {
 
 impl Inbox {
     /// Queues a frame without waiting.
-    pub fn try_send(&self, envelope: Envelope) -> Result<(), SendError> {
-        let lane = lane(&envelope);
+    pub fn try_send(&self, envelope: &Envelope) -> Result<(), SendError> {
+        let lane = lane(envelope);
         {
             let mut lanes = self.shared.lock();
             if lanes.closed {
@@ -132,7 +132,7 @@ impl Inbox {
             } = &mut *lanes;
             // A refused frame leaves nothing behind in the lane.
             codec
-                .encode(&envelope, &mut bufs[lane])
+                .encode(envelope, &mut bufs[lane])
                 .map_err(|_| SendError::TooLarge)?;
             lanes.len += 1;
             // The writer waits only once it found the queue empty: only the first frame
@@ -265,33 +265,33 @@ mod tests {
     #[tokio::test]
     async fn higher_priority_and_answers_go_first() {
         let (tx, mut rx) = inbox(10);
-        tx.try_send(request(1, 1)).unwrap();
-        tx.try_send(request(2, 0)).unwrap();
-        tx.try_send(request(3, 3)).unwrap();
-        tx.try_send(request(4, 200)).unwrap();
-        tx.try_send(answer(5)).unwrap();
-        tx.try_send(request(6, 1)).unwrap();
+        tx.try_send(&request(1, 1)).unwrap();
+        tx.try_send(&request(2, 0)).unwrap();
+        tx.try_send(&request(3, 3)).unwrap();
+        tx.try_send(&request(4, 200)).unwrap();
+        tx.try_send(&answer(5)).unwrap();
+        tx.try_send(&request(6, 1)).unwrap();
         assert_eq!(tx.len(), 6);
         assert_eq!(take_ids(&mut rx), [5, 3, 4, 1, 6, 2]);
         assert!(tx.is_empty());
         // Lanes are reused after a take.
-        tx.try_send(request(7, 0)).unwrap();
-        tx.try_send(request(8, 2)).unwrap();
+        tx.try_send(&request(7, 0)).unwrap();
+        tx.try_send(&request(8, 2)).unwrap();
         assert_eq!(take_ids(&mut rx), [8, 7]);
     }
 
     #[tokio::test]
     async fn full_refuses_requests_but_answers_get_an_allowance() {
         let (tx, mut rx) = inbox(2);
-        tx.try_send(request(1, 1)).unwrap();
-        tx.try_send(request(2, 1)).unwrap();
-        assert_eq!(tx.try_send(request(3, 1)), Err(SendError::Full));
-        tx.try_send(answer(4)).unwrap();
-        tx.try_send(answer(5)).unwrap();
-        assert_eq!(tx.try_send(answer(6)), Err(SendError::Full));
+        tx.try_send(&request(1, 1)).unwrap();
+        tx.try_send(&request(2, 1)).unwrap();
+        assert_eq!(tx.try_send(&request(3, 1)), Err(SendError::Full));
+        tx.try_send(&answer(4)).unwrap();
+        tx.try_send(&answer(5)).unwrap();
+        assert_eq!(tx.try_send(&answer(6)), Err(SendError::Full));
         assert_eq!(tx.dropped_answers(), 1);
         rx.close();
-        assert_eq!(tx.try_send(request(9, 1)), Err(SendError::Closed));
+        assert_eq!(tx.try_send(&request(9, 1)), Err(SendError::Closed));
         assert!(rx.ready().await, "queued frames survive close");
         assert_eq!(take_ids(&mut rx), [4, 5, 1, 2]);
         assert!(!rx.ready().await, "closed and drained");
@@ -300,15 +300,15 @@ mod tests {
     #[tokio::test]
     async fn a_frame_over_the_limit_is_refused_and_leaves_nothing_behind() {
         let (tx, mut rx) = inbox(4);
-        tx.try_send(request(1, 1)).unwrap();
+        tx.try_send(&request(1, 1)).unwrap();
         let huge = Envelope {
             body: Body::Postcard(Bytes::from(
                 vec![1u8; switchboard_protocol::codec::DEFAULT_MAX_FRAME],
             )),
             ..request(2, 1)
         };
-        assert_eq!(tx.try_send(huge), Err(SendError::TooLarge));
-        tx.try_send(request(3, 1)).unwrap();
+        assert_eq!(tx.try_send(&huge), Err(SendError::TooLarge));
+        tx.try_send(&request(3, 1)).unwrap();
         assert_eq!(take_ids(&mut rx), [1, 3]);
     }
 
@@ -320,7 +320,7 @@ mod tests {
             (ready, take_ids(&mut rx))
         });
         tokio::task::yield_now().await;
-        tx.try_send(request(42, 1)).unwrap();
+        tx.try_send(&request(42, 1)).unwrap();
         assert_eq!(waiter.await.unwrap(), (true, vec![42]));
     }
 }

@@ -14,8 +14,9 @@ use super::inbox::{Inbox, SendError};
 /// runs on the hot path, so a link that cannot take a frame now says so (`Full`, and the
 /// caller is answered `overloaded`) rather than waiting.
 pub trait Link: Send + Sync {
-    /// Queues `envelope` for the instance.
-    fn try_send(&self, envelope: Envelope) -> Result<(), SendError>;
+    /// Queues `envelope` for the instance. By reference: the pipe transport encodes it as it
+    /// queues it, so it never needs the envelope itself (and a held copy is the caller's).
+    fn try_send(&self, envelope: &Envelope) -> Result<(), SendError>;
     /// Frames queued and not yet handed to the transport.
     fn queued(&self) -> usize;
     /// The transport, for logs and the console: "stdin pipe", "nats".
@@ -23,7 +24,7 @@ pub trait Link: Send + Sync {
 }
 
 impl Link for Inbox {
-    fn try_send(&self, envelope: Envelope) -> Result<(), SendError> {
+    fn try_send(&self, envelope: &Envelope) -> Result<(), SendError> {
         Inbox::try_send(self, envelope)
     }
 

@@ -87,15 +87,21 @@ impl Caller {
         matches!(self, Caller::Instance(handle) if handle.id == id)
     }
 
-    fn deliver(self, answer: Envelope) {
+    fn deliver(self, mut answer: Envelope) {
+        self.deliver_from(&mut answer);
+    }
+
+    /// Delivers `answer` from where it lies: an instance's inbox encodes it there, a caller in
+    /// the console takes it.
+    fn deliver_from(self, answer: &mut Envelope) {
         match self {
             Caller::Instance(handle) => deliver(&handle, answer),
             Caller::Local(reply) => {
-                let _ = reply.send(answer);
+                let _ = reply.send(std::mem::take(answer));
             }
             // The channel has room for the whole window and the end (see `call_stream`).
             Caller::LocalStream(items) => {
-                let _ = items.try_send(answer);
+                let _ = items.try_send(std::mem::take(answer));
             }
         }
     }
@@ -226,12 +232,12 @@ impl Router {
     /// completed it returned (see [`switchboard_protocol::read_clock`]). A request's deadline
     /// and an answer's latency count from there: one clock read per read of a pipe, instead of
     /// two per request routed.
-    pub fn route(&self, from: &Arc<InstanceHandle>, envelope: Envelope, received: Instant) {
+    pub fn route(&self, from: &Arc<InstanceHandle>, mut envelope: Envelope, received: Instant) {
         self.inner.counters.routed.fetch_add(1, Ordering::Relaxed);
         self.inner.activity.message();
         match envelope.kind {
             Kind::Request => self.request(from, envelope, received),
-            Kind::Response(_) | Kind::StreamEnd(_) => self.answer(envelope, received),
+            Kind::Response(_) | Kind::StreamEnd(_) => self.answer(&mut envelope, received),
             Kind::Event => self.event(envelope),
             Kind::StreamItem => self.stream_item(from, envelope),
             Kind::Credit(_) | Kind::Cancel => self.receiver_control(from, envelope),
@@ -241,24 +247,24 @@ impl Router {
         }
     }
 
-    fn request(&self, from: &Arc<InstanceHandle>, envelope: Envelope, received: Instant) {
+    fn request(&self, from: &Arc<InstanceHandle>, mut envelope: Envelope, received: Instant) {
         let caller = Caller::Instance(from.clone());
-        self.dispatch(&from.service, caller, envelope, received);
+        self.dispatch(&from.service, caller, &mut envelope, received);
     }
 
     /// Calls a service from inside the console (the gateway, the CLI, tests) under the name
     /// `from`, which must be allowed to call the target like any service. Resolves to the
     /// answer, which is always a Response (an error code when anything went wrong).
-    pub fn call(&self, from: &str, envelope: Envelope) -> impl Future<Output = Envelope> + use<> {
+    pub fn call(
+        &self,
+        from: &str,
+        mut envelope: Envelope,
+    ) -> impl Future<Output = Envelope> + use<> {
         let (reply, answer) = oneshot::channel();
         let id = envelope.id;
         let trace = envelope.trace;
-        self.dispatch(
-            &Arc::from(from),
-            Caller::Local(reply),
-            envelope,
-            Instant::now(),
-        );
+        let now = Instant::now();
+        self.dispatch(&Arc::from(from), Caller::Local(reply), &mut envelope, now);
         async move {
             answer.await.unwrap_or_else(|_| {
                 error_answer(
@@ -273,23 +279,25 @@ impl Router {
 
     /// Sends a request on to the least loaded ready instance of its destination, or answers
     /// it at once with the reason it cannot go; `now` starts its deadline.
-    fn dispatch(&self, from: &Arc<str>, caller: Caller, mut envelope: Envelope, now: Instant) {
-        // Every service of the stack has an entry (possibly empty) in `allowed`.
-        if !self
-            .inner
-            .allowed
-            .contains_key(envelope.destination.as_str())
-            || envelope.destination == GATEWAY
-        {
-            let message = format!("no service `{}`", envelope.destination);
-            let answer = error_answer(envelope.id, envelope.trace, ErrorCode::NotFound, &message);
-            return caller.deliver(answer);
-        }
+    fn dispatch(&self, from: &Arc<str>, caller: Caller, envelope: &mut Envelope, now: Instant) {
         let allowed = self
             .inner
             .allowed
             .get(&**from)
             .is_some_and(|calls| calls.contains(envelope.destination.as_str()));
+        // Every service of the stack has an entry (possibly empty) in `allowed`; looked up
+        // only for a call that is not allowed, to tell a name nobody has from a forbidden one.
+        if envelope.destination == GATEWAY
+            || !allowed
+                && !self
+                    .inner
+                    .allowed
+                    .contains_key(envelope.destination.as_str())
+        {
+            let message = format!("no service `{}`", envelope.destination);
+            let answer = error_answer(envelope.id, envelope.trace, ErrorCode::NotFound, &message);
+            return caller.deliver(answer);
+        }
         if !allowed {
             let message = format!(
                 "`{from}` may not call `{}` (see `calls` in the stack file)",
@@ -300,7 +308,7 @@ impl Router {
                 let target = format!("{}.{}", envelope.destination, envelope.method);
                 audit.record(from, "call", &target, "forbidden");
             }
-            return self.refuse(from, caller, &envelope, ErrorCode::Forbidden, &message);
+            return self.refuse(from, caller, envelope, ErrorCode::Forbidden, &message);
         }
         if let Some(retry_after) = self.breaker_refuses(&envelope.destination, now) {
             let message = format!(
@@ -308,14 +316,15 @@ impl Router {
                 envelope.destination,
                 retry_after.as_millis()
             );
-            return self.refuse(from, caller, &envelope, ErrorCode::CircuitOpen, &message);
+            return self.refuse(from, caller, envelope, ErrorCode::CircuitOpen, &message);
         }
         let target = match self.pick(&envelope.destination, &envelope.method) {
             Ok(target) => target,
             Err(Miss::Fail(code, message)) => {
-                return self.refuse(from, caller, &envelope, code, &message);
+                return self.refuse(from, caller, envelope, code, &message);
             }
-            Err(Miss::Restarting) => return self.hold(from, caller, envelope),
+            // Held: the one path that keeps the request, so the one that takes it.
+            Err(Miss::Restarting) => return self.hold(from, caller, std::mem::take(envelope)),
         };
         let deadline =
             (envelope.deadline_us > 0).then(|| now + Duration::from_micros(envelope.deadline_us));
@@ -476,10 +485,10 @@ impl Router {
                 continue;
             }
             held.envelope.deadline_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1);
-            self.dispatch(&held.from, held.caller, held.envelope, now);
+            self.dispatch(&held.from, held.caller, &mut held.envelope, now);
         }
         for event in events {
-            self.deliver_event(service, event);
+            self.deliver_event(service, &event);
         }
     }
 
@@ -490,7 +499,7 @@ impl Router {
 
     /// Sends an event to the least busy ready instance of `service`, or holds it while the
     /// service restarts.
-    fn deliver_event(&self, service: &str, event: Envelope) {
+    fn deliver_event(&self, service: &str, event: &Envelope) {
         let target = {
             let registry = registry::read(&self.inner.registry);
             let Some(entry) = registry.service(service) else {
@@ -513,7 +522,7 @@ impl Router {
             }
         };
         let Some(target) = target else {
-            lock(&self.inner.held).hold_event(service, event);
+            lock(&self.inner.held).hold_event(service, event.clone());
             return;
         };
         if target.link.try_send(event).is_err() {
@@ -525,7 +534,7 @@ impl Router {
         }
     }
 
-    fn answer(&self, mut envelope: Envelope, received: Instant) {
+    fn answer(&self, envelope: &mut Envelope, received: Instant) {
         let Some(flight) = self.in_flight().remove(&envelope.correlation) else {
             self.inner
                 .counters
@@ -544,7 +553,7 @@ impl Router {
         self.finished(&flight, code, received);
         envelope.correlation = flight.caller_id;
         envelope.trace = flight.trace;
-        flight.caller.deliver(envelope);
+        flight.caller.deliver_from(envelope);
     }
 
     fn event(&self, envelope: Envelope) {
@@ -560,7 +569,7 @@ impl Router {
             .map(|(service, _)| service.clone())
             .collect();
         for service in subscribers {
-            self.deliver_event(&service, envelope.clone());
+            self.deliver_event(&service, &envelope);
         }
     }
 
@@ -770,7 +779,7 @@ fn error_answer(correlation: u64, trace: u64, code: ErrorCode, message: &str) ->
 /// Delivers an answer to a caller. Answers have an allowance beyond the inbox's capacity (see
 /// [`inbox`]); past it the answer is dropped and counted there, and the caller's deadline ends
 /// its wait.
-fn deliver(to: &Arc<InstanceHandle>, answer: Envelope) {
+fn deliver(to: &Arc<InstanceHandle>, answer: &Envelope) {
     let (correlation, trace) = (answer.correlation, answer.trace);
     match to.link.try_send(answer) {
         Ok(()) | Err(SendError::Closed) => {}
@@ -787,7 +796,7 @@ fn deliver(to: &Arc<InstanceHandle>, answer: Envelope) {
                 ErrorCode::Internal,
                 "the answer is over the frame limit",
             );
-            let _ = to.link.try_send(refusal);
+            let _ = to.link.try_send(&refusal);
         }
     }
 }

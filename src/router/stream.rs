@@ -69,7 +69,7 @@ impl Router {
         item.trace = flight.trace;
         let receiver_gone = match &flight.caller {
             Caller::Instance(handle) => {
-                deliver(handle, item);
+                deliver(handle, &item);
                 false
             }
             Caller::LocalStream(items) => {
@@ -107,7 +107,7 @@ impl Router {
                 flight.credit = flight.credit.saturating_add(*more).min(MAX_CREDIT);
                 let target = flight.target.clone();
                 drop(in_flight);
-                deliver(&target, control(routed_id, Kind::Credit(*more)));
+                deliver(&target, &control(routed_id, Kind::Credit(*more)));
             }
             Kind::Cancel => {
                 if let Some(flight) = in_flight.remove(&routed_id) {
@@ -127,7 +127,7 @@ impl Router {
         let caller_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         envelope.id = caller_id;
         let caller = Caller::LocalStream(items);
-        self.dispatch(&Arc::from(from), caller, envelope, Instant::now());
+        self.dispatch(&Arc::from(from), caller, &mut envelope, Instant::now());
         LocalStream {
             router: self.clone(),
             caller_id,
@@ -151,7 +151,7 @@ impl Router {
         self.forget_stream(&flight);
         self.finished(&flight, Some(code), Instant::now());
         if cancel {
-            deliver(&flight.target, control(routed_id, Kind::Cancel));
+            deliver(&flight.target, &control(routed_id, Kind::Cancel));
         }
         let end = ending(&flight, code, message);
         flight.caller.deliver(end);
@@ -162,7 +162,7 @@ impl Router {
     pub(super) fn cancel_flight(&self, routed_id: u64, flight: &InFlight) {
         flight.target.outstanding.fetch_sub(1, Ordering::Relaxed);
         self.forget_stream(flight);
-        deliver(&flight.target, control(routed_id, Kind::Cancel));
+        deliver(&flight.target, &control(routed_id, Kind::Cancel));
     }
 
     /// Drops the receiver's index entry of a flight that is over.

@@ -212,7 +212,7 @@ impl InstanceTask {
         self.handle.routable.store(false, Ordering::Release);
         if self.protocol {
             // Best effort: a congested inbox still gets its stdin closed below.
-            let _ = self.handle.link.try_send(Envelope {
+            let _ = self.handle.link.try_send(&Envelope {
                 kind: Kind::Shutdown,
                 ..Envelope::default()
             });
@@ -388,7 +388,7 @@ async fn read_frames(
                     subscriptions.clone_from(&hello.topics);
                 }
                 router.subscriptions_changed(&handle.service, &hello.topics);
-                let _ = handle.link.try_send(answer);
+                let _ = handle.link.try_send(&answer);
                 let _ = events
                     .send(InstanceEvent::Hello {
                         id,
