@@ -652,12 +652,11 @@ impl Router {
             trace::OTHER_METHOD.into()
         };
         let now = Instant::now();
-        let to: Arc<str> = Arc::from(request.destination.as_str());
         {
             let mut traces = lock(&self.inner.traces);
             let at = traces.wall_clock(now);
-            let error = Some(code.as_str());
-            traces.record(at, trace, from, &to, &method, Duration::ZERO, error);
+            let (to, error) = (request.destination.as_str(), Some(code.as_str()));
+            traces.record(at, trace, from, to, &method, Duration::ZERO, error);
         }
         caller.deliver(error_answer(request.id, trace, code, message));
     }

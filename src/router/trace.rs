@@ -135,8 +135,8 @@ impl Traces {
         &mut self,
         at: SystemTime,
         trace: u64,
-        from: &Arc<str>,
-        to: &Arc<str>,
+        from: &str,
+        to: &str,
         method: &Name,
         latency: Duration,
         error: Option<&'static str>,
@@ -166,9 +166,9 @@ impl Traces {
         });
     }
 
-    /// The index of the route (from, to, method), added if new; past [`ROUTES_KEPT`] a new
-    /// route is counted under [`OTHER_METHOD`].
-    fn route_index(&mut self, from: &Arc<str>, to: &Arc<str>, method: &str) -> usize {
+    /// The index of the route (from, to, method), added if new (the only time its names are
+    /// copied); past [`ROUTES_KEPT`] a new route is counted under [`OTHER_METHOD`].
+    fn route_index(&mut self, from: &str, to: &str, method: &str) -> usize {
         let key = RouteRef { from, to, method };
         if let Some(&index) = self.index.get(&key) {
             return index;
@@ -186,8 +186,8 @@ impl Traces {
             method
         };
         let route = Route {
-            from: from.clone(),
-            to: to.clone(),
+            from: Arc::from(from),
+            to: Arc::from(to),
             method: method.into(),
         };
         let index = self.routes.len();
@@ -264,8 +264,8 @@ mod tests {
         traces.record(
             SystemTime::UNIX_EPOCH,
             1,
-            &Arc::from("caller"),
-            &Arc::from("echo"),
+            "caller",
+            "echo",
             &method.into(),
             Duration::from_micros(3),
             Some("not_found"),
@@ -298,10 +298,9 @@ mod tests {
     #[test]
     fn hops_are_kept_with_their_routes_oldest_first_and_bounded() {
         let mut traces = Traces::default();
-        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
         let total = HOPS_KEPT as u64 + 10;
         for i in 0..total {
-            let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &c) };
+            let (from, to) = if i % 2 == 0 { ("a", "b") } else { ("b", "c") };
             let latency = Duration::from_micros(i);
             traces.record(
                 SystemTime::UNIX_EPOCH,

@@ -122,7 +122,7 @@ impl Context {
 
     /// Resolves when the service starts draining.
     pub async fn draining(&self) {
-        self.link.draining.cancelled().await;
+        self.link.until_draining().await;
     }
 
     /// Calls `service.method` with a postcard body, propagating the current deadline.

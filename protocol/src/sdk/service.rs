@@ -333,9 +333,9 @@ impl Service {
                 == tokio::runtime::RuntimeFlavor::CurrentThread,
         };
         let mut draining = false;
-        // Made once: a fresh `cancelled()` future each turn of the loop registered with the
-        // token, under its lock, for every frame read.
-        let mut drain_asked = std::pin::pin!(link.draining.cancelled());
+        // Made once: a fresh future each turn of the loop registered with the drain token,
+        // under its lock, for every frame read.
+        let mut drain_asked = std::pin::pin!(link.until_draining());
         loop {
             tokio::select! {
                 frame = frames.next() => match frame {

@@ -63,9 +63,9 @@ pub(crate) struct Link {
     /// Calls made and answered, for the poller (see [`poll_for_answers`]).
     activity: Arc<Activity>,
     pub(crate) segment: Arc<SegmentWriter>,
-    /// Cancelled when the service starts draining: no new work is taken. Set through
+    /// Cancelled when the service starts draining: no new work is taken. Only through
     /// [`Link::drain`], which also sets `drained`.
-    pub(crate) draining: CancellationToken,
+    draining: CancellationToken,
     /// Whether draining has started, read for every request: a token's `is_cancelled` takes
     /// its lock.
     drained: AtomicBool,
@@ -107,6 +107,11 @@ impl Link {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.drained.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the service starts draining.
+    pub(crate) async fn until_draining(&self) {
+        self.draining.cancelled().await;
     }
 
     pub(crate) fn next_id(&self) -> u64 {
