@@ -132,6 +132,12 @@ struct InFlight {
     streaming: bool,
 }
 
+/// One circuit breaker per target service, and the trace buffer with its route metrics.
+struct Books {
+    breakers: FastMap<String, Breaker>,
+    traces: trace::Traces,
+}
+
 #[derive(Default)]
 struct Counters {
     routed: AtomicU64,
@@ -143,8 +149,9 @@ struct Inner {
     registry: SharedRegistry,
     audit: Option<AuditLog>,
     events: EventSender,
-    breakers: Mutex<FastMap<String, Breaker>>,
-    traces: Mutex<trace::Traces>,
+    /// What the router keeps of outcomes: every routed request ends by updating both, so
+    /// they share one lock.
+    books: Mutex<Books>,
     /// Requests and events waiting for a restarting service.
     held: Mutex<hold::Held>,
     /// The topic patterns each service subscribed to, kept while it restarts so that events
@@ -200,8 +207,10 @@ impl Router {
                 registry,
                 audit,
                 events,
-                breakers: Mutex::new(breakers),
-                traces: Mutex::new(trace::Traces::default()),
+                books: Mutex::new(Books {
+                    breakers,
+                    traces: trace::Traces::default(),
+                }),
                 held: Mutex::new(hold::Held::default()),
                 topics: Mutex::new(HashMap::new()),
                 allowed,
@@ -615,8 +624,8 @@ impl Router {
     /// `Some(retry_after)` when the target's breaker is open.
     fn breaker_refuses(&self, service: &str, now: Instant) -> Option<Duration> {
         let (admitted, transition, retry_after) = {
-            let mut breakers = lock(&self.inner.breakers);
-            let breaker = breakers.get_mut(service)?;
+            let mut books = lock(&self.inner.books);
+            let breaker = books.breakers.get_mut(service)?;
             let (admitted, transition) = breaker.admit(now);
             (admitted, transition, breaker.retry_after(now))
         };
@@ -653,7 +662,7 @@ impl Router {
         };
         let now = Instant::now();
         {
-            let mut traces = lock(&self.inner.traces);
+            let traces = &mut lock(&self.inner.books).traces;
             let at = traces.wall_clock(now);
             let (to, error) = (request.destination.as_str(), Some(code.as_str()));
             traces.record(at, trace, from, to, &method, Duration::ZERO, error);
@@ -677,23 +686,28 @@ impl Router {
     /// metrics.
     fn finished(&self, flight: &InFlight, code: Option<ErrorCode>, now: Instant) {
         let service: &str = &flight.target.service;
-        let transition = lock(&self.inner.breakers)
-            .get_mut(service)
-            .and_then(|b| b.record(now, breaker::is_failure(code)));
+        let transition = {
+            let mut books = lock(&self.inner.books);
+            let Books { breakers, traces } = &mut *books;
+            let transition = breakers
+                .get_mut(service)
+                .and_then(|b| b.record(now, breaker::is_failure(code)));
+            let at = traces.wall_clock(now);
+            traces.record(
+                at,
+                flight.trace,
+                &flight.from,
+                &flight.target.service,
+                &flight.method,
+                now.saturating_duration_since(flight.started),
+                trace::code_name(code),
+            );
+            transition
+        };
+        // Outside the lock: it logs and sends a lifecycle event.
         if let Some(state) = transition {
             self.breaker_changed(service, state);
         }
-        let mut traces = lock(&self.inner.traces);
-        let at = traces.wall_clock(now);
-        traces.record(
-            at,
-            flight.trace,
-            &flight.from,
-            &flight.target.service,
-            &flight.method,
-            now.saturating_duration_since(flight.started),
-            trace::code_name(code),
-        );
     }
 
     fn breaker_changed(&self, service: &str, state: BreakerState) {
@@ -709,27 +723,30 @@ impl Router {
 
     /// The breaker state of `service` ("closed", "open", "half-open").
     pub fn breaker_state(&self, service: &str) -> Option<BreakerState> {
-        lock(&self.inner.breakers).get(service).map(Breaker::state)
+        lock(&self.inner.books)
+            .breakers
+            .get(service)
+            .map(Breaker::state)
     }
 
     /// The most recent `n` hops, oldest first.
     pub fn recent_hops(&self, n: usize) -> Vec<trace::Hop> {
-        lock(&self.inner.traces).recent(n)
+        lock(&self.inner.books).traces.recent(n)
     }
 
     /// The most recent `n` hops from or to `service` (all hops without one), oldest first.
     pub fn hops_of(&self, service: Option<&str>, n: usize) -> Vec<trace::Hop> {
-        lock(&self.inner.traces).recent_of(service, n)
+        lock(&self.inner.books).traces.recent_of(service, n)
     }
 
     /// Every recorded hop of one trace.
     pub fn trace(&self, trace: u64) -> Vec<trace::Hop> {
-        lock(&self.inner.traces).trace(trace)
+        lock(&self.inner.books).traces.trace(trace)
     }
 
     /// Counters and latency per (from, to, method).
     pub fn routes(&self) -> Vec<(trace::Route, trace::RouteStats)> {
-        lock(&self.inner.traces).routes()
+        lock(&self.inner.books).traces.routes()
     }
 
     /// Requests in flight right now.
