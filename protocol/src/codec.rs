@@ -307,10 +307,7 @@ pub fn decode_frame(cobs_frame: &[u8]) -> Result<Envelope, MalformedReason> {
 fn decode_in_place(frame: &mut [u8]) -> Result<Envelope, MalformedReason> {
     let len = cobs_decode_in_place(frame).ok_or(MalformedReason::Cobs)?;
     let decoded = frame.get(..len).ok_or(MalformedReason::Cobs)?;
-    match postcard::take_from_bytes::<Envelope>(decoded) {
-        Ok((envelope, [])) => Ok(envelope),
-        Ok(_) | Err(_) => Err(MalformedReason::Postcard),
-    }
+    crate::envelope_decode::decode(decoded).ok_or(MalformedReason::Postcard)
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //!
 //! - [`envelope`]: the one message type ([`Envelope`]) and its parts: kinds, statuses, error
 //!   codes, bodies tagged postcard or JSON.
+//! - `envelope_decode`: the envelope's postcard decoding written out by hand, for speed;
+//!   held to postcard's own by property tests.
 //! - [`codec`]: framing over a byte stream: postcard + COBS between zero bytes, as a tokio-util
 //!   `Decoder`/`Encoder` that resynchronises after garbage and never ends the stream on bad input.
 //! - [`segment`]: the per-service shared-memory metrics segment: its layout, the service-side
@@ -19,6 +21,7 @@
 pub mod busy_poll;
 pub mod codec;
 pub mod envelope;
+mod envelope_decode;
 pub mod read_clock;
 pub mod sdk;
 pub mod segment;
