@@ -57,6 +57,17 @@ fn codec(c: &mut Criterion) {
             black_box(codec.decode(&mut buf).unwrap())
         })
     });
+
+    // As the console and the SDK read: into one envelope kept across frames.
+    let mut slot = Envelope::default();
+    c.bench_function("decode request into a kept envelope (64-byte body)", |b| {
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(&wire);
+            let read = codec.decode_into(&mut buf, &mut slot).unwrap();
+            black_box((read.is_ok(), slot.id))
+        })
+    });
 }
 
 criterion_group!(benches, codec);

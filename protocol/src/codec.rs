@@ -101,11 +101,34 @@ impl Default for FrameCodec {
     }
 }
 
-impl Decoder for FrameCodec {
-    type Item = Frame;
-    type Error = std::io::Error;
+impl FrameCodec {
+    /// Decodes the next whole frame in `src` into `slot`, as [`Decoder::decode`] does but
+    /// without moving a decoded envelope out: a reader keeps one envelope for good (see
+    /// [`FrameReader`](crate::frame_reader::FrameReader)). `None`: no whole frame yet.
+    /// `Some(Err(_))`: the bytes were not a frame, and `slot` holds no meaningful envelope.
+    pub fn decode_into(
+        &mut self,
+        src: &mut BytesMut,
+        slot: &mut Envelope,
+    ) -> Option<Result<(), Malformed>> {
+        self.next_frame(src, |bytes| {
+            let len = cobs_decode_in_place(bytes).ok_or(MalformedReason::Cobs)?;
+            let decoded = bytes.get(..len).ok_or(MalformedReason::Cobs)?;
+            if crate::envelope_decode::decode_into(decoded, slot) {
+                Ok(())
+            } else {
+                Err(MalformedReason::Postcard)
+            }
+        })
+    }
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+    /// Finds the next frame in `src`, hands its bytes to `decode` and consumes it. Reports
+    /// an over-long frame (dropped as it arrives) as malformed.
+    fn next_frame<T>(
+        &mut self,
+        src: &mut BytesMut,
+        decode: impl FnOnce(&mut [u8]) -> Result<T, MalformedReason>,
+    ) -> Option<Result<T, Malformed>> {
         if self.discarding {
             match memchr::memchr(0, src) {
                 Some(at) => {
@@ -114,15 +137,15 @@ impl Decoder for FrameCodec {
                     self.discarding = false;
                     self.discarded = 0;
                     self.scanned = 0;
-                    return Ok(Some(Frame::Malformed(Malformed {
+                    return Some(Err(Malformed {
                         reason: MalformedReason::TooLarge,
                         len,
-                    })));
+                    }));
                 }
                 None => {
                     self.discarded += src.len();
                     src.clear();
-                    return Ok(None);
+                    return None;
                 }
             }
         }
@@ -140,18 +163,15 @@ impl Decoder for FrameCodec {
                 // Decoded in place inside the read buffer, which is then advanced past the
                 // frame: no copy, no allocation besides the envelope's own fields.
                 let frame = if end > self.max_frame {
-                    Frame::Malformed(Malformed {
+                    Err(Malformed {
                         reason: MalformedReason::TooLarge,
                         len: end,
                     })
                 } else {
-                    match decode_in_place(&mut src[..end]) {
-                        Ok(envelope) => Frame::Message(envelope),
-                        Err(reason) => Frame::Malformed(Malformed { reason, len: end }),
-                    }
+                    decode(&mut src[..end]).map_err(|reason| Malformed { reason, len: end })
                 };
                 src.advance(end + 1);
-                Ok(Some(frame))
+                Some(frame)
             }
             None if src.len() > self.max_frame => {
                 // Too long already: drop it now and keep dropping up to its end.
@@ -159,19 +179,41 @@ impl Decoder for FrameCodec {
                 self.discarded = src.len();
                 self.scanned = 0;
                 src.clear();
-                Ok(None)
+                None
             }
             None => {
                 self.scanned = src.len();
-                Ok(None)
+                None
             }
         }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        Ok(self
+            .next_frame(src, decode_in_place)
+            .map(|frame| match frame {
+                Ok(envelope) => Frame::Message(envelope),
+                Err(malformed) => Frame::Malformed(malformed),
+            }))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
         if let Some(frame) = self.decode(src)? {
             return Ok(Some(frame));
         }
+        Ok(self.truncated(src).map(Frame::Malformed))
+    }
+}
+
+impl FrameCodec {
+    /// At the end of the stream, once no whole frame is left: the report of the partial
+    /// frame left in `src` (cleared), if there is one.
+    pub fn truncated(&mut self, src: &mut BytesMut) -> Option<Malformed> {
         let len = if self.discarding {
             self.discarded + src.len()
         } else {
@@ -181,10 +223,10 @@ impl Decoder for FrameCodec {
         self.discarded = 0;
         self.scanned = 0;
         src.clear();
-        Ok((len > 0).then_some(Frame::Malformed(Malformed {
+        (len > 0).then_some(Malformed {
             reason: MalformedReason::Truncated,
             len,
-        })))
+        })
     }
 }
 

@@ -10,6 +10,8 @@
 //!   held to postcard's own by property tests.
 //! - [`codec`]: framing over a byte stream: postcard + COBS between zero bytes, as a tokio-util
 //!   `Decoder`/`Encoder` that resynchronises after garbage and never ends the stream on bad input.
+//! - [`frame_reader`]: frames read from a pipe and decoded into one envelope the reader
+//!   keeps, so no decoded envelope is moved around.
 //! - [`segment`]: the per-service shared-memory metrics segment: its layout, the service-side
 //!   writer and the console-side reader.
 //! - [`sdk`]: typed async handlers, calls, publishes and progress for Rust services.
@@ -22,6 +24,7 @@ pub mod busy_poll;
 pub mod codec;
 pub mod envelope;
 mod envelope_decode;
+pub mod frame_reader;
 pub mod read_clock;
 pub mod sdk;
 pub mod segment;

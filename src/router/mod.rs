@@ -241,24 +241,22 @@ impl Router {
     /// completed it returned (see [`switchboard_protocol::read_clock`]). A request's deadline
     /// and an answer's latency count from there: one clock read per read of a pipe, instead of
     /// two per request routed.
-    pub fn route(&self, from: &Arc<InstanceHandle>, mut envelope: Envelope, received: Instant) {
+    pub fn route(&self, from: &Arc<InstanceHandle>, envelope: &mut Envelope, received: Instant) {
         self.inner.counters.routed.fetch_add(1, Ordering::Relaxed);
         self.inner.activity.message();
         match envelope.kind {
-            Kind::Request => self.request(from, envelope, received),
-            Kind::Response(_) | Kind::StreamEnd(_) => self.answer(&mut envelope, received),
+            Kind::Request => {
+                let caller = Caller::Instance(from.clone());
+                self.dispatch(&from.service, caller, envelope, received);
+            }
+            Kind::Response(_) | Kind::StreamEnd(_) => self.answer(envelope, received),
             Kind::Event => self.event(envelope),
-            Kind::StreamItem => self.stream_item(from, envelope),
+            Kind::StreamItem => self.stream_item(from, std::mem::take(envelope)),
             Kind::Credit(_) | Kind::Cancel => self.receiver_control(from, envelope),
             _ => {
                 tracing::debug!(service = %from.service, kind = ?envelope.kind, "frame not routed")
             }
         }
-    }
-
-    fn request(&self, from: &Arc<InstanceHandle>, mut envelope: Envelope, received: Instant) {
-        let caller = Caller::Instance(from.clone());
-        self.dispatch(&from.service, caller, &mut envelope, received);
     }
 
     /// Calls a service from inside the console (the gateway, the CLI, tests) under the name
@@ -565,7 +563,7 @@ impl Router {
         flight.caller.deliver_from(envelope);
     }
 
-    fn event(&self, envelope: Envelope) {
+    fn event(&self, envelope: &Envelope) {
         // Each subscribing service gets the event once, on its least busy ready replica; one
         // that is restarting gets it when it is back.
         let subscribers: Vec<String> = lock(&self.inner.topics)
@@ -578,7 +576,7 @@ impl Router {
             .map(|(service, _)| service.clone())
             .collect();
         for service in subscribers {
-            self.deliver_event(&service, &envelope);
+            self.deliver_event(&service, envelope);
         }
     }
 

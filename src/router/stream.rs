@@ -90,7 +90,7 @@ impl Router {
     }
 
     /// A `Credit` or `Cancel` from the receiver instance `from` for its request `correlation`.
-    pub(super) fn receiver_control(&self, from: &Arc<InstanceHandle>, envelope: Envelope) {
+    pub(super) fn receiver_control(&self, from: &Arc<InstanceHandle>, envelope: &Envelope) {
         self.receiver_says((Some(from.id), envelope.correlation), &envelope.kind);
     }
 

@@ -22,8 +22,7 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use switchboard_protocol::{
     Envelope, Kind, PROTOCOL_VERSION, Welcome,
-    codec::{Frame, FrameCodec},
-    read_clock::ReadClock,
+    frame_reader::{FrameReader, Read},
 };
 use tokio::{
     io::{AsyncRead, AsyncWriteExt},
@@ -344,17 +343,14 @@ async fn read_frames(
     let _closed = closed.drop_guard();
     let id = handle.id;
     let service: Arc<str> = handle.service.clone();
-    let mut frames = FramedRead::new(ReadClock::new(stdout), FrameCodec::new());
+    let mut frames = FrameReader::new(stdout);
+    // Decoded into in place, frame after frame: never moved (see `FrameReader`).
+    let mut envelope = Envelope::default();
     let mut since_yield = 0;
-    while let Some(frame) = frames.next().await {
-        since_yield += 1;
-        if since_yield == PIPELINE_CHUNK {
-            since_yield = 0;
-            tokio::task::yield_now().await;
-        }
-        let envelope = match frame {
-            Ok(Frame::Message(envelope)) => envelope,
-            Ok(Frame::Malformed(bad)) => {
+    loop {
+        match frames.read_into(&mut envelope).await {
+            Ok(Read::Message) => {}
+            Ok(Read::Malformed(bad)) => {
                 let count = handle.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
                 logs.push(
                     &service,
@@ -370,11 +366,17 @@ async fn read_frames(
                 }
                 continue;
             }
+            Ok(Read::End) => break,
             Err(err) => {
                 tracing::debug!(%service, cause = %err, "stdout read failed");
                 break;
             }
-        };
+        }
+        since_yield += 1;
+        if since_yield == PIPELINE_CHUNK {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
         match &envelope.kind {
             Kind::Hello(hello) => {
                 welcome.protocol_version = PROTOCOL_VERSION;
@@ -421,7 +423,7 @@ async fn read_frames(
                     })
                     .await;
             }
-            _ => router.route(&handle, envelope, frames.get_ref().last_read()),
+            _ => router.route(&handle, &mut envelope, frames.last_read()),
         }
     }
 }

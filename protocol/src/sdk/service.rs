@@ -11,10 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{FutureExt, StreamExt, future::BoxFuture};
+use futures::{FutureExt, future::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::{codec::FramedRead, sync::CancellationToken, task::TaskTracker};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     body::{Encoding, decode, encode},
@@ -24,9 +24,8 @@ use super::{
     wire::{Link, give_up_late_calls, poll_for_answers},
 };
 use crate::{
-    codec::{Frame, FrameCodec},
     envelope::{Body, Envelope, ErrorCode, Hello, Kind, PROTOCOL_VERSION, Status, Welcome},
-    read_clock::ReadClock,
+    frame_reader::{FrameReader, Read},
     segment::{Outcome, SegmentWriter, ServiceState},
     topic::topic_matches,
 };
@@ -233,7 +232,7 @@ impl Service {
         segment.set_state(ServiceState::Starting);
         let close = CancellationToken::new();
         let (link, writer_task) = Link::start(writer, segment.clone(), close.clone());
-        let mut frames = FramedRead::new(ReadClock::new(reader), FrameCodec::new());
+        let mut frames = FrameReader::new(reader);
 
         let result = self.serve_on(&link, &mut frames, &segment).await;
 
@@ -251,7 +250,7 @@ impl Service {
     async fn serve_on<R>(
         self,
         link: &Arc<Link>,
-        frames: &mut FramedRead<ReadClock<R>, FrameCodec>,
+        frames: &mut FrameReader<R>,
         segment: &Arc<SegmentWriter>,
     ) -> Result<(), SdkError>
     where
@@ -336,27 +335,29 @@ impl Service {
         // Made once: a fresh future each turn of the loop registered with the drain token,
         // under its lock, for every frame read.
         let mut drain_asked = std::pin::pin!(link.until_draining());
+        // Decoded into in place, frame after frame: never moved (see `FrameReader`).
+        let mut envelope = Envelope::default();
         loop {
-            tokio::select! {
-                frame = frames.next() => match frame {
-                    Some(Ok(Frame::Message(envelope))) => {
-                        dispatcher.dispatch(envelope, frames.get_ref().last_read());
-                    }
-                    Some(Ok(Frame::Malformed(bad))) => {
-                        tracing::warn!(reason = ?bad.reason, len = bad.len, "skipped a malformed frame from the console");
-                    }
-                    Some(Err(err)) => {
-                        tracing::warn!(cause = %err, "reading from the console failed");
-                        break;
-                    }
-                    None => break,
-                },
+            let read = tokio::select! {
+                read = frames.read_into(&mut envelope) => read,
                 () = &mut drain_asked, if !draining => {
                     draining = true;
                     segment.set_state(ServiceState::Draining);
                     tracker.close();
+                    continue;
                 }
                 () = tracker.wait(), if draining => break,
+            };
+            match read {
+                Ok(Read::Message) => dispatcher.dispatch(&mut envelope, frames.last_read()),
+                Ok(Read::Malformed(bad)) => {
+                    tracing::warn!(reason = ?bad.reason, len = bad.len, "skipped a malformed frame from the console");
+                }
+                Ok(Read::End) => break,
+                Err(err) => {
+                    tracing::warn!(cause = %err, "reading from the console failed");
+                    break;
+                }
             }
         }
         // EOF (or a read error) means the console is gone or wants us gone: no answer can
@@ -385,32 +386,32 @@ fn pipe_writer() -> Option<tokio::net::unix::pipe::Sender> {
     tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()
 }
 
-async fn await_welcome<R>(frames: &mut FramedRead<R, FrameCodec>) -> Result<Welcome, SdkError>
+async fn await_welcome<R>(frames: &mut FrameReader<R>) -> Result<Welcome, SdkError>
 where
     R: AsyncRead + Unpin,
 {
+    let mut envelope = Envelope::default();
     loop {
-        match frames.next().await {
-            Some(Ok(Frame::Message(Envelope {
-                kind: Kind::Welcome(welcome),
-                ..
-            }))) => {
-                if welcome.protocol_version != PROTOCOL_VERSION {
-                    return Err(SdkError::Handshake(format!(
-                        "console speaks protocol {}, this service speaks {PROTOCOL_VERSION}",
-                        welcome.protocol_version
-                    )));
+        match frames.read_into(&mut envelope).await {
+            Ok(Read::Message) => match std::mem::take(&mut envelope.kind) {
+                Kind::Welcome(welcome) => {
+                    if welcome.protocol_version != PROTOCOL_VERSION {
+                        return Err(SdkError::Handshake(format!(
+                            "console speaks protocol {}, this service speaks {PROTOCOL_VERSION}",
+                            welcome.protocol_version
+                        )));
+                    }
+                    return Ok(*welcome);
                 }
-                return Ok(*welcome);
-            }
-            Some(Ok(Frame::Message(other))) => {
-                tracing::warn!(kind = ?other.kind, "ignoring a frame that came before Welcome");
-            }
-            Some(Ok(Frame::Malformed(bad))) => {
+                other => {
+                    tracing::warn!(kind = ?other, "ignoring a frame that came before Welcome");
+                }
+            },
+            Ok(Read::Malformed(bad)) => {
                 tracing::warn!(reason = ?bad.reason, "skipped a malformed frame before Welcome");
             }
-            Some(Err(err)) => return Err(SdkError::Io(err)),
-            None => return Err(SdkError::HandshakeClosed),
+            Ok(Read::End) => return Err(SdkError::HandshakeClosed),
+            Err(err) => return Err(SdkError::Io(err)),
         }
     }
 }
@@ -474,13 +475,15 @@ struct Dispatcher {
 
 impl Dispatcher {
     /// `received`: when the frame's last bytes were read from the console.
-    fn dispatch(&self, envelope: Envelope, received: Instant) {
+    fn dispatch(&self, envelope: &mut Envelope, received: Instant) {
         match envelope.kind {
             Kind::Request => self.request(envelope, received),
             Kind::Event => self.event(envelope, received),
-            Kind::Response(_) | Kind::StreamEnd(_) => self.root.link.answer(envelope),
-            Kind::StreamItem => self.root.link.stream_item(envelope),
-            Kind::Credit(_) | Kind::Cancel => self.root.link.control(&envelope),
+            Kind::Response(_) | Kind::StreamEnd(_) => {
+                self.root.link.answer(std::mem::take(envelope));
+            }
+            Kind::StreamItem => self.root.link.stream_item(std::mem::take(envelope)),
+            Kind::Credit(_) | Kind::Cancel => self.root.link.control(envelope),
             Kind::Shutdown => {
                 tracing::info!("shutdown requested: draining");
                 self.root.link.drain();
@@ -491,27 +494,28 @@ impl Dispatcher {
         }
     }
 
-    fn request(&self, envelope: Envelope, received: Instant) {
+    fn request(&self, envelope: &mut Envelope, received: Instant) {
         let link = self.root.link.clone();
         if link.is_draining() {
-            return self.reject(&envelope, ErrorCode::Unavailable, "service is draining");
+            return self.reject(envelope, ErrorCode::Unavailable, "service is draining");
         }
         let Some(handler) = self.methods.get(envelope.method.as_str()).cloned() else {
             let message = format!("no method `{}`", envelope.method);
-            return self.reject(&envelope, ErrorCode::NotFound, &message);
+            return self.reject(envelope, ErrorCode::NotFound, &message);
         };
         let Some(permit) = InFlight::try_enter(&self.in_flight) else {
             return self.reject(
-                &envelope,
+                envelope,
                 ErrorCode::Overloaded,
                 "too many requests in flight",
             );
         };
-        let ctx = self.root.for_message(&envelope, received);
+        let ctx = self.root.for_message(envelope, received);
         link.segment.request_started();
         let handler = match handler {
             Handler::Unary(handler) => handler,
             Handler::Stream(handler) => {
+                let envelope = std::mem::take(envelope);
                 self.tracker
                     .spawn(serve_stream(handler, ctx, envelope, received, permit));
                 return;
@@ -519,7 +523,7 @@ impl Dispatcher {
         };
         let deadline = ctx.deadline();
         let (id, trace) = (envelope.id, envelope.trace);
-        let mut work = panic_answers_internal(handler(ctx, envelope.body));
+        let mut work = panic_answers_internal(handler(ctx, std::mem::take(&mut envelope.body)));
         // On a current-thread runtime the work is first polled right here, on the reader, and
         // only spawned if it has to wait: most handlers answer without waiting (a lookup, a
         // computation), and for them a task per request was a large part of the service's cost
@@ -574,7 +578,7 @@ impl Dispatcher {
         });
     }
 
-    fn event(&self, envelope: Envelope, received: Instant) {
+    fn event(&self, envelope: &Envelope, received: Instant) {
         self.root.link.segment.event_received();
         let topic = envelope.destination.to_string();
         for (pattern, handler) in &self.subscriptions {
@@ -582,7 +586,7 @@ impl Dispatcher {
                 continue;
             }
             let work = handler(
-                self.root.for_message(&envelope, received),
+                self.root.for_message(envelope, received),
                 topic.clone(),
                 envelope.body.clone(),
             );
