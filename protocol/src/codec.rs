@@ -235,8 +235,8 @@ impl Encoder<&Envelope> for FrameCodec {
 
     fn encode(&mut self, envelope: &Envelope, dst: &mut BytesMut) -> Result<(), EncodeError> {
         self.scratch.clear();
-        let scratch = std::mem::take(&mut self.scratch);
-        let scratch = postcard::to_extend(envelope, scratch)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        crate::envelope_encode::encode(envelope, &mut scratch)?;
         // Checked on the exact encoded length, so the encoder refuses precisely the frames the
         // peer's decoder would drop as too large. A refused frame is taken back out of `dst`.
         let start = dst.len();
@@ -269,7 +269,8 @@ impl Encoder<Envelope> for FrameCodec {
 
 /// Appends one whole frame (both delimiters included) for `envelope`, with no size check.
 pub fn encode_frame(envelope: &Envelope, dst: &mut BytesMut) -> Result<(), EncodeError> {
-    let bytes = postcard::to_allocvec(envelope)?;
+    let mut bytes = Vec::new();
+    crate::envelope_encode::encode(envelope, &mut bytes)?;
     put_frame(&bytes, dst);
     Ok(())
 }

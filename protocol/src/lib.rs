@@ -6,8 +6,8 @@
 //!
 //! - [`envelope`]: the one message type ([`Envelope`]) and its parts: kinds, statuses, error
 //!   codes, bodies tagged postcard or JSON.
-//! - `envelope_decode`: the envelope's postcard decoding written out by hand, for speed;
-//!   held to postcard's own by property tests.
+//! - `envelope_decode`, `envelope_encode`: the envelope's postcard form read and written
+//!   by hand, for speed; held to postcard's own by property tests.
 //! - [`codec`]: framing over a byte stream: postcard + COBS between zero bytes, as a tokio-util
 //!   `Decoder`/`Encoder` that resynchronises after garbage and never ends the stream on bad input.
 //! - [`frame_reader`]: frames read from a pipe and decoded into one envelope the reader
@@ -24,6 +24,7 @@ pub mod busy_poll;
 pub mod codec;
 pub mod envelope;
 mod envelope_decode;
+mod envelope_encode;
 pub mod frame_reader;
 pub mod read_clock;
 pub mod sdk;
