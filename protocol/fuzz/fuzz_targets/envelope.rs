@@ -1,7 +1,8 @@
 //! Arbitrary bytes as the inside of one frame, and as a postcard envelope.
 //!
-//! `decode_frame` must reject anything without panicking. Whatever postcard does accept as an
-//! envelope must survive framing: encoded, it holds no zero between its delimiters and decodes
+//! `decode_frame` must reject anything without panicking, and its envelope reader (written by
+//! hand, for speed) must take exactly what postcard takes, as the same envelope. Whatever
+//! postcard does accept as an envelope must survive framing: encoded, it holds no zero between its delimiters and decodes
 //! back to the same envelope, both through `decode_frame` and through the streaming codec.
 #![no_main]
 
@@ -13,8 +14,36 @@ use switchboard_protocol::{
 };
 use tokio_util::codec::{Decoder, Encoder};
 
+/// COBS as the spec describes it (the textbook encoder: it may end with an empty block after
+/// a full one, which decoders take too).
+fn cobs(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    let (mut code_at, mut code) = (0, 1u8);
+    for &byte in data {
+        if byte != 0 {
+            out.push(byte);
+            code += 1;
+        }
+        if byte == 0 || code == 0xFF {
+            out[code_at] = code;
+            code_at = out.len();
+            out.push(0);
+            code = 1;
+        }
+    }
+    out[code_at] = code;
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let _ = decode_frame(data);
+
+    // The data as postcard bytes, framed: our reader and postcard agree.
+    let theirs = match postcard::take_from_bytes::<Envelope>(data) {
+        Ok((envelope, [])) => Some(envelope),
+        _ => None,
+    };
+    assert_eq!(decode_frame(&cobs(data)).ok(), theirs, "the reader and postcard disagree");
 
     let Ok(envelope) = postcard::from_bytes::<Envelope>(data) else {
         return;
