@@ -162,87 +162,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::envelope::{Hello, Welcome};
+    use crate::envelope_strategies::envelope;
 
     fn postcard_decode(bytes: &[u8]) -> Option<Envelope> {
         decode_with_postcard(bytes)
-    }
-
-    fn status() -> impl Strategy<Value = Status> {
-        prop_oneof![
-            Just(Status::Ok),
-            (0..ErrorCode::ALL.len(), ".{0,12}").prop_map(|(code, message)| Status::Error(
-                ErrorBody {
-                    code: ErrorCode::ALL[code],
-                    message
-                }
-            )),
-        ]
-    }
-
-    fn kind() -> impl Strategy<Value = Kind> {
-        prop_oneof![
-            (".{0,8}", prop::collection::vec(".{0,6}", 0..3)).prop_map(|(name, methods)| {
-                Kind::Hello(Box::new(Hello {
-                    name,
-                    methods,
-                    ..Hello::default()
-                }))
-            }),
-            (any::<u32>(), ".{0,8}").prop_map(|(instance, service)| Kind::Welcome(Box::new(
-                Welcome {
-                    instance,
-                    service,
-                    ..Welcome::default()
-                }
-            ))),
-            Just(Kind::Ready),
-            Just(Kind::Request),
-            status().prop_map(Kind::Response),
-            Just(Kind::Event),
-            Just(Kind::Subscribe),
-            Just(Kind::Unsubscribe),
-            Just(Kind::StreamItem),
-            status().prop_map(Kind::StreamEnd),
-            any::<u32>().prop_map(Kind::Credit),
-            Just(Kind::Shutdown),
-            status().prop_map(Kind::JobResult),
-            Just(Kind::Cancel),
-        ]
-    }
-
-    fn body() -> impl Strategy<Value = Body> {
-        prop_oneof![
-            Just(Body::Empty),
-            prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| Body::Postcard(b.into())),
-            prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| Body::Json(b.into())),
-        ]
-    }
-
-    prop_compose! {
-        fn envelope()(
-            id in any::<u64>(),
-            correlation in prop_oneof![Just(0u64), any::<u64>()],
-            trace in any::<u64>(),
-            deadline_us in prop_oneof![Just(0u64), 0..1_000_000u64, any::<u64>()],
-            priority in any::<u8>(),
-            kind in kind(),
-            destination in ".{0,30}",
-            method in "[a-z_]{0,12}",
-            body in body(),
-        ) -> Envelope {
-            Envelope {
-                id,
-                correlation,
-                trace,
-                deadline_us,
-                priority: Priority(priority),
-                kind,
-                destination: destination.into(),
-                method: method.into(),
-                body,
-            }
-        }
     }
 
     proptest! {

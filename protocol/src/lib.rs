@@ -25,6 +25,8 @@ pub mod codec;
 pub mod envelope;
 mod envelope_decode;
 mod envelope_encode;
+#[cfg(test)]
+mod envelope_strategies;
 pub mod frame_reader;
 pub mod read_clock;
 pub mod sdk;
