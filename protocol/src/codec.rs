@@ -111,14 +111,30 @@ impl FrameCodec {
         src: &mut BytesMut,
         slot: &mut Envelope,
     ) -> Option<Result<(), Malformed>> {
-        self.next_frame(src, |bytes| {
-            let len = cobs_decode_in_place(bytes).ok_or(MalformedReason::Cobs)?;
-            let decoded = bytes.get(..len).ok_or(MalformedReason::Cobs)?;
-            if crate::envelope_decode::decode_into(decoded, slot) {
+        self.next_frame(src, |frame| {
+            if crate::envelope_decode::decode_into(cobs_decoded(frame)?, slot) {
                 Ok(())
             } else {
                 Err(MalformedReason::Postcard)
             }
+        })
+    }
+
+    /// At the end of the stream, once no whole frame is left: the report of the partial
+    /// frame left in `src` (cleared), if there is one.
+    pub fn truncated(&mut self, src: &mut BytesMut) -> Option<Malformed> {
+        let len = if self.discarding {
+            self.discarded + src.len()
+        } else {
+            src.len()
+        };
+        self.discarding = false;
+        self.discarded = 0;
+        self.scanned = 0;
+        src.clear();
+        (len > 0).then_some(Malformed {
+            reason: MalformedReason::Truncated,
+            len,
         })
     }
 
@@ -207,26 +223,6 @@ impl Decoder for FrameCodec {
             return Ok(Some(frame));
         }
         Ok(self.truncated(src).map(Frame::Malformed))
-    }
-}
-
-impl FrameCodec {
-    /// At the end of the stream, once no whole frame is left: the report of the partial
-    /// frame left in `src` (cleared), if there is one.
-    pub fn truncated(&mut self, src: &mut BytesMut) -> Option<Malformed> {
-        let len = if self.discarding {
-            self.discarded + src.len()
-        } else {
-            src.len()
-        };
-        self.discarding = false;
-        self.discarded = 0;
-        self.scanned = 0;
-        src.clear();
-        (len > 0).then_some(Malformed {
-            reason: MalformedReason::Truncated,
-            len,
-        })
     }
 }
 
@@ -348,9 +344,13 @@ pub fn decode_frame(cobs_frame: &[u8]) -> Result<Envelope, MalformedReason> {
 }
 
 fn decode_in_place(frame: &mut [u8]) -> Result<Envelope, MalformedReason> {
+    crate::envelope_decode::decode(cobs_decoded(frame)?).ok_or(MalformedReason::Postcard)
+}
+
+/// The frame's bytes, COBS-decoded in place: the postcard bytes of its envelope.
+fn cobs_decoded(frame: &mut [u8]) -> Result<&[u8], MalformedReason> {
     let len = cobs_decode_in_place(frame).ok_or(MalformedReason::Cobs)?;
-    let decoded = frame.get(..len).ok_or(MalformedReason::Cobs)?;
-    crate::envelope_decode::decode(decoded).ok_or(MalformedReason::Postcard)
+    frame.get(..len).ok_or(MalformedReason::Cobs)
 }
 
 #[cfg(test)]

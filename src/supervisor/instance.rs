@@ -348,7 +348,14 @@ async fn read_frames(
     let mut envelope = Envelope::default();
     let mut since_yield = 0;
     loop {
-        match frames.read_into(&mut envelope).await {
+        let read = frames.read_into(&mut envelope).await;
+        // Counted for every frame, bad ones too: a flood of garbage yields like traffic does.
+        since_yield += 1;
+        if since_yield == PIPELINE_CHUNK {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
+        match read {
             Ok(Read::Message) => {}
             Ok(Read::Malformed(bad)) => {
                 let count = handle.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
@@ -371,11 +378,6 @@ async fn read_frames(
                 tracing::debug!(%service, cause = %err, "stdout read failed");
                 break;
             }
-        }
-        since_yield += 1;
-        if since_yield == PIPELINE_CHUNK {
-            since_yield = 0;
-            tokio::task::yield_now().await;
         }
         match &envelope.kind {
             Kind::Hello(hello) => {
