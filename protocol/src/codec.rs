@@ -210,10 +210,11 @@ impl Decoder for FrameCodec {
     type Error = std::io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        let mut envelope = Envelope::default();
         Ok(self
-            .next_frame(src, decode_in_place)
+            .decode_into(src, &mut envelope)
             .map(|frame| match frame {
-                Ok(envelope) => Frame::Message(envelope),
+                Ok(()) => Frame::Message(envelope),
                 Err(malformed) => Frame::Malformed(malformed),
             }))
     }
