@@ -28,6 +28,7 @@
 //! - [`client`]: the CLI's client for a running instance's admin API (`switchboard ps` and
 //!   friends).
 
+pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod builtin;

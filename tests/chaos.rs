@@ -25,10 +25,10 @@ use common::{SWITCHBOARD, spawn_reading_lines, stack_file};
 use hyper::Method;
 use serde_json::{Value, json};
 use switchboard::{
+    api::ConsoleView,
     client::{Client, Target},
     gateway::auth,
     registry::InstanceState,
-    tui::view::ConsoleView,
 };
 
 /// How long services are killed for.

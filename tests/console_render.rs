@@ -9,6 +9,10 @@ use std::{
 
 use ratatui::{Terminal, backend::TestBackend};
 use switchboard::{
+    api::{
+        ConsoleView, DependencyView, EventView, ExitView, HopView, LogView, ReplicaView,
+        RouteView, RunView, ServiceRow, TaskView,
+    },
     event::{Event, EventKind},
     registry::InstanceState,
     tui::{
@@ -16,9 +20,6 @@ use switchboard::{
         render,
         state::UiState,
         theme::Theme,
-        view::{
-            ConsoleView, HopView, LogView, ReplicaView, RouteView, RunView, ServiceRow, TaskView,
-        },
     },
 };
 
@@ -41,7 +42,10 @@ fn row(name: &str, state: InstanceState, rate: f64) -> ServiceRow {
 
 fn demo_view() -> ConsoleView {
     let mut order = row("order", InstanceState::Ready, 20.0);
-    order.depends_on = vec![("user".into(), "ready".into())];
+    order.depends_on = vec![DependencyView {
+        name: "user".into(),
+        condition: "ready".into(),
+    }];
     order.calls = vec!["user".into()];
     order.tasks = vec![TaskView {
         replica: 0,
@@ -71,8 +75,7 @@ fn demo_view() -> ConsoleView {
             row("storefront", InstanceState::Ready, 0.0),
             report,
         ],
-        calls: Vec::new(),
-        routes: Vec::new(),
+        ..ConsoleView::default()
     }
 }
 
@@ -144,7 +147,11 @@ fn failed_service_with_alert() {
     view.services[0].state = InstanceState::Failed;
     view.services[0].restarts = 5;
     view.services[0].pid = None;
-    view.services[0].exits = vec![(Duration::from_secs(3), 0, "exit 1".into())];
+    view.services[0].exits = vec![ExitView {
+        ago: Duration::from_secs(3),
+        replica: 0,
+        status: "exit 1".into(),
+    }];
     let mut state = UiState::new();
     let gave_up = Event {
         at: SystemTime::now(),
@@ -155,7 +162,7 @@ fn failed_service_with_alert() {
             window: Duration::from_secs(60),
         },
     };
-    update(&mut state, &view, Action::Lifecycle(Box::new(gave_up)));
+    update(&mut state, &view, Action::Lifecycle(Box::new(EventView::from(&gave_up))));
     assert_eq!(state.alerts.len(), 1);
     let screen = render(&view, &state, 120, 30);
     assert!(screen.contains("failed"), "{screen}");

@@ -12,9 +12,9 @@ use common::{Running, stack, start};
 use hyper::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use switchboard::{
+    api::{ConsoleView, HopView},
     client::{Client, RawResponse, Target},
     gateway::{DISCOVERY_FILE, Discovery, Gateway, GatewayError, auth},
-    tui::view::{ConsoleView, HopView},
 };
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -576,7 +576,7 @@ async fn scale_logs_and_a_job_run_through_the_api() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        outcome.get("Ok").is_some(),
+        outcome["ok"] == true,
         "job did not succeed: {outcome}"
     );
     let answer = f

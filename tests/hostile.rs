@@ -27,7 +27,7 @@ use switchboard::{
     event::EventKind,
     registry::{self, InstanceHandle, InstanceState},
     router::{GATEWAY, Router},
-    tui::{render, state::UiState, theme::Theme, view},
+    tui::{render, state::UiState, theme::Theme},
 };
 use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
 
@@ -405,7 +405,7 @@ async fn scribbled_segment(mode: &str) {
             }
         }
         // The console's own path: the sampler's figures, the view built from them, the frame.
-        let console = view::snapshot(&running.supervisor, started);
+        let console = running.supervisor.view(started);
         terminal
             .draw(|frame| {
                 render::draw(frame, &console, &ui, &[], &Theme::monochrome());

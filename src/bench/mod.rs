@@ -418,9 +418,12 @@ pub fn print_table(figures: &[Figure]) {
 fn render_time(services: usize) -> Vec<Figure> {
     use ratatui::{Terminal, backend::TestBackend};
 
-    use crate::tui::{render, state::UiState, theme::Theme, view::ConsoleView};
+    use crate::{
+        api::ConsoleView,
+        tui::{render, state::UiState, theme::Theme},
+    };
 
-    let row = |i: usize| crate::tui::view::ServiceRow {
+    let row = |i: usize| crate::api::ServiceRow {
         ready: 1,
         pid: Some(10_000 + i as u32),
         uptime: Some(Duration::from_secs(600)),
@@ -432,7 +435,7 @@ fn render_time(services: usize) -> Vec<Figure> {
         heartbeat_age: Some(Duration::from_millis(200)),
         version: Some("1.0.0".into()),
         rate_history: (0..120).map(|t| ((t * 7 + i) % 40) as u64).collect(),
-        ..crate::tui::view::ServiceRow::new(&format!("service-{i:03}"), InstanceState::Ready)
+        ..crate::api::ServiceRow::new(&format!("service-{i:03}"), InstanceState::Ready)
     };
     let view = ConsoleView {
         stack: "bench".into(),
@@ -441,11 +444,10 @@ fn render_time(services: usize) -> Vec<Figure> {
         console_cpu: 1.0,
         console_rss: 40 << 20,
         services: (0..services).map(row).collect(),
-        calls: Vec::new(),
-        routes: Vec::new(),
+        ..ConsoleView::default()
     };
-    let logs: Vec<crate::tui::view::LogView> = (0..2000)
-        .map(|i| crate::tui::view::LogView {
+    let logs: Vec<crate::api::LogView> = (0..2000)
+        .map(|i| crate::api::LogView {
             seq: i,
             at: std::time::SystemTime::UNIX_EPOCH,
             service: format!("service-{:03}", i % 500),

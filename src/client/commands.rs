@@ -7,8 +7,8 @@ use hyper::Method;
 
 use super::{Client, ClientError};
 use crate::{
+    api::{ConsoleView, LogView},
     gateway::admin::{Done, JobRuns, RunStarted, ScaleRequest},
-    tui::view::{ConsoleView, LogView},
 };
 
 /// How often `run` polls a job's progress.
@@ -180,8 +180,8 @@ mod tests {
 
     use super::ps_table;
     use crate::{
+        api::{ConsoleView, ServiceRow},
         registry::InstanceState,
-        tui::view::{ConsoleView, ServiceRow},
     };
 
     fn row(name: &str, state: InstanceState, ready: u32, pid: Option<u32>) -> ServiceRow {
@@ -207,8 +207,7 @@ mod tests {
                 row("user", InstanceState::Ready, 1, Some(4243)),
                 row("report", InstanceState::Stopped, 0, None),
             ],
-            calls: Vec::new(),
-            routes: Vec::new(),
+            ..ConsoleView::default()
         };
         let table = ps_table(&view);
         let line = |name: &str| -> Vec<String> {

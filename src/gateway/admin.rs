@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, error::ApiError, events, routes};
 use crate::{
+    api::{ConsoleView, HopView, LogView, RunView, TaskView},
     supervisor::{Command, Reply},
-    tui::view::{ConsoleView, HopView, LogView, RunView, TaskView},
 };
 
 /// The audit log's actor for every admin API action.
@@ -237,15 +237,9 @@ fn bad_path(_: PathRejection) -> ApiError {
 
 /// Runs a supervisor command and writes it, with its outcome, to the audit log.
 async fn command_audited(state: &AppState, command: Command) -> Result<Reply, ApiError> {
-    let (action, target) = command.describe();
-    let result = state.supervisor.command(command).await;
-    if let Some(audit) = &state.supervisor.audit {
-        let outcome = match &result {
-            Ok(_) => "ok".to_string(),
-            Err(err) => err.to_string(),
-        };
-        audit.record(ACTOR, action, &target, &outcome);
-    }
-    tracing::info!(action, %target, ok = result.is_ok(), "admin API command");
-    result.map_err(|err| ApiError::from_control(&err))
+    state
+        .supervisor
+        .command_audited(command, ACTOR)
+        .await
+        .map_err(|err| ApiError::from_control(&err))
 }

@@ -6,7 +6,7 @@
 //! it is told with a `lagged` event carrying how many it missed. Streams end when the gateway
 //! stops, so a graceful shutdown never waits on an open stream.
 
-use std::{convert::Infallible, sync::Arc, time::UNIX_EPOCH};
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     extract::State,
@@ -16,69 +16,15 @@ use axum::{
     },
 };
 use futures::{Stream, StreamExt, stream};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::AppState;
 use crate::{
-    event::{Event, EventKind},
+    api::{EventView, LogView},
+    event::Event,
     logs::LogLine,
-    tui::view::LogView,
 };
-
-/// One lifecycle event as JSON: the `data` of an SSE event whose name is `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventView {
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    pub service: String,
-    pub replica: Option<u32>,
-    /// `state`, `spawned`, `exited`, `restart_scheduled`, `hang_detected`, `gave_up`,
-    /// `job_started`, `job_finished`, `signalled`, `breaker` or `alert`.
-    pub kind: String,
-    /// For `state`: the states before and after.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    /// The event as the headless output prints it.
-    pub text: String,
-}
-
-impl From<&Event> for EventView {
-    fn from(event: &Event) -> Self {
-        let (kind, from, to) = match &event.kind {
-            EventKind::State { from, to } => (
-                "state",
-                Some(from.as_str().to_string()),
-                Some(to.as_str().to_string()),
-            ),
-            EventKind::Spawned { .. } => ("spawned", None, None),
-            EventKind::Exited { .. } => ("exited", None, None),
-            EventKind::RestartScheduled { .. } => ("restart_scheduled", None, None),
-            EventKind::HangDetected { .. } => ("hang_detected", None, None),
-            EventKind::GaveUp { .. } => ("gave_up", None, None),
-            EventKind::JobStarted { .. } => ("job_started", None, None),
-            EventKind::JobFinished { .. } => ("job_finished", None, None),
-            EventKind::Signalled { .. } => ("signalled", None, None),
-            EventKind::Breaker { .. } => ("breaker", None, None),
-            EventKind::Alert { .. } => ("alert", None, None),
-        };
-        EventView {
-            at_ms: event
-                .at
-                .duration_since(UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
-            service: event.service.clone(),
-            replica: event.replica,
-            kind: kind.to_string(),
-            from,
-            to,
-            text: event.to_string(),
-        }
-    }
-}
 
 fn json_event(name: &str, value: &impl Serialize) -> SseEvent {
     match SseEvent::default().event(name).json_data(value) {

@@ -45,11 +45,7 @@ pub use self::{
     error::ApiError,
     server::{DISCOVERY_FILE, Discovery, Gateway},
 };
-use crate::{
-    stack::GatewaySpec,
-    supervisor::Supervisor,
-    tui::view::{self, ConsoleView},
-};
+use crate::{api::ConsoleView, stack::GatewaySpec, supervisor::Supervisor};
 
 /// Where the gateway listens, as asked on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -132,7 +128,7 @@ pub struct GatewayState {
 impl GatewayState {
     /// The console's snapshot, with the gateway's address filled in.
     pub fn view(&self) -> ConsoleView {
-        let mut view = view::snapshot(&self.supervisor, self.started);
+        let mut view = self.supervisor.view(self.started);
         view.gateway = Some(self.address.to_string());
         view
     }

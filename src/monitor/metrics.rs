@@ -56,6 +56,16 @@ struct InstanceSample {
 pub struct Metrics {
     services: HashMap<String, ServiceMetrics>,
     instances: HashMap<InstanceId, InstanceSample>,
+    /// Counts samples taken, so a reader that pushes changes (an attached console's stream)
+    /// can wake when there is a new one instead of polling.
+    samples: tokio::sync::watch::Sender<u64>,
+}
+
+impl Metrics {
+    /// Changes after every sample.
+    pub fn samples(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.samples.subscribe()
+    }
 }
 
 impl Metrics {
@@ -202,10 +212,11 @@ pub fn start(registry: Weak<std::sync::RwLock<Registry>>) -> SharedMetrics {
             let elapsed = last.elapsed();
             last = Instant::now();
             let registry = registry::read(&shared);
-            metrics
+            let mut metrics = metrics
                 .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .sample(&registry, elapsed);
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            metrics.sample(&registry, elapsed);
+            metrics.samples.send_modify(|n| *n += 1);
         }
     });
     out

@@ -6,6 +6,7 @@
 //! - [`instance`]: the actor owning one child process, its pipes and its stop sequence.
 //! - [`restart`]: backoff and the restart intensity limit.
 //! - [`strays`]: killing what a service left behind outside its process group.
+//! - [`snapshot`]: the read model ([`ConsoleView`](crate::api::ConsoleView)) of this supervisor.
 //! - `core`: the actor that owns every decision; [`Supervisor`] is the handle to it.
 //!
 //! Everything the supervisor decides becomes an [`Event`](crate::event::Event) on the lifecycle
@@ -15,6 +16,7 @@ mod core;
 pub mod instance;
 pub mod launch;
 pub mod restart;
+pub mod snapshot;
 pub mod spawn;
 pub mod strays;
 
@@ -98,6 +100,21 @@ impl Command {
             Command::Kill(n) => ("kill", n.clone()),
             Command::Scale(n, r) => ("scale", format!("{n} to {r}")),
             Command::RunJob(n, p) => ("run", format!("{n} {}", p.as_deref().unwrap_or(""))),
+        }
+    }
+}
+
+impl std::fmt::Display for Command {
+    /// As the operator would type it on the `:` line: `restart order`, `scale order 3`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Start(n) => write!(f, "start {n}"),
+            Command::Stop(n) => write!(f, "stop {n}"),
+            Command::Restart(n) => write!(f, "restart {n}"),
+            Command::Kill(n) => write!(f, "kill {n}"),
+            Command::Scale(n, r) => write!(f, "scale {n} {r}"),
+            Command::RunJob(n, None) => write!(f, "run {n}"),
+            Command::RunJob(n, Some(p)) => write!(f, "run {n} {p}"),
         }
     }
 }
@@ -268,6 +285,28 @@ impl Supervisor {
             .await
             .map_err(|_| ControlError::ShuttingDown)?;
         answer.await.map_err(|_| ControlError::ShuttingDown)?
+    }
+
+    /// Runs `command` and writes it, with its outcome and who asked (`actor`), to the audit
+    /// log.
+    pub async fn command_audited(&self, command: Command, actor: &str) -> Result<Reply, ControlError> {
+        let (action, target) = command.describe();
+        let result = self.command(command).await;
+        if let Some(audit) = &self.audit {
+            let outcome = match &result {
+                Ok(_) => "ok".to_string(),
+                Err(err) => err.to_string(),
+            };
+            audit.record(actor, action, &target, &outcome);
+        }
+        tracing::info!(actor, action, %target, ok = result.is_ok(), "operator command");
+        result
+    }
+
+    /// A snapshot of everything the console shows but the logs; `started` is when the console
+    /// started (for its uptime).
+    pub fn view(&self, started: std::time::Instant) -> crate::api::ConsoleView {
+        snapshot::snapshot(self, started)
     }
 
     /// Stops every service in reverse dependency order. Returns at once; await the task

@@ -4,12 +4,9 @@
 
 use std::time::SystemTime;
 
-use super::{
-    state::{Alert, Confirm, Focus, LogScope, Overlay, Prompt, UiState},
-    view::ConsoleView,
-};
+use super::state::{Alert, Confirm, Focus, LogScope, Overlay, Prompt, UiState};
 use crate::{
-    event::Event,
+    api::{ConsoleView, EventView},
     supervisor::{Command, MAX_REPLICAS},
 };
 
@@ -59,7 +56,7 @@ pub enum Action {
     /// A line of the `:` command language, e.g. `restart order`.
     Run(String),
     /// A lifecycle event arrived.
-    Lifecycle(Box<Event>),
+    Lifecycle(Box<EventView>),
 }
 
 /// What the supervisor must do after an action.
@@ -290,11 +287,11 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         }
         Action::Run(line) => command_line(state, view, &line),
         Action::Lifecycle(event) => {
-            if event.is_alert() {
+            if event.alert {
                 state.alerts.push(Alert {
                     at: SystemTime::now(),
                     service: event.service.clone(),
-                    text: event.kind.to_string(),
+                    text: event.detail.clone(),
                 });
                 // Bounded: an alert storm keeps the newest.
                 if state.alerts.len() > 200 {

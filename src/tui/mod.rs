@@ -19,7 +19,6 @@ pub mod source;
 pub mod state;
 pub mod terminal;
 pub mod theme;
-pub mod view;
 
 use std::{future::Future, time::Duration};
 
@@ -27,13 +26,13 @@ use futures::{Stream, StreamExt};
 use ratatui::{Terminal, backend::Backend, crossterm::event::Event as TermEvent};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 
-pub use self::source::{ConsoleSource, LocalSource};
+pub use self::source::{ConsoleSource, EventFeed, LocalSource, LogFeed};
+use crate::api::{ConsoleView, LogView};
 use self::{
     action::{Action, Effect, update},
     render::Areas,
     state::{LogScope, Overlay, UiState},
     theme::Theme,
-    view::{ConsoleView, LogView},
 };
 
 /// Redraws per second at most.
@@ -114,11 +113,7 @@ where
                 Err(RecvError::Lagged(_)) => dirty = true,
                 Err(RecvError::Closed) => {}
             },
-            line = new_logs.recv() => {
-                if !matches!(line, Err(RecvError::Closed)) {
-                    logs_dirty = true;
-                }
-            },
+            () = new_logs.changed() => logs_dirty = true,
             Some(result) = results.recv() => {
                 state.set_status(result);
                 dirty = true;
@@ -211,7 +206,7 @@ fn apply(source: &impl ConsoleSource, effect: Effect, results: mpsc::Sender<Stri
         let text = match answer.await {
             Ok(crate::supervisor::Reply::JobRun(run)) => format!("started run #{run}"),
             Ok(crate::supervisor::Reply::Done) => return,
-            Err(err) => format!("{command:?} failed: {err}"),
+            Err(err) => format!("{command}: {err}"),
         };
         let _ = results.send(text).await;
     });

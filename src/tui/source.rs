@@ -1,14 +1,15 @@
 //! Where the console gets what it shows and where it sends what the operator asks for. The UI
-//! touches nothing else, so a remote headless instance can drive the same UI by implementing
-//! this over the admin API (`switchboard attach`); the data it carries is plain serde types.
+//! touches nothing else: [`LocalSource`] is the supervisor in this process, and
+//! [`RemoteSource`](crate::attach::RemoteSource) an instance the console is attached to. Both
+//! hand out the read model's plain types ([`crate::api`]).
 
 use std::{sync::Arc, time::Instant};
 
 use futures::{FutureExt, future::BoxFuture};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-use super::view::{self, ConsoleView, HopView, LogView, RouteView};
 use crate::{
+    api::{ConsoleView, EventView, HopView, LogView, RouteView},
     event::Event,
     logs::LogLine,
     supervisor::{Command, Reply, Supervisor},
@@ -20,15 +21,52 @@ pub trait ConsoleSource: Clone + Send + Sync + 'static {
     /// The last `n` log lines, of one service or of all of them interleaved, oldest first.
     fn logs(&self, service: Option<&str>, n: usize) -> Vec<LogView>;
     /// Lifecycle events as they happen.
-    fn events(&self) -> broadcast::Receiver<Event>;
-    /// New log lines as they arrive (the UI uses them as a signal to refresh its log pane).
-    fn log_feed(&self) -> broadcast::Receiver<Arc<LogLine>>;
-    /// An operator's command.
+    fn events(&self) -> EventFeed;
+    /// Says when new log lines have arrived (the UI then refreshes its log pane).
+    fn log_feed(&self) -> LogFeed;
+    /// An operator's command; the error is a sentence to show.
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>>;
     /// The last `n` routed calls from or to `service` (all calls without one), oldest first.
     fn calls(&self, service: Option<&str>, n: usize) -> Vec<HopView>;
     /// The totals of the routes from or to `service` (all routes without one), busiest first.
     fn routes(&self, service: Option<&str>) -> Vec<RouteView>;
+}
+
+/// Lifecycle events, from the supervisor in this process or from an attached instance.
+pub enum EventFeed {
+    Local(broadcast::Receiver<Event>),
+    Remote(broadcast::Receiver<EventView>),
+}
+
+impl EventFeed {
+    /// The next event; `Lagged` when some were missed, `Closed` once there will be no more.
+    pub async fn recv(&mut self) -> Result<EventView, broadcast::error::RecvError> {
+        match self {
+            EventFeed::Local(events) => events.recv().await.map(|e| EventView::from(&e)),
+            EventFeed::Remote(events) => events.recv().await,
+        }
+    }
+}
+
+/// A signal that new log lines have arrived.
+pub enum LogFeed {
+    Local(broadcast::Receiver<Arc<LogLine>>),
+    Remote(watch::Receiver<u64>),
+}
+
+impl LogFeed {
+    /// Resolves when there are new lines (or some were missed); never, once the feed has ended.
+    pub async fn changed(&mut self) {
+        let open = match self {
+            LogFeed::Local(lines) => {
+                !matches!(lines.recv().await, Err(broadcast::error::RecvError::Closed))
+            }
+            LogFeed::Remote(seq) => seq.changed().await.is_ok(),
+        };
+        if !open {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The supervisor running in this process.
@@ -56,9 +94,12 @@ impl LocalSource {
     }
 }
 
+/// The audit log's actor for actions taken in the local console.
+pub const ACTOR: &str = "console";
+
 impl ConsoleSource for LocalSource {
     fn view(&self) -> ConsoleView {
-        let mut view = view::snapshot(&self.supervisor, self.started);
+        let mut view = self.supervisor.view(self.started);
         view.gateway.clone_from(&self.gateway);
         view
     }
@@ -71,12 +112,12 @@ impl ConsoleSource for LocalSource {
         lines.iter().map(|l| LogView::from(l.as_ref())).collect()
     }
 
-    fn events(&self) -> broadcast::Receiver<Event> {
-        self.supervisor.events.subscribe()
+    fn events(&self) -> EventFeed {
+        EventFeed::Local(self.supervisor.events.subscribe())
     }
 
-    fn log_feed(&self) -> broadcast::Receiver<Arc<LogLine>> {
-        self.supervisor.logs.subscribe()
+    fn log_feed(&self) -> LogFeed {
+        LogFeed::Local(self.supervisor.logs.subscribe())
     }
 
     fn calls(&self, service: Option<&str>, n: usize) -> Vec<HopView> {
@@ -85,22 +126,16 @@ impl ConsoleSource for LocalSource {
     }
 
     fn routes(&self, service: Option<&str>) -> Vec<RouteView> {
-        view::routes_of(self.supervisor.router.routes(), service)
+        crate::supervisor::snapshot::routes_of(self.supervisor.router.routes(), service)
     }
 
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>> {
         let supervisor = self.supervisor.clone();
         async move {
-            let (action, target) = command.describe();
-            let result = supervisor.command(command).await.map_err(|e| e.to_string());
-            if let Some(audit) = &supervisor.audit {
-                let outcome = match &result {
-                    Ok(_) => "ok".to_string(),
-                    Err(err) => err.clone(),
-                };
-                audit.record("console", action, &target, &outcome);
-            }
-            result
+            supervisor
+                .command_audited(command, ACTOR)
+                .await
+                .map_err(|e| e.to_string())
         }
         .boxed()
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::view::{ConsoleView, ServiceRow};
+use crate::api::{ConsoleView, ServiceRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Focus {

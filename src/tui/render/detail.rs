@@ -9,10 +9,9 @@ use ratatui::{
 };
 
 use super::{bytes, duration, latency};
-use crate::tui::{
-    state::UiState,
-    theme::Theme,
-    view::{ConsoleView, ServiceRow, TaskView},
+use crate::{
+    api::{ConsoleView, ServiceRow, TaskView},
+    tui::{state::UiState, theme::Theme},
 };
 
 /// A task's label is cut to this many characters, its replica included.
@@ -145,7 +144,7 @@ fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
         let deps: Vec<String> = row
             .depends_on
             .iter()
-            .map(|(name, condition)| format!("{name} ({condition})"))
+            .map(|d| format!("{} ({})", d.name, d.condition))
             .collect();
         lines.push(Line::from(vec![
             Span::styled("depends on ", theme.dim()),
@@ -175,9 +174,14 @@ fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
             .map_or(String::new(), |d| format!(" in {}", duration(d)));
         lines.push(Line::from(format!("run #{}{took}: {outcome}", run.run)));
     }
-    for (ago, replica, status) in row.exits.iter().take(3) {
+    for exit in row.exits.iter().take(3) {
         lines.push(Line::styled(
-            format!("#{replica} {status}, {} ago", duration(*ago)),
+            format!(
+                "#{} {}, {} ago",
+                exit.replica,
+                exit.status,
+                duration(exit.ago)
+            ),
             theme.dim(),
         ));
     }

@@ -8,10 +8,12 @@ use ratatui::{
     widgets::{Block, Borders, Paragraph},
 };
 
-use crate::tui::{
-    state::{Focus, LogScope, UiState},
-    theme::Theme,
-    view::{ConsoleView, LogView},
+use crate::{
+    api::{ConsoleView, LogView},
+    tui::{
+        state::{Focus, LogScope, UiState},
+        theme::Theme,
+    },
 };
 
 /// The lines the pane shows for the current scope.

@@ -24,9 +24,11 @@ use ratatui::{
 use super::{
     state::{Focus, Overlay, Prompt, UiState},
     theme::Theme,
-    view::{ConsoleView, LogView},
 };
-use crate::registry::InstanceState;
+use crate::{
+    api::{ConsoleView, LogView},
+    registry::InstanceState,
+};
 
 /// Where things landed on screen, for mouse clicks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

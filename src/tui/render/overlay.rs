@@ -9,12 +9,12 @@ use ratatui::{
 
 use super::{centered, latency};
 use crate::{
+    api::ConsoleView,
     registry::InstanceState,
     tui::{
         keys::HELP,
         state::{Confirm, Overlay, UiState},
         theme::Theme,
-        view::ConsoleView,
     },
 };
 
@@ -186,7 +186,8 @@ fn deps<'a>(view: &'a ConsoleView, theme: &Theme) -> Vec<Line<'a>> {
                 format!("{symbol} {:<14}", service.name),
                 style,
             )];
-            for (name, condition) in &service.depends_on {
+            for dependency in &service.depends_on {
+                let (name, condition) = (&dependency.name, &dependency.condition);
                 let style = if down(name) {
                     theme.error()
                 } else {
@@ -205,7 +206,7 @@ fn deps<'a>(view: &'a ConsoleView, theme: &Theme) -> Vec<Line<'a>> {
             let blocked: Vec<&str> = service
                 .depends_on
                 .iter()
-                .map(|(n, _)| n.as_str())
+                .map(|d| d.name.as_str())
                 .chain(service.calls.iter().map(String::as_str))
                 .filter(|n| down(n))
                 .collect();

@@ -10,10 +10,12 @@ use ratatui::{
 };
 
 use super::{Areas, bytes, duration, latency};
-use crate::tui::{
-    state::{Focus, UiState},
-    theme::Theme,
-    view::{ConsoleView, ServiceRow},
+use crate::{
+    api::{ConsoleView, ServiceRow},
+    tui::{
+        state::{Focus, UiState},
+        theme::Theme,
+    },
 };
 
 struct Column {

@@ -1,216 +1,34 @@
-//! What the console shows, as plain data: a snapshot built from the registry, the metrics and
-//! the logs. The UI reads nothing else, and everything here is serde-serialisable, so the same
-//! UI can later be driven from a remote headless instance through the admin API.
+//! The read model of a local supervisor: the [`ConsoleView`] snapshot built from the registry,
+//! the metrics, the router and the logs, for the console, the admin API and the console stream.
+//!
+//! Figures are rounded to what the console shows (uptimes to whole seconds, CPU to a tenth of
+//! a percent, rates to a hundredth), so a snapshot changes only when something a person could
+//! see has, and an attached console is sent nothing in between.
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::{
+    api::{
+        ConsoleView, DependencyView, ExitView, HopView, LogView, ReplicaView, RouteView, RunView,
+        ServiceRow, TaskView, millis,
+    },
     logs::{LogLine, Stream},
     monitor::metrics,
-    registry::{self, InstanceState},
+    registry,
     stack::{Condition, ServiceKind},
     supervisor::Supervisor,
 };
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConsoleView {
-    pub stack: String,
-    pub uptime: Duration,
-    pub gateway: Option<String>,
-    pub console_cpu: f32,
-    pub console_rss: u64,
-    pub services: Vec<ServiceRow>,
-    /// Recent routed calls, filled only while the console shows them (the calls overlay).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub calls: Vec<HopView>,
-    /// Totals of the routes those calls took, since the console started (same condition).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub routes: Vec<RouteView>,
+fn whole_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs())
 }
 
-/// One route's totals: every call from `from` to `to.method` the router saw.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RouteView {
-    pub from: String,
-    pub to: String,
-    pub method: String,
-    pub requests: u64,
-    pub errors: u64,
-    /// Upper bound of the latency bucket holding the 99th percentile.
-    pub p99_us: Option<u64>,
+fn tenths(value: f32) -> f32 {
+    (value * 10.0).round() / 10.0
 }
 
-/// The routes from or to `service` (every route without one), busiest first.
-pub fn routes_of(
-    routes: Vec<(
-        crate::router::trace::Route,
-        crate::router::trace::RouteStats,
-    )>,
-    service: Option<&str>,
-) -> Vec<RouteView> {
-    let mut views: Vec<RouteView> = routes
-        .into_iter()
-        .filter(|(route, _)| service.is_none_or(|s| &*route.from == s || &*route.to == s))
-        .map(|(route, stats)| RouteView {
-            from: route.from.to_string(),
-            to: route.to.to_string(),
-            method: route.method.to_string(),
-            requests: stats.requests,
-            errors: stats.errors,
-            p99_us: metrics::quantile(&stats.histogram, 0.99),
-        })
-        .collect();
-    views.sort_by_key(|route| std::cmp::Reverse(route.requests));
-    views
-}
-
-/// One routed call, as the router traced it: who called what, how long it took, how it ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HopView {
-    /// When it ended, in milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    pub trace: u64,
-    pub from: String,
-    pub to: String,
-    pub method: String,
-    pub latency_us: u64,
-    /// The error code (`timeout`, `circuit_open`, ...); none for success.
-    pub error: Option<String>,
-}
-
-impl From<&crate::router::trace::Hop> for HopView {
-    fn from(hop: &crate::router::trace::Hop) -> Self {
-        HopView {
-            at_ms: hop
-                .at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            trace: hop.trace,
-            from: hop.from.to_string(),
-            to: hop.to.to_string(),
-            method: hop.method.to_string(),
-            latency_us: u64::try_from(hop.latency.as_micros()).unwrap_or(u64::MAX),
-            error: hop.error.map(str::to_string),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServiceRow {
-    pub name: String,
-    pub job: bool,
-    pub state: InstanceState,
-    pub ready: u32,
-    pub replicas: u32,
-    pub pid: Option<u32>,
-    pub uptime: Option<Duration>,
-    pub restarts: u32,
-    pub cpu: f32,
-    pub rss: u64,
-    pub request_rate: f64,
-    pub error_rate: f64,
-    pub p99_us: Option<u64>,
-    pub heartbeat_age: Option<Duration>,
-    pub breaker: String,
-    pub version: Option<String>,
-    pub rate_history: Vec<u64>,
-    pub tasks: Vec<TaskView>,
-    pub depends_on: Vec<(String, String)>,
-    pub calls: Vec<String>,
-    pub waiting_on: Vec<String>,
-    /// Recent exits, newest first: (how long ago, replica, status).
-    pub exits: Vec<(Duration, u32, String)>,
-    pub runs: Vec<RunView>,
-    /// Each replica, in replica order (the row above sums them up).
-    #[serde(default)]
-    pub instances: Vec<ReplicaView>,
-}
-
-/// One replica of a service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReplicaView {
-    pub replica: u32,
-    pub state: InstanceState,
-    pub pid: Option<u32>,
-    pub uptime: Option<Duration>,
-    pub restarts: u32,
-    pub cpu: f32,
-    pub rss: u64,
-}
-
-impl ServiceRow {
-    /// A row with nothing measured and nothing running: a start for literals that set what
-    /// they need (`ServiceRow { pid: Some(7), ..ServiceRow::new("echo", state) }`).
-    pub fn new(name: &str, state: InstanceState) -> ServiceRow {
-        ServiceRow {
-            name: name.into(),
-            job: false,
-            state,
-            ready: 0,
-            replicas: 1,
-            pid: None,
-            uptime: None,
-            restarts: 0,
-            cpu: 0.0,
-            rss: 0,
-            request_rate: 0.0,
-            error_rate: 0.0,
-            p99_us: None,
-            heartbeat_age: None,
-            breaker: "closed".into(),
-            version: None,
-            rate_history: Vec::new(),
-            tasks: Vec::new(),
-            depends_on: Vec::new(),
-            calls: Vec::new(),
-            waiting_on: Vec::new(),
-            exits: Vec::new(),
-            runs: Vec::new(),
-            instances: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskView {
-    pub replica: u32,
-    pub label: String,
-    pub done: u64,
-    pub total: u64,
-    pub state: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunView {
-    pub run: u64,
-    pub params: String,
-    pub duration: Option<Duration>,
-    pub outcome: Option<Result<String, String>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogView {
-    pub seq: u64,
-    pub at: SystemTime,
-    pub service: String,
-    pub replica: u32,
-    pub console: bool,
-    pub text: String,
-}
-
-impl From<&LogLine> for LogView {
-    fn from(line: &LogLine) -> Self {
-        LogView {
-            seq: line.seq,
-            at: line.at,
-            service: line.service.to_string(),
-            replica: line.replica,
-            console: line.stream == Stream::Console,
-            text: line.text.clone(),
-        }
-    }
+fn hundredths(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
 }
 
 /// Builds the snapshot of a local supervisor.
@@ -236,12 +54,16 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 ready: service.ready_instances() as u32,
                 replicas: service.replicas,
                 pid: live.first().and_then(|i| i.pid),
-                uptime: live.iter().filter_map(|i| i.uptime()).max(),
+                uptime: live
+                    .iter()
+                    .filter_map(|i| i.uptime())
+                    .max()
+                    .map(whole_seconds),
                 restarts: service.restarts(),
-                cpu: live.iter().fold(0.0, |sum, i| sum + i.cpu_percent),
+                cpu: tenths(live.iter().fold(0.0, |sum, i| sum + i.cpu_percent)),
                 rss: live.iter().map(|i| i.rss_bytes).sum(),
-                request_rate: m.map_or(0.0, |m| m.request_rate),
-                error_rate: m.map_or(0.0, |m| m.error_rate),
+                request_rate: m.map_or(0.0, |m| hundredths(m.request_rate)),
+                error_rate: m.map_or(0.0, |m| hundredths(m.error_rate)),
                 p99_us: m.and_then(|m| m.p99_us),
                 heartbeat_age: m.and_then(|m| m.heartbeat_age),
                 breaker: supervisor
@@ -273,13 +95,14 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                     .spec
                     .depends_on
                     .iter()
-                    .map(|d| {
-                        let condition = match d.condition {
+                    .map(|d| DependencyView {
+                        name: d.name.clone(),
+                        condition: match d.condition {
                             Condition::Started => "started",
                             Condition::Ready => "ready",
                             Condition::Completed => "completed",
-                        };
-                        (d.name.clone(), condition.to_string())
+                        }
+                        .to_string(),
                     })
                     .collect(),
                 calls: service.spec.calls.clone(),
@@ -288,12 +111,10 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                     .exits
                     .iter()
                     .rev()
-                    .map(|(at, replica, status)| {
-                        (
-                            now.duration_since(*at).unwrap_or_default(),
-                            *replica,
-                            status.to_string(),
-                        )
+                    .map(|(at, replica, status)| ExitView {
+                        ago: whole_seconds(now.duration_since(*at).unwrap_or_default()),
+                        replica: *replica,
+                        status: status.to_string(),
                     })
                     .collect(),
                 runs: service
@@ -314,9 +135,9 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                         replica: i.id.replica,
                         state: i.state,
                         pid: i.pid.filter(|_| i.state.has_process()),
-                        uptime: i.uptime(),
+                        uptime: i.uptime().map(whole_seconds),
                         restarts: i.restarts,
-                        cpu: i.cpu_percent,
+                        cpu: tenths(i.cpu_percent),
                         rss: i.rss_bytes,
                     })
                     .collect(),
@@ -325,9 +146,10 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         .collect();
     ConsoleView {
         stack: registry.stack_name.clone(),
-        uptime: started.elapsed(),
+        uptime: whole_seconds(started.elapsed()),
+        attached: None,
         gateway: None,
-        console_cpu: own.cpu_percent,
+        console_cpu: tenths(own.cpu_percent),
         console_rss: own.rss_bytes,
         services,
         calls: Vec::new(),
@@ -361,6 +183,57 @@ fn task_age(task: &switchboard_protocol::segment::TaskRecord) -> u64 {
         task.id
     } else {
         u64::MAX - task.id
+    }
+}
+
+/// The routes from or to `service` (every route without one), busiest first.
+pub fn routes_of(
+    routes: Vec<(
+        crate::router::trace::Route,
+        crate::router::trace::RouteStats,
+    )>,
+    service: Option<&str>,
+) -> Vec<RouteView> {
+    let mut views: Vec<RouteView> = routes
+        .into_iter()
+        .filter(|(route, _)| service.is_none_or(|s| &*route.from == s || &*route.to == s))
+        .map(|(route, stats)| RouteView {
+            from: route.from.to_string(),
+            to: route.to.to_string(),
+            method: route.method.to_string(),
+            requests: stats.requests,
+            errors: stats.errors,
+            p99_us: metrics::quantile(&stats.histogram, 0.99),
+        })
+        .collect();
+    views.sort_by_key(|route| std::cmp::Reverse(route.requests));
+    views
+}
+
+impl From<&crate::router::trace::Hop> for HopView {
+    fn from(hop: &crate::router::trace::Hop) -> Self {
+        HopView {
+            at_ms: millis::since_epoch(hop.at),
+            trace: hop.trace,
+            from: hop.from.to_string(),
+            to: hop.to.to_string(),
+            method: hop.method.to_string(),
+            latency_us: u64::try_from(hop.latency.as_micros()).unwrap_or(u64::MAX),
+            error: hop.error.map(str::to_string),
+        }
+    }
+}
+
+impl From<&LogLine> for LogView {
+    fn from(line: &LogLine) -> Self {
+        LogView {
+            seq: line.seq,
+            at: line.at,
+            service: line.service.to_string(),
+            replica: line.replica,
+            console: line.stream == Stream::Console,
+            text: line.text.clone(),
+        }
     }
 }
 
