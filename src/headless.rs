@@ -1,48 +1,68 @@
 //! Headless mode: the same supervisor with no terminal UI. It prints lifecycle events and
-//! prefixed service logs, for servers, systemd units and CI.
+//! prefixed service logs, for servers, systemd units and CI; a detached instance (`up -d`, or
+//! a console whose terminal went away) prints its lifecycle events to `RUN_DIR/console.log`.
 
-use std::{future::Future, io::Write, sync::Arc, time::SystemTime};
+use std::{io::Write, sync::Arc, time::SystemTime};
 
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, broadcast::error::RecvError};
 
 use crate::{
+    app::{
+        App, AppError,
+        signals::{Signal, Signals},
+    },
     event::Event,
-    gateway::{Bind, Gateway},
+    gateway::Bind,
     logs::{LogLine, Stream},
-    stack::Stack,
-    supervisor::{ShutdownReport, Supervisor, SupervisorOptions},
+    stack::{OnHangup, Stack},
+    supervisor::{ShutdownReport, SupervisorOptions},
 };
 
-/// Runs `stack`, with the HTTP gateway on `gateway`, until `shutdown` resolves, then stops the
-/// gateway and everything else gracefully. Returns the shutdown report; the caller turns it
-/// into an exit code.
+/// What a headless instance prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Lifecycle events and every service's log lines (`--headless` in a terminal or a unit).
+    EventsAndLogs,
+    /// Lifecycle events only: a detached instance, whose output is `RUN_DIR/console.log` (the
+    /// services' lines are in their own log files already).
+    Events,
+}
+
+/// Runs `stack`, with the HTTP gateway on `bind`, until SIGINT or SIGTERM (or a SIGHUP, when
+/// the stack's `on_hangup` says stop) or until it is stopped through the admin API, then stops
+/// everything gracefully. Returns the shutdown report; the caller turns it into an exit code.
 pub async fn run(
     stack: Stack,
     options: SupervisorOptions,
     bind: Bind,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<ShutdownReport> {
+    output: Output,
+) -> Result<ShutdownReport, AppError> {
+    let mut signals = Signals::install().map_err(AppError::Supervisor)?;
     let services = stack.services.len();
     let name = stack.name.clone();
     let log_dir = stack.run_dir.join("logs");
-    let (supervisor, mut task) = Supervisor::start(stack, options)?;
-    let mut events = supervisor.events.subscribe();
-    let mut logs = supervisor.logs.subscribe();
-    let mut gateway = match Gateway::start(&supervisor, bind).await {
-        Ok(gateway) => gateway,
-        Err(err) => {
-            // Nothing was started yet; stop the supervisor's own tasks before failing.
-            supervisor.shutdown().await;
-            let _ = task.await;
-            return Err(std::io::Error::other(err.to_string()));
-        }
-    };
-    supervisor.begin().await;
+    let app = App::start(stack, options, bind).await?;
+    let events = app.supervisor.events.subscribe();
+    let logs = (output == Output::EventsAndLogs).then(|| app.supervisor.logs.subscribe());
+    app.begin().await;
     print_line(&format!(
-        "switchboard: stack `{name}`, {services} services; log files in {}",
+        "switchboard: stack `{name}`, {services} services, pid {}; log files in {}",
+        std::process::id(),
         log_dir.display()
     ));
-    match &gateway {
+    announce(&app);
+    watch(app, events, logs, &mut signals).await
+}
+
+/// Says where the instance can be reached.
+pub fn announce(app: &App) {
+    if let Some(socket) = app.socket() {
+        print_line(&format!(
+            "switchboard: admin socket {}",
+            socket.path().display()
+        ));
+    }
+    match app.gateway() {
         Some(gateway) => {
             let token = match &gateway.token_file {
                 Some(file) => format!("admin token in {}", file.display()),
@@ -53,56 +73,95 @@ pub async fn run(
                 gateway.address()
             ));
         }
-        None if bind != Bind::Off => {
-            print_line("switchboard: no gateway: its address is taken (see the warning above)");
+        None if app.supervisor.stack.gateway.bind.port() != 0 => {
+            print_line("switchboard: no HTTP gateway (off, or its address is taken)");
         }
         None => {}
     }
+}
 
-    tokio::pin!(shutdown);
-    let mut stopping = false;
+/// Prints lifecycle events (and log lines, with `logs`) of a running stack until a signal
+/// or the admin API stops it, then stops everything gracefully. A hangup moves the output to
+/// `RUN_DIR/console.log` and goes on, unless the stack's `on_hangup` says stop.
+pub async fn watch(
+    mut app: App,
+    mut events: broadcast::Receiver<Event>,
+    mut logs: Option<broadcast::Receiver<Arc<LogLine>>>,
+    signals: &mut Signals,
+) -> Result<ShutdownReport, AppError> {
+    let on_hangup = app.supervisor.stack.console.on_hangup;
+    let run_dir = app.supervisor.stack.run_dir.clone();
     loop {
         tokio::select! {
-            report = &mut task => {
-                if let Some(gateway) = gateway.take() {
-                    gateway.stop().await;
-                }
-                drain(&mut events, &mut logs);
-                let report = report.map_err(|err| std::io::Error::other(format!("supervisor failed: {err}")))?;
-                let verdict = if report.clean() { "clean".to_string() } else { format!("forced: {}", report.forced.join(", ")) };
-                print_line(&format!("switchboard: stopped ({verdict})"));
-                flush_output();
-                return Ok(report);
+            () = app.ended() => {
+                print_line("switchboard: stopped through the admin API");
+                break;
             }
-            () = &mut shutdown, if !stopping => {
-                stopping = true;
-                print_line("switchboard: shutting down");
-                // The gateway first: no new requests for services that are stopping.
-                if let Some(gateway) = gateway.take() {
-                    gateway.stop().await;
+            signal = signals.next() => match signal {
+                Signal::Hangup if on_hangup == OnHangup::Detach => {
+                    match crate::app::detach::leave_terminal(&run_dir) {
+                        Ok(path) => print_line(&format!("switchboard: terminal hung up; going on, output in {}", path.display())),
+                        Err(err) => tracing::warn!(cause = %err, "cannot move the output off the terminal"),
+                    }
                 }
-                supervisor.shutdown().await;
-            }
+                Signal::Hangup => {
+                    print_line("switchboard: terminal hung up; stopping (on_hangup = \"stop\")");
+                    break;
+                }
+                Signal::Terminate(name) => {
+                    print_line(&format!("switchboard: {name}: shutting down"));
+                    break;
+                }
+            },
             event = events.recv() => match event {
                 Ok(event) => print_event(&event),
                 Err(RecvError::Lagged(missed)) => print_line(&format!("switchboard: {missed} events not shown (output too slow)")),
                 Err(RecvError::Closed) => {}
             },
-            line = logs.recv() => match line {
+            line = next_line(&mut logs) => match line {
                 Ok(line) => print_log(&line),
                 Err(RecvError::Lagged(missed)) => print_line(&format!("switchboard: {missed} log lines not shown (output too slow)")),
-                Err(RecvError::Closed) => {}
+                Err(RecvError::Closed) => logs = None,
             },
         }
+    }
+    // Lines of services that are stopping are still printed: the stop runs beside this.
+    let stopping = app.stop();
+    tokio::pin!(stopping);
+    let report = loop {
+        tokio::select! {
+            report = &mut stopping => break report,
+            event = events.recv() => if let Ok(event) = event { print_event(&event) },
+            line = next_line(&mut logs) => if let Ok(line) = line { print_log(&line) },
+        }
+    };
+    drain(&mut events, &mut logs);
+    let report = report?;
+    let verdict = if report.clean() {
+        "clean".to_string()
+    } else {
+        format!("forced: {}", report.forced.join(", "))
+    };
+    print_line(&format!("switchboard: stopped ({verdict})"));
+    flush_output();
+    Ok(report)
+}
+
+async fn next_line(
+    logs: &mut Option<broadcast::Receiver<Arc<LogLine>>>,
+) -> Result<Arc<LogLine>, RecvError> {
+    match logs {
+        Some(logs) => logs.recv().await,
+        None => std::future::pending().await,
     }
 }
 
 /// Prints what is still queued when the supervisor ends.
 fn drain(
-    events: &mut tokio::sync::broadcast::Receiver<Event>,
-    logs: &mut tokio::sync::broadcast::Receiver<Arc<LogLine>>,
+    events: &mut broadcast::Receiver<Event>,
+    logs: &mut Option<broadcast::Receiver<Arc<LogLine>>>,
 ) {
-    while let Ok(line) = logs.try_recv() {
+    while let Some(Ok(line)) = logs.as_mut().map(broadcast::Receiver::try_recv) {
         print_log(&line);
     }
     while let Ok(event) = events.try_recv() {
@@ -124,7 +183,7 @@ fn clock(at: SystemTime) -> String {
     )
 }
 
-fn print_event(event: &Event) {
+pub fn print_event(event: &Event) {
     print_line(&format!("{} ● {event}", clock(event.at)));
 }
 
@@ -147,21 +206,21 @@ fn print_log(line: &LogLine) {
 /// supervisor and the router share one thread, and printing must not stall them.
 const PRINT_QUEUE: usize = 8192;
 
-enum Output {
+enum Printed {
     Line(String),
     /// Answer once everything queued before has been written.
     Flush(std::sync::mpsc::Sender<()>),
 }
 
 struct Printer {
-    queue: std::sync::mpsc::SyncSender<Output>,
+    queue: std::sync::mpsc::SyncSender<Printed>,
     dropped: std::sync::atomic::AtomicU64,
 }
 
 fn printer() -> &'static Printer {
     static PRINTER: std::sync::OnceLock<Printer> = std::sync::OnceLock::new();
     PRINTER.get_or_init(|| {
-        let (queue, outputs) = std::sync::mpsc::sync_channel::<Output>(PRINT_QUEUE);
+        let (queue, outputs) = std::sync::mpsc::sync_channel::<Printed>(PRINT_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("headless-output".into())
             .spawn(move || {
@@ -169,10 +228,10 @@ fn printer() -> &'static Printer {
                 for output in outputs {
                     match output {
                         // A closed stdout (piped into `head`) must not take anything down.
-                        Output::Line(line) => {
+                        Printed::Line(line) => {
                             let _ = writeln!(stdout.lock(), "{line}");
                         }
-                        Output::Flush(done) => {
+                        Printed::Flush(done) => {
                             let _ = stdout.lock().flush();
                             let _ = done.send(());
                         }
@@ -189,19 +248,19 @@ fn printer() -> &'static Printer {
     })
 }
 
-fn print_line(text: &str) {
+pub fn print_line(text: &str) {
     use std::sync::atomic::Ordering;
     let printer = printer();
     let dropped = printer.dropped.swap(0, Ordering::Relaxed);
     if dropped > 0 {
         let notice = format!("switchboard: {dropped} lines not shown (output too slow)");
-        if printer.queue.try_send(Output::Line(notice)).is_err() {
+        if printer.queue.try_send(Printed::Line(notice)).is_err() {
             printer.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
     }
     if printer
         .queue
-        .try_send(Output::Line(text.to_string()))
+        .try_send(Printed::Line(text.to_string()))
         .is_err()
     {
         printer.dropped.fetch_add(1, Ordering::Relaxed);
@@ -209,9 +268,9 @@ fn print_line(text: &str) {
 }
 
 /// Waits (at most two seconds) until everything queued is on stdout, before the process exits.
-fn flush_output() {
+pub fn flush_output() {
     let (done, written) = std::sync::mpsc::channel();
-    if printer().queue.send(Output::Flush(done)).is_ok() {
+    if printer().queue.send(Printed::Flush(done)).is_ok() {
         let _ = written.recv_timeout(std::time::Duration::from_secs(2));
     }
 }

@@ -29,6 +29,8 @@
 //!   friends).
 
 pub mod api;
+pub mod app;
+pub mod attach;
 pub mod audit;
 pub mod bench;
 pub mod builtin;

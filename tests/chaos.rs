@@ -102,7 +102,7 @@ impl Console {
                 .trim()
                 .to_string();
         let client = Client::new(Target {
-            address,
+            address: switchboard::client::Endpoint::Tcp(address),
             token: Some(token),
         });
         Console { child, dir, client }

@@ -71,8 +71,13 @@ impl Tmux {
     /// Writes the test stack to `dir` and starts `SWITCHBOARD stack.toml` (followed by `after`,
     /// a shell snippet) in a 100×30 tmux session on a socket of its own.
     fn launch(dir: &std::path::Path, name: &str, after: &str) -> Tmux {
+        Tmux::launch_stack(dir, name, after, STACK)
+    }
+
+    /// [`Tmux::launch`] with a stack of the caller's.
+    fn launch_stack(dir: &std::path::Path, name: &str, after: &str, toml: &str) -> Tmux {
         let stack = dir.join("stack.toml");
-        std::fs::write(&stack, STACK).unwrap();
+        std::fs::write(&stack, toml).unwrap();
         let tmux = Tmux {
             socket: format!("switchboard-{name}-{}", std::process::id()),
         };
@@ -207,9 +212,11 @@ fn restart_kill_and_quit_from_the_keyboard() {
     let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| !s.contains("calls to and from"));
     assert!(ok, "t did not close the calls:\n{screen}");
 
-    // q asks, y quits with a graceful shutdown.
+    // q asks (stop, detach or stay), y stops everything gracefully.
     tmux.keys("q");
-    let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| s.contains("Quit and stop"));
+    let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| {
+        s.contains("stop every service") && s.contains("detach")
+    });
     assert!(ok, "no quit confirmation:\n{screen}");
     tmux.keys("y");
     let start = Instant::now();
@@ -222,13 +229,15 @@ fn restart_kill_and_quit_from_the_keyboard() {
 }
 
 #[test]
-fn a_dropped_ssh_session_shuts_everything_down() {
-    // SIGHUP is what a dropped SSH session sends: the console must restore the terminal, stop
-    // the services gracefully and leave nothing behind.
+fn a_dropped_ssh_session_with_on_hangup_stop_stops_every_service_gracefully() {
+    // `tmux kill-session` hangs the terminal up as a dropped SSH session does. With
+    // `on_hangup = "stop"` the console stops every service gracefully (each exits by itself on
+    // the end of its stdin, exit 0) and leaves nothing behind.
     let dir = tempfile::tempdir().unwrap();
-    let tmux = Tmux::launch(dir.path(), "hup", "; echo console-exited-$?; sleep 30");
+    let toml = format!("{STACK}\n[console]\non_hangup = \"stop\"\n");
+    let tmux = Tmux::launch_stack(dir.path(), "hup", "", &toml);
     let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| {
-        s.matches("● ready").count() >= 2
+        s.matches("● ready").count() >= 3
     });
     assert!(ok, "services never became ready:\n{screen}");
     let shell: u32 = tmux
@@ -236,25 +245,29 @@ fn a_dropped_ssh_session_shuts_everything_down() {
         .trim()
         .parse()
         .unwrap();
-    let console = descendants(shell)
+    let services: Vec<u32> = descendants(shell)
         .into_iter()
-        .find(|pid| {
+        .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.contains("switchboard") && !c.contains("service"))
+                .is_ok_and(|c| c.contains("service") || c.starts_with("sh"))
         })
-        .expect("console process");
-    let services = descendants(console);
-    assert!(services.len() >= 2);
-    // SAFETY: plain syscall on a process this test started.
-    unsafe { libc::kill(console as i32, libc::SIGHUP) };
-    let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| s.contains("console-exited-"));
-    assert!(ok, "console did not exit on SIGHUP:\n{screen}");
-    // The terminal is back to a normal screen: the shell's output is visible, the UI is gone.
-    assert!(
-        !screen.contains("● ready"),
-        "the UI is still on screen:\n{screen}"
-    );
-    assert!(screen.contains("stopping services"), "{screen}");
+        .collect();
+    assert!(services.len() >= 3, "{services:?}");
+    tmux.run(&["kill-session", "-t", "console"]);
+    let start = Instant::now();
+    while services.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let left: Vec<u32> = services.into_iter().filter(|&p| alive(p)).collect();
     assert!(left.is_empty(), "service processes left behind: {left:?}");
+    // Each service exited by itself on the end of its stdin (beta's `read` returns 1 then),
+    // never by a signal.
+    for service in ["alpha", "beta", "gamma"] {
+        let log = dir.path().join(format!(".switchboard/run/logs/{service}.log"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            text.contains("exited (exit ") && !text.contains("sent SIG"),
+            "{service} did not stop cleanly: {text}"
+        );
+    }
 }

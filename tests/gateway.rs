@@ -70,11 +70,11 @@ async fn fixture(toml: &str, services: &[&str]) -> Fixture {
         .trim()
         .to_string();
     let admin = Client::new(Target {
-        address: gateway.address(),
+        address: gateway.address().into(),
         token: Some(token),
     });
     let anonymous = Client::new(Target {
-        address: gateway.address(),
+        address: gateway.address().into(),
         token: None,
     });
     running.ready(LIMIT, services).await;
@@ -333,7 +333,7 @@ async fn the_admin_api_needs_the_token() {
     expect_error(&missing, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(missing.headers.contains_key(header::WWW_AUTHENTICATE));
     let wrong = Client::new(Target {
-        address: f.gateway.address(),
+        address: f.gateway.address().into(),
         token: Some("not-the-token".into()),
     });
     for (method, path) in [

@@ -49,7 +49,7 @@ async fn the_demo_routes_serve_the_shop() {
         .await
         .unwrap();
     let http = Client::new(Target {
-        address: gateway.address(),
+        address: gateway.address().into(),
         token: None,
     });
     let send = |method: Method, path: &str, payload: Option<Value>| {

@@ -16,7 +16,7 @@ const POLL_EVERY: Duration = Duration::from_millis(200);
 
 /// Percent-encodes a path segment (service names are plain, but a typo should not make a
 /// different path).
-fn segment(text: &str) -> String {
+pub fn segment(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

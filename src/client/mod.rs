@@ -10,7 +10,11 @@
 
 pub mod commands;
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -38,17 +42,17 @@ pub enum ClientError {
     NoToken(String),
     #[error("cannot connect to {address}: {source}")]
     Connect {
-        address: SocketAddr,
+        address: Endpoint,
         source: std::io::Error,
     },
     #[error("HTTP error talking to {address}: {source}")]
     Http {
-        address: SocketAddr,
+        address: Endpoint,
         source: hyper::Error,
     },
     #[error("{address} did not answer within {}s", .limit.as_secs())]
     Timeout {
-        address: SocketAddr,
+        address: Endpoint,
         limit: Duration,
     },
     #[error("{message} ({status}, {code})")]
@@ -61,15 +65,40 @@ pub enum ClientError {
     Decode(String),
 }
 
+/// Where a running instance's admin API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The TCP gateway (with the bearer token).
+    Tcp(SocketAddr),
+    /// The run directory's Unix socket (no token).
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(address: SocketAddr) -> Self {
+        Endpoint::Tcp(address)
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(address) => write!(f, "{address}"),
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// Where a running instance is and how to authenticate to it.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub address: SocketAddr,
+    pub address: Endpoint,
     pub token: Option<String>,
 }
 
 impl Target {
-    /// Finds the instance running `stack`, unless `address` says where it is.
+    /// Finds the instance running `stack`, unless `address` says where it is: its admin
+    /// socket first (no token needed), else the TCP address in its discovery file.
     pub fn find(
         stack: &Stack,
         address: Option<SocketAddr>,
@@ -77,12 +106,18 @@ impl Target {
     ) -> Result<Target, ClientError> {
         let run_dir = &stack.run_dir;
         let address = match address {
-            Some(address) => address,
+            Some(address) => Endpoint::Tcp(address),
             None => discover(run_dir).ok_or_else(|| ClientError::NotRunning {
                 stack: stack.name.clone(),
                 run_dir: run_dir.display().to_string(),
             })?,
         };
+        if matches!(address, Endpoint::Unix(_)) {
+            return Ok(Target {
+                address,
+                token: None,
+            });
+        }
         let token = token
             .or_else(|| auth::from_env(stack.gateway.token_env.as_deref()))
             .or_else(|| {
@@ -95,12 +130,18 @@ impl Target {
     }
 }
 
-/// The address in `RUN_DIR/gateway.json`, when the console that wrote it is still alive.
-pub fn discover(run_dir: &Path) -> Option<SocketAddr> {
+/// Where the instance running in `run_dir` listens: its admin socket while it holds the
+/// run directory's lock, else the address in `RUN_DIR/gateway.json` when the console that
+/// wrote it is still alive.
+pub fn discover(run_dir: &Path) -> Option<Endpoint> {
+    let socket = crate::gateway::socket::socket_path(run_dir);
+    if crate::app::lock::holder(run_dir).is_some() && socket.exists() {
+        return Some(Endpoint::Unix(socket));
+    }
     let discovery = read_discovery(&run_dir.join(DISCOVERY_FILE)).ok()?;
     Path::new(&format!("/proc/{}", discovery.pid))
         .exists()
-        .then_some(discovery.address)
+        .then_some(Endpoint::Tcp(discovery.address))
 }
 
 /// A response read to the end.
@@ -123,11 +164,19 @@ impl RawResponse {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub target: Target,
+    /// Who this client is, for the instance's audit log (`attach root@host pid 7`).
+    pub name: Option<String>,
 }
 
 impl Client {
     pub fn new(target: Target) -> Self {
-        Client { target }
+        Client { target, name: None }
+    }
+
+    /// Names this client in the instance's audit log.
+    pub fn named(mut self, name: String) -> Self {
+        self.name = Some(name);
+        self
     }
 
     fn request(
@@ -139,7 +188,10 @@ impl Client {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, self.target.address.to_string());
+            .header(header::HOST, self.host());
+        if let Some(name) = &self.name {
+            builder = builder.header(crate::gateway::CLIENT_HEADER, name.as_str());
+        }
         if let Some(token) = &self.target.token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -151,31 +203,52 @@ impl Client {
             .map_err(|err| ClientError::Decode(err.to_string()))
     }
 
+    /// The Host header: the address, or `localhost` over the socket.
+    fn host(&self) -> String {
+        match &self.target.address {
+            Endpoint::Tcp(address) => address.to_string(),
+            Endpoint::Unix(_) => "localhost".into(),
+        }
+    }
+
     /// Sends one request and returns the response head, its body still streaming.
     async fn open(
         &self,
         request: Request<Full<Bytes>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let address = self.target.address;
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
-            .await
-            .map_err(|_| ClientError::Timeout {
-                address,
-                limit: CONNECT_TIMEOUT,
-            })?
-            .map_err(|source| ClientError::Connect { address, source })?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ClientError::Http { address, source })?;
-        // The connection task ends with the response body (or the server closing it).
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        sender
-            .send_request(request)
-            .await
-            .map_err(|source| ClientError::Http { address, source })
+        let address = &self.target.address;
+        let timeout = |_| ClientError::Timeout {
+            address: address.clone(),
+            limit: CONNECT_TIMEOUT,
+        };
+        let connect = |source| ClientError::Connect {
+            address: address.clone(),
+            source,
+        };
+        let http = |source| ClientError::Http {
+            address: address.clone(),
+            source,
+        };
+        let mut sender = match address {
+            Endpoint::Tcp(tcp) => {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(tcp))
+                        .await
+                        .map_err(timeout)?
+                        .map_err(connect)?;
+                let _ = stream.set_nodelay(true);
+                handshake(stream).await.map_err(http)?
+            }
+            Endpoint::Unix(path) => {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path))
+                        .await
+                        .map_err(timeout)?
+                        .map_err(connect)?;
+                handshake(stream).await.map_err(http)?
+            }
+        };
+        sender.send_request(request).await.map_err(http)
     }
 
     /// Sends a request and reads the whole response, whatever its status.
@@ -185,7 +258,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<RawResponse, ClientError> {
-        let address = self.target.address;
+        let address = self.target.address.clone();
         let request = self.request(method, path, body)?;
         let exchange = async {
             let response = self.open(request).await?;
@@ -193,7 +266,10 @@ impl Client {
             let body = body
                 .collect()
                 .await
-                .map_err(|source| ClientError::Http { address, source })?
+                .map_err(|source| ClientError::Http {
+                    address: address.clone(),
+                    source,
+                })?
                 .to_bytes();
             Ok(RawResponse {
                 status: parts.status,
@@ -235,12 +311,12 @@ impl Client {
         path: &str,
         mut on_event: impl FnMut(&str, &str) -> bool,
     ) -> Result<(), ClientError> {
-        let address = self.target.address;
+        let address = self.target.address.clone();
         let request = self.request(Method::GET, path, None)?;
         let response = tokio::time::timeout(REQUEST_TIMEOUT, self.open(request))
             .await
             .map_err(|_| ClientError::Timeout {
-                address,
+                address: address.clone(),
                 limit: REQUEST_TIMEOUT,
             })??;
         if !response.status().is_success() {
@@ -259,7 +335,10 @@ impl Client {
         let mut body = response.into_body();
         let mut parser = SseParser::default();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|source| ClientError::Http { address, source })?;
+            let frame = frame.map_err(|source| ClientError::Http {
+                address: address.clone(),
+                source,
+            })?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -273,7 +352,23 @@ impl Client {
     }
 }
 
-fn api_error(response: &RawResponse) -> ClientError {
+/// An HTTP/1 connection over `stream`; its task ends with the response body (or the server
+/// closing it).
+async fn handshake<S>(
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// The error an unsuccessful answer stands for.
+pub fn api_error(response: &RawResponse) -> ClientError {
     match serde_json::from_slice::<ErrorResponse>(&response.body) {
         Ok(body) => ClientError::Api {
             status: response.status,

@@ -11,25 +11,31 @@
 //! | `POST /admin/jobs/{name}/run` | body: the job's JSON parameters (optional); `{"run":N}` |
 //! | `GET /admin/jobs/{name}/runs` | the job's state, task progress and recent runs |
 //! | `GET /admin/events` | lifecycle events as server-sent events ([`super::events`]) |
+//! | `GET /admin/console?logs=N` | the console stream: the view, then its changes, events and log lines ([`super::console`]) |
+//! | `POST /admin/shutdown` | stop every service in dependency order and end the instance (`switchboard down`); `{"ok":true}` |
+//! | `GET /admin/routes?service=NAME` | the totals of the routes from or to NAME (all without it), busiest first ([`RouteView`]) |
 //! | `GET /admin/calls?service=NAME&limit=N` | the last N (default 100) routed calls, of one service or all, oldest first ([`HopView`]) |
 //! | `GET /admin/traces/{trace}` | every recorded hop of one trace (the `x-switchboard-trace` header of an answer) |
 
 use axum::{
-    Json,
+    Extension, Json,
+    http::HeaderMap,
     extract::{Path, Query, Request, State, rejection::PathRejection},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, error::ApiError, events, routes};
+use super::{Access, AppState, error::ApiError, events, routes};
 use crate::{
-    api::{ConsoleView, HopView, LogView, RunView, TaskView},
+    api::{ConsoleView, HopView, LogView, RouteView, RunView, TaskView},
     supervisor::{Command, Reply},
 };
 
-/// The audit log's actor for every admin API action.
+/// The audit log's actor for admin API actions over TCP (with the token).
 pub const ACTOR: &str = "api:token";
+/// The audit log's actor for admin API actions over the run directory's socket.
+pub const SOCKET_ACTOR: &str = "api:socket";
 /// Log lines returned when `tail` is not given, and the most ever returned.
 const DEFAULT_TAIL: usize = 100;
 const MAX_TAIL: usize = 10_000;
@@ -42,6 +48,9 @@ pub fn router() -> axum::Router<AppState> {
         .route("/jobs/{name}/run", post(run_job))
         .route("/jobs/{name}/runs", get(job_runs))
         .route("/events", get(events::lifecycle))
+        .route("/console", get(super::console::stream))
+        .route("/routes", get(routes_of))
+        .route("/shutdown", post(shutdown))
         .route("/calls", get(calls))
         .route("/traces/{trace}", get(trace))
 }
@@ -62,6 +71,8 @@ pub struct ScaleRequest {
 
 async fn service_action(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     request: Request,
 ) -> Result<Json<Done>, ApiError> {
@@ -90,7 +101,7 @@ async fn service_action(
             )));
         }
     };
-    command_audited(&state, command).await?;
+    command_audited(&state, command, &access.actor(&headers)).await?;
     Ok(Json(Done { ok: true }))
 }
 
@@ -101,6 +112,8 @@ pub struct RunStarted {
 
 async fn run_job(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Result<Json<RunStarted>, ApiError> {
@@ -109,7 +122,8 @@ async fn run_job(
     let body = routes::read_body(&parts, body, state.config.body_limit).await?;
     // Parsed only to refuse malformed JSON here, with a 400, rather than in the job.
     let params = routes::parse_json(&body)?.map(|v| v.to_string());
-    let run = match command_audited(&state, Command::RunJob(name, params)).await? {
+    let actor = access.actor(&headers);
+    let run = match command_audited(&state, Command::RunJob(name, params), &actor).await? {
         Reply::JobRun(run) => run,
         Reply::Done => 0,
     };
@@ -215,6 +229,32 @@ async fn calls(
     Ok(Json(hops.iter().map(HopView::from).collect()))
 }
 
+async fn routes_of(
+    State(state): State<AppState>,
+    query: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<RouteView>>, ApiError> {
+    let Query(query) = query.map_err(|_| ApiError::bad_request("use ?service=NAME"))?;
+    Ok(Json(crate::supervisor::snapshot::routes_of(
+        state.supervisor.router.routes(),
+        query.service.as_deref(),
+    )))
+}
+
+/// Stops every service in dependency order; the instance then ends (`switchboard down`).
+async fn shutdown(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+) -> Json<Done> {
+    let actor = access.actor(&headers);
+    if let Some(audit) = &state.supervisor.audit {
+        audit.record(&actor, "down", &state.supervisor.stack.name, "ok");
+    }
+    tracing::info!(%actor, "stopping the stack (admin API)");
+    state.supervisor.shutdown().await;
+    Json(Done { ok: true })
+}
+
 async fn trace(
     State(state): State<AppState>,
     path: Result<Path<u64>, PathRejection>,
@@ -236,10 +276,14 @@ fn bad_path(_: PathRejection) -> ApiError {
 }
 
 /// Runs a supervisor command and writes it, with its outcome, to the audit log.
-async fn command_audited(state: &AppState, command: Command) -> Result<Reply, ApiError> {
+async fn command_audited(
+    state: &AppState,
+    command: Command,
+    actor: &str,
+) -> Result<Reply, ApiError> {
     state
         .supervisor
-        .command_audited(command, ACTOR)
+        .command_audited(command, actor)
         .await
         .map_err(|err| ApiError::from_control(&err))
 }

@@ -72,6 +72,15 @@ impl Token {
         })
     }
 
+    /// A token nobody knows, for a listener whose requests need none (the run directory's
+    /// socket): nothing can authenticate with it by accident.
+    pub fn unknown() -> Result<Token, GatewayError> {
+        Ok(Token {
+            secret: generate().map_err(GatewayError::Token)?.into(),
+            source: TokenSource::Env,
+        })
+    }
+
     #[cfg(test)]
     pub fn fixed(secret: &str) -> Token {
         Token {

@@ -3,11 +3,13 @@
 //!
 //! - [`server`]: binding (127.0.0.1:8787 by default, `--gateway ADDR|off`), the discovery file
 //!   `RUN_DIR/gateway.json`, graceful stop.
+//! - [`socket`]: the admin API on `RUN_DIR/admin.sock`, for local clients without a token.
 //! - [`listener`]: the TCP listener, capped at [`listener::MAX_CONNECTIONS`] open connections.
 //! - [`routes`]: the stack's `[gateway] routes` and `POST /call/{service}/{method}`, each a
 //!   router call under the caller name `gateway`.
 //! - [`admin`]: `/admin/...`, the operator's API behind a bearer token ([`auth`]).
 //! - [`events`]: server-sent event streams of lifecycle events and followed logs.
+//! - [`console`]: the console stream an attached console draws from.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`error`]: the JSON error body every failure is sent as.
 //!
@@ -17,12 +19,14 @@
 
 pub mod admin;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod listener;
 pub mod metrics;
 pub mod routes;
 pub mod server;
+pub mod socket;
 pub mod stream;
 
 use std::{
@@ -44,6 +48,7 @@ pub use self::{
     auth::Token,
     error::ApiError,
     server::{DISCOVERY_FILE, Discovery, Gateway},
+    socket::AdminSocket,
 };
 use crate::{api::ConsoleView, stack::GatewaySpec, supervisor::Supervisor};
 
@@ -88,6 +93,11 @@ pub enum GatewayError {
     Token(std::io::Error),
     #[error("cannot write the gateway's discovery file: {0}")]
     Discovery(std::io::Error),
+    #[error("cannot serve the admin socket {}: {source}", .path.display())]
+    Socket {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("gateway route `{route}`: {why}")]
     Route { route: String, why: String },
 }
@@ -116,8 +126,8 @@ pub struct GatewayState {
     pub supervisor: Supervisor,
     pub config: Arc<GatewaySpec>,
     pub token: Token,
-    /// The bound address, shown in the console view.
-    pub address: Arc<str>,
+    /// The TCP gateway's bound address, shown in the console view (none when it is off).
+    pub address: Option<Arc<str>>,
     /// Whether it is a loopback address (else `/metrics` needs the token too).
     pub loopback: bool,
     pub started: Instant,
@@ -129,7 +139,7 @@ impl GatewayState {
     /// The console's snapshot, with the gateway's address filled in.
     pub fn view(&self) -> ConsoleView {
         let mut view = self.supervisor.view(self.started);
-        view.gateway = Some(self.address.to_string());
+        view.gateway = self.address.as_ref().map(|a| a.to_string());
         view
     }
 
@@ -147,24 +157,65 @@ impl GatewayState {
     }
 }
 
-/// The whole application: service routes, `/admin` behind the token, `/metrics`, `/healthz`,
-/// JSON 404/405 for everything else, and a per-request timeout. Routes are validated first
-/// (axum panics on overlapping ones).
-pub fn app(state: AppState) -> Result<axum::Router, GatewayError> {
+/// How a request reached the gateway, which decides what it must prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Over TCP: `/admin` wants the bearer token.
+    Token,
+    /// Over the run directory's Unix socket (mode 0600): only the stack's own user can
+    /// connect, so no token is asked for.
+    Socket,
+}
+
+impl Access {
+    /// The audit log's actor for an admin action, naming the attached console or CLI when
+    /// it said who it is (the `x-switchboard-client` header).
+    pub fn actor(self, headers: &axum::http::HeaderMap) -> String {
+        let base = match self {
+            Access::Token => admin::ACTOR,
+            Access::Socket => admin::SOCKET_ACTOR,
+        };
+        let client = headers
+            .get(CLIENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.chars()
+                    .filter(|c| !c.is_control())
+                    .take(80)
+                    .collect::<String>()
+            })
+            .filter(|v| !v.trim().is_empty());
+        match client {
+            Some(client) => format!("{base} ({client})"),
+            None => base.to_string(),
+        }
+    }
+}
+
+/// The header in which a client names itself for the audit log (`attach root@host pid 7`).
+pub const CLIENT_HEADER: &str = "x-switchboard-client";
+
+/// The whole application: service routes, `/admin` behind the token (unless it came over the
+/// socket), `/metrics`, `/healthz`, JSON 404/405 for everything else, and a per-request
+/// timeout. Routes are validated first (axum panics on overlapping ones).
+pub fn app(state: AppState, access: Access) -> Result<axum::Router, GatewayError> {
     routes::validate(&state.config.routes)?;
     let guard = auth::Guard {
         token: state.token.clone(),
         audit: state.supervisor.audit.clone(),
         prefix: "/admin",
     };
-    let admin = admin::router().layer(middleware::from_fn_with_state(
-        guard.clone(),
-        auth::require_token,
-    ));
+    let mut admin = admin::router().layer(axum::Extension(access));
+    if access == Access::Token {
+        admin = admin.layer(middleware::from_fn_with_state(
+            guard.clone(),
+            auth::require_token,
+        ));
+    }
     // On a loopback address /metrics is open to local scrapers; anywhere else it shows
     // service names and load to the network, so it wants the token too.
     let mut scrape = get(metrics::scrape);
-    if !state.loopback {
+    if !state.loopback && access == Access::Token {
         let guard = auth::Guard {
             prefix: "",
             ..guard

@@ -97,12 +97,12 @@ impl Gateway {
             supervisor: supervisor.clone(),
             config: Arc::new(spec.clone()),
             token,
-            address: address.to_string().into(),
+            address: Some(address.to_string().into()),
             loopback: address.ip().is_loopback(),
             started: Instant::now(),
             shutdown: shutdown.clone(),
         });
-        let app = app(state)?;
+        let app = app(state, super::Access::Token)?;
         let discovery = run_dir.join(DISCOVERY_FILE);
         write_discovery(
             &discovery,

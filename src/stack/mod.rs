@@ -19,7 +19,8 @@ use std::path::Path;
 
 pub use diagnostic::Diagnostic;
 pub use spec::{
-    Backoff, BreakerSpec, Condition, Dependency, GatewaySpec, Program, RestartLimit, RestartPolicy,
+    Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, OnHangup, Program,
+    RestartLimit, RestartPolicy,
     RouteSpec, ServiceKind, ServiceSpec, Stack,
 };
 

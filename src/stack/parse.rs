@@ -17,7 +17,8 @@ use toml::{
 use super::{
     diagnostic::Diagnostic,
     spec::{
-        Backoff, BreakerSpec, Condition, Dependency, GatewaySpec, Program, RestartLimit,
+        Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, OnHangup, Program,
+        RestartLimit,
         RestartPolicy, RouteSpec, ServiceKind, ServiceSpec, Stack,
     },
     units,
@@ -42,7 +43,10 @@ pub(super) struct Spans {
     pub services_key: Option<Range<usize>>,
 }
 
-const TOP_KEYS: &[&str] = &["name", "data_dir", "run_dir", "gateway", "services"];
+const TOP_KEYS: &[&str] = &[
+    "name", "data_dir", "run_dir", "gateway", "console", "services",
+];
+const CONSOLE_KEYS: &[&str] = &["on_hangup"];
 const GATEWAY_KEYS: &[&str] = &[
     "bind",
     "token_env",
@@ -126,6 +130,7 @@ impl<'s> Walker<'s> {
         let mut data_dir = None;
         let mut run_dir = None;
         let mut gateway = GatewaySpec::default();
+        let mut console = ConsoleSpec::default();
         let mut services = Vec::new();
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
@@ -135,6 +140,11 @@ impl<'s> Walker<'s> {
                 "gateway" => {
                     if let Some(table) = self.table(value) {
                         gateway = self.gateway(table);
+                    }
+                }
+                "console" => {
+                    if let Some(table) = self.table(value) {
+                        console = self.console(table);
                     }
                 }
                 "services" => {
@@ -179,8 +189,28 @@ impl<'s> Walker<'s> {
             data_dir: data_dir.unwrap_or_else(|| state.join("data")),
             run_dir: run_dir.unwrap_or_else(|| state.join("run")),
             gateway,
+            console,
             services,
         })
+    }
+
+    fn console(&mut self, table: &DeTable<'_>) -> ConsoleSpec {
+        let mut console = ConsoleSpec::default();
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "on_hangup" => match self.string(value).as_deref() {
+                    Some("detach") => console.on_hangup = OnHangup::Detach,
+                    Some("stop") => console.on_hangup = OnHangup::Stop,
+                    Some(other) => self.error(
+                        value.span(),
+                        format!("`on_hangup` is \"detach\" or \"stop\", not \"{other}\""),
+                    ),
+                    None => {}
+                },
+                _ => self.unknown(key, CONSOLE_KEYS, "in [console]"),
+            }
+        }
+        console
     }
 
     fn path(&self, text: &str) -> PathBuf {

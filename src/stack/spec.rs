@@ -13,8 +13,25 @@ pub struct Stack {
     pub data_dir: PathBuf,
     pub run_dir: PathBuf,
     pub gateway: GatewaySpec,
+    pub console: ConsoleSpec,
     /// In declaration order.
     pub services: Vec<ServiceSpec>,
+}
+
+/// `[console]`: how the console behaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsoleSpec {
+    pub on_hangup: OnHangup,
+}
+
+/// What the console does when its terminal goes away (a dropped SSH session).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnHangup {
+    /// Go on supervising headless, to be attached to later.
+    #[default]
+    Detach,
+    /// Stop every service gracefully, in dependency order, and exit.
+    Stop,
 }
 
 #[derive(Debug, Clone, PartialEq)]

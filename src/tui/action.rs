@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::state::{Alert, Confirm, Focus, LogScope, Overlay, Prompt, UiState};
+use super::state::{Alert, Confirm, Focus, LogScope, Overlay, Prompt, Quit, UiState};
 use crate::{
     api::{ConsoleView, EventView},
     supervisor::{Command, MAX_REPLICAS},
@@ -50,6 +50,8 @@ pub enum Action {
     /// Esc: close whatever is open.
     Cancel,
     Answer(bool),
+    /// Leave the console this way (the quit dialog's `s` and `d`).
+    Leave(Quit),
     Quit,
     /// A click on a table row (index among the visible rows).
     Select(usize),
@@ -76,7 +78,10 @@ const PAGE: usize = 10;
 pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option<Effect> {
     // A confirmation or a prompt takes the keys first.
     match (&state.overlay, &action) {
-        (Overlay::Confirm(_), Action::Answer(_) | Action::Cancel | Action::Lifecycle(_)) => {}
+        (
+            Overlay::Confirm(_),
+            Action::Answer(_) | Action::Leave(_) | Action::Cancel | Action::Lifecycle(_),
+        ) => {}
         (Overlay::Confirm(_), _) => return None,
         (
             Overlay::Prompt(..),
@@ -275,11 +280,24 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
                     Some(Effect::Supervisor(Command::Kill(name)))
                 }
                 (Confirm::Quit, true) => {
-                    state.quit = true;
+                    // An attached console's safe answer leaves the stack running; the local
+                    // console's has always been to stop it.
+                    state.quit = Some(if view.attached.is_some() {
+                        Quit::Detach
+                    } else {
+                        Quit::Stop
+                    });
                     None
                 }
                 _ => None,
             }
+        }
+        Action::Leave(how) => {
+            if state.overlay == Overlay::Confirm(Confirm::Quit) {
+                state.overlay = Overlay::None;
+                state.quit = Some(how);
+            }
+            None
         }
         Action::Quit => {
             state.overlay = Overlay::Confirm(Confirm::Quit);

@@ -6,7 +6,7 @@ use ratatui::crossterm::event::{
 
 use super::{
     action::Action,
-    state::{Focus, Overlay, UiState},
+    state::{Confirm, Focus, Overlay, Quit, UiState},
 };
 
 /// Every key the console knows, for the help overlay: (keys, what they do).
@@ -39,7 +39,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("?", "this help"),
     ("Esc", "close / clear"),
-    ("q", "quit (asks first; stops every service)"),
+    ("q", "quit: asks whether to stop every service or detach and leave them running"),
     ("mouse", "click selects a service, wheel scrolls"),
 ];
 
@@ -64,6 +64,15 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
                 KeyCode::Esc => Some(Action::Cancel),
                 KeyCode::Backspace => Some(Action::Backspace),
                 KeyCode::Char(c) => Some(Action::Type(c)),
+                _ => None,
+            };
+        }
+        Overlay::Confirm(Confirm::Quit) => {
+            return match key.code {
+                KeyCode::Char('y' | 'Y') | KeyCode::Enter => Some(Action::Answer(true)),
+                KeyCode::Char('s' | 'S') => Some(Action::Leave(Quit::Stop)),
+                KeyCode::Char('d' | 'D') => Some(Action::Leave(Quit::Detach)),
+                KeyCode::Char('n' | 'N') | KeyCode::Esc => Some(Action::Answer(false)),
                 _ => None,
             };
         }

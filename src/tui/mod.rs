@@ -31,7 +31,7 @@ use crate::api::{ConsoleView, LogView};
 use self::{
     action::{Action, Effect, update},
     render::Areas,
-    state::{LogScope, Overlay, UiState},
+    state::{LogScope, Overlay, Quit, UiState},
     theme::Theme,
 };
 
@@ -42,17 +42,30 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
 /// Log lines the pane works over (scrollback and search).
 const LOG_WINDOW: usize = 5000;
 
-/// Runs the console until the operator quits or `shutdown` resolves. Generic over the backend so
-/// tests can drive it on a `TestBackend`.
+/// How the console ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The operator chose to leave this way (`q`).
+    Quit(Quit),
+    /// Told to end (SIGTERM, the stack stopped, the attached instance went away), with why.
+    Shutdown(String),
+    /// The terminal is gone: its input ended or failed, or drawing failed (a dropped SSH
+    /// session: `EIO`, `EPIPE`). Nothing more may be written to it.
+    TerminalLost(String),
+}
+
+/// Runs the console until the operator quits, `shutdown` resolves (with how to end), or the
+/// terminal goes away. A terminal error ends the UI and nothing else: it is an [`Exit`], never
+/// an error. Generic over the backend so tests can drive it on a `TestBackend`.
 pub async fn run<B, I, S>(
     terminal: &mut Terminal<B>,
     source: S,
     mut input: I,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Exit>,
     theme: Theme,
     on_subscribed: impl FnOnce(),
     clipboard: &mut dyn FnMut(&str),
-) -> std::io::Result<()>
+) -> Exit
 where
     B: Backend,
     I: Stream<Item = std::io::Result<TermEvent>> + Unpin,
@@ -61,6 +74,7 @@ where
     let mut state = UiState::new();
     let mut events = source.events();
     let mut new_logs = source.log_feed();
+    let mut view_feed = source.view_feed();
     on_subscribed();
     let (results_tx, mut results) = mpsc::channel::<String>(64);
     let mut view = fresh_view(&source, &state);
@@ -76,7 +90,7 @@ where
 
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            exit = &mut shutdown => return exit,
             event = input.next() => match event {
                 Some(Ok(TermEvent::Resize(..))) => dirty = true,
                 Some(Ok(event)) => {
@@ -101,8 +115,8 @@ where
                         dirty = true;
                     }
                 }
-                Some(Err(err)) => return Err(err),
-                None => break,
+                Some(Err(err)) => return Exit::TerminalLost(format!("terminal input failed: {err}")),
+                None => return Exit::TerminalLost("terminal input ended".into()),
             },
             event = events.recv() => match event {
                 Ok(event) => {
@@ -114,6 +128,10 @@ where
                 Err(RecvError::Closed) => {}
             },
             () = new_logs.changed() => logs_dirty = true,
+            () = view_changed(&mut view_feed) => {
+                view = fresh_view(&source, &state);
+                dirty = true;
+            },
             Some(result) = results.recv() => {
                 state.set_status(result);
                 dirty = true;
@@ -127,19 +145,30 @@ where
                     logs = log_window(&source, &view, &state);
                     logs_dirty = false;
                 }
-                terminal
-                    .draw(|frame| {
-                        areas = render::draw(frame, &view, &state, &logs, &theme);
-                    })
-                    .map_err(|err| std::io::Error::other(err.to_string()))?;
+                let drawn = terminal.draw(|frame| {
+                    areas = render::draw(frame, &view, &state, &logs, &theme);
+                });
+                if let Err(err) = drawn {
+                    return Exit::TerminalLost(format!("cannot draw: {err}"));
+                }
                 dirty = false;
             },
         }
-        if state.quit {
-            break;
+        if let Some(how) = state.quit {
+            return Exit::Quit(how);
         }
     }
-    Ok(())
+}
+
+/// Resolves when the source says its view changed; never for a source that does not say.
+async fn view_changed(feed: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let open = match feed {
+        Some(changes) => changes.changed().await.is_ok(),
+        None => false,
+    };
+    if !open {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Calls the calls overlay holds at most (it shows the newest that fit).

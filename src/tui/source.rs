@@ -24,6 +24,11 @@ pub trait ConsoleSource: Clone + Send + Sync + 'static {
     fn events(&self) -> EventFeed;
     /// Says when new log lines have arrived (the UI then refreshes its log pane).
     fn log_feed(&self) -> LogFeed;
+    /// Says when the view has changed, for a source that knows (an attached console's copy
+    /// changes when a patch arrives); without one the UI rebuilds it on events and a tick.
+    fn view_feed(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
     /// An operator's command; the error is a sentence to show.
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>>;
     /// The last `n` routed calls from or to `service` (all calls without one), oldest first.

@@ -120,7 +120,18 @@ pub struct UiState {
     pub selection: Option<(usize, usize)>,
     /// A short message for the operator, and when it was set.
     pub status: Option<(String, SystemTime)>,
-    pub quit: bool,
+    /// Set when the console should end, and how.
+    pub quit: Option<Quit>,
+}
+
+/// How the operator chose to leave the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quit {
+    /// Stop every service, then end.
+    Stop,
+    /// End the console and leave the stack running (the local console goes on headless;
+    /// an attached one just disconnects).
+    Detach,
 }
 
 impl UiState {

@@ -1,101 +1,107 @@
-//! Owning the real terminal: raw mode and the alternate screen on the way in, restored on the
-//! way out, on a panic (ratatui's hook), and on SIGTERM or SIGHUP (the loop ends, then restore).
+//! Owning the real terminal: raw mode, the alternate screen and the mouse on the way in, each
+//! undone on the way out and on a panic.
+//!
+//! A terminal can vanish under the console (a dropped SSH session): writes then fail with
+//! `EIO` and restoring fails too. Nothing here panics or prints when that happens; ratatui's
+//! own `init`/`restore` are not used because their panic hook `eprintln!`s, which panics
+//! again on a dead stderr and aborts the process (and with it, supervision).
 
-use std::io::stdout;
-
-use ratatui::crossterm::{
-    event::{DisableMouseCapture, EnableMouseCapture, EventStream},
-    execute,
+use std::{
+    future::Future,
+    io::{Stdout, Write, stdout},
+    thread::JoinHandle,
 };
 
-use super::theme::Theme;
-use crate::{
-    gateway::{Bind, Gateway},
-    headless::termination_signal,
-    stack::Stack,
-    supervisor::{ShutdownReport, Supervisor, SupervisorOptions},
+use ratatui::{
+    Terminal,
+    backend::CrosstermBackend,
+    crossterm::{
+        event::{DisableMouseCapture, EnableMouseCapture, EventStream},
+        execute,
+        terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
+    },
 };
 
-/// Runs the stack under the console UI, with the HTTP gateway on `gateway`; when the UI ends,
-/// stops the gateway and then every service gracefully.
-pub async fn run(
-    stack: Stack,
-    options: SupervisorOptions,
-    gateway: Bind,
-) -> std::io::Result<ShutdownReport> {
-    let (supervisor, task) = Supervisor::start(stack, options)?;
-    let gateway = match Gateway::start(&supervisor, gateway).await {
-        Ok(gateway) => gateway,
-        Err(err) => {
-            // Nothing was started yet; stop the supervisor's own tasks before failing.
-            supervisor.shutdown().await;
-            let _ = task.await;
-            return Err(std::io::Error::other(err.to_string()));
-        }
-    };
-    let address = gateway.as_ref().map(Gateway::address);
-    // The UI subscribes to events on its own thread; a barrier makes sure it has before any
-    // service starts, so no early alert is missed.
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel::<()>();
-    let ui_supervisor = supervisor.clone();
-    let ui = std::thread::Builder::new()
+use super::{ConsoleSource, Exit, theme::Theme};
+
+/// Runs the console UI against `source` on the real terminal, on a thread of its own: `draw`
+/// blocks on the terminal, and over a slow link that must never hold up routing or
+/// supervision. `subscribed` is called once the UI listens for events (start the stack
+/// after it, so no early alert is missed). The thread ends with how the UI ended.
+pub fn spawn<S: ConsoleSource>(
+    source: S,
+    shutdown: impl Future<Output = Exit> + Send + 'static,
+    subscribed: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<Exit>> {
+    std::thread::Builder::new()
         .name("console-ui".into())
-        .spawn(move || -> std::io::Result<()> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()?;
-            // crossterm's bare reset sequence also cancels bold and reverse; forcing colour
-            // output keeps the NO_COLOR theme's attributes intact.
-            ratatui::crossterm::style::force_color_output(true);
-            let mut terminal = ratatui::init();
-            let _ = execute!(stdout(), EnableMouseCapture);
-            let result = runtime.block_on(super::run(
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => return Exit::TerminalLost(format!("cannot start the UI: {err}")),
+            };
+            let mut terminal = match enter() {
+                Ok(terminal) => terminal,
+                Err(err) => {
+                    leave();
+                    return Exit::TerminalLost(format!("cannot set up the terminal: {err}"));
+                }
+            };
+            let exit = runtime.block_on(super::run(
                 &mut terminal,
-                super::LocalSource::new(ui_supervisor).with_gateway(address),
+                source,
                 EventStream::new(),
-                termination_signal(),
+                shutdown,
                 Theme::from_env(),
-                move || {
-                    let _ = subscribed_tx.send(());
-                },
+                subscribed,
                 &mut |text| {
-                    use std::io::Write;
                     let mut out = stdout();
                     let _ = out.write_all(super::osc52(text).as_bytes());
                     let _ = out.flush();
                 },
             ));
-            let _ = execute!(stdout(), DisableMouseCapture);
-            ratatui::restore();
-            result
-        })?;
-    // An error means the UI thread ended before subscribing: then nothing is started.
-    if subscribed.await.is_ok() {
-        supervisor.begin().await;
-    }
-    let ui_result = tokio::task::spawn_blocking(move || ui.join())
-        .await
-        .map_err(|err| std::io::Error::other(err.to_string()))?;
-    eprintln!("switchboard: stopping services…");
-    if let Some(gateway) = gateway {
-        gateway.stop().await;
-    }
-    supervisor.shutdown().await;
-    let report = task
-        .await
-        .map_err(|err| std::io::Error::other(format!("supervisor failed: {err}")))?;
-    match ui_result {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => eprintln!("switchboard: console error: {err}"),
-        Err(_) => eprintln!("switchboard: the console UI panicked"),
-    }
-    eprintln!(
-        "switchboard: stopped ({})",
-        if report.clean() {
-            "clean".to_string()
-        } else {
-            format!("forced: {}", report.forced.join(", "))
-        }
-    );
-    Ok(report)
+            // A lost terminal must not be written to again (not even to restore it): on a
+            // hung-up tty every write fails, and on a reused one it would land elsewhere.
+            // ratatui's `Terminal` shows the cursor when dropped and `eprintln!`s when that
+            // fails, which panics on a dead stderr: so it is not dropped.
+            if matches!(exit, Exit::TerminalLost(_)) {
+                std::mem::forget(terminal);
+            } else {
+                leave();
+            }
+            exit
+        })
+}
+
+/// Raw mode, the alternate screen and mouse capture; a panic hook that undoes them.
+fn enter() -> std::io::Result<Terminal<CrosstermBackend<Stdout>>> {
+    // crossterm's bare reset sequence also cancels bold and reverse; forcing colour output
+    // keeps the NO_COLOR theme's attributes intact.
+    ratatui::crossterm::style::force_color_output(true);
+    install_panic_hook();
+    enable_raw_mode()?;
+    execute!(stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+    Terminal::new(CrosstermBackend::new(stdout()))
+}
+
+/// Undoes [`enter`], step by step, ignoring what fails: the terminal may be gone.
+pub fn leave() {
+    let _ = execute!(stdout(), DisableMouseCapture, LeaveAlternateScreen);
+    let _ = disable_raw_mode();
+    let _ = execute!(stdout(), ratatui::crossterm::cursor::Show);
+}
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            leave();
+            // std's default hook ignores a failed write to stderr.
+            previous(info);
+        }));
+    });
 }

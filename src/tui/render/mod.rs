@@ -118,10 +118,23 @@ fn header_line<'a>(view: &'a ConsoleView, state: &UiState, theme: &Theme, width:
         .count();
     let rate: f64 = view.services.iter().map(|s| s.request_rate).sum();
     let errors: f64 = view.services.iter().map(|s| s.error_rate).sum();
-    let mut spans = vec![
-        Span::styled(format!(" {} ", view.stack), theme.title()),
-        Span::raw(format!("up {} ", duration(view.uptime))),
-    ];
+    let mut spans = vec![Span::styled(format!(" {} ", view.stack), theme.title())];
+    // An attached console says so first, and loudly when its link is down: then every
+    // figure on screen is as of the last update.
+    if let Some(attached) = &view.attached {
+        let mode = if attached.read_only { ", read-only" } else { "" };
+        match (&attached.problem, attached.connected) {
+            (Some(problem), false) => spans.push(Span::styled(
+                format!("attached to {}{mode}: {problem} ", attached.to),
+                theme.error(),
+            )),
+            _ => spans.push(Span::styled(
+                format!("attached to {}{mode} ", attached.to),
+                theme.title(),
+            )),
+        }
+    }
+    spans.push(Span::raw(format!("up {} ", duration(view.uptime))));
     if let Some(gateway) = &view.gateway {
         spans.push(Span::styled(format!("http://{gateway} "), theme.dim()));
     }

@@ -68,10 +68,23 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
             vec![Line::from(format!("Kill `{name}` with SIGKILL? y/n"))],
             44,
         ),
-        Overlay::Confirm(Confirm::Quit) => (
-            " confirm ",
-            vec![Line::from("Quit and stop every service? y/n")],
+        Overlay::Confirm(Confirm::Quit) if view.attached.is_some() => (
+            " quit ",
+            vec![
+                Line::from("d  detach: the stack keeps running (y)"),
+                Line::from("s  stop every service of the stack"),
+                Line::from("n  stay"),
+            ],
             44,
+        ),
+        Overlay::Confirm(Confirm::Quit) => (
+            " quit ",
+            vec![
+                Line::from("s  stop every service (y)"),
+                Line::from("d  detach: leave them running, attach later"),
+                Line::from("n  stay"),
+            ],
+            48,
         ),
     };
     popup(frame, area, title, lines, width, theme);

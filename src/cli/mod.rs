@@ -1,9 +1,11 @@
-//! The command line: `switchboard [FILE]`, `up`, `check`, `init`, `run`, the client commands
-//! for a running instance (`ps`, `restart`, `stop`, `start`, `kill`, `scale`, `logs`), and the
-//! hidden `service NAME` that runs a builtin.
+//! The command line: `switchboard [FILE]`, `up` (`-d`), `down`, `attach`, `check`, `init`, `run`,
+//! the client commands for a running instance (`ps`, `restart`, `stop`, `start`, `kill`,
+//! `scale`, `logs`), and the hidden `service NAME` that runs a builtin.
+//!
+//! - [`up`]: the console, headless, detached; `down` and `attach`.
+//! - [`job`]: `run JOB`.
 
 use std::{
-    io::IsTerminal,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -15,10 +17,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     client::{self, Client, ClientError, Target},
     gateway::Bind,
-    headless,
-    registry::{self, InstanceState},
     stack::{self, Stack},
-    supervisor::{Command, Reply, Supervisor, SupervisorOptions},
+    supervisor::SupervisorOptions,
 };
 
 #[derive(Debug, Parser)]
@@ -68,12 +68,44 @@ pub enum Cmd {
         /// Run without the terminal UI: print lifecycle events and prefixed logs.
         #[arg(long)]
         headless: bool,
+        /// Start in the background, in a session of its own, output in RUN_DIR/console.log;
+        /// return once every service is ready. `switchboard attach` shows it.
+        #[arg(long, short, conflicts_with = "headless")]
+        detach: bool,
         /// Delete the stack's data directory before starting.
         #[arg(long)]
         fresh: bool,
         /// Where the HTTP gateway listens (ADDR, port 0 for any), or `off`.
         #[arg(long, value_name = "ADDR|off")]
         gateway: Option<Bind>,
+        /// The detached instance itself (what `up -d` starts).
+        #[arg(long, hide = true)]
+        daemon: bool,
+    },
+    /// Stop a running instance gracefully (every service, in dependency order) and wait for it.
+    Down {
+        /// The stack file the instance runs (default: the built-in demo stack).
+        file: Option<PathBuf>,
+        /// The instance's TCP gateway, instead of its local socket.
+        #[arg(long)]
+        address: Option<SocketAddr>,
+        /// The admin token, for --address.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Open the full console on a running instance (`up -d`, or a console that detached).
+    Attach {
+        /// The stack file the instance runs (default: the built-in demo stack).
+        file: Option<PathBuf>,
+        /// The instance's TCP gateway (e.g. through `ssh -L`), instead of its local socket.
+        #[arg(long)]
+        address: Option<SocketAddr>,
+        /// The admin token, for --address.
+        #[arg(long)]
+        token: Option<String>,
+        /// Look, never act: every action is refused.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Validate a stack file; report every error as FILE:LINE:COL: message.
     Check { file: Option<PathBuf> },
@@ -187,6 +219,11 @@ pub enum Cmd {
     Service { name: String },
 }
 
+mod job;
+mod up;
+
+pub use self::job::job_params;
+
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Cmd::Service { name }) => crate::builtin::run(&name),
@@ -202,13 +239,45 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Cmd::Up {
             file,
             headless,
+            detach,
             fresh,
             gateway,
-        }) => up(
-            file.as_deref(),
-            headless,
+            daemon,
+        }) => up::up(&up::Up {
+            file,
+            mode: if daemon {
+                up::Mode::Daemon
+            } else if detach {
+                up::Mode::Detach
+            } else if headless {
+                up::Mode::Headless
+            } else {
+                up::Mode::Console
+            },
             fresh,
-            gateway.unwrap_or_default(),
+            gateway,
+        }),
+        Some(Cmd::Down {
+            file,
+            address,
+            token,
+        }) => up::down(&Remote {
+            file,
+            address,
+            token,
+        }),
+        Some(Cmd::Attach {
+            file,
+            address,
+            token,
+            read_only,
+        }) => up::attach(
+            &Remote {
+                file,
+                address,
+                token,
+            },
+            read_only,
         ),
         Some(Cmd::Run {
             job,
@@ -219,9 +288,9 @@ pub fn run(cli: Cli) -> ExitCode {
             args,
         }) => {
             if standalone {
-                run_job(&job, file.as_deref(), &args)
+                job::run_job(&job, file.as_deref(), &args)
             } else {
-                run_job_somewhere(&job, file, address, token, &args)
+                job::run_job_somewhere(&job, file, address, token, &args)
             }
         }
         Some(Cmd::Ps { remote }) => with_client(&remote, |c| async move {
@@ -269,17 +338,21 @@ pub fn run(cli: Cli) -> ExitCode {
                 connections: usize::from(http_connections),
             },
         ),
-        None => up(
-            cli.file.as_deref(),
-            cli.headless,
-            cli.fresh,
-            cli.gateway.unwrap_or_default(),
-        ),
+        None => up::up(&up::Up {
+            file: cli.file,
+            mode: if cli.headless {
+                up::Mode::Headless
+            } else {
+                up::Mode::Console
+            },
+            fresh: cli.fresh,
+            gateway: cli.gateway,
+        }),
     }
 }
 
 /// Runs a client command against the running instance `remote` points at.
-fn with_client<F, Fut>(remote: &Remote, command: F) -> ExitCode
+pub(super) fn with_client<F, Fut>(remote: &Remote, command: F) -> ExitCode
 where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = Result<bool, ClientError>>,
@@ -317,45 +390,8 @@ fn action(remote: &Remote, action: &'static str, name: &str) -> ExitCode {
     })
 }
 
-/// `switchboard run`: on the running instance when there is one (or `--address` is given),
-/// else in a stack of its own.
-fn run_job_somewhere(
-    job: &str,
-    file: Option<PathBuf>,
-    address: Option<SocketAddr>,
-    token: Option<String>,
-    args: &[String],
-) -> ExitCode {
-    let Some(stack) = load(file.as_deref()) else {
-        return ExitCode::FAILURE;
-    };
-    if address.is_none() && client::discover(&stack.run_dir).is_none() {
-        return run_job(job, file.as_deref(), args);
-    }
-    let params = match job_params(args) {
-        Ok(params) => params,
-        Err(err) => {
-            eprintln!("switchboard: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let remote = Remote {
-        file,
-        address,
-        token,
-    };
-    let job = job.to_string();
-    with_client(&remote, |c| async move {
-        eprintln!(
-            "switchboard: running `{job}` on the instance at {}",
-            c.target.address
-        );
-        client::commands::run(&c, &job, params.as_deref()).await
-    })
-}
-
 /// Loads the stack file, or the demo stack when none is given; prints diagnostics on failure.
-fn load(file: Option<&Path>) -> Option<Stack> {
+pub(super) fn load(file: Option<&Path>) -> Option<Stack> {
     let loaded = match file {
         Some(path) => stack::load(path),
         None => stack::demo(),
@@ -408,7 +444,7 @@ fn init(force: bool) -> ExitCode {
     }
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_current_thread()
         .thread_name("switchboard")
         .enable_all()
@@ -422,7 +458,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn init_console_logging() {
+pub(super) fn init_console_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -431,7 +467,7 @@ fn init_console_logging() {
         .try_init();
 }
 
-fn init_file_logging(run_dir: &Path) {
+pub(super) fn init_file_logging(run_dir: &Path) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = std::fs::create_dir_all(run_dir);
@@ -447,196 +483,6 @@ fn init_file_logging(run_dir: &Path) {
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file))
         .try_init();
-}
-
-fn up(file: Option<&Path>, headless_flag: bool, fresh: bool, gateway: Bind) -> ExitCode {
-    let Some(stack) = load(file) else {
-        return ExitCode::FAILURE;
-    };
-    if fresh
-        && let Err(err) = std::fs::remove_dir_all(&stack.data_dir)
-        && err.kind() != std::io::ErrorKind::NotFound
-    {
-        eprintln!(
-            "switchboard: cannot reset {}: {err}",
-            stack.data_dir.display()
-        );
-        return ExitCode::FAILURE;
-    }
-    let console = !headless_flag && std::io::stdout().is_terminal();
-    if !headless_flag && !console {
-        eprintln!("switchboard: stdout is not a terminal; running headless");
-    }
-    if console {
-        // Never log to the screen the UI owns.
-        init_file_logging(&stack.run_dir);
-    } else {
-        init_console_logging();
-    }
-    let options = match SupervisorOptions::from_current_exe() {
-        Ok(options) => options,
-        Err(err) => {
-            eprintln!("switchboard: cannot find my own executable: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    let outcome = if console {
-        runtime.block_on(crate::tui::terminal::run(stack, options, gateway))
-    } else {
-        runtime.block_on(headless::run(
-            stack,
-            options,
-            gateway,
-            headless::termination_signal(),
-        ))
-    };
-    match outcome {
-        Ok(report) if report.clean() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::from(3),
-        Err(err) => {
-            eprintln!("switchboard: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Job parameters from the command line: one JSON value, or KEY=VALUE pairs as an object.
-pub fn job_params(args: &[String]) -> Result<Option<String>, String> {
-    match args {
-        [] => Ok(None),
-        [one] if serde_json::from_str::<serde_json::Value>(one).is_ok() => Ok(Some(one.clone())),
-        pairs => {
-            let mut object = serde_json::Map::new();
-            for pair in pairs {
-                let Some((key, value)) = pair.split_once('=') else {
-                    return Err(format!("`{pair}` is neither JSON nor KEY=VALUE"));
-                };
-                let value = serde_json::from_str(value)
-                    .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-                object.insert(key.to_string(), value);
-            }
-            Ok(Some(serde_json::Value::Object(object).to_string()))
-        }
-    }
-}
-
-fn run_job(job: &str, file: Option<&Path>, args: &[String]) -> ExitCode {
-    let Some(stack) = load(file) else {
-        return ExitCode::FAILURE;
-    };
-    let Some(stack) = headless::stack_for_job(&stack, job) else {
-        eprintln!(
-            "switchboard: no job named `{job}` in stack `{}`",
-            stack.name
-        );
-        return ExitCode::FAILURE;
-    };
-    let params = match job_params(args) {
-        Ok(params) => params,
-        Err(err) => {
-            eprintln!("switchboard: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    init_console_logging();
-    let (Ok(options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime()) else {
-        return ExitCode::FAILURE;
-    };
-    let job = job.to_string();
-    runtime.block_on(async move {
-        let (supervisor, task) = match Supervisor::start(stack, options) {
-            Ok(started) => started,
-            Err(err) => {
-                eprintln!("switchboard: {err}");
-                return ExitCode::FAILURE;
-            }
-        };
-        supervisor.begin().await;
-        let ok = tokio::select! {
-            ok = watch_job(&supervisor, &job, params) => ok,
-            () = headless::termination_signal() => false,
-        };
-        supervisor.shutdown().await;
-        let _ = task.await;
-        if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
-    })
-}
-
-/// Starts a run of `job` and prints its progress until it ends; returns whether it succeeded.
-async fn watch_job(supervisor: &Supervisor, job: &str, params: Option<String>) -> bool {
-    let run = match supervisor
-        .command(Command::RunJob(job.to_string(), params))
-        .await
-    {
-        Ok(Reply::JobRun(run)) => run,
-        Ok(Reply::Done) => 0,
-        Err(err) => {
-            eprintln!("switchboard: {err}");
-            return false;
-        }
-    };
-    let mut last = String::new();
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let (progress, finished) = {
-            let registry = registry::read(&supervisor.registry);
-            let Some(service) = registry.service(job) else {
-                return false;
-            };
-            let progress = service
-                .instances
-                .first()
-                .and_then(|i| i.handle.as_ref())
-                .and_then(|h| h.segment.as_ref())
-                .map(|segment| {
-                    segment
-                        .read()
-                        .tasks
-                        .iter()
-                        .map(|t| format!("{} {}/{}", t.label, t.done, t.total))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            let finished = service
-                .runs
-                .iter()
-                .find(|r| r.run == run)
-                .filter(|r| r.exit.is_some())
-                .cloned();
-            let state = service.state();
-            (
-                progress,
-                finished.or_else(|| {
-                    (state == InstanceState::Failed).then(|| service.runs.back().cloned())?
-                }),
-            )
-        };
-        if !progress.is_empty() && progress != last {
-            println!("{job} #{run}: {progress}");
-            last = progress;
-        }
-        if let Some(finished) = finished {
-            match finished.result {
-                Some(Ok(result)) => {
-                    println!("{job} #{run}: done: {result}");
-                    return finished.exit.as_ref().is_some_and(|e| e.success());
-                }
-                Some(Err(err)) => {
-                    println!("{job} #{run}: failed: {err}");
-                    return false;
-                }
-                None => return false,
-            }
-        }
-    }
 }
 
 fn bench(

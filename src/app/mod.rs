@@ -1,0 +1,138 @@
+//! Starting and stopping a stack, once, for every front end: the local console, headless
+//! mode, a detached instance (`up -d`) and `bench`. Each calls [`App::start`], subscribes to
+//! what it wants to watch, calls [`App::begin`], and ends with [`App::stop`].
+//!
+//! - [`lock`]: one instance per stack (`RUN_DIR/instance.lock`).
+//! - [`console`]: the local console: the UI on this terminal, over this process's stack.
+//! - [`detach`]: `up -d`, and a console that leaves its terminal but goes on supervising.
+//! - [`signals`]: SIGINT, SIGTERM and SIGHUP.
+
+pub mod console;
+pub mod detach;
+pub mod lock;
+pub mod signals;
+
+use tokio::task::JoinHandle;
+
+pub use self::lock::{InstanceLock, LockError};
+use crate::{
+    gateway::{AdminSocket, Bind, Gateway, GatewayError},
+    stack::Stack,
+    supervisor::{ShutdownReport, Supervisor, SupervisorOptions},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(
+        "stack `{stack}` is already running as pid {pid}: attach to it with `switchboard attach{hint}`, or stop it with `switchboard down{hint}`"
+    )]
+    AlreadyRunning {
+        stack: String,
+        pid: u32,
+        /// The stack file argument the commands need (empty for the demo stack).
+        hint: String,
+    },
+    #[error(transparent)]
+    Lock(LockError),
+    #[error("cannot start the supervisor: {0}")]
+    Supervisor(std::io::Error),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error("the supervisor failed: {0}")]
+    Crashed(String),
+}
+
+/// A running stack: its supervisor, its HTTP gateway and its admin socket.
+pub struct App {
+    pub supervisor: Supervisor,
+    task: JoinHandle<ShutdownReport>,
+    /// The supervisor's report, once its task has ended.
+    report: Option<Result<ShutdownReport, String>>,
+    gateway: Option<Gateway>,
+    socket: Option<AdminSocket>,
+    _lock: InstanceLock,
+}
+
+impl App {
+    /// Takes the stack's instance lock, starts the supervisor (no service yet: see
+    /// [`begin`](Self::begin)), the gateway asked for by `bind`, and the admin socket.
+    pub async fn start(
+        stack: Stack,
+        options: SupervisorOptions,
+        bind: Bind,
+    ) -> Result<App, AppError> {
+        let lock = InstanceLock::acquire(&stack.run_dir).map_err(|err| match err {
+            LockError::Held(pid) => AppError::AlreadyRunning {
+                hint: stack
+                    .source
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" {}", f.display())),
+                stack: stack.name.clone(),
+                pid,
+            },
+            other => AppError::Lock(other),
+        })?;
+        let (supervisor, task) = Supervisor::start(stack, options).map_err(AppError::Supervisor)?;
+        let started = async {
+            let gateway = Gateway::start(&supervisor, bind).await?;
+            let socket =
+                AdminSocket::start(&supervisor, gateway.as_ref().map(Gateway::address)).await?;
+            Ok::<_, GatewayError>((gateway, socket))
+        };
+        match started.await {
+            Ok((gateway, socket)) => Ok(App {
+                supervisor,
+                task,
+                report: None,
+                gateway,
+                socket,
+                _lock: lock,
+            }),
+            Err(err) => {
+                // No service was started yet; stop the supervisor's own tasks before failing.
+                supervisor.shutdown().await;
+                let _ = task.await;
+                Err(err.into())
+            }
+        }
+    }
+
+    pub fn gateway(&self) -> Option<&Gateway> {
+        self.gateway.as_ref()
+    }
+
+    pub fn socket(&self) -> Option<&AdminSocket> {
+        self.socket.as_ref()
+    }
+
+    /// Starts the stack's services in dependency order.
+    pub async fn begin(&self) {
+        self.supervisor.begin().await;
+    }
+
+    /// Resolves when the supervisor has ended by itself (every service stopped through the
+    /// admin API's `down`, or it failed); then call [`stop`](Self::stop) for the report.
+    pub async fn ended(&mut self) {
+        if self.report.is_none() {
+            let report = (&mut self.task).await.map_err(|err| err.to_string());
+            self.report = Some(report);
+        }
+    }
+
+    /// Stops the gateway and the socket first (no new requests for services that are
+    /// stopping), then every service gracefully, and waits for all of it.
+    pub async fn stop(self) -> Result<ShutdownReport, AppError> {
+        if let Some(gateway) = self.gateway {
+            gateway.stop().await;
+        }
+        if let Some(socket) = self.socket {
+            socket.stop().await;
+        }
+        self.supervisor.shutdown().await;
+        let report = match self.report {
+            Some(report) => report,
+            None => self.task.await.map_err(|err| err.to_string()),
+        };
+        report.map_err(AppError::Crashed)
+    }
+}
