@@ -36,7 +36,15 @@ impl Tmux {
         };
         let command = format!("cd {} && {command}", dir.display());
         tmux.run(&[
-            "new-session", "-d", "-s", "main", "-x", "120", "-y", "30", &command,
+            "new-session",
+            "-d",
+            "-s",
+            "main",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &command,
         ]);
         tmux
     }
@@ -161,7 +169,11 @@ fn a_hung_up_console_keeps_every_service_and_attach_shows_them() {
     assert!(log.contains("detached"), "{log}");
 
     // A new terminal attaches and sees them.
-    let attached = Tmux::start("hangup-attach", dir.path(), &format!("{SWITCHBOARD} attach stack.toml"));
+    let attached = Tmux::start(
+        "hangup-attach",
+        dir.path(),
+        &format!("{SWITCHBOARD} attach stack.toml"),
+    );
     let (ok, screen) = attached.wait(Duration::from_secs(15), |s| {
         s.contains("attached to") && s.matches("● ready").count() >= 2
     });
@@ -199,7 +211,11 @@ fn up_detached_then_attach_act_read_only_and_down() {
     assert!(said.contains("switchboard attach stack.toml"), "{said}");
     let instance = instance_pid(dir.path()).expect("instance pid");
     let pids = service_pids(dir.path());
-    assert_eq!(pids.len(), 2, "every service is ready when up -d returns: {pids:?}");
+    assert_eq!(
+        pids.len(),
+        2,
+        "every service is ready when up -d returns: {pids:?}"
+    );
 
     // A second up says who runs it instead of starting twice.
     let again = Command::new(SWITCHBOARD)
@@ -209,9 +225,16 @@ fn up_detached_then_attach_act_read_only_and_down() {
         .unwrap();
     assert!(!again.status.success());
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(err.contains(&format!("already running as pid {instance}")), "{err}");
+    assert!(
+        err.contains(&format!("already running as pid {instance}")),
+        "{err}"
+    );
 
-    let acting = Tmux::start("act", dir.path(), &format!("{SWITCHBOARD} attach stack.toml"));
+    let acting = Tmux::start(
+        "act",
+        dir.path(),
+        &format!("{SWITCHBOARD} attach stack.toml"),
+    );
     let watching = Tmux::start(
         "watch",
         dir.path(),
@@ -246,7 +269,10 @@ fn up_detached_then_attach_act_read_only_and_down() {
     let (ok, screen) = watching.wait(Duration::from_secs(15), |s| {
         s.matches("alpha#0│spawned pid").count() >= 2 && s.matches("● ready").count() >= 2
     });
-    assert!(ok, "the restart was not seen by the other console:\n{screen}");
+    assert!(
+        ok,
+        "the restart was not seen by the other console:\n{screen}"
+    );
 
     // d detaches: the attached console ends, the stack keeps running.
     acting.keys("q");
@@ -256,7 +282,11 @@ fn up_detached_then_attach_act_read_only_and_down() {
     assert!(alive(instance));
 
     let down = down(dir.path());
-    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     let mut every = pids.clone();
     every.push(instance);
     assert!(

@@ -125,7 +125,7 @@ fn a_clean_shutdown_exits_zero() {
     );
     assert_eq!(service_pids(&lines, 2).len(), 2);
     // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(console.id() as libc::pid_t, libc::SIGHUP) };
+    unsafe { libc::kill(console.id() as libc::pid_t, libc::SIGTERM) };
     let status = console.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }

@@ -284,12 +284,15 @@ fn client_commands_drive_a_running_headless_console() {
         "the console did not run the job"
     );
 
-    // Everything the client did is in the console's audit log.
+    // Everything the client did is in the console's audit log, under the socket it used and
+    // its own name.
     let audit = std::fs::read_to_string(console.run_dir().join("audit.jsonl")).unwrap_or_default();
     for action in ["restart", "scale", "stop", "start", "run"] {
         assert!(
-            audit.lines().any(|l| l.contains("\"actor\":\"api:token\"")
-                && l.contains(&format!("\"action\":\"{action}\""))),
+            audit
+                .lines()
+                .any(|l| l.contains("\"actor\":\"api:socket (cli ")
+                    && l.contains(&format!("\"action\":\"{action}\""))),
             "{action} not audited:\n{audit}"
         );
     }

@@ -10,8 +10,8 @@ use std::{
 use ratatui::{Terminal, backend::TestBackend};
 use switchboard::{
     api::{
-        ConsoleView, DependencyView, EventView, ExitView, HopView, LogView, ReplicaView,
-        RouteView, RunView, ServiceRow, TaskView,
+        ConsoleView, DependencyView, EventView, ExitView, HopView, LogView, ReplicaView, RouteView,
+        RunView, ServiceRow, TaskView,
     },
     event::{Event, EventKind},
     registry::InstanceState,
@@ -162,7 +162,11 @@ fn failed_service_with_alert() {
             window: Duration::from_secs(60),
         },
     };
-    update(&mut state, &view, Action::Lifecycle(Box::new(EventView::from(&gave_up))));
+    update(
+        &mut state,
+        &view,
+        Action::Lifecycle(Box::new(EventView::from(&gave_up))),
+    );
     assert_eq!(state.alerts.len(), 1);
     let screen = render(&view, &state, 120, 30);
     assert!(screen.contains("failed"), "{screen}");

@@ -263,7 +263,9 @@ fn a_dropped_ssh_session_with_on_hangup_stop_stops_every_service_gracefully() {
     // Each service exited by itself on the end of its stdin (beta's `read` returns 1 then),
     // never by a signal.
     for service in ["alpha", "beta", "gamma"] {
-        let log = dir.path().join(format!(".switchboard/run/logs/{service}.log"));
+        let log = dir
+            .path()
+            .join(format!(".switchboard/run/logs/{service}.log"));
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(
             text.contains("exited (exit ") && !text.contains("sent SIG"),

@@ -575,10 +575,7 @@ async fn scale_logs_and_a_job_run_through_the_api() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        outcome["ok"] == true,
-        "job did not succeed: {outcome}"
-    );
+    assert!(outcome["ok"] == true, "job did not succeed: {outcome}");
     let answer = f
         .admin
         .send(

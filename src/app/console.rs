@@ -104,7 +104,11 @@ pub async fn run(
             let _ = writeln!(std::io::stderr(), "switchboard: {why}; stopping services…");
             let report = app.stop().await;
             if let Ok(report) = &report {
-                let _ = writeln!(std::io::stderr(), "switchboard: stopped ({})", verdict(report));
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "switchboard: stopped ({})",
+                    verdict(report)
+                );
             }
             report
         }
@@ -116,7 +120,10 @@ pub async fn run(
             if let Err(err) = detach::leave_terminal(&run_dir) {
                 tracing::warn!(cause = %err, "cannot move the output off the terminal");
             }
-            headless::print_line(&format!("switchboard: {why}; pid {} goes on supervising", std::process::id()));
+            headless::print_line(&format!(
+                "switchboard: {why}; pid {} goes on supervising",
+                std::process::id()
+            ));
             let events = app.supervisor.events.subscribe();
             headless::watch(app, events, None, &mut signals).await
         }

@@ -20,13 +20,17 @@ use hyper::Method;
 use tokio::sync::{broadcast, watch};
 
 use crate::{
-    api::{AttachedView, ConsoleView, EventView, HopView, LogView, RouteView, stream::MAX_LOG_TAIL},
+    api::{
+        AttachedView, ConsoleView, EventView, HopView, LogView, RouteView, stream::MAX_LOG_TAIL,
+    },
     client::{Client, Target, api_error},
     gateway::admin::{Done, RunStarted, ScaleRequest},
     supervisor::{Command, Reply},
     tui::{ConsoleSource, EventFeed, Exit, LogFeed, state::Quit},
 };
 
+/// How often the calls overlay's data is asked for while it is open.
+const CALLS_EVERY: Duration = Duration::from_secs(1);
 /// Lifecycle events kept for a UI that falls behind.
 const EVENT_BUFFER: usize = 1024;
 
@@ -40,7 +44,8 @@ struct Model {
     link: AttachedView,
     /// The calls overlay's last answer, by service (`None` for all).
     calls: Option<(Option<String>, Vec<HopView>, Vec<RouteView>)>,
-    calls_asked: bool,
+    /// When the calls were last asked for (they are asked for at most once a second).
+    calls_asked: Option<std::time::Instant>,
 }
 
 struct Shared {
@@ -72,7 +77,12 @@ impl RemoteSource {
     /// A source for the instance at `target`, and the task that keeps its link up (run it on
     /// a runtime; it ends when the source's last clone is dropped... or never: drop the task).
     pub fn connect(target: Target, read_only: bool) -> (RemoteSource, BoxFuture<'static, ()>) {
-        let client = Client::new(target).named(client_name(read_only));
+        let name = if read_only {
+            "attach --read-only"
+        } else {
+            "attach"
+        };
+        let client = Client::new(target).named(crate::client::who(name));
         let shared = Arc::new(Shared {
             model: Mutex::new(Model {
                 link: AttachedView {
@@ -119,10 +129,13 @@ impl RemoteSource {
     fn refresh_calls(&self, service: Option<&str>, n: usize) {
         {
             let mut model = self.shared.model();
-            if model.calls_asked {
+            if model
+                .calls_asked
+                .is_some_and(|at| at.elapsed() < CALLS_EVERY)
+            {
                 return;
             }
-            model.calls_asked = true;
+            model.calls_asked = Some(std::time::Instant::now());
         }
         let (client, shared) = (self.client.clone(), self.shared.clone());
         let service = service.map(str::to_string);
@@ -148,7 +161,6 @@ impl RemoteSource {
                 .unwrap_or_default();
             let mut model = shared.model();
             model.calls = Some((service, calls, routes));
-            model.calls_asked = false;
             drop(model);
             // The UI rebuilds its view on this signal, and asks again for the overlay's data.
             shared.view_seq.send_modify(|n| *n += 1);
@@ -267,21 +279,6 @@ async fn send_command(
 
 fn segment(text: &str) -> String {
     crate::client::commands::segment(text)
-}
-
-/// How this console names itself in the instance's audit log: `attach USER@HOST pid N`.
-fn client_name(read_only: bool) -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()));
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!(
-        "attach {user}@{host} pid {}{}",
-        std::process::id(),
-        if read_only { " read-only" } else { "" }
-    )
 }
 
 /// Runs the attached console until the operator leaves it; returns what to tell them.

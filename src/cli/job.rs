@@ -187,4 +187,3 @@ async fn watch_job(supervisor: &Supervisor, job: &str, params: Option<String>) -
         }
     }
 }
-

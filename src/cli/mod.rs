@@ -371,7 +371,8 @@ where
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(command(Client::new(target))) {
+    let client = Client::new(target).named(crate::client::who("cli"));
+    match runtime.block_on(command(client)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {

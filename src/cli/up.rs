@@ -86,7 +86,9 @@ pub fn up(up: &Up) -> ExitCode {
         Mode::Console => match detach::hold_terminal() {
             Ok(foreground) => Some(foreground),
             Err(err) => {
-                eprintln!("switchboard: cannot fork ({err}); `q` then `d` will not free this shell");
+                eprintln!(
+                    "switchboard: cannot fork ({err}); `q` then `d` will not free this shell"
+                );
                 None
             }
         },
@@ -147,7 +149,11 @@ fn start_daemon(up: &Up, stack: &Stack) -> ExitCode {
     let mut args: Vec<OsString> = vec!["up".into(), "--daemon".into()];
     if let Some(file) = &up.file {
         // The daemon runs in the same directory, but say where the file is whatever it does.
-        args.push(std::path::absolute(file).unwrap_or_else(|_| file.clone()).into());
+        args.push(
+            std::path::absolute(file)
+                .unwrap_or_else(|_| file.clone())
+                .into(),
+        );
     }
     match up.gateway {
         Some(Bind::Off) => args.extend(["--gateway".into(), "off".into()]),

@@ -29,6 +29,9 @@ use crate::{
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an event stream may stay silent before the link counts as dead: three of the
+/// console stream's keep-alives.
+const STREAM_SILENCE: Duration = Duration::from_secs(15);
 /// How long a plain (not streamed) request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -51,10 +54,7 @@ pub enum ClientError {
         source: hyper::Error,
     },
     #[error("{address} did not answer within {}s", .limit.as_secs())]
-    Timeout {
-        address: Endpoint,
-        limit: Duration,
-    },
+    Timeout { address: Endpoint, limit: Duration },
     #[error("{message} ({status}, {code})")]
     Api {
         status: StatusCode,
@@ -98,19 +98,24 @@ pub struct Target {
 
 impl Target {
     /// Finds the instance running `stack`, unless `address` says where it is: its admin
-    /// socket first (no token needed), else the TCP address in its discovery file.
+    /// socket first (no token needed), else the TCP address in its discovery file. A token
+    /// given on the command line asks for TCP (the socket takes none).
     pub fn find(
         stack: &Stack,
         address: Option<SocketAddr>,
         token: Option<String>,
     ) -> Result<Target, ClientError> {
         let run_dir = &stack.run_dir;
-        let address = match address {
-            Some(address) => Endpoint::Tcp(address),
-            None => discover(run_dir).ok_or_else(|| ClientError::NotRunning {
-                stack: stack.name.clone(),
-                run_dir: run_dir.display().to_string(),
-            })?,
+        let not_running = || ClientError::NotRunning {
+            stack: stack.name.clone(),
+            run_dir: run_dir.display().to_string(),
+        };
+        let address = match (address, &token) {
+            (Some(address), _) => Endpoint::Tcp(address),
+            (None, Some(_)) => discover_tcp(run_dir)
+                .map(Endpoint::Tcp)
+                .ok_or_else(not_running)?,
+            (None, None) => discover(run_dir).ok_or_else(not_running)?,
         };
         if matches!(address, Endpoint::Unix(_)) {
             return Ok(Target {
@@ -138,10 +143,27 @@ pub fn discover(run_dir: &Path) -> Option<Endpoint> {
     if crate::app::lock::holder(run_dir).is_some() && socket.exists() {
         return Some(Endpoint::Unix(socket));
     }
+    discover_tcp(run_dir).map(Endpoint::Tcp)
+}
+
+/// The TCP gateway's address in `RUN_DIR/gateway.json`, when the console that wrote it is
+/// still alive.
+pub fn discover_tcp(run_dir: &Path) -> Option<SocketAddr> {
     let discovery = read_discovery(&run_dir.join(DISCOVERY_FILE)).ok()?;
     Path::new(&format!("/proc/{}", discovery.pid))
         .exists()
-        .then_some(Endpoint::Tcp(discovery.address))
+        .then_some(discovery.address)
+}
+
+/// How a client names itself in the instance's audit log: `WHAT USER@HOST pid N`.
+pub fn who(what: &str) -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{what} {user}@{host} pid {}", std::process::id())
 }
 
 /// A response read to the end.
@@ -334,7 +356,16 @@ impl Client {
         }
         let mut body = response.into_body();
         let mut parser = SseParser::default();
-        while let Some(frame) = body.frame().await {
+        // The instance sends at least a keep-alive every few seconds; a link silent for much
+        // longer is dead even if no error said so (a peer gone without a FIN).
+        let silent = |_| ClientError::Timeout {
+            address: address.clone(),
+            limit: STREAM_SILENCE,
+        };
+        while let Some(frame) = tokio::time::timeout(STREAM_SILENCE, body.frame())
+            .await
+            .map_err(silent)?
+        {
             let frame = frame.map_err(|source| ClientError::Http {
                 address: address.clone(),
                 source,

@@ -1,6 +1,7 @@
 //! The admin API, under `/admin`, behind the bearer token ([`super::auth`]). It drives the same
 //! supervisor commands as the console's keys, and every command is written to the audit log
-//! with the actor `api:token`.
+//! with the actor `api:token` over TCP or `api:socket` over the run directory's socket, followed
+//! by the client's own name when it gives one (`api:socket (attach root@host pid 7)`).
 //!
 //! | route | what |
 //! |---|---|
@@ -19,8 +20,8 @@
 
 use axum::{
     Extension, Json,
-    http::HeaderMap,
     extract::{Path, Query, Request, State, rejection::PathRejection},
+    http::HeaderMap,
     response::{IntoResponse, Response},
     routing::{get, post},
 };

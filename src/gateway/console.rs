@@ -23,7 +23,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{AppState, ApiError};
+use super::{ApiError, AppState};
 use crate::{
     api::{
         API_VERSION, EventView, LogView, patch,

@@ -56,7 +56,12 @@ impl AdminSocket {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(socket_error(err)),
         }
-        let listener = tokio::net::UnixListener::bind(&path).map_err(socket_error)?;
+        // The socket is created with the umask's mode; a umask that leaves only the owner
+        // closes the moment between bind and chmod when another user could connect.
+        let previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+        let bound = tokio::net::UnixListener::bind(&path);
+        rustix::process::umask(previous);
+        let listener = bound.map_err(socket_error)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(socket_error)?;
         let shutdown = CancellationToken::new();

@@ -18,8 +18,7 @@ use super::{
     diagnostic::Diagnostic,
     spec::{
         Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, OnHangup, Program,
-        RestartLimit,
-        RestartPolicy, RouteSpec, ServiceKind, ServiceSpec, Stack,
+        RestartLimit, RestartPolicy, RouteSpec, ServiceKind, ServiceSpec, Stack,
     },
     units,
 };

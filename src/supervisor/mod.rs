@@ -289,7 +289,11 @@ impl Supervisor {
 
     /// Runs `command` and writes it, with its outcome and who asked (`actor`), to the audit
     /// log.
-    pub async fn command_audited(&self, command: Command, actor: &str) -> Result<Reply, ControlError> {
+    pub async fn command_audited(
+        &self,
+        command: Command,
+        actor: &str,
+    ) -> Result<Reply, ControlError> {
         let (action, target) = command.describe();
         let result = self.command(command).await;
         if let Some(audit) = &self.audit {

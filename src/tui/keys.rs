@@ -39,7 +39,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("?", "this help"),
     ("Esc", "close / clear"),
-    ("q", "quit: asks whether to stop every service or detach and leave them running"),
+    (
+        "q",
+        "quit: stop every service, or detach and leave them running",
+    ),
     ("mouse", "click selects a service, wheel scrolls"),
 ];
 

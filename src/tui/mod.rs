@@ -27,13 +27,13 @@ use ratatui::{Terminal, backend::Backend, crossterm::event::Event as TermEvent};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 
 pub use self::source::{ConsoleSource, EventFeed, LocalSource, LogFeed};
-use crate::api::{ConsoleView, LogView};
 use self::{
     action::{Action, Effect, update},
     render::Areas,
     state::{LogScope, Overlay, Quit, UiState},
     theme::Theme,
 };
+use crate::api::{ConsoleView, LogView};
 
 /// Redraws per second at most.
 pub const MAX_FPS: u32 = 30;

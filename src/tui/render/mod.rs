@@ -122,7 +122,11 @@ fn header_line<'a>(view: &'a ConsoleView, state: &UiState, theme: &Theme, width:
     // An attached console says so first, and loudly when its link is down: then every
     // figure on screen is as of the last update.
     if let Some(attached) = &view.attached {
-        let mode = if attached.read_only { ", read-only" } else { "" };
+        let mode = if attached.read_only {
+            ", read-only"
+        } else {
+            ""
+        };
         match (&attached.problem, attached.connected) {
             (Some(problem), false) => spans.push(Span::styled(
                 format!("attached to {}{mode}: {problem} ", attached.to),
