@@ -56,12 +56,18 @@ fn replace(value: &Value) -> Value {
 }
 
 fn diff_items(old: &[Value], new: &[Value]) -> Value {
-    let shift = (1..=MAX_SHIFT.min(old.len()))
-        .find(|&k| {
-            let kept = &old[k..];
-            new.len() >= kept.len() && !kept.is_empty() && new[..kept.len()] == *kept
-        })
-        .unwrap_or(0);
+    // A window that only grew needs no shift (and an all-zero history would match one).
+    let grew = new.len() >= old.len() && new[..old.len()] == *old;
+    let shift = if grew {
+        0
+    } else {
+        (1..=MAX_SHIFT.min(old.len()))
+            .find(|&k| {
+                let kept = &old[k..];
+                new.len() >= kept.len() && !kept.is_empty() && new[..kept.len()] == *kept
+            })
+            .unwrap_or(0)
+    };
     let kept = &old[shift..];
     let mut patch = Map::new();
     if shift > 0 {
@@ -82,13 +88,18 @@ fn diff_items(old: &[Value], new: &[Value]) -> Value {
     if new.len() < kept.len() {
         patch.insert("#".into(), new.len().into());
     }
-    // Changed almost everywhere: the whole array is shorter.
-    let changed = patch.len();
-    if changed > new.len() / 2 + 2 {
-        replace(&Value::Array(new.to_vec()))
+    // Changed almost everywhere: the whole array may be shorter.
+    let patch = Value::Object(patch);
+    let whole = replace(&Value::Array(new.to_vec()));
+    if encoded_len(&patch) > encoded_len(&whole) {
+        whole
     } else {
-        Value::Object(patch)
+        patch
     }
+}
+
+fn encoded_len(value: &Value) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
 }
 
 /// Applies `patch` to `document` in place.

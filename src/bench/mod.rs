@@ -2,8 +2,9 @@
 //! supervisor: crash-to-ready restart latency, hang-detection delay, the console's CPU with a
 //! stack, render time, routed request/response against this machine's pipe baselines
 //! ([`routing`]), pub/sub fan-out (`fanout`), and N idle services for N = 10, 100, 500
-//! (`scale`).
+//! (`scale`), and what an attached console costs and how fresh it is ([`attach`]).
 
+pub mod attach;
 mod fanout;
 pub mod gateway;
 pub mod pipes;
@@ -44,13 +45,14 @@ pub struct Selection {
     pub fanout: bool,
     pub gateway: bool,
     pub scale: bool,
+    pub attach: bool,
     /// What sends the gateway's HTTP load, over how many connections.
     pub http_load: gateway::LoadClient,
 }
 
 impl Selection {
     pub const NAMES: &[&str] = &[
-        "restart", "hang", "idle", "render", "routing", "fanout", "gateway", "scale",
+        "restart", "hang", "idle", "render", "routing", "fanout", "gateway", "scale", "attach",
     ];
 
     /// The measurements named in `only` (all of them when it is empty), or the unknown name.
@@ -71,6 +73,7 @@ impl Selection {
             fanout: wants("fanout"),
             gateway: wants("gateway"),
             scale: wants("scale"),
+            attach: wants("attach"),
             http_load: gateway::LoadClient::default(),
         })
     }
@@ -114,6 +117,9 @@ pub async fn run(
             )
             .await,
         );
+    }
+    if selection.attach {
+        figures.extend(attach::run(&options, idle_for).await);
     }
     figures
 }

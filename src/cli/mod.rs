@@ -186,7 +186,8 @@ pub enum Cmd {
     /// Measure this machine: routing against pipe baselines, pub/sub fan-out, restart latency,
     /// hang detection, the console's CPU, render time, gateway HTTP, and 10/100/500 idle services.
     Bench {
-        /// Only these measurements (routing, fanout, gateway, restart, hang, idle, render, scale);
+        /// Only these measurements (routing, fanout, gateway, restart, hang, idle, render, scale,
+        /// attach);
         /// default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
