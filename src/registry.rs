@@ -16,8 +16,8 @@ use std::{
 use switchboard_protocol::segment::SegmentReader;
 
 use crate::{
-    router::link::Link,
     stack::{ServiceKind, ServiceSpec},
+    transport::Link,
 };
 
 /// Identifies one instance across restarts: `generation` grows with every spawn.

@@ -8,6 +8,7 @@
 //! - [`stream`]: the console stream's messages (`GET /admin/console`).
 //! - [`patch`]: the small JSON patches the stream sends instead of whole views.
 //! - [`millis`]: times as whole milliseconds.
+//! - [`human`]: durations and sizes as people read them.
 //!
 //! ## Stability
 //! This is version [`API_VERSION`] of the admin API's JSON. Within a version, fields are only
@@ -16,6 +17,7 @@
 //! announces in its first message, so an attached console can say it needs an upgrade.
 
 pub mod event;
+pub mod human;
 pub mod millis;
 pub mod patch;
 pub mod stream;

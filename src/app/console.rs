@@ -15,11 +15,11 @@ use tokio::sync::oneshot;
 use super::{
     App, AppError,
     detach::{self, Foreground},
+    headless,
     signals::{Signal, Signals},
 };
 use crate::{
     gateway::{Bind, Gateway},
-    headless,
     stack::{OnHangup, Stack},
     supervisor::{ShutdownReport, SupervisorOptions},
     tui::{self, Exit, LocalSource, state::Quit},

@@ -2,19 +2,19 @@
 //! mode, a detached instance (`up -d`) and `bench`. Each calls [`App::start`], subscribes to
 //! what it wants to watch, calls [`App::begin`], and ends with [`App::stop`].
 //!
-//! - [`lock`]: one instance per stack (`RUN_DIR/instance.lock`).
+//! - [`headless`]: no UI: lifecycle events (and logs) printed, for servers, CI and daemons.
 //! - [`console`]: the local console: the UI on this terminal, over this process's stack.
 //! - [`detach`]: `up -d`, and a console that leaves its terminal but goes on supervising.
 //! - [`signals`]: SIGINT, SIGTERM and SIGHUP.
 
 pub mod console;
 pub mod detach;
-pub mod lock;
+pub mod headless;
 pub mod signals;
 
 use tokio::task::JoinHandle;
 
-pub use self::lock::{InstanceLock, LockError};
+use crate::lock::{InstanceLock, LockError};
 use crate::{
     gateway::{AdminSocket, Bind, Gateway, GatewayError},
     stack::Stack,

@@ -10,7 +10,8 @@ use std::{
 
 use super::{Remote, init_console_logging, load, runtime, with_client};
 use crate::{
-    client, headless,
+    app::headless,
+    client,
     registry::{self, InstanceState},
     supervisor::{Command, Reply, Supervisor, SupervisorOptions},
 };

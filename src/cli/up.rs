@@ -14,10 +14,11 @@ use hyper::Method;
 use super::{Remote, init_console_logging, init_file_logging, load, runtime, with_client};
 use crate::{
     api::ConsoleView,
+    app::headless,
     app::{self, detach},
     client::{Client, ClientError, Target},
     gateway::Bind,
-    headless,
+    lock,
     registry::InstanceState,
     stack::Stack,
     supervisor::SupervisorOptions,
@@ -53,7 +54,7 @@ pub fn up(up: &Up) -> ExitCode {
         return ExitCode::FAILURE;
     };
     // Before the data directory is touched: a running instance owns it.
-    if let Some(pid) = app::lock::holder(&stack.run_dir) {
+    if let Some(pid) = lock::holder(&stack.run_dir) {
         let file = file_arg(up.file.as_deref());
         eprintln!(
             "switchboard: stack `{}` is already running as pid {pid}: attach to it with `switchboard attach{file}`, or stop it with `switchboard down{file}`",
@@ -270,7 +271,7 @@ pub fn down(remote: &Remote) -> ExitCode {
     let run_dir = stack.run_dir.clone();
     let remote_address = remote.address;
     with_client(remote, |client| async move {
-        let pid = app::lock::holder(&run_dir);
+        let pid = lock::holder(&run_dir);
         let _: crate::gateway::admin::Done = client
             .json(Method::POST, "/admin/shutdown", None::<&()>)
             .await?;
@@ -284,7 +285,7 @@ pub fn down(remote: &Remote) -> ExitCode {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let gone = match remote_address {
                 // A local instance is gone when it lets go of its lock.
-                None => app::lock::holder(&run_dir).is_none(),
+                None => lock::holder(&run_dir).is_none(),
                 Some(_) => matches!(
                     client.send(Method::GET, "/healthz", None).await,
                     Err(ClientError::Connect { .. })

@@ -40,7 +40,7 @@ pub fn ps_table(view: &ConsoleView) -> String {
     let mut out = format!(
         "stack {} up {}, gateway {}\n",
         view.stack,
-        crate::tui::render::duration(view.uptime),
+        crate::api::human::duration(view.uptime),
         view.gateway.as_deref().unwrap_or("-")
     );
     out.push_str(&format!(

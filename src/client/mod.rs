@@ -140,7 +140,7 @@ impl Target {
 /// wrote it is still alive.
 pub fn discover(run_dir: &Path) -> Option<Endpoint> {
     let socket = crate::gateway::socket::socket_path(run_dir);
-    if crate::app::lock::holder(run_dir).is_some() && socket.exists() {
+    if crate::lock::holder(run_dir).is_some() && socket.exists() {
         return Some(Endpoint::Unix(socket));
     }
     discover_tcp(run_dir).map(Endpoint::Tcp)

@@ -12,8 +12,9 @@
 //! the console's deadline sweeper), and a target that dies with the request in flight
 //! (unavailable, at once).
 //!
-//! - [`link`]: the seam to the transport; every instance is reached through a [`link::Link`].
-//! - [`inbox`]: the pipe transport's bounded, priority-laned queue per instance.
+//! Every instance is reached through a [`Link`](crate::transport::Link) (see
+//! [`crate::transport`]).
+//!
 //! - `stream`: streams under the receiver's credit ([`LocalStream`] for callers in the console).
 //! - `hold`: requests and events held for a service that is restarting.
 //! - [`breaker`]: one circuit breaker per target service.
@@ -21,8 +22,6 @@
 
 pub mod breaker;
 mod hold;
-pub mod inbox;
-pub mod link;
 mod stream;
 pub mod trace;
 
@@ -42,7 +41,7 @@ use switchboard_protocol::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use self::inbox::SendError;
+use crate::transport::SendError;
 
 use self::breaker::{Breaker, BreakerState};
 use crate::{

@@ -363,7 +363,7 @@ impl Core {
             }
         };
         let pid = child.id().unwrap_or(0);
-        let (inbox_tx, inbox_rx) = crate::router::inbox::inbox(INBOX);
+        let (inbox_tx, inbox_rx) = crate::transport::inbox(INBOX);
         let (control_tx, control_rx) = mpsc::channel(8);
         let handle = Arc::new(InstanceHandle {
             id,

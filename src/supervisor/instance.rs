@@ -35,7 +35,8 @@ use super::{InstanceEvent, spawn::signal_group, strays::Sweeper};
 use crate::{
     logs::{LineCodec, LogStore, Stream},
     registry::{ExitStatus, InstanceHandle, InstanceId},
-    router::{Router, inbox::InboxReceiver},
+    router::Router,
+    transport::InboxReceiver,
 };
 
 /// What the supervisor tells an instance.

@@ -1,7 +1,7 @@
 //! Where the console gets what it shows and where it sends what the operator asks for. The UI
-//! touches nothing else: [`LocalSource`] is the supervisor in this process, and
-//! [`RemoteSource`](crate::attach::RemoteSource) an instance the console is attached to. Both
-//! hand out the read model's plain types ([`crate::api`]).
+//! touches nothing else: [`LocalSource`] is the supervisor in this process, and the attached
+//! console's remote source (in `attach`, above this module) an instance it is attached to.
+//! Both hand out the read model's plain types ([`crate::api`]).
 
 use std::{sync::Arc, time::Instant};
 

@@ -8,7 +8,7 @@
 
 use switchboard_protocol::Envelope;
 
-use super::inbox::{Inbox, SendError};
+use super::{Inbox, SendError};
 
 /// How the router hands a frame to one instance. Never blocks and never awaits: the router
 /// runs on the hot path, so a link that cannot take a frame now says so (`Full`, and the
