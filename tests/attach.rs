@@ -294,3 +294,191 @@ fn up_detached_then_attach_act_read_only_and_down() {
         "processes left behind"
     );
 }
+
+/// A loopback TCP proxy whose links can be cut and restored, to play a dropped network.
+struct Proxy {
+    address: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use std::{
+            net::{TcpListener, TcpStream},
+            sync::{Arc, Mutex, atomic::AtomicBool},
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (cut_flag, live) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if cut_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Refused while cut: closed at once.
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                live.lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { address, cut, open }
+    }
+
+    /// Drops every open link and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn up_detached(dir: &Path, stack: &str) -> u32 {
+    std::fs::write(dir.join("stack.toml"), stack).unwrap();
+    let up = Command::new(SWITCHBOARD)
+        .args(["up", "-d", "stack.toml", "--gateway", "127.0.0.1:0"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    instance_pid(dir).expect("instance pid")
+}
+
+#[test]
+fn a_cut_link_says_so_reconnects_by_itself_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let instance = up_detached(dir.path(), STACK);
+    let run_dir = dir.path().join(".switchboard/run");
+    let discovery: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("gateway.json")).unwrap())
+            .unwrap();
+    let gateway: std::net::SocketAddr = discovery["address"].as_str().unwrap().parse().unwrap();
+    let token = std::fs::read_to_string(run_dir.join("token")).unwrap();
+    let proxy = Proxy::start(gateway);
+    // Remotely, as through `ssh -L`: the TCP gateway with the token.
+    let console = Tmux::start(
+        "cut",
+        dir.path(),
+        &format!(
+            "{SWITCHBOARD} attach stack.toml --address {} --token {}",
+            proxy.address,
+            token.trim()
+        ),
+    );
+    let (ok, screen) = console.wait(Duration::from_secs(15), |s| {
+        s.contains(&format!("attached to {}", proxy.address)) && s.matches("● ready").count() >= 2
+    });
+    assert!(ok, "attach over TCP did not show the stack:\n{screen}");
+
+    proxy.cut();
+    let (ok, screen) = console.wait(Duration::from_secs(20), |s| s.contains("link down"));
+    assert!(ok, "the cut link was not shown:\n{screen}");
+    // Something changes while the link is down.
+    let stop = Command::new(SWITCHBOARD)
+        .args(["stop", "beta", "--file", "stack.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+
+    proxy.restore();
+    let (ok, screen) = console.wait(Duration::from_secs(20), |s| {
+        !s.contains("link down") && s.contains("stopped") && s.matches("● ready").count() == 1
+    });
+    assert!(ok, "the console did not reconnect and catch up:\n{screen}");
+
+    assert!(down(dir.path()).status.success());
+    assert!(wait_until(Duration::from_secs(10), || !alive(instance)));
+}
+
+#[test]
+fn an_attached_console_scales_and_runs_a_job_with_its_progress_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = format!(
+        "{STACK}\n[services.count]\nkind = \"job\"\nbuiltin = \"probe-job\"\nparams = '{{\"steps\": 40, \"pace_ms\": 150}}'\n"
+    );
+    let instance = up_detached(dir.path(), &stack);
+    let console = Tmux::start(
+        "job",
+        dir.path(),
+        &format!("{SWITCHBOARD} attach stack.toml"),
+    );
+    let (ok, screen) = console.wait(Duration::from_secs(15), |s| {
+        s.contains("attached to") && s.matches("● ready").count() >= 2
+    });
+    assert!(ok, "attach did not show the stack:\n{screen}");
+
+    // + on alpha (the first row) scales it to two replicas.
+    console.keys("+");
+    let ps = || {
+        let out = Command::new(SWITCHBOARD)
+            .args(["ps", "--file", "stack.toml"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || ps()
+            .lines()
+            .any(|l| l.starts_with("alpha") && l.contains(" 2/2 "))),
+        "alpha was not scaled: {}",
+        ps()
+    );
+
+    // The job: select it, Enter asks for parameters, Enter runs it with the stack's.
+    console.keys("j");
+    console.keys("j");
+    console.keys("Enter");
+    let (ok, screen) = console.wait(Duration::from_secs(5), |s| s.contains("count"));
+    assert!(ok, "{screen}");
+    console.keys("Enter");
+    let (ok, screen) = console.wait(Duration::from_secs(15), |s| {
+        s.contains("probe steps") && s.contains("/40 running")
+    });
+    assert!(ok, "no progress bar for the run:\n{screen}");
+    let progress = |s: &str| -> Option<u32> {
+        let at = s.find("/40 running")?;
+        s[..at].rsplit(' ').next()?.parse().ok()
+    };
+    let first = progress(&screen).unwrap_or(0);
+    let (ok, screen) = console.wait(Duration::from_secs(15), |s| {
+        progress(s).is_some_and(|n| n >= first + 3)
+    });
+    assert!(ok, "the progress bar did not move past {first}:\n{screen}");
+    assert!(
+        !audited(dir.path(), &["\"run\"", "count", "attach"]).is_empty(),
+        "the run was not audited under the attached console"
+    );
+
+    assert!(down(dir.path()).status.success());
+    assert!(wait_until(Duration::from_secs(10), || !alive(instance)));
+}

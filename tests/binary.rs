@@ -131,6 +131,43 @@ fn a_clean_shutdown_exits_zero() {
 }
 
 #[test]
+fn a_hangup_moves_headless_output_to_the_console_log_and_supervision_goes_on() {
+    let (mut console, lines, dir) = headless(
+        r#"
+        name = "hup"
+        [services.reader]
+        command = "sh"
+        args = ["-c", "read x"]
+        [services.probe]
+        builtin = "probe"
+        "#,
+    );
+    let pids = service_pids(&lines, 2);
+    assert_eq!(pids.len(), 2);
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(console.id() as libc::pid_t, libc::SIGHUP) };
+    // Its stdout (our pipe) is let go of: the output moved to RUN_DIR/console.log.
+    let start = Instant::now();
+    while lines.recv_timeout(Duration::from_millis(100)).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "stdout never let go of"
+        );
+    }
+    assert!(console.try_wait().unwrap().is_none(), "the hangup ended it");
+    assert!(pids.iter().all(|&pid| common::alive(pid)), "services died");
+    let log = dir.path().join(".switchboard/run/console.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("terminal hung up; going on"), "{text}");
+    // SAFETY: as above.
+    unsafe { libc::kill(console.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(console.wait().unwrap().code(), Some(0));
+    assert!(wait_gone(&pids, Duration::from_secs(10)));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("stopped (clean)"), "{text}");
+}
+
+#[test]
 fn check_reports_errors_with_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
