@@ -157,13 +157,24 @@ fn a_hangup_moves_headless_output_to_the_console_log_and_supervision_goes_on() {
     assert!(console.try_wait().unwrap().is_none(), "the hangup ended it");
     assert!(pids.iter().all(|&pid| common::alive(pid)), "services died");
     let log = dir.path().join(".switchboard/run/console.log");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // Written by the output thread, just after the output moved.
+    let said = |what: &str| {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(what) || start.elapsed() > Duration::from_secs(10) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let text = said("terminal hung up; going on");
     assert!(text.contains("terminal hung up; going on"), "{text}");
     // SAFETY: as above.
     unsafe { libc::kill(console.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(console.wait().unwrap().code(), Some(0));
     assert!(wait_gone(&pids, Duration::from_secs(10)));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = said("stopped (clean)");
     assert!(text.contains("stopped (clean)"), "{text}");
 }
 
