@@ -238,7 +238,8 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// Bounds how long a request may take to produce its response (a streamed body, like an event
-/// stream, is not counted). Service calls carry the same deadline and are answered `timeout`
+/// stream, is not counted). Hand-written rather than tower-http's `TimeoutLayer`, whose
+/// timeout is an empty response: every error of the gateway is the JSON [`ApiError`]. Service calls carry the same deadline and are answered `timeout`
 /// by the router first; this catches everything else.
 async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.config.request_timeout + Duration::from_secs(2);

@@ -212,7 +212,8 @@ pub fn query_params(parts: &Parts) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 (before reading, when the
-/// client announced its length).
+/// client announced its length). Hand-written rather than tower-http's `RequestBodyLimitLayer`:
+/// the limit is the stack's per route, and the refusal is the JSON [`ApiError`].
 pub async fn read_body(parts: &Parts, body: HttpBody, limit: usize) -> Result<Bytes, ApiError> {
     let announced = parts
         .headers
