@@ -79,10 +79,6 @@ async fn service_action(
 ) -> Result<Json<Done>, ApiError> {
     let Path((name, action)) = path.map_err(bad_path)?;
     let command = match action.as_str() {
-        "restart" => Command::Restart(name),
-        "stop" => Command::Stop(name),
-        "start" => Command::Start(name),
-        "kill" => Command::Kill(name),
         "scale" => {
             let (parts, body) = request.into_parts();
             let body = routes::read_body(&parts, body, state.config.body_limit).await?;
@@ -96,11 +92,11 @@ async fn service_action(
             })?;
             Command::Scale(name, scale.replicas)
         }
-        other => {
-            return Err(ApiError::not_found(format!(
+        other => Command::from_action(other, name).map_err(|_| {
+            ApiError::not_found(format!(
                 "no action `{other}` (restart, stop, start, kill, scale)"
-            )));
-        }
+            ))
+        })?,
     };
     command_audited(&state, command, &access.actor(&headers)).await?;
     Ok(Json(Done { ok: true }))

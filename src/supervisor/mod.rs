@@ -7,11 +7,13 @@
 //! - [`restart`]: backoff and the restart intensity limit.
 //! - [`strays`]: killing what a service left behind outside its process group.
 //! - [`snapshot`]: the read model ([`ConsoleView`](crate::api::ConsoleView)) of this supervisor.
+//! - `command`: an operator's [`Command`], as typed on the `:` line and in the admin API.
 //! - `core`: the actor that owns every decision; [`Supervisor`] is the handle to it.
 //!
 //! Everything the supervisor decides becomes an [`Event`](crate::event::Event) on the lifecycle
 //! channel.
 
+mod command;
 mod core;
 pub mod instance;
 pub mod launch;
@@ -29,7 +31,10 @@ use std::{
 use switchboard_protocol::{Body, Hello, Status};
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::launch::LaunchContext;
+pub use self::{
+    command::{Command, CommandError},
+    launch::LaunchContext,
+};
 use crate::{
     audit::AuditLog,
     event::EventSender,
@@ -74,49 +79,6 @@ pub enum InstanceEvent {
         id: InstanceId,
         status: ExitStatus,
     },
-}
-
-/// An operator's (or the stack's) command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Start(String),
-    Stop(String),
-    /// A rolling restart: one replica at a time, each waiting for its successor to be ready.
-    Restart(String),
-    /// SIGKILL every instance; the restart policy then applies as to any crash.
-    Kill(String),
-    Scale(String, u32),
-    /// Run a job with these parameters (JSON text; `None` uses the stack file's).
-    RunJob(String, Option<String>),
-}
-
-impl Command {
-    /// The action's name and its target, for the audit log.
-    pub fn describe(&self) -> (&'static str, String) {
-        match self {
-            Command::Start(n) => ("start", n.clone()),
-            Command::Stop(n) => ("stop", n.clone()),
-            Command::Restart(n) => ("restart", n.clone()),
-            Command::Kill(n) => ("kill", n.clone()),
-            Command::Scale(n, r) => ("scale", format!("{n} to {r}")),
-            Command::RunJob(n, p) => ("run", format!("{n} {}", p.as_deref().unwrap_or(""))),
-        }
-    }
-}
-
-impl std::fmt::Display for Command {
-    /// As the operator would type it on the `:` line: `restart order`, `scale order 3`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Start(n) => write!(f, "start {n}"),
-            Command::Stop(n) => write!(f, "stop {n}"),
-            Command::Restart(n) => write!(f, "restart {n}"),
-            Command::Kill(n) => write!(f, "kill {n}"),
-            Command::Scale(n, r) => write!(f, "scale {n} {r}"),
-            Command::RunJob(n, None) => write!(f, "run {n}"),
-            Command::RunJob(n, Some(p)) => write!(f, "run {n} {p}"),
-        }
-    }
 }
 
 /// What a command answered.

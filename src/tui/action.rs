@@ -416,29 +416,9 @@ fn command_line(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<E
     let mut words = line.split_whitespace();
     let verb = words.next()?;
     let name = words.next().map(str::to_string);
-    let known = |name: &Option<String>| {
-        name.as_ref()
-            .filter(|n| view.services.iter().any(|s| &s.name == *n))
-            .cloned()
-    };
-    let command = match (verb, known(&name)) {
-        ("restart" | "r", Some(n)) => Command::Restart(n),
-        ("stop", Some(n)) => Command::Stop(n),
-        ("start", Some(n)) => Command::Start(n),
-        ("kill", Some(n)) => Command::Kill(n),
-        ("scale", Some(n)) => match words.next().and_then(|w| w.parse().ok()) {
-            Some(replicas) => Command::Scale(n, replicas),
-            None => {
-                state.set_status("usage: scale NAME REPLICAS");
-                return None;
-            }
-        },
-        ("run", Some(n)) => {
-            let rest: Vec<&str> = words.collect();
-            let params = (!rest.is_empty()).then(|| rest.join(" "));
-            Command::RunJob(n, params)
-        }
-        ("logs", _) => {
+    // The console's own verbs first; the rest are the supervisor's commands.
+    match verb {
+        "logs" => {
             match name.as_deref() {
                 None | Some("all") => state.log_scope = LogScope::All,
                 Some(n) => {
@@ -449,31 +429,36 @@ fn command_line(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<E
             state.focus = Focus::Logs;
             return None;
         }
-        ("filter", _) => {
+        "filter" => {
             state.filter = name.unwrap_or_default();
             return None;
         }
-        ("sort", _) => {
+        "sort" => {
             state.sort = state.sort.next();
             return None;
         }
-        ("quit" | "q", _) => {
+        "quit" | "q" => {
             state.overlay = Overlay::Confirm(Confirm::Quit);
             return None;
         }
-        ("help", _) => {
+        "help" => {
             state.overlay = Overlay::Help;
             return None;
         }
-        (_, None) if name.is_some() => {
-            state.set_status(format!("no service named `{}`", name.unwrap_or_default()));
-            return None;
-        }
-        _ => {
-            state.set_status(format!("unknown command `{line}` (try :help)"));
+        _ => {}
+    }
+    let command = match line.parse::<Command>() {
+        Ok(command) => command,
+        Err(err) => {
+            state.set_status(format!("{err} (try :help)"));
             return None;
         }
     };
-    state.set_status(format!("{verb} {}", name.unwrap_or_default()));
+    let target = command.target();
+    if !view.services.iter().any(|s| s.name == target) {
+        state.set_status(format!("no service named `{target}`"));
+        return None;
+    }
+    state.set_status(command.to_string());
     Some(Effect::Supervisor(command))
 }
