@@ -9,6 +9,8 @@
 //!
 //! - [`stack`]: the stack file (`stack.toml`): parsing, validation with `FILE:LINE:COL` errors,
 //!   the embedded demo stack.
+//! - [`transport`]: how frames reach an instance (a [`transport::Link`]; the stdin pipe's
+//!   inbox).
 //! - [`registry`]: every service and instance with its state: the single source of truth that
 //!   the console, the gateway and the router read.
 //! - [`supervisor`]: spawning, stopping, restarting with backoff, dependency order, jobs,
@@ -20,8 +22,13 @@
 //! - [`audit`]: the append-only audit log of operator actions and refused calls.
 //! - [`logs`]: per-service log rings and rotated log files.
 //! - [`monitor`]: CPU and memory from the OS, rates and progress from the segments.
-//! - [`tui`]: the operator console, a full-screen terminal UI.
-//! - [`headless`]: running a stack without the terminal UI, for servers and CI.
+//! - [`api`]: the read model: plain serde types for everything the console shows, and the
+//!   console stream that pushes it to attached consoles.
+//! - [`tui`]: the operator console, a full-screen terminal UI, drawn from the read model.
+//! - [`lock`]: one instance per stack (`RUN_DIR/instance.lock`).
+//! - [`app`]: starting and stopping a stack for every front end: the local console, headless,
+//!   a detached instance (`up -d`), `bench`.
+//! - [`attach`]: `switchboard attach`, the console over a running instance.
 //! - [`builtin`]: the services compiled into the binary (`switchboard service NAME`).
 //! - [`bench`](mod@bench): `switchboard bench`, measurements with real processes.
 //! - [`cli`]: the command line.

@@ -2,7 +2,7 @@
 //!
 //! The UI ends one of four ways, and only one of them stops the stack without being asked:
 //! - `q`, then `s` (or `y`): stop every service, then exit;
-//! - `q`, then `d`: detach. The process leaves the terminal ([`detach`](super::detach)) and
+//! - `q`, then `d`: detach. The process leaves the terminal ([`detach`]) and
 //!   goes on supervising headless; `switchboard attach` shows it again;
 //! - the terminal goes away (SIGHUP, `EIO` on a write, input ends): as the stack's
 //!   `[console] on_hangup` says, detach (the default) or stop gracefully;

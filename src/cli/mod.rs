@@ -2,8 +2,8 @@
 //! the client commands for a running instance (`ps`, `restart`, `stop`, `start`, `kill`,
 //! `scale`, `logs`), and the hidden `service NAME` that runs a builtin.
 //!
-//! - [`up`]: the console, headless, detached; `down` and `attach`.
-//! - [`job`]: `run JOB`.
+//! - `up`: the console, headless, detached; `down` and `attach`.
+//! - `job`: `run JOB`.
 
 use std::{
     net::SocketAddr,

@@ -1,7 +1,7 @@
 //! How frames reach an instance: the router calls a [`Link`] and knows nothing else.
 //!
 //! - [`link`]: the seam between routing and transport.
-//! - [`inbox`]: the pipe transport's bounded, priority-laned queue per instance, drained by the
+//! - [`inbox`](mod@inbox): the pipe transport's bounded, priority-laned queue per instance, drained by the
 //!   instance's stdin writer.
 //!
 //! It sits below both the registry (which holds each instance's link) and the router (which

@@ -1,6 +1,8 @@
 //! The operator console: a full-screen terminal UI built for SSH.
 //!
-//! - [`view`]: the snapshot the UI renders from (registry + metrics + logs, as plain data).
+//! - [`source`]: where the UI gets the read model ([`crate::api`]) and sends commands: the
+//!   supervisor in this process, or an attached instance.
+//! - [`terminal`]: owning the real terminal, and surviving its loss.
 //! - [`state`]: what is selected, focused, filtered and open.
 //! - [`action`]: every change to that state, from keys, the mouse and the `:` command line.
 //! - [`keys`]: key and mouse bindings, and the help text.

@@ -87,7 +87,7 @@ fn enter() -> std::io::Result<Terminal<CrosstermBackend<Stdout>>> {
     Terminal::new(CrosstermBackend::new(stdout()))
 }
 
-/// Undoes [`enter`], step by step, ignoring what fails: the terminal may be gone.
+/// Undoes what the UI set up (raw mode, the alternate screen, the mouse), step by step, ignoring what fails: the terminal may be gone.
 pub fn leave() {
     let _ = execute!(stdout(), DisableMouseCapture, LeaveAlternateScreen);
     let _ = disable_raw_mode();
