@@ -1,6 +1,11 @@
 //! A line decoder that never fails: an over-long line is cut at the limit (at a character
 //! boundary) and the rest of it is dropped. tokio-util's `LinesCodec` returns an error instead,
 //! and a `FramedRead` ends at its first error, which would silence the service's log.
+//!
+//! Control characters are made visible here, as `cat -v` shows them (`ESC` as `^[`, NUL as
+//! `^@`), before a line reaches anything: the console's screen, an attached console, headless
+//! stdout or a log file. A service's output must never move the operator's cursor, clear their
+//! screen or set their terminal's title. Tab stays.
 
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
@@ -35,7 +40,30 @@ impl Default for LineCodec {
 
 fn to_text(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    text.trim_end_matches(['\r', '\n']).to_owned()
+    visible(text.trim_end_matches(['\r', '\n']))
+}
+
+/// `text` with every control character but tab written as `^X` (C0 and DEL) or `\u{80}`..
+/// (C1), so none reaches a terminal. Most lines have none and are copied as they are.
+pub fn visible(text: &str) -> String {
+    let is_control = |c: char| (c.is_control() && c != '\t');
+    if !text.chars().any(is_control) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\u{7f}' => out.push_str("^?"),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Cuts `bytes` to at most `max` bytes without splitting a UTF-8 sequence.
@@ -110,6 +138,22 @@ impl Decoder for LineCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent_to_a_terminal() {
+        let mut codec = LineCodec::default();
+        let lines = decode_all(
+            &mut codec,
+            &[b"\x1b[2J\x1b]0;owned\x07 a\tb \x00\x7f \xc2\x9b6n\r\nplain\n"],
+        );
+        assert_eq!(lines, ["^[[2J^[]0;owned^G a\tb ^@^? \\u{9b}6n", "plain"]);
+        for line in &lines {
+            assert!(
+                !line.chars().any(|c| c.is_control() && c != '\t'),
+                "{line:?}"
+            );
+        }
+    }
 
     fn decode_all(codec: &mut LineCodec, chunks: &[&[u8]]) -> Vec<String> {
         let mut buf = BytesMut::new();
