@@ -46,7 +46,7 @@ fn to_text(bytes: &[u8]) -> String {
 /// `text` with every control character but tab written as `^X` (C0 and DEL) or `\u{80}`..
 /// (C1), so none reaches a terminal. Most lines have none and are copied as they are.
 pub fn visible(text: &str) -> String {
-    let is_control = |c: char| (c.is_control() && c != '\t');
+    let is_control = |c: char| c.is_control() && c != '\t';
     if !text.chars().any(is_control) {
         return text.to_owned();
     }
