@@ -482,3 +482,62 @@ fn an_attached_console_scales_and_runs_a_job_with_its_progress_bar() {
     assert!(down(dir.path()).status.success());
     assert!(wait_until(Duration::from_secs(10), || !alive(instance)));
 }
+
+#[test]
+fn up_detached_says_why_a_stack_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = format!(
+        "{STACK}\n[services.broken]\ncommand = \"sh\"\nargs = [\"-c\", \"exit 3\"]\nrestart = \"never\"\n"
+    );
+    std::fs::write(dir.path().join("stack.toml"), stack).unwrap();
+    let up = Command::new(SWITCHBOARD)
+        .args(["up", "-d", "stack.toml", "--gateway", "off"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&up.stderr);
+    assert!(!up.status.success(), "{err}");
+    assert!(
+        err.contains("`broken`") && err.contains("exit 3"),
+        "the reason is not given: {err}"
+    );
+    // What runs keeps running, to be looked at; down stops it.
+    let instance = instance_pid(dir.path()).expect("instance pid");
+    assert!(down(dir.path()).status.success());
+    assert!(wait_until(Duration::from_secs(10), || !alive(instance)));
+}
+
+#[test]
+fn q_then_d_gives_the_shell_back_and_the_stack_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stack.toml"), STACK).unwrap();
+    let console = Tmux::start(
+        "detach",
+        dir.path(),
+        &format!("{SWITCHBOARD} stack.toml --gateway off; echo shell-back-$?; sleep 30"),
+    );
+    let (ok, screen) = console.wait(Duration::from_secs(20), |s| {
+        s.matches("● ready").count() >= 2
+    });
+    assert!(ok, "services never became ready:\n{screen}");
+    let pids = service_pids(dir.path());
+    let instance = instance_pid(dir.path()).expect("instance pid");
+    console.keys("q");
+    let (ok, screen) = console.wait(Duration::from_secs(5), |s| s.contains("detach"));
+    assert!(ok, "no quit dialog:\n{screen}");
+    console.keys("d");
+    let (ok, screen) = console.wait(Duration::from_secs(10), |s| s.contains("shell-back-0"));
+    assert!(ok, "the shell did not get its prompt back:\n{screen}");
+    assert!(
+        screen.contains(&format!("keeps running as pid {instance}"))
+            && screen.contains("switchboard attach"),
+        "{screen}"
+    );
+    // The terminal was restored: the UI is gone from the screen.
+    assert!(!screen.contains("● ready"), "{screen}");
+    assert!(alive(instance));
+    assert_eq!(service_pids(dir.path()), pids, "services were replaced");
+    assert!(down(dir.path()).status.success());
+    assert!(wait_until(Duration::from_secs(10), || !alive(instance)
+        && pids.iter().all(|&p| !alive(p))));
+}

@@ -46,6 +46,9 @@ pub struct Up {
 
 /// How long `up -d` waits for the stack to be ready before it leaves it starting.
 const READY_WAIT: Duration = Duration::from_secs(120);
+/// How long a service may stay crashed or exited, with no restart coming, before `up -d`
+/// says the stack cannot start.
+const STAYS_DOWN: Duration = Duration::from_secs(2);
 /// How long `down` waits for the instance to stop.
 const DOWN_WAIT: Duration = Duration::from_secs(120);
 
@@ -176,6 +179,9 @@ fn start_daemon(up: &Up, stack: &Stack) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let started = Instant::now();
+    // Since when each service has been down without a restart coming (crashed or exited and
+    // left there by its restart policy): briefly is normal between a crash and its backoff.
+    let mut down_since: std::collections::HashMap<String, Instant> = Default::default();
     let outcome = runtime.block_on(async {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -185,11 +191,24 @@ fn start_daemon(up: &Up, stack: &Stack) -> ExitCode {
                 ));
             }
             if let Some(view) = instance_view(stack).await {
-                if let Some(failed) = view
-                    .services
-                    .iter()
-                    .find(|s| s.state == InstanceState::Failed)
-                {
+                down_since.retain(|name, _| {
+                    view.services.iter().any(|s| {
+                        &s.name == name
+                            && matches!(s.state, InstanceState::Crashed | InstanceState::Exited)
+                    })
+                });
+                for service in view.services.iter().filter(|s| !s.job) {
+                    if matches!(service.state, InstanceState::Crashed | InstanceState::Exited) {
+                        down_since.entry(service.name.clone()).or_insert_with(Instant::now);
+                    }
+                }
+                let stuck = |s: &&crate::api::ServiceRow| {
+                    s.state == InstanceState::Failed
+                        || down_since
+                            .get(&s.name)
+                            .is_some_and(|at| at.elapsed() > STAYS_DOWN)
+                };
+                if let Some(failed) = view.services.iter().filter(|s| !s.job).find(stuck) {
                     let why = failed
                         .exits
                         .first()
