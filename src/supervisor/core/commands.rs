@@ -1,0 +1,262 @@
+//! An operator's commands: start, stop, restart (rolling, for services), kill, scale and
+//! running a job, with the stopping and slot bookkeeping they share.
+
+use std::{collections::VecDeque, time::SystemTime};
+
+use super::{Core, Intent, Slot};
+use crate::{
+    event::EventKind,
+    registry::{self, InstanceId, InstanceState, JOB_RUNS_KEPT, JobRun},
+    stack::ServiceKind,
+    supervisor::{Command, ControlError, MAX_REPLICAS, Reply, Request, instance::Control},
+};
+
+impl Core {
+    // ----- commands -------------------------------------------------------------------------
+
+    pub(super) async fn command(&mut self, request: Request) {
+        let result = self.execute(request.command).await;
+        let _ = request.reply.send(result);
+    }
+
+    async fn execute(&mut self, command: Command) -> Result<Reply, ControlError> {
+        let name = match &command {
+            Command::Start(n)
+            | Command::Stop(n)
+            | Command::Restart(n)
+            | Command::Kill(n)
+            | Command::Scale(n, _)
+            | Command::RunJob(n, _) => n.clone(),
+        };
+        let index = self
+            .index_of(&name)
+            .ok_or_else(|| ControlError::UnknownService(name.clone()))?;
+        let is_job = self.stack.services[index].kind == ServiceKind::Job;
+        match command {
+            Command::Start(_) if is_job => self.run_job(index, None).await,
+            Command::Start(_) => {
+                self.forgive(index);
+                self.pending.remove(&index);
+                self.start_service(index).await;
+                Ok(Reply::Done)
+            }
+            Command::Stop(_) => {
+                self.stop_service(index, Intent::Stop);
+                Ok(Reply::Done)
+            }
+            Command::Restart(_) if is_job => {
+                let params = registry::read(&self.registry).services[index]
+                    .runs
+                    .back()
+                    .map(|run| run.params.clone());
+                self.run_job(index, params).await
+            }
+            Command::Restart(_) => {
+                self.rolling_restart(index).await;
+                Ok(Reply::Done)
+            }
+            Command::Kill(_) => {
+                for (slot, control) in &self.controls {
+                    if slot.0 == index {
+                        let _ = control.try_send(Control::Kill);
+                    }
+                }
+                Ok(Reply::Done)
+            }
+            Command::Scale(_, _) if is_job => Err(ControlError::IsAJob(name)),
+            Command::Scale(_, replicas) => {
+                if replicas == 0 || replicas > MAX_REPLICAS {
+                    return Err(ControlError::BadReplicas {
+                        asked: replicas,
+                        max: MAX_REPLICAS,
+                    });
+                }
+                self.scale(index, replicas).await;
+                Ok(Reply::Done)
+            }
+            Command::RunJob(_, _) if !is_job => Err(ControlError::NotAJob(name)),
+            Command::RunJob(_, params) => self.run_job(index, params).await,
+        }
+    }
+
+    /// An operator's start or restart forgives past failures.
+    fn forgive(&mut self, index: usize) {
+        for (slot, tracker) in &mut self.trackers {
+            if slot.0 == index {
+                tracker.reset();
+            }
+        }
+    }
+
+    fn stop_service(&mut self, index: usize, intent: Intent) {
+        self.pending.remove(&index);
+        self.rollouts.remove(&index);
+        let grace = self.stack.services[index].shutdown_grace;
+        let waiting: Vec<InstanceId> = {
+            let mut registry = registry::write(&self.registry);
+            let service = &mut registry.services[index];
+            service.wanted = false;
+            service.waiting_on.clear();
+            service
+                .instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Backoff)
+                .map(|i| i.id)
+                .collect()
+        };
+        // Instances waiting out a backoff have no process: they are simply stopped.
+        for id in waiting {
+            self.set_state(id, InstanceState::Stopped);
+        }
+        let slots: Vec<Slot> = self
+            .controls
+            .keys()
+            .filter(|slot| slot.0 == index)
+            .copied()
+            .collect();
+        for slot in slots {
+            self.stop_instance(slot, grace, intent);
+        }
+    }
+
+    pub(super) fn stop_instance(&mut self, slot: Slot, grace: std::time::Duration, intent: Intent) {
+        let Some(control) = self.controls.get(&slot) else {
+            return;
+        };
+        if let Some(current) = self.intents.get_mut(&slot) {
+            // Already stopping; a stronger intent (Remove, Stop) wins over Replace.
+            if intent != Intent::Replace {
+                *current = intent;
+            }
+            return;
+        }
+        let _ = control.try_send(Control::Stop { grace });
+        self.intents.insert(slot, intent);
+        let id = registry::read(&self.registry)
+            .services
+            .get(slot.0)
+            .and_then(|s| s.instances.get(slot.1 as usize))
+            .map(|i| i.id);
+        if let Some(id) = id {
+            self.set_state(id, InstanceState::Stopping);
+        }
+    }
+
+    async fn rolling_restart(&mut self, index: usize) {
+        self.forgive(index);
+        let running: Vec<u32> = {
+            let registry = registry::read(&self.registry);
+            registry.services[index]
+                .instances
+                .iter()
+                .filter(|i| i.state.has_process())
+                .map(|i| i.id.replica)
+                .collect()
+        };
+        if running.is_empty() {
+            self.pending.remove(&index);
+            self.start_service(index).await;
+            return;
+        }
+        let mut queue: VecDeque<u32> = running.into();
+        if let Some(first) = queue.pop_front() {
+            let grace = self.stack.services[index].shutdown_grace;
+            self.stop_instance((index, first), grace, Intent::Replace);
+        }
+        self.rollouts.insert(index, queue);
+    }
+
+    /// Moves a rolling restart on once the replica it replaced is ready.
+    pub(super) fn continue_rollout(&mut self, index: usize) {
+        let Some(queue) = self.rollouts.get_mut(&index) else {
+            return;
+        };
+        let next = queue.pop_front();
+        if queue.is_empty() && next.is_none() {
+            self.rollouts.remove(&index);
+            return;
+        }
+        if let Some(replica) = next {
+            let grace = self.stack.services[index].shutdown_grace;
+            self.stop_instance((index, replica), grace, Intent::Replace);
+        }
+    }
+
+    async fn scale(&mut self, index: usize, replicas: u32) {
+        let (current, wanted) = {
+            let mut registry = registry::write(&self.registry);
+            let service = &mut registry.services[index];
+            let current = service.replicas;
+            service.replicas = replicas;
+            (current, service.wanted)
+        };
+        if replicas > current && wanted {
+            for replica in current..replicas {
+                self.spawn_instance((index, replica), String::new(), false)
+                    .await;
+            }
+        }
+        let grace = self.stack.services[index].shutdown_grace;
+        for replica in replicas..current {
+            if self.controls.contains_key(&(index, replica)) {
+                self.stop_instance((index, replica), grace, Intent::Remove);
+            }
+        }
+        self.trim_slots(index);
+    }
+
+    /// Drops replica slots beyond the wanted count that have no process any more.
+    pub(super) fn trim_slots(&mut self, index: usize) {
+        let mut registry = registry::write(&self.registry);
+        let service = &mut registry.services[index];
+        while service.instances.len() > service.replicas as usize
+            && service
+                .instances
+                .last()
+                .is_some_and(|i| !i.state.has_process())
+        {
+            service.instances.pop();
+        }
+    }
+
+    pub(super) async fn run_job(
+        &mut self,
+        index: usize,
+        params: Option<String>,
+    ) -> Result<Reply, ControlError> {
+        if self.controls.contains_key(&(index, 0)) {
+            return Err(ControlError::AlreadyRunning(
+                self.stack.services[index].name.clone(),
+            ));
+        }
+        let params = params.unwrap_or_else(|| self.stack.services[index].params.clone());
+        if !params.trim().is_empty() {
+            serde_json::from_str::<serde_json::Value>(&params)
+                .map_err(|err| ControlError::BadParams(err.to_string()))?;
+        }
+        let run = {
+            let counter = self.job_runs.entry(index).or_insert(0);
+            *counter += 1;
+            *counter
+        };
+        {
+            let mut registry = registry::write(&self.registry);
+            let service = &mut registry.services[index];
+            service.wanted = true;
+            if service.runs.len() == JOB_RUNS_KEPT {
+                service.runs.pop_front();
+            }
+            service.runs.push_back(JobRun {
+                run,
+                params: params.clone(),
+                started_at: SystemTime::now(),
+                duration: None,
+                exit: None,
+                result: None,
+            });
+        }
+        self.emit(index, None, EventKind::JobStarted { run });
+        self.spawn_instance((index, 0), params, false).await;
+        Ok(Reply::JobRun(run))
+    }
+}

@@ -1,0 +1,251 @@
+//! What instances report (hello, ready, hung, signalled, bad frames, a job's result, exit),
+//! and what follows an exit: the next state, a restart after backoff, or giving up.
+
+use std::{
+    sync::atomic::Ordering,
+    time::{Instant, SystemTime},
+};
+
+use switchboard_protocol::Body;
+
+use super::{Core, Intent, Slot};
+use crate::{
+    event::EventKind,
+    registry::{self, EXITS_KEPT, ExitStatus, InstanceId, InstanceState},
+    stack::{RestartPolicy, ServiceKind},
+    supervisor::{InstanceEvent, instance::BAD_FRAME_ALERT, restart::Decision},
+};
+
+impl Core {
+    // ----- reports from instances -----------------------------------------------------------
+
+    pub(super) async fn instance_event(&mut self, event: InstanceEvent) {
+        match event {
+            InstanceEvent::Hello { id, hello } => {
+                let mut registry = registry::write(&self.registry);
+                if let Some(instance) = registry.instance_mut(id) {
+                    instance.version = Some(hello.version);
+                    instance.protocol_version = Some(hello.protocol_version);
+                    instance.methods = hello.methods;
+                }
+            }
+            InstanceEvent::Ready { id } => {
+                let starting = registry::read(&self.registry)
+                    .instance(id)
+                    .is_some_and(|i| i.state == InstanceState::Starting);
+                if starting {
+                    // Garbage written before the handshake flags it as garbage after would.
+                    let flagged = registry::read(&self.registry)
+                        .instance(id)
+                        .and_then(|i| i.handle.as_ref())
+                        .is_some_and(|h| h.bad_frames.load(Ordering::Relaxed) >= BAD_FRAME_ALERT);
+                    let state = if flagged {
+                        InstanceState::Degraded
+                    } else {
+                        InstanceState::Ready
+                    };
+                    self.set_state(id, state);
+                    // Requests and events held while it was down go to it now.
+                    self.router
+                        .service_ready(&self.stack.services[id.service].name);
+                    self.continue_rollout(id.service);
+                    self.start_pending().await;
+                }
+            }
+            InstanceEvent::Hung { id, silent_for } => {
+                self.emit(
+                    id.service,
+                    Some(id.replica),
+                    EventKind::HangDetected { silent_for },
+                );
+            }
+            InstanceEvent::Signalled { id, signal } => {
+                self.emit(
+                    id.service,
+                    Some(id.replica),
+                    EventKind::Signalled { signal },
+                );
+                if self.shutting_down {
+                    self.report.forced.push(format!(
+                        "{}#{} ({signal})",
+                        self.stack.services[id.service].name, id.replica
+                    ));
+                }
+            }
+            InstanceEvent::BadFrames { id, count } => {
+                self.emit(
+                    id.service,
+                    Some(id.replica),
+                    EventKind::Alert {
+                        message: format!("{count} bad frames on stdout"),
+                    },
+                );
+                let ready = registry::read(&self.registry)
+                    .instance(id)
+                    .is_some_and(|i| i.state == InstanceState::Ready);
+                if ready {
+                    self.set_state(id, InstanceState::Degraded);
+                }
+            }
+            InstanceEvent::JobResult { id, status, body } => {
+                let result = match status {
+                    switchboard_protocol::Status::Ok => Ok(match body {
+                        Body::Json(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                        Body::Postcard(bytes) => format!("<{} postcard bytes>", bytes.len()),
+                        Body::Empty => String::new(),
+                    }),
+                    switchboard_protocol::Status::Error(err) => {
+                        Err(format!("{}: {}", err.code, err.message))
+                    }
+                };
+                let mut registry = registry::write(&self.registry);
+                if let Some(run) = registry
+                    .services
+                    .get_mut(id.service)
+                    .and_then(|s| s.runs.back_mut())
+                {
+                    run.result = Some(result);
+                }
+            }
+            InstanceEvent::Exited { id, status } => self.exited(id, status).await,
+        }
+    }
+
+    async fn exited(&mut self, id: InstanceId, status: ExitStatus) {
+        let slot = (id.service, id.replica);
+        let (uptime, is_current) = {
+            let mut registry = registry::write(&self.registry);
+            let service = &mut registry.services[id.service];
+            if service.exits.len() == EXITS_KEPT {
+                service.exits.pop_front();
+            }
+            service
+                .exits
+                .push_back((SystemTime::now(), id.replica, status.clone()));
+            match service.instances.get_mut(id.replica as usize) {
+                Some(instance) if instance.id.generation == id.generation => {
+                    instance.last_exit = Some(status.clone());
+                    instance.pid = None;
+                    instance.handle = None;
+                    (
+                        instance.started.map(|s| s.elapsed()).unwrap_or_default(),
+                        true,
+                    )
+                }
+                _ => (Default::default(), false),
+            }
+        };
+        if !is_current {
+            return;
+        }
+        self.controls.remove(&slot);
+        self.emit(
+            id.service,
+            Some(id.replica),
+            EventKind::Exited {
+                status: status.clone(),
+            },
+        );
+        let spec = self.stack.services[id.service].clone();
+        let success = status.success();
+        if spec.kind == ServiceKind::Job {
+            self.finish_job_run(id, &status, uptime);
+        }
+        let intent = self.intents.remove(&slot);
+        match intent {
+            Some(Intent::Stop) => self.set_state(id, InstanceState::Stopped),
+            Some(Intent::Remove) => {
+                self.set_state(id, InstanceState::Stopped);
+                self.trim_slots(id.service);
+            }
+            Some(Intent::Replace) if !self.shutting_down => {
+                self.set_state(id, InstanceState::Stopped);
+                self.spawn_instance(slot, String::new(), true).await;
+            }
+            _ if self.shutting_down => self.set_state(id, InstanceState::Stopped),
+            _ => {
+                let wanted = registry::read(&self.registry).services[id.service].wanted;
+                let restart = wanted
+                    && match spec.restart {
+                        RestartPolicy::Always => true,
+                        RestartPolicy::OnFailure => !success,
+                        RestartPolicy::Never => false,
+                    };
+                let settled = if success {
+                    InstanceState::Exited
+                } else {
+                    InstanceState::Crashed
+                };
+                self.set_state(id, settled);
+                if restart {
+                    let decision = self.trackers.entry(slot).or_default().on_failure(
+                        Instant::now(),
+                        uptime,
+                        &spec.backoff,
+                        &spec.restart_limit,
+                        fastrand::f64(),
+                    );
+                    match decision {
+                        Decision::RestartAfter { delay, attempt } => {
+                            self.set_state(id, InstanceState::Backoff);
+                            self.emit(
+                                id.service,
+                                Some(id.replica),
+                                EventKind::RestartScheduled { attempt, delay },
+                            );
+                            self.restarts_due.insert((slot, id.generation), delay);
+                        }
+                        Decision::GiveUp { restarts, window } => {
+                            self.set_state(id, InstanceState::Failed);
+                            self.emit(
+                                id.service,
+                                Some(id.replica),
+                                EventKind::GaveUp { restarts, window },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.start_pending().await;
+    }
+
+    fn finish_job_run(&self, id: InstanceId, status: &ExitStatus, uptime: std::time::Duration) {
+        let (run, ok) = {
+            let mut registry = registry::write(&self.registry);
+            let Some(run) = registry
+                .services
+                .get_mut(id.service)
+                .and_then(|s| s.runs.back_mut())
+            else {
+                return;
+            };
+            run.duration = Some(uptime);
+            run.exit = Some(status.clone());
+            if run.result.is_none() {
+                run.result = Some(if status.success() {
+                    Ok(String::new())
+                } else {
+                    Err(status.to_string())
+                });
+            }
+            let ok = status.success() && run.result.as_ref().is_some_and(Result::is_ok);
+            (run.run, ok)
+        };
+        self.emit(id.service, None, EventKind::JobFinished { run, ok });
+    }
+
+    pub(super) async fn restart_due(&mut self, slot: Slot, generation: u64) {
+        let still_waiting = {
+            let registry = registry::read(&self.registry);
+            let service = &registry.services[slot.0];
+            service.wanted
+                && service.instances.get(slot.1 as usize).is_some_and(|i| {
+                    i.id.generation == generation && i.state == InstanceState::Backoff
+                })
+        };
+        if still_waiting && !self.shutting_down {
+            self.spawn_instance(slot, String::new(), true).await;
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Shutdown: nothing new starts, and services stop in reverse dependency order, each once
+//! none of its dependents runs.
+
+use std::collections::BTreeSet;
+
+use super::{Core, Intent, Slot};
+use crate::registry::{self, InstanceId, InstanceState};
+
+impl Core {
+    // ----- shutdown -------------------------------------------------------------------------
+
+    pub(super) fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        tracing::info!("shutting down the stack");
+        self.shutting_down = true;
+        self.pending.clear();
+        self.rollouts.clear();
+        let waiting: Vec<InstanceId> = {
+            let mut registry = registry::write(&self.registry);
+            registry
+                .services
+                .iter_mut()
+                .flat_map(|s| {
+                    s.wanted = false;
+                    s.waiting_on.clear();
+                    s.instances.iter()
+                })
+                .filter(|i| i.state == InstanceState::Backoff)
+                .map(|i| i.id)
+                .collect()
+        };
+        for id in waiting {
+            self.set_state(id, InstanceState::Stopped);
+        }
+    }
+
+    /// Stops, in reverse dependency order, every service none of whose dependents still runs.
+    pub(super) fn advance_shutdown(&mut self) {
+        let running: BTreeSet<usize> = self.controls.keys().map(|slot| slot.0).collect();
+        let stack = self.stack.clone();
+        for &index in &running {
+            let name = &stack.services[index].name;
+            let dependents_running = stack.services.iter().enumerate().any(|(other, spec)| {
+                running.contains(&other) && spec.depends_on.iter().any(|d| &d.name == name)
+            });
+            if !dependents_running {
+                let grace = stack.services[index].shutdown_grace;
+                let slots: Vec<Slot> = self
+                    .controls
+                    .keys()
+                    .filter(|slot| slot.0 == index)
+                    .copied()
+                    .collect();
+                for slot in slots {
+                    self.stop_instance(slot, grace, Intent::Stop);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Start-up: which wanted services their dependencies let start, in start order, and
+//! spawning the process of one replica slot (with its metrics segment and instance task).
+
+use std::{
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64},
+    },
+    time::{Instant, SystemTime},
+};
+
+use switchboard_protocol::{Welcome, segment::create_segment};
+use tokio::sync::mpsc;
+
+use super::{Core, INBOX, Slot};
+use crate::{
+    event::EventKind,
+    registry::{self, ExitStatus, Instance, InstanceHandle, InstanceId, InstanceState},
+    stack::{Condition, ServiceKind},
+    supervisor::{InstanceEvent, instance::InstanceTask},
+};
+
+impl Core {
+    /// Marks every service (and autostart job) wanted and starts what its dependencies allow.
+    pub(super) async fn begin(&mut self) {
+        let stack = self.stack.clone();
+        for name in stack.start_order() {
+            let Some(index) = self.index_of(name) else {
+                continue;
+            };
+            let spec = &stack.services[index];
+            if spec.kind == ServiceKind::Service || stack.is_autostart(name) {
+                registry::write(&self.registry).services[index].wanted = true;
+                self.pending.insert(index);
+            }
+        }
+        self.start_pending().await;
+    }
+
+    // ----- starting -------------------------------------------------------------------------
+
+    /// Starts every pending service whose dependencies are met, in start order.
+    pub(super) async fn start_pending(&mut self) {
+        loop {
+            let mut started_any = false;
+            let stack = self.stack.clone();
+            for name in stack.start_order() {
+                let Some(index) = self.index_of(name) else {
+                    continue;
+                };
+                if !self.pending.contains(&index) {
+                    continue;
+                }
+                let unmet = self.unmet_dependencies(index);
+                if unmet.is_empty() {
+                    self.pending.remove(&index);
+                    registry::write(&self.registry).services[index]
+                        .waiting_on
+                        .clear();
+                    if stack.services[index].kind == ServiceKind::Job {
+                        let _ = self.run_job(index, None).await;
+                    } else {
+                        self.start_service(index).await;
+                    }
+                    started_any = true;
+                } else {
+                    registry::write(&self.registry).services[index].waiting_on = unmet;
+                }
+            }
+            if !started_any {
+                return;
+            }
+        }
+    }
+
+    fn unmet_dependencies(&self, index: usize) -> Vec<String> {
+        let registry = registry::read(&self.registry);
+        self.stack.services[index]
+            .depends_on
+            .iter()
+            .filter(|dependency| {
+                let Some(service) = registry.service(&dependency.name) else {
+                    return true;
+                };
+                let met = match dependency.condition {
+                    Condition::Started => service
+                        .instances
+                        .iter()
+                        .any(|i| i.state.has_process() || i.state == InstanceState::Exited),
+                    Condition::Ready => service.ready_instances() > 0,
+                    Condition::Completed => service
+                        .runs
+                        .back()
+                        .is_some_and(|run| run.exit.as_ref().is_some_and(ExitStatus::success)),
+                };
+                !met
+            })
+            .map(|dependency| dependency.name.clone())
+            .collect()
+    }
+
+    /// Brings every replica of a service up.
+    pub(super) async fn start_service(&mut self, index: usize) {
+        let replicas = {
+            let mut registry = registry::write(&self.registry);
+            let service = &mut registry.services[index];
+            service.wanted = true;
+            service.replicas
+        };
+        for replica in 0..replicas {
+            let running = {
+                let registry = registry::read(&self.registry);
+                registry.services[index]
+                    .instances
+                    .get(replica as usize)
+                    .is_some_and(|i| i.state.has_process())
+            };
+            if !running {
+                self.spawn_instance((index, replica), String::new(), false)
+                    .await;
+            }
+        }
+    }
+
+    /// Spawns the process for a replica slot. `restart` counts it as a restart.
+    pub(super) async fn spawn_instance(&mut self, slot: Slot, params: String, restart: bool) {
+        let (index, replica) = slot;
+        let spec = self.stack.services[index].clone();
+        self.generation += 1;
+        let id = InstanceId {
+            service: index,
+            replica,
+            generation: self.generation,
+        };
+        {
+            let mut registry = registry::write(&self.registry);
+            let service = &mut registry.services[index];
+            while service.instances.len() <= replica as usize {
+                let replica = service.instances.len() as u32;
+                service.instances.push(Instance::new(InstanceId {
+                    service: index,
+                    replica,
+                    generation: 0,
+                }));
+            }
+            let instance = &mut service.instances[replica as usize];
+            let restarts = instance.restarts + u32::from(restart);
+            let mut fresh = Instance::new(id);
+            fresh.restarts = restarts;
+            fresh.state = instance.state;
+            fresh.last_exit = instance.last_exit.take();
+            *instance = fresh;
+        }
+
+        let segment = if spec.protocol {
+            match create_segment(&spec.name) {
+                Ok((fd, reader)) => Some((fd, reader)),
+                Err(err) => {
+                    tracing::warn!(service = %spec.name, cause = %err, "no metrics segment");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (segment_fd, segment_reader) = match segment {
+            Some((fd, reader)) => (Some(fd), Some(reader)),
+            None => (None, None),
+        };
+        let lineage = self.sweeper.lineage();
+        let command = self.launch.command(&spec, replica, segment_fd, &lineage);
+        let child = match self.spawner.spawn(command).await {
+            Ok(child) => child,
+            Err(err) => {
+                self.emit(
+                    index,
+                    Some(replica),
+                    EventKind::Alert {
+                        message: format!("cannot spawn: {err}"),
+                    },
+                );
+                // Treated like a crash so backoff and the intensity limit apply.
+                let _ = self
+                    .instance_tx
+                    .send(InstanceEvent::Exited {
+                        id,
+                        status: ExitStatus::SpawnFailed(err.to_string()),
+                    })
+                    .await;
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let (inbox_tx, inbox_rx) = crate::transport::inbox(INBOX);
+        let (control_tx, control_rx) = mpsc::channel(8);
+        let handle = Arc::new(InstanceHandle {
+            id,
+            service: Arc::from(spec.name.as_str()),
+            pid,
+            link: Arc::new(inbox_tx),
+            segment: segment_reader,
+            outstanding: AtomicU64::new(0),
+            bad_frames: AtomicU64::new(0),
+            congested: AtomicBool::new(false),
+            routable: AtomicBool::new(false),
+            subscriptions: RwLock::new(Vec::new()),
+        });
+        {
+            let mut registry = registry::write(&self.registry);
+            if let Some(instance) = registry.instance_mut(id) {
+                instance.pid = Some(pid);
+                instance.started = Some(Instant::now());
+                instance.started_at = Some(SystemTime::now());
+                instance.handle = Some(handle.clone());
+            }
+        }
+        self.controls.insert(slot, control_tx);
+        self.emit(index, Some(replica), EventKind::Spawned { pid });
+        self.set_state(id, InstanceState::Starting);
+
+        let heartbeat_timeout = spec.heartbeat_timeout.filter(|_| spec.protocol);
+        let heartbeat_ms = heartbeat_timeout
+            .map(|t| (t.as_millis() / 5).clamp(20, 1000) as u32)
+            .unwrap_or(1000);
+        let task = InstanceTask {
+            handle,
+            child,
+            inbox: Some(inbox_rx),
+            control: control_rx,
+            events: self.instance_tx.clone(),
+            logs: self.logs.clone(),
+            router: self.router.clone(),
+            protocol: spec.protocol,
+            ready_line: spec.ready_line.clone(),
+            welcome: Welcome {
+                protocol_version: switchboard_protocol::PROTOCOL_VERSION,
+                service: spec.name.clone(),
+                instance: replica,
+                heartbeat_ms,
+                settings: spec.settings.clone(),
+                params,
+            },
+            heartbeat_timeout,
+            lineage,
+            sweeper: self.sweeper.clone(),
+        };
+        self.tasks.spawn(task.run());
+        // A plain program with no ready line is ready once it runs.
+        if !spec.protocol && spec.ready_line.is_none() {
+            self.set_state(id, InstanceState::Ready);
+        }
+    }
+}
