@@ -262,11 +262,23 @@ fn a_dropped_ssh_session_with_on_hangup_stop_stops_every_service_gracefully() {
     assert!(left.is_empty(), "service processes left behind: {left:?}");
     // Each service exited by itself on the end of its stdin (beta's `read` returns 1 then),
     // never by a signal.
-    for service in ["alpha", "beta", "gamma"] {
+    // The log files are written by the console's own thread, a moment after the exits.
+    let read = |service: &str| {
         let log = dir
             .path()
             .join(format!(".switchboard/run/logs/{service}.log"));
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::read_to_string(&log).unwrap_or_default()
+    };
+    let start = Instant::now();
+    while ["alpha", "beta", "gamma"]
+        .iter()
+        .any(|s| !read(s).contains("stopping → stopped"))
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for service in ["alpha", "beta", "gamma"] {
+        let text = read(service);
         assert!(
             text.contains("exited (exit ") && !text.contains("sent SIG"),
             "{service} did not stop cleanly: {text}"
