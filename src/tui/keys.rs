@@ -51,7 +51,8 @@ pub const HELP: &[(&str, &str)] = &[
 pub fn action(event: &Event, state: &UiState, table_top: Option<u16>) -> Option<Action> {
     match event {
         Event::Key(key) if key.kind == KeyEventKind::Press => key_action(key, state),
-        Event::Mouse(mouse) => mouse_action(mouse, table_top),
+        // Under an overlay a click would act on a table the operator cannot see.
+        Event::Mouse(mouse) if state.overlay == Overlay::None => mouse_action(mouse, table_top),
         _ => None,
     }
 }
@@ -86,7 +87,27 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
                 _ => None,
             };
         }
-        _ => {}
+        // Overlays are modal: what is on screen takes the keys, and a key meant for the table
+        // (`r`, `X`, `s`…) must never act on a service the operator cannot see. Esc, `q` (as in
+        // less and htop) and the overlay's own key close it; the calls overlay follows the
+        // selection, so it keeps the moving keys.
+        overlay @ (Overlay::Help | Overlay::Alerts | Overlay::Deps | Overlay::Calls) => {
+            let (own, toggle) = match overlay {
+                Overlay::Help => ('?', Action::Help),
+                Overlay::Alerts => ('a', Action::Alerts),
+                Overlay::Deps => ('d', Action::Deps),
+                _ => ('t', Action::Calls),
+            };
+            let moves = *overlay == Overlay::Calls;
+            return match key.code {
+                KeyCode::Esc | KeyCode::Char('q') => Some(Action::Cancel),
+                KeyCode::Char(c) if c == own => Some(toggle),
+                KeyCode::Up | KeyCode::Char('k') if moves => Some(Action::Up),
+                KeyCode::Down | KeyCode::Char('j') if moves => Some(Action::Down),
+                _ => None,
+            };
+        }
+        Overlay::None => {}
     }
     Some(match key.code {
         KeyCode::Up | KeyCode::Char('k') => Action::Up,
