@@ -29,6 +29,7 @@ struct FakeSource {
     events: broadcast::Sender<EventView>,
     logs: watch::Sender<u64>,
     refuse: bool,
+    lines: Vec<LogView>,
 }
 
 impl FakeSource {
@@ -46,6 +47,16 @@ impl FakeSource {
             events: broadcast::channel(16).0,
             logs: watch::Sender::new(0),
             refuse,
+            lines: (0..100)
+                .map(|i| LogView {
+                    seq: i,
+                    at: std::time::UNIX_EPOCH,
+                    service: "alpha".into(),
+                    replica: 0,
+                    console: false,
+                    text: format!("line {i:03}"),
+                })
+                .collect(),
         }
     }
 }
@@ -55,7 +66,7 @@ impl ConsoleSource for FakeSource {
         self.view.clone()
     }
     fn logs(&self, _: Option<&str>, _: usize) -> Vec<LogView> {
-        Vec::new()
+        self.lines.clone()
     }
     fn events(&self) -> EventFeed {
         EventFeed::Remote(self.events.subscribe())
@@ -93,13 +104,16 @@ fn key(c: char) -> std::io::Result<Event> {
 /// Runs the console on a 100×30 `TestBackend`, typing `keys` (a pause after each), and
 /// returns how it ended with the last screen.
 async fn drive(source: FakeSource, keys: &str) -> (Exit, String) {
+    drive_keys(source, keys.chars().map(key).collect()).await
+}
+
+async fn drive_keys(source: FakeSource, keys: Vec<std::io::Result<Event>>) -> (Exit, String) {
     let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
     let (mut typing, input) = mpsc::channel(16);
-    let keys: Vec<char> = keys.chars().collect();
     let typist = tokio::spawn(async move {
-        for c in keys {
+        for event in keys {
             tokio::time::sleep(Duration::from_millis(60)).await;
-            typing.send(key(c)).await.unwrap();
+            typing.send(event).await.unwrap();
         }
         // Keep the input open: the loop must end by what was typed, not by the input's end.
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -146,6 +160,35 @@ async fn a_refused_command_is_a_sentence_on_the_status_line() {
     // The source's own words, and no Rust Debug text such as `Restart("alpha")`.
     assert!(screen.contains("refused"), "{screen}");
     assert!(!screen.contains("(\""), "{screen}");
+}
+
+#[tokio::test]
+async fn after_g_the_log_pane_scrolls_down_again_and_k_at_the_top_does_not_pile_up() {
+    let tab = Ok(Event::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)));
+    let top = |s: &str| -> Option<u32> {
+        s.lines()
+            .find_map(|l| l.split("line ").nth(1)?.get(..3)?.parse().ok())
+    };
+    // Tab to the logs, g to the top: the oldest line is on screen.
+    let (_, screen) = drive_keys(
+        FakeSource::new(false),
+        vec![tab, key('g'), key('q'), key('d')],
+    )
+    .await;
+    assert_eq!(top(&screen), Some(0), "{screen}");
+    // Five j after g: five lines further down, at once (not after scrolling off an unseen
+    // distance first); and k at the top, again and again, then one j: one line down.
+    let tab = || Ok(Event::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)));
+    let mut keys = vec![tab(), key('g')];
+    keys.extend((0..5).map(|_| key('j')));
+    keys.extend([key('q'), key('d')]);
+    let (_, screen) = drive_keys(FakeSource::new(false), keys).await;
+    assert_eq!(top(&screen), Some(5), "{screen}");
+    let mut keys = vec![tab(), key('g')];
+    keys.extend((0..5).map(|_| key('k')));
+    keys.extend([key('j'), key('q'), key('d')]);
+    let (_, screen) = drive_keys(FakeSource::new(false), keys).await;
+    assert_eq!(top(&screen), Some(1), "{screen}");
 }
 
 #[tokio::test]

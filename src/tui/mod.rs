@@ -110,6 +110,12 @@ where
                             None => {}
                         }
                         logs_dirty |= scope_before != (state.log_scope, state.selected.clone());
+                        // The log pane scrolls back no further than its oldest page (`g`
+                        // asks for the top; `k` at the top must not pile up unseen).
+                        let lines = render::scoped_logs(&logs, &view, &state).len();
+                        state.log_scroll = state
+                            .log_scroll
+                            .min(lines.saturating_sub(areas.log_rows.max(1)));
                         // The calls overlay follows the selection as it moves.
                         if matches!(state.overlay, Overlay::Calls) {
                             view = fresh_view(&source, &state);

@@ -37,6 +37,8 @@ pub struct Areas {
     pub table_top: Option<u16>,
     /// Index of the first visible table row.
     pub table_offset: usize,
+    /// Log lines the log pane shows at once (how far it can scroll back is the rest).
+    pub log_rows: usize,
 }
 
 pub fn draw(
@@ -60,11 +62,16 @@ pub fn draw(
         frame.render_widget(alert_text(state, theme), alerts);
     }
     let mut areas = Areas::default();
+    let mut log_rows = 0;
+    let mut logs_in = |frame: &mut Frame<'_>, area: Rect| {
+        log_rows = area.height.saturating_sub(2) as usize;
+        logs::draw(frame, area, view, state, logs, theme);
+    };
     if state.zoom {
         match state.focus {
             Focus::Services if state.detail => detail::draw(frame, body, view, state, theme),
             Focus::Services => areas = table::draw(frame, body, view, state, theme),
-            Focus::Logs => logs::draw(frame, body, view, state, logs, theme),
+            Focus::Logs => logs_in(frame, body),
         }
     } else {
         let rows = state.rows(view).len() as u16;
@@ -82,19 +89,20 @@ pub fn draw(
                     .areas(top);
             areas = table::draw(frame, left, view, state, theme);
             detail::draw(frame, right, view, state, theme);
-            logs::draw(frame, bottom, view, state, logs, theme);
+            logs_in(frame, bottom);
         } else if state.detail {
             let [detail_area, log_area] =
                 Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
                     .areas(bottom);
             areas = table::draw(frame, top, view, state, theme);
             detail::draw(frame, detail_area, view, state, theme);
-            logs::draw(frame, log_area, view, state, logs, theme);
+            logs_in(frame, log_area);
         } else {
             areas = table::draw(frame, top, view, state, theme);
-            logs::draw(frame, bottom, view, state, logs, theme);
+            logs_in(frame, bottom);
         }
     }
+    areas.log_rows = log_rows;
     frame.render_widget(footer_line(state, theme), footer);
     overlay::draw(frame, area, view, state, theme);
     areas

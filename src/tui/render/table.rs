@@ -204,6 +204,7 @@ pub fn draw(
     Areas {
         table_top: Some(area.y + 2),
         table_offset: offset + table_state.offset(),
+        ..Areas::default()
     }
 }
 
