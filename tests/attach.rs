@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{SWITCHBOARD, alive};
+use common::{SWITCHBOARD, alive, tmux::Tmux};
 
 const STACK: &str = r#"
 name = "attach"
@@ -23,72 +23,6 @@ command = "sh"
 args = ["-c", "echo started; read x"]
 shutdown_grace = "1s"
 "#;
-
-/// A tmux server of its own, with one session running `command`.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(name: &str, dir: &Path, command: &str) -> Tmux {
-        let tmux = Tmux {
-            socket: format!("switchboard-attach-{name}-{}", std::process::id()),
-        };
-        let command = format!("cd {} && {command}", dir.display());
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "main",
-            "-x",
-            "120",
-            "-y",
-            "30",
-            &command,
-        ]);
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let output = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("tmux must be installed (apt-get install tmux)");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "main"])
-    }
-
-    fn keys(&self, keys: &str) {
-        self.run(&["send-keys", "-t", "main", keys]);
-    }
-
-    fn wait(&self, limit: Duration, check: impl Fn(&str) -> bool) -> (bool, String) {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen();
-            if check(&screen) {
-                return (true, screen);
-            }
-            if start.elapsed() > limit {
-                return (false, screen);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
 
 /// The pids of the instance's services, read from `switchboard ps` over its socket.
 fn service_pids(dir: &Path) -> Vec<u32> {
@@ -150,6 +84,7 @@ fn a_hung_up_console_keeps_every_service_and_attach_shows_them() {
         "hangup",
         dir.path(),
         &format!("{SWITCHBOARD} stack.toml --gateway off"),
+        (120, 30),
     );
     let (ok, screen) = console.wait(Duration::from_secs(20), |s| {
         s.matches("● ready").count() >= 2
@@ -160,7 +95,7 @@ fn a_hung_up_console_keeps_every_service_and_attach_shows_them() {
     let instance = instance_pid(dir.path()).expect("instance pid");
 
     // A dropped SSH session: the terminal hangs up.
-    console.run(&["kill-session", "-t", "main"]);
+    console.hang_up();
     std::thread::sleep(Duration::from_secs(1));
     assert!(alive(instance), "the console died with its terminal");
     assert_eq!(service_pids(dir.path()), before, "services were replaced");
@@ -173,6 +108,7 @@ fn a_hung_up_console_keeps_every_service_and_attach_shows_them() {
         "hangup-attach",
         dir.path(),
         &format!("{SWITCHBOARD} attach stack.toml"),
+        (120, 30),
     );
     let (ok, screen) = attached.wait(Duration::from_secs(15), |s| {
         s.contains("attached to") && s.matches("● ready").count() >= 2
@@ -234,11 +170,13 @@ fn up_detached_then_attach_act_read_only_and_down() {
         "act",
         dir.path(),
         &format!("{SWITCHBOARD} attach stack.toml"),
+        (120, 30),
     );
     let watching = Tmux::start(
         "watch",
         dir.path(),
         &format!("{SWITCHBOARD} attach stack.toml --read-only"),
+        (120, 30),
     );
     for console in [&acting, &watching] {
         let (ok, screen) = console.wait(Duration::from_secs(15), |s| {
@@ -388,6 +326,7 @@ fn a_cut_link_says_so_reconnects_by_itself_and_catches_up() {
             proxy.address,
             token.trim()
         ),
+        (120, 30),
     );
     let (ok, screen) = console.wait(Duration::from_secs(15), |s| {
         s.contains(&format!("attached to {}", proxy.address)) && s.matches("● ready").count() >= 2
@@ -430,6 +369,7 @@ fn an_attached_console_scales_and_runs_a_job_with_its_progress_bar() {
         "job",
         dir.path(),
         &format!("{SWITCHBOARD} attach stack.toml"),
+        (120, 30),
     );
     let (ok, screen) = console.wait(Duration::from_secs(15), |s| {
         s.contains("attached to") && s.matches("● ready").count() >= 2
@@ -515,6 +455,7 @@ fn q_then_d_gives_the_shell_back_and_the_stack_runs_on() {
         "detach",
         dir.path(),
         &format!("{SWITCHBOARD} stack.toml --gateway off; echo shell-back-$?; sleep 30"),
+        (120, 30),
     );
     let (ok, screen) = console.wait(Duration::from_secs(20), |s| {
         s.matches("● ready").count() >= 2

@@ -6,12 +6,9 @@
 
 mod common;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{SWITCHBOARD, alive};
+use common::{SWITCHBOARD, alive, tmux::Tmux};
 
 const STACK: &str = r#"
 name = "tmux"
@@ -28,81 +25,20 @@ calls = ["alpha"]
 env = { PROBE_LOAD_TARGET = "alpha.echo", PROBE_LOAD_RATE = "20" }
 "#;
 
-struct Tmux {
-    socket: String,
+/// Writes `toml` to `dir` and starts `SWITCHBOARD stack.toml` (followed by `after`, a shell
+/// snippet) in a 100×30 terminal.
+fn launch_stack(dir: &std::path::Path, name: &str, after: &str, toml: &str) -> Tmux {
+    std::fs::write(dir.join("stack.toml"), toml).unwrap();
+    Tmux::start(
+        name,
+        dir,
+        &format!("{SWITCHBOARD} stack.toml{after}"),
+        (100, 30),
+    )
 }
 
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let output = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("tmux must be installed (apt-get install tmux)");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "console"])
-    }
-
-    fn keys(&self, keys: &str) {
-        self.run(&["send-keys", "-t", "console", keys]);
-    }
-
-    /// Waits until `check` holds for the screen; returns the last screen either way.
-    fn wait(&self, limit: Duration, check: impl Fn(&str) -> bool) -> (bool, String) {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen();
-            if check(&screen) {
-                return (true, screen);
-            }
-            if start.elapsed() > limit {
-                return (false, screen);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Tmux {
-    /// Writes the test stack to `dir` and starts `SWITCHBOARD stack.toml` (followed by `after`,
-    /// a shell snippet) in a 100×30 tmux session on a socket of its own.
-    fn launch(dir: &std::path::Path, name: &str, after: &str) -> Tmux {
-        Tmux::launch_stack(dir, name, after, STACK)
-    }
-
-    /// [`Tmux::launch`] with a stack of the caller's.
-    fn launch_stack(dir: &std::path::Path, name: &str, after: &str, toml: &str) -> Tmux {
-        let stack = dir.join("stack.toml");
-        std::fs::write(&stack, toml).unwrap();
-        let tmux = Tmux {
-            socket: format!("switchboard-{name}-{}", std::process::id()),
-        };
-        let command = format!("{SWITCHBOARD} {}{after}", stack.display());
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "console",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &command,
-        ]);
-        tmux
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
+fn launch(dir: &std::path::Path, name: &str, after: &str) -> Tmux {
+    launch_stack(dir, name, after, STACK)
 }
 
 /// The number in the RST column of `service`'s row.
@@ -151,18 +87,14 @@ fn descendants(root: u32) -> Vec<u32> {
 #[test]
 fn restart_kill_and_quit_from_the_keyboard() {
     let dir = tempfile::tempdir().unwrap();
-    let tmux = Tmux::launch(dir.path(), "keys", "");
+    let tmux = launch(dir.path(), "keys", "");
 
     let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| {
         s.matches("● ready").count() >= 2 && restarts(s, "alpha").is_some()
     });
     assert!(ok, "services never became ready:\n{screen}");
     assert_eq!(restarts(&screen, "alpha"), Some(0), "{screen}");
-    let console_pid: u32 = tmux
-        .run(&["list-panes", "-t", "console", "-F", "#{pane_pid}"])
-        .trim()
-        .parse()
-        .unwrap();
+    let console_pid = tmux.pane_pid();
 
     // r restarts the selected (first) service; its restart count rises on screen.
     tmux.keys("r");
@@ -235,16 +167,12 @@ fn a_dropped_ssh_session_with_on_hangup_stop_stops_every_service_gracefully() {
     // the end of its stdin, exit 0) and leaves nothing behind.
     let dir = tempfile::tempdir().unwrap();
     let toml = format!("{STACK}\n[console]\non_hangup = \"stop\"\n");
-    let tmux = Tmux::launch_stack(dir.path(), "hup", "", &toml);
+    let tmux = launch_stack(dir.path(), "hup", "", &toml);
     let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| {
         s.matches("● ready").count() >= 3
     });
     assert!(ok, "services never became ready:\n{screen}");
-    let shell: u32 = tmux
-        .run(&["list-panes", "-t", "console", "-F", "#{pane_pid}"])
-        .trim()
-        .parse()
-        .unwrap();
+    let shell = tmux.pane_pid();
     let services: Vec<u32> = descendants(shell)
         .into_iter()
         .filter(|pid| {
@@ -253,7 +181,7 @@ fn a_dropped_ssh_session_with_on_hangup_stop_stops_every_service_gracefully() {
         })
         .collect();
     assert!(services.len() >= 3, "{services:?}");
-    tmux.run(&["kill-session", "-t", "console"]);
+    tmux.hang_up();
     let start = Instant::now();
     while services.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));

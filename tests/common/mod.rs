@@ -2,6 +2,8 @@
 //! run a supervisor on it, and wait for conditions with a bound.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod tmux;
+
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
