@@ -119,10 +119,21 @@ async fn drive_keys(source: FakeSource, keys: Vec<std::io::Result<Event>>) -> (E
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(typing);
     });
-    let exit = tokio::time::timeout(
+    let exit = run(&mut terminal, source, input).await;
+    typist.abort();
+    (exit, format!("{}", terminal.backend()))
+}
+
+/// `tui::run` with nothing to end it but its input; fails the test after ten seconds.
+async fn run(
+    terminal: &mut Terminal<TestBackend>,
+    source: FakeSource,
+    input: impl futures::Stream<Item = std::io::Result<Event>> + Unpin,
+) -> Exit {
+    tokio::time::timeout(
         Duration::from_secs(10),
         tui::run(
-            &mut terminal,
+            terminal,
             source,
             input,
             std::future::pending::<Exit>(),
@@ -132,9 +143,7 @@ async fn drive_keys(source: FakeSource, keys: Vec<std::io::Result<Event>>) -> (E
         ),
     )
     .await
-    .expect("the console did not end");
-    typist.abort();
-    (exit, format!("{}", terminal.backend()))
+    .expect("the console did not end")
 }
 
 #[tokio::test]
@@ -195,19 +204,6 @@ async fn after_g_the_log_pane_scrolls_down_again_and_k_at_the_top_does_not_pile_
 async fn the_end_of_terminal_input_ends_the_ui_as_a_lost_terminal() {
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
     let input = futures::stream::iter(Vec::<std::io::Result<Event>>::new());
-    let exit = tokio::time::timeout(
-        Duration::from_secs(10),
-        tui::run(
-            &mut terminal,
-            FakeSource::new(false),
-            input,
-            std::future::pending::<Exit>(),
-            Theme::from_env(),
-            || {},
-            &mut |_| {},
-        ),
-    )
-    .await
-    .unwrap();
+    let exit = run(&mut terminal, FakeSource::new(false), input).await;
     assert!(matches!(exit, Exit::TerminalLost(_)), "{exit:?}");
 }

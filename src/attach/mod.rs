@@ -74,8 +74,8 @@ pub struct RemoteSource {
 }
 
 impl RemoteSource {
-    /// A source for the instance at `target`, and the task that keeps its link up (run it on
-    /// a runtime; it ends when the source's last clone is dropped... or never: drop the task).
+    /// A source for the instance at `target`, and the task that keeps its link up. The task
+    /// runs until it is dropped or aborted: spawn it on a runtime beside the UI.
     pub fn connect(target: Target, read_only: bool) -> (RemoteSource, BoxFuture<'static, ()>) {
         let name = if read_only {
             "attach --read-only"
