@@ -5,20 +5,26 @@
 //! - [`headless`]: no UI: lifecycle events (and logs) printed, for servers, CI and daemons.
 //! - [`console`]: the local console: the UI on this terminal, over this process's stack.
 //! - [`detach`]: `up -d`, and a console that leaves its terminal but goes on supervising.
+//! - [`keeper`]: the parent process that ends whatever the console leaves when it dies.
 //! - [`signals`]: SIGINT, SIGTERM and SIGHUP.
 
 pub mod console;
 pub mod detach;
 pub mod headless;
+pub mod keeper;
 pub mod signals;
 
 use tokio::task::JoinHandle;
 
 use crate::lock::{InstanceLock, LockError};
 use crate::{
+    event::{Event, EventKind},
     gateway::{AdminSocket, Bind, Gateway, GatewayError},
     stack::Stack,
-    supervisor::{ShutdownReport, Supervisor, SupervisorOptions},
+    supervisor::{
+        ShutdownReport, Supervisor, SupervisorOptions,
+        strays::{self, Leftover},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +56,9 @@ pub struct App {
     report: Option<Result<ShutdownReport, String>>,
     gateway: Option<Gateway>,
     socket: Option<AdminSocket>,
+    /// Processes of an earlier run of the stack, stopped at start; announced at
+    /// [`begin`](Self::begin), when the front end listens.
+    leftovers: Vec<Leftover>,
     _lock: InstanceLock,
 }
 
@@ -72,6 +81,13 @@ impl App {
             },
             other => AppError::Lock(other),
         })?;
+        // Holding the lock: nothing of this stack that runs now belongs to a live console.
+        let run_dir = stack.run_dir.clone();
+        let leftovers = tokio::task::spawn_blocking(move || strays::stop_leftovers(&run_dir))
+            .await
+            .unwrap_or_default();
+        // Before any service starts: from here on the keeper's death ends the stack.
+        keeper::watch();
         let (supervisor, task) = Supervisor::start(stack, options).map_err(AppError::Supervisor)?;
         let started = async {
             let gateway = Gateway::start(&supervisor, bind).await?;
@@ -86,6 +102,7 @@ impl App {
                 report: None,
                 gateway,
                 socket,
+                leftovers,
                 _lock: lock,
             }),
             Err(err) => {
@@ -105,8 +122,24 @@ impl App {
         self.socket.as_ref()
     }
 
-    /// Starts the stack's services in dependency order.
+    /// Starts the stack's services in dependency order, after saying what was left of an
+    /// earlier run.
     pub async fn begin(&self) {
+        if !self.leftovers.is_empty() {
+            let list: Vec<String> = self.leftovers.iter().map(ToString::to_string).collect();
+            let message = format!(
+                "stopped {} process(es) left running by an earlier run of this stack: {}",
+                self.leftovers.len(),
+                list.join(", ")
+            );
+            tracing::warn!(leftovers = ?list, "stopped processes of an earlier run");
+            // No receiver is fine: nobody is watching.
+            let _ = self.supervisor.events.send(Event::new(
+                "switchboard",
+                None,
+                EventKind::Alert { message },
+            ));
+        }
         self.supervisor.begin().await;
     }
 

@@ -15,7 +15,7 @@ use super::{Remote, init_console_logging, init_file_logging, load, runtime, with
 use crate::{
     api::ConsoleView,
     app::headless,
-    app::{self, detach},
+    app::{self, detach, keeper},
     client::{Client, ClientError, Target},
     gateway::Bind,
     lock,
@@ -97,6 +97,16 @@ pub fn up(up: &Up) -> ExitCode {
             }
         },
         _ => None,
+    };
+    // Also before any thread: the keeper ends whatever the console leaves if it dies.
+    let foreground = match keeper::keep(foreground) {
+        Ok(foreground) => foreground,
+        Err((err, foreground)) => {
+            eprintln!(
+                "switchboard: cannot start the keeper process ({err}); if this console is killed, its services' children may outlive it"
+            );
+            foreground
+        }
     };
     if mode == Mode::Console {
         // Never log to the screen the UI owns.

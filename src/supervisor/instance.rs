@@ -137,7 +137,8 @@ impl InstanceTask {
         // Reaped: now nothing in its group may outlive it, nor anything of its lineage that
         // left the group.
         signal_group(self.handle.pid, libc::SIGKILL);
-        self.sweeper.reaped(std::mem::take(&mut self.lineage));
+        self.sweeper
+            .reaped(self.handle.pid, std::mem::take(&mut self.lineage));
         self.handle.routable.store(false, Ordering::Release);
         close_stdin.cancel();
         for task in [stdout_reader, stderr_reader].into_iter().flatten() {

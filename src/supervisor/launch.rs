@@ -44,10 +44,6 @@ impl LaunchContext {
             self.data_dir.display().to_string(),
         );
         env.insert(
-            "SWITCHBOARD_RUN_DIR".into(),
-            self.run_dir.display().to_string(),
-        );
-        env.insert(
             "SWITCHBOARD_STACK_DIR".into(),
             self.stack_dir.display().to_string(),
         );
@@ -60,8 +56,13 @@ impl LaunchContext {
         for (key, value) in &spec.env {
             env.insert(key.clone(), value.clone());
         }
-        // After the stack's own: a stack cannot take a service out of the stray sweep.
+        // After the stack's own: a stack cannot take a service out of the stray sweep, nor
+        // out of the next run's search for leftovers.
         env.insert(super::strays::LINEAGE_ENV.into(), lineage.into());
+        env.insert(
+            super::strays::RUN_DIR_ENV.into(),
+            self.run_dir.display().to_string(),
+        );
         let lookup = |name: &str| env.get(name).cloned().or_else(|| std::env::var(name).ok());
         let (program, args) = match &spec.program {
             Program::Builtin(name) => (

@@ -17,6 +17,8 @@ use std::{
 
 use tokio::{process::Child, sync::mpsc, sync::oneshot};
 
+use super::strays::{LINEAGE_ENV, OwnChildren};
+
 /// The fd number the segment is inherited as.
 pub const SEGMENT_FD: i32 = 3;
 
@@ -40,6 +42,7 @@ struct SpawnJob {
 #[derive(Clone)]
 pub struct Spawner {
     jobs: mpsc::Sender<SpawnJob>,
+    children: OwnChildren,
 }
 
 /// Spawn requests waiting for the thread; spawning takes about a millisecond, so a full queue
@@ -52,15 +55,22 @@ impl Spawner {
     pub fn start() -> std::io::Result<Spawner> {
         let runtime = tokio::runtime::Handle::current();
         let (jobs, mut queue) = mpsc::channel::<SpawnJob>(QUEUE);
+        let children = OwnChildren::default();
+        let list = children.clone();
         std::thread::Builder::new()
             .name("spawner".into())
             .spawn(move || {
                 let _runtime = runtime.enter();
                 while let Some(job) = queue.blocking_recv() {
-                    let _ = job.reply.send(spawn(job.command));
+                    let _ = job.reply.send(spawn(job.command, &list));
                 }
             })?;
-        Ok(Spawner { jobs })
+        Ok(Spawner { jobs, children })
+    }
+
+    /// The pids spawned here that are not reaped yet, with their lineages.
+    pub fn children(&self) -> OwnChildren {
+        self.children.clone()
     }
 
     pub async fn spawn(&self, command: LaunchCommand) -> std::io::Result<Child> {
@@ -75,7 +85,7 @@ impl Spawner {
     }
 }
 
-fn spawn(launch: LaunchCommand) -> std::io::Result<Child> {
+fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child> {
     let mut command = tokio::process::Command::new(&launch.program);
     command
         .args(&launch.args)
@@ -126,7 +136,22 @@ fn spawn(launch: LaunchCommand) -> std::io::Result<Child> {
             Ok(())
         });
     }
+    let lineage = launch
+        .env
+        .iter()
+        .find(|(key, _)| key == LINEAGE_ENV)
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    // Held from before the fork until the pid is listed: an adoption scan in between would
+    // take this child for an orphan and reap it under the runtime (see `strays`).
+    let mut own = children.lock();
     let child = command.spawn();
+    if let Ok(child) = &child
+        && let Some(pid) = child.id()
+    {
+        own.insert(pid, lineage);
+    }
+    drop(own);
     // The parent's copy of the memfd is no longer needed: the console reads through its own
     // mapping, and the child has its fd 3.
     drop(launch.segment);

@@ -83,15 +83,27 @@ fn enter() -> std::io::Result<Terminal<CrosstermBackend<Stdout>>> {
     ratatui::crossterm::style::force_color_output(true);
     install_panic_hook();
     enable_raw_mode()?;
+    ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
     execute!(stdout(), EnterAlternateScreen, EnableMouseCapture)?;
     Terminal::new(CrosstermBackend::new(stdout()))
 }
 
 /// Undoes what the UI set up (raw mode, the alternate screen, the mouse), step by step, ignoring what fails: the terminal may be gone.
 pub fn leave() {
+    ENTERED.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = execute!(stdout(), DisableMouseCapture, LeaveAlternateScreen);
     let _ = disable_raw_mode();
     let _ = execute!(stdout(), ratatui::crossterm::cursor::Show);
+}
+
+/// Whether the UI holds the terminal now (raw mode set, not left yet).
+static ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`leave`], when the UI holds the terminal; for a process about to exit from elsewhere.
+pub fn leave_if_entered() {
+    if ENTERED.load(std::sync::atomic::Ordering::Relaxed) {
+        leave();
+    }
 }
 
 fn install_panic_hook() {

@@ -244,3 +244,24 @@ pub fn notifications_by_order(
     }
     by_order
 }
+
+/// Sends `signal` to `pid`, safely (rustix); false when the process is gone.
+pub fn signal(pid: u32, signal: rustix::process::Signal) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .is_some_and(|pid| rustix::process::kill_process(pid, signal).is_ok())
+}
+
+/// The pids of live processes whose command line is exactly `args`.
+pub fn processes_running(args: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    switchboard::supervisor::procs::pids()
+        .into_iter()
+        .filter(|&pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .filter(|&pid| alive(pid))
+        .collect()
+}

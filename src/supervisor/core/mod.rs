@@ -94,6 +94,7 @@ impl Core {
         launch: LaunchContext,
         instance_tx: mpsc::Sender<InstanceEvent>,
     ) -> Self {
+        let sweeper = Sweeper::start(spawner.children());
         Core {
             stack,
             registry,
@@ -102,7 +103,7 @@ impl Core {
             router,
             spawner,
             launch,
-            sweeper: Sweeper::start(),
+            sweeper,
             instance_tx,
             tasks: TaskTracker::new(),
             controls: HashMap::new(),
