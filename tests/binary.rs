@@ -10,7 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{SWITCHBOARD, alive, spawn_reading_lines, stack_file};
+use common::{SWITCHBOARD, alive, signal, spawn_reading_lines, stack_file};
+use rustix::process::Signal;
 
 const STACK: &str = r#"
 name = "pids"
@@ -85,9 +86,7 @@ fn sigterm_shuts_down_cleanly_with_exit_code_zero() {
     let (mut console, lines, _dir) = headless(STACK);
     let pids = service_pids(&lines, 3);
     assert_eq!(pids.len(), 3);
-    let pid = console.id() as libc::pid_t;
-    // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    signal(console.id(), Signal::TERM);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = console.try_wait().unwrap() {
@@ -124,8 +123,7 @@ fn a_clean_shutdown_exits_zero() {
         "#,
     );
     assert_eq!(service_pids(&lines, 2).len(), 2);
-    // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(console.id() as libc::pid_t, libc::SIGTERM) };
+    signal(console.id(), Signal::TERM);
     let status = console.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
@@ -144,8 +142,7 @@ fn a_hangup_moves_headless_output_to_the_console_log_and_supervision_goes_on() {
     );
     let pids = service_pids(&lines, 2);
     assert_eq!(pids.len(), 2);
-    // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(console.id() as libc::pid_t, libc::SIGHUP) };
+    signal(console.id(), Signal::HUP);
     // Its stdout (our pipe) is let go of: the output moved to RUN_DIR/console.log.
     let start = Instant::now();
     while lines.recv_timeout(Duration::from_millis(100)).is_ok() {
@@ -170,8 +167,7 @@ fn a_hangup_moves_headless_output_to_the_console_log_and_supervision_goes_on() {
     };
     let text = said("terminal hung up; going on");
     assert!(text.contains("terminal hung up; going on"), "{text}");
-    // SAFETY: as above.
-    unsafe { libc::kill(console.id() as libc::pid_t, libc::SIGTERM) };
+    signal(console.id(), Signal::TERM);
     assert_eq!(console.wait().unwrap().code(), Some(0));
     assert!(wait_gone(&pids, Duration::from_secs(10)));
     let text = said("stopped (clean)");

@@ -21,8 +21,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{SWITCHBOARD, spawn_reading_lines, stack_file};
+use common::{SWITCHBOARD, signal, spawn_reading_lines, stack_file};
 use hyper::Method;
+use rustix::process::Signal;
 use serde_json::{Value, json};
 use switchboard::{
     api::ConsoleView,
@@ -310,7 +311,7 @@ async fn the_shop_loses_nothing_while_its_services_are_killed_at_random() {
             // Still coming back from the last kill: pick again next round.
             continue;
         };
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        signal(pid, Signal::KILL);
         let at = Instant::now();
         recoveries.push(tokio::spawn(recovery(
             console.client.clone(),

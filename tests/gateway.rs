@@ -8,8 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Running, stack, start};
+use common::{Running, signal, stack, start};
 use hyper::{Method, StatusCode, header};
+use rustix::process::Signal;
 use serde_json::{Value, json};
 use switchboard::{
     api::{ConsoleView, HopView},
@@ -607,9 +608,9 @@ async fn metrics_scrape_with_a_prometheus_parser() {
         .service("echo")
         .and_then(|s| s.instances[0].handle.as_ref().map(|h| h.pid))
         .expect("echo runs");
-    unsafe { libc::kill(echo_pid as i32, libc::SIGSTOP) };
+    signal(echo_pid, Signal::STOP);
     let late = f.post("/echo", "\"late\"").await;
-    unsafe { libc::kill(echo_pid as i32, libc::SIGCONT) };
+    signal(echo_pid, Signal::CONT);
     assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
     // The segment sampler runs once a second; wait for it to have seen the requests.
     let deadline = Instant::now() + LIMIT;

@@ -21,15 +21,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Running, alive, all_gone, is_state, stack, start};
+use common::{Running, alive, all_gone, code, is_state, request, signal, stack, start};
 use ratatui::{Terminal, backend::TestBackend};
+use rustix::process::Signal;
 use switchboard::{
     event::EventKind,
     registry::{self, InstanceHandle, InstanceState},
     router::{GATEWAY, Router},
     tui::{render, state::UiState, theme::Theme},
 };
-use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
+use switchboard_protocol::ErrorCode;
 
 const LIMIT: Duration = Duration::from_secs(10);
 /// The longest an echo call to the healthy probe may take while a neighbour misbehaves. Generous
@@ -90,26 +91,6 @@ fn assert_memory_bounded(before: u64, what: &str) {
         growth >> 20,
         MEMORY_BOUND >> 20
     );
-}
-
-fn request(service: &str, method: &str, text: &str, deadline: Duration) -> Envelope {
-    Envelope {
-        id: 1,
-        deadline_us: deadline.as_micros() as u64,
-        kind: Kind::Request,
-        destination: service.into(),
-        method: method.into(),
-        body: Body::Json(serde_json::to_vec(text).unwrap().into()),
-        ..Envelope::default()
-    }
-}
-
-fn code(answer: &Envelope) -> Option<ErrorCode> {
-    match &answer.kind {
-        Kind::Response(Status::Error(err)) => Some(err.code),
-        Kind::Response(Status::Ok) => None,
-        other => panic!("not a response: {other:?}"),
-    }
 }
 
 /// Calls the healthy probe's echo over and over until stopped, timing each call.
@@ -659,8 +640,7 @@ async fn escaped_pid(running: &Running, not: Option<u32>) -> u32 {
 async fn assert_gone_or_kill(escaped: u32) {
     let gone = all_gone(&[escaped], Duration::from_secs(2)).await;
     if !gone {
-        // SAFETY: kill takes plain integers; do not leave it behind on the machine.
-        unsafe { libc::kill(escaped as i32, libc::SIGKILL) };
+        signal(escaped, Signal::KILL);
     }
     assert!(gone, "the setsid grandchild {escaped} survived its service");
 }

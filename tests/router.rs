@@ -8,24 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Running, is_state, ok, stack, start};
+use common::{Running, code, is_state, ok, request, signal, stack, start};
+use rustix::process::Signal;
 use serde::Serialize;
 use switchboard::{registry::InstanceState, router::GATEWAY, supervisor::Command};
-use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
+use switchboard_protocol::{Envelope, ErrorCode};
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-fn request<T: Serialize>(service: &str, method: &str, body: &T, deadline: Duration) -> Envelope {
-    Envelope {
-        id: 1,
-        deadline_us: deadline.as_micros() as u64,
-        kind: Kind::Request,
-        destination: service.into(),
-        method: method.into(),
-        body: Body::Json(serde_json::to_vec(body).unwrap().into()),
-        ..Envelope::default()
-    }
-}
 
 async fn call<T: Serialize>(
     running: &Running,
@@ -39,14 +28,6 @@ async fn call<T: Serialize>(
         .router
         .call(GATEWAY, request(service, method, body, deadline))
         .await
-}
-
-fn code(answer: &Envelope) -> Option<ErrorCode> {
-    match &answer.kind {
-        Kind::Response(Status::Error(err)) => Some(err.code),
-        Kind::Response(Status::Ok) => None,
-        other => panic!("not a response: {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,8 +467,7 @@ async fn higher_priority_requests_overtake_queued_ones() {
             .unwrap()
     };
     // Freeze the target: its stdin pipe fills, then frames wait in its inbox.
-    // SAFETY: plain syscall on a process this test started.
-    unsafe { libc::kill(handle.pid as i32, libc::SIGSTOP) };
+    signal(handle.pid, Signal::STOP);
     let router = running.supervisor.router.clone();
     // Trace ids mark the requests; the router records answers in the order it routes them.
     let send = |priority: u8, traces: std::ops::Range<u64>| {
@@ -518,8 +498,7 @@ async fn higher_priority_requests_overtake_queued_ones() {
     waiting.extend(send(0, 100..110)); // low priority, queued last
     waiting.extend(send(3, 200..210)); // high priority, queued after them
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // SAFETY: as above.
-    unsafe { libc::kill(handle.pid as i32, libc::SIGCONT) };
+    signal(handle.pid, Signal::CONT);
     for answer in waiting {
         let _ = answer.await;
     }

@@ -10,14 +10,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Running, notifications_by_order, ok, stack, start};
+use common::{
+    Running, error, notifications_by_order, ok, ready_pid, request, signal, stack, start,
+};
+use rustix::process::Signal;
 use serde::Serialize;
 use switchboard::{
-    registry::InstanceState,
     router::{GATEWAY, StreamStep},
     supervisor::Command,
 };
-use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
+use switchboard_protocol::{Body, Envelope, ErrorCode, Kind};
 use switchboard_services::model::{
     ById, NewOrder, NewUser, NotificationList, Order, User, UserUpdate,
 };
@@ -51,34 +53,8 @@ async fn call_within<T: Serialize>(
     body: &T,
     deadline: Duration,
 ) -> Envelope {
-    let request = Envelope {
-        id: 1,
-        deadline_us: deadline.as_micros() as u64,
-        kind: Kind::Request,
-        destination: service.into(),
-        method: method.into(),
-        body: Body::Json(serde_json::to_vec(body).unwrap().into()),
-        ..Envelope::default()
-    };
+    let request = request(service, method, body, deadline);
     running.supervisor.router.call(GATEWAY, request).await
-}
-
-fn error(answer: &Envelope) -> Option<(ErrorCode, String)> {
-    match &answer.kind {
-        Kind::Response(Status::Error(err)) => Some((err.code, err.message.to_string())),
-        Kind::Response(Status::Ok) => None,
-        other => panic!("not a response: {other:?}"),
-    }
-}
-
-fn pid(running: &Running, service: &str) -> Option<u32> {
-    let registry = switchboard::registry::read(&running.supervisor.registry);
-    registry
-        .service(service)?
-        .instances
-        .first()
-        .filter(|i| i.state == InstanceState::Ready)
-        .and_then(|i| i.pid)
 }
 
 async fn new_user(running: &Running, name: &str, email: &str) -> User {
@@ -261,8 +237,8 @@ async fn orders_check_their_user_and_never_hang() {
 
     // User frozen (SIGSTOP): order's call to it times out after user_timeout_ms (400 ms), and
     // the caller hears so well within its own deadline.
-    let user_pid = pid(&running, "user").unwrap();
-    unsafe { libc::kill(user_pid as i32, libc::SIGSTOP) };
+    let user_pid = ready_pid(&running, "user").unwrap();
+    signal(user_pid, Signal::STOP);
     let started = Instant::now();
     let frozen = call_within(
         &running,
@@ -273,7 +249,7 @@ async fn orders_check_their_user_and_never_hang() {
     )
     .await;
     let waited = started.elapsed();
-    unsafe { libc::kill(user_pid as i32, libc::SIGCONT) };
+    signal(user_pid, Signal::CONT);
     let (code, message) = error(&frozen).expect("an order was accepted while user was frozen");
     assert_eq!(code, ErrorCode::Timeout, "{message}");
     assert!(waited < Duration::from_secs(3), "took {waited:?}");
@@ -437,8 +413,8 @@ async fn no_acknowledged_order_or_notification_is_lost_under_kill_9() {
         tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(..500))).await;
         let service = ["order", "notification"][victim % 2];
         victim += 1;
-        if let Some(pid) = pid(&running, service) {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        if let Some(pid) = ready_pid(&running, service) {
+            signal(pid, Signal::KILL);
             kills += 1;
         }
     }

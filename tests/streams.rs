@@ -7,10 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Running, stack, start};
+use common::{Running, ready_pid, request, signal, stack, start};
+use rustix::process::Signal;
 use serde::{Serialize, de::DeserializeOwned};
 use switchboard::router::{GATEWAY, INITIAL_CREDIT, StreamStep};
-use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
+use switchboard_protocol::{Body, ErrorCode, Kind, Status};
 use switchboard_services::probe::{Consume, Consumed, CountRequest, Counted};
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -23,18 +24,6 @@ builtin = "probe"
 builtin = "probe"
 calls = ["producer"]
 "#;
-
-fn request<T: Serialize>(service: &str, method: &str, body: &T, deadline: Duration) -> Envelope {
-    Envelope {
-        id: 1,
-        deadline_us: deadline.as_micros() as u64,
-        kind: Kind::Request,
-        destination: service.into(),
-        method: method.into(),
-        body: Body::Json(serde_json::to_vec(body).unwrap().into()),
-        ..Envelope::default()
-    }
-}
 
 async fn call<T: Serialize, R: DeserializeOwned>(
     running: &Running,
@@ -59,11 +48,6 @@ async fn call<T: Serialize, R: DeserializeOwned>(
 
 async fn ready(running: &Running) {
     running.ready(LIMIT, &["producer", "consumer"]).await;
-}
-
-fn pid(running: &Running, service: &str) -> u32 {
-    let registry = switchboard::registry::read(&running.supervisor.registry);
-    registry.service(service).unwrap().instances[0].pid.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +163,7 @@ async fn a_stream_read_inside_the_console_and_its_producer_dying() {
     for _ in 0..3 {
         assert!(matches!(stream.next().await, StreamStep::Item(_)));
     }
-    unsafe { libc::kill(pid(&running, "producer") as i32, libc::SIGKILL) };
+    signal(ready_pid(&running, "producer").unwrap(), Signal::KILL);
     let end = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let StreamStep::End(end) = stream.next().await {
@@ -217,7 +201,7 @@ async fn a_consumer_dying_mid_stream_cancels_the_producer() {
             .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    unsafe { libc::kill(pid(&running, "consumer") as i32, libc::SIGKILL) };
+    signal(ready_pid(&running, "consumer").unwrap(), Signal::KILL);
     let answer = pending.await.unwrap();
     assert!(
         matches!(&answer.kind, Kind::Response(Status::Error(e)) if e.code == ErrorCode::Unavailable),

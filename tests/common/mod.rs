@@ -265,3 +265,50 @@ pub fn processes_running(args: &[&str]) -> Vec<u32> {
         .filter(|&pid| alive(pid))
         .collect()
 }
+
+/// A JSON request to `service`'s `method`, as the gateway would route it.
+pub fn request<T: serde::Serialize + ?Sized>(
+    service: &str,
+    method: &str,
+    body: &T,
+    deadline: Duration,
+) -> switchboard_protocol::Envelope {
+    use switchboard_protocol::{Body, Envelope, Kind};
+    Envelope {
+        id: 1,
+        deadline_us: deadline.as_micros() as u64,
+        kind: Kind::Request,
+        destination: service.into(),
+        method: method.into(),
+        body: Body::Json(serde_json::to_vec(body).unwrap().into()),
+        ..Envelope::default()
+    }
+}
+
+/// The error code of an answer; `None` for a success. Panics on anything but a response.
+pub fn code(answer: &switchboard_protocol::Envelope) -> Option<switchboard_protocol::ErrorCode> {
+    error(answer).map(|(code, _)| code)
+}
+
+/// The error code and message of an answer; `None` for a success.
+pub fn error(
+    answer: &switchboard_protocol::Envelope,
+) -> Option<(switchboard_protocol::ErrorCode, String)> {
+    use switchboard_protocol::{Kind, Status};
+    match &answer.kind {
+        Kind::Response(Status::Error(err)) => Some((err.code, err.message.to_string())),
+        Kind::Response(Status::Ok) => None,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+/// The pid of `service`'s first replica, when it is ready.
+pub fn ready_pid(running: &Running, service: &str) -> Option<u32> {
+    let registry = registry::read(&running.supervisor.registry);
+    registry
+        .service(service)?
+        .instances
+        .first()
+        .filter(|i| i.state == registry::InstanceState::Ready)
+        .and_then(|i| i.pid)
+}
