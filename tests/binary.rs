@@ -316,3 +316,69 @@ fn switchboard_run_runs_a_job_with_parameters_and_prints_its_result() {
     assert!(!failing.status.success());
     assert!(String::from_utf8_lossy(&failing.stdout).contains("failed on purpose"));
 }
+
+/// A plain program is asked to stop with its `stop_signal` at once (not after a grace spent
+/// waiting on stdin), and one that exits when asked has stopped cleanly: exit code 0.
+#[test]
+fn a_plain_program_gets_its_stop_signal_first_and_stops_clean() {
+    let (mut console, lines, _dir) = headless(
+        r#"
+        name = "asked"
+        [services.waiter]
+        command = "sh"
+        args = ["-c", "trap 'echo asked with USR1; exit 0' USR1; echo pid $$; while :; do sleep 0.05; done"]
+        stop_signal = "USR1"
+        # Were the signal sent only after the grace, this test would outwait its bound.
+        stop_grace = "60s"
+        "#,
+    );
+    assert_eq!(service_pids(&lines, 1).len(), 1);
+    signal(console.id(), Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = console.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the stop waited for the grace");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let printed: Vec<String> = lines.try_iter().collect();
+    assert!(
+        printed.iter().any(|l| l.contains("asked with USR1")),
+        "{printed:#?}"
+    );
+    assert!(
+        printed.iter().any(|l| l.contains("sent SIGUSR1 to the process group")),
+        "{printed:#?}"
+    );
+    assert!(
+        printed.iter().any(|l| l.contains("switchboard: stopped (clean)")),
+        "{printed:#?}"
+    );
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A plain program that ignores its stop signal is SIGKILLed after the grace, and the stop
+/// says it was forced (exit code 3).
+#[test]
+fn a_plain_program_that_ignores_its_stop_signal_is_killed_and_the_stop_is_forced() {
+    let (mut console, lines, _dir) = headless(
+        r#"
+        name = "deaf"
+        [services.deaf]
+        command = "sh"
+        args = ["-c", "trap '' TERM; echo pid $$; while :; do sleep 0.05; done"]
+        stop_grace = "300ms"
+        "#,
+    );
+    assert_eq!(service_pids(&lines, 1).len(), 1);
+    signal(console.id(), Signal::TERM);
+    let status = console.wait().unwrap();
+    let printed: Vec<String> = lines.try_iter().collect();
+    let verdict = printed
+        .iter()
+        .find(|l| l.contains("switchboard: stopped"))
+        .expect("no final line");
+    assert!(verdict.contains("forced: deaf#0 (SIGKILL)"), "{verdict}");
+    assert_eq!(status.code(), Some(3));
+}

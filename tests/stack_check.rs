@@ -292,6 +292,26 @@ fn env_files_are_read_and_checked() {
     has(&e, 7, 12, &["cannot read env file"]);
 }
 
+#[test]
+fn stop_signal_and_grace() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\nstop_signal = \"BOGUS\"\nstop_grace = \"1s\"\nshutdown_grace = \"2s\"\n",
+    );
+    has(&e, 4, 15, &["unknown stop_signal `BOGUS`", "TERM, INT, QUIT, HUP, USR1, USR2"]);
+    has(&e, 6, 1, &["`shutdown_grace` and `stop_grace` are the same setting"]);
+    let ok = stack::parse(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\nstop_signal = \"sigusr1\"\nstop_grace = \"250ms\"\n[services.b]\ncommand = \"true\"\n",
+        Path::new("ok.toml"),
+    )
+    .unwrap();
+    let a = ok.service("a").unwrap();
+    assert_eq!(a.stop_signal, stack::StopSignal::Usr1);
+    assert_eq!(a.shutdown_grace, std::time::Duration::from_millis(250));
+    let b = ok.service("b").unwrap();
+    assert_eq!(b.stop_signal, stack::StopSignal::Term);
+    assert_eq!(b.shutdown_grace, std::time::Duration::from_secs(5));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 

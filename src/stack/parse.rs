@@ -63,6 +63,8 @@ const SERVICE_KEYS: &[&str] = &[
     "restart_limit",
     "heartbeat_timeout",
     "shutdown_grace",
+    "stop_grace",
+    "stop_signal",
     "replicas",
     "calls",
     "ready_line",

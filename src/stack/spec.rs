@@ -81,7 +81,10 @@ pub struct ServiceSpec {
     pub restart_limit: RestartLimit,
     /// `None`: no heartbeat check.
     pub heartbeat_timeout: Option<Duration>,
+    /// Each step of the stop sequence waits this long (`shutdown_grace`, or `stop_grace`).
     pub shutdown_grace: Duration,
+    /// What asks a plain program to stop; a protocol service is sent Shutdown first.
+    pub stop_signal: StopSignal,
     pub replicas: u32,
     pub calls: Vec<String>,
     pub ready_line: Option<String>,
@@ -93,6 +96,61 @@ pub struct ServiceSpec {
     pub autostart: bool,
     /// The circuit breaker that guards calls to this service.
     pub breaker: BreakerSpec,
+}
+
+/// The signal that asks a plain program to stop (`stop_signal`), as supervisord's
+/// `stopsignal` and Docker's `STOPSIGNAL` do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopSignal {
+    #[default]
+    Term,
+    Int,
+    Quit,
+    Hup,
+    Usr1,
+    Usr2,
+}
+
+impl StopSignal {
+    pub const ALL: [StopSignal; 6] = [
+        StopSignal::Term,
+        StopSignal::Int,
+        StopSignal::Quit,
+        StopSignal::Hup,
+        StopSignal::Usr1,
+        StopSignal::Usr2,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Term => "SIGTERM",
+            StopSignal::Int => "SIGINT",
+            StopSignal::Quit => "SIGQUIT",
+            StopSignal::Hup => "SIGHUP",
+            StopSignal::Usr1 => "SIGUSR1",
+            StopSignal::Usr2 => "SIGUSR2",
+        }
+    }
+
+    pub fn number(self) -> i32 {
+        match self {
+            StopSignal::Term => libc::SIGTERM,
+            StopSignal::Int => libc::SIGINT,
+            StopSignal::Quit => libc::SIGQUIT,
+            StopSignal::Hup => libc::SIGHUP,
+            StopSignal::Usr1 => libc::SIGUSR1,
+            StopSignal::Usr2 => libc::SIGUSR2,
+        }
+    }
+
+    /// `"TERM"`, `"SIGTERM"`, any case.
+    pub fn parse(text: &str) -> Option<StopSignal> {
+        let upper = text.to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        StopSignal::ALL
+            .into_iter()
+            .find(|signal| &signal.name()[3..] == bare)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

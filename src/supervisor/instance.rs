@@ -36,14 +36,16 @@ use crate::{
     logs::{LineCodec, LogStore, Stream},
     registry::{ExitStatus, InstanceHandle, InstanceId},
     router::Router,
+    stack::StopSignal,
     transport::InboxReceiver,
 };
 
 /// What the supervisor tells an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    /// The graceful stop sequence, with this grace period per step.
-    Stop { grace: Duration },
+    /// The graceful stop sequence, with this grace period per step; `signal` asks a plain
+    /// program to stop.
+    Stop { grace: Duration, signal: StopSignal },
     /// SIGKILL the process group now.
     Kill,
     /// Declared hung by the heartbeat check: kill, then report.
@@ -173,7 +175,7 @@ impl InstanceTask {
             tokio::select! {
                 status = self.child.wait() => return wait_status(status),
                 control = self.control.recv() => match control {
-                    Some(Control::Stop { grace }) => return self.stop(grace, close_stdin).await,
+                    Some(Control::Stop { grace, signal }) => return self.stop(grace, signal, close_stdin).await,
                     Some(Control::Kill | Control::Hung) | None => {
                         signal_group(pid, libc::SIGKILL);
                         return wait_status(self.child.wait().await);
@@ -209,7 +211,16 @@ impl InstanceTask {
         }
     }
 
-    async fn stop(&mut self, grace: Duration, close_stdin: &CancellationToken) -> ExitStatus {
+    /// The stop sequence. A protocol service is asked with Shutdown (and stdin closed), then
+    /// SIGTERM, then SIGKILL, `grace` apart: it drains in-flight work first. A plain program
+    /// is asked the way supervisord, systemd and Docker ask: its `stop_signal` at once, then
+    /// SIGKILL after `grace`. Only the steps after the asking count as forcing it.
+    async fn stop(
+        &mut self,
+        grace: Duration,
+        stop_signal: StopSignal,
+        close_stdin: &CancellationToken,
+    ) -> ExitStatus {
         self.handle.routable.store(false, Ordering::Release);
         if self.protocol {
             // Best effort: a congested inbox still gets its stdin closed below.
@@ -217,26 +228,35 @@ impl InstanceTask {
                 kind: Kind::Shutdown,
                 ..Envelope::default()
             });
+        } else {
+            self.signal(stop_signal.name(), stop_signal.number(), false)
+                .await;
         }
         close_stdin.cancel();
         if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
             return wait_status(status);
         }
-        self.signal("SIGTERM", libc::SIGTERM).await;
+        if !self.protocol {
+            self.signal("SIGKILL", libc::SIGKILL, true).await;
+            return wait_status(self.child.wait().await);
+        }
+        self.signal("SIGTERM", libc::SIGTERM, true).await;
         if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
             return wait_status(status);
         }
-        self.signal("SIGKILL", libc::SIGKILL).await;
+        self.signal("SIGKILL", libc::SIGKILL, true).await;
         wait_status(self.child.wait().await)
     }
 
-    /// One escalation step of the stop sequence: report it, then signal the process group.
-    async fn signal(&self, name: &'static str, signal: i32) {
+    /// One step of the stop sequence: report it, then signal the process group. `forced`:
+    /// an escalation (the program did not stop when asked), which makes the stop unclean.
+    async fn signal(&self, name: &'static str, signal: i32, forced: bool) {
         let _ = self
             .events
             .send(InstanceEvent::Signalled {
                 id: self.handle.id,
                 signal: name,
+                forced,
             })
             .await;
         signal_group(self.handle.pid, signal);

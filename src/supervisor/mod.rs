@@ -64,9 +64,11 @@ pub enum InstanceEvent {
         id: InstanceId,
         silent_for: Duration,
     },
+    /// A step of the stop sequence; `forced` when it escalates.
     Signalled {
         id: InstanceId,
         signal: &'static str,
+        forced: bool,
     },
     BadFrames {
         id: InstanceId,

@@ -13,7 +13,7 @@ use super::{
 use crate::stack::{
     spec::{
         Backoff, BreakerSpec, Condition, Dependency, Program, RestartLimit, RestartPolicy,
-        ServiceKind, ServiceSpec,
+        ServiceKind, ServiceSpec, StopSignal,
     },
     units,
 };
@@ -50,6 +50,8 @@ impl Walker<'_> {
         let mut restart_limit = RestartLimit::default();
         let mut heartbeat_timeout = Some(Duration::from_secs(5));
         let mut shutdown_grace = Duration::from_secs(5);
+        let mut grace_key: Option<(&str, Range<usize>)> = None;
+        let mut stop_signal = StopSignal::default();
         let mut replicas = 1;
         let mut calls = Vec::new();
         let mut ready_line = None;
@@ -120,9 +122,46 @@ impl Walker<'_> {
                         _ => self.duration(v).and_then(|d| (!d.is_zero()).then_some(d)),
                     }
                 }
-                "shutdown_grace" => {
+                // One setting, two names: `stop_grace` is what supervisord and Docker users
+                // look for; `shutdown_grace` is the protocol's word.
+                "shutdown_grace" | "stop_grace" => {
+                    if let Some((other, _)) = &grace_key {
+                        self.error(
+                            k.span(),
+                            format!(
+                                "`{key}` and `{other}` are the same setting: give one",
+                                key = k.get_ref().as_ref()
+                            ),
+                        );
+                    }
+                    grace_key = Some((
+                        if k.get_ref().as_ref() == "stop_grace" {
+                            "stop_grace"
+                        } else {
+                            "shutdown_grace"
+                        },
+                        k.span(),
+                    ));
                     if let Some(d) = self.duration(v) {
                         shutdown_grace = d;
+                    }
+                }
+                "stop_signal" => {
+                    if let Some(text) = self.string(v) {
+                        match StopSignal::parse(&text) {
+                            Some(signal) => stop_signal = signal,
+                            None => {
+                                let names: Vec<&str> =
+                                    StopSignal::ALL.iter().map(|s| &s.name()[3..]).collect();
+                                self.error(
+                                    v.span(),
+                                    format!(
+                                        "unknown stop_signal `{text}`: one of {}",
+                                        names.join(", ")
+                                    ),
+                                );
+                            }
+                        }
                     }
                 }
                 "replicas" => {
@@ -202,6 +241,7 @@ impl Walker<'_> {
             restart_limit,
             heartbeat_timeout,
             shutdown_grace,
+            stop_signal,
             replicas,
             calls,
             ready_line,

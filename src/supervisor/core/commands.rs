@@ -130,7 +130,8 @@ impl Core {
             }
             return;
         }
-        let _ = control.try_send(Control::Stop { grace });
+        let signal = self.stack.services[slot.0].stop_signal;
+        let _ = control.try_send(Control::Stop { grace, signal });
         self.intents.insert(slot, intent);
         let id = registry::read(&self.registry)
             .services

@@ -59,13 +59,13 @@ impl Core {
                     EventKind::HangDetected { silent_for },
                 );
             }
-            InstanceEvent::Signalled { id, signal } => {
+            InstanceEvent::Signalled { id, signal, forced } => {
                 self.emit(
                     id.service,
                     Some(id.replica),
                     EventKind::Signalled { signal },
                 );
-                if self.shutting_down {
+                if self.shutting_down && forced {
                     self.report.forced.push(format!(
                         "{}#{} ({signal})",
                         self.stack.services[id.service].name, id.replica
