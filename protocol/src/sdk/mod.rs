@@ -13,12 +13,14 @@
 //! - [`stream`]: methods that answer with many items, under the receiver's credit.
 //! - [`job`]: run-to-completion jobs that hand back a result.
 //! - [`logging`]: tracing to stderr, because stdout carries frames only.
+//! - `dispatch`: what the console sends, to the handler or the call waiting for it.
 //! - `wire`: the connection's shared state: calls waiting for answers, streams, id allocation.
 //! - `outbound`: frames on their way out, encoded by their senders into one buffer that the
 //!   writer task writes whole.
 
 pub mod body;
 pub mod context;
+mod dispatch;
 pub mod error;
 pub mod job;
 pub mod logging;

@@ -1,15 +1,7 @@
 //! The service builder and its serve loop: handshake, dispatch of requests and events, and a
 //! graceful drain on Shutdown or stdin EOF.
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
@@ -19,15 +11,15 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{
     body::{Encoding, decode, encode},
     context::Context,
+    dispatch::{Dispatcher, EventFn, Handler, InFlight, MethodFn, Methods, StreamFn},
     error::{HandlerError, SdkError},
-    stream::{Gate, StreamSink, end as stream_end, sink},
+    stream::{StreamSink, sink},
     wire::{Link, give_up_late_calls, poll_for_answers},
 };
 use crate::{
-    envelope::{Body, Envelope, ErrorCode, Hello, Kind, PROTOCOL_VERSION, Status, Welcome},
+    envelope::{Body, Envelope, Hello, Kind, PROTOCOL_VERSION, Status, Welcome},
     frame_reader::{FrameReader, Read},
-    segment::{Outcome, SegmentWriter, ServiceState},
-    topic::topic_matches,
+    segment::{SegmentWriter, ServiceState},
 };
 
 /// Requests handled at once before new ones are answered `overloaded`. The reader never waits
@@ -38,35 +30,6 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Heartbeat period used until the console's Welcome says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(1000);
 
-/// Handlers by method name, looked up for every request: foldhash, not SipHash. The keys are
-/// the service's own methods, fixed before it serves, so a caller choosing names can only
-/// make its own lookups miss.
-type Methods = HashMap<String, Handler, foldhash::fast::RandomState>;
-
-type MethodFn =
-    Arc<dyn Fn(Context, Body) -> BoxFuture<'static, Result<Body, HandlerError>> + Send + Sync>;
-type StreamFn = Arc<
-    dyn Fn(
-            Context,
-            Body,
-            Arc<Link>,
-            Envelope,
-            Arc<Gate>,
-        ) -> BoxFuture<'static, Result<(), HandlerError>>
-        + Send
-        + Sync,
->;
-
-/// How a method answers: once, or with a stream of items.
-#[derive(Clone)]
-enum Handler {
-    Unary(MethodFn),
-    Stream(StreamFn),
-}
-
-type EventFn = Arc<
-    dyn Fn(Context, String, Body) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
->;
 type BackgroundFn = Box<dyn FnOnce(Context) -> BoxFuture<'static, ()> + Send>;
 pub(crate) type MainFn =
     Box<dyn FnOnce(Context, String) -> BoxFuture<'static, (Status, Body)> + Send>;
@@ -256,37 +219,15 @@ impl Service {
     where
         R: AsyncRead + Unpin + Send,
     {
-        let topics = self.subscriptions.iter().map(|(p, _)| p.clone()).collect();
-        let mut methods: Vec<String> = self.methods.keys().cloned().collect();
-        methods.sort();
-        let hello = Envelope {
-            id: link.next_id(),
-            kind: Kind::Hello(Box::new(Hello {
-                name: self.name.clone(),
-                version: self.version.clone(),
-                protocol_version: PROTOCOL_VERSION,
-                methods,
-                topics,
-            })),
-            ..Envelope::default()
-        };
-        link.send(hello)
+        link.send(self.hello(link.next_id()))
             .await
             .map_err(|_| SdkError::HandshakeClosed)?;
         let welcome = Arc::new(await_welcome(frames).await?);
-
-        let housekeeping_stop = CancellationToken::new();
         let period = match welcome.heartbeat_ms {
             0 => DEFAULT_HEARTBEAT,
             ms => Duration::from_millis(u64::from(ms)),
         };
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            segment.clone(),
-            period,
-            housekeeping_stop.clone(),
-        ));
-        let poller = tokio::spawn(poll_for_answers(link.clone(), housekeeping_stop.clone()));
-        let backstop = tokio::spawn(give_up_late_calls(link.clone(), housekeeping_stop.clone()));
+        let housekeeping = Housekeeping::start(segment, link, period);
 
         let root = Context::new(link.clone(), welcome.clone());
         link.send(Envelope {
@@ -304,24 +245,8 @@ impl Service {
             tracker.spawn(task(root.clone()));
         }
         if let Some(main) = self.main {
-            let ctx = root.clone();
-            let link = link.clone();
-            let params = welcome.params.clone();
-            tracker.spawn(async move {
-                let (status, body) = main(ctx, params).await;
-                let result = Envelope {
-                    id: link.next_id(),
-                    kind: Kind::JobResult(status),
-                    body,
-                    ..Envelope::default()
-                };
-                if link.send(result).await.is_err() {
-                    tracing::warn!("console gone before the job result could be sent");
-                }
-                link.drain();
-            });
+            tracker.spawn(run_main(main, root.clone(), welcome.params.clone()));
         }
-
         let dispatcher = Dispatcher {
             methods: self.methods,
             subscriptions: self.subscriptions,
@@ -331,46 +256,119 @@ impl Service {
             inline: tokio::runtime::Handle::current().runtime_flavor()
                 == tokio::runtime::RuntimeFlavor::CurrentThread,
         };
-        let mut draining = false;
-        // Made once: a fresh future each turn of the loop registered with the drain token,
-        // under its lock, for every frame read.
-        let mut drain_asked = std::pin::pin!(link.until_draining());
-        // Decoded into in place, frame after frame: never moved (see `FrameReader`).
-        let mut envelope = Envelope::default();
-        loop {
-            let read = tokio::select! {
-                read = frames.read_into(&mut envelope) => read,
-                () = &mut drain_asked, if !draining => {
-                    draining = true;
-                    segment.set_state(ServiceState::Draining);
-                    tracker.close();
-                    continue;
-                }
-                () = tracker.wait(), if draining => break,
-            };
-            match read {
-                Ok(Read::Message) => dispatcher.dispatch(&mut envelope, frames.last_read()),
-                Ok(Read::Malformed(bad)) => {
-                    tracing::warn!(reason = ?bad.reason, len = bad.len, "skipped a malformed frame from the console");
-                }
-                Ok(Read::End) => break,
-                Err(err) => {
-                    tracing::warn!(cause = %err, "reading from the console failed");
-                    break;
-                }
-            }
-        }
+        read_until_done(&dispatcher, link, frames, segment, &tracker).await;
         // EOF (or a read error) means the console is gone or wants us gone: no answer can
         // arrive any more, so calls in progress fail now instead of at their deadlines.
         link.drain();
         link.disconnect();
         tracker.close();
         tracker.wait().await;
-        housekeeping_stop.cancel();
-        let _ = heartbeat.await;
-        let _ = poller.await;
-        let _ = backstop.await;
+        housekeeping.end().await;
         Ok(())
+    }
+
+    /// The Hello that opens the handshake: this service's methods and topics. (Built before
+    /// any await: the handlers are not `Sync`, so `&self` may not be held across one.)
+    fn hello(&self, id: u64) -> Envelope {
+        let topics = self.subscriptions.iter().map(|(p, _)| p.clone()).collect();
+        let mut methods: Vec<String> = self.methods.keys().cloned().collect();
+        methods.sort();
+        Envelope {
+            id,
+            kind: Kind::Hello(Box::new(Hello {
+                name: self.name.clone(),
+                version: self.version.clone(),
+                protocol_version: PROTOCOL_VERSION,
+                methods,
+                topics,
+            })),
+            ..Envelope::default()
+        }
+    }
+}
+
+/// A job's main function: its result goes to the console as JobResult, then the service
+/// drains and ends.
+async fn run_main(main: MainFn, ctx: Context, params: String) {
+    let link = ctx.link.clone();
+    let (status, body) = main(ctx, params).await;
+    let result = Envelope {
+        id: link.next_id(),
+        kind: Kind::JobResult(status),
+        body,
+        ..Envelope::default()
+    };
+    if link.send(result).await.is_err() {
+        tracing::warn!("console gone before the job result could be sent");
+    }
+    link.drain();
+}
+
+/// Reads and dispatches frames until the console's stdin ends, or, once a drain was asked
+/// (Shutdown, or a job's end), until every task in `tracker` is done.
+async fn read_until_done<R>(
+    dispatcher: &Dispatcher,
+    link: &Arc<Link>,
+    frames: &mut FrameReader<R>,
+    segment: &SegmentWriter,
+    tracker: &TaskTracker,
+) where
+    R: AsyncRead + Unpin + Send,
+{
+    let mut draining = false;
+    // Made once: a fresh future each turn of the loop registered with the drain token,
+    // under its lock, for every frame read.
+    let mut drain_asked = std::pin::pin!(link.until_draining());
+    // Decoded into in place, frame after frame: never moved (see `FrameReader`).
+    let mut envelope = Envelope::default();
+    loop {
+        let read = tokio::select! {
+            read = frames.read_into(&mut envelope) => read,
+            () = &mut drain_asked, if !draining => {
+                draining = true;
+                segment.set_state(ServiceState::Draining);
+                tracker.close();
+                continue;
+            }
+            () = tracker.wait(), if draining => return,
+        };
+        match read {
+            Ok(Read::Message) => dispatcher.dispatch(&mut envelope, frames.last_read()),
+            Ok(Read::Malformed(bad)) => {
+                tracing::warn!(reason = ?bad.reason, len = bad.len, "skipped a malformed frame from the console");
+            }
+            Ok(Read::End) => return,
+            Err(err) => {
+                tracing::warn!(cause = %err, "reading from the console failed");
+                return;
+            }
+        }
+    }
+}
+
+/// The tasks beside the serve loop: the heartbeat, polling for answers while calls are
+/// waiting, and the backstop that fails calls past their deadline.
+struct Housekeeping {
+    stop: CancellationToken,
+    tasks: [tokio::task::JoinHandle<()>; 3],
+}
+
+impl Housekeeping {
+    fn start(segment: &Arc<SegmentWriter>, link: &Arc<Link>, period: Duration) -> Housekeeping {
+        let stop = CancellationToken::new();
+        let tasks = [
+            tokio::spawn(heartbeat_loop(segment.clone(), period, stop.clone())),
+            tokio::spawn(poll_for_answers(link.clone(), stop.clone())),
+            tokio::spawn(give_up_late_calls(link.clone(), stop.clone())),
+        ];
+        Housekeeping { stop, tasks }
+    }
+
+    async fn end(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -424,267 +422,5 @@ async fn heartbeat_loop(segment: Arc<SegmentWriter>, period: Duration, stop: Can
             _ = ticks.tick() => segment.heartbeat(),
             () = stop.cancelled() => return,
         }
-    }
-}
-
-/// Requests being handled, against the service's limit. The limit is only ever tried, never
-/// waited for, so a counter does what a semaphore would, without the semaphore's lock on every
-/// release (3 % of the probe's samples with 64 requests in flight).
-struct InFlight {
-    count: AtomicUsize,
-    limit: usize,
-}
-
-/// One request counted in [`InFlight`] until dropped.
-struct Entered(Arc<InFlight>);
-
-impl InFlight {
-    fn new(limit: usize) -> InFlight {
-        InFlight {
-            count: AtomicUsize::new(0),
-            limit,
-        }
-    }
-
-    fn try_enter(this: &Arc<InFlight>) -> Option<Entered> {
-        this.count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < this.limit).then_some(n + 1)
-            })
-            .ok()?;
-        Some(Entered(this.clone()))
-    }
-}
-
-impl Drop for Entered {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Routes each incoming frame to its handler task.
-struct Dispatcher {
-    methods: Methods,
-    subscriptions: Vec<(String, EventFn)>,
-    root: Context,
-    tracker: TaskTracker,
-    in_flight: Arc<InFlight>,
-    /// Run a request's handler on the reader until it first waits (see [`Dispatcher::request`]).
-    inline: bool,
-}
-
-impl Dispatcher {
-    /// `received`: when the frame's last bytes were read from the console.
-    fn dispatch(&self, envelope: &mut Envelope, received: Instant) {
-        match envelope.kind {
-            Kind::Request => self.request(envelope, received),
-            Kind::Event => self.event(envelope, received),
-            Kind::Response(_) | Kind::StreamEnd(_) => {
-                self.root.link.answer(std::mem::take(envelope));
-            }
-            Kind::StreamItem => self.root.link.stream_item(std::mem::take(envelope)),
-            Kind::Credit(_) | Kind::Cancel => self.root.link.control(envelope),
-            Kind::Shutdown => {
-                tracing::info!("shutdown requested: draining");
-                self.root.link.drain();
-            }
-            // A Cancel for a plain request is not acted on: it runs to completion and the
-            // console drops its answer.
-            _ => tracing::debug!(kind = ?envelope.kind, "ignoring frame"),
-        }
-    }
-
-    fn request(&self, envelope: &mut Envelope, received: Instant) {
-        let link = self.root.link.clone();
-        if link.is_draining() {
-            return self.reject(envelope, ErrorCode::Unavailable, "service is draining");
-        }
-        let Some(handler) = self.methods.get(envelope.method.as_str()).cloned() else {
-            let message = format!("no method `{}`", envelope.method);
-            return self.reject(envelope, ErrorCode::NotFound, &message);
-        };
-        let Some(permit) = InFlight::try_enter(&self.in_flight) else {
-            return self.reject(
-                envelope,
-                ErrorCode::Overloaded,
-                "too many requests in flight",
-            );
-        };
-        let ctx = self.root.for_message(envelope, received);
-        link.segment.request_started();
-        let handler = match handler {
-            Handler::Unary(handler) => handler,
-            Handler::Stream(handler) => {
-                let envelope = std::mem::take(envelope);
-                self.tracker
-                    .spawn(serve_stream(handler, ctx, envelope, received, permit));
-                return;
-            }
-        };
-        let deadline = ctx.deadline();
-        let (id, trace) = (envelope.id, envelope.trace);
-        let mut work = panic_answers_internal(handler(ctx, std::mem::take(&mut envelope.body)));
-        // On a current-thread runtime the work is first polled right here, on the reader, and
-        // only spawned if it has to wait: most handlers answer without waiting (a lookup, a
-        // computation), and for them a task per request was a large part of the service's cost
-        // per message (spawn, schedule, the tracker's bookkeeping), as were the deadline timer
-        // and the futures moved into it. Nothing runs in parallel on that runtime anyway, so
-        // this changes no concurrency. A multi-threaded runtime spawns at once, so a handler's
-        // work runs on the workers, not on the reader. (A handler pending on the first poll
-        // registered a no-op waker; the task polls it again at once, with the real one.)
-        if self.inline
-            && let Some(result) = (&mut work).now_or_never()
-        {
-            let answer = answer_request(&link, id, trace, received, result);
-            if let Some(answer) = link.try_send_back(answer) {
-                // The outbound queue is full: wait for room off the reader.
-                self.tracker.spawn(async move {
-                    let _ = link.send(answer).await;
-                    drop(permit);
-                });
-            }
-            return;
-        }
-        self.tracker.spawn(async move {
-            let result = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(HandlerError::new(ErrorCode::Timeout, "deadline passed"))
-                    }),
-                None => work.await,
-            };
-            let answer = answer_request(&link, id, trace, received, result);
-            let _ = link.send(answer).await;
-            drop(permit);
-        });
-    }
-
-    fn reject(&self, envelope: &Envelope, code: ErrorCode, message: &str) {
-        let link = self.root.link.clone();
-        link.segment.request_started();
-        link.segment
-            .request_finished(Outcome::Error, Duration::ZERO);
-        let answer = reply(
-            &link,
-            envelope.id,
-            envelope.trace,
-            Status::error(code, message),
-            Body::Empty,
-        );
-        // Answered from a task so the reader never waits on a full outbound queue.
-        self.tracker.spawn(async move {
-            let _ = link.send(answer).await;
-        });
-    }
-
-    fn event(&self, envelope: &Envelope, received: Instant) {
-        self.root.link.segment.event_received();
-        let topic = envelope.destination.to_string();
-        for (pattern, handler) in &self.subscriptions {
-            if !topic_matches(pattern, &topic) {
-                continue;
-            }
-            let work = handler(
-                self.root.for_message(envelope, received),
-                topic.clone(),
-                envelope.body.clone(),
-            );
-            let topic = topic.clone();
-            self.tracker.spawn(async move {
-                if let Err(err) = work.await {
-                    tracing::warn!(%topic, cause = %err, "event handler failed");
-                }
-            });
-        }
-    }
-}
-
-/// Runs a streaming handler under the request's deadline and ends the stream with its outcome.
-async fn serve_stream(
-    handler: StreamFn,
-    ctx: Context,
-    request: Envelope,
-    received: Instant,
-    permit: Entered,
-) {
-    let link = ctx.link.clone();
-    let gate = link.produce(request.id);
-    let deadline = ctx.deadline();
-    // The sink encodes items like the request, so it keeps the request (and its body's tag).
-    let work = handler(
-        ctx,
-        request.body.clone(),
-        link.clone(),
-        request.clone(),
-        gate.clone(),
-    );
-    let work = panic_answers_internal(work);
-    let result = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
-            .await
-            .unwrap_or_else(|_| Err(HandlerError::new(ErrorCode::Timeout, "deadline passed"))),
-        None => work.await,
-    };
-    link.produced(request.id);
-    let outcome = match &result {
-        Ok(()) => Outcome::Ok,
-        Err(err) if err.code == ErrorCode::Timeout => Outcome::Timeout,
-        Err(_) => Outcome::Error,
-    };
-    link.segment.request_finished(outcome, received.elapsed());
-    // A cancelled stream needs no end: the console has already ended it for the receiver.
-    if !gate.cancelled.is_cancelled() {
-        let status = match result {
-            Ok(()) => Status::Ok,
-            Err(err) => err.into_status(),
-        };
-        let _ = link.send(stream_end(&link, &request, status)).await;
-    }
-    drop(permit);
-}
-
-/// A handler that panics answers `internal` (the panic hook logs it on stderr): its caller does
-/// not wait for the deadline, and the reader, which may be running the handler inline, carries
-/// on.
-fn panic_answers_internal<T>(
-    work: impl Future<Output = Result<T, HandlerError>>,
-) -> impl Future<Output = Result<T, HandlerError>> {
-    std::panic::AssertUnwindSafe(work)
-        .catch_unwind()
-        .map(|outcome| {
-            outcome.unwrap_or_else(|_| Err(HandlerError::internal("the handler panicked")))
-        })
-}
-
-/// Records a finished request in the segment and makes its answer.
-fn answer_request(
-    link: &Link,
-    id: u64,
-    trace: u64,
-    received: Instant,
-    result: Result<Body, HandlerError>,
-) -> Envelope {
-    let outcome = match &result {
-        Ok(_) => Outcome::Ok,
-        Err(err) if err.code == ErrorCode::Timeout => Outcome::Timeout,
-        Err(_) => Outcome::Error,
-    };
-    link.segment.request_finished(outcome, received.elapsed());
-    let (status, body) = match result {
-        Ok(body) => (Status::Ok, body),
-        Err(err) => (err.into_status(), Body::Empty),
-    };
-    reply(link, id, trace, status, body)
-}
-
-fn reply(link: &Link, correlation: u64, trace: u64, status: Status, body: Body) -> Envelope {
-    Envelope {
-        id: link.next_id(),
-        correlation,
-        trace,
-        kind: Kind::Response(status),
-        body,
-        ..Envelope::default()
     }
 }
