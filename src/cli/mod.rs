@@ -246,15 +246,7 @@ pub fn run(cli: Cli) -> ExitCode {
             daemon,
         }) => up::up(&up::Up {
             file,
-            mode: if daemon {
-                up::Mode::Daemon
-            } else if detach {
-                up::Mode::Detach
-            } else if headless {
-                up::Mode::Headless
-            } else {
-                up::Mode::Console
-            },
+            mode: up::Mode::from_flags(daemon, detach, headless),
             fresh,
             gateway,
         }),
@@ -294,32 +286,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 job::run_job_somewhere(&job, file, address, token, &args)
             }
         }
-        Some(Cmd::Ps { remote }) => with_client(&remote, |c| async move {
-            client::commands::ps(&c).await.map(|()| true)
-        }),
-        Some(Cmd::Restart { name, remote }) => action(&remote, "restart", &name),
-        Some(Cmd::Stop { name, remote }) => action(&remote, "stop", &name),
-        Some(Cmd::Start { name, remote }) => action(&remote, "start", &name),
-        Some(Cmd::Kill { name, remote }) => action(&remote, "kill", &name),
-        Some(Cmd::Scale {
-            name,
-            replicas,
-            remote,
-        }) => with_client(&remote, |c| async move {
-            client::commands::scale(&c, &name, replicas)
-                .await
-                .map(|()| true)
-        }),
-        Some(Cmd::Logs {
-            name,
-            tail,
-            follow,
-            remote,
-        }) => with_client(&remote, |c| async move {
-            client::commands::logs(&c, &name, tail, follow)
-                .await
-                .map(|()| true)
-        }),
+        Some(
+            command @ (Cmd::Ps { .. }
+            | Cmd::Restart { .. }
+            | Cmd::Stop { .. }
+            | Cmd::Start { .. }
+            | Cmd::Kill { .. }
+            | Cmd::Scale { .. }
+            | Cmd::Logs { .. }),
+        ) => client_command(command),
         Some(Cmd::Bench {
             only,
             rounds,
@@ -341,14 +316,44 @@ pub fn run(cli: Cli) -> ExitCode {
         ),
         None => up::up(&up::Up {
             file: cli.file,
-            mode: if cli.headless {
-                up::Mode::Headless
-            } else {
-                up::Mode::Console
-            },
+            mode: up::Mode::from_flags(false, false, cli.headless),
             fresh: cli.fresh,
             gateway: cli.gateway,
         }),
+    }
+}
+
+/// `ps`, `restart`, `stop`, `start`, `kill`, `scale` and `logs`: a running instance's client.
+fn client_command(command: Cmd) -> ExitCode {
+    match command {
+        Cmd::Ps { remote } => with_client(&remote, |c| async move {
+            client::commands::ps(&c).await.map(|()| true)
+        }),
+        Cmd::Restart { name, remote } => action(&remote, "restart", &name),
+        Cmd::Stop { name, remote } => action(&remote, "stop", &name),
+        Cmd::Start { name, remote } => action(&remote, "start", &name),
+        Cmd::Kill { name, remote } => action(&remote, "kill", &name),
+        Cmd::Scale {
+            name,
+            replicas,
+            remote,
+        } => with_client(&remote, |c| async move {
+            client::commands::scale(&c, &name, replicas)
+                .await
+                .map(|()| true)
+        }),
+        Cmd::Logs {
+            name,
+            tail,
+            follow,
+            remote,
+        } => with_client(&remote, |c| async move {
+            client::commands::logs(&c, &name, tail, follow)
+                .await
+                .map(|()| true)
+        }),
+        // `run` sends only the commands above here.
+        _ => ExitCode::FAILURE,
     }
 }
 

@@ -36,6 +36,21 @@ pub enum Mode {
     Daemon,
 }
 
+impl Mode {
+    /// From `up`'s flags: `--daemon` (internal), `-d`, `--headless`.
+    pub fn from_flags(daemon: bool, detach: bool, headless: bool) -> Mode {
+        if daemon {
+            Mode::Daemon
+        } else if detach {
+            Mode::Detach
+        } else if headless {
+            Mode::Headless
+        } else {
+            Mode::Console
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Up {
     pub file: Option<PathBuf>,
@@ -160,6 +175,44 @@ fn file_arg(file: Option<&Path>) -> String {
 /// start, which it reports).
 fn start_daemon(up: &Up, stack: &Stack) -> ExitCode {
     init_console_logging();
+    let mut child = match detach::spawn_daemon(&daemon_args(up), &stack.run_dir) {
+        Ok(child) => child,
+        Err(err) => {
+            eprintln!("switchboard: cannot start in the background: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = stack.run_dir.join(detach::CONSOLE_LOG);
+    let file = file_arg(up.file.as_deref());
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(wait_until_ready(&mut child, stack, &log, &file)) {
+        Ok(view) => {
+            // The console, which holds the lock, is the keeper's child (`app::keeper`).
+            let pid = lock::holder(&stack.run_dir).unwrap_or(child.id());
+            println!(
+                "switchboard: stack `{}` is up in the background as pid {pid}, {} services ready{}",
+                stack.name,
+                view.services.iter().filter(|s| !s.job).count(),
+                view.gateway
+                    .as_ref()
+                    .map_or(String::new(), |g| format!(", gateway http://{g}")),
+            );
+            println!("  attach: switchboard attach{file}");
+            println!("  stop:   switchboard down{file}");
+            println!("  log:    {}", log.display());
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("switchboard: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The daemon's command line: `up --daemon [FILE] [--gateway ...]`.
+fn daemon_args(up: &Up) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec!["up".into(), "--daemon".into()];
     if let Some(file) = &up.file {
         // The daemon runs in the same directory, but say where the file is whatever it does.
@@ -176,92 +229,77 @@ fn start_daemon(up: &Up, stack: &Stack) -> ExitCode {
         }
         Some(Bind::FromStack) | None => {}
     }
-    let mut child = match detach::spawn_daemon(&args, &stack.run_dir) {
-        Ok(child) => child,
-        Err(err) => {
-            eprintln!("switchboard: cannot start in the background: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let log = stack.run_dir.join(detach::CONSOLE_LOG);
-    let file = file_arg(up.file.as_deref());
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
+    args
+}
+
+/// Waits until every service of the daemon's stack is ready; an error says why it will not
+/// be (the daemon exited, a service cannot start, or [`READY_WAIT`] passed).
+async fn wait_until_ready(
+    child: &mut std::process::Child,
+    stack: &Stack,
+    log: &Path,
+    file: &str,
+) -> Result<ConsoleView, String> {
     let started = Instant::now();
     // Since when each service has been down without a restart coming (crashed or exited and
     // left there by its restart policy): briefly is normal between a crash and its backoff.
     let mut down_since: std::collections::HashMap<String, Instant> = Default::default();
-    let outcome = runtime.block_on(async {
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the instance exited ({status}) before it was ready; its last lines:\n{}",
+                tail(log, 15)
+            ));
+        }
+        if let Some(view) = instance_view(stack).await {
+            if let Some(failed) = stuck(&view, &mut down_since) {
+                let why = failed
+                    .exits
+                    .first()
+                    .map_or(String::new(), |e| format!(" (last exit: {})", e.status));
                 return Err(format!(
-                    "the instance exited ({status}) before it was ready; its last lines:\n{}",
-                    tail(&log, 15)
+                    "service `{}` failed to start{why}; the rest keeps running: `switchboard attach{file}` to look, `switchboard down{file}` to stop",
+                    failed.name
                 ));
             }
-            if let Some(view) = instance_view(stack).await {
-                down_since.retain(|name, _| {
-                    view.services.iter().any(|s| {
-                        &s.name == name
-                            && matches!(s.state, InstanceState::Crashed | InstanceState::Exited)
-                    })
-                });
-                for service in view.services.iter().filter(|s| !s.job) {
-                    if matches!(service.state, InstanceState::Crashed | InstanceState::Exited) {
-                        down_since.entry(service.name.clone()).or_insert_with(Instant::now);
-                    }
-                }
-                let stuck = |s: &&crate::api::ServiceRow| {
-                    s.state == InstanceState::Failed
-                        || down_since
-                            .get(&s.name)
-                            .is_some_and(|at| at.elapsed() > STAYS_DOWN)
-                };
-                if let Some(failed) = view.services.iter().filter(|s| !s.job).find(stuck) {
-                    let why = failed
-                        .exits
-                        .first()
-                        .map_or(String::new(), |e| format!(" (last exit: {})", e.status));
-                    return Err(format!(
-                        "service `{}` failed to start{why}; the rest keeps running: `switchboard attach{file}` to look, `switchboard down{file}` to stop",
-                        failed.name
-                    ));
-                }
-                if ready(&view) {
-                    return Ok(view);
-                }
+            if ready(&view) {
+                return Ok(view);
             }
-            if started.elapsed() > READY_WAIT {
-                return Err(format!(
-                    "not every service was ready after {}s; it keeps starting: `switchboard attach{file}` to watch",
-                    READY_WAIT.as_secs()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    });
-    match outcome {
-        Ok(view) => {
-            println!(
-                "switchboard: stack `{}` is up in the background as pid {}, {} services ready{}",
-                stack.name,
-                child.id(),
-                view.services.iter().filter(|s| !s.job).count(),
-                view.gateway
-                    .as_ref()
-                    .map_or(String::new(), |g| format!(", gateway http://{g}")),
-            );
-            println!("  attach: switchboard attach{file}");
-            println!("  stop:   switchboard down{file}");
-            println!("  log:    {}", log.display());
-            ExitCode::SUCCESS
+        if started.elapsed() > READY_WAIT {
+            return Err(format!(
+                "not every service was ready after {}s; it keeps starting: `switchboard attach{file}` to watch",
+                READY_WAIT.as_secs()
+            ));
         }
-        Err(why) => {
-            eprintln!("switchboard: {why}");
-            ExitCode::FAILURE
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A service (not a job) that will not come up: failed, or down with no restart coming for
+/// longer than [`STAYS_DOWN`]. `down_since` carries the down times from one look to the next.
+fn stuck<'v>(
+    view: &'v ConsoleView,
+    down_since: &mut std::collections::HashMap<String, Instant>,
+) -> Option<&'v crate::api::ServiceRow> {
+    let down =
+        |state: InstanceState| matches!(state, InstanceState::Crashed | InstanceState::Exited);
+    down_since.retain(|name, _| {
+        view.services
+            .iter()
+            .any(|s| &s.name == name && down(s.state))
+    });
+    for service in view.services.iter().filter(|s| !s.job && down(s.state)) {
+        down_since
+            .entry(service.name.clone())
+            .or_insert_with(Instant::now);
+    }
+    view.services.iter().filter(|s| !s.job).find(|s| {
+        s.state == InstanceState::Failed
+            || down_since
+                .get(&s.name)
+                .is_some_and(|at| at.elapsed() > STAYS_DOWN)
+    })
 }
 
 /// Every service (not job) has all its replicas ready.
