@@ -96,30 +96,9 @@ where
             event = input.next() => match event {
                 Some(Ok(TermEvent::Resize(..))) => dirty = true,
                 Some(Ok(event)) => {
-                    let table_top = areas.table_top;
-                    if let Some(mut action) = keys::action(&event, &state, table_top) {
-                        if let Action::Select(row) = action {
-                            action = Action::Select(row + areas.table_offset);
-                        }
-                        let scope_before = (state.log_scope, state.selected.clone());
-                        match update(&mut state, &view, action) {
-                            Some(Effect::Copy { newest, oldest }) => {
-                                clipboard(&selected_text(&logs, &view, &state, newest, oldest));
-                            }
-                            Some(effect) => apply(&source, effect, results_tx.clone()),
-                            None => {}
-                        }
-                        logs_dirty |= scope_before != (state.log_scope, state.selected.clone());
-                        // The log pane scrolls back no further than its oldest page (`g`
-                        // asks for the top; `k` at the top must not pile up unseen).
-                        let lines = render::scoped_logs(&logs, &view, &state).len();
-                        state.log_scroll = state
-                            .log_scroll
-                            .min(lines.saturating_sub(areas.log_rows.max(1)));
-                        // The calls overlay follows the selection as it moves.
-                        if matches!(state.overlay, Overlay::Calls) {
-                            view = fresh_view(&source, &state);
-                        }
+                    let mut screen = Screen { state: &mut state, view: &mut view, logs: &logs, areas: &areas };
+                    if let Some(refetch) = screen.input(&event, &source, &results_tx, clipboard) {
+                        logs_dirty |= refetch;
                         dirty = true;
                     }
                 }
@@ -165,6 +144,54 @@ where
         if let Some(how) = state.quit {
             return Exit::Quit(how);
         }
+    }
+}
+
+/// What one key or mouse event acts on.
+struct Screen<'a> {
+    state: &'a mut UiState,
+    view: &'a mut ConsoleView,
+    logs: &'a [LogView],
+    areas: &'a Areas,
+}
+
+impl Screen<'_> {
+    /// Runs the event's action and its effect. `None` when the event means nothing here;
+    /// else whether the log window must be fetched again (its scope changed).
+    fn input<S: ConsoleSource>(
+        &mut self,
+        event: &TermEvent,
+        source: &S,
+        results: &mpsc::Sender<String>,
+        clipboard: &mut dyn FnMut(&str),
+    ) -> Option<bool> {
+        let mut action = keys::action(event, self.state, self.areas.table_top)?;
+        if let Action::Select(row) = action {
+            action = Action::Select(row + self.areas.table_offset);
+        }
+        let scope_before = (self.state.log_scope, self.state.selected.clone());
+        match update(self.state, self.view, action) {
+            Some(Effect::Copy { newest, oldest }) => {
+                clipboard(&selected_text(
+                    self.logs, self.view, self.state, newest, oldest,
+                ));
+            }
+            Some(effect) => apply(source, effect, results.clone()),
+            None => {}
+        }
+        let refetch = scope_before != (self.state.log_scope, self.state.selected.clone());
+        // The log pane scrolls back no further than its oldest page (`g` asks for the top;
+        // `k` at the top must not pile up unseen).
+        let lines = render::scoped_logs(self.logs, self.view, self.state).len();
+        self.state.log_scroll = self
+            .state
+            .log_scroll
+            .min(lines.saturating_sub(self.areas.log_rows.max(1)));
+        // The calls overlay follows the selection as it moves.
+        if matches!(self.state.overlay, Overlay::Calls) {
+            *self.view = fresh_view(source, self.state);
+        }
+        Some(refetch)
     }
 }
 
