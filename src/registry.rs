@@ -36,7 +36,8 @@ pub enum InstanceState {
     /// Spawned, handshake or ready line not yet seen.
     Starting,
     Ready,
-    /// Running but unhealthy: congested stdin, bad frames, or a stale heartbeat being handled.
+    /// Running but unhealthy: a burst of bad frames on its stdout, until a quiet window
+    /// passes (see [`crate::supervisor::degraded`]). Routed to only when no healthy replica is.
     Degraded,
     Stopping,
     /// Stopped on request.
@@ -132,6 +133,8 @@ pub struct InstanceHandle {
     /// Requests routed to this instance and not answered yet.
     pub outstanding: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// Degraded (see [`crate::supervisor::degraded`]): the router prefers healthy replicas.
+    pub degraded: AtomicBool,
     pub congested: AtomicBool,
     /// Whether the instance takes requests (Ready and not draining).
     pub routable: AtomicBool,

@@ -15,6 +15,7 @@
 
 mod command;
 mod core;
+pub mod degraded;
 pub mod instance;
 pub mod launch;
 pub mod restart;
@@ -66,9 +67,14 @@ pub enum InstanceEvent {
         id: InstanceId,
         signal: &'static str,
     },
+    /// Bad frames came in a burst: the instance is degraded (see [`degraded`]).
     BadFrames {
         id: InstanceId,
         count: u64,
+    },
+    /// A degraded instance went a quiet window without a bad frame.
+    Recovered {
+        id: InstanceId,
     },
     JobResult {
         id: InstanceId,

@@ -13,7 +13,7 @@ use crate::{
     event::EventKind,
     registry::{self, EXITS_KEPT, ExitStatus, InstanceId, InstanceState},
     stack::{RestartPolicy, ServiceKind},
-    supervisor::{InstanceEvent, instance::BAD_FRAME_ALERT, restart::Decision},
+    supervisor::{InstanceEvent, restart::Decision},
 };
 
 impl Core {
@@ -38,7 +38,7 @@ impl Core {
                     let flagged = registry::read(&self.registry)
                         .instance(id)
                         .and_then(|i| i.handle.as_ref())
-                        .is_some_and(|h| h.bad_frames.load(Ordering::Relaxed) >= BAD_FRAME_ALERT);
+                        .is_some_and(|h| h.degraded.load(Ordering::Relaxed));
                     let state = if flagged {
                         InstanceState::Degraded
                     } else {
@@ -77,7 +77,7 @@ impl Core {
                     id.service,
                     Some(id.replica),
                     EventKind::Alert {
-                        message: format!("{count} bad frames on stdout"),
+                        message: format!("{count} bad frames on stdout: degraded"),
                     },
                 );
                 let ready = registry::read(&self.registry)
@@ -85,6 +85,14 @@ impl Core {
                     .is_some_and(|i| i.state == InstanceState::Ready);
                 if ready {
                     self.set_state(id, InstanceState::Degraded);
+                }
+            }
+            InstanceEvent::Recovered { id } => {
+                let degraded = registry::read(&self.registry)
+                    .instance(id)
+                    .is_some_and(|i| i.state == InstanceState::Degraded);
+                if degraded {
+                    self.set_state(id, InstanceState::Ready);
                 }
             }
             InstanceEvent::JobResult { id, status, body } => {
