@@ -281,6 +281,12 @@ impl Router {
         }
     }
 
+    /// A fresh trace id, for a caller in the console that must know its call's trace before
+    /// the answer (a stream's error can come at any point, and names its trace).
+    pub fn new_trace(&self) -> u64 {
+        self.inner.next_trace.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// The breaker state of `service` ("closed", "open", "half-open").
     pub fn breaker_state(&self, service: &str) -> Option<BreakerState> {
         lock(&self.inner.books)
