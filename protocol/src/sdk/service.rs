@@ -273,7 +273,12 @@ impl Service {
         link.send(hello)
             .await
             .map_err(|_| SdkError::HandshakeClosed)?;
-        let welcome = Arc::new(await_welcome(frames).await?);
+        let Some(welcome) = await_welcome(frames).await? else {
+            // Stopped while starting (SPEC.md §5, Shutdown): nothing to drain.
+            tracing::info!("shutdown before the handshake finished");
+            return Ok(());
+        };
+        let welcome = Arc::new(welcome);
 
         let housekeeping_stop = CancellationToken::new();
         let period = match welcome.heartbeat_ms {
@@ -386,7 +391,9 @@ fn pipe_writer() -> Option<tokio::net::unix::pipe::Sender> {
     tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()
 }
 
-async fn await_welcome<R>(frames: &mut FrameReader<R>) -> Result<Welcome, SdkError>
+/// The console's Welcome; `None` when it sent Shutdown first (it stops services that are
+/// still starting too).
+async fn await_welcome<R>(frames: &mut FrameReader<R>) -> Result<Option<Welcome>, SdkError>
 where
     R: AsyncRead + Unpin,
 {
@@ -401,8 +408,9 @@ where
                             welcome.protocol_version
                         )));
                     }
-                    return Ok(*welcome);
+                    return Ok(Some(*welcome));
                 }
+                Kind::Shutdown => return Ok(None),
                 other => {
                     tracing::warn!(kind = ?other, "ignoring a frame that came before Welcome");
                 }
