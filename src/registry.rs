@@ -119,6 +119,26 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
+/// One past exit of a replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitRecord {
+    pub at: SystemTime,
+    pub replica: u32,
+    pub status: ExitStatus,
+    /// What the service's resource limits have to do with it, when anything (see
+    /// [`crate::supervisor::limits`]).
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for ExitRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reason {
+            Some(reason) => write!(f, "{}: {reason}", self.status),
+            None => write!(f, "{}", self.status),
+        }
+    }
+}
+
 /// What the router and the monitors hold on a live instance. Cheap to share.
 pub struct InstanceHandle {
     pub id: InstanceId,
@@ -232,8 +252,8 @@ pub struct Service {
     pub wanted: bool,
     pub replicas: u32,
     pub instances: Vec<Instance>,
-    /// Recent exits, newest last: (when, replica, status).
-    pub exits: VecDeque<(SystemTime, u32, ExitStatus)>,
+    /// Recent exits, newest last.
+    pub exits: VecDeque<ExitRecord>,
     pub runs: VecDeque<JobRun>,
     /// Wanted, but held back until these dependencies meet their conditions.
     pub waiting_on: Vec<String>,

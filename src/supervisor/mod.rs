@@ -18,6 +18,7 @@ mod core;
 pub mod degraded;
 pub mod instance;
 pub mod launch;
+pub mod limits;
 pub mod restart;
 pub mod snapshot;
 pub mod spawn;

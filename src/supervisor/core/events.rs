@@ -11,9 +11,9 @@ use switchboard_protocol::Body;
 use super::{Core, Intent, Slot};
 use crate::{
     event::EventKind,
-    registry::{self, EXITS_KEPT, ExitStatus, InstanceId, InstanceState},
+    registry::{self, EXITS_KEPT, ExitRecord, ExitStatus, InstanceId, InstanceState},
     stack::{RestartPolicy, ServiceKind},
-    supervisor::{InstanceEvent, restart::Decision},
+    supervisor::{InstanceEvent, limits, restart::Decision},
 };
 
 impl Core {
@@ -121,15 +121,24 @@ impl Core {
 
     async fn exited(&mut self, id: InstanceId, status: ExitStatus) {
         let slot = (id.service, id.replica);
+        // A process the console did not set out to stop may have met one of its limits.
+        let reason = if self.intents.contains_key(&slot) {
+            None
+        } else {
+            limits::exit_reason(&self.stack.services[id.service].limits, &status)
+        };
         let (uptime, is_current) = {
             let mut registry = registry::write(&self.registry);
             let service = &mut registry.services[id.service];
             if service.exits.len() == EXITS_KEPT {
                 service.exits.pop_front();
             }
-            service
-                .exits
-                .push_back((SystemTime::now(), id.replica, status.clone()));
+            service.exits.push_back(ExitRecord {
+                at: SystemTime::now(),
+                replica: id.replica,
+                status: status.clone(),
+                reason: reason.clone(),
+            });
             match service.instances.get_mut(id.replica as usize) {
                 Some(instance) if instance.id.generation == id.generation => {
                     instance.last_exit = Some(status.clone());
@@ -154,6 +163,15 @@ impl Core {
                 status: status.clone(),
             },
         );
+        if let Some(reason) = reason {
+            self.emit(
+                id.service,
+                Some(id.replica),
+                EventKind::Alert {
+                    message: format!("exited ({status}): {reason}"),
+                },
+            );
+        }
         let spec = self.stack.services[id.service].clone();
         let success = status.success();
         if spec.kind == ServiceKind::Job {
