@@ -6,6 +6,8 @@
 //! - a subscription belongs to the replica that made it: one replica unsubscribing leaves the
 //!   service subscribed through the others;
 //! - a service stopped before its handshake still gets Shutdown, then EOF;
+//! - the heartbeat defaults, and `Welcome.heartbeat_ms` as a fifth of the timeout within
+//!   20 ms–1 s;
 //! - degraded: a burst of bad frames flags a replica, the router prefers its healthy
 //!   siblings, and a quiet window clears it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -110,6 +112,42 @@ async fn a_method_not_in_hello_is_refused_without_reaching_the_service() {
     assert!(logged(&running, "subscriber", "request echo", 1).await);
     assert!(lines(&running, "subscriber", "request other").is_empty());
     running.stop().await;
+}
+
+#[test]
+fn heartbeat_timeout_and_shutdown_grace_default_to_five_seconds() {
+    let (stack, _dir) = stack("name = \"d\"\n[services.s]\ncommand = \"true\"\nprotocol = true\n");
+    let spec = stack.service("s").unwrap();
+    assert_eq!(spec.heartbeat_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(spec.shutdown_grace, Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_asks_for_a_beat_every_fifth_of_the_timeout_within_bounds() {
+    // (heartbeat_timeout, heartbeat_ms): a fifth, at most 1 s, 1 s when off.
+    for (timeout, expected) in [("\"4s\"", 800), ("\"30s\"", 1000), ("\"off\"", 1000)] {
+        let (stack, _dir) = stack(&format!(
+            r#"
+            name = "spec"
+            [services.subscriber]
+            command = "python3"
+            args = ["{}"]
+            protocol = true
+            heartbeat_timeout = {timeout}
+            shutdown_grace = "2s"
+            "#,
+            fixture("subscriber.py")
+        ));
+        let running = start(stack).await;
+        assert!(logged(&running, "subscriber", "welcome", 1).await);
+        let welcome = lines(&running, "subscriber", "welcome");
+        assert_eq!(
+            welcome[0].1,
+            format!("welcome heartbeat_ms {expected}"),
+            "heartbeat_timeout = {timeout}"
+        );
+        running.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
