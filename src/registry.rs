@@ -37,7 +37,7 @@ pub enum InstanceState {
     Starting,
     Ready,
     /// Running but unhealthy: a burst of bad frames on its stdout, until a quiet window
-    /// passes (see [`crate::supervisor::degraded`]). Routed to only when no healthy replica is.
+    /// passes (see `supervisor/degraded.rs`). Routed to only when no healthy replica is.
     Degraded,
     Stopping,
     /// Stopped on request.
@@ -126,7 +126,7 @@ pub struct ExitRecord {
     pub replica: u32,
     pub status: ExitStatus,
     /// What the service's resource limits have to do with it, when anything (see
-    /// [`crate::supervisor::limits`]).
+    /// `supervisor/limits.rs`).
     pub reason: Option<String>,
 }
 
@@ -153,7 +153,7 @@ pub struct InstanceHandle {
     /// Requests routed to this instance and not answered yet.
     pub outstanding: AtomicU64,
     pub bad_frames: AtomicU64,
-    /// Degraded (see [`crate::supervisor::degraded`]): the router prefers healthy replicas.
+    /// Degraded (see `supervisor/degraded.rs`): the router prefers healthy replicas.
     pub degraded: AtomicBool,
     pub congested: AtomicBool,
     /// Whether the instance takes requests (Ready and not draining).

@@ -4,6 +4,8 @@
 //! - [`spawn`]: the long-lived spawner thread and the pre-exec setup of every child.
 //! - [`launch`]: a service's spec turned into a command line and an environment.
 //! - [`instance`]: the actor owning one child process, its pipes and its stop sequence.
+//! - [`degraded`]: when bad frames make an instance degraded, and when it is healthy again.
+//! - [`limits`]: a service's resource limits, set before exec and named in exit reasons.
 //! - [`restart`]: backoff and the restart intensity limit.
 //! - [`strays`]: killing what a service left behind outside its process group.
 //! - [`snapshot`]: the read model ([`ConsoleView`](crate::api::ConsoleView)) of this supervisor.
