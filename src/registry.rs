@@ -36,7 +36,8 @@ pub enum InstanceState {
     /// Spawned, handshake or ready line not yet seen.
     Starting,
     Ready,
-    /// Running but unhealthy: congested stdin, bad frames, or a stale heartbeat being handled.
+    /// Running but unhealthy: a burst of bad frames on its stdout, until a quiet window
+    /// passes (see `supervisor/degraded.rs`). Routed to only when no healthy replica is.
     Degraded,
     Stopping,
     /// Stopped on request.
@@ -118,6 +119,26 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
+/// One past exit of a replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitRecord {
+    pub at: SystemTime,
+    pub replica: u32,
+    pub status: ExitStatus,
+    /// What the service's resource limits have to do with it, when anything (see
+    /// `supervisor/limits.rs`).
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for ExitRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reason {
+            Some(reason) => write!(f, "{}: {reason}", self.status),
+            None => write!(f, "{}", self.status),
+        }
+    }
+}
+
 /// What the router and the monitors hold on a live instance. Cheap to share.
 pub struct InstanceHandle {
     pub id: InstanceId,
@@ -132,6 +153,8 @@ pub struct InstanceHandle {
     /// Requests routed to this instance and not answered yet.
     pub outstanding: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// Degraded (see `supervisor/degraded.rs`): the router prefers healthy replicas.
+    pub degraded: AtomicBool,
     pub congested: AtomicBool,
     /// Whether the instance takes requests (Ready and not draining).
     pub routable: AtomicBool,
@@ -229,8 +252,8 @@ pub struct Service {
     pub wanted: bool,
     pub replicas: u32,
     pub instances: Vec<Instance>,
-    /// Recent exits, newest last: (when, replica, status).
-    pub exits: VecDeque<(SystemTime, u32, ExitStatus)>,
+    /// Recent exits, newest last.
+    pub exits: VecDeque<ExitRecord>,
     pub runs: VecDeque<JobRun>,
     /// Wanted, but held back until these dependencies meet their conditions.
     pub waiting_on: Vec<String>,

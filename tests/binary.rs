@@ -326,13 +326,25 @@ fn a_plain_program_gets_its_stop_signal_first_and_stops_clean() {
         name = "asked"
         [services.waiter]
         command = "sh"
-        args = ["-c", "trap 'echo asked with USR1; exit 0' USR1; echo pid $$; while :; do sleep 0.05; done"]
+        args = ["-c", "trap 'echo asked with USR1; exit 0' USR1; echo listening; while :; do sleep 0.05; done"]
         stop_signal = "USR1"
         # Were the signal sent only after the grace, this test would outwait its bound.
         stop_grace = "60s"
         "#,
     );
-    assert_eq!(service_pids(&lines, 1).len(), 1);
+    // Its trap is set once it says so (a spawn is announced before the shell runs).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut printed = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "the program never started");
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            let done = line.contains("listening");
+            printed.push(line);
+            if done {
+                break;
+            }
+        }
+    }
     signal(console.id(), Signal::TERM);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -342,17 +354,21 @@ fn a_plain_program_gets_its_stop_signal_first_and_stops_clean() {
         assert!(Instant::now() < deadline, "the stop waited for the grace");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let printed: Vec<String> = lines.try_iter().collect();
+    printed.extend(lines.try_iter());
     assert!(
         printed.iter().any(|l| l.contains("asked with USR1")),
         "{printed:#?}"
     );
     assert!(
-        printed.iter().any(|l| l.contains("sent SIGUSR1 to the process group")),
+        printed
+            .iter()
+            .any(|l| l.contains("sent SIGUSR1 to the process group")),
         "{printed:#?}"
     );
     assert!(
-        printed.iter().any(|l| l.contains("switchboard: stopped (clean)")),
+        printed
+            .iter()
+            .any(|l| l.contains("switchboard: stopped (clean)")),
         "{printed:#?}"
     );
     assert_eq!(status.code(), Some(0));
@@ -367,11 +383,18 @@ fn a_plain_program_that_ignores_its_stop_signal_is_killed_and_the_stop_is_forced
         name = "deaf"
         [services.deaf]
         command = "sh"
-        args = ["-c", "trap '' TERM; echo pid $$; while :; do sleep 0.05; done"]
+        args = ["-c", "trap '' TERM; echo deaf from now on; while :; do sleep 0.05; done"]
         stop_grace = "300ms"
         "#,
     );
-    assert_eq!(service_pids(&lines, 1).len(), 1);
+    // Its trap is set once it says so (a spawn is announced before the shell runs).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !lines
+        .recv_timeout(Duration::from_millis(200))
+        .is_ok_and(|l| l.contains("deaf from now on"))
+    {
+        assert!(Instant::now() < deadline, "the program never started");
+    }
     signal(console.id(), Signal::TERM);
     let status = console.wait().unwrap();
     let printed: Vec<String> = lines.try_iter().collect();

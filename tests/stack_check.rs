@@ -297,8 +297,21 @@ fn stop_signal_and_grace() {
     let e = errors(
         "name = \"x\"\n[services.a]\ncommand = \"true\"\nstop_signal = \"BOGUS\"\nstop_grace = \"1s\"\nshutdown_grace = \"2s\"\n",
     );
-    has(&e, 4, 15, &["unknown stop_signal `BOGUS`", "TERM, INT, QUIT, HUP, USR1, USR2"]);
-    has(&e, 6, 1, &["`shutdown_grace` and `stop_grace` are the same setting"]);
+    has(
+        &e,
+        4,
+        15,
+        &[
+            "unknown stop_signal `BOGUS`",
+            "TERM, INT, QUIT, HUP, USR1, USR2",
+        ],
+    );
+    has(
+        &e,
+        6,
+        1,
+        &["`shutdown_grace` and `stop_grace` are the same setting"],
+    );
     let ok = stack::parse(
         "name = \"x\"\n[services.a]\ncommand = \"true\"\nstop_signal = \"sigusr1\"\nstop_grace = \"250ms\"\n[services.b]\ncommand = \"true\"\n",
         Path::new("ok.toml"),

@@ -333,3 +333,31 @@ async fn a_call_the_console_never_answers_times_out_locally_after_its_budget() {
         "gave up after {waited_ms} ms"
     );
 }
+
+/// SPEC.md §5, Shutdown: the console stops a service that is still starting with Shutdown, which
+/// may come before any Welcome; the service then exits cleanly instead of failing its handshake.
+#[tokio::test]
+async fn shutdown_before_welcome_ends_the_service_cleanly() {
+    let (service_read, console_write) = tokio::io::duplex(64 * 1024);
+    let (console_read, service_write) = tokio::io::duplex(64 * 1024);
+    let segment = Arc::new(SegmentWriter::anonymous().unwrap());
+    let task = tokio::spawn(greeter::greeter().serve(service_read, service_write, segment));
+    let mut console = Console {
+        frames: FramedRead::new(console_read, FrameCodec::new()),
+        sink: FramedWrite::new(console_write, FrameCodec::new()),
+    };
+    let hello = console.next().await;
+    assert!(matches!(hello.kind, Kind::Hello(_)), "{hello:?}");
+    console
+        .send(Envelope {
+            id: 1,
+            kind: Kind::Shutdown,
+            ..Envelope::default()
+        })
+        .await;
+    let served = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("still running after Shutdown")
+        .unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}

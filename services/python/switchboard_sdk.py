@@ -688,6 +688,9 @@ class Service:
                       list(self.topics))
         self._send(Envelope(self._hello_id, Kind.HELLO, hello))
         if not self._welcomed.wait(30.0) or self.welcome is None:
+            if self._stopping.is_set():
+                # Stopped before the handshake was done (SPEC.md §5, Shutdown): a clean exit.
+                raise SystemExit(0)
             raise SystemExit("switchboard: no Welcome from the console")
         if self.welcome.protocol_version != PROTOCOL_VERSION:
             log.warning("console speaks protocol %d", self.welcome.protocol_version)

@@ -5,6 +5,7 @@
 //! | variable | effect |
 //! |---|---|
 //! | `PROBE_CRASH_AFTER_MS` | exit with status 1 this long after becoming ready |
+//! | `PROBE_ALLOCATE_MB` | once ready, allocate and fill this many MiB (aborts if the allocation fails) |
 //! | `PROBE_HANG_AFTER_MS` | freeze (SIGSTOP itself) this long after becoming ready |
 //! | `PROBE_STUBBORN=1` | ignore SIGTERM, Shutdown and stdin EOF |
 //! | `PROBE_GRANDCHILD=1` | start a `sleep 600` child in the same process group |
@@ -280,6 +281,16 @@ async fn misbehave(ctx: Context) {
             libc::signal(libc::SIGTERM, libc::SIG_IGN);
         }
         tracing::info!("stubborn: ignoring SIGTERM, Shutdown and EOF");
+    }
+    if let Some(mib) = std::env::var("PROBE_ALLOCATE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        // Filled, so the pages are really used. Under a memory limit the allocation fails and
+        // the process aborts, which is what a test of `limits.memory` looks for.
+        let block = vec![1u8; mib << 20];
+        tracing::info!(bytes = block.len(), "allocated");
+        std::hint::black_box(&block);
     }
     if let Some(after) = env_ms("PROBE_CRASH_AFTER_MS") {
         tokio::time::sleep(after).await;

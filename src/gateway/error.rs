@@ -3,7 +3,10 @@
 //! the same shape for a service's error, a refused token, a bad body or an unknown route.
 //!
 //! Messages are either the router's or the service's own (both written for callers) or fixed
-//! text chosen here; console internals (I/O errors, paths, panics) are logged, never sent.
+//! text chosen here; console internals (I/O errors, paths, panics) are logged, never sent. A
+//! handler's `internal` error is a failure inside the service, whose text may hold anything
+//! (a query, a path, a stack trace): the client gets a generic message naming the trace id,
+//! and the text goes to the console's log under that trace (see [`public_error`]).
 
 use std::time::Duration;
 
@@ -113,6 +116,26 @@ impl ApiError {
     }
 }
 
+/// What a gateway client is told of an error answer to its call of `service.method` under
+/// `trace`: the answer itself, except that an `internal` error's message is replaced by a
+/// generic one naming the trace, and logged.
+pub fn public_error(
+    service: &str,
+    method: &str,
+    trace: u64,
+    code: ErrorCode,
+    message: String,
+) -> (ErrorCode, String) {
+    if code != ErrorCode::Internal {
+        return (code, message);
+    }
+    tracing::error!(%service, %method, trace, detail = %message, "internal error answered to a gateway client");
+    (
+        code,
+        format!("internal error (trace {trace}; the details are in the console's log)"),
+    )
+}
+
 /// The HTTP status for each of the protocol's error codes.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
@@ -172,6 +195,33 @@ mod tests {
         assert_eq!(expected.len(), ErrorCode::ALL.len());
         for (code, status) in expected {
             assert_eq!(status_of(code).as_u16(), status, "{code}");
+        }
+    }
+
+    #[test]
+    fn an_internal_message_is_replaced_and_the_rest_pass_through() {
+        let (code, message) = public_error(
+            "user",
+            "get",
+            42,
+            ErrorCode::Internal,
+            "SELECT * failed at /srv/db".into(),
+        );
+        assert_eq!(code, ErrorCode::Internal);
+        assert!(message.contains("trace 42"), "{message}");
+        assert!(
+            !message.contains("SELECT") && !message.contains("/srv"),
+            "{message}"
+        );
+        for code in ErrorCode::ALL
+            .iter()
+            .copied()
+            .filter(|c| *c != ErrorCode::Internal)
+        {
+            assert_eq!(
+                public_error("user", "get", 42, code, "as is".into()),
+                (code, "as is".into())
+            );
         }
     }
 

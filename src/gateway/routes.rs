@@ -27,11 +27,11 @@ use axum::{
 };
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use switchboard_protocol::{Body, Envelope, Kind, Status};
+use switchboard_protocol::{Body, Envelope, ErrorBody, Kind, Status};
 
 use super::{
     AppState, GatewayError,
-    error::ApiError,
+    error::{ApiError, public_error},
     stream::{self, Framing},
 };
 use crate::{router::GATEWAY, stack::RouteSpec};
@@ -315,6 +315,9 @@ async fn call(state: &AppState, service: &str, method: &str, body: Value) -> Res
             }
         },
         Kind::Response(Status::Error(error)) => {
+            let (code, message) =
+                public_error(service, method, answer.trace, error.code, error.message);
+            let error = ErrorBody { code, message };
             ApiError::from_service(&error, state.retry_after(service)).into_response()
         }
         other => {

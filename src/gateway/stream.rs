@@ -14,7 +14,7 @@
 //! (the first one too): a stalled producer ends the stream with `timeout`. A client that goes
 //! away drops the body, which cancels the stream at the producer.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     body::Body as HttpBody,
@@ -25,7 +25,10 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use switchboard_protocol::{Body, Envelope, ErrorBody, ErrorCode, Kind};
 
-use super::{AppState, error::ApiError};
+use super::{
+    AppState,
+    error::{ApiError, public_error},
+};
 use crate::router::{GATEWAY, LocalStream, StreamStep};
 
 /// How the items are framed on the wire.
@@ -93,7 +96,9 @@ pub async fn respond(
     let Ok(json) = serde_json::to_vec(&body) else {
         return ApiError::internal().into_response();
     };
+    let trace = state.supervisor.router.new_trace();
     let envelope = Envelope {
+        trace,
         // No deadline over the whole stream: it lasts while items keep coming (see `gap`) and
         // the client stays connected.
         deadline_us: 0,
@@ -112,13 +117,15 @@ pub async fn respond(
             return streaming(framing, futures::stream::iter(framing.end(&Ok(()))));
         }
         StreamStep::End(Err((code, message))) => {
+            let (code, message) = public_error(service, method, trace, code, message);
             let error = ErrorBody { code, message };
             return ApiError::from_service(&error, state.retry_after(service)).into_response();
         }
     };
-    let chunks = futures::stream::unfold(
-        (Some(first), Some(items)),
-        move |(pending, items)| async move {
+    let (service, method): (Arc<str>, Arc<str>) = (service.into(), method.into());
+    let chunks = futures::stream::unfold((Some(first), Some(items)), move |(pending, items)| {
+        let (service, method) = (service.clone(), method.clone());
+        async move {
             let mut items = items?;
             let step = match pending {
                 Some(body) => StreamStep::Item(body),
@@ -134,10 +141,15 @@ pub async fn respond(
                         end.map(|chunk| (chunk, (None, None)))
                     }
                 },
-                StreamStep::End(result) => framing.end(&result).map(|chunk| (chunk, (None, None))),
+                StreamStep::End(result) => {
+                    let result = result.map_err(|(code, message)| {
+                        public_error(&service, &method, trace, code, message)
+                    });
+                    framing.end(&result).map(|chunk| (chunk, (None, None)))
+                }
             }
-        },
-    );
+        }
+    });
     streaming(framing, chunks)
 }
 

@@ -13,6 +13,7 @@ use std::{
 
 use switchboard_protocol::segment::{HIST_BUCKETS, Snapshot, TaskRecord};
 
+use super::tasks::FinishedTasks;
 use crate::registry::{self, InstanceId, Registry};
 
 /// Samples kept per service: five minutes at one per second.
@@ -40,16 +41,18 @@ pub struct ServiceMetrics {
     pub heartbeat_age: Option<Duration>,
     /// Request rate history, oldest first.
     pub rate_history: VecDeque<u64>,
-    /// Current task slots of every instance (replica, record).
+    /// Task slots of every instance (replica, record): running ones, and finished ones for
+    /// a while (see [`super::tasks`]).
     pub tasks: Vec<(u32, TaskRecord)>,
     /// Problems the segment reader found (torn slots, absurd values).
     pub segment_problems: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct InstanceSample {
     snapshot: Snapshot,
     heartbeat_moved: Instant,
+    finished: FinishedTasks,
 }
 
 #[derive(Default)]
@@ -98,10 +101,10 @@ impl Metrics {
                 else {
                     continue;
                 };
-                let snapshot = segment.read();
+                let mut snapshot = segment.read();
                 seen.push(instance.id);
-                let previous = self.instances.get(&instance.id);
-                let before = previous.map(|p| &p.snapshot);
+                let previous = self.instances.remove(&instance.id);
+                let before = previous.as_ref().map(|p| &p.snapshot);
                 let delta = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0));
                 let ok = delta(snapshot.ok, before.map(|b| b.ok));
                 let error = delta(snapshot.error, before.map(|b| b.error));
@@ -128,19 +131,17 @@ impl Metrics {
                     }
                 }
                 entry.in_flight = entry.in_flight.saturating_add(snapshot.in_flight);
-                let heartbeat_moved = match previous {
+                let heartbeat_moved = match &previous {
                     Some(p) if p.snapshot.heartbeat == snapshot.heartbeat => p.heartbeat_moved,
                     _ => now,
                 };
+                let mut finished = previous.map(|p| p.finished).unwrap_or_default();
+                let tasks = finished.visible(std::mem::take(&mut snapshot.tasks), now);
                 let age = now.saturating_duration_since(heartbeat_moved);
                 entry.heartbeat_age = Some(entry.heartbeat_age.map_or(age, |a| a.max(age)));
-                entry.tasks.extend(
-                    snapshot
-                        .tasks
-                        .iter()
-                        .cloned()
-                        .map(|t| (instance.id.replica, t)),
-                );
+                entry
+                    .tasks
+                    .extend(tasks.into_iter().map(|t| (instance.id.replica, t)));
                 entry
                     .segment_problems
                     .extend(snapshot.problems.iter().cloned());
@@ -149,6 +150,7 @@ impl Metrics {
                     InstanceSample {
                         snapshot,
                         heartbeat_moved,
+                        finished,
                     },
                 );
             }

@@ -3,6 +3,8 @@
 //! - [`resources`]: CPU% and RSS per process from the OS (sysinfo), on its own thread.
 //! - [`metrics`]: request rates, error rates, latency and task progress from each instance's
 //!   segment, sampled into short histories for sparklines.
+//! - [`tasks`]: which task slots are listed (finished tasks leave after a minute).
 
 pub mod metrics;
 pub mod resources;
+pub mod tasks;

@@ -146,6 +146,13 @@ impl Router {
         let mut best: Option<&Arc<InstanceHandle>> = None;
         let mut knows_method = false;
         let mut any_hello = false;
+        // Healthy replicas first, then the least loaded (see `supervisor::degraded`).
+        let rank = |h: &InstanceHandle| {
+            (
+                h.degraded.load(Ordering::Relaxed),
+                h.outstanding.load(Ordering::Relaxed),
+            )
+        };
         let start = self.rotation_start(service, entry.instances.len());
         let (head, tail) = entry.instances.split_at(start);
         for instance in tail.iter().chain(head) {
@@ -159,8 +166,7 @@ impl Router {
             if !handle.is_routable() {
                 continue;
             }
-            let load = handle.outstanding.load(Ordering::Relaxed);
-            if best.is_none_or(|b| load < b.outstanding.load(Ordering::Relaxed)) {
+            if best.is_none_or(|b| rank(handle) < rank(b)) {
                 best = Some(handle);
             }
         }

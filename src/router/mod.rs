@@ -151,9 +151,9 @@ struct Inner {
     books: Mutex<Books>,
     /// Requests and events waiting for a restarting service.
     held: Mutex<hold::Held>,
-    /// The topic patterns each service subscribed to, kept while it restarts so that events
-    /// for it can be held.
-    topics: Mutex<HashMap<String, Vec<String>>>,
+    /// The topic patterns each replica of each service subscribed to (service → replica →
+    /// patterns), kept while it restarts so that events for it can be held.
+    topics: Mutex<HashMap<String, HashMap<u32, Vec<String>>>>,
     /// Which services each service may call, from the stack's `calls`.
     allowed: FastMap<String, FastSet<String>>,
     in_flight: Mutex<FastMap<u64, InFlight>>,
@@ -279,6 +279,12 @@ impl Router {
                 )
             })
         }
+    }
+
+    /// A fresh trace id, for a caller in the console that must know its call's trace before
+    /// the answer (a stream's error can come at any point, and names its trace).
+    pub fn new_trace(&self) -> u64 {
+        self.inner.next_trace.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The breaker state of `service` ("closed", "open", "half-open").

@@ -1,5 +1,11 @@
 //! Events: each service subscribed to a matching topic gets one once, on its least busy ready
 //! replica, or when it is back if it is restarting.
+//!
+//! A subscription belongs to the replica that made it (in its Hello or a Subscribe frame); the
+//! service is subscribed to a pattern while at least one of its replicas is. Replicas of one
+//! service are interchangeable, so the event then goes to whichever replica is least busy, not
+//! necessarily one that subscribed. A replica's patterns are kept while it restarts (its next
+//! Hello replaces them), so that events for it can be held; a replica scaled away drops them.
 
 use std::sync::atomic::Ordering;
 
@@ -9,9 +15,24 @@ use super::{Router, lock};
 use crate::registry;
 
 impl Router {
-    /// Records the topic patterns an instance of `service` subscribed to.
-    pub fn subscriptions_changed(&self, service: &str, patterns: &[String]) {
-        lock(&self.inner.topics).insert(service.to_string(), patterns.to_vec());
+    /// Records the topic patterns replica `replica` of `service` now subscribes to, replacing
+    /// what that replica had; the other replicas' subscriptions stand.
+    pub fn subscriptions_changed(&self, service: &str, replica: u32, patterns: &[String]) {
+        let mut topics = lock(&self.inner.topics);
+        let replicas = topics.entry(service.to_string()).or_default();
+        if patterns.is_empty() {
+            replicas.remove(&replica);
+        } else {
+            replicas.insert(replica, patterns.to_vec());
+        }
+    }
+
+    /// Forgets the subscriptions of the replicas of `service` from `replicas` on: they were
+    /// scaled away.
+    pub fn replicas_removed(&self, service: &str, replicas: u32) {
+        if let Some(subscribed) = lock(&self.inner.topics).get_mut(service) {
+            subscribed.retain(|replica, _| *replica < replicas);
+        }
     }
 
     /// Sends an event to the least busy ready instance of `service`, or holds it while the
@@ -30,7 +51,13 @@ impl Router {
                 .chain(head)
                 .filter_map(|i| i.handle.as_ref())
                 .filter(|h| h.is_routable())
-                .min_by_key(|h| h.outstanding.load(Ordering::Relaxed))
+                // Healthy replicas first (see `supervisor::degraded`).
+                .min_by_key(|h| {
+                    (
+                        h.degraded.load(Ordering::Relaxed),
+                        h.outstanding.load(Ordering::Relaxed),
+                    )
+                })
                 .cloned();
             match best {
                 Some(best) => Some(best),
@@ -56,9 +83,10 @@ impl Router {
         // that is restarting gets it when it is back.
         let subscribers: Vec<String> = lock(&self.inner.topics)
             .iter()
-            .filter(|(_, patterns)| {
-                patterns
-                    .iter()
+            .filter(|(_, replicas)| {
+                replicas
+                    .values()
+                    .flatten()
                     .any(|p| topic_matches(p, &envelope.destination))
             })
             .map(|(service, _)| service.clone())

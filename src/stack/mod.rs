@@ -20,7 +20,8 @@ use std::path::Path;
 pub use diagnostic::Diagnostic;
 pub use spec::{
     Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, OnHangup, Program,
-    RestartLimit, RestartPolicy, RouteSpec, ServiceKind, ServiceSpec, Stack, StopSignal,
+    ResourceLimits, RestartLimit, RestartPolicy, RouteSpec, ServiceKind, ServiceSpec, Stack,
+    StopSignal,
 };
 
 /// The demo stack, embedded in the binary.

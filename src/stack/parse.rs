@@ -19,6 +19,7 @@ use super::{
     units,
 };
 
+mod limits;
 mod service;
 mod values;
 
@@ -73,7 +74,9 @@ const SERVICE_KEYS: &[&str] = &[
     "params",
     "autostart",
     "breaker",
+    "limits",
 ];
+const RESOURCE_LIMITS_KEYS: &[&str] = &["memory", "open_files", "cpu_time", "core"];
 const BREAKER_KEYS: &[&str] = &["failures", "ratio", "min_requests", "window", "cooldown"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 const LIMIT_KEYS: &[&str] = &["count", "window"];

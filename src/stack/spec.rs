@@ -96,6 +96,29 @@ pub struct ServiceSpec {
     pub autostart: bool,
     /// The circuit breaker that guards calls to this service.
     pub breaker: BreakerSpec,
+    /// Resource limits set on each of its processes before exec.
+    pub limits: ResourceLimits,
+}
+
+/// `limits = { … }`: resource limits the console sets with `setrlimit` in each process of the
+/// service before it execs, soft and hard alike, so the service cannot raise them. `None`
+/// leaves the console's own limit, inherited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// `memory`: the address space (`RLIMIT_AS`), in bytes.
+    pub memory: Option<u64>,
+    /// `open_files`: the most file descriptors (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+    /// `cpu_time`: CPU seconds (`RLIMIT_CPU`), whole seconds, rounded up.
+    pub cpu_time: Option<u64>,
+    /// `core = false`: no core dumps (`RLIMIT_CORE` 0). `true` or unset: inherited.
+    pub core: Option<bool>,
+}
+
+impl ResourceLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == ResourceLimits::default()
+    }
 }
 
 /// The signal that asks a plain program to stop (`stop_signal`), as supervisord's

@@ -31,7 +31,7 @@ use tokio::{
 };
 use tokio_util::{codec::FramedRead, sync::CancellationToken};
 
-use super::{InstanceEvent, spawn::signal_group, strays::Sweeper};
+use super::{InstanceEvent, degraded::BadFrameWatch, spawn::signal_group, strays::Sweeper};
 use crate::{
     logs::{LineCodec, LogStore, Stream},
     registry::{ExitStatus, InstanceHandle, InstanceId},
@@ -57,8 +57,6 @@ const READER_DRAIN: Duration = Duration::from_millis(500);
 /// How long a protocol service may run on after closing its stdout: a process that exits
 /// closes stdout a moment before it can be reaped, which is no reason to kill it.
 pub const STDOUT_CLOSED_GRACE: Duration = Duration::from_millis(500);
-/// Bad frames after which an instance is flagged degraded.
-pub const BAD_FRAME_ALERT: u64 = 10;
 
 pub struct InstanceTask {
     pub handle: Arc<InstanceHandle>,
@@ -369,8 +367,22 @@ async fn read_frames(
     // Decoded into in place, frame after frame: never moved (see `FrameReader`).
     let mut envelope = Envelope::default();
     let mut since_yield = 0;
+    let mut bad_frames = BadFrameWatch::default();
     loop {
-        let read = frames.read_into(&mut envelope).await;
+        let read = match bad_frames.clears_at() {
+            None => frames.read_into(&mut envelope).await,
+            // Degraded: the read is cancel safe, so it can race the end of the quiet window.
+            Some(at) => tokio::select! {
+                read = frames.read_into(&mut envelope) => read,
+                () = tokio::time::sleep_until(at.into()) => {
+                    if bad_frames.quiet(Instant::now()) {
+                        handle.degraded.store(false, Ordering::Relaxed);
+                        let _ = events.send(InstanceEvent::Recovered { id }).await;
+                    }
+                    continue;
+                }
+            },
+        };
         // Counted for every frame, bad ones too: a flood of garbage yields like traffic does.
         since_yield += 1;
         if since_yield == PIPELINE_CHUNK {
@@ -390,7 +402,8 @@ async fn read_frames(
                         bad.reason, bad.len
                     ),
                 );
-                if count == BAD_FRAME_ALERT {
+                if bad_frames.bad_frame(Instant::now()) {
+                    handle.degraded.store(true, Ordering::Relaxed);
                     let _ = events.send(InstanceEvent::BadFrames { id, count }).await;
                 }
                 continue;
@@ -413,7 +426,7 @@ async fn read_frames(
                 if let Ok(mut subscriptions) = handle.subscriptions.write() {
                     subscriptions.clone_from(&hello.topics);
                 }
-                router.subscriptions_changed(&handle.service, &hello.topics);
+                router.subscriptions_changed(&handle.service, id.replica, &hello.topics);
                 let _ = handle.link.try_send(&answer);
                 let _ = events
                     .send(InstanceEvent::Hello {
@@ -435,7 +448,7 @@ async fn read_frames(
                     } else {
                         subscriptions.retain(|s| *s != envelope.destination);
                     }
-                    router.subscriptions_changed(&handle.service, &subscriptions);
+                    router.subscriptions_changed(&handle.service, id.replica, &subscriptions);
                 }
             }
             Kind::JobResult(status) => {

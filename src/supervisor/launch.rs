@@ -82,6 +82,7 @@ impl LaunchContext {
             env: env.into_iter().collect(),
             cwd: spec.cwd.clone(),
             segment,
+            limits: spec.limits,
         }
     }
 }

@@ -4,6 +4,8 @@
 //! - [`spawn`]: the long-lived spawner thread and the pre-exec setup of every child.
 //! - [`launch`]: a service's spec turned into a command line and an environment.
 //! - [`instance`]: the actor owning one child process, its pipes and its stop sequence.
+//! - [`degraded`]: when bad frames make an instance degraded, and when it is healthy again.
+//! - [`limits`]: a service's resource limits, set before exec and named in exit reasons.
 //! - [`restart`]: backoff and the restart intensity limit.
 //! - [`procs`]: the process table as `/proc` shows it.
 //! - [`strays`]: killing what a service left behind outside its process group.
@@ -16,8 +18,10 @@
 
 mod command;
 mod core;
+pub mod degraded;
 pub mod instance;
 pub mod launch;
+pub mod limits;
 pub mod procs;
 pub mod restart;
 pub mod snapshot;
@@ -70,9 +74,14 @@ pub enum InstanceEvent {
         signal: &'static str,
         forced: bool,
     },
+    /// Bad frames came in a burst: the instance is degraded (see [`degraded`]).
     BadFrames {
         id: InstanceId,
         count: u64,
+    },
+    /// A degraded instance went a quiet window without a bad frame.
+    Recovered {
+        id: InstanceId,
     },
     JobResult {
         id: InstanceId,

@@ -111,10 +111,10 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                     .exits
                     .iter()
                     .rev()
-                    .map(|(at, replica, status)| ExitView {
-                        ago: whole_seconds(now.duration_since(*at).unwrap_or_default()),
-                        replica: *replica,
-                        status: status.to_string(),
+                    .map(|exit| ExitView {
+                        ago: whole_seconds(now.duration_since(exit.at).unwrap_or_default()),
+                        replica: exit.replica,
+                        status: exit.to_string(),
                     })
                     .collect(),
                 runs: service

@@ -6,7 +6,8 @@
 //!
 //! In the child, before `exec`: a new session and process group (`setsid`), so the whole group
 //! can be signalled and it has no controlling terminal; the parent-death signal, checked against
-//! the race where the console died before it was set; and the metrics segment moved to fd 3.
+//! the race where the console died before it was set; the metrics segment moved to fd 3; and
+//! the service's resource limits (see [`super::limits`]).
 
 use std::{
     ffi::OsString,
@@ -17,7 +18,9 @@ use std::{
 
 use tokio::{process::Child, sync::mpsc, sync::oneshot};
 
+use super::limits::Rlimits;
 use super::strays::{LINEAGE_ENV, OwnChildren};
+use crate::stack::ResourceLimits;
 
 /// The fd number the segment is inherited as.
 pub const SEGMENT_FD: i32 = 3;
@@ -31,6 +34,8 @@ pub struct LaunchCommand {
     pub cwd: Option<PathBuf>,
     /// The segment's memfd, handed to the child as fd 3.
     pub segment: Option<OwnedFd>,
+    /// Set with `setrlimit` in the child before exec.
+    pub limits: ResourceLimits,
 }
 
 struct SpawnJob {
@@ -86,6 +91,8 @@ impl Spawner {
 }
 
 fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child> {
+    // Worked out here, before the fork: the child only makes the calls.
+    let rlimits = Rlimits::new(&launch.limits)?;
     let mut command = tokio::process::Command::new(&launch.program);
     command
         .args(&launch.args)
@@ -101,8 +108,8 @@ fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child
     let segment_fd = launch.segment.as_ref().map(AsRawFd::as_raw_fd);
     let console_pid = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (setsid, prctl, getppid, kill, dup2, fcntl); it allocates
-    // nothing and touches no lock.
+    // async-signal-safe functions (setsid, prctl, getppid, kill, dup2, fcntl, setrlimit); it
+    // allocates nothing and touches no lock.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() == -1 {
@@ -133,7 +140,7 @@ fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            Ok(())
+            rlimits.apply()
         });
     }
     let lineage = launch

@@ -222,7 +222,12 @@ impl Service {
         link.send(self.hello(link.next_id()))
             .await
             .map_err(|_| SdkError::HandshakeClosed)?;
-        let welcome = Arc::new(await_welcome(frames).await?);
+        let Some(welcome) = await_welcome(frames).await? else {
+            // Stopped while starting (SPEC.md §5, Shutdown): nothing to drain.
+            tracing::info!("shutdown before the handshake finished");
+            return Ok(());
+        };
+        let welcome = Arc::new(welcome);
         let period = match welcome.heartbeat_ms {
             0 => DEFAULT_HEARTBEAT,
             ms => Duration::from_millis(u64::from(ms)),
@@ -384,7 +389,9 @@ fn pipe_writer() -> Option<tokio::net::unix::pipe::Sender> {
     tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()
 }
 
-async fn await_welcome<R>(frames: &mut FrameReader<R>) -> Result<Welcome, SdkError>
+/// The console's Welcome; `None` when it sent Shutdown first (it stops services that are
+/// still starting too).
+async fn await_welcome<R>(frames: &mut FrameReader<R>) -> Result<Option<Welcome>, SdkError>
 where
     R: AsyncRead + Unpin,
 {
@@ -399,8 +406,9 @@ where
                             welcome.protocol_version
                         )));
                     }
-                    return Ok(*welcome);
+                    return Ok(Some(*welcome));
                 }
+                Kind::Shutdown => return Ok(None),
                 other => {
                     tracing::warn!(kind = ?other, "ignoring a frame that came before Welcome");
                 }

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::stack::{
     spec::{
-        Backoff, BreakerSpec, Condition, Dependency, Program, RestartLimit, RestartPolicy,
-        ServiceKind, ServiceSpec, StopSignal,
+        Backoff, BreakerSpec, Condition, Dependency, Program, ResourceLimits, RestartLimit,
+        RestartPolicy, ServiceKind, ServiceSpec, StopSignal,
     },
     units,
 };
@@ -60,6 +60,7 @@ impl Walker<'_> {
         let mut params = String::new();
         let mut autostart = false;
         let mut breaker = BreakerSpec::default();
+        let mut limits = ResourceLimits::default();
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
                 "builtin" => {
@@ -199,6 +200,11 @@ impl Walker<'_> {
                         breaker = self.breaker(t);
                     }
                 }
+                "limits" => {
+                    if let Some(t) = self.table(v) {
+                        limits = self.resource_limits(t);
+                    }
+                }
                 _ => self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]")),
             }
         }
@@ -250,6 +256,7 @@ impl Walker<'_> {
             params,
             autostart,
             breaker,
+            limits,
         })
     }
 

@@ -208,16 +208,22 @@ impl Core {
 
     /// Drops replica slots beyond the wanted count that have no process any more.
     pub(super) fn trim_slots(&mut self, index: usize) {
-        let mut registry = registry::write(&self.registry);
-        let service = &mut registry.services[index];
-        while service.instances.len() > service.replicas as usize
-            && service
-                .instances
-                .last()
-                .is_some_and(|i| !i.state.has_process())
-        {
-            service.instances.pop();
-        }
+        let kept = {
+            let mut registry = registry::write(&self.registry);
+            let service = &mut registry.services[index];
+            while service.instances.len() > service.replicas as usize
+                && service
+                    .instances
+                    .last()
+                    .is_some_and(|i| !i.state.has_process())
+            {
+                service.instances.pop();
+            }
+            service.instances.len() as u32
+        };
+        // A replica scaled away no longer holds its service's subscriptions.
+        self.router
+            .replicas_removed(&self.stack.services[index].name, kept);
     }
 
     pub(super) async fn run_job(

@@ -11,9 +11,9 @@ use switchboard_protocol::Body;
 use super::{Core, Intent, Slot};
 use crate::{
     event::EventKind,
-    registry::{self, EXITS_KEPT, ExitStatus, InstanceId, InstanceState},
+    registry::{self, EXITS_KEPT, ExitRecord, ExitStatus, InstanceId, InstanceState},
     stack::{RestartPolicy, ServiceKind},
-    supervisor::{InstanceEvent, instance::BAD_FRAME_ALERT, restart::Decision},
+    supervisor::{InstanceEvent, limits, restart::Decision},
 };
 
 impl Core {
@@ -38,7 +38,7 @@ impl Core {
                     let flagged = registry::read(&self.registry)
                         .instance(id)
                         .and_then(|i| i.handle.as_ref())
-                        .is_some_and(|h| h.bad_frames.load(Ordering::Relaxed) >= BAD_FRAME_ALERT);
+                        .is_some_and(|h| h.degraded.load(Ordering::Relaxed));
                     let state = if flagged {
                         InstanceState::Degraded
                     } else {
@@ -77,7 +77,7 @@ impl Core {
                     id.service,
                     Some(id.replica),
                     EventKind::Alert {
-                        message: format!("{count} bad frames on stdout"),
+                        message: format!("{count} bad frames on stdout: degraded"),
                     },
                 );
                 let ready = registry::read(&self.registry)
@@ -85,6 +85,14 @@ impl Core {
                     .is_some_and(|i| i.state == InstanceState::Ready);
                 if ready {
                     self.set_state(id, InstanceState::Degraded);
+                }
+            }
+            InstanceEvent::Recovered { id } => {
+                let degraded = registry::read(&self.registry)
+                    .instance(id)
+                    .is_some_and(|i| i.state == InstanceState::Degraded);
+                if degraded {
+                    self.set_state(id, InstanceState::Ready);
                 }
             }
             InstanceEvent::JobResult { id, status, body } => {
@@ -113,15 +121,24 @@ impl Core {
 
     async fn exited(&mut self, id: InstanceId, status: ExitStatus) {
         let slot = (id.service, id.replica);
+        // A process the console did not set out to stop may have met one of its limits.
+        let reason = if self.intents.contains_key(&slot) {
+            None
+        } else {
+            limits::exit_reason(&self.stack.services[id.service].limits, &status)
+        };
         let (uptime, is_current) = {
             let mut registry = registry::write(&self.registry);
             let service = &mut registry.services[id.service];
             if service.exits.len() == EXITS_KEPT {
                 service.exits.pop_front();
             }
-            service
-                .exits
-                .push_back((SystemTime::now(), id.replica, status.clone()));
+            service.exits.push_back(ExitRecord {
+                at: SystemTime::now(),
+                replica: id.replica,
+                status: status.clone(),
+                reason: reason.clone(),
+            });
             match service.instances.get_mut(id.replica as usize) {
                 Some(instance) if instance.id.generation == id.generation => {
                     instance.last_exit = Some(status.clone());
@@ -146,6 +163,15 @@ impl Core {
                 status: status.clone(),
             },
         );
+        if let Some(reason) = reason {
+            self.emit(
+                id.service,
+                Some(id.replica),
+                EventKind::Alert {
+                    message: format!("exited ({status}): {reason}"),
+                },
+            );
+        }
         let spec = self.stack.services[id.service].clone();
         let success = status.success();
         if spec.kind == ServiceKind::Job {

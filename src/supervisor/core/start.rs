@@ -201,6 +201,7 @@ impl Core {
             segment: segment_reader,
             outstanding: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
             congested: AtomicBool::new(false),
             routable: AtomicBool::new(false),
             subscriptions: RwLock::new(Vec::new()),
