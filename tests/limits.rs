@@ -117,6 +117,35 @@ async fn a_process_burning_cpu_past_its_limit_dies_and_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stopped_by_its_cpu_limit_says_so_in_its_run() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "limits"
+        [services.report]
+        kind = "job"
+        autostart = true
+        command = "python3"
+        args = ["-c", "while True: pass"]
+        limits = { cpu_time = "1s" }
+        "#,
+    );
+    let running = start(stack).await;
+    let finished = running
+        .until(LIMIT, |r| {
+            r.service("report")
+                .and_then(|job| job.runs.back())
+                .is_some_and(|run| run.result.is_some())
+        })
+        .await;
+    assert!(finished, "the run never finished");
+    assert_eq!(
+        running.last_run("report").result,
+        Some(Err("signal 24: CPU time limit (1s) reached".to_string()))
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_allocating_past_its_memory_limit_dies_and_the_limit_is_named() {
     // The probe allocates 512 MiB once ready: under 128 MiB of address space that fails, and
     // Rust aborts.

@@ -163,7 +163,7 @@ impl Core {
                 status: status.clone(),
             },
         );
-        if let Some(reason) = reason {
+        if let Some(reason) = &reason {
             self.emit(
                 id.service,
                 Some(id.replica),
@@ -175,7 +175,7 @@ impl Core {
         let spec = self.stack.services[id.service].clone();
         let success = status.success();
         if spec.kind == ServiceKind::Job {
-            self.finish_job_run(id, &status, uptime);
+            self.finish_job_run(id, &status, reason.as_deref(), uptime);
         }
         let intent = self.intents.remove(&slot);
         match intent {
@@ -236,7 +236,14 @@ impl Core {
         self.start_pending().await;
     }
 
-    fn finish_job_run(&self, id: InstanceId, status: &ExitStatus, uptime: std::time::Duration) {
+    /// `reason`: what a resource limit has to do with the exit, if anything.
+    fn finish_job_run(
+        &self,
+        id: InstanceId,
+        status: &ExitStatus,
+        reason: Option<&str>,
+        uptime: std::time::Duration,
+    ) {
         let (run, ok) = {
             let mut registry = registry::write(&self.registry);
             let Some(run) = registry
@@ -252,7 +259,10 @@ impl Core {
                 run.result = Some(if status.success() {
                     Ok(String::new())
                 } else {
-                    Err(status.to_string())
+                    Err(match reason {
+                        Some(reason) => format!("{status}: {reason}"),
+                        None => status.to_string(),
+                    })
                 });
             }
             let ok = status.success() && run.result.as_ref().is_some_and(Result::is_ok);
