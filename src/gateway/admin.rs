@@ -70,6 +70,17 @@ pub struct ScaleRequest {
     pub replicas: u32,
 }
 
+/// The body of `POST /admin/services/{name}/scale`.
+pub fn scale_request(body: &[u8]) -> Result<ScaleRequest, ApiError> {
+    let Some(value) = routes::parse_json(body)? else {
+        return Err(ApiError::bad_request(
+            "scale needs a body like {\"replicas\": 3}",
+        ));
+    };
+    serde_json::from_value(value)
+        .map_err(|err| ApiError::bad_request(format!("scale needs {{\"replicas\": N}}: {err}")))
+}
+
 async fn service_action(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
@@ -82,15 +93,7 @@ async fn service_action(
         "scale" => {
             let (parts, body) = request.into_parts();
             let body = routes::read_body(&parts, body, state.config.body_limit).await?;
-            let Some(value) = routes::parse_json(&body)? else {
-                return Err(ApiError::bad_request(
-                    "scale needs a body like {\"replicas\": 3}",
-                ));
-            };
-            let scale: ScaleRequest = serde_json::from_value(value).map_err(|err| {
-                ApiError::bad_request(format!("scale needs {{\"replicas\": N}}: {err}"))
-            })?;
-            Command::Scale(name, scale.replicas)
+            Command::Scale(name, scale_request(&body)?.replicas)
         }
         other => Command::from_action(other, name).map_err(|_| {
             ApiError::not_found(format!(
@@ -164,14 +167,18 @@ pub struct LogQuery {
     pub follow: bool,
 }
 
+/// How a `GET /admin/services/{name}/logs` query axum cannot read is answered.
+pub fn log_query_refused() -> ApiError {
+    ApiError::bad_request("use ?tail=N and optionally &follow=true")
+}
+
 async fn logs(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(bad_path)?;
-    let Query(query) =
-        query.map_err(|_| ApiError::bad_request("use ?tail=N and optionally &follow=true"))?;
+    let Query(query) = query.map_err(|_| log_query_refused())?;
     if crate::registry::read(&state.supervisor.registry)
         .service(&name)
         .is_none()
