@@ -225,7 +225,11 @@ fn client_commands_drive_a_running_headless_console() {
 
     // scale to 2, then stop and start.
     assert!(console.cli(&["scale", "echo", "2"]).status.success());
-    console.ps_until(|ps| row(ps, "echo").contains(" 2/2 "));
+    let ps = console.ps_until(|ps| row(ps, "echo").contains(" 2/2 "));
+    assert!(
+        row(&ps, "echo").contains(" 2/2 "),
+        "scale to 2 never took: {ps}"
+    );
     assert!(console.cli(&["stop", "echo"]).status.success());
     let ps = console.ps_until(|ps| row(ps, "echo").contains("stopped"));
     assert!(row(&ps, "echo").contains("stopped"), "{ps}");

@@ -445,6 +445,10 @@ async fn a_rolling_restart_keeps_requests_succeeding() {
         }
     }
     assert!(
+        full,
+        "the events never showed all three replicas ready at once"
+    );
+    assert!(
         lowest >= 2,
         "as few as {lowest} replicas were ready at once"
     );

@@ -220,6 +220,8 @@ pub fn service() -> Service {
         for pattern in patterns.split(',').filter(|p| !p.is_empty()) {
             let received = received.clone();
             service = service.subscribe(pattern, move |_ctx, topic: String, text: String| {
+                // On stderr too, so a test can tell which replica took an event.
+                tracing::info!(%topic, "received an event");
                 if let Ok(mut list) = received.lock() {
                     list.push(Received { topic, text });
                 }
