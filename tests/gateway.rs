@@ -756,7 +756,7 @@ async fn discovery_file_token_file_and_graceful_stop() {
             .send(Method::POST, "/call/echo/sleep", Some(b"300".to_vec()))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.running.in_flight(LIMIT, "echo").await;
     let address = f.gateway.address();
     let Fixture {
         running, gateway, ..

@@ -178,7 +178,7 @@ async fn a_request_in_flight_fails_fast_when_its_target_is_killed() {
             .await;
         (answer, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    running.in_flight(LIMIT, "slow").await;
     running
         .supervisor
         .command(Command::Kill("slow".into()))
@@ -342,7 +342,8 @@ async fn a_congested_target_is_overloaded_and_the_rest_carry_on() {
     );
     let running = start(stack).await;
     running.ready(LIMIT, &["frozen", "healthy"]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // frozen stops reading its stdin
+    // Frozen stops reading its stdin once it says so.
+    running.logged(LIMIT, "frozen", "hanging on purpose").await;
     let router = running.supervisor.router.clone();
     let flood: Vec<_> = (0..5000)
         .map(|_| {
@@ -516,9 +517,17 @@ async fn higher_priority_requests_overtake_queued_ones() {
         "inbox holds {}",
         handle.link.queued()
     );
+    let queued = handle.link.queued();
     waiting.extend(send(0, 100..110)); // low priority, queued last
     waiting.extend(send(3, 200..210)); // high priority, queued after them
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + LIMIT;
+    while handle.link.queued() < queued + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the last 20 never reached the inbox"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     signal(handle.pid, Signal::CONT);
     for answer in waiting {
         let _ = answer.await;
