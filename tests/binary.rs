@@ -95,19 +95,16 @@ fn sigterm_shuts_down_cleanly_with_exit_code_zero() {
         assert!(Instant::now() < deadline, "console did not stop");
         std::thread::sleep(Duration::from_millis(20));
     };
-    // `one` is `sleep`, which ignores stdin EOF and dies of SIGTERM: that shutdown is not clean.
-    // So only check that everything is gone and the exit code says what happened.
+    // `one` and `three` are plain programs, asked with SIGTERM, which ends them; `two` speaks
+    // the protocol and exits on Shutdown. None needs more: the stop is clean.
     assert!(wait_gone(&pids, Duration::from_secs(2)));
     let printed: Vec<String> = lines.try_iter().collect();
     let verdict = printed
         .iter()
         .find(|l| l.contains("switchboard: stopped"))
         .expect("no final line");
-    if verdict.contains("(clean)") {
-        assert_eq!(status.code(), Some(0));
-    } else {
-        assert_eq!(status.code(), Some(3), "{verdict}");
-    }
+    assert!(verdict.contains("(clean)"), "{verdict}");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]
@@ -254,6 +251,8 @@ fn the_cross_core_ping_pong_needs_two_cpus() {
     let times = ping_pong_across_cores(exe, 200).unwrap();
     if cpus >= 2 {
         assert_eq!(times.map(|t| t.len()), Some(200));
+    } else {
+        eprintln!("skipped: the two-CPU half of this test (this machine offers {cpus} CPU)");
     }
     // On a thread allowed one CPU only.
     let one = std::thread::spawn(move || {

@@ -161,10 +161,10 @@ async fn a_hung_service_is_detected_killed_and_restarted() {
     let EventKind::HangDetected { silent_for } = hang.kind else {
         unreachable!()
     };
-    // Detected after the timeout, and no later than the timeout plus one check period
-    // (timeout / 4) plus scheduling slack.
+    // Detected after the timeout, not missed: a bound no load reaches. How soon after the
+    // timeout is `switchboard bench --only hang`'s figure (one heartbeat period).
     assert!(silent_for >= Duration::from_millis(400), "{silent_for:?}");
-    assert!(silent_for < Duration::from_millis(1000), "{silent_for:?}");
+    assert!(silent_for < Duration::from_secs(3), "{silent_for:?}");
     assert!(
         running
             .event(LIMIT, |e| is_state(e, "frozen", InstanceState::Ready))
