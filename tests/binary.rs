@@ -404,3 +404,67 @@ fn a_plain_program_that_ignores_its_stop_signal_is_killed_and_the_stop_is_forced
     assert!(verdict.contains("forced: deaf#0 (SIGKILL)"), "{verdict}");
     assert_eq!(status.code(), Some(3));
 }
+
+#[test]
+fn init_writes_the_demo_stack_and_will_not_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(SWITCHBOARD)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["init"]).status.success());
+    let written = std::fs::read_to_string(dir.path().join("stack.toml")).unwrap();
+    assert_eq!(written, switchboard::stack::DEMO_TOML);
+    assert!(run(&["check", "stack.toml"]).status.success());
+    std::fs::write(dir.path().join("stack.toml"), "name = \"mine\"\n").unwrap();
+    let refused = run(&["init"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("stack.toml")).unwrap(),
+        "name = \"mine\"\n"
+    );
+    assert!(run(&["init", "--force"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("stack.toml")).unwrap(),
+        switchboard::stack::DEMO_TOML
+    );
+}
+
+/// `--fresh` empties the data directory before anything starts; SIGINT stops a headless stack
+/// as SIGTERM does, cleanly.
+#[test]
+fn fresh_empties_the_data_dir_and_sigint_stops_headless_cleanly() {
+    let (dir, path) = stack_file(
+        r#"
+        name = "fresh"
+        data_dir = "data"
+        [services.reader]
+        command = "sh"
+        args = ["-c", "read x"]
+        "#,
+    );
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("old.db"), b"from an earlier run").unwrap();
+    let (mut console, lines) = spawn_reading_lines(
+        Command::new(SWITCHBOARD).args(["up", path.to_str().unwrap(), "--headless", "--fresh"]),
+        |_| true,
+    );
+    assert_eq!(service_pids(&lines, 1).len(), 1);
+    assert!(!data.join("old.db").exists(), "--fresh kept the old data");
+    signal(console.id(), Signal::INT);
+    let status = console.wait().unwrap();
+    let printed: Vec<String> = lines.try_iter().collect();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("switchboard: stopped (clean)")),
+        "{printed:#?}"
+    );
+    assert_eq!(status.code(), Some(0));
+}
