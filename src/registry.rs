@@ -280,6 +280,47 @@ impl Service {
                     .any(|i| !matches!(i.state, Crashed | Exited | Failed)))
     }
 
+    /// The instance of replica number `replica`. Replica numbers are names, not positions:
+    /// scaling in may remove any replica, so the numbers left can have gaps.
+    pub fn replica(&self, replica: u32) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.id.replica == replica)
+    }
+
+    pub fn replica_mut(&mut self, replica: u32) -> Option<&mut Instance> {
+        self.instances.iter_mut().find(|i| i.id.replica == replica)
+    }
+
+    /// The smallest replica number no instance holds, for a new replica.
+    pub fn free_replica(&self) -> u32 {
+        (0..)
+            .find(|n| self.replica(*n).is_none())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// The instance of `replica`, added (in replica order) when there is none.
+    pub fn replica_entry(&mut self, replica: u32) -> &mut Instance {
+        let at = self
+            .instances
+            .iter()
+            .position(|i| i.id.replica >= replica)
+            .unwrap_or(self.instances.len());
+        if self
+            .instances
+            .get(at)
+            .is_none_or(|i| i.id.replica != replica)
+        {
+            self.instances.insert(
+                at,
+                Instance::new(InstanceId {
+                    service: self.index,
+                    replica,
+                    generation: 0,
+                }),
+            );
+        }
+        &mut self.instances[at]
+    }
+
     pub fn ready_instances(&self) -> usize {
         self.instances
             .iter()
@@ -334,16 +375,14 @@ impl Registry {
     pub fn instance(&self, id: InstanceId) -> Option<&Instance> {
         self.services
             .get(id.service)?
-            .instances
-            .get(id.replica as usize)
+            .replica(id.replica)
             .filter(|i| i.id.generation == id.generation)
     }
 
     pub fn instance_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
         self.services
             .get_mut(id.service)?
-            .instances
-            .get_mut(id.replica as usize)
+            .replica_mut(id.replica)
             .filter(|i| i.id.generation == id.generation)
     }
 

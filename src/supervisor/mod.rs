@@ -5,6 +5,7 @@
 //! - [`launch`]: a service's spec turned into a command line and an environment.
 //! - [`instance`]: the actor owning one child process, its pipes and its stop sequence.
 //! - [`restart`]: backoff and the restart intensity limit.
+//! - [`replicas`]: which replicas a scale-in removes.
 //! - [`strays`]: killing what a service left behind outside its process group.
 //! - [`snapshot`]: the read model ([`ConsoleView`](crate::api::ConsoleView)) of this supervisor.
 //! - `command`: an operator's [`Command`], as typed on the `:` line and in the admin API.
@@ -17,6 +18,7 @@ mod command;
 mod core;
 pub mod instance;
 pub mod launch;
+pub mod replicas;
 pub mod restart;
 pub mod snapshot;
 pub mod spawn;

@@ -122,7 +122,7 @@ impl Core {
             service
                 .exits
                 .push_back((SystemTime::now(), id.replica, status.clone()));
-            match service.instances.get_mut(id.replica as usize) {
+            match service.replica_mut(id.replica) {
                 Some(instance) if instance.id.generation == id.generation => {
                     instance.last_exit = Some(status.clone());
                     instance.pid = None;
@@ -156,7 +156,7 @@ impl Core {
             Some(Intent::Stop) => self.set_state(id, InstanceState::Stopped),
             Some(Intent::Remove) => {
                 self.set_state(id, InstanceState::Stopped);
-                self.trim_slots(id.service);
+                self.drop_replica(id.service, id.replica);
             }
             Some(Intent::Replace) if !self.shutting_down => {
                 self.set_state(id, InstanceState::Stopped);
@@ -240,7 +240,7 @@ impl Core {
             let registry = registry::read(&self.registry);
             let service = &registry.services[slot.0];
             service.wanted
-                && service.instances.get(slot.1 as usize).is_some_and(|i| {
+                && service.replica(slot.1).is_some_and(|i| {
                     i.id.generation == generation && i.state == InstanceState::Backoff
                 })
         };

@@ -1,0 +1,115 @@
+//! Replicas and failure, with real processes (issue 21 item 3): a scale-in never takes the last
+//! ready replica while a failed one is there to go.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::{is_state, stack, start};
+use switchboard::{
+    event::EventKind,
+    registry::{self, InstanceState},
+    supervisor::Command,
+};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A service that crashes at once while `marker` exists, and otherwise runs until its stdin
+/// closes (the first step of the stop sequence).
+fn crash_while(marker: &Path) -> String {
+    format!(
+        r#"command = "sh"
+        args = ["-c", "test -e '{}' && exit 1; read x"]"#,
+        marker.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_in_removes_the_failed_replica_and_keeps_a_ready_one() {
+    // The issue's repro: kill `order` until it is failed, `scale order 3`, `scale order 1`.
+    let marks = tempfile::tempdir().unwrap();
+    let marker = marks.path().join("crash");
+    let (stack, _dir) = stack(&format!(
+        r#"
+        name = "scale-in"
+        [services.order]
+        {}
+        backoff = {{ initial = "20ms", jitter = 0.0 }}
+        restart_limit = {{ count = 2, window = "60s" }}
+        "#,
+        crash_while(&marker)
+    ));
+    let mut running = start(stack).await;
+    running.ready(LIMIT, &["order"]).await;
+    std::fs::write(&marker, "").unwrap();
+    let supervisor = running.supervisor.clone();
+    supervisor
+        .command(Command::Kill("order".into()))
+        .await
+        .unwrap();
+    assert!(
+        running
+            .event(LIMIT, |e| is_state(e, "order", InstanceState::Failed))
+            .await
+            .is_some(),
+        "order never failed"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    supervisor
+        .command(Command::Scale("order".into(), 3))
+        .await
+        .unwrap();
+    assert!(
+        running.replicas_ready(LIMIT, "order", 2).await,
+        "the two new replicas never became ready"
+    );
+    supervisor
+        .command(Command::Scale("order".into(), 1))
+        .await
+        .unwrap();
+    // Never 0 ready on the way, and in the end one replica, ready: the failed one went.
+    let settled = running
+        .until(LIMIT, |r| {
+            let order = r.service("order").unwrap();
+            assert!(
+                order.ready_instances() >= 1,
+                "no replica ready after scaling in: {:?}",
+                order.instances.iter().map(|i| i.state).collect::<Vec<_>>()
+            );
+            order.instances.len() == 1
+        })
+        .await;
+    assert!(settled, "scale-in never settled");
+    {
+        let registry = registry::read(&supervisor.registry);
+        let order = registry.service("order").unwrap();
+        assert_eq!(order.instances[0].state, InstanceState::Ready);
+        assert_ne!(
+            order.instances[0].id.replica, 0,
+            "the failed replica was kept"
+        );
+    }
+    // The numbers left can have gaps; scaling out again fills the smallest free one.
+    supervisor
+        .command(Command::Scale("order".into(), 2))
+        .await
+        .unwrap();
+    assert!(running.replicas_ready(LIMIT, "order", 2).await);
+    let numbers: Vec<u32> = registry::read(&supervisor.registry)
+        .service("order")
+        .unwrap()
+        .instances
+        .iter()
+        .map(|i| i.id.replica)
+        .collect();
+    assert!(numbers.contains(&0), "{numbers:?}");
+    let (report, events) = running.stop().await;
+    assert!(report.clean(), "{report:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::GaveUp { .. }) && e.replica != Some(0)),
+        "a new replica failed"
+    );
+}
