@@ -41,10 +41,12 @@ pub enum EventKind {
     HangDetected {
         silent_for: Duration,
     },
-    /// The restart intensity limit was reached; the service is failed until an operator acts.
+    /// The restart intensity limit was reached; the service is failed, and tried again after
+    /// `retry_in` (`None`: until an operator acts).
     GaveUp {
         restarts: u32,
         window: Duration,
+        retry_in: Option<Duration>,
     },
     JobStarted {
         run: u64,
@@ -104,11 +106,21 @@ impl std::fmt::Display for EventKind {
                 "hung: no heartbeat for {}ms, restarting",
                 silent_for.as_millis()
             ),
-            EventKind::GaveUp { restarts, window } => write!(
-                f,
-                "failed: {restarts} restarts within {}s, giving up",
-                window.as_secs()
-            ),
+            EventKind::GaveUp {
+                restarts,
+                window,
+                retry_in,
+            } => {
+                write!(
+                    f,
+                    "failed: {restarts} restarts within {}s",
+                    window.as_secs()
+                )?;
+                match retry_in {
+                    Some(retry_in) => write!(f, ", next try in {}s", retry_in.as_secs()),
+                    None => write!(f, ", giving up"),
+                }
+            }
             EventKind::JobStarted { run } => write!(f, "job run #{run} started"),
             EventKind::JobFinished { run, ok } => {
                 write!(

@@ -47,7 +47,8 @@ pub enum InstanceState {
     Crashed,
     /// Waiting out the backoff before the next restart.
     Backoff,
-    /// Gave up: the restart intensity limit was reached. Needs an operator.
+    /// Gave up: the restart intensity limit was reached. Tried again after a long backoff
+    /// (`Instance::retry_at`), unless the stack says to stay failed until an operator acts.
     Failed,
 }
 
@@ -173,6 +174,8 @@ pub struct Instance {
     pub cpu_percent: f32,
     pub rss_bytes: u64,
     pub handle: Option<Arc<InstanceHandle>>,
+    /// Failed, with another try due then (the long backoff after the intensity limit).
+    pub retry_at: Option<Instant>,
 }
 
 impl Instance {
@@ -192,6 +195,7 @@ impl Instance {
             cpu_percent: 0.0,
             rss_bytes: 0,
             handle: None,
+            retry_at: None,
         }
     }
 

@@ -160,6 +160,7 @@ fn failed_service_with_alert() {
         kind: EventKind::GaveUp {
             restarts: 5,
             window: Duration::from_secs(60),
+            retry_in: None,
         },
     };
     update(
@@ -172,6 +173,17 @@ fn failed_service_with_alert() {
     assert!(screen.contains("failed"), "{screen}");
     assert!(screen.contains("1 alert"), "{screen}");
     insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn the_detail_shows_a_failed_service_s_next_try() {
+    let mut view = demo_view();
+    let state = UiState::new();
+    // The selected service (user, the first row).
+    view.services[0].state = InstanceState::Failed;
+    view.services[0].retry_in = Some(Duration::from_secs(25));
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("next try in 25s"), "{screen}");
 }
 
 #[test]
@@ -382,6 +394,7 @@ fn replicas_in_the_detail() {
             restarts,
             cpu: 2.5,
             rss: 15 * 1024 * 1024,
+            retry_in: None,
         };
     view.services[1].instances = vec![
         replica(0, InstanceState::Ready, Some(4242), 0),

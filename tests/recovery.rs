@@ -1,5 +1,6 @@
 //! Replicas and failure, with real processes (issue 21 item 3): a scale-in never takes the last
-//! ready replica while a failed one is there to go.
+//! ready replica while a failed one is there to go, and a failed service comes back on its own
+//! after the long backoff.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -36,7 +37,7 @@ async fn scaling_in_removes_the_failed_replica_and_keeps_a_ready_one() {
         [services.order]
         {}
         backoff = {{ initial = "20ms", jitter = 0.0 }}
-        restart_limit = {{ count = 2, window = "60s" }}
+        restart_limit = {{ count = 2, window = "60s", then = "stay-failed" }}
         "#,
         crash_while(&marker)
     ));
@@ -112,4 +113,61 @@ async fn scaling_in_removes_the_failed_replica_and_keeps_a_ready_one() {
             .any(|e| matches!(e.kind, EventKind::GaveUp { .. }) && e.replica != Some(0)),
         "a new replica failed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_service_comes_back_on_its_own_after_the_long_backoff() {
+    // Crashes on its first three runs, then runs: the intensity limit fails it after the
+    // third, and only the retry after the limit can bring it back (nobody acts here).
+    let marks = tempfile::tempdir().unwrap();
+    let count = marks.path().join("runs");
+    let (stack, _dir) = stack(&format!(
+        r#"
+        name = "comeback"
+        [services.notification]
+        command = "sh"
+        args = ["-c", "n=$(cat '{runs}' 2>/dev/null || echo 0); echo $((n+1)) > '{runs}'; [ $n -ge 3 ] || exit 1; read x"]
+        backoff = {{ initial = "20ms", jitter = 0.0 }}
+        restart_limit = {{ count = 2, window = "60s", retry_after = "1s", retry_max = "4s" }}
+        "#,
+        runs = count.display()
+    ));
+    let started = std::time::Instant::now();
+    let mut running = start(stack).await;
+    let gave_up = running
+        .event(LIMIT, |e| matches!(e.kind, EventKind::GaveUp { .. }))
+        .await
+        .expect("never failed");
+    assert!(
+        matches!(
+            gave_up.kind,
+            EventKind::GaveUp {
+                retry_in: Some(d),
+                ..
+            } if d == Duration::from_secs(1)
+        ),
+        "{gave_up:?}"
+    );
+    // Failed, and the console says when the next try is due.
+    let view = running.supervisor.view(started);
+    let row = view
+        .services
+        .iter()
+        .find(|s| s.name == "notification")
+        .unwrap();
+    if row.state == InstanceState::Failed {
+        assert_eq!(row.retry_in, Some(Duration::from_secs(1)), "{row:?}");
+        assert_eq!(row.instances[0].retry_in, row.retry_in);
+    }
+    assert!(
+        running
+            .event(LIMIT, |e| is_state(e, "notification", InstanceState::Ready))
+            .await
+            .is_some(),
+        "never came back after failing"
+    );
+    let view = running.supervisor.view(started);
+    assert_eq!(view.services[0].retry_in, None);
+    let (report, _) = running.stop().await;
+    assert!(report.clean(), "{report:?}");
 }

@@ -94,6 +94,15 @@ pub struct ServiceRow {
     #[serde(rename = "heartbeat_age_ms", with = "millis::option")]
     pub heartbeat_age: Option<Duration>,
     pub breaker: String,
+    /// Failed, and tried again in this long (the soonest of its replicas; whole seconds,
+    /// rounded up). `None` while not failed, or failed for good.
+    #[serde(
+        default,
+        rename = "retry_in_ms",
+        with = "millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_in: Option<Duration>,
     pub version: Option<String>,
     pub rate_history: Vec<u64>,
     pub tasks: Vec<TaskView>,
@@ -135,6 +144,14 @@ pub struct ReplicaView {
     pub restarts: u32,
     pub cpu: f32,
     pub rss: u64,
+    /// Failed, and tried again in this long.
+    #[serde(
+        default,
+        rename = "retry_in_ms",
+        with = "millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_in: Option<Duration>,
 }
 
 impl ServiceRow {
@@ -157,6 +174,7 @@ impl ServiceRow {
             p99_us: None,
             heartbeat_age: None,
             breaker: "closed".into(),
+            retry_in: None,
             version: None,
             rate_history: Vec::new(),
             tasks: Vec::new(),

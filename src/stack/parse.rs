@@ -74,7 +74,7 @@ const SERVICE_KEYS: &[&str] = &[
 ];
 const BREAKER_KEYS: &[&str] = &["failures", "ratio", "min_requests", "window", "cooldown"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
-const LIMIT_KEYS: &[&str] = &["count", "window"];
+const LIMIT_KEYS: &[&str] = &["count", "window", "then", "retry_after", "retry_max"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub(super) struct Walker<'s> {

@@ -4,7 +4,7 @@
 //! - [`spawn`]: the long-lived spawner thread and the pre-exec setup of every child.
 //! - [`launch`]: a service's spec turned into a command line and an environment.
 //! - [`instance`]: the actor owning one child process, its pipes and its stop sequence.
-//! - [`restart`]: backoff and the restart intensity limit.
+//! - [`restart`]: backoff, the restart intensity limit and the long backoff after it.
 //! - [`replicas`]: which replicas a scale-in removes.
 //! - [`strays`]: killing what a service left behind outside its process group.
 //! - [`snapshot`]: the read model ([`ConsoleView`](crate::api::ConsoleView)) of this supervisor.

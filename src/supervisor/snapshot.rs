@@ -23,6 +23,11 @@ fn whole_seconds(duration: Duration) -> Duration {
     Duration::from_secs(duration.as_secs())
 }
 
+/// Rounded up, so a countdown reads 1s until it is due rather than 0s for its last second.
+fn ceil_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
+}
+
 fn tenths(value: f32) -> f32 {
     (value * 10.0).round() / 10.0
 }
@@ -37,6 +42,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
     let metrics = metrics::read(&supervisor.metrics);
     let registry = registry::read(&supervisor.registry);
     let now = SystemTime::now();
+    let clock = Instant::now();
     let services = registry
         .services
         .iter()
@@ -71,6 +77,11 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                     .breaker_state(service.name())
                     .map_or("-", |b| b.as_str())
                     .into(),
+                retry_in: service
+                    .instances
+                    .iter()
+                    .filter_map(|i| retry_in(i, clock))
+                    .min(),
                 version: live.iter().find_map(|i| i.version.clone()),
                 rate_history: m
                     .map(|m| m.rate_history.iter().copied().collect())
@@ -139,6 +150,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                         restarts: i.restarts,
                         cpu: tenths(i.cpu_percent),
                         rss: i.rss_bytes,
+                        retry_in: retry_in(i, clock),
                     })
                     .collect(),
             }
@@ -155,6 +167,14 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         calls: Vec::new(),
         routes: Vec::new(),
     }
+}
+
+/// How long until a failed instance is tried again, when it will be.
+fn retry_in(instance: &crate::registry::Instance, now: Instant) -> Option<Duration> {
+    (instance.state == crate::registry::InstanceState::Failed)
+        .then_some(instance.retry_at)
+        .flatten()
+        .map(|at| ceil_seconds(at.saturating_duration_since(now)))
 }
 
 /// Orders `(replica, task)` pairs for the detail pane (see [`task_order`]).

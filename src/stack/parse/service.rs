@@ -12,8 +12,8 @@ use super::{
 };
 use crate::stack::{
     spec::{
-        Backoff, BreakerSpec, Condition, Dependency, Program, RestartLimit, RestartPolicy,
-        ServiceKind, ServiceSpec,
+        AfterLimit, Backoff, BreakerSpec, Condition, Dependency, Program, RestartLimit,
+        RestartPolicy, ServiceKind, ServiceSpec,
     },
     units,
 };
@@ -375,6 +375,11 @@ impl Walker<'_> {
 
     fn restart_limit(&mut self, table: &DeTable<'_>) -> RestartLimit {
         let mut limit = RestartLimit::default();
+        let mut stay_failed = false;
+        let (mut after, mut max) = match limit.then {
+            AfterLimit::Retry { after, max } => (after, max),
+            AfterLimit::StayFailed => (Duration::ZERO, Duration::ZERO),
+        };
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
                 "count" => {
@@ -393,9 +398,34 @@ impl Walker<'_> {
                         limit.window = d;
                     }
                 }
+                "then" => {
+                    stay_failed =
+                        self.choice(value, &["retry", "stay-failed"]) == Some("stay-failed")
+                }
+                "retry_after" => match self.duration(value) {
+                    Some(d) if d.is_zero() => {
+                        self.error(value.span(), "retry_after must be more than zero")
+                    }
+                    Some(d) => after = d,
+                    None => {}
+                },
+                "retry_max" => {
+                    if let Some(d) = self.duration(value) {
+                        max = d;
+                    }
+                }
                 _ => self.unknown(key, LIMIT_KEYS, "in restart_limit"),
             }
         }
+        limit.then = if stay_failed {
+            AfterLimit::StayFailed
+        } else {
+            // A max below the first wait would make the first wait the longest.
+            AfterLimit::Retry {
+                after,
+                max: max.max(after),
+            }
+        };
         limit
     }
 }

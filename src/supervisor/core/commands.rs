@@ -98,6 +98,10 @@ impl Core {
             let service = &mut registry.services[index];
             service.wanted = false;
             service.waiting_on.clear();
+            // A stopped service is not tried again: no next try is due.
+            for instance in &mut service.instances {
+                instance.retry_at = None;
+            }
             service
                 .instances
                 .iter()

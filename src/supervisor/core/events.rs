@@ -3,7 +3,7 @@
 
 use std::{
     sync::atomic::Ordering,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use switchboard_protocol::Body;
@@ -29,29 +29,7 @@ impl Core {
                     instance.methods = hello.methods;
                 }
             }
-            InstanceEvent::Ready { id } => {
-                let starting = registry::read(&self.registry)
-                    .instance(id)
-                    .is_some_and(|i| i.state == InstanceState::Starting);
-                if starting {
-                    // Garbage written before the handshake flags it as garbage after would.
-                    let flagged = registry::read(&self.registry)
-                        .instance(id)
-                        .and_then(|i| i.handle.as_ref())
-                        .is_some_and(|h| h.bad_frames.load(Ordering::Relaxed) >= BAD_FRAME_ALERT);
-                    let state = if flagged {
-                        InstanceState::Degraded
-                    } else {
-                        InstanceState::Ready
-                    };
-                    self.set_state(id, state);
-                    // Requests and events held while it was down go to it now.
-                    self.router
-                        .service_ready(&self.stack.services[id.service].name);
-                    self.continue_rollout(id.service);
-                    self.start_pending().await;
-                }
-            }
+            InstanceEvent::Ready { id } => self.ready(id).await,
             InstanceEvent::Hung { id, silent_for } => {
                 self.emit(
                     id.service,
@@ -178,36 +156,84 @@ impl Core {
                 };
                 self.set_state(id, settled);
                 if restart {
-                    let decision = self.trackers.entry(slot).or_default().on_failure(
-                        Instant::now(),
-                        uptime,
-                        &spec.backoff,
-                        &spec.restart_limit,
-                        fastrand::f64(),
-                    );
-                    match decision {
-                        Decision::RestartAfter { delay, attempt } => {
-                            self.set_state(id, InstanceState::Backoff);
-                            self.emit(
-                                id.service,
-                                Some(id.replica),
-                                EventKind::RestartScheduled { attempt, delay },
-                            );
-                            self.restarts_due.insert((slot, id.generation), delay);
-                        }
-                        Decision::GiveUp { restarts, window } => {
-                            self.set_state(id, InstanceState::Failed);
-                            self.emit(
-                                id.service,
-                                Some(id.replica),
-                                EventKind::GaveUp { restarts, window },
-                            );
-                        }
-                    }
+                    self.after_failure(id, uptime);
                 }
             }
         }
         self.start_pending().await;
+    }
+
+    /// An instance said Ready (or printed its ready line).
+    async fn ready(&mut self, id: InstanceId) {
+        let starting = registry::read(&self.registry)
+            .instance(id)
+            .is_some_and(|i| i.state == InstanceState::Starting);
+        if !starting {
+            return;
+        }
+        // Garbage written before the handshake flags it as garbage after would.
+        let flagged = registry::read(&self.registry)
+            .instance(id)
+            .and_then(|i| i.handle.as_ref())
+            .is_some_and(|h| h.bad_frames.load(Ordering::Relaxed) >= BAD_FRAME_ALERT);
+        let state = if flagged {
+            InstanceState::Degraded
+        } else {
+            InstanceState::Ready
+        };
+        self.set_state(id, state);
+        // Requests and events held while it was down go to it now.
+        self.router
+            .service_ready(&self.stack.services[id.service].name);
+        self.continue_rollout(id.service);
+        self.start_pending().await;
+    }
+
+    /// An instance that its restart policy restarts died after `uptime`: backoff, or failed at
+    /// the intensity limit (and then perhaps tried again after the long backoff).
+    fn after_failure(&mut self, id: InstanceId, uptime: Duration) {
+        let slot = (id.service, id.replica);
+        let spec = &self.stack.services[id.service];
+        let decision = self.trackers.entry(slot).or_default().on_failure(
+            Instant::now(),
+            uptime,
+            &spec.backoff,
+            &spec.restart_limit,
+            fastrand::f64(),
+        );
+        match decision {
+            Decision::RestartAfter { delay, attempt } => {
+                self.set_state(id, InstanceState::Backoff);
+                self.emit(
+                    id.service,
+                    Some(id.replica),
+                    EventKind::RestartScheduled { attempt, delay },
+                );
+                self.restarts_due.insert((slot, id.generation), delay);
+            }
+            Decision::GiveUp {
+                restarts,
+                window,
+                retry_in,
+            } => {
+                self.set_state(id, InstanceState::Failed);
+                if let Some(delay) = retry_in {
+                    if let Some(instance) = registry::write(&self.registry).instance_mut(id) {
+                        instance.retry_at = Some(Instant::now() + delay);
+                    }
+                    self.restarts_due.insert((slot, id.generation), delay);
+                }
+                self.emit(
+                    id.service,
+                    Some(id.replica),
+                    EventKind::GaveUp {
+                        restarts,
+                        window,
+                        retry_in,
+                    },
+                );
+            }
+        }
     }
 
     fn finish_job_run(&self, id: InstanceId, status: &ExitStatus, uptime: std::time::Duration) {
@@ -241,7 +267,9 @@ impl Core {
             let service = &registry.services[slot.0];
             service.wanted
                 && service.replica(slot.1).is_some_and(|i| {
-                    i.id.generation == generation && i.state == InstanceState::Backoff
+                    i.id.generation == generation
+                        && (i.state == InstanceState::Backoff
+                            || (i.state == InstanceState::Failed && i.retry_at.is_some()))
                 })
         };
         if still_waiting && !self.shutting_down {
