@@ -41,6 +41,12 @@ pub enum EventKind {
     HangDetected {
         silent_for: Duration,
     },
+    /// The heartbeat has been still for half its timeout (`stale`: it is declared hung at the
+    /// full timeout), or moves again.
+    Heartbeat {
+        stale: bool,
+        silent_for: Duration,
+    },
     /// The restart intensity limit was reached; the service is failed, and tried again after
     /// `retry_in` (`None`: until an operator acts).
     GaveUp {
@@ -106,6 +112,11 @@ impl std::fmt::Display for EventKind {
                 "hung: no heartbeat for {}ms, restarting",
                 silent_for.as_millis()
             ),
+            EventKind::Heartbeat {
+                stale: true,
+                silent_for,
+            } => write!(f, "heartbeat stale: still for {}ms", silent_for.as_millis()),
+            EventKind::Heartbeat { stale: false, .. } => write!(f, "heartbeat moves again"),
             EventKind::GaveUp {
                 restarts,
                 window,

@@ -176,6 +176,9 @@ pub struct Instance {
     pub handle: Option<Arc<InstanceHandle>>,
     /// Failed, with another try due then (the long backoff after the intensity limit).
     pub retry_at: Option<Instant>,
+    /// Its heartbeat has been still for over half its timeout: it may be hung, and is
+    /// declared so at the full timeout.
+    pub stale: bool,
 }
 
 impl Instance {
@@ -196,6 +199,7 @@ impl Instance {
             rss_bytes: 0,
             handle: None,
             retry_at: None,
+            stale: false,
         }
     }
 

@@ -176,7 +176,7 @@ fn failed_service_with_alert() {
 }
 
 #[test]
-fn the_detail_shows_a_failed_service_s_next_try() {
+fn the_detail_shows_a_failed_service_s_next_try_and_a_stale_heartbeat() {
     let mut view = demo_view();
     let state = UiState::new();
     // The selected service (user, the first row).
@@ -184,6 +184,10 @@ fn the_detail_shows_a_failed_service_s_next_try() {
     view.services[0].retry_in = Some(Duration::from_secs(25));
     let screen = render(&view, &state, 120, 30);
     assert!(screen.contains("next try in 25s"), "{screen}");
+    view.services[0].state = InstanceState::Ready;
+    view.services[0].stale = true;
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("stale"), "{screen}");
 }
 
 #[test]
@@ -394,6 +398,7 @@ fn replicas_in_the_detail() {
             restarts,
             cpu: 2.5,
             rss: 15 * 1024 * 1024,
+            stale: false,
             retry_in: None,
         };
     view.services[1].instances = vec![

@@ -1,6 +1,6 @@
 //! Replicas and failure, with real processes (issue 21 item 3): a scale-in never takes the last
-//! ready replica while a failed one is there to go, and a failed service comes back on its own
-//! after the long backoff.
+//! ready replica while a failed one is there to go, a failed service comes back on its own
+//! after the long backoff, and a slow starter is not killed as hung.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -170,4 +170,67 @@ async fn a_failed_service_comes_back_on_its_own_after_the_long_backoff() {
     assert_eq!(view.services[0].retry_in, None);
     let (report, _) = running.stop().await;
     assert!(report.clean(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_starter_is_not_killed_as_hung_and_a_mute_one_is_after_its_startup_timeout() {
+    // `slow` shakes hands after 1.5 s, well past its heartbeat timeout: the heartbeat clock
+    // starts at the handshake, so it is not hung. `mute` never shakes hands: its clock starts
+    // at its startup timeout.
+    let (stack, _dir) = stack(
+        r#"
+        name = "slow"
+        [services.slow]
+        builtin = "probe"
+        env = { PROBE_SLOW_START_MS = "1500" }
+        heartbeat_timeout = "400ms"
+        [services.mute]
+        builtin = "probe"
+        env = { PROBE_SLOW_START_MS = "600000" }
+        heartbeat_timeout = "400ms"
+        startup_timeout = "300ms"
+        restart = "never"
+        "#,
+    );
+    let mut running = start(stack).await;
+    assert!(
+        running
+            .event(LIMIT, |e| is_state(e, "slow", InstanceState::Ready))
+            .await
+            .is_some(),
+        "the slow starter never became ready"
+    );
+    // It may have been declared hung before `slow` was ready, while that was awaited.
+    let hung = |e: &switchboard::event::Event| matches!(e.kind, EventKind::HangDetected { .. });
+    let hang = match running.seen.iter().find(|e| hung(e)).cloned() {
+        Some(hang) => hang,
+        None => running
+            .event(LIMIT, hung)
+            .await
+            .expect("the mute service was never declared hung"),
+    };
+    assert_eq!(hang.service, "mute", "{hang:?}");
+    // It went stale (half its timeout) before it was declared hung.
+    assert!(
+        running
+            .seen
+            .iter()
+            .any(|e| e.service == "mute"
+                && matches!(e.kind, EventKind::Heartbeat { stale: true, .. })),
+        "no stale state before the hang"
+    );
+    // Let the slow one run a few heartbeat timeouts: still its first process.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, events) = running.stop().await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.service == "slow" && matches!(e.kind, EventKind::HangDetected { .. })),
+        "the slow starter was killed as hung"
+    );
+    let spawns = events
+        .iter()
+        .filter(|e| e.service == "slow" && matches!(e.kind, EventKind::Spawned { .. }))
+        .count();
+    assert_eq!(spawns, 1, "the slow starter was restarted");
 }

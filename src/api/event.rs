@@ -13,7 +13,7 @@ pub struct EventView {
     pub at_ms: u64,
     pub service: String,
     pub replica: Option<u32>,
-    /// `state`, `spawned`, `exited`, `restart_scheduled`, `hang_detected`, `gave_up`,
+    /// `state`, `spawned`, `exited`, `restart_scheduled`, `hang_detected`, `heartbeat`, `gave_up`,
     /// `job_started`, `job_finished`, `signalled`, `breaker` or `alert`.
     pub kind: String,
     /// For `state`: the states before and after.
@@ -43,6 +43,7 @@ impl From<&Event> for EventView {
             EventKind::Exited { .. } => ("exited", None, None),
             EventKind::RestartScheduled { .. } => ("restart_scheduled", None, None),
             EventKind::HangDetected { .. } => ("hang_detected", None, None),
+            EventKind::Heartbeat { .. } => ("heartbeat", None, None),
             EventKind::GaveUp { .. } => ("gave_up", None, None),
             EventKind::JobStarted { .. } => ("job_started", None, None),
             EventKind::JobFinished { .. } => ("job_finished", None, None),

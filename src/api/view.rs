@@ -94,6 +94,10 @@ pub struct ServiceRow {
     #[serde(rename = "heartbeat_age_ms", with = "millis::option")]
     pub heartbeat_age: Option<Duration>,
     pub breaker: String,
+    /// Some replica's heartbeat has been still for half its timeout (it is declared hung at
+    /// the full timeout).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
     /// Failed, and tried again in this long (the soonest of its replicas; whole seconds,
     /// rounded up). `None` while not failed, or failed for good.
     #[serde(
@@ -144,6 +148,9 @@ pub struct ReplicaView {
     pub restarts: u32,
     pub cpu: f32,
     pub rss: u64,
+    /// Its heartbeat has been still for half its timeout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
     /// Failed, and tried again in this long.
     #[serde(
         default,
@@ -174,6 +181,7 @@ impl ServiceRow {
             p99_us: None,
             heartbeat_age: None,
             breaker: "closed".into(),
+            stale: false,
             retry_in: None,
             version: None,
             rate_history: Vec::new(),

@@ -62,6 +62,7 @@ const SERVICE_KEYS: &[&str] = &[
     "backoff",
     "restart_limit",
     "heartbeat_timeout",
+    "startup_timeout",
     "shutdown_grace",
     "replicas",
     "calls",

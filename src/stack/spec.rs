@@ -81,6 +81,10 @@ pub struct ServiceSpec {
     pub restart_limit: RestartLimit,
     /// `None`: no heartbeat check.
     pub heartbeat_timeout: Option<Duration>,
+    /// How long a protocol service may take to shake hands before the heartbeat check starts
+    /// anyway: the check counts from the handshake, which tells the service its heartbeat
+    /// period.
+    pub startup_timeout: Duration,
     pub shutdown_grace: Duration,
     pub replicas: u32,
     pub calls: Vec<String>,

@@ -64,6 +64,12 @@ pub enum InstanceEvent {
         id: InstanceId,
         silent_for: Duration,
     },
+    /// The heartbeat has been still for half its timeout (`stale`), or moves again.
+    Stale {
+        id: InstanceId,
+        stale: bool,
+        silent_for: Duration,
+    },
     Signalled {
         id: InstanceId,
         signal: &'static str,

@@ -2,7 +2,7 @@
 //! did) can stop every healthy replica and keep a failed one: `scale order 3` next to a failed
 //! replica 0, then `scale order 1`, left no replica ready. So the order is what serves callers
 //! least first: replicas without a process (failed, crashed, in backoff), then unready ones
-//! (starting, degraded, stopping), then ready ones, newest first within each, as
+//! (starting, degraded, stale, stopping), then ready ones, newest first within each, as
 //! Kubernetes' ReplicaSet picks pods to delete.
 
 use std::{cmp::Reverse, time::Instant};
@@ -12,7 +12,7 @@ use crate::registry::{Instance, InstanceState};
 /// How much a replica serves callers now: removed in ascending order.
 fn rank(instance: &Instance) -> u8 {
     match instance.state {
-        InstanceState::Ready => 2,
+        InstanceState::Ready if !instance.stale => 2,
         state if state.has_process() => 1,
         _ => 0,
     }
@@ -60,5 +60,13 @@ mod tests {
             instance(4, InstanceState::Ready, 30),
         ];
         assert_eq!(removal_order(&instances), [0, 3, 2, 4, 1]);
+    }
+
+    #[test]
+    fn a_stale_replica_goes_before_a_ready_one() {
+        let mut stale = instance(0, InstanceState::Ready, 100);
+        stale.stale = true;
+        let instances = [stale, instance(1, InstanceState::Ready, 200)];
+        assert_eq!(removal_order(&instances), [0, 1]);
     }
 }

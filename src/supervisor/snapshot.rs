@@ -77,6 +77,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                     .breaker_state(service.name())
                     .map_or("-", |b| b.as_str())
                     .into(),
+                stale: live.iter().any(|i| i.stale),
                 retry_in: service
                     .instances
                     .iter()
@@ -150,6 +151,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                         restarts: i.restarts,
                         cpu: tenths(i.cpu_percent),
                         rss: i.rss_bytes,
+                        stale: i.stale && i.state.has_process(),
                         retry_in: retry_in(i, clock),
                     })
                     .collect(),

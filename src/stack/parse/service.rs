@@ -49,6 +49,7 @@ impl Walker<'_> {
         let mut backoff = Backoff::default();
         let mut restart_limit = RestartLimit::default();
         let mut heartbeat_timeout = Some(Duration::from_secs(5));
+        let mut startup_timeout = Duration::from_secs(30);
         let mut shutdown_grace = Duration::from_secs(5);
         let mut replicas = 1;
         let mut calls = Vec::new();
@@ -118,6 +119,11 @@ impl Walker<'_> {
                     heartbeat_timeout = match v.get_ref() {
                         DeValue::String(s) if s.as_ref() == "off" => None,
                         _ => self.duration(v).and_then(|d| (!d.is_zero()).then_some(d)),
+                    }
+                }
+                "startup_timeout" => {
+                    if let Some(d) = self.duration(v) {
+                        startup_timeout = d;
                     }
                 }
                 "shutdown_grace" => {
@@ -201,6 +207,7 @@ impl Walker<'_> {
             backoff,
             restart_limit,
             heartbeat_timeout,
+            startup_timeout,
             shutdown_grace,
             replicas,
             calls,

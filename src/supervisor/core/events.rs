@@ -37,6 +37,11 @@ impl Core {
                     EventKind::HangDetected { silent_for },
                 );
             }
+            InstanceEvent::Stale {
+                id,
+                stale,
+                silent_for,
+            } => self.heartbeat_stale(id, stale, silent_for),
             InstanceEvent::Signalled { id, signal } => {
                 self.emit(
                     id.service,
@@ -187,6 +192,20 @@ impl Core {
             .service_ready(&self.stack.services[id.service].name);
         self.continue_rollout(id.service);
         self.start_pending().await;
+    }
+
+    /// The heartbeat check found the heartbeat still for half its timeout, or moving again.
+    fn heartbeat_stale(&mut self, id: InstanceId, stale: bool, silent_for: Duration) {
+        let changed = registry::write(&self.registry)
+            .instance_mut(id)
+            .is_some_and(|i| std::mem::replace(&mut i.stale, stale) != stale);
+        if changed {
+            self.emit(
+                id.service,
+                Some(id.replica),
+                EventKind::Heartbeat { stale, silent_for },
+            );
+        }
     }
 
     /// An instance that its restart policy restarts died after `uptime`: backoff, or failed at

@@ -239,6 +239,7 @@ impl Core {
                 params,
             },
             heartbeat_timeout,
+            startup_timeout: spec.startup_timeout,
             lineage,
             sweeper: self.sweeper.clone(),
         };
