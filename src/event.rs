@@ -98,6 +98,14 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The kind of alert (as [`EventView::kind`](crate::api::EventView) names it) this event
+    /// resolves for its service: a breaker closing resolves its opening.
+    pub fn resolves(&self) -> Option<&'static str> {
+        matches!(self.kind, EventKind::Breaker { state: "closed" }).then_some("breaker")
+    }
+}
+
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -176,6 +176,50 @@ fn failed_service_with_alert() {
 }
 
 #[test]
+fn a_closed_breaker_resolves_its_alert_and_the_detail_shows_its_cooldown() {
+    let mut view = demo_view();
+    let mut state = UiState::new();
+    let breaker = |state: &'static str| Event {
+        at: SystemTime::now(),
+        service: "user".into(),
+        replica: None,
+        kind: EventKind::Breaker { state },
+    };
+    update(
+        &mut state,
+        &view,
+        Action::Lifecycle(Box::new(EventView::from(&breaker("open")))),
+    );
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("1 alert"), "{screen}");
+    for event in [breaker("half-open"), breaker("closed")] {
+        update(
+            &mut state,
+            &view,
+            Action::Lifecycle(Box::new(EventView::from(&event))),
+        );
+    }
+    assert_eq!(state.alerts.len(), 1, "only the opening is an alert");
+    assert_eq!(
+        state.alerts[0].resolved.as_deref(),
+        Some("circuit breaker closed")
+    );
+    let screen = render(&view, &state, 120, 30);
+    assert!(
+        screen.contains("resolved: circuit breaker closed"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("1 alert"),
+        "a resolved alert is not counted: {screen}"
+    );
+    // The selected service (user, the first row) with its breaker cooling down.
+    view.services[0].breaker_cooldown = Some(Duration::from_secs(4));
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("breaker open: probes in 4s"), "{screen}");
+}
+
+#[test]
 fn the_detail_shows_a_failed_service_s_next_try_and_a_stale_heartbeat() {
     let mut view = demo_view();
     let state = UiState::new();

@@ -1,6 +1,7 @@
-//! Replicas and failure, with real processes (issue 21 item 3): a scale-in never takes the last
-//! ready replica while a failed one is there to go, a failed service comes back on its own
-//! after the long backoff, and a slow starter is not killed as hung.
+//! Replicas and failure, with real processes (issue 21 items 3 and 4): a scale-in never takes
+//! the last ready replica while a failed one is there to go, a failed service comes back on its
+//! own after the long backoff, a slow starter is not killed as hung, and a breaker closes once
+//! its target is back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -233,4 +234,118 @@ async fn a_slow_starter_is_not_killed_as_hung_and_a_mute_one_is_after_its_startu
         .filter(|e| e.service == "slow" && matches!(e.kind, EventKind::Spawned { .. }))
         .count();
     assert_eq!(spawns, 1, "the slow starter was restarted");
+}
+
+/// A request from the gateway to `user.method`, with a 2 s deadline.
+fn user_request(method: &str, body: &str) -> switchboard_protocol::Envelope {
+    use switchboard_protocol::{Body, Envelope, Kind};
+    Envelope {
+        id: 1,
+        deadline_us: 2_000_000,
+        kind: Kind::Request,
+        destination: "user".into(),
+        method: method.into(),
+        body: Body::Json(serde_json::to_vec(body).unwrap().into()),
+        ..Envelope::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_closes_once_its_target_is_ready_again_and_can_be_reset_by_hand() {
+    use switchboard::{api::EventView, router::GATEWAY};
+    use switchboard_protocol::{Envelope, ErrorCode, Kind, Status};
+
+    // A cooldown far longer than the test: only the target's recovery can close it in time.
+    let (stack, dir) = stack(
+        r#"
+        name = "breaker"
+        [services.user]
+        builtin = "probe"
+        breaker = { failures = 3, cooldown = "120s" }
+        backoff = { initial = "20ms", jitter = 0.0 }
+        "#,
+    );
+    let code = |answer: &Envelope| match &answer.kind {
+        Kind::Response(Status::Error(err)) => Some(err.code),
+        _ => None,
+    };
+    let started = std::time::Instant::now();
+    let mut running = start(stack).await;
+    running.ready(LIMIT, &["user"]).await;
+    let router = running.supervisor.router.clone();
+    let open = |router: switchboard::router::Router| async move {
+        for _ in 0..3 {
+            let answer = router.call(GATEWAY, user_request("fail", "boom")).await;
+            assert_eq!(code(&answer), Some(ErrorCode::Internal), "{answer:?}");
+        }
+    };
+    open(router.clone()).await;
+    let answer = router.call(GATEWAY, user_request("echo", "hi")).await;
+    assert_eq!(code(&answer), Some(ErrorCode::CircuitOpen), "{answer:?}");
+    let view = running.supervisor.view(started);
+    let cooldown = view.services[0]
+        .breaker_cooldown
+        .expect("no cooldown shown");
+    assert!(cooldown > Duration::from_secs(100), "{cooldown:?}");
+
+    // The target restarts (killed here); once it is ready, the next call is the probe.
+    running
+        .supervisor
+        .command(Command::Kill("user".into()))
+        .await
+        .unwrap();
+    // After its exit: the first start's ready event is still queued.
+    assert!(
+        running
+            .event(LIMIT, |e| matches!(e.kind, EventKind::Exited { .. }))
+            .await
+            .is_some()
+    );
+    assert!(
+        running
+            .event(LIMIT, |e| is_state(e, "user", InstanceState::Ready))
+            .await
+            .is_some()
+    );
+    let answer = router.call(GATEWAY, user_request("echo", "back")).await;
+    assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
+    let closed = running
+        .event(LIMIT, |e| {
+            matches!(e.kind, EventKind::Breaker { state: "closed" })
+        })
+        .await
+        .expect("the breaker never closed");
+    // Closing resolves the alert its opening raised.
+    assert_eq!(
+        EventView::from(&closed).resolves.as_deref(),
+        Some("breaker")
+    );
+    assert_eq!(
+        running.supervisor.view(started).services[0].breaker_cooldown,
+        None
+    );
+
+    // Open again, then closed by hand, which the audit log records.
+    open(router.clone()).await;
+    running
+        .supervisor
+        .command_audited(Command::ResetBreaker("user".into()), "test")
+        .await
+        .unwrap();
+    assert!(
+        running
+            .event(LIMIT, |e| matches!(
+                e.kind,
+                EventKind::Breaker { state: "closed" }
+            ))
+            .await
+            .is_some()
+    );
+    let answer = router.call(GATEWAY, user_request("echo", "reset")).await;
+    assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
+    let audit = std::fs::read_to_string(running.supervisor.stack.run_dir.join("audit.jsonl"))
+        .unwrap_or_default();
+    assert!(audit.contains("breaker reset"), "{audit}");
+    drop(dir);
+    running.stop().await;
 }

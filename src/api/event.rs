@@ -29,6 +29,10 @@ pub struct EventView {
     /// Whether the operator should look at it (the console lists it under alerts).
     #[serde(default)]
     pub alert: bool,
+    /// The kind of this service's alerts that this event resolves (`breaker` when a breaker
+    /// closes): the console marks them resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolves: Option<String>,
 }
 
 impl From<&Event> for EventView {
@@ -61,6 +65,7 @@ impl From<&Event> for EventView {
             text: event.to_string(),
             detail: event.kind.to_string(),
             alert: event.is_alert(),
+            resolves: event.resolves().map(str::to_string),
         }
     }
 }

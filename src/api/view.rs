@@ -94,6 +94,15 @@ pub struct ServiceRow {
     #[serde(rename = "heartbeat_age_ms", with = "millis::option")]
     pub heartbeat_age: Option<Duration>,
     pub breaker: String,
+    /// While the breaker is open: how long until it lets a probe through (whole seconds,
+    /// rounded up).
+    #[serde(
+        default,
+        rename = "breaker_cooldown_ms",
+        with = "millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub breaker_cooldown: Option<Duration>,
     /// Some replica's heartbeat has been still for half its timeout (it is declared hung at
     /// the full timeout).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -181,6 +190,7 @@ impl ServiceRow {
             p99_us: None,
             heartbeat_age: None,
             breaker: "closed".into(),
+            breaker_cooldown: None,
             stale: false,
             retry_in: None,
             version: None,

@@ -48,6 +48,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         .iter()
         .map(|service| {
             let m = metrics.service(service.name());
+            let breaker = supervisor.router.breaker_status(service.name());
             let live: Vec<_> = service
                 .instances
                 .iter()
@@ -72,11 +73,8 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 error_rate: m.map_or(0.0, |m| hundredths(m.error_rate)),
                 p99_us: m.and_then(|m| m.p99_us),
                 heartbeat_age: m.and_then(|m| m.heartbeat_age),
-                breaker: supervisor
-                    .router
-                    .breaker_state(service.name())
-                    .map_or("-", |b| b.as_str())
-                    .into(),
+                breaker: breaker.map_or("-", |(b, _)| b.as_str()).into(),
+                breaker_cooldown: breaker.and_then(|(_, left)| left).map(ceil_seconds),
                 stale: live.iter().any(|i| i.stale),
                 retry_in: service
                     .instances

@@ -87,6 +87,10 @@ pub struct Alert {
     pub at: SystemTime,
     pub service: String,
     pub text: String,
+    /// The event's kind (`breaker`, `gave_up`, ...), for a later event that resolves it.
+    pub kind: String,
+    /// What resolved it (`circuit breaker closed`), once something did.
+    pub resolved: Option<String>,
 }
 
 /// Which logs the log pane shows.

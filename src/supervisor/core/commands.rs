@@ -27,7 +27,8 @@ impl Core {
             | Command::Restart(n)
             | Command::Kill(n)
             | Command::Scale(n, _)
-            | Command::RunJob(n, _) => n.clone(),
+            | Command::RunJob(n, _)
+            | Command::ResetBreaker(n) => n.clone(),
         };
         let index = self
             .index_of(&name)
@@ -77,6 +78,12 @@ impl Core {
             }
             Command::RunJob(_, _) if !is_job => Err(ControlError::NotAJob(name)),
             Command::RunJob(_, params) => self.run_job(index, params).await,
+            Command::ResetBreaker(_) => {
+                // Closing is announced by the router, as any other breaker transition.
+                let was_open = self.router.reset_breaker(&name).unwrap_or(false);
+                tracing::info!(service = %name, was_open, "breaker reset by hand");
+                Ok(Reply::Done)
+            }
         }
     }
 

@@ -186,6 +186,10 @@ impl Core {
         } else {
             InstanceState::Ready
         };
+        let name = &self.stack.services[id.service].name;
+        // Before it is announced ready: whoever sees it ready and calls must not find the
+        // breaker still sitting out its cooldown.
+        self.router.breaker_target_ready(name);
         self.set_state(id, state);
         // Requests and events held while it was down go to it now.
         self.router

@@ -158,6 +158,12 @@ fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
             theme.error(),
         ));
     }
+    if let Some(left) = row.breaker_cooldown {
+        lines.push(Line::styled(
+            format!("breaker open: probes in {}", duration(left)),
+            theme.error(),
+        ));
+    }
     if !row.depends_on.is_empty() {
         let deps: Vec<String> = row
             .depends_on
