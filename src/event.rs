@@ -100,9 +100,18 @@ impl Event {
 
 impl Event {
     /// The kind of alert (as [`EventView::kind`](crate::api::EventView) names it) this event
-    /// resolves for its service: a breaker closing resolves its opening.
+    /// resolves for its service (and its replica, when it names one): a breaker closing
+    /// resolves its opening, and a replica ready again the failure that gave up on it (it
+    /// came back on the retry after the intensity limit, or an operator started it).
     pub fn resolves(&self) -> Option<&'static str> {
-        matches!(self.kind, EventKind::Breaker { state: "closed" }).then_some("breaker")
+        match self.kind {
+            EventKind::Breaker { state: "closed" } => Some("breaker"),
+            EventKind::State {
+                to: InstanceState::Ready,
+                ..
+            } => Some("gave_up"),
+            _ => None,
+        }
     }
 }
 

@@ -176,6 +176,46 @@ fn failed_service_with_alert() {
 }
 
 #[test]
+fn a_replica_ready_again_resolves_the_alert_that_gave_up_on_it() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    let event = |replica: u32, kind: EventKind| Event {
+        at: SystemTime::now(),
+        service: "user".into(),
+        replica: Some(replica),
+        kind,
+    };
+    let gave_up = EventKind::GaveUp {
+        restarts: 5,
+        window: Duration::from_secs(60),
+        retry_in: Some(Duration::from_secs(30)),
+    };
+    let ready = EventKind::State {
+        from: InstanceState::Starting,
+        to: InstanceState::Ready,
+    };
+    for event in [event(0, gave_up), event(1, ready.clone())] {
+        update(
+            &mut state,
+            &view,
+            Action::Lifecycle(Box::new(EventView::from(&event))),
+        );
+    }
+    assert_eq!(state.alerts[0].resolved, None, "another replica came up");
+    update(
+        &mut state,
+        &view,
+        Action::Lifecycle(Box::new(EventView::from(&event(0, ready)))),
+    );
+    assert_eq!(
+        state.alerts[0].resolved.as_deref(),
+        Some("starting → ready")
+    );
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("next try in 30s, resolved"), "{screen}");
+}
+
+#[test]
 fn a_closed_breaker_resolves_its_alert_and_the_detail_shows_its_cooldown() {
     let mut view = demo_view();
     let mut state = UiState::new();

@@ -30,7 +30,7 @@ pub struct EventView {
     #[serde(default)]
     pub alert: bool,
     /// The kind of this service's alerts that this event resolves (`breaker` when a breaker
-    /// closes): the console marks them resolved.
+    /// closes, `gave_up` when a replica is ready again): the console marks them resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolves: Option<String>,
 }

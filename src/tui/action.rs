@@ -307,7 +307,10 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         Action::Lifecycle(event) => {
             if let Some(kind) = &event.resolves {
                 for alert in state.alerts.iter_mut().filter(|a| {
-                    a.service == event.service && a.kind == *kind && a.resolved.is_none()
+                    a.service == event.service
+                        && a.kind == *kind
+                        && a.resolved.is_none()
+                        && (event.replica.is_none() || a.replica == event.replica)
                 }) {
                     alert.resolved = Some(event.detail.clone());
                 }
@@ -316,6 +319,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
                 state.alerts.push(Alert {
                     at: SystemTime::now(),
                     service: event.service.clone(),
+                    replica: event.replica,
                     text: event.detail.clone(),
                     kind: event.kind.clone(),
                     resolved: None,

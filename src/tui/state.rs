@@ -86,6 +86,8 @@ pub enum Overlay {
 pub struct Alert {
     pub at: SystemTime,
     pub service: String,
+    /// The replica it is about, when it is about one.
+    pub replica: Option<u32>,
     pub text: String,
     /// The event's kind (`breaker`, `gave_up`, ...), for a later event that resolves it.
     pub kind: String,
