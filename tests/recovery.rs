@@ -349,3 +349,35 @@ async fn a_breaker_closes_once_its_target_is_ready_again_and_can_be_reset_by_han
     drop(dir);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_past_the_timer_s_range_does_not_bring_the_supervisor_down() {
+    // 100000 h is past the two years tokio-util's DelayQueue takes; it used to panic the
+    // supervisor's task, after which no command was answered.
+    let (stack, _dir) = stack(
+        r#"
+        name = "far"
+        [services.late]
+        command = "sh"
+        args = ["-c", "exit 1"]
+        backoff = { initial = "100000h", max = "100000h", jitter = 0.0 }
+        "#,
+    );
+    let mut running = start(stack).await;
+    assert!(
+        running
+            .event(LIMIT, |e| matches!(
+                e.kind,
+                EventKind::RestartScheduled { .. }
+            ))
+            .await
+            .is_some()
+    );
+    running
+        .supervisor
+        .command(Command::Stop("late".into()))
+        .await
+        .expect("the supervisor no longer answers");
+    let (report, _) = running.stop().await;
+    assert!(report.clean(), "{report:?}");
+}

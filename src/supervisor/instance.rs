@@ -175,7 +175,7 @@ impl InstanceTask {
             // Half the heartbeat period (timeout / 5): a hang is then declared at most one
             // heartbeat period after the timeout, counting the lag in seeing the last beat.
             .map(|timeout| (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-        let mut heartbeat = HeartbeatWatch::new(Instant::now() + self.startup_timeout);
+        let mut heartbeat = HeartbeatWatch::new(Instant::now().checked_add(self.startup_timeout));
         let mut check = tokio::time::interval(check_every.unwrap_or(Duration::from_secs(3600)));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -271,7 +271,8 @@ fn wait_status(status: std::io::Result<std::process::ExitStatus>) -> ExitStatus 
 /// period from the Welcome, so before it a slow starter (loading data, waiting on a disk) is
 /// silent without being hung. One that never shakes hands is watched from `start_by` on.
 struct HeartbeatWatch {
-    start_by: Instant,
+    /// `None`: a startup timeout too long to reach.
+    start_by: Option<Instant>,
     started: bool,
     last_value: Option<u64>,
     last_moved: Instant,
@@ -280,7 +281,7 @@ struct HeartbeatWatch {
 }
 
 impl HeartbeatWatch {
-    fn new(start_by: Instant) -> Self {
+    fn new(start_by: Option<Instant>) -> Self {
         HeartbeatWatch {
             start_by,
             started: false,
@@ -294,7 +295,7 @@ impl HeartbeatWatch {
     /// while the clock has not started (no handshake yet, and `start_by` still ahead).
     fn observe(&mut self, value: u64, shook_hands: bool) -> Option<Duration> {
         if !self.started {
-            if !shook_hands && Instant::now() < self.start_by {
+            if !shook_hands && self.start_by.is_none_or(|by| Instant::now() < by) {
                 return None;
             }
             self.started = true;

@@ -4,12 +4,14 @@
 use std::{collections::VecDeque, time::SystemTime};
 
 use super::{Core, Intent, Slot};
-use crate::supervisor::replicas::removal_order;
 use crate::{
     event::EventKind,
     registry::{self, InstanceId, InstanceState, JOB_RUNS_KEPT, JobRun},
     stack::ServiceKind,
-    supervisor::{Command, ControlError, MAX_REPLICAS, Reply, Request, instance::Control},
+    supervisor::{
+        Command, ControlError, MAX_REPLICAS, Reply, Request, instance::Control,
+        replicas::removal_order,
+    },
 };
 
 impl Core {

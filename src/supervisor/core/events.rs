@@ -16,6 +16,11 @@ use crate::{
     supervisor::{InstanceEvent, instance::BAD_FRAME_ALERT, restart::Decision},
 };
 
+/// The longest a restart waits, whatever the stack file says (`backoff.max`, `retry_max`): the
+/// timer wheel refuses deadlines past about two years (tokio-util's `DelayQueue` panics), and a
+/// year is longer than anyone waits for a restart.
+const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Core {
     // ----- reports from instances -----------------------------------------------------------
 
@@ -232,7 +237,7 @@ impl Core {
                     Some(id.replica),
                     EventKind::RestartScheduled { attempt, delay },
                 );
-                self.restarts_due.insert((slot, id.generation), delay);
+                self.schedule_restart(slot, id.generation, delay);
             }
             Decision::GiveUp {
                 restarts,
@@ -241,10 +246,10 @@ impl Core {
             } => {
                 self.set_state(id, InstanceState::Failed);
                 if let Some(delay) = retry_in {
+                    let delay = self.schedule_restart(slot, id.generation, delay);
                     if let Some(instance) = registry::write(&self.registry).instance_mut(id) {
-                        instance.retry_at = Some(Instant::now() + delay);
+                        instance.retry_at = Instant::now().checked_add(delay);
                     }
-                    self.restarts_due.insert((slot, id.generation), delay);
                 }
                 self.emit(
                     id.service,
@@ -257,6 +262,14 @@ impl Core {
                 );
             }
         }
+    }
+
+    /// Puts a restart in the queue, `delay` from now, capped at [`LONGEST_WAIT`]; returns the
+    /// delay used.
+    fn schedule_restart(&mut self, slot: Slot, generation: u64, delay: Duration) -> Duration {
+        let delay = delay.min(LONGEST_WAIT);
+        self.restarts_due.insert((slot, generation), delay);
+        delay
     }
 
     fn finish_job_run(&self, id: InstanceId, status: &ExitStatus, uptime: std::time::Duration) {
