@@ -343,8 +343,14 @@ async fn a_breaker_closes_once_its_target_is_ready_again_and_can_be_reset_by_han
     );
     let answer = router.call(GATEWAY, user_request("echo", "reset")).await;
     assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
-    let audit = std::fs::read_to_string(running.supervisor.stack.run_dir.join("audit.jsonl"))
-        .unwrap_or_default();
+    // The audit log is written by its own task: wait for the line, bounded.
+    let path = running.supervisor.stack.run_dir.join("audit.jsonl");
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut audit = String::new();
+    while !audit.contains("breaker reset") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        audit = std::fs::read_to_string(&path).unwrap_or_default();
+    }
     assert!(audit.contains("breaker reset"), "{audit}");
     drop(dir);
     running.stop().await;
