@@ -511,6 +511,31 @@ async fn a_restart_through_the_api_is_seen_in_the_registry_the_audit_log_and_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_reset_through_the_api_is_audited() {
+    let f = fixture(STACK, &["echo"]).await;
+    let answer = f
+        .admin
+        .send(Method::POST, "/admin/services/echo/breaker/reset", None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert!(
+        audited(&f, |l| l["action"] == "breaker reset"
+            && l["target"] == "echo"
+            && l["result"] == "ok")
+        .await,
+        "breaker reset not audited"
+    );
+    let answer = f
+        .admin
+        .send(Method::POST, "/admin/services/nobody/breaker/reset", None)
+        .await
+        .unwrap();
+    expect_error(&answer, StatusCode::NOT_FOUND, "not_found");
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_logs_and_a_job_run_through_the_api() {
     let f = fixture(STACK, &["echo"]).await;
     let answer = f

@@ -8,6 +8,7 @@
 //! | `GET /admin/services` | the console's snapshot ([`ConsoleView`]): state, pid, restarts, rates, CPU, memory |
 //! | `POST /admin/services/{name}/{restart,stop,start,kill}` | the command; `{"ok":true}` |
 //! | `POST /admin/services/{name}/scale` | body `{"replicas":N}` |
+//! | `POST /admin/services/{name}/breaker/reset` | close the breaker in front of NAME by hand; `{"ok":true}` |
 //! | `GET /admin/services/{name}/logs?tail=N` | the last N (default 100) log lines; `&follow=true` streams them as server-sent events |
 //! | `POST /admin/jobs/{name}/run` | body: the job's JSON parameters (optional); `{"run":N}` |
 //! | `GET /admin/jobs/{name}/runs` | the job's state, task progress and recent runs |
@@ -46,6 +47,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/services", get(services))
         .route("/services/{name}/logs", get(logs))
         .route("/services/{name}/{action}", post(service_action))
+        .route("/services/{name}/breaker/reset", post(reset_breaker))
         .route("/jobs/{name}/run", post(run_job))
         .route("/jobs/{name}/runs", get(job_runs))
         .route("/events", get(events::lifecycle))
@@ -102,6 +104,18 @@ async fn service_action(
         })?,
     };
     command_audited(&state, command, &access.actor(&headers)).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+/// Closes a breaker by hand; audited like every command.
+async fn reset_breaker(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Path(name) = path.map_err(bad_path)?;
+    command_audited(&state, Command::ResetBreaker(name), &access.actor(&headers)).await?;
     Ok(Json(Done { ok: true }))
 }
 

@@ -27,11 +27,11 @@ impl Router {
         }
     }
 
-    /// Forgets the subscriptions of the replicas of `service` from `replicas` on: they were
-    /// scaled away.
-    pub fn replicas_removed(&self, service: &str, replicas: u32) {
+    /// Forgets the subscriptions of `replica` of `service`: it was scaled away. (Replica
+    /// numbers are names: a scale-in may remove any of them.)
+    pub fn replica_removed(&self, service: &str, replica: u32) {
         if let Some(subscribed) = lock(&self.inner.topics).get_mut(service) {
-            subscribed.retain(|replica, _| *replica < replicas);
+            subscribed.remove(&replica);
         }
     }
 

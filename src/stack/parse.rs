@@ -63,6 +63,7 @@ const SERVICE_KEYS: &[&str] = &[
     "backoff",
     "restart_limit",
     "heartbeat_timeout",
+    "startup_timeout",
     "shutdown_grace",
     "stop_grace",
     "stop_signal",
@@ -79,7 +80,7 @@ const SERVICE_KEYS: &[&str] = &[
 const RESOURCE_LIMITS_KEYS: &[&str] = &["memory", "open_files", "cpu_time", "core"];
 const BREAKER_KEYS: &[&str] = &["failures", "ratio", "min_requests", "window", "cooldown"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
-const LIMIT_KEYS: &[&str] = &["count", "window"];
+const LIMIT_KEYS: &[&str] = &["count", "window", "then", "retry_after", "retry_max"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub(super) struct Walker<'s> {

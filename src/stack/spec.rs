@@ -81,6 +81,10 @@ pub struct ServiceSpec {
     pub restart_limit: RestartLimit,
     /// `None`: no heartbeat check.
     pub heartbeat_timeout: Option<Duration>,
+    /// How long a protocol service may take to shake hands before the heartbeat check starts
+    /// anyway: the check counts from the handshake, which tells the service its heartbeat
+    /// period.
+    pub startup_timeout: Duration,
     /// Each step of the stop sequence waits this long (`shutdown_grace`, or `stop_grace`).
     pub shutdown_grace: Duration,
     /// What asks a plain program to stop; a protocol service is sent Shutdown first.
@@ -283,10 +287,13 @@ impl Backoff {
     }
 }
 
+/// The restart intensity limit: at most `count` restarts within `window`, then the service is
+/// failed, and `then` says what follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartLimit {
     pub count: u32,
     pub window: Duration,
+    pub then: AfterLimit,
 }
 
 impl Default for RestartLimit {
@@ -294,6 +301,42 @@ impl Default for RestartLimit {
         RestartLimit {
             count: 5,
             window: Duration::from_secs(60),
+            then: AfterLimit::default(),
+        }
+    }
+}
+
+/// What follows the restart intensity limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterLimit {
+    /// Try again after `after`, doubling with each limit reached again, up to `max`: what broke
+    /// it (a dependency, a full disk) may have been fixed meanwhile, and nobody may be watching.
+    Retry { after: Duration, max: Duration },
+    /// Stay failed until an operator starts or restarts it.
+    StayFailed,
+}
+
+impl Default for AfterLimit {
+    fn default() -> Self {
+        AfterLimit::Retry {
+            after: Duration::from_secs(30),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl AfterLimit {
+    /// The wait before the next try after the limit was reached `times` times in a row
+    /// (from 0); `None` to stay failed.
+    pub fn retry_in(&self, times: u32) -> Option<Duration> {
+        match *self {
+            AfterLimit::StayFailed => None,
+            AfterLimit::Retry { after, max } => Some(
+                after
+                    .checked_mul(1u32.checked_shl(times.min(31)).unwrap_or(u32::MAX))
+                    .unwrap_or(max)
+                    .min(max),
+            ),
         }
     }
 }
@@ -361,5 +404,17 @@ mod tests {
         assert_eq!(backoff.delay(u32::MAX), Duration::from_secs(1));
         assert_eq!(backoff.jittered(0, 0.0), Duration::from_millis(100));
         assert_eq!(backoff.jittered(0, 1.0), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn the_retry_after_the_limit_doubles_up_to_its_max() {
+        let retry = AfterLimit::default();
+        let secs = |times| retry.retry_in(times).map(|d: Duration| d.as_secs());
+        assert_eq!(
+            [secs(0), secs(1), secs(3), secs(4)],
+            [30, 60, 240, 300].map(Some)
+        );
+        assert_eq!(secs(u32::MAX), Some(300));
+        assert_eq!(AfterLimit::StayFailed.retry_in(0), None);
     }
 }

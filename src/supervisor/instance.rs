@@ -70,6 +70,9 @@ pub struct InstanceTask {
     pub ready_line: Option<String>,
     pub welcome: Welcome,
     pub heartbeat_timeout: Option<Duration>,
+    /// The heartbeat check starts at the handshake, or this long after the spawn for a service
+    /// that never shakes hands (see [`HeartbeatWatch`]).
+    pub startup_timeout: Duration,
     /// In the environment of the process and its descendants; see [`super::strays`].
     pub lineage: String,
     pub sweeper: Sweeper,
@@ -81,6 +84,7 @@ impl InstanceTask {
         let service: Arc<str> = self.handle.service.clone();
         let close_stdin = CancellationToken::new();
         let stdout_closed = CancellationToken::new();
+        let handshake = CancellationToken::new();
         let stdin = self.child.stdin.take();
         let stdout = self.child.stdout.take();
         let stderr = self.child.stderr.take();
@@ -97,7 +101,10 @@ impl InstanceTask {
             if self.protocol {
                 tokio::spawn(read_frames(
                     stdout,
-                    stdout_closed.clone(),
+                    ReaderSignals {
+                        closed: stdout_closed.clone(),
+                        handshake: handshake.clone(),
+                    },
                     self.handle.clone(),
                     self.events.clone(),
                     self.logs.clone(),
@@ -132,7 +139,9 @@ impl InstanceTask {
             ))
         });
 
-        let status = self.supervise(&close_stdin, &stdout_closed).await;
+        let status = self
+            .supervise(&close_stdin, &stdout_closed, &handshake)
+            .await;
 
         // Reaped: now nothing in its group may outlive it, nor anything of its lineage that
         // left the group.
@@ -158,6 +167,7 @@ impl InstanceTask {
         &mut self,
         close_stdin: &CancellationToken,
         stdout_closed: &CancellationToken,
+        handshake: &CancellationToken,
     ) -> ExitStatus {
         let pid = self.handle.pid;
         let watch_stdout = self.protocol;
@@ -166,7 +176,7 @@ impl InstanceTask {
             // Half the heartbeat period (timeout / 5): a hang is then declared at most one
             // heartbeat period after the timeout, counting the lag in seeing the last beat.
             .map(|timeout| (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-        let mut heartbeat = HeartbeatWatch::new();
+        let mut heartbeat = HeartbeatWatch::new(Instant::now().checked_add(self.startup_timeout));
         let mut check = tokio::time::interval(check_every.unwrap_or(Duration::from_secs(3600)));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -198,7 +208,12 @@ impl InstanceTask {
                         continue;
                     };
                     // A wrong header reads as a heartbeat stuck at 0, as in a full read.
-                    let silent_for = heartbeat.observe(segment.heartbeat().unwrap_or(0));
+                    let Some(silent_for) = heartbeat.observe(segment.heartbeat().unwrap_or(0), handshake.is_cancelled()) else {
+                        continue;
+                    };
+                    if let Some(stale) = heartbeat.stale_changed(silent_for, timeout) {
+                        let _ = self.events.send(InstanceEvent::Stale { id: self.handle.id, stale, silent_for }).await;
+                    }
                     if silent_for >= timeout {
                         let _ = self.events.send(InstanceEvent::Hung { id: self.handle.id, silent_for }).await;
                         signal_group(pid, libc::SIGKILL);
@@ -270,26 +285,57 @@ fn wait_status(status: std::io::Result<std::process::ExitStatus>) -> ExitStatus 
 
 /// Judges heartbeat staleness on the console's own clock: when the counter last moved, never a
 /// time the service wrote.
+///
+/// The clock starts at the handshake, not at the spawn: the service learns its heartbeat
+/// period from the Welcome, so before it a slow starter (loading data, waiting on a disk) is
+/// silent without being hung. One that never shakes hands is watched from `start_by` on.
 struct HeartbeatWatch {
+    /// `None`: a startup timeout too long to reach.
+    start_by: Option<Instant>,
+    started: bool,
     last_value: Option<u64>,
     last_moved: Instant,
+    /// Whether the instance was last reported stale.
+    stale: bool,
 }
 
 impl HeartbeatWatch {
-    fn new() -> Self {
+    fn new(start_by: Option<Instant>) -> Self {
         HeartbeatWatch {
+            start_by,
+            started: false,
             last_value: None,
             last_moved: Instant::now(),
+            stale: false,
         }
     }
 
-    /// Records the counter's current value and returns how long it has been still.
-    fn observe(&mut self, value: u64) -> Duration {
+    /// Records the counter's current value and returns how long it has been still, or `None`
+    /// while the clock has not started (no handshake yet, and `start_by` still ahead).
+    fn observe(&mut self, value: u64, shook_hands: bool) -> Option<Duration> {
+        if !self.started {
+            if !shook_hands && self.start_by.is_none_or(|by| Instant::now() < by) {
+                return None;
+            }
+            self.started = true;
+            self.last_value = Some(value);
+            self.last_moved = Instant::now();
+        }
         if self.last_value != Some(value) {
             self.last_value = Some(value);
             self.last_moved = Instant::now();
         }
-        self.last_moved.elapsed()
+        Some(self.last_moved.elapsed())
+    }
+
+    /// Whether the heartbeat just became stale (still for half the timeout: shown before it
+    /// is declared hung) or fresh again; `None` when that did not change.
+    fn stale_changed(&mut self, silent_for: Duration, timeout: Duration) -> Option<bool> {
+        let stale = silent_for >= timeout / 2;
+        (stale != self.stale).then(|| {
+            self.stale = stale;
+            stale
+        })
     }
 }
 
@@ -349,10 +395,18 @@ fn behind_runnable_tasks() -> impl std::future::Future<Output = ()> {
 /// in flight: 187-231 k req/s against 137-177 k for whole batches, alternating runs).
 const PIPELINE_CHUNK: usize = 16;
 
+/// What a protocol service's stdout reader tells the supervising task.
+struct ReaderSignals {
+    /// Cancelled when stdout ends.
+    closed: CancellationToken,
+    /// Cancelled at the handshake, when the heartbeat check may start.
+    handshake: CancellationToken,
+}
+
 /// Reads frames from a protocol service's stdout.
 async fn read_frames(
     stdout: impl AsyncRead + Unpin,
-    closed: CancellationToken,
+    signals: ReaderSignals,
     handle: Arc<InstanceHandle>,
     events: mpsc::Sender<InstanceEvent>,
     logs: Arc<LogStore>,
@@ -360,7 +414,7 @@ async fn read_frames(
     mut welcome: Welcome,
 ) {
     // However this ends (EOF, a read error), the supervising task hears of it.
-    let _closed = closed.drop_guard();
+    let _closed = signals.closed.drop_guard();
     let id = handle.id;
     let service: Arc<str> = handle.service.clone();
     let mut frames = FrameReader::new(stdout);
@@ -428,6 +482,8 @@ async fn read_frames(
                 }
                 router.subscriptions_changed(&handle.service, id.replica, &hello.topics);
                 let _ = handle.link.try_send(&answer);
+                // The service knows its heartbeat period from now on.
+                signals.handshake.cancel();
                 let _ = events
                     .send(InstanceEvent::Hello {
                         id,

@@ -305,11 +305,24 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         }
         Action::Run(line) => command_line(state, view, &line),
         Action::Lifecycle(event) => {
+            if let Some(kind) = &event.resolves {
+                for alert in state.alerts.iter_mut().filter(|a| {
+                    a.service == event.service
+                        && a.kind == *kind
+                        && a.resolved.is_none()
+                        && (event.replica.is_none() || a.replica == event.replica)
+                }) {
+                    alert.resolved = Some(event.detail.clone());
+                }
+            }
             if event.alert {
                 state.alerts.push(Alert {
                     at: SystemTime::now(),
                     service: event.service.clone(),
+                    replica: event.replica,
                     text: event.detail.clone(),
+                    kind: event.kind.clone(),
+                    resolved: None,
                 });
                 // Bounded: an alert storm keeps the newest.
                 if state.alerts.len() > 200 {
@@ -411,7 +424,8 @@ fn move_cursor(state: &mut UiState, view: &ConsoleView, action: &Action) {
 }
 
 /// The `:` command language: `restart NAME`, `stop NAME`, `start NAME`, `kill NAME`,
-/// `scale NAME N`, `run JOB [JSON]`, `logs [NAME|all]`, `filter TEXT`, `sort`, `quit`.
+/// `scale NAME N`, `run JOB [JSON]`, `breaker reset NAME`, `logs [NAME|all]`, `filter TEXT`,
+/// `sort`, `quit`.
 fn command_line(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<Effect> {
     let mut words = line.split_whitespace();
     let verb = words.next()?;

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::stack::{
     spec::{
-        Backoff, BreakerSpec, Condition, Dependency, Program, ResourceLimits, RestartLimit,
-        RestartPolicy, ServiceKind, ServiceSpec, StopSignal,
+        AfterLimit, Backoff, BreakerSpec, Condition, Dependency, Program, ResourceLimits,
+        RestartLimit, RestartPolicy, ServiceKind, ServiceSpec, StopSignal,
     },
     units,
 };
@@ -49,6 +49,7 @@ impl Walker<'_> {
         let mut backoff = Backoff::default();
         let mut restart_limit = RestartLimit::default();
         let mut heartbeat_timeout = Some(Duration::from_secs(5));
+        let mut startup_timeout = Duration::from_secs(30);
         let mut shutdown_grace = Duration::from_secs(5);
         let mut grace_key: Option<(&str, Range<usize>)> = None;
         let mut stop_signal = StopSignal::default();
@@ -121,6 +122,11 @@ impl Walker<'_> {
                     heartbeat_timeout = match v.get_ref() {
                         DeValue::String(s) if s.as_ref() == "off" => None,
                         _ => self.duration(v).and_then(|d| (!d.is_zero()).then_some(d)),
+                    }
+                }
+                "startup_timeout" => {
+                    if let Some(d) = self.duration(v) {
+                        startup_timeout = d;
                     }
                 }
                 // One setting, two names: `stop_grace` is what supervisord and Docker users
@@ -246,6 +252,7 @@ impl Walker<'_> {
             backoff,
             restart_limit,
             heartbeat_timeout,
+            startup_timeout,
             shutdown_grace,
             stop_signal,
             replicas,
@@ -422,6 +429,11 @@ impl Walker<'_> {
 
     fn restart_limit(&mut self, table: &DeTable<'_>) -> RestartLimit {
         let mut limit = RestartLimit::default();
+        let mut stay_failed = false;
+        let (mut after, mut max) = match limit.then {
+            AfterLimit::Retry { after, max } => (after, max),
+            AfterLimit::StayFailed => (Duration::ZERO, Duration::ZERO),
+        };
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
                 "count" => {
@@ -440,9 +452,34 @@ impl Walker<'_> {
                         limit.window = d;
                     }
                 }
+                "then" => {
+                    stay_failed =
+                        self.choice(value, &["retry", "stay-failed"]) == Some("stay-failed")
+                }
+                "retry_after" => match self.duration(value) {
+                    Some(d) if d.is_zero() => {
+                        self.error(value.span(), "retry_after must be more than zero")
+                    }
+                    Some(d) => after = d,
+                    None => {}
+                },
+                "retry_max" => {
+                    if let Some(d) = self.duration(value) {
+                        max = d;
+                    }
+                }
                 _ => self.unknown(key, LIMIT_KEYS, "in restart_limit"),
             }
         }
+        limit.then = if stay_failed {
+            AfterLimit::StayFailed
+        } else {
+            // A max below the first wait would make the first wait the longest.
+            AfterLimit::Retry {
+                after,
+                max: max.max(after),
+            }
+        };
         limit
     }
 }
