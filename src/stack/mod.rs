@@ -19,8 +19,8 @@ use std::path::Path;
 
 pub use diagnostic::Diagnostic;
 pub use spec::{
-    Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, OnHangup, Program,
-    RestartLimit, RestartPolicy, RouteSpec, ServiceKind, ServiceSpec, Stack,
+    Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, LogBudget, OnHangup,
+    Program, RestartLimit, RestartPolicy, RouteSpec, ServiceKind, ServiceSpec, Stack,
 };
 
 /// The demo stack, embedded in the binary.

@@ -19,6 +19,7 @@ use super::{
     units,
 };
 
+mod log_budget;
 mod service;
 mod values;
 
@@ -40,7 +41,7 @@ pub(super) struct Spans {
 const TOP_KEYS: &[&str] = &[
     "name", "data_dir", "run_dir", "gateway", "console", "services",
 ];
-const CONSOLE_KEYS: &[&str] = &["on_hangup"];
+const CONSOLE_KEYS: &[&str] = &["on_hangup", "output_budget"];
 const GATEWAY_KEYS: &[&str] = &[
     "bind",
     "token_env",
@@ -71,10 +72,12 @@ const SERVICE_KEYS: &[&str] = &[
     "params",
     "autostart",
     "breaker",
+    "log_budget",
 ];
 const BREAKER_KEYS: &[&str] = &["failures", "ratio", "min_requests", "window", "cooldown"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 const LIMIT_KEYS: &[&str] = &["count", "window"];
+const LOG_BUDGET_KEYS: &[&str] = &["lines", "bytes"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub(super) struct Walker<'s> {
@@ -201,6 +204,9 @@ impl<'s> Walker<'s> {
                     ),
                     None => {}
                 },
+                "output_budget" => {
+                    console.output_budget = self.log_budget(value, console.output_budget);
+                }
                 _ => self.unknown(key, CONSOLE_KEYS, "in [console]"),
             }
         }

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::stack::{
     spec::{
-        Backoff, BreakerSpec, Condition, Dependency, Program, RestartLimit, RestartPolicy,
-        ServiceKind, ServiceSpec,
+        Backoff, BreakerSpec, Condition, Dependency, LogBudget, Program, RestartLimit,
+        RestartPolicy, ServiceKind, ServiceSpec,
     },
     units,
 };
@@ -58,6 +58,7 @@ impl Walker<'_> {
         let mut params = String::new();
         let mut autostart = false;
         let mut breaker = BreakerSpec::default();
+        let mut log_budget = LogBudget::SERVICE;
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
                 "builtin" => {
@@ -160,6 +161,7 @@ impl Walker<'_> {
                         breaker = self.breaker(t);
                     }
                 }
+                "log_budget" => log_budget = self.log_budget(v, log_budget),
                 _ => self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]")),
             }
         }
@@ -210,6 +212,7 @@ impl Walker<'_> {
             params,
             autostart,
             breaker,
+            log_budget,
         })
     }
 
