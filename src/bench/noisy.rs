@@ -9,6 +9,8 @@
 //! - the console's CPU over the phase, the load client's thread taken out (it runs in this
 //!   process), and the log-ingest thread's share of it.
 //!
+//! A task on the console's runtime takes every log line kept, as the console's log pane does.
+//!
 //! Target (issue 21): noisy within 1.25× of quiet for both, and the console under one core.
 
 use std::{
@@ -78,6 +80,14 @@ pub async fn run(options: &SupervisorOptions, client: LoadClient) -> Vec<Figure>
     let Some(stack) = BenchStack::start(STACK, &options) else {
         return Vec::new();
     };
+    // A console always watches the log: its log pane, headless output or an attached console
+    // takes every line kept, on the routing thread.
+    let mut feed = stack.supervisor.logs.subscribe();
+    let watcher = tokio::spawn(async move {
+        while let Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) =
+            feed.recv().await
+        {}
+    });
     stack.supervisor.begin().await;
     if !stack.until_ready(Duration::from_secs(15)).await {
         eprintln!("bench: noisy: the stack did not become ready");
@@ -96,6 +106,7 @@ pub async fn run(options: &SupervisorOptions, client: LoadClient) -> Vec<Figure>
     let figures = measure(&stack, gateway.address(), client).await;
     gateway.stop().await;
     stack.finish().await;
+    watcher.abort();
     figures.unwrap_or_else(|why| {
         eprintln!("bench: noisy: {why}");
         Vec::new()
