@@ -1,15 +1,20 @@
 //! `switchboard bench --only noisy`: what two services flooding their logs cost everything
 //! else. One stack runs the shop's user service behind the gateway, a probe with the bench
 //! client calling it, and two plain programs that write `yes` lines to stdout as fast as they
-//! can. Each round measures, quiet (the flooders stopped) and noisy (running), in alternating
-//! order:
+//! can. Quiet (the flooders paused) and noisy (running) alternate, the order swapped each pair:
 //!
-//! - the routed round trip with one request in flight (bench client → console → probe), p50;
-//! - `GET /users/{id}` through the gateway, requests/s ([`super::gateway`]'s load client);
-//! - the console's CPU over the phase, the load client's thread taken out (it runs in this
-//!   process), and the log-ingest thread's share of it.
+//! - the routed round trip with one request in flight (bench client → console → probe), p50,
+//!   in [`ROUTED_PAIRS`] pairs of short runs;
+//! - `GET /users/{id}` through the gateway, requests/s ([`super::gateway`]'s load client), in
+//!   [`GET_PAIRS`] pairs;
+//! - the console's CPU over all quiet and all noisy runs, the load client's thread taken out
+//!   (it runs in this process), and the log-ingest thread's share of it.
 //!
-//! A task on the console's runtime takes every log line kept, as the console's log pane does.
+//! The flooders are paused with SIGSTOP to their process groups, not stopped: quiet and noisy
+//! then alternate every few tenths of a second, and a pair shares the state of this shared
+//! machine, whose load moved single runs by more than 2× either way when pairs were seconds
+//! apart. A task on the console's runtime takes every log line kept, as the console's log pane
+//! does.
 //!
 //! Target (issue 21): noisy within 1.25× of quiet for both, and the console under one core.
 
@@ -23,19 +28,20 @@ use hyper::Method;
 use super::{
     BenchStack, Figure,
     gateway::{self, LoadClient, Shot},
-    named_threads_cpu_seconds, own_cpu_seconds,
-    routing::{self, Routed},
+    named_threads_cpu_seconds, own_cpu_seconds, routing,
 };
-use crate::{gateway::Gateway, registry, supervisor::Command, supervisor::SupervisorOptions};
+use crate::{
+    gateway::Gateway, registry, supervisor::SupervisorOptions, supervisor::spawn::signal_group,
+};
 
-/// Quiet/noisy pairs, in alternating order: the machine drifts between runs by more than the
-/// differences measured, and a pair measured back to back shares the drift.
-const ROUNDS: usize = 5;
-/// Routed requests per phase, one in flight.
-const ROUTED: usize = 10_000;
-/// How long the flooders run before a noisy phase is measured: their pipes fill, the budget
-/// empties, and the steady state is what is measured.
-const SETTLE: Duration = Duration::from_millis(500);
+/// Pairs of routed runs, and requests per run (one in flight).
+const ROUTED_PAIRS: usize = 21;
+const ROUTED: usize = 2_000;
+/// Pairs of GET loads (each 1.8 s).
+const GET_PAIRS: usize = 7;
+/// How long the flooders run before a noisy run starts: the budget left from the pause is
+/// spent, and the steady state is what is measured.
+const SETTLE: Duration = Duration::from_millis(150);
 const FLOODERS: [&str; 2] = ["flood-a", "flood-b"];
 
 /// Each flooder stops (killing its `yes`) when stdin closes: a stop is a clean one.
@@ -61,17 +67,23 @@ args = ["-c", "yes '2026-12-06T12:00:00.000Z INFO flood-b: handled GET /things/1
 shutdown_grace = "1s"
 "#;
 
-/// One phase's figures.
-#[derive(Debug, Clone, Copy)]
-struct Phase {
-    routed: Routed,
-    get_rate: f64,
-    get_p50_us: f64,
-    /// The console's CPU, percent of one core, without the load client's thread.
-    console_cpu: f64,
-    /// The log-ingest thread's CPU, percent of one core.
+/// Time and CPU spent in quiet or in noisy runs.
+#[derive(Debug, Default, Clone, Copy)]
+struct Spent {
+    seconds: f64,
+    /// The console's CPU seconds, without the load client's thread.
+    cpu: f64,
     ingest_cpu: f64,
-    dropped_lines: f64,
+    dropped: u64,
+}
+
+/// Every run of one kind (quiet or noisy).
+#[derive(Debug, Default)]
+struct Runs {
+    routed_p50_us: Vec<f64>,
+    get_rate: Vec<f64>,
+    get_p50_us: Vec<f64>,
+    spent: Spent,
 }
 
 pub async fn run(options: &SupervisorOptions, client: LoadClient) -> Vec<Figure> {
@@ -104,6 +116,8 @@ pub async fn run(options: &SupervisorOptions, client: LoadClient) -> Vec<Figure>
         }
     };
     let figures = measure(&stack, gateway.address(), client).await;
+    // Running again, so that they stop when told.
+    let _ = floods(&stack, true).await;
     gateway.stop().await;
     stack.finish().await;
     watcher.abort();
@@ -137,73 +151,47 @@ async fn measure(
         body: None,
         expect: Some(json),
     };
-    floods(stack, false).await?;
-    let mut quiet = Vec::new();
-    let mut noisy = Vec::new();
-    for round in 0..ROUNDS {
-        for flooding in [round % 2 == 1, round % 2 == 0] {
+    let mut quiet = Runs::default();
+    let mut noisy = Runs::default();
+    for pair in 0..ROUTED_PAIRS {
+        for flooding in [pair % 2 == 1, pair % 2 == 0] {
+            let runs = if flooding { &mut noisy } else { &mut quiet };
             floods(stack, flooding).await?;
-            let phase = phase(stack, address, client, get.clone()).await?;
-            if flooding {
-                noisy.push(phase);
-            } else {
-                quiet.push(phase);
-            }
+            let (routed, spent) = measured(stack, routing::routed(stack, 1, ROUTED)).await;
+            let routed = routed.ok_or("the routed run failed")?;
+            runs.routed_p50_us.push(routed.p50_us);
+            runs.add(spent);
         }
     }
-    floods(stack, false).await?;
+    for pair in 0..GET_PAIRS {
+        for flooding in [pair % 2 == 1, pair % 2 == 0] {
+            let runs = if flooding { &mut noisy } else { &mut quiet };
+            floods(stack, flooding).await?;
+            let (load, mut spent) =
+                measured(stack, gateway::send_load(client, address, get.clone())).await;
+            if load.errors > 0 {
+                return Err(format!("{} GET errors", load.errors));
+            }
+            spent.cpu -= load.client_cpu;
+            runs.get_rate.push(load.rate);
+            runs.get_p50_us.push(load.p50_us);
+            runs.add(spent);
+        }
+    }
     Ok(figures(&quiet, &noisy, client))
 }
 
-/// Starts or stops the flooders, and waits until they run (and have run for [`SETTLE`]) or
-/// are gone.
-async fn floods(stack: &BenchStack, on: bool) -> Result<(), String> {
-    for name in FLOODERS {
-        let command = if on {
-            Command::Start(name.into())
-        } else {
-            Command::Stop(name.into())
-        };
-        // Starting what runs, or stopping what is stopped, is refused: that is the state wanted.
-        let _ = stack.supervisor.command(command).await;
+impl Runs {
+    fn add(&mut self, spent: Spent) {
+        self.spent.seconds += spent.seconds;
+        self.spent.cpu += spent.cpu;
+        self.spent.ingest_cpu += spent.ingest_cpu;
+        self.spent.dropped += spent.dropped;
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let settled = {
-            let registry = registry::read(&stack.supervisor.registry);
-            FLOODERS.iter().all(|name| {
-                registry.service(name).is_some_and(|s| {
-                    if on {
-                        s.ready_instances() > 0
-                    } else {
-                        s.instances.iter().all(|i| !i.state.has_process())
-                    }
-                })
-            })
-        };
-        if settled {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the flooders did not {}",
-                if on { "start" } else { "stop" }
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if on {
-        tokio::time::sleep(SETTLE).await;
-    }
-    Ok(())
 }
 
-async fn phase(
-    stack: &BenchStack,
-    address: SocketAddr,
-    client: LoadClient,
-    get: Shot,
-) -> Result<Phase, String> {
+/// What `run` gives, and the time, CPU and dropped lines it took.
+async fn measured<T>(stack: &BenchStack, run: impl Future<Output = T>) -> (T, Spent) {
     let dropped = || -> u64 {
         FLOODERS
             .iter()
@@ -216,22 +204,37 @@ async fn phase(
         dropped(),
         Instant::now(),
     );
-    let routed = routing::routed(stack, 1, ROUTED)
-        .await
-        .ok_or("the routed run failed")?;
-    let load = gateway::send_load(client, address, get).await;
-    if load.errors > 0 {
-        return Err(format!("{} GET errors", load.errors));
+    let out = run.await;
+    let spent = Spent {
+        seconds: start.elapsed().as_secs_f64(),
+        cpu: own_cpu_seconds() - cpu,
+        ingest_cpu: named_threads_cpu_seconds("log-ingest") - ingest,
+        dropped: dropped() - dropped_before,
+    };
+    (out, spent)
+}
+
+/// Resumes the flooders (and lets them run [`SETTLE`]) or pauses them.
+async fn floods(stack: &BenchStack, on: bool) -> Result<(), String> {
+    let pids: Vec<u32> = {
+        let registry = registry::read(&stack.supervisor.registry);
+        FLOODERS
+            .iter()
+            .filter_map(|name| registry.service(name))
+            .flat_map(|s| s.instances.iter().filter_map(|i| i.pid))
+            .collect()
+    };
+    if pids.len() != FLOODERS.len() {
+        return Err("a flooder is not running".into());
     }
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(Phase {
-        routed,
-        get_rate: load.rate,
-        get_p50_us: load.p50_us,
-        console_cpu: (own_cpu_seconds() - cpu - load.client_cpu) / seconds * 100.0,
-        ingest_cpu: (named_threads_cpu_seconds("log-ingest") - ingest) / seconds * 100.0,
-        dropped_lines: (dropped() - dropped_before) as f64 / seconds,
-    })
+    for pid in pids {
+        // Each flooder leads its own process group: its `yes` stops and goes on with it.
+        signal_group(pid, if on { libc::SIGCONT } else { libc::SIGSTOP });
+    }
+    if on {
+        tokio::time::sleep(SETTLE).await;
+    }
+    Ok(())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -240,81 +243,75 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn figures(quiet: &[Phase], noisy: &[Phase], client: LoadClient) -> Vec<Figure> {
-    let over =
-        |phases: &[Phase], pick: fn(&Phase) -> f64| median(phases.iter().map(pick).collect());
-    // Each round's noisy ÷ quiet, then their median; listed so the spread shows.
-    let ratio = |pick: fn(&Phase) -> f64| {
-        let each: Vec<f64> = quiet
-            .iter()
-            .zip(noisy)
-            .map(|(q, n)| pick(n) / pick(q))
-            .collect();
-        let listed = each
-            .iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        (median(each), listed)
+/// Each pair's noisy ÷ quiet, their median, and their spread (lowest and highest).
+fn ratio(quiet: &[f64], noisy: &[f64]) -> (f64, String) {
+    let mut each: Vec<f64> = quiet.iter().zip(noisy).map(|(q, n)| n / q).collect();
+    each.sort_by(f64::total_cmp);
+    let spread = match (each.first(), each.last()) {
+        (Some(low), Some(high)) => format!("pairs {low:.2}–{high:.2}"),
+        _ => String::new(),
     };
-    let of = format!("median of {ROUNDS} quiet/noisy pairs");
-    let (p50_ratio, p50_each) = ratio(|p| p.routed.p50_us);
-    let (rate_ratio, rate_each) = ratio(|p| p.get_rate);
+    (median(each), spread)
+}
+
+fn figures(quiet: &Runs, noisy: &Runs, client: LoadClient) -> Vec<Figure> {
     let figure = |name: &str, value: f64, unit: &str, detail: String| Figure {
         name: name.into(),
         value,
         unit: unit.into(),
         detail,
     };
+    let percent = |spent: Spent, cpu: f64| cpu / spent.seconds.max(f64::EPSILON) * 100.0;
+    let (p50_ratio, p50_spread) = ratio(&quiet.routed_p50_us, &noisy.routed_p50_us);
+    let (rate_ratio, rate_spread) = ratio(&quiet.get_rate, &noisy.get_rate);
     vec![
         figure(
             "routed round trip, 1 in flight, p50, quiet",
-            over(quiet, |p| p.routed.p50_us),
+            median(quiet.routed_p50_us.clone()),
             "µs",
-            format!("{ROUTED} requests per phase; {of}"),
+            format!("median of {ROUTED_PAIRS} runs of {ROUTED} requests, alternating with noisy"),
         ),
         figure(
             "  the same, two services flooding stdout",
-            over(noisy, |p| p.routed.p50_us),
+            median(noisy.routed_p50_us.clone()),
             "µs",
             format!(
-                "{p50_ratio:.2}× quiet ({p50_each}); target ≤ 1.25×; {:.0} k flood lines/s dropped (2 × 2,000 kept)",
-                over(noisy, |p| p.dropped_lines) / 1e3
+                "{p50_ratio:.2}× quiet (median of the pairs' ratios; {p50_spread}); target ≤ 1.25×"
             ),
         ),
         figure(
             "GET /users/{id} through the gateway, quiet",
-            over(quiet, |p| p.get_rate),
+            median(quiet.get_rate.clone()),
             "req/s",
             format!(
-                "p50 {:.0} µs; {} keep-alive connections",
-                over(quiet, |p| p.get_p50_us),
+                "p50 {:.0} µs; {} keep-alive connections; median of {GET_PAIRS} runs",
+                median(quiet.get_p50_us.clone()),
                 client.connections
             ),
         ),
         figure(
             "  the same, two services flooding stdout",
-            over(noisy, |p| p.get_rate),
+            median(noisy.get_rate.clone()),
             "req/s",
             format!(
-                "{rate_ratio:.2}× quiet ({rate_each}); target ≥ 0.8× (within 1.25×); p50 {:.0} µs",
-                over(noisy, |p| p.get_p50_us)
+                "{rate_ratio:.2}× quiet ({rate_spread}); target ≥ 0.8× (within 1.25×); p50 {:.0} µs",
+                median(noisy.get_p50_us.clone())
             ),
         ),
         figure(
             "console CPU, quiet",
-            over(quiet, |p| p.console_cpu),
+            percent(quiet.spent, quiet.spent.cpu),
             "% of a core",
-            "over each phase (routed run, then HTTP load), the load client's thread taken out"
-                .into(),
+            "over every run (routed, HTTP load), the load client's thread taken out".into(),
         ),
         figure(
             "console CPU, two services flooding stdout",
-            over(noisy, |p| p.console_cpu),
+            percent(noisy.spent, noisy.spent.cpu),
             "% of a core",
             format!(
-                "target < 100 %; the log-ingest thread {:.1} % of it",
-                over(noisy, |p| p.ingest_cpu)
+                "target < 100 %; the log-ingest thread {:.1} % of a core; {:.0} k flood lines/s dropped, 2 × 2,000 kept",
+                percent(noisy.spent, noisy.spent.ingest_cpu),
+                noisy.spent.dropped as f64 / noisy.spent.seconds.max(f64::EPSILON) / 1e3
             ),
         ),
     ]
