@@ -264,3 +264,75 @@ async fn sleep_until(due: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A pipe whose write end gets `text` from a thread (more than a pipe holds), then closes.
+    fn pipe_with(text: String) -> OwnedFd {
+        let (read, write) = rustix::pipe::pipe().expect("pipe");
+        std::thread::spawn(move || {
+            let mut write = std::fs::File::from(write);
+            let _ = write.write_all(text.as_bytes());
+        });
+        read
+    }
+
+    #[tokio::test]
+    async fn a_flood_is_kept_to_its_budget_counted_noted_and_its_ready_line_seen() {
+        const LINES: u64 = 20_000;
+        let mut text: String = (0..LINES).map(|i| format!("line {i}\n")).collect();
+        // Deep in the flood, long past the budget.
+        text.insert_str(text.len() / 2, "listening on :8080\n");
+        let store = LogStore::new(None);
+        let service: Arc<str> = Arc::from("flood");
+        let (seen, mut ready) = mpsc::channel(1);
+        let reader = store
+            .read(
+                pipe_with(text),
+                Source {
+                    service: service.clone(),
+                    replica: 0,
+                    stream: Stream::Stderr,
+                    budget: LogBudget {
+                        lines: 100,
+                        bytes: 1 << 20,
+                    },
+                    ready_line: Some(ReadyLine {
+                        text: "listening on".into(),
+                        seen,
+                    }),
+                },
+            )
+            .expect("a runtime");
+        reader.await.expect("the reader ended");
+        assert_eq!(ready.try_recv(), Ok(()), "the ready line was not seen");
+        let lines = store.tail("flood", usize::MAX);
+        let kept = lines.iter().filter(|l| l.stream == Stream::Stderr).count() as u64;
+        let dropped = store.dropped_lines("flood");
+        // A second's worth, and what the time the test took earned.
+        assert!((100..1000).contains(&kept), "kept {kept}");
+        assert_eq!(kept + dropped, LINES + 1, "every line kept or counted");
+        // The notes add up to the count: the last one is written at the pipe's end.
+        let noted: u64 = lines
+            .iter()
+            .filter(|l| l.stream == Stream::Dropped)
+            .map(|l| {
+                assert!(
+                    l.text
+                        .ends_with("over the log budget of 100 lines/s, 1MiB/s")
+                );
+                l.text
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum();
+        assert_eq!(noted, dropped);
+        assert_eq!(lines[0].text, "line 0");
+    }
+}
