@@ -15,9 +15,9 @@
 //! its pace: at most one pipe's capacity (64 KiB) per pause, and a hundred wakeups a second,
 //! of this thread and of whoever watches the log (the console's log pane, headless output, an
 //! attached console), who then get the lines kept in batches instead of one at a time. A
-//! service that writes more than that (6 MB/s of log, some 30 times the default budget) waits
-//! on its pipe between reads, as it would on a slow terminal, and is never left waiting longer
-//! than the pause.
+//! service that writes more than that (6 MB/s of log: six times the default budget's bytes, and
+//! with 100-byte lines thirty times its lines) waits on its pipe between reads, as it would on
+//! a slow terminal, and is never left waiting longer than the pause.
 
 use std::{
     collections::HashMap,
@@ -44,9 +44,9 @@ use crate::stack::LogBudget;
 /// Bytes asked for per read: a pipe's default capacity, so one read empties a full pipe.
 pub const READ_CHUNK: usize = 64 * 1024;
 /// The pause between reads while a pipe's lines are being dropped. At 1 ms two `yes` floods
-/// cost the console 6 % of a core on this thread, woke whoever watches the log a thousand
-/// times a second each, and moved the routed p50 by up to 2× (`switchboard bench --only
-/// noisy`); at 10 ms a tenth of that.
+/// cost 5–6 % of a core on this thread, woke whoever watches the log a thousand times a second
+/// each, and moved the routed p50 by up to 2× (`switchboard bench --only noisy`); at 10 ms
+/// 1.4–2.2 %, and the p50 moves no more than this machine's noise (docs/performance.md).
 pub const DRAIN_PAUSE: Duration = Duration::from_millis(10);
 
 /// Where a pipe's lines go, and under which budget.
