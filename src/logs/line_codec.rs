@@ -242,6 +242,11 @@ mod tests {
     }
 
     #[test]
+    fn every_budget_can_keep_the_longest_line() {
+        assert!(MAX_LINE as u64 <= crate::stack::LogBudget::MIN_BYTES);
+    }
+
+    #[test]
     fn control_characters_are_shown_not_sent_to_a_terminal() {
         let (lines, _) = split(
             MAX_LINE,

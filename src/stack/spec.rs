@@ -45,6 +45,9 @@ pub struct LogBudget {
 }
 
 impl LogBudget {
+    /// The fewest bytes a second a budget may allow: the longest line the console keeps (longer
+    /// ones are cut; `logs::line_codec::MAX_LINE`, checked there), so every line can be kept.
+    pub const MIN_BYTES: u64 = 8 * 1024;
     /// Every service's budget unless its `log_budget` says otherwise: far above what a person
     /// reads, and two floods at this rate cost the console a few percent of a core.
     pub const SERVICE: LogBudget = LogBudget {

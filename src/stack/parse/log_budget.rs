@@ -4,7 +4,7 @@
 use toml::de::DeValue;
 
 use super::{LOG_BUDGET_KEYS, Value, Walker};
-use crate::{logs::line_codec::MAX_LINE, stack::spec::LogBudget, stack::units};
+use crate::stack::{spec::LogBudget, units};
 
 /// More lines a second than any console shows or any disk keeps up with for long.
 const MOST_LINES: i64 = 1_000_000;
@@ -36,7 +36,7 @@ impl Walker<'_> {
                 "bytes" => {
                     if let Some(bytes) = self.byte_size(value) {
                         // A line longer than a second's bytes could never be kept.
-                        if (MAX_LINE as u64..=MOST_BYTES).contains(&bytes) {
+                        if (LogBudget::MIN_BYTES..=MOST_BYTES).contains(&bytes) {
                             budget.bytes = bytes;
                         } else {
                             self.error(
