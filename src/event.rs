@@ -99,7 +99,7 @@ impl Event {
 }
 
 impl Event {
-    /// The kind of alert (as [`EventView::kind`](crate::api::EventView) names it) this event
+    /// The kind of alert (as the read model's `EventView::kind` names it) this event
     /// resolves for its service (and its replica, when it names one): a breaker closing
     /// resolves its opening, and a replica ready again the failure that gave up on it (it
     /// came back on the retry after the intensity limit, or an operator started it).

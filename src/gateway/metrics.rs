@@ -112,6 +112,7 @@ struct Row {
     rss: u64,
     breaker: Option<BreakerState>,
     metrics: Option<metrics::ServiceMetrics>,
+    log_dropped: u64,
 }
 
 pub fn render(state: &AppState) -> String {
@@ -134,6 +135,7 @@ pub fn render(state: &AppState) -> String {
                     rss: live.map(|i| i.rss_bytes).sum(),
                     breaker: None,
                     metrics: metrics.service(s.name()).cloned(),
+                    log_dropped: 0,
                 }
             })
             .collect()
@@ -142,6 +144,7 @@ pub fn render(state: &AppState) -> String {
         .into_iter()
         .map(|mut row| {
             row.breaker = supervisor.router.breaker_state(&row.name);
+            row.log_dropped = supervisor.logs.dropped_lines(&row.name);
             row
         })
         .collect();
@@ -281,6 +284,14 @@ pub fn render(state: &AppState) -> String {
                 BreakerState::Open => 2.0,
             })
         },
+    );
+
+    per_service(
+        &mut out,
+        "switchboard_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped over the service's log budget (stdout and stderr, all replicas).",
+        &|r| Some(r.log_dropped as f64),
     );
 
     let routes = supervisor.router.routes();

@@ -110,6 +110,7 @@ fn append(
         Stream::Stdout => "out",
         Stream::Stderr => "err",
         Stream::Console => "console",
+        Stream::Dropped => "dropped",
     };
     let text = format!(
         "{millis} {}#{} {stream} {}\n",

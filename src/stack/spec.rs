@@ -19,9 +19,53 @@ pub struct Stack {
 }
 
 /// `[console]`: how the console behaves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsoleSpec {
     pub on_hangup: OnHangup,
+    /// What a headless console prints of the services' log lines, all services together.
+    pub output_budget: LogBudget,
+}
+
+impl Default for ConsoleSpec {
+    fn default() -> Self {
+        ConsoleSpec {
+            on_hangup: OnHangup::default(),
+            output_budget: LogBudget::HEADLESS_OUTPUT,
+        }
+    }
+}
+
+/// A rate of log lines: at most `lines` lines and `bytes` bytes of text a second, with bursts of
+/// up to one second's worth. Lines beyond it are dropped and counted, never queued: a service
+/// that logs faster than anyone can read must not cost the console more than this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBudget {
+    pub lines: u32,
+    pub bytes: u64,
+}
+
+impl LogBudget {
+    /// The fewest bytes a second a budget may allow: the longest line the console keeps (longer
+    /// ones are cut; `logs::line_codec::MAX_LINE`, checked there), so every line can be kept.
+    pub const MIN_BYTES: u64 = 8 * 1024;
+    /// Every service's budget unless its `log_budget` says otherwise: far above what a person
+    /// reads, and two floods at this rate cost the console a few percent of a core.
+    pub const SERVICE: LogBudget = LogBudget {
+        lines: 2000,
+        bytes: 1 << 20,
+    };
+    /// What a headless console prints, all services together, unless `[console]` says
+    /// otherwise.
+    pub const HEADLESS_OUTPUT: LogBudget = LogBudget {
+        lines: 5000,
+        bytes: 2 << 20,
+    };
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget::SERVICE
+    }
 }
 
 /// What the console does when its terminal goes away (a dropped SSH session).
@@ -100,6 +144,8 @@ pub struct ServiceSpec {
     pub autostart: bool,
     /// The circuit breaker that guards calls to this service.
     pub breaker: BreakerSpec,
+    /// The log lines kept of this service (stdout and stderr, all replicas together).
+    pub log_budget: LogBudget,
     /// Resource limits set on each of its processes before exec.
     pub limits: ResourceLimits,
 }

@@ -1,9 +1,10 @@
 //! One actor task per child process. It owns the `Child`, its three pipes and its segment, and
 //! it is the only place the process is signalled or reaped.
 //!
-//! Inside: a writer task feeding stdin from the instance's bounded inbox; readers for stdout
-//! (frames, or log lines for plain programs) and stderr (log lines); a heartbeat check; and the
-//! main select over the child's exit and the supervisor's commands.
+//! Inside: a writer task feeding stdin from the instance's bounded inbox; a reader for a
+//! protocol service's stdout (frames); a heartbeat check; and the main select over the child's
+//! exit and the supervisor's commands. Log pipes (stderr, and a plain program's stdout) are
+//! read on the log-ingest thread, off this runtime ([`crate::logs::ingest`]).
 //!
 //! The stop sequence: send Shutdown and close stdin, wait the grace period, SIGTERM the process
 //! group, wait again, SIGKILL the group. After the child is reaped the group is SIGKILLed once
@@ -19,7 +20,6 @@ use std::{
 };
 
 use bytes::BytesMut;
-use futures::StreamExt;
 use switchboard_protocol::{
     Envelope, Kind, PROTOCOL_VERSION, Welcome,
     frame_reader::{FrameReader, Read},
@@ -29,14 +29,14 @@ use tokio::{
     process::{Child, ChildStdin},
     sync::mpsc,
 };
-use tokio_util::{codec::FramedRead, sync::CancellationToken};
+use tokio_util::sync::CancellationToken;
 
 use super::{InstanceEvent, degraded::BadFrameWatch, spawn::signal_group, strays::Sweeper};
 use crate::{
-    logs::{LineCodec, LogStore, Stream},
-    registry::{ExitStatus, InstanceHandle, InstanceId},
+    logs::{LogStore, ReadyLine, Source, Stream},
+    registry::{ExitStatus, InstanceHandle},
     router::Router,
-    stack::StopSignal,
+    stack::{LogBudget, StopSignal},
     transport::InboxReceiver,
 };
 
@@ -68,6 +68,8 @@ pub struct InstanceTask {
     pub router: Router,
     pub protocol: bool,
     pub ready_line: Option<String>,
+    /// Shared by every replica of the service and both pipes; see [`crate::logs::ingest`].
+    pub log_budget: LogBudget,
     pub welcome: Welcome,
     pub heartbeat_timeout: Option<Duration>,
     /// The heartbeat check starts at the handshake, or this long after the spawn for a service
@@ -81,7 +83,6 @@ pub struct InstanceTask {
 impl InstanceTask {
     pub async fn run(mut self) {
         let id = self.handle.id;
-        let service: Arc<str> = self.handle.service.clone();
         let close_stdin = CancellationToken::new();
         let stdout_closed = CancellationToken::new();
         let handshake = CancellationToken::new();
@@ -97,9 +98,22 @@ impl InstanceTask {
                 self.handle.clone(),
             ))
         });
-        let stdout_reader = stdout.map(|stdout| {
+        // A plain program's ready line may come on either pipe; the first sighting counts.
+        let (ready_seen, mut ready) = mpsc::channel(1);
+        let ready_line = || {
+            self.ready_line
+                .clone()
+                .filter(|_| !self.protocol)
+                .map(|text| ReadyLine {
+                    text,
+                    seen: ready_seen.clone(),
+                })
+        };
+        let (stdout_ready, stderr_ready) = (ready_line(), ready_line());
+        drop(ready_seen);
+        let stdout_reader = stdout.and_then(|stdout| {
             if self.protocol {
-                tokio::spawn(read_frames(
+                Some(tokio::spawn(read_frames(
                     stdout,
                     ReaderSignals {
                         closed: stdout_closed.clone(),
@@ -110,33 +124,19 @@ impl InstanceTask {
                     self.logs.clone(),
                     self.router.clone(),
                     self.welcome.clone(),
-                ))
+                )))
             } else {
-                tokio::spawn(read_lines(
-                    stdout,
-                    Stream::Stdout,
-                    id,
-                    service.clone(),
-                    self.logs.clone(),
-                    self.events.clone(),
-                    self.ready_line.clone(),
-                ))
+                self.read_log(stdout.into_owned_fd(), Stream::Stdout, stdout_ready)
             }
         });
-        let stderr_reader = stderr.map(|stderr| {
-            tokio::spawn(read_lines(
-                stderr,
-                Stream::Stderr,
-                id,
-                service.clone(),
-                self.logs.clone(),
-                self.events.clone(),
-                if self.protocol {
-                    None
-                } else {
-                    self.ready_line.clone()
-                },
-            ))
+        let stderr_reader = stderr
+            .and_then(|stderr| self.read_log(stderr.into_owned_fd(), Stream::Stderr, stderr_ready));
+        let events = self.events.clone();
+        let ready_watch = tokio::spawn(async move {
+            // Ends without a word when both pipes end without the line.
+            if ready.recv().await.is_some() {
+                let _ = events.send(InstanceEvent::Ready { id }).await;
+            }
         });
 
         let status = self
@@ -158,6 +158,7 @@ impl InstanceTask {
         if let Some(writer) = writer {
             writer.abort();
         }
+        ready_watch.abort();
         self.router.instance_gone(&self.handle);
         let _ = self.events.send(InstanceEvent::Exited { id, status }).await;
     }
@@ -259,6 +260,39 @@ impl InstanceTask {
         }
         self.signal("SIGKILL", libc::SIGKILL, true).await;
         wait_status(self.child.wait().await)
+    }
+
+    /// Reads a log pipe on the log-ingest thread, within the service's budget. The pipe is
+    /// read there to its end; `None` (said in the log) when it cannot be.
+    fn read_log(
+        &self,
+        pipe: std::io::Result<std::os::fd::OwnedFd>,
+        stream: Stream,
+        ready_line: Option<ReadyLine>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let source = Source {
+            service: self.handle.service.clone(),
+            replica: self.handle.id.replica,
+            stream,
+            budget: self.log_budget,
+            ready_line,
+        };
+        let reading = pipe
+            .map_err(|err| err.to_string())
+            .and_then(|pipe| self.logs.read(pipe, source).map_err(|err| err.to_string()));
+        match reading {
+            Ok(task) => Some(task),
+            Err(cause) => {
+                tracing::error!(service = %self.handle.service, %cause, ?stream, "cannot read a log pipe");
+                self.logs.push(
+                    &self.handle.service,
+                    self.handle.id.replica,
+                    Stream::Console,
+                    format!("its {stream:?} cannot be read: {cause}"),
+                );
+                None
+            }
+        }
     }
 
     /// One step of the stop sequence: report it, then signal the process group. `forced`:
@@ -518,28 +552,5 @@ async fn read_frames(
             }
             _ => router.route(&handle, &mut envelope, frames.last_read()),
         }
-    }
-}
-
-/// Reads log lines from a pipe; for plain programs, watches for the ready line.
-async fn read_lines(
-    pipe: impl AsyncRead + Unpin,
-    stream: Stream,
-    id: InstanceId,
-    service: Arc<str>,
-    logs: Arc<LogStore>,
-    events: mpsc::Sender<InstanceEvent>,
-    mut ready_line: Option<String>,
-) {
-    let mut lines = FramedRead::new(pipe, LineCodec::default());
-    while let Some(Ok(line)) = lines.next().await {
-        if ready_line
-            .as_deref()
-            .is_some_and(|needle| line.contains(needle))
-        {
-            ready_line = None;
-            let _ = events.send(InstanceEvent::Ready { id }).await;
-        }
-        logs.push(&service, id.replica, stream, line);
     }
 }

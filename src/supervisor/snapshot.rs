@@ -251,7 +251,7 @@ impl From<&LogLine> for LogView {
             at: line.at,
             service: line.service.to_string(),
             replica: line.replica,
-            console: line.stream == Stream::Console,
+            console: matches!(line.stream, Stream::Console | Stream::Dropped),
             text: line.text.clone(),
         }
     }

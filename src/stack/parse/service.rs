@@ -12,8 +12,8 @@ use super::{
 };
 use crate::stack::{
     spec::{
-        AfterLimit, Backoff, BreakerSpec, Condition, Dependency, Program, ResourceLimits,
-        RestartLimit, RestartPolicy, ServiceKind, ServiceSpec, StopSignal,
+        AfterLimit, Backoff, BreakerSpec, Condition, Dependency, LogBudget, Program,
+        ResourceLimits, RestartLimit, RestartPolicy, ServiceKind, ServiceSpec, StopSignal,
     },
     units,
 };
@@ -62,6 +62,7 @@ impl Walker<'_> {
         let mut autostart = false;
         let mut breaker = BreakerSpec::default();
         let mut limits = ResourceLimits::default();
+        let mut log_budget = LogBudget::SERVICE;
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
                 "builtin" => {
@@ -211,6 +212,7 @@ impl Walker<'_> {
                         limits = self.resource_limits(t);
                     }
                 }
+                "log_budget" => log_budget = self.log_budget(v, log_budget),
                 _ => self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]")),
             }
         }
@@ -264,6 +266,7 @@ impl Walker<'_> {
             autostart,
             breaker,
             limits,
+            log_budget,
         })
     }
 

@@ -231,6 +231,7 @@ impl Core {
             router: self.router.clone(),
             protocol: spec.protocol,
             ready_line: spec.ready_line.clone(),
+            log_budget: spec.log_budget,
             welcome: Welcome {
                 protocol_version: switchboard_protocol::PROTOCOL_VERSION,
                 service: spec.name.clone(),
