@@ -331,7 +331,7 @@ pub fn render(state: &AppState) -> String {
             );
         }
     }
-    let own = supervisor.own_usage.lock().map(|u| *u).unwrap_or_default();
+    let own = supervisor.own_usage.own();
     let mut family = Family::new(
         &mut out,
         "switchboard_console_cpu_percent",

@@ -30,11 +30,7 @@ pub mod snapshot;
 pub mod spawn;
 pub mod strays;
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use switchboard_protocol::{Body, Hello, Status};
 use tokio::sync::{mpsc, oneshot};
@@ -49,7 +45,7 @@ use crate::{
     logs::LogStore,
     monitor::{
         metrics::{self, SharedMetrics},
-        resources::{self, OwnUsage},
+        resources,
     },
     registry::{ExitStatus, InstanceId, SharedRegistry},
     router::Router,
@@ -178,7 +174,7 @@ pub struct Supervisor {
     /// Where operator actions and refused calls are recorded.
     pub audit: Option<AuditLog>,
     /// The console's own CPU and memory.
-    pub own_usage: Arc<Mutex<OwnUsage>>,
+    pub own_usage: resources::Usage,
 }
 
 /// Settings of a supervisor that do not come from the stack file.

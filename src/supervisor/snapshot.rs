@@ -38,7 +38,7 @@ fn hundredths(value: f64) -> f64 {
 
 /// Builds the snapshot of a local supervisor.
 pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
-    let own = supervisor.own_usage.lock().map(|u| *u).unwrap_or_default();
+    let own = supervisor.own_usage.own();
     let metrics = metrics::read(&supervisor.metrics);
     let registry = registry::read(&supervisor.registry);
     let now = SystemTime::now();
