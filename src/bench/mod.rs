@@ -182,6 +182,15 @@ impl BenchStack {
         false
     }
 
+    /// Stops everything and removes the directory; returns when the supervisor had ended.
+    pub async fn finish_at(self) -> std::time::SystemTime {
+        self.supervisor.shutdown().await;
+        let _ = self.task.await;
+        let ended = std::time::SystemTime::now();
+        let _ = std::fs::remove_dir_all(self.dir);
+        ended
+    }
+
     /// Stops everything and removes the directory.
     pub async fn finish(self) {
         self.supervisor.shutdown().await;
