@@ -38,7 +38,7 @@ use crate::{
 const ROUTED_PAIRS: usize = 21;
 const ROUTED: usize = 2_000;
 /// Pairs of GET loads (each 1.8 s).
-const GET_PAIRS: usize = 7;
+const GET_PAIRS: usize = 11;
 /// How long the flooders run before a noisy run starts: the budget left from the pause is
 /// spent, and the steady state is what is measured.
 const SETTLE: Duration = Duration::from_millis(150);
