@@ -27,7 +27,6 @@ use std::{
 };
 
 use tokio::{
-    io::AsyncReadExt,
     net::unix::pipe,
     runtime::Handle,
     sync::{mpsc, oneshot},
@@ -146,10 +145,15 @@ fn spawn_thread() -> std::io::Result<(Handle, oneshot::Sender<()>)> {
     Ok((handle, stop))
 }
 
+thread_local! {
+    /// The log-ingest thread's read buffer, shared by every pipe it reads (one at a time).
+    static CHUNK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+}
+
 /// Reads one pipe to its end.
 async fn read(store: Arc<LogStore>, pipe: OwnedFd, mut source: Source, budget: Arc<Budget>) {
     // Registered here, with this thread's epoll.
-    let mut pipe = match pipe::Receiver::from_owned_fd(pipe) {
+    let pipe = match pipe::Receiver::from_owned_fd(pipe) {
         Ok(pipe) => pipe,
         Err(err) => {
             tracing::error!(service = %source.service, cause = %err, "cannot read a log pipe");
@@ -162,28 +166,44 @@ async fn read(store: Arc<LogStore>, pipe: OwnedFd, mut source: Source, budget: A
             return;
         }
     };
-    let mut chunk = vec![0u8; READ_CHUNK];
     let mut lines = Lines::default();
     let mut kept = Vec::new();
     loop {
         let due = budget.report_due();
-        let read = tokio::select! {
-            read = pipe.read(&mut chunk) => read,
+        let readable = tokio::select! {
+            readable = pipe.readable() => readable,
             () = sleep_until(due), if due.is_some() => {
                 report(&store, &source, &budget, false);
                 continue;
             }
         };
-        let n = match read {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+        if let Err(err) = readable {
+            tracing::debug!(service = %source.service, cause = %err, "log pipe failed");
+            break;
+        }
+        // Read into the thread's one chunk, with no await until its lines are taken: a quiet
+        // pipe holds no buffer of its own (500 of them held 64 MiB).
+        let read = CHUNK.with_borrow_mut(|chunk| {
+            let n = pipe.try_read(chunk)?;
+            let dropped = intake(&mut lines, &chunk[..n], &budget, &mut source, &mut kept);
+            Ok::<_, std::io::Error>((n, dropped))
+        });
+        let dropped = match read {
+            Ok((0, _)) => break,
+            Ok((_, dropped)) => dropped,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(err) => {
                 tracing::debug!(service = %source.service, cause = %err, "log pipe read failed");
                 break;
             }
         };
-        let dropped = intake(&mut lines, &chunk[..n], &budget, &mut source, &mut kept);
         for text in kept.drain(..) {
             store.push(&source.service, source.replica, source.stream, text);
         }
