@@ -9,14 +9,17 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use switchboard_protocol::{Welcome, segment::create_segment};
+use switchboard_protocol::{
+    Welcome,
+    segment::{SegmentReader, create_segment},
+};
 use tokio::sync::mpsc;
 
 use super::{Core, INBOX, Slot};
 use crate::{
     event::EventKind,
     registry::{self, ExitStatus, Instance, InstanceHandle, InstanceId, InstanceState},
-    stack::{Condition, ServiceKind},
+    stack::{Condition, ServiceKind, ServiceSpec},
     supervisor::{InstanceEvent, instance::InstanceTask},
 };
 
@@ -139,29 +142,8 @@ impl Core {
             replica,
             generation: self.generation,
         };
-        {
-            let mut registry = registry::write(&self.registry);
-            let instance = registry.services[index].replica_entry(replica);
-            let restarts = instance.restarts + u32::from(restart);
-            let mut fresh = Instance::new(id);
-            fresh.restarts = restarts;
-            fresh.state = instance.state;
-            fresh.last_exit = instance.last_exit.take();
-            *instance = fresh;
-        }
-
-        let segment = if spec.protocol {
-            match create_segment(&spec.name) {
-                Ok((fd, reader)) => Some((fd, reader)),
-                Err(err) => {
-                    tracing::warn!(service = %spec.name, cause = %err, "no metrics segment");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let (segment_fd, segment_reader) = match segment {
+        self.fresh_instance(id, restart);
+        let (segment_fd, segment_reader) = match segment_for(&spec) {
             Some((fd, reader)) => (Some(fd), Some(reader)),
             None => (None, None),
         };
@@ -169,24 +151,7 @@ impl Core {
         let command = self.launch.command(&spec, replica, segment_fd, &lineage);
         let child = match self.spawner.spawn(command).await {
             Ok(child) => child,
-            Err(err) => {
-                self.emit(
-                    index,
-                    Some(replica),
-                    EventKind::Alert {
-                        message: format!("cannot spawn: {err}"),
-                    },
-                );
-                // Treated like a crash so backoff and the intensity limit apply.
-                let _ = self
-                    .instance_tx
-                    .send(InstanceEvent::Exited {
-                        id,
-                        status: ExitStatus::SpawnFailed(err.to_string()),
-                    })
-                    .await;
-                return;
-            }
+            Err(err) => return self.spawn_failed(id, &err).await,
         };
         let pid = child.id().unwrap_or(0);
         let (inbox_tx, inbox_rx) = crate::transport::inbox(INBOX);
@@ -232,14 +197,7 @@ impl Core {
             protocol: spec.protocol,
             ready_line: spec.ready_line.clone(),
             log_budget: spec.log_budget,
-            welcome: Welcome {
-                protocol_version: switchboard_protocol::PROTOCOL_VERSION,
-                service: spec.name.clone(),
-                instance: replica,
-                heartbeat_ms,
-                settings: spec.settings.clone(),
-                params,
-            },
+            welcome: welcome(&spec, replica, heartbeat_ms, params),
             heartbeat_timeout,
             startup_timeout: spec.startup_timeout,
             lineage,
@@ -250,5 +208,64 @@ impl Core {
         if !spec.protocol && spec.ready_line.is_none() {
             self.set_state(id, InstanceState::Ready);
         }
+    }
+
+    /// The replica's registry entry starts over under `id`, keeping its restart count (one
+    /// more for a restart), its state until the next transition, and its last exit.
+    fn fresh_instance(&self, id: InstanceId, restart: bool) {
+        let mut registry = registry::write(&self.registry);
+        let instance = registry.services[id.service].replica_entry(id.replica);
+        let restarts = instance.restarts + u32::from(restart);
+        let mut fresh = Instance::new(id);
+        fresh.restarts = restarts;
+        fresh.state = instance.state;
+        fresh.last_exit = instance.last_exit.take();
+        *instance = fresh;
+    }
+
+    /// The process could not be started: said, and treated like a crash so that backoff and
+    /// the intensity limit apply.
+    async fn spawn_failed(&self, id: InstanceId, err: &std::io::Error) {
+        self.emit(
+            id.service,
+            Some(id.replica),
+            EventKind::Alert {
+                message: format!("cannot spawn: {err}"),
+            },
+        );
+        let _ = self
+            .instance_tx
+            .send(InstanceEvent::Exited {
+                id,
+                status: ExitStatus::SpawnFailed(err.to_string()),
+            })
+            .await;
+    }
+}
+
+/// A protocol service's metrics segment: the fd it inherits and the console's reader. None
+/// for a plain program, or when one cannot be made (said in the log; it then runs unseen).
+fn segment_for(spec: &ServiceSpec) -> Option<(std::os::fd::OwnedFd, SegmentReader)> {
+    if !spec.protocol {
+        return None;
+    }
+    match create_segment(&spec.name) {
+        Ok(segment) => Some(segment),
+        Err(err) => {
+            tracing::warn!(service = %spec.name, cause = %err, "no metrics segment");
+            None
+        }
+    }
+}
+
+/// What the console tells a protocol service in the handshake.
+fn welcome(spec: &ServiceSpec, replica: u32, heartbeat_ms: u32, params: String) -> Welcome {
+    Welcome {
+        protocol_version: switchboard_protocol::PROTOCOL_VERSION,
+        service: spec.name.clone(),
+        instance: replica,
+        heartbeat_ms,
+        settings: spec.settings.clone(),
+        params,
     }
 }
