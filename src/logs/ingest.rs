@@ -209,7 +209,10 @@ async fn read(store: Arc<LogStore>, pipe: OwnedFd, mut source: Source, budget: A
         }
         report(&store, &source, &budget, false);
         if dropped > 0 {
-            tokio::time::sleep(DRAIN_PAUSE).await;
+            // Jittered (half to one and a half times): the pipes sharing a budget would
+            // otherwise wake in lockstep, and the first to wake after each refill would take it
+            // all (a stdout flood starving the service's stderr).
+            tokio::time::sleep(DRAIN_PAUSE.mul_f64(0.5 + fastrand::f64())).await;
         }
     }
     let mut gate = budget.gate(Instant::now());
