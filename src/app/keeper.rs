@@ -17,7 +17,7 @@
 //! - The child runs the console. It is a subreaper too, so orphans of its services come to it
 //!   while it runs (`supervisor::strays`), and its parent-death signal is [`KEEPER_GONE`]: if
 //!   the keeper is SIGKILLed, the console ends every process of the stack at once and exits
-//!   ([`on_keeper_gone`]) rather than run on without its net.
+//!   (`on_keeper_gone`) rather than run on without its net.
 //!
 //! Only killing both at once (`pkill -9 switchboard`) leaves processes behind; the next run of
 //! the stack finds them by their environment and stops them (`strays::stop_leftovers`).

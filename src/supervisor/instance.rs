@@ -73,7 +73,7 @@ pub struct InstanceTask {
     pub welcome: Welcome,
     pub heartbeat_timeout: Option<Duration>,
     /// The heartbeat check starts at the handshake, or this long after the spawn for a service
-    /// that never shakes hands (see [`HeartbeatWatch`]).
+    /// that never shakes hands (see `HeartbeatWatch`).
     pub startup_timeout: Duration,
     /// In the environment of the process and its descendants; see [`super::strays`].
     pub lineage: String,

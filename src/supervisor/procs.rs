@@ -118,7 +118,7 @@ fn pid(raw: u32) -> Option<Pid> {
 /// keeper is gone): it takes the exit status of any child, the runtime's included. Returns
 /// the pids it killed. Gives up after `limit` (a fork bomb that outruns it).
 ///
-/// "No child" is believed only after [`QUIET_ROUNDS`] rounds in a row: seen here, a
+/// "No child" is believed only after `QUIET_ROUNDS` (4) rounds in a row: seen here, a
 /// grandchild re-parented by its parent's death showed up as a child some milliseconds after
 /// `waitpid` had answered ECHILD.
 pub fn end_descendants(limit: Duration) -> Vec<u32> {
