@@ -141,6 +141,43 @@ fn help_overlay() {
     insta::assert_snapshot!(render(&view, &state, 120, 36));
 }
 
+/// Help counts wrapped lines: at 120×40 every line shows, the mouse line too; at 80×24 it does
+/// not fit, says there is more, and End scrolls to the last lines (`?`, Esc, `q`, the mouse).
+#[test]
+fn help_fits_and_scrolls_at_80x24() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Help);
+    let wide = render(&view, &state, 120, 40);
+    for must in [
+        "this help",
+        "close / clear",
+        "quit: stop every",
+        "wheel scrolls",
+    ] {
+        assert!(wide.contains(must), "{must} cut at 120x40:\n{wide}");
+    }
+    assert!(!wide.contains("more:"), "{wide}");
+    let top = render(&view, &state, 80, 24);
+    assert!(
+        top.contains("more: j/k"),
+        "no more indicator at 80x24:\n{top}"
+    );
+    insta::assert_snapshot!("help_80x24_top", top);
+    update(&mut state, &view, Action::Bottom);
+    let end = render(&view, &state, 80, 24);
+    for must in [
+        "this help",
+        "close / clear",
+        "quit: stop every",
+        "wheel scrolls",
+    ] {
+        assert!(end.contains(must), "{must} not reachable at 80x24:\n{end}");
+    }
+    assert!(end.contains("above"), "{end}");
+    insta::assert_snapshot!("help_80x24_end", end);
+}
+
 #[test]
 fn failed_service_with_alert() {
     let mut view = demo_view();

@@ -141,7 +141,10 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             state.zoom = !state.zoom;
             None
         }
-        Action::Help => toggle(state, Overlay::Help),
+        Action::Help => {
+            state.help_scroll = 0;
+            toggle(state, Overlay::Help)
+        }
         Action::Alerts => toggle(state, Overlay::Alerts),
         Action::Deps => toggle(state, Overlay::Deps),
         Action::Calls => toggle(state, Overlay::Calls),
@@ -360,6 +363,18 @@ fn live_prompt(prompt: Prompt, text: String, state: &mut UiState) {
 }
 
 fn move_cursor(state: &mut UiState, view: &ConsoleView, action: &Action) {
+    // Help scrolls; how far is bounded by the screen, once drawn (`Areas::help_max_scroll`).
+    if state.overlay == Overlay::Help {
+        state.help_scroll = match action {
+            Action::Up => state.help_scroll.saturating_sub(1),
+            Action::Down => state.help_scroll + 1,
+            Action::PageUp => state.help_scroll.saturating_sub(PAGE),
+            Action::PageDown => state.help_scroll + PAGE,
+            Action::Top => 0,
+            _ => usize::MAX / 2,
+        };
+        return;
+    }
     if let Some((anchor, cursor)) = state.selection {
         let cursor = match action {
             Action::Up => cursor + 1,

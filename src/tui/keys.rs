@@ -37,7 +37,7 @@ pub const HELP: &[(&str, &str)] = &[
         ":",
         "command line: restart NAME, stop NAME, start NAME, kill NAME, scale NAME N, run JOB [JSON], logs NAME",
     ),
-    ("?", "this help"),
+    ("?", "this help (j/k, PgUp/PgDn, Home/End scroll it)"),
     ("Esc", "close / clear"),
     (
         "q",
@@ -98,12 +98,19 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
                 Overlay::Deps => ('d', Action::Deps),
                 _ => ('t', Action::Calls),
             };
-            let moves = *overlay == Overlay::Calls;
+            // The calls overlay follows the selection and help scrolls, so both keep the
+            // moving keys; help also pages, as it can be taller than the terminal.
+            let moves = matches!(overlay, Overlay::Calls | Overlay::Help);
+            let pages = *overlay == Overlay::Help;
             return match key.code {
                 KeyCode::Esc | KeyCode::Char('q') => Some(Action::Cancel),
                 KeyCode::Char(c) if c == own => Some(toggle),
                 KeyCode::Up | KeyCode::Char('k') if moves => Some(Action::Up),
                 KeyCode::Down | KeyCode::Char('j') if moves => Some(Action::Down),
+                KeyCode::PageUp if pages => Some(Action::PageUp),
+                KeyCode::PageDown | KeyCode::Char(' ') if pages => Some(Action::PageDown),
+                KeyCode::Home | KeyCode::Char('g') if pages => Some(Action::Top),
+                KeyCode::End | KeyCode::Char('G') if pages => Some(Action::Bottom),
                 _ => None,
             };
         }

@@ -187,6 +187,7 @@ impl Screen<'_> {
             .state
             .log_scroll
             .min(lines.saturating_sub(self.areas.log_rows.max(1)));
+        self.state.help_scroll = self.state.help_scroll.min(self.areas.help_max_scroll);
         // The calls overlay follows the selection as it moves.
         if matches!(self.state.overlay, Overlay::Calls) {
             *self.view = fresh_view(source, self.state);

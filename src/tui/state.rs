@@ -115,6 +115,8 @@ pub struct UiState {
     /// Which match (counted from the bottom) the search is on.
     pub search_match: usize,
     pub alerts: Vec<Alert>,
+    /// Lines the help overlay is scrolled down (it may be taller than the terminal).
+    pub help_scroll: usize,
     /// Log lines being selected for copying: (anchor, cursor), counted from the newest line of
     /// the pane's scope (0 = the newest).
     pub selection: Option<(usize, usize)>,

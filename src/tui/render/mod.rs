@@ -7,6 +7,7 @@
 //! pane shares the space.
 
 mod detail;
+mod help;
 mod logs;
 
 pub use logs::scoped as scoped_logs;
@@ -39,6 +40,8 @@ pub struct Areas {
     pub table_offset: usize,
     /// Log lines the log pane shows at once (how far it can scroll back is the rest).
     pub log_rows: usize,
+    /// How far the help overlay can scroll on this screen.
+    pub help_max_scroll: usize,
 }
 
 pub fn draw(
@@ -103,6 +106,7 @@ pub fn draw(
         }
     }
     areas.log_rows = log_rows;
+    areas.help_max_scroll = help::max_scroll(area);
     frame.render_widget(footer_line(state, theme), footer);
     overlay::draw(frame, area, view, state, theme);
     areas

@@ -12,7 +12,6 @@ use crate::{
     api::ConsoleView,
     registry::InstanceState,
     tui::{
-        keys::HELP,
         state::{Confirm, Overlay, UiState},
         theme::Theme,
     },
@@ -32,18 +31,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
             let lines = calls(view, selected, room, theme);
             return popup(frame, area, &title, lines, 120, theme);
         }
-        Overlay::Help => (
-            " keys (Esc closes) ",
-            HELP.iter()
-                .map(|(keys, what)| {
-                    Line::from(vec![
-                        Span::styled(format!("{keys:>12}  "), theme.key()),
-                        Span::raw(*what),
-                    ])
-                })
-                .collect(),
-            100,
-        ),
+        Overlay::Help => return super::help::draw(frame, area, state, theme),
         Overlay::Alerts => (
             " alerts (a or Esc acknowledges) ",
             if state.alerts.is_empty() {
