@@ -129,7 +129,9 @@ where
             },
             _ = frame_tick.tick(), if dirty || logs_dirty => {
                 if logs_dirty {
-                    logs = log_window(&source, &view, &state);
+                    let fresh = log_window(&source, &view, &state);
+                    keep_place(&mut state, &view, &logs, &fresh);
+                    logs = fresh;
                     logs_dirty = false;
                 }
                 let drawn = terminal.draw(|frame| {
@@ -170,6 +172,11 @@ impl Screen<'_> {
             action = Action::Select(row + self.areas.table_offset);
         }
         let scope_before = (self.state.log_scope, self.state.selected.clone());
+        // Paused, the pane's place is what is on screen: a search may have moved the view
+        // away from `log_scroll`, and `v` must start on a line the operator can see.
+        if let (false, Some(bottom)) = (self.state.follow, self.areas.log_bottom) {
+            self.state.log_scroll = bottom;
+        }
         match update(self.state, self.view, action) {
             Some(Effect::Copy { newest, oldest }) => {
                 clipboard(&selected_text(
@@ -193,6 +200,37 @@ impl Screen<'_> {
             *self.view = fresh_view(source, self.state);
         }
         Some(refetch)
+    }
+}
+
+/// Keeps a paused log pane on the lines it shows as new ones arrive: its place and the
+/// selection are counted from the newest line, so each line newer than the old window's newest
+/// moves them back by one (otherwise `[paused]` would still scroll, and a selection would slide
+/// onto lines not chosen).
+fn keep_place(state: &mut UiState, view: &ConsoleView, old: &[LogView], fresh: &[LogView]) {
+    let Some(newest) = render::scoped_logs(old, view, state).last().map(|l| l.seq) else {
+        return;
+    };
+    let added: Vec<&LogView> = render::scoped_logs(fresh, view, state)
+        .into_iter()
+        .filter(|l| l.seq > newest)
+        .collect();
+    if added.is_empty() {
+        return;
+    }
+    if let Some((anchor, cursor)) = state.selection {
+        state.selection = Some((anchor + added.len(), cursor + added.len()));
+    }
+    if state.follow {
+        return;
+    }
+    state.log_scroll += added.len();
+    let needle = state.search.to_lowercase();
+    if !needle.is_empty() {
+        state.search_match += added
+            .iter()
+            .filter(|l| l.text.to_lowercase().contains(&needle))
+            .count();
     }
 }
 

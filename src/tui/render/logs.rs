@@ -27,6 +27,8 @@ pub fn scoped<'l>(logs: &'l [LogView], view: &ConsoleView, state: &UiState) -> V
         .collect()
 }
 
+/// Draws the pane; returns its bottom line on screen, counted from the newest of the scope
+/// (0 = the newest), which a search may have moved away from `state.log_scroll`.
 pub fn draw(
     frame: &mut Frame<'_>,
     area: Rect,
@@ -34,7 +36,7 @@ pub fn draw(
     state: &UiState,
     logs: &[LogView],
     theme: &Theme,
-) {
+) -> usize {
     let lines = scoped(logs, view, state);
     let height = area.height.saturating_sub(2) as usize;
     let needle = state.search.to_lowercase();
@@ -102,6 +104,7 @@ pub fn draw(
         .title(title)
         .border_style(theme.pane_border(focused));
     frame.render_widget(Paragraph::new(shown).block(block), area);
+    lines.len() - end
 }
 
 fn render_line<'a>(

@@ -40,6 +40,8 @@ pub struct Areas {
     pub table_offset: usize,
     /// Log lines the log pane shows at once (how far it can scroll back is the rest).
     pub log_rows: usize,
+    /// The log pane's bottom line on screen, counted from the newest (`None`: not drawn).
+    pub log_bottom: Option<usize>,
     /// How far the help overlay can scroll on this screen.
     pub help_max_scroll: usize,
 }
@@ -66,9 +68,10 @@ pub fn draw(
     }
     let mut areas = Areas::default();
     let mut log_rows = 0;
+    let mut log_bottom = None;
     let mut logs_in = |frame: &mut Frame<'_>, area: Rect| {
         log_rows = area.height.saturating_sub(2) as usize;
-        logs::draw(frame, area, view, state, logs, theme);
+        log_bottom = Some(logs::draw(frame, area, view, state, logs, theme));
     };
     if state.zoom {
         match state.focus {
@@ -106,6 +109,7 @@ pub fn draw(
         }
     }
     areas.log_rows = log_rows;
+    areas.log_bottom = log_bottom;
     areas.help_max_scroll = help::max_scroll(area);
     frame.render_widget(footer_line(state, theme), footer);
     overlay::draw(frame, area, view, state, theme);
