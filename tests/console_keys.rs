@@ -109,3 +109,43 @@ fn without_an_overlay_r_still_restarts() {
     let effect = press(&mut state, &view, KeyCode::Char('r'));
     assert!(matches!(effect, Some(Effect::Supervisor(_))), "{effect:?}");
 }
+
+fn type_text(state: &mut UiState, view: &ConsoleView, text: &str) {
+    for c in text.chars() {
+        press(state, view, KeyCode::Char(c));
+    }
+}
+
+/// The help says Esc clears: an applied filter (typed, then Enter) goes with Esc.
+#[test]
+fn esc_clears_an_applied_filter() {
+    let view = view();
+    let mut state = UiState::new();
+    press(&mut state, &view, KeyCode::Char('/'));
+    type_text(&mut state, &view, "alp");
+    press(&mut state, &view, KeyCode::Enter);
+    assert_eq!(state.filter, "alp");
+    assert_eq!(state.rows(&view).len(), 1);
+    press(&mut state, &view, KeyCode::Esc);
+    assert_eq!(state.filter, "", "Esc left the filter applied");
+    assert_eq!(state.rows(&view).len(), 2);
+}
+
+/// `/` with the logs focused is a search, and Tab in the prompt makes it the services'
+/// filter (and back), taking the typed text along.
+#[test]
+fn tab_in_the_slash_prompt_switches_search_and_filter() {
+    use switchboard::tui::state::Prompt;
+    let view = view();
+    let mut state = UiState::new();
+    press(&mut state, &view, KeyCode::Tab);
+    press(&mut state, &view, KeyCode::Char('/'));
+    type_text(&mut state, &view, "alp");
+    assert_eq!(state.overlay, Overlay::Prompt(Prompt::Search, "alp".into()));
+    assert_eq!(state.search, "alp");
+    press(&mut state, &view, KeyCode::Tab);
+    assert_eq!(state.overlay, Overlay::Prompt(Prompt::Filter, "alp".into()));
+    assert_eq!((state.filter.as_str(), state.search.as_str()), ("alp", ""));
+    press(&mut state, &view, KeyCode::Enter);
+    assert_eq!(state.rows(&view).len(), 1);
+}

@@ -151,7 +151,7 @@ fn help_fits_and_scrolls_at_80x24() {
     let wide = render(&view, &state, 120, 40);
     for must in [
         "this help",
-        "close / clear",
+        "close; clear",
         "quit: stop every",
         "wheel scrolls",
     ] {
@@ -168,7 +168,7 @@ fn help_fits_and_scrolls_at_80x24() {
     let end = render(&view, &state, 80, 24);
     for must in [
         "this help",
-        "close / clear",
+        "close; clear",
         "quit: stop every",
         "wheel scrolls",
     ] {
@@ -220,6 +220,12 @@ fn log_search() {
     for c in "order 17".chars() {
         update(&mut state, &view, Action::Type(c));
     }
+    // The prompt says what `/` means here.
+    let typing = render(&view, &state, 120, 30);
+    assert!(
+        typing.contains("search logs (Tab: filter services): order 17"),
+        "{typing}"
+    );
     update(&mut state, &view, Action::Submit);
     update(&mut state, &view, Action::SearchPrev);
     let screen = render(&view, &state, 120, 30);

@@ -45,6 +45,8 @@ pub enum Action {
     CommandLine,
     /// A character typed into the open prompt.
     Type(char),
+    /// Tab in the filter or search prompt: the text goes to the other one.
+    SwitchPrompt,
     Backspace,
     Submit,
     /// Esc: close whatever is open.
@@ -86,6 +88,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         (
             Overlay::Prompt(..),
             Action::Type(_)
+            | Action::SwitchPrompt
             | Action::Backspace
             | Action::Submit
             | Action::Cancel
@@ -238,6 +241,23 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             }
             None
         }
+        Action::SwitchPrompt => {
+            let other = match &state.overlay {
+                Overlay::Prompt(Prompt::Filter, text) => (Prompt::Search, text.clone()),
+                Overlay::Prompt(Prompt::Search, text) => (Prompt::Filter, text.clone()),
+                _ => return None,
+            };
+            // What was applied as typed goes with the text, not left behind under the
+            // other name.
+            state.filter.clear();
+            state.search.clear();
+            if other.0 == Prompt::Search {
+                state.focus = Focus::Logs;
+            }
+            live_prompt(other.0.clone(), other.1.clone(), state);
+            state.overlay = Overlay::Prompt(other.0, other.1);
+            None
+        }
         Action::Backspace => {
             if let Overlay::Prompt(prompt, text) = &mut state.overlay {
                 text.pop();
@@ -265,6 +285,16 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
                 Overlay::Prompt(Prompt::Search, _) => state.search.clear(),
                 Overlay::Alerts => state.alerts.clear(),
                 Overlay::None if state.selection.is_some() => state.selection = None,
+                // An applied filter hides services: Esc shows them all again, as the help
+                // says, before it closes panes.
+                Overlay::None if !state.filter.is_empty() => {
+                    state.filter.clear();
+                    state.set_status("filter cleared: all services shown");
+                }
+                Overlay::None if !state.search.is_empty() => {
+                    state.search.clear();
+                    state.set_status("search cleared");
+                }
                 Overlay::None => {
                     state.zoom = false;
                     state.detail = false;

@@ -6,7 +6,7 @@ use ratatui::crossterm::event::{
 
 use super::{
     action::Action,
-    state::{Confirm, Focus, Overlay, Quit, UiState},
+    state::{Confirm, Focus, Overlay, Prompt, Quit, UiState},
 };
 
 /// Every key the console knows, for the help overlay: (keys, what they do).
@@ -20,7 +20,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("s", "stop or start"),
     ("X", "kill with SIGKILL (asks first)"),
     ("+ / -", "scale replicas up / down"),
-    ("/", "services: filter · logs: search"),
+    (
+        "/",
+        "services: filter · logs: search (the prompt says which; Tab in it switches)",
+    ),
     ("n / N", "next / previous search match"),
     ("f", "follow the log tail on / off"),
     ("l", "logs of all services / of the selected one"),
@@ -38,7 +41,10 @@ pub const HELP: &[(&str, &str)] = &[
         "command line: restart NAME, stop NAME, start NAME, kill NAME, scale NAME N, run JOB [JSON], logs NAME",
     ),
     ("?", "this help (j/k, PgUp/PgDn, Home/End scroll it)"),
-    ("Esc", "close / clear"),
+    (
+        "Esc",
+        "close; clear the selection, then the filter, then the search",
+    ),
     (
         "q",
         "quit: stop every service, or detach and leave them running",
@@ -62,8 +68,10 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
         return Some(Action::Quit);
     }
     match &state.overlay {
-        Overlay::Prompt(..) => {
+        Overlay::Prompt(prompt, _) => {
+            let switches = matches!(prompt, Prompt::Filter | Prompt::Search);
             return match key.code {
+                KeyCode::Tab | KeyCode::BackTab if switches => Some(Action::SwitchPrompt),
                 KeyCode::Enter => Some(Action::Submit),
                 KeyCode::Esc => Some(Action::Cancel),
                 KeyCode::Backspace => Some(Action::Backspace),

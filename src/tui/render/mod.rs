@@ -210,8 +210,9 @@ fn alert_text<'a>(state: &'a UiState, theme: &Theme) -> Paragraph<'a> {
 fn footer_line<'a>(state: &'a UiState, theme: &Theme) -> Line<'a> {
     if let Overlay::Prompt(prompt, text) = &state.overlay {
         let label = match prompt {
-            Prompt::Filter => "filter services: ".to_string(),
-            Prompt::Search => "search logs: ".to_string(),
+            // `/` means one or the other by focus: the prompt says which, and how to switch.
+            Prompt::Filter => "filter services (Tab: search logs): ".to_string(),
+            Prompt::Search => "search logs (Tab: filter services): ".to_string(),
             Prompt::Command => ":".to_string(),
             Prompt::JobParams(job) => {
                 format!("run {job} with parameters (JSON, Enter for defaults): ")
