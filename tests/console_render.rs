@@ -444,3 +444,30 @@ fn replicas_in_the_detail() {
     }
     insta::assert_snapshot!(screen);
 }
+
+/// Selected log lines are readable in colour: no cell's text is drawn in its background's
+/// colour (the service prefix used to be blue on the selection's blue).
+#[test]
+fn selected_log_lines_are_readable_in_colour() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::SelectLines);
+    for _ in 0..7 {
+        update(&mut state, &view, Action::Up);
+    }
+    let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
+    terminal
+        .draw(|frame| {
+            render::draw(frame, &view, &state, &logs(), &Theme { color: true });
+        })
+        .unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut selected = 0;
+    for cell in buffer.content() {
+        if cell.bg == ratatui::style::Color::Blue && cell.symbol() != " " {
+            selected += 1;
+            assert_ne!(cell.fg, cell.bg, "`{}` drawn blue on blue", cell.symbol());
+        }
+    }
+    assert!(selected > 100, "no selection drawn");
+}

@@ -72,12 +72,16 @@ pub fn draw(
             let selected = state
                 .selection
                 .is_some_and(|(a, c)| (a.min(c)..=a.max(c)).contains(&from_newest));
-            let rendered = render_line(line, &needle, Some(index) == current, theme, width);
+            let mut rendered = render_line(line, &needle, Some(index) == current, theme, width);
             if selected {
-                rendered.style(theme.selected())
-            } else {
-                rendered
+                // Over each span, not under: a span's own colour (the service prefix's blue)
+                // would otherwise sit on the selection's blue and vanish.
+                for span in &mut rendered.spans {
+                    span.style = span.style.patch(theme.selected());
+                }
+                rendered = rendered.style(theme.selected());
             }
+            rendered
         })
         .collect();
     let scope = match state.log_scope {
