@@ -299,3 +299,16 @@ async fn v_selects_what_is_on_screen() {
         "copied {text}, not on screen:\n{screen}"
     );
 }
+
+/// A scale the supervisor has done is reported with its number.
+#[tokio::test]
+async fn a_done_scale_says_scaled_to() {
+    let mut steps: Vec<Step> = ":scale alpha 2"
+        .chars()
+        .map(|c| Step::Key(key(c)))
+        .collect();
+    steps.push(special(KeyCode::Enter));
+    steps.extend([Step::Key(key('q')), Step::Key(key('d'))]);
+    let (_, screen, _) = drive_steps(FakeSource::new(false), steps).await;
+    assert!(screen.contains("scaled alpha to 2"), "{screen}");
+}

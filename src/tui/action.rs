@@ -172,7 +172,11 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             }
         }
         Action::Kill => {
-            let (name, ..) = selected?;
+            let (name, _, _, current) = selected?;
+            if !current.has_process() {
+                state.set_status(format!("{name} is not running: nothing to kill"));
+                return None;
+            }
             state.overlay = Overlay::Confirm(Confirm::Kill(name));
             None
         }
@@ -184,6 +188,15 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             }
             let target =
                 (i64::from(replicas) + i64::from(by)).clamp(1, i64::from(MAX_REPLICAS)) as u32;
+            if target == replicas {
+                // Say why nothing happens: the bound, and what to do instead.
+                state.set_status(if by < 0 {
+                    format!("{name} has 1 replica, the fewest (s stops it)")
+                } else {
+                    format!("{name} has {MAX_REPLICAS} replicas, the most")
+                });
+                return None;
+            }
             state.set_status(format!("scaling {name} to {target}"));
             Some(Effect::Supervisor(Command::Scale(name, target)))
         }
@@ -271,7 +284,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             };
             match prompt {
                 Prompt::Filter | Prompt::Search => None,
-                Prompt::Command => command_line(state, view, &text),
+                Prompt::Command => super::command_line::run(state, view, &text),
                 Prompt::JobParams(job) => {
                     state.set_status(format!("running {job}"));
                     let params = (!text.trim().is_empty()).then_some(text);
@@ -309,7 +322,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             };
             match (question, yes) {
                 (Confirm::Kill(name), true) => {
-                    state.set_status(format!("killed {name} (SIGKILL)"));
+                    state.set_status(format!("killing {name} (SIGKILL)"));
                     Some(Effect::Supervisor(Command::Kill(name)))
                 }
                 (Confirm::Quit, true) => {
@@ -336,7 +349,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             state.overlay = Overlay::Confirm(Confirm::Quit);
             None
         }
-        Action::Run(line) => command_line(state, view, &line),
+        Action::Run(line) => super::command_line::run(state, view, &line),
         Action::Lifecycle(event) => {
             if event.alert {
                 state.alerts.push(Alert {
@@ -453,57 +466,4 @@ fn move_cursor(state: &mut UiState, view: &ConsoleView, action: &Action) {
         _ => last,
     };
     state.selected = Some(rows[next].name.clone());
-}
-
-/// The `:` command language: `restart NAME`, `stop NAME`, `start NAME`, `kill NAME`,
-/// `scale NAME N`, `run JOB [JSON]`, `logs [NAME|all]`, `filter TEXT`, `sort`, `quit`.
-fn command_line(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<Effect> {
-    let mut words = line.split_whitespace();
-    let verb = words.next()?;
-    let name = words.next().map(str::to_string);
-    // The console's own verbs first; the rest are the supervisor's commands.
-    match verb {
-        "logs" => {
-            match name.as_deref() {
-                None | Some("all") => state.log_scope = LogScope::All,
-                Some(n) => {
-                    state.selected = Some(n.to_string());
-                    state.log_scope = LogScope::Selected;
-                }
-            }
-            state.focus = Focus::Logs;
-            return None;
-        }
-        "filter" => {
-            state.filter = name.unwrap_or_default();
-            return None;
-        }
-        "sort" => {
-            state.sort = state.sort.next();
-            return None;
-        }
-        "quit" | "q" => {
-            state.overlay = Overlay::Confirm(Confirm::Quit);
-            return None;
-        }
-        "help" => {
-            state.overlay = Overlay::Help;
-            return None;
-        }
-        _ => {}
-    }
-    let command = match line.parse::<Command>() {
-        Ok(command) => command,
-        Err(err) => {
-            state.set_status(format!("{err} (try :help)"));
-            return None;
-        }
-    };
-    let target = command.target();
-    if !view.services.iter().any(|s| s.name == target) {
-        state.set_status(format!("no service named `{target}`"));
-        return None;
-    }
-    state.set_status(command.to_string());
-    Some(Effect::Supervisor(command))
 }

@@ -5,6 +5,7 @@
 //! - [`terminal`]: owning the real terminal, and surviving its loss.
 //! - [`state`]: what is selected, focused, filtered and open.
 //! - [`action`]: every change to that state, from keys, the mouse and the `:` command line.
+//! - `command_line`: the `:` language, and its answers in words.
 //! - [`keys`]: key and mouse bindings, and the help text.
 //! - [`render`]: drawing, pure over view and state.
 //! - [`theme`]: colours, or attributes only under NO_COLOR.
@@ -15,6 +16,7 @@
 //! something changed, at most [`MAX_FPS`] times a second.
 
 pub mod action;
+mod command_line;
 pub mod keys;
 pub mod render;
 pub mod source;
@@ -308,7 +310,13 @@ fn apply(source: &impl ConsoleSource, effect: Effect, results: mpsc::Sender<Stri
     tokio::spawn(async move {
         let text = match answer.await {
             Ok(crate::supervisor::Reply::JobRun(run)) => format!("started run #{run}"),
-            Ok(crate::supervisor::Reply::Done) => return,
+            // A scale is done when the supervisor has it: say so with the number.
+            Ok(crate::supervisor::Reply::Done) => match &command {
+                crate::supervisor::Command::Scale(name, replicas) => {
+                    format!("scaled {name} to {replicas}")
+                }
+                _ => return,
+            },
             Err(err) => format!("{command}: {err}"),
         };
         let _ = results.send(text).await;
