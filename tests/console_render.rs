@@ -127,7 +127,15 @@ fn small_terminal_80x24() {
     let mut state = UiState::new();
     update(&mut state, &view, Action::Down);
     let screen = render(&view, &state, 80, 24);
-    for must in ["SERVICE", "STATE", "REQ/S", "order", "logs"] {
+    // The log prefix fits the longest name with its replica (it was cut to `notificatio…`).
+    for must in [
+        "SERVICE",
+        "STATE",
+        "REQ/S",
+        "order",
+        "logs",
+        "notification#0│",
+    ] {
         assert!(screen.contains(must), "{must} missing at 80x24:\n{screen}");
     }
     insta::assert_snapshot!(screen);

@@ -63,6 +63,7 @@ pub fn draw(
     .max(height.min(lines.len()));
     let start = end.saturating_sub(height);
     let width = area.width.saturating_sub(2) as usize;
+    let prefix = prefix_width(&lines, width);
     let shown: Vec<Line> = lines[start..end]
         .iter()
         .enumerate()
@@ -72,7 +73,8 @@ pub fn draw(
             let selected = state
                 .selection
                 .is_some_and(|(a, c)| (a.min(c)..=a.max(c)).contains(&from_newest));
-            let mut rendered = render_line(line, &needle, Some(index) == current, theme, width);
+            let current = Some(index) == current;
+            let mut rendered = render_line(line, &needle, current, theme, (prefix, width));
             if selected {
                 // Over each span, not under: a span's own colour (the service prefix's blue)
                 // would otherwise sit on the selection's blue and vanish.
@@ -111,24 +113,65 @@ pub fn draw(
     lines.len() - end
 }
 
+/// Columns for the `name#replica` prefix: the longest in the scope (all of it, so the text
+/// does not shift as lines scroll by), at most [`PREFIX_MAX`] and a third of the pane.
+fn prefix_width(lines: &[&LogView], width: usize) -> usize {
+    let longest = lines
+        .iter()
+        .map(|l| l.service.chars().count() + 1 + digits(l.replica))
+        .max()
+        .unwrap_or(0);
+    longest.min(PREFIX_MAX).min(width / 3).max(4)
+}
+
+/// The widest prefix; a longer name is cut in the middle of the name, never the replica.
+const PREFIX_MAX: usize = 20;
+
+fn digits(n: u32) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// `name#replica` in `width` columns at most: the name is cut (`notificat…#1`), the replica
+/// kept, as it tells the lines of a scaled service apart.
+fn label(service: &str, replica: u32, width: usize) -> String {
+    let full = format!("{service}#{replica}");
+    if full.chars().count() <= width {
+        return full;
+    }
+    let suffix = format!("#{replica}");
+    let room = width.saturating_sub(suffix.len() + 1);
+    let name: String = service.chars().take(room).collect();
+    format!("{name}…{suffix}")
+}
+
+/// One log line; `columns` is (the prefix's width, the pane's).
 fn render_line<'a>(
     line: &'a LogView,
     needle: &str,
     current: bool,
     theme: &Theme,
-    width: usize,
+    columns: (usize, usize),
 ) -> Line<'a> {
+    let (prefix_width, width) = columns;
     // The current search match is marked in the prefix, so the text does not shift.
-    let (marker, width_left) = if current { ("▶", 11) } else { ("", 12) };
+    let (marker, width_left) = if current {
+        ("▶", prefix_width.saturating_sub(1))
+    } else {
+        ("", prefix_width)
+    };
     let prefix = format!(
         "{:>width_left$}│",
-        truncate(&format!("{}#{}", line.service, line.replica), width_left)
+        label(&line.service, line.replica, width_left)
     );
     let mut spans = vec![
         Span::styled(marker, theme.highlight()),
         Span::styled(prefix, theme.service(&line.service)),
     ];
-    let text: String = line.text.chars().take(width.saturating_sub(14)).collect();
+    let text: String = line
+        .text
+        .chars()
+        .take(width.saturating_sub(prefix_width + 1))
+        .collect();
     let style = if line.console {
         theme.dim()
     } else {
@@ -161,11 +204,19 @@ fn render_line<'a>(
     Line::from(spans)
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(max - 1).collect();
-        format!("{cut}…")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_label_keeps_the_replica() {
+        assert_eq!(label("notification", 1, 14), "notification#1");
+        assert_eq!(label("notification", 1, 12), "notificat…#1");
+        assert_eq!(
+            label("inventory-reconciler", 12, 20),
+            "inventory-reconc…#12"
+        );
+        assert_eq!(digits(0), 1);
+        assert_eq!(digits(10), 2);
     }
 }
