@@ -479,3 +479,23 @@ fn selected_log_lines_are_readable_in_colour() {
     }
     assert!(selected > 100, "no selection drawn");
 }
+
+/// A job's parameters longer than the line scroll: the end being typed and the cursor stay on
+/// screen at 80 columns, with `…` for the text out of view.
+#[test]
+fn a_long_job_parameter_prompt_scrolls() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Bottom);
+    update(&mut state, &view, Action::Open);
+    let params = r#"{"from": "2024-01-01", "to": "2024-12-31", "format": "csv", "end": 42}"#;
+    for c in params.chars() {
+        update(&mut state, &view, Action::Type(c));
+    }
+    let screen = render(&view, &state, 80, 24);
+    let footer = screen.lines().last().unwrap();
+    assert!(footer.contains("\"end\": 42}█"), "{footer}");
+    assert!(footer.contains("run report with parameters"), "{footer}");
+    assert!(footer.contains('…'), "{footer}");
+    assert_eq!(footer.chars().count(), 82, "{footer}");
+}

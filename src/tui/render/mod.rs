@@ -111,7 +111,7 @@ pub fn draw(
     areas.log_rows = log_rows;
     areas.log_bottom = log_bottom;
     areas.help_max_scroll = help::max_scroll(area);
-    frame.render_widget(footer_line(state, theme), footer);
+    frame.render_widget(footer_line(state, theme, footer.width), footer);
     overlay::draw(frame, area, view, state, theme);
     areas
 }
@@ -207,22 +207,9 @@ fn alert_text<'a>(state: &'a UiState, theme: &Theme) -> Paragraph<'a> {
     Paragraph::new(Line::styled(text, theme.alert()))
 }
 
-fn footer_line<'a>(state: &'a UiState, theme: &Theme) -> Line<'a> {
+fn footer_line<'a>(state: &'a UiState, theme: &Theme, width: u16) -> Line<'a> {
     if let Overlay::Prompt(prompt, text) = &state.overlay {
-        let label = match prompt {
-            // `/` means one or the other by focus: the prompt says which, and how to switch.
-            Prompt::Filter => "filter services (Tab: search logs): ".to_string(),
-            Prompt::Search => "search logs (Tab: filter services): ".to_string(),
-            Prompt::Command => ":".to_string(),
-            Prompt::JobParams(job) => {
-                format!("run {job} with parameters (JSON, Enter for defaults): ")
-            }
-        };
-        return Line::from(vec![
-            Span::styled(label, theme.key()),
-            Span::raw(text.as_str()),
-            Span::styled("█", theme.dim()),
-        ]);
+        return prompt_line(prompt, text, theme, usize::from(width));
     }
     if let Some(status) = state.current_status() {
         return Line::styled(format!(" {status}"), theme.title());
@@ -256,6 +243,44 @@ fn footer_line<'a>(state: &'a UiState, theme: &Theme) -> Line<'a> {
         spans.push(Span::raw(format!(" {what}")));
     }
     Line::from(spans)
+}
+
+/// The open prompt: its label, then the typed text scrolled so the cursor stays on screen
+/// (JSON parameters easily outgrow 80 columns); `…` says where text is out of view.
+fn prompt_line<'a>(prompt: &Prompt, text: &'a str, theme: &Theme, width: usize) -> Line<'a> {
+    let mut label = match prompt {
+        // `/` means one or the other by focus: the prompt says which, and how to switch.
+        Prompt::Filter => "filter services (Tab: search logs): ".to_string(),
+        Prompt::Search => "search logs (Tab: filter services): ".to_string(),
+        Prompt::Command => ":".to_string(),
+        Prompt::JobParams(job) => {
+            format!("run {job} with parameters (JSON, Enter for defaults): ")
+        }
+    };
+    // A long label leaves the text at least 20 columns.
+    if label.chars().count() + 20 > width {
+        let short = match prompt {
+            Prompt::JobParams(job) => format!("run {job}: "),
+            Prompt::Filter => "filter: ".to_string(),
+            Prompt::Search => "search: ".to_string(),
+            Prompt::Command => ":".to_string(),
+        };
+        label = short;
+    }
+    // Room for the text: the line less the label and the cursor.
+    let room = width.saturating_sub(label.chars().count() + 1);
+    let count = text.chars().count();
+    let shown = if count <= room {
+        Span::raw(text)
+    } else {
+        let tail: String = text.chars().skip(count + 1 - room.max(1)).collect();
+        Span::raw(format!("…{tail}"))
+    };
+    Line::from(vec![
+        Span::styled(label, theme.key()),
+        shown,
+        Span::styled("█", theme.dim()),
+    ])
 }
 
 pub use crate::api::human::{bytes, duration};
