@@ -99,16 +99,21 @@ fn logs() -> Vec<LogView> {
             service: (*service).into(),
             replica: 0,
             console: false,
+            stderr: false,
             text: (*text).into(),
         })
         .collect()
 }
 
 fn render(view: &ConsoleView, state: &UiState, width: u16, height: u16) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    render_logs(view, state, &logs(), (width, height))
+}
+
+fn render_logs(view: &ConsoleView, state: &UiState, logs: &[LogView], size: (u16, u16)) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(size.0, size.1)).unwrap();
     terminal
         .draw(|frame| {
-            render::draw(frame, view, state, &logs(), &Theme::monochrome());
+            render::draw(frame, view, state, logs, &Theme::monochrome());
         })
         .unwrap();
     terminal.backend().to_string()
@@ -498,4 +503,57 @@ fn a_long_job_parameter_prompt_scrolls() {
     assert!(footer.contains("run report with parameters"), "{footer}");
     assert!(footer.contains('…'), "{footer}");
     assert_eq!(footer.chars().count(), 82, "{footer}");
+}
+
+/// The log pane's own controls: `T` shows times (UTC), `L` keeps warn and up (read from
+/// `level=`, `[ERROR]`, JSON and ` WARN `; the console's own lines stay), a plain program's
+/// stderr is marked `!`, and `w` wraps a long line instead of cutting it.
+#[test]
+fn log_times_levels_stderr_and_wrap() {
+    let view = demo_view();
+    let line = |i: u64, service: &str, stderr: bool, text: &str| LogView {
+        seq: i,
+        at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i * 1250),
+        service: service.into(),
+        replica: 0,
+        console: service == "order" && text.starts_with("spawned"),
+        stderr,
+        text: text.into(),
+    };
+    let long = format!("level=warn {} the end", "x".repeat(150));
+    let lines = vec![
+        line(0, "order", true, "spawned pid 42"),
+        line(1, "order", true, "level=info started"),
+        line(2, "order", true, r#"{"level":"warn","msg":"slow charge"}"#),
+        line(3, "cron", false, "nightly job ran"),
+        line(4, "cron", true, "[ERROR] disk full"),
+        line(5, "user", true, "2024-01-01  WARN user: retrying"),
+        line(6, "user", true, "debug=1 nothing to see"),
+        line(7, "user", true, &long),
+    ];
+    let mut state = UiState::new();
+    state.focus = switchboard::tui::state::Focus::Logs;
+    update(&mut state, &view, Action::Timestamps);
+    update(&mut state, &view, Action::LevelFilter);
+    update(&mut state, &view, Action::LevelFilter);
+    let screen = render_logs(&view, &state, &lines, (120, 30));
+    for must in [
+        "22:13:20.000 order#0│spawned pid 42",
+        "22:13:22.500 order#0│{\"level\":\"warn\"",
+        "cron#0!",
+        "[ERROR] disk full",
+        "user#0│2024-01-01  WARN",
+        "[warn+, L: next]",
+    ] {
+        assert!(screen.contains(must), "{must} missing:\n{screen}");
+    }
+    for gone in ["started", "nightly job ran", "nothing to see", "the end"] {
+        assert!(!screen.contains(gone), "{gone} shown:\n{screen}");
+    }
+    // Only a service with two log streams has its stderr marked.
+    assert!(!screen.contains("order#0!"), "{screen}");
+    update(&mut state, &view, Action::Wrap);
+    let wrapped = render_logs(&view, &state, &lines, (120, 30));
+    assert!(wrapped.contains("xxx the end"), "{wrapped}");
+    insta::assert_snapshot!(wrapped);
 }

@@ -67,6 +67,7 @@ fn line(i: u64) -> LogView {
         service: "alpha".into(),
         replica: 0,
         console: false,
+        stderr: false,
         text: format!("line {i:03}"),
     }
 }

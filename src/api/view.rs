@@ -205,6 +205,9 @@ pub struct LogView {
     pub replica: u32,
     /// A line the console wrote about the service (spawned, exited), not the service itself.
     pub console: bool,
+    /// Written to stderr (a plain program's other stream; all of a protocol service's log).
+    #[serde(default)]
+    pub stderr: bool,
     pub text: String,
 }
 

@@ -232,6 +232,7 @@ impl From<&LogLine> for LogView {
             service: line.service.to_string(),
             replica: line.replica,
             console: line.stream == Stream::Console,
+            stderr: line.stream == Stream::Stderr,
             text: line.text.clone(),
         }
     }

@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use super::level::Level;
 use super::state::{Alert, Confirm, Focus, LogScope, Overlay, Prompt, Quit, UiState};
 use crate::{
     api::{ConsoleView, EventView},
@@ -38,6 +39,12 @@ pub enum Action {
     SearchPrev,
     Follow,
     LogScope,
+    /// Show or hide log times.
+    Timestamps,
+    /// Wrap long log lines, or cut them.
+    Wrap,
+    /// The log level filter's next setting.
+    LevelFilter,
     /// Start (or leave) selecting log lines to copy.
     SelectLines,
     /// Copy the selected log lines (OSC 52, which works over SSH).
@@ -238,6 +245,33 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             if state.follow {
                 state.log_scroll = 0;
             }
+            None
+        }
+        Action::Timestamps => {
+            state.timestamps = !state.timestamps;
+            state.set_status(if state.timestamps {
+                "log times shown (UTC)"
+            } else {
+                "log times hidden"
+            });
+            None
+        }
+        Action::Wrap => {
+            state.wrap = !state.wrap;
+            state.set_status(if state.wrap {
+                "long log lines wrap"
+            } else {
+                "long log lines are cut"
+            });
+            None
+        }
+        Action::LevelFilter => {
+            state.level = Level::next_filter(state.level);
+            state.set_status(match state.level {
+                None => "logs: every level".to_string(),
+                Some(Level::Error) => "logs: errors only".to_string(),
+                Some(level) => format!("logs: {} and more severe", level.label()),
+            });
             None
         }
         Action::LogScope => {

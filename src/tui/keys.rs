@@ -27,6 +27,12 @@ pub const HELP: &[(&str, &str)] = &[
     ("n / N", "next / previous search match"),
     ("f", "follow the log tail on / off"),
     ("l", "logs of all services / of the selected one"),
+    ("T", "log times on / off (UTC)"),
+    ("w", "wrap long log lines on / off"),
+    (
+        "L",
+        "log level: all, info+, warn+, errors only (read from the text)",
+    ),
     (
         "v / y",
         "select log lines (↑↓ extend) / copy them to the clipboard (OSC 52, works over SSH)",
@@ -144,6 +150,9 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
         KeyCode::Char('N') => Action::SearchPrev,
         KeyCode::Char('f') => Action::Follow,
         KeyCode::Char('l') => Action::LogScope,
+        KeyCode::Char('T') => Action::Timestamps,
+        KeyCode::Char('w') => Action::Wrap,
+        KeyCode::Char('L') => Action::LevelFilter,
         KeyCode::Char('v') => Action::SelectLines,
         KeyCode::Char('y') => Action::CopyLines,
         KeyCode::Char('o') => Action::Sort,

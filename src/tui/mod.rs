@@ -7,6 +7,7 @@
 //! - [`action`]: every change to that state, from keys, the mouse and the `:` command line.
 //! - `command_line`: the `:` language, and its answers in words.
 //! - [`keys`]: key and mouse bindings, and the help text.
+//! - [`level`]: log levels read from a line's text, for the level filter.
 //! - [`render`]: drawing, pure over view and state.
 //! - [`theme`]: colours, or attributes only under NO_COLOR.
 //!
@@ -18,6 +19,7 @@
 pub mod action;
 mod command_line;
 pub mod keys;
+pub mod level;
 pub mod render;
 pub mod source;
 pub mod state;

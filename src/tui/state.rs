@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::level::Level;
 use crate::api::{ConsoleView, ServiceRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,6 +110,12 @@ pub struct UiState {
     pub overlay: Overlay,
     pub log_scope: LogScope,
     pub follow: bool,
+    /// Log lines show their time (UTC).
+    pub timestamps: bool,
+    /// Long log lines wrap instead of being cut at the pane's edge.
+    pub wrap: bool,
+    /// Only log lines at this level or more severe (and the console's own) show.
+    pub level: Option<Level>,
     /// Lines scrolled up from the bottom when not following.
     pub log_scroll: usize,
     pub search: String,

@@ -8,6 +8,7 @@
 
 mod detail;
 mod help;
+mod log_line;
 mod logs;
 
 pub use logs::scoped as scoped_logs;
