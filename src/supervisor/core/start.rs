@@ -172,20 +172,21 @@ impl Core {
         let child = match self.spawner.spawn(command).await {
             Ok(child) => child,
             Err(err) => {
-                self.emit(
-                    index,
-                    Some(replica),
-                    EventKind::Alert {
-                        message: format!("cannot spawn: {err}"),
-                    },
-                );
-                // Treated like a crash so backoff and the intensity limit apply.
+                // A missing program fails at once, unretried (it will not appear by
+                // retrying); any other spawn error is treated like a crash, so backoff and
+                // the intensity limit apply.
+                let (status, message) = if super::super::spawn::will_not_appear(&err) {
+                    let status = ExitStatus::CannotStart(err.to_string());
+                    let message = format!("{status}; not retried (s starts it again)");
+                    (status, message)
+                } else {
+                    let status = ExitStatus::SpawnFailed(err.to_string());
+                    (status, format!("cannot spawn: {err}"))
+                };
+                self.emit(index, Some(replica), EventKind::Alert { message });
                 let _ = self
                     .instance_tx
-                    .send(InstanceEvent::Exited {
-                        id,
-                        status: ExitStatus::SpawnFailed(err.to_string()),
-                    })
+                    .send(InstanceEvent::Exited { id, status })
                     .await;
                 return;
             }
