@@ -195,6 +195,23 @@ fn check_reports_errors_with_line_and_column() {
 
     let output = Command::new(SWITCHBOARD).arg("check").output().unwrap();
     assert!(output.status.success(), "the demo stack must check");
+
+    // A command not found is warned about, and the file still checks.
+    std::fs::write(
+        &path,
+        "name = \"ghost\"\n[services.a]\ncommand = \"/nonexistent/x/y\"\n",
+    )
+    .unwrap();
+    let output = Command::new(SWITCHBOARD)
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning: service `a`: command `/nonexistent/x/y` not found"),
+        "{stdout}"
+    );
 }
 
 #[test]

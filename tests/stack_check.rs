@@ -344,3 +344,17 @@ proptest! {
         let _ = stack::parse(&mutated, Path::new("mutated.toml"));
     }
 }
+
+/// A command not found is a warning for `check`, not an error: the file is valid, and the
+/// program may be built before the stack runs.
+#[test]
+fn a_command_not_found_is_a_warning() {
+    let src = "name = \"x\"\n[services.ghost]\ncommand = \"/nonexistent/x/y\"\n[services.shell]\ncommand = \"sh\"\n[services.later]\ncommand = \"${HOME}/bin/x\"\n";
+    let stack = stack::parse(src, Path::new("ok.toml")).expect("valid");
+    assert_eq!(
+        stack::programs::missing(&stack),
+        [
+            "service `ghost`: command `/nonexistent/x/y` not found (it may be created before the stack runs)"
+        ]
+    );
+}
