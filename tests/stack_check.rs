@@ -358,3 +358,11 @@ fn a_command_not_found_is_a_warning() {
         ]
     );
 }
+
+/// `[gateway] bind = "off"` means no gateway, as `--gateway off` does.
+#[test]
+fn gateway_bind_off_is_accepted() {
+    let src = "name = \"x\"\n[gateway]\nbind = \"off\"\n[services.a]\ncommand = \"true\"\n";
+    let stack = stack::parse(src, Path::new("ok.toml")).expect("bind = off is valid");
+    assert_eq!(stack.gateway.bind, None);
+}

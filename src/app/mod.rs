@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::lock::{InstanceLock, LockError};
 use crate::{
     event::{Event, EventKind},
-    gateway::{AdminSocket, Bind, Gateway, GatewayError},
+    gateway::{AdminSocket, Bind, Gateway, GatewayError, Started},
     stack::Stack,
     supervisor::{
         ShutdownReport, Supervisor, SupervisorOptions,
@@ -55,6 +55,8 @@ pub struct App {
     /// The supervisor's report, once its task has ended.
     report: Option<Result<ShutdownReport, String>>,
     gateway: Option<Gateway>,
+    /// Why there is no gateway though the stack file asked for one (its address is taken).
+    gateway_problem: Option<String>,
     socket: Option<AdminSocket>,
     /// Processes of an earlier run of the stack, stopped at start; announced at
     /// [`begin`](Self::begin), when the front end listens.
@@ -90,17 +92,22 @@ impl App {
         keeper::watch();
         let (supervisor, task) = Supervisor::start(stack, options).map_err(AppError::Supervisor)?;
         let started = async {
-            let gateway = Gateway::start(&supervisor, bind).await?;
+            let (gateway, gateway_problem) = match Gateway::start(&supervisor, bind).await? {
+                Started::On(gateway) => (Some(gateway), None),
+                Started::Off => (None, None),
+                Started::Taken(problem) => (None, Some(problem)),
+            };
             let socket =
                 AdminSocket::start(&supervisor, gateway.as_ref().map(Gateway::address)).await?;
-            Ok::<_, GatewayError>((gateway, socket))
+            Ok::<_, GatewayError>((gateway, gateway_problem, socket))
         };
         match started.await {
-            Ok((gateway, socket)) => Ok(App {
+            Ok((gateway, gateway_problem, socket)) => Ok(App {
                 supervisor,
                 task,
                 report: None,
                 gateway,
+                gateway_problem,
                 socket,
                 leftovers,
                 _lock: lock,
@@ -116,6 +123,11 @@ impl App {
 
     pub fn gateway(&self) -> Option<&Gateway> {
         self.gateway.as_ref()
+    }
+
+    /// Why the stack runs without the gateway its file asked for, if it does.
+    pub fn gateway_problem(&self) -> Option<&str> {
+        self.gateway_problem.as_deref()
     }
 
     pub fn socket(&self) -> Option<&AdminSocket> {
@@ -138,6 +150,17 @@ impl App {
                 "switchboard",
                 None,
                 EventKind::Alert { message },
+            ));
+        }
+        // Loud, not only in the log: a second stack on the same machine would otherwise run
+        // without a gateway and nobody would know why its HTTP routes do not answer.
+        if let Some(problem) = &self.gateway_problem {
+            let _ = self.supervisor.events.send(Event::new(
+                "switchboard",
+                None,
+                EventKind::Alert {
+                    message: problem.clone(),
+                },
             ));
         }
         self.supervisor.begin().await;

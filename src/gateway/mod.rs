@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::{
     auth::Token,
     error::ApiError,
-    server::{DISCOVERY_FILE, Discovery, Gateway},
+    server::{DISCOVERY_FILE, Discovery, Gateway, Started},
     socket::AdminSocket,
 };
 use crate::{api::ConsoleView, stack::GatewaySpec, supervisor::Supervisor};
