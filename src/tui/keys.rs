@@ -56,6 +56,10 @@ pub const HELP: &[(&str, &str)] = &[
         "quit: stop every service, or detach and leave them running",
     ),
     ("mouse", "click selects a service, wheel scrolls"),
+    (
+        "P99 ≤",
+        "p99 is a histogram bucket's upper bound (powers of two): the true p99 is at most that",
+    ),
 ];
 
 /// The action for a terminal event, given what is open. `table_top` is the screen row of the

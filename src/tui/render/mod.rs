@@ -286,6 +286,15 @@ fn prompt_line<'a>(prompt: &Prompt, text: &'a str, theme: &Theme, width: usize) 
 
 pub use crate::api::human::{bytes, duration};
 
+/// A p99 as what it is: the upper bound of a power-of-two histogram bucket, so the true p99
+/// is at most that (`≤1.0ms`), not exactly it.
+pub fn p99(us: Option<u64>) -> String {
+    match us {
+        None => "-".into(),
+        some => format!("≤{}", latency(some)),
+    }
+}
+
 pub fn latency(us: Option<u64>) -> String {
     match us {
         None => "-".into(),

@@ -7,7 +7,7 @@ use ratatui::{
     widgets::{Block, Borders, Clear, Paragraph, Wrap},
 };
 
-use super::{centered, latency};
+use super::{centered, latency, p99};
 use crate::{
     api::ConsoleView,
     registry::InstanceState,
@@ -131,7 +131,7 @@ fn calls<'a>(
                 } else {
                     Span::raw(errors)
                 },
-                Span::raw(format!("  p99 {}", latency(route.p99_us))),
+                Span::raw(format!("  p99 {}", p99(route.p99_us))),
             ]));
         }
         lines.push(Line::styled("recent calls", theme.dim()));

@@ -10,7 +10,7 @@ use ratatui::{
     widgets::{Block, Borders, Cell, Row, Table, TableState},
 };
 
-use super::{Areas, bytes, duration, latency};
+use super::{Areas, bytes, duration, p99};
 use crate::{
     api::{ConsoleView, ServiceRow},
     tui::{
@@ -106,7 +106,7 @@ const COLUMNS: &[Column] = &[
         width: 8,
         rank: 9,
         trouble: false,
-        cell: |r| latency(r.p99_us),
+        cell: |r| p99(r.p99_us),
     },
     Column {
         title: "HB",
