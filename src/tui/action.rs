@@ -4,10 +4,10 @@
 
 use std::time::SystemTime;
 
-use super::level::Level;
-use super::state::{Alert, Confirm, Focus, LogScope, Overlay, Prompt, Quit, UiState};
+use super::state::{Alert, Confirm, Focus, Overlay, Prompt, Quit, UiState};
 use crate::{
     api::{ConsoleView, EventView},
+    registry::InstanceState,
     supervisor::{Command, MAX_REPLICAS},
 };
 
@@ -81,6 +81,9 @@ pub enum Effect {
     },
 }
 
+/// The selected row as actions need it: name, whether a job, replicas, state.
+type Selected = Option<(String, bool, u32, InstanceState)>;
+
 /// Lines a page key moves.
 const PAGE: usize = 10;
 
@@ -132,21 +135,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             };
             None
         }
-        Action::Open => {
-            let (name, job, _, _) = selected?;
-            if job {
-                let params = view
-                    .services
-                    .iter()
-                    .find(|s| s.name == name)
-                    .and_then(|s| s.runs.first().map(|r| r.params.clone()))
-                    .unwrap_or_default();
-                state.overlay = Overlay::Prompt(Prompt::JobParams(name), params);
-            } else {
-                state.detail = !state.detail;
-            }
-            None
-        }
+        Action::Open => open(state, view, selected),
         Action::Zoom => {
             state.zoom = !state.zoom;
             None
@@ -163,6 +152,126 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             state.set_status(format!("sorted by {}", state.sort.label()));
             None
         }
+        Action::Restart | Action::StopOrStart | Action::Kill | Action::Scale(_) => {
+            service_action(state, selected, action)
+        }
+        Action::Filter => open_prompt(state, Prompt::Filter),
+        Action::Search => open_prompt(state, Prompt::Search),
+        Action::CommandLine => open_prompt(state, Prompt::Command),
+        Action::SearchNext
+        | Action::SearchPrev
+        | Action::SelectLines
+        | Action::CopyLines
+        | Action::Follow
+        | Action::Timestamps
+        | Action::Wrap
+        | Action::LevelFilter
+        | Action::LogScope => super::log_actions::apply(state, action),
+        Action::Type(_) | Action::SwitchPrompt | Action::Backspace | Action::Submit => {
+            prompt_action(state, view, action)
+        }
+        Action::Cancel => cancel(state),
+        Action::Answer(yes) => answer(state, view, yes),
+        Action::Leave(how) => {
+            if state.overlay == Overlay::Confirm(Confirm::Quit) {
+                state.overlay = Overlay::None;
+                state.quit = Some(how);
+            }
+            None
+        }
+        Action::Quit => {
+            state.overlay = Overlay::Confirm(Confirm::Quit);
+            None
+        }
+        Action::Run(line) => super::command_line::run(state, view, &line),
+        Action::Lifecycle(event) => {
+            if event.alert {
+                state.alerts.push(Alert {
+                    at: SystemTime::now(),
+                    service: event.service.clone(),
+                    text: event.detail.clone(),
+                });
+                // Bounded: an alert storm keeps the newest.
+                if state.alerts.len() > 200 {
+                    state.alerts.remove(0);
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Enter: a job asks for its parameters (last run's as the default), a service opens or
+/// closes its detail.
+fn open(state: &mut UiState, view: &ConsoleView, selected: Selected) -> Option<Effect> {
+    let (name, job, _, _) = selected?;
+    if job {
+        let params = view
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.runs.first().map(|r| r.params.clone()))
+            .unwrap_or_default();
+        state.overlay = Overlay::Prompt(Prompt::JobParams(name), params);
+    } else {
+        state.detail = !state.detail;
+    }
+    None
+}
+
+/// Esc: close what is open, or clear what is applied.
+fn cancel(state: &mut UiState) -> Option<Effect> {
+    match std::mem::take(&mut state.overlay) {
+        Overlay::Prompt(Prompt::Filter, _) => state.filter.clear(),
+        Overlay::Prompt(Prompt::Search, _) => state.search.clear(),
+        Overlay::Alerts => state.alerts.clear(),
+        Overlay::None if state.selection.is_some() => state.selection = None,
+        // An applied filter hides services: Esc shows them all again, as the help
+        // says, before it closes panes.
+        Overlay::None if !state.filter.is_empty() => {
+            state.filter.clear();
+            state.set_status("filter cleared: all services shown");
+        }
+        Overlay::None if !state.search.is_empty() => {
+            state.search.clear();
+            state.set_status("search cleared");
+        }
+        Overlay::None => {
+            state.zoom = false;
+            state.detail = false;
+        }
+        _ => {}
+    }
+    None
+}
+
+/// The answer to the open confirmation.
+fn answer(state: &mut UiState, view: &ConsoleView, yes: bool) -> Option<Effect> {
+    let Overlay::Confirm(question) = std::mem::take(&mut state.overlay) else {
+        return None;
+    };
+    match (question, yes) {
+        (Confirm::Kill(name), true) => {
+            state.set_status(format!("killing {name} (SIGKILL)"));
+            Some(Effect::Supervisor(Command::Kill(name)))
+        }
+        (Confirm::Quit, true) => {
+            // An attached console's safe answer leaves the stack running; the local
+            // console's has always been to stop it.
+            state.quit = Some(if view.attached.is_some() {
+                Quit::Detach
+            } else {
+                Quit::Stop
+            });
+            None
+        }
+        _ => None,
+    }
+}
+
+/// What the operator does to the selected service: restart, stop or start, kill, scale.
+fn service_action(state: &mut UiState, selected: Selected, action: Action) -> Option<Effect> {
+    match action {
         Action::Restart => {
             let (name, ..) = selected?;
             state.set_status(format!("restarting {name}"));
@@ -170,7 +279,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         }
         Action::StopOrStart => {
             let (name, _, _, current) = selected?;
-            if current.has_process() || current == crate::registry::InstanceState::Backoff {
+            if current.has_process() || current == InstanceState::Backoff {
                 state.set_status(format!("stopping {name}"));
                 Some(Effect::Supervisor(Command::Stop(name)))
             } else {
@@ -207,80 +316,13 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             state.set_status(format!("scaling {name} to {target}"));
             Some(Effect::Supervisor(Command::Scale(name, target)))
         }
-        Action::Filter => open_prompt(state, Prompt::Filter),
-        Action::Search => open_prompt(state, Prompt::Search),
-        Action::CommandLine => open_prompt(state, Prompt::Command),
-        Action::SearchNext | Action::SearchPrev => {
-            if !state.search.is_empty() {
-                state.follow = false;
-                state.search_match = match action {
-                    Action::SearchNext => state.search_match.saturating_sub(1),
-                    _ => state.search_match + 1,
-                };
-            }
-            None
-        }
-        Action::SelectLines => {
-            state.selection = match state.selection {
-                Some(_) => None,
-                None => {
-                    state.focus = Focus::Logs;
-                    state.follow = false;
-                    Some((state.log_scroll, state.log_scroll))
-                }
-            };
-            None
-        }
-        Action::CopyLines => {
-            let (anchor, cursor) = state.selection.take()?;
-            let (newest, oldest) = (anchor.min(cursor), anchor.max(cursor));
-            state.set_status(format!(
-                "copied {} line(s) to the clipboard",
-                oldest - newest + 1
-            ));
-            Some(Effect::Copy { newest, oldest })
-        }
-        Action::Follow => {
-            state.follow = !state.follow;
-            if state.follow {
-                state.log_scroll = 0;
-            }
-            None
-        }
-        Action::Timestamps => {
-            state.timestamps = !state.timestamps;
-            state.set_status(if state.timestamps {
-                "log times shown (UTC)"
-            } else {
-                "log times hidden"
-            });
-            None
-        }
-        Action::Wrap => {
-            state.wrap = !state.wrap;
-            state.set_status(if state.wrap {
-                "long log lines wrap"
-            } else {
-                "long log lines are cut"
-            });
-            None
-        }
-        Action::LevelFilter => {
-            state.level = Level::next_filter(state.level);
-            state.set_status(match state.level {
-                None => "logs: every level".to_string(),
-                Some(Level::Error) => "logs: errors only".to_string(),
-                Some(level) => format!("logs: {} and more severe", level.label()),
-            });
-            None
-        }
-        Action::LogScope => {
-            state.log_scope = match state.log_scope {
-                LogScope::All => LogScope::Selected,
-                LogScope::Selected => LogScope::All,
-            };
-            None
-        }
+        _ => None,
+    }
+}
+
+/// Typing into the open prompt, switching it, and Enter.
+fn prompt_action(state: &mut UiState, view: &ConsoleView, action: Action) -> Option<Effect> {
+    match action {
         Action::Type(c) => {
             if let Overlay::Prompt(prompt, text) = &mut state.overlay {
                 text.push(c);
@@ -326,78 +368,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
                 }
             }
         }
-        Action::Cancel => {
-            match std::mem::take(&mut state.overlay) {
-                Overlay::Prompt(Prompt::Filter, _) => state.filter.clear(),
-                Overlay::Prompt(Prompt::Search, _) => state.search.clear(),
-                Overlay::Alerts => state.alerts.clear(),
-                Overlay::None if state.selection.is_some() => state.selection = None,
-                // An applied filter hides services: Esc shows them all again, as the help
-                // says, before it closes panes.
-                Overlay::None if !state.filter.is_empty() => {
-                    state.filter.clear();
-                    state.set_status("filter cleared: all services shown");
-                }
-                Overlay::None if !state.search.is_empty() => {
-                    state.search.clear();
-                    state.set_status("search cleared");
-                }
-                Overlay::None => {
-                    state.zoom = false;
-                    state.detail = false;
-                }
-                _ => {}
-            }
-            None
-        }
-        Action::Answer(yes) => {
-            let Overlay::Confirm(question) = std::mem::take(&mut state.overlay) else {
-                return None;
-            };
-            match (question, yes) {
-                (Confirm::Kill(name), true) => {
-                    state.set_status(format!("killing {name} (SIGKILL)"));
-                    Some(Effect::Supervisor(Command::Kill(name)))
-                }
-                (Confirm::Quit, true) => {
-                    // An attached console's safe answer leaves the stack running; the local
-                    // console's has always been to stop it.
-                    state.quit = Some(if view.attached.is_some() {
-                        Quit::Detach
-                    } else {
-                        Quit::Stop
-                    });
-                    None
-                }
-                _ => None,
-            }
-        }
-        Action::Leave(how) => {
-            if state.overlay == Overlay::Confirm(Confirm::Quit) {
-                state.overlay = Overlay::None;
-                state.quit = Some(how);
-            }
-            None
-        }
-        Action::Quit => {
-            state.overlay = Overlay::Confirm(Confirm::Quit);
-            None
-        }
-        Action::Run(line) => super::command_line::run(state, view, &line),
-        Action::Lifecycle(event) => {
-            if event.alert {
-                state.alerts.push(Alert {
-                    at: SystemTime::now(),
-                    service: event.service.clone(),
-                    text: event.detail.clone(),
-                });
-                // Bounded: an alert storm keeps the newest.
-                if state.alerts.len() > 200 {
-                    state.alerts.remove(0);
-                }
-            }
-            None
-        }
+        _ => None,
     }
 }
 

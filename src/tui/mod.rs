@@ -6,6 +6,7 @@
 //! - [`state`]: what is selected, focused, filtered and open.
 //! - [`action`]: every change to that state, from keys, the mouse and the `:` command line.
 //! - `command_line`: the `:` language, and its answers in words.
+//! - `log_actions`: the log pane's own actions (select, copy, follow, times, wrap, level).
 //! - [`keys`]: key and mouse bindings, and the help text.
 //! - [`level`]: log levels read from a line's text, for the level filter.
 //! - [`render`]: drawing, pure over view and state.
@@ -20,6 +21,7 @@ pub mod action;
 mod command_line;
 pub mod keys;
 pub mod level;
+mod log_actions;
 pub mod render;
 pub mod source;
 pub mod state;
