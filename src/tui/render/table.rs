@@ -113,10 +113,7 @@ const COLUMNS: &[Column] = &[
         width: 6,
         rank: 4,
         trouble: true,
-        cell: |r| {
-            r.heartbeat_age
-                .map_or("-".into(), |a| format!("{:.1}s", a.as_secs_f32()))
-        },
+        cell: |r| r.heartbeat_age.map_or("-".into(), heartbeat_age),
     },
     Column {
         title: "BRK",
@@ -133,6 +130,16 @@ const COLUMNS: &[Column] = &[
         cell: |r| r.version.clone().unwrap_or_default(),
     },
 ];
+
+/// A heartbeat's age in tenths of a second while that matters (a late beat shows before the
+/// service is declared hung), then as a duration that fits the column (`1234.5s` would not).
+fn heartbeat_age(age: std::time::Duration) -> String {
+    if age.as_secs() < 100 {
+        format!("{:.1}s", age.as_secs_f32())
+    } else {
+        duration(age)
+    }
+}
 
 /// The SERVICE column's width: its full 14 unless that would leave STATE no room.
 fn service_width(budget: u16) -> u16 {
@@ -242,6 +249,14 @@ pub fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_age_has_tenths_and_fits() {
+        use std::time::Duration;
+        assert_eq!(heartbeat_age(Duration::from_millis(340)), "0.3s");
+        assert_eq!(heartbeat_age(Duration::from_millis(12_460)), "12.5s");
+        assert!(heartbeat_age(Duration::from_secs(4000)).chars().count() <= 6);
+    }
 
     fn titles(width: u16) -> Vec<&'static str> {
         visible(width).iter().map(|(c, _)| c.title).collect()
