@@ -64,7 +64,10 @@ impl Level {
         }
         // `[WARN]`, `[warn]`, and upper-case words: ` WARN `, `ERROR:` at the start.
         for word in head.split(|c: char| c.is_whitespace() || c == '[' || c == ']') {
-            let bracketed = head.contains(&format!("[{word}]"));
+            // Where the word sits in `head` (a subslice of it), to look at its neighbours
+            // without allocating: this runs for every line the pane filters, every frame.
+            let at = word.as_ptr() as usize - head.as_ptr() as usize;
+            let bracketed = head[..at].ends_with('[') && head[at + word.len()..].starts_with(']');
             let word = word.trim_end_matches(':');
             let upper = !word.is_empty() && word.chars().all(|c| c.is_ascii_uppercase());
             if (bracketed || upper)

@@ -33,6 +33,8 @@ fn wrapped(inner: usize) -> Vec<(String, String)> {
 
 /// Word-wraps `text` to `width` columns; a word longer than that is split.
 fn wrap(text: &str, width: usize) -> Vec<String> {
+    // A zero width would split nothing off a long word, forever.
+    let width = width.max(1);
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split(' ') {
