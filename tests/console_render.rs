@@ -247,6 +247,11 @@ fn log_search() {
     update(&mut state, &view, Action::SearchPrev);
     let screen = render(&view, &state, 120, 30);
     assert!(screen.contains("matches"), "{screen}");
+    // Wide enough, the footer names the log pane's own keys.
+    assert!(
+        screen.contains("T time L level w wrap v select"),
+        "{screen}"
+    );
     insta::assert_snapshot!(screen);
 }
 

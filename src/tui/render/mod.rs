@@ -227,6 +227,21 @@ fn footer_line<'a>(state: &'a UiState, theme: &Theme, width: u16) -> Line<'a> {
             ("Tab", "logs"),
             ("q", "quit"),
         ],
+        // The log pane's newer keys where they fit (80 columns has room for the first).
+        Focus::Logs if width >= 110 => &[
+            ("?", "help"),
+            ("/", "search"),
+            ("n/N", "match"),
+            ("f", "follow"),
+            ("l", "scope"),
+            ("T", "time"),
+            ("L", "level"),
+            ("w", "wrap"),
+            ("v", "select"),
+            ("z", "zoom"),
+            ("Tab", "services"),
+            ("q", "quit"),
+        ],
         Focus::Logs => &[
             ("?", "help"),
             ("/", "search"),
