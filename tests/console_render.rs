@@ -566,3 +566,18 @@ fn log_times_levels_stderr_and_wrap() {
     assert!(wrapped.contains("xxx the end"), "{wrapped}");
     insta::assert_snapshot!(wrapped);
 }
+
+/// A stack whose gateway address was taken says so in the header, local or attached (the
+/// view carries it), instead of silently showing no address.
+#[test]
+fn a_taken_gateway_address_is_in_the_header() {
+    let mut view = demo_view();
+    view.gateway = None;
+    view.gateway_taken = Some("127.0.0.1:8787".into());
+    let screen = render(&view, &UiState::new(), 120, 30);
+    let header = screen.lines().next().unwrap();
+    assert!(
+        header.contains("no gateway: 127.0.0.1:8787 taken"),
+        "{header}"
+    );
+}

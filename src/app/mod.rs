@@ -55,8 +55,9 @@ pub struct App {
     /// The supervisor's report, once its task has ended.
     report: Option<Result<ShutdownReport, String>>,
     gateway: Option<Gateway>,
-    /// Why there is no gateway though the stack file asked for one (its address is taken).
-    gateway_problem: Option<String>,
+    /// Why there is no gateway though the stack file asked for one: its address, taken, and
+    /// the sentence that says so.
+    gateway_problem: Option<(std::net::SocketAddr, String)>,
     socket: Option<AdminSocket>,
     /// Processes of an earlier run of the stack, stopped at start; announced at
     /// [`begin`](Self::begin), when the front end listens.
@@ -95,10 +96,13 @@ impl App {
             let (gateway, gateway_problem) = match Gateway::start(&supervisor, bind).await? {
                 Started::On(gateway) => (Some(gateway), None),
                 Started::Off => (None, None),
-                Started::Taken(problem) => (None, Some(problem)),
+                Started::Taken { address, problem } => (None, Some((address, problem))),
             };
-            let socket =
-                AdminSocket::start(&supervisor, gateway.as_ref().map(Gateway::address)).await?;
+            let for_view = match &gateway_problem {
+                Some((address, _)) => Err(*address),
+                None => Ok(gateway.as_ref().map(Gateway::address)),
+            };
+            let socket = AdminSocket::start(&supervisor, for_view).await?;
             Ok::<_, GatewayError>((gateway, gateway_problem, socket))
         };
         match started.await {
@@ -127,7 +131,14 @@ impl App {
 
     /// Why the stack runs without the gateway its file asked for, if it does.
     pub fn gateway_problem(&self) -> Option<&str> {
-        self.gateway_problem.as_deref()
+        self.gateway_problem
+            .as_ref()
+            .map(|(_, problem)| problem.as_str())
+    }
+
+    /// The stack file's gateway address when it was taken.
+    pub fn gateway_taken(&self) -> Option<std::net::SocketAddr> {
+        self.gateway_problem.as_ref().map(|(address, _)| *address)
     }
 
     pub fn socket(&self) -> Option<&AdminSocket> {
@@ -154,7 +165,7 @@ impl App {
         }
         // Loud, not only in the log: a second stack on the same machine would otherwise run
         // without a gateway and nobody would know why its HTTP routes do not answer.
-        if let Some(problem) = &self.gateway_problem {
+        if let Some((_, problem)) = &self.gateway_problem {
             let _ = self.supervisor.events.send(Event::new(
                 "switchboard",
                 None,

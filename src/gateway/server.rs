@@ -43,8 +43,11 @@ pub enum Started {
     /// Off, as asked (`--gateway off`, `bind = "off"`).
     Off,
     /// The stack file's address could not be bound; the stack runs without a gateway, and
-    /// this says so, naming the address and how to choose another.
-    Taken(String),
+    /// `problem` says so, naming the address and how to choose another.
+    Taken {
+        address: SocketAddr,
+        problem: String,
+    },
 }
 
 pub struct Gateway {
@@ -77,10 +80,13 @@ impl Gateway {
             Ok(gateway) => Ok(Started::On(gateway)),
             Err(err @ GatewayError::Bind { .. }) if bind == Bind::FromStack => {
                 tracing::warn!(cause = %err, "running without the HTTP gateway (use --gateway ADDR)");
-                Ok(Started::Taken(format!(
-                    "no HTTP gateway: {err}; choose another address with --gateway 127.0.0.1:0 \
-                     (any free port) or `[gateway] bind` in the stack file"
-                )))
+                Ok(Started::Taken {
+                    address: addr,
+                    problem: format!(
+                        "no HTTP gateway: {err}; choose another address with --gateway \
+                         127.0.0.1:0 (any free port) or `[gateway] bind` in the stack file"
+                    ),
+                })
             }
             Err(err) => Err(err),
         }
@@ -112,6 +118,7 @@ impl Gateway {
             config: Arc::new(spec.clone()),
             token,
             address: Some(address.to_string().into()),
+            taken: None,
             loopback: address.ip().is_loopback(),
             started: Instant::now(),
             shutdown: shutdown.clone(),

@@ -149,6 +149,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         uptime: whole_seconds(started.elapsed()),
         attached: None,
         gateway: None,
+        gateway_taken: None,
         console_cpu: tenths(own.cpu_percent),
         console_rss: own.rss_bytes,
         services,

@@ -158,6 +158,13 @@ fn header_line<'a>(view: &'a ConsoleView, state: &UiState, theme: &Theme, width:
     spans.push(Span::raw(format!("up {} ", duration(view.uptime))));
     if let Some(gateway) = &view.gateway {
         spans.push(Span::styled(format!("http://{gateway} "), theme.dim()));
+    } else if let Some(taken) = &view.gateway_taken {
+        // Loud: routes that do not answer would otherwise be a mystery (the alert says how
+        // to choose another address).
+        spans.push(Span::styled(
+            format!("no gateway: {taken} taken "),
+            theme.error(),
+        ));
     }
     spans.push(Span::raw(format!("│ {up} up ")));
     spans.push(Span::styled(
