@@ -41,10 +41,18 @@ pub enum EventKind {
     HangDetected {
         silent_for: Duration,
     },
-    /// The restart intensity limit was reached; the service is failed until an operator acts.
+    /// The heartbeat has been still for half its timeout (`stale`: it is declared hung at the
+    /// full timeout), or moves again.
+    Heartbeat {
+        stale: bool,
+        silent_for: Duration,
+    },
+    /// The restart intensity limit was reached; the service is failed, and tried again after
+    /// `retry_in` (`None`: until an operator acts).
     GaveUp {
         restarts: u32,
         window: Duration,
+        retry_in: Option<Duration>,
     },
     JobStarted {
         run: u64,
@@ -90,6 +98,23 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The kind of alert (as the read model's `EventView::kind` names it) this event
+    /// resolves for its service (and its replica, when it names one): a breaker closing
+    /// resolves its opening, and a replica ready again the failure that gave up on it (it
+    /// came back on the retry after the intensity limit, or an operator started it).
+    pub fn resolves(&self) -> Option<&'static str> {
+        match self.kind {
+            EventKind::Breaker { state: "closed" } => Some("breaker"),
+            EventKind::State {
+                to: InstanceState::Ready,
+                ..
+            } => Some("gave_up"),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -110,11 +135,26 @@ impl std::fmt::Display for EventKind {
                 "hung: no heartbeat for {}ms, restarting",
                 silent_for.as_millis()
             ),
-            EventKind::GaveUp { restarts, window } => write!(
-                f,
-                "failed: {restarts} restarts within {}s, giving up",
-                window.as_secs()
-            ),
+            EventKind::Heartbeat {
+                stale: true,
+                silent_for,
+            } => write!(f, "heartbeat stale: still for {}ms", silent_for.as_millis()),
+            EventKind::Heartbeat { stale: false, .. } => write!(f, "heartbeat moves again"),
+            EventKind::GaveUp {
+                restarts,
+                window,
+                retry_in,
+            } => {
+                write!(
+                    f,
+                    "failed: {restarts} restarts within {}s",
+                    window.as_secs()
+                )?;
+                match retry_in {
+                    Some(retry_in) => write!(f, ", next try in {}s", retry_in.as_secs()),
+                    None => write!(f, ", giving up"),
+                }
+            }
             EventKind::JobStarted { run } => write!(f, "job run #{run} started"),
             EventKind::JobFinished { run, ok } => {
                 write!(

@@ -48,7 +48,8 @@ pub enum InstanceState {
     Crashed,
     /// Waiting out the backoff before the next restart.
     Backoff,
-    /// Gave up: the restart intensity limit was reached. Needs an operator.
+    /// Gave up: the restart intensity limit was reached. Tried again after a long backoff
+    /// (`Instance::retry_at`), unless the stack says to stay failed until an operator acts.
     Failed,
 }
 
@@ -199,6 +200,11 @@ pub struct Instance {
     pub cpu_percent: f32,
     pub rss_bytes: u64,
     pub handle: Option<Arc<InstanceHandle>>,
+    /// Failed, with another try due then (the long backoff after the intensity limit).
+    pub retry_at: Option<Instant>,
+    /// Its heartbeat has been still for over half its timeout: it may be hung, and is
+    /// declared so at the full timeout.
+    pub stale: bool,
 }
 
 impl Instance {
@@ -218,6 +224,8 @@ impl Instance {
             cpu_percent: 0.0,
             rss_bytes: 0,
             handle: None,
+            retry_at: None,
+            stale: false,
         }
     }
 
@@ -306,6 +314,47 @@ impl Service {
                     .any(|i| !matches!(i.state, Crashed | Exited | Failed)))
     }
 
+    /// The instance of replica number `replica`. Replica numbers are names, not positions:
+    /// scaling in may remove any replica, so the numbers left can have gaps.
+    pub fn replica(&self, replica: u32) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.id.replica == replica)
+    }
+
+    pub fn replica_mut(&mut self, replica: u32) -> Option<&mut Instance> {
+        self.instances.iter_mut().find(|i| i.id.replica == replica)
+    }
+
+    /// The smallest replica number no instance holds, for a new replica.
+    pub fn free_replica(&self) -> u32 {
+        (0..)
+            .find(|n| self.replica(*n).is_none())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// The instance of `replica`, added (in replica order) when there is none.
+    pub fn replica_entry(&mut self, replica: u32) -> &mut Instance {
+        let at = self
+            .instances
+            .iter()
+            .position(|i| i.id.replica >= replica)
+            .unwrap_or(self.instances.len());
+        if self
+            .instances
+            .get(at)
+            .is_none_or(|i| i.id.replica != replica)
+        {
+            self.instances.insert(
+                at,
+                Instance::new(InstanceId {
+                    service: self.index,
+                    replica,
+                    generation: 0,
+                }),
+            );
+        }
+        &mut self.instances[at]
+    }
+
     pub fn ready_instances(&self) -> usize {
         self.instances
             .iter()
@@ -360,16 +409,14 @@ impl Registry {
     pub fn instance(&self, id: InstanceId) -> Option<&Instance> {
         self.services
             .get(id.service)?
-            .instances
-            .get(id.replica as usize)
+            .replica(id.replica)
             .filter(|i| i.id.generation == id.generation)
     }
 
     pub fn instance_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
         self.services
             .get_mut(id.service)?
-            .instances
-            .get_mut(id.replica as usize)
+            .replica_mut(id.replica)
             .filter(|i| i.id.generation == id.generation)
     }
 

@@ -95,19 +95,16 @@ fn sigterm_shuts_down_cleanly_with_exit_code_zero() {
         assert!(Instant::now() < deadline, "console did not stop");
         std::thread::sleep(Duration::from_millis(20));
     };
-    // `one` is `sleep`, which ignores stdin EOF and dies of SIGTERM: that shutdown is not clean.
-    // So only check that everything is gone and the exit code says what happened.
+    // `one` and `three` are plain programs, asked with SIGTERM, which ends them; `two` speaks
+    // the protocol and exits on Shutdown. None needs more: the stop is clean.
     assert!(wait_gone(&pids, Duration::from_secs(2)));
     let printed: Vec<String> = lines.try_iter().collect();
     let verdict = printed
         .iter()
         .find(|l| l.contains("switchboard: stopped"))
         .expect("no final line");
-    if verdict.contains("(clean)") {
-        assert_eq!(status.code(), Some(0));
-    } else {
-        assert_eq!(status.code(), Some(3), "{verdict}");
-    }
+    assert!(verdict.contains("(clean)"), "{verdict}");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]
@@ -271,6 +268,8 @@ fn the_cross_core_ping_pong_needs_two_cpus() {
     let times = ping_pong_across_cores(exe, 200).unwrap();
     if cpus >= 2 {
         assert_eq!(times.map(|t| t.len()), Some(200));
+    } else {
+        eprintln!("skipped: the two-CPU half of this test (this machine offers {cpus} CPU)");
     }
     // On a thread allowed one CPU only.
     let one = std::thread::spawn(move || {
@@ -465,4 +464,68 @@ fn a_taken_gateway_address_is_said_loudly_and_bind_off_is_accepted() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     drop(dir);
+}
+
+#[test]
+fn init_writes_the_demo_stack_and_will_not_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(SWITCHBOARD)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["init"]).status.success());
+    let written = std::fs::read_to_string(dir.path().join("stack.toml")).unwrap();
+    assert_eq!(written, switchboard::stack::DEMO_TOML);
+    assert!(run(&["check", "stack.toml"]).status.success());
+    std::fs::write(dir.path().join("stack.toml"), "name = \"mine\"\n").unwrap();
+    let refused = run(&["init"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("stack.toml")).unwrap(),
+        "name = \"mine\"\n"
+    );
+    assert!(run(&["init", "--force"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("stack.toml")).unwrap(),
+        switchboard::stack::DEMO_TOML
+    );
+}
+
+/// `--fresh` empties the data directory before anything starts; SIGINT stops a headless stack
+/// as SIGTERM does, cleanly.
+#[test]
+fn fresh_empties_the_data_dir_and_sigint_stops_headless_cleanly() {
+    let (dir, path) = stack_file(
+        r#"
+        name = "fresh"
+        data_dir = "data"
+        [services.reader]
+        command = "sh"
+        args = ["-c", "read x"]
+        "#,
+    );
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("old.db"), b"from an earlier run").unwrap();
+    let (mut console, lines) = spawn_reading_lines(
+        Command::new(SWITCHBOARD).args(["up", path.to_str().unwrap(), "--headless", "--fresh"]),
+        |_| true,
+    );
+    assert_eq!(service_pids(&lines, 1).len(), 1);
+    assert!(!data.join("old.db").exists(), "--fresh kept the old data");
+    signal(console.id(), Signal::INT);
+    let status = console.wait().unwrap();
+    let printed: Vec<String> = lines.try_iter().collect();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("switchboard: stopped (clean)")),
+        "{printed:#?}"
+    );
+    assert_eq!(status.code(), Some(0));
 }

@@ -147,8 +147,12 @@ impl Console {
 #[derive(Default)]
 struct Tally {
     acknowledged: Vec<i64>,
-    /// "201", "503 unavailable", "504 timeout", "transport: ..."
+    /// "200", "503 unavailable", "504 timeout", "transport: ..."
     answers: BTreeMap<String, u32>,
+    /// 503s that came without a `Retry-After` header.
+    no_retry_after: u32,
+    /// The slowest answer.
+    slowest: Duration,
 }
 
 async fn shop(client: Client, customers: Vec<i64>, worker: usize, until: Instant) -> Tally {
@@ -161,9 +165,11 @@ async fn shop(client: Client, customers: Vec<i64>, worker: usize, until: Instant
             "item": "cable",
             "quantity": 1 + n % 3,
         });
+        let sent = Instant::now();
         let response = client
             .send(Method::POST, "/orders", Some(body.to_string().into_bytes()))
             .await;
+        tally.slowest = tally.slowest.max(sent.elapsed());
         let key = match response {
             Ok(response) if response.status.is_success() => {
                 let order: Value = serde_json::from_slice(&response.body).unwrap();
@@ -173,6 +179,11 @@ async fn shop(client: Client, customers: Vec<i64>, worker: usize, until: Instant
                 response.status.as_u16().to_string()
             }
             Ok(response) => {
+                if response.status == hyper::StatusCode::SERVICE_UNAVAILABLE
+                    && !response.headers.contains_key(hyper::header::RETRY_AFTER)
+                {
+                    tally.no_retry_after += 1;
+                }
                 let code = response.error_code().unwrap_or_else(|| "?".into());
                 format!("{} {code}", response.status.as_u16())
             }
@@ -326,6 +337,8 @@ async fn the_shop_loses_nothing_while_its_services_are_killed_at_random() {
     for shopper in shoppers {
         let t = shopper.await.unwrap();
         tally.acknowledged.extend(t.acknowledged);
+        tally.no_retry_after += t.no_retry_after;
+        tally.slowest = tally.slowest.max(t.slowest);
         for (k, n) in t.answers {
             *tally.answers.entry(k).or_default() += n;
         }
@@ -345,7 +358,10 @@ async fn the_shop_loses_nothing_while_its_services_are_killed_at_random() {
     let requests: u32 = tally.answers.values().sum();
     eprintln!("chaos: {CHAOS:?} with {SHOPPERS} HTTP shoppers and the storefront");
     eprintln!("chaos: kills {kills:?}");
-    eprintln!("chaos: {requests} requests, answers {:?}", tally.answers);
+    eprintln!(
+        "chaos: {requests} requests, answers {:?}, slowest {:?}",
+        tally.answers, tally.slowest
+    );
     eprintln!(
         "chaos: {} orders acknowledged; worst time-to-recover {:?}",
         tally.acknowledged.len(),
@@ -358,6 +374,26 @@ async fn the_shop_loses_nothing_while_its_services_are_killed_at_random() {
         "not every victim was killed: {kills:?}"
     );
     assert!(never_back.is_empty(), "never came back: {never_back:?}");
+    // What the README promises a client: a failure is an answer, never a hang or a cut
+    // connection; a 503 says when to retry.
+    let unexpected: Vec<(&String, &u32)> = tally
+        .answers
+        .iter()
+        .filter(|(key, _)| {
+            !(key.starts_with('2') || key.starts_with("503 ") || key.starts_with("504 "))
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "answers a client should never get: {unexpected:?}"
+    );
+    assert_eq!(tally.no_retry_after, 0, "503s without Retry-After");
+    // The gateway's request timeout is 3 s here: nothing may be held much past it.
+    assert!(
+        tally.slowest < Duration::from_secs(6),
+        "an order was held {:?}",
+        tally.slowest
+    );
     assert!(
         tally.acknowledged.len() >= 50,
         "only {} orders went through",

@@ -223,9 +223,28 @@ fn client_commands_drive_a_running_headless_console() {
     });
     assert_ne!(pid_of(&ps), old_pid, "{ps}");
 
+    // kill over TCP with the valid token (`--token` skips the socket): a new process.
+    let before = pid_of(&ps);
+    let token = std::fs::read_to_string(console.run_dir().join("token")).unwrap();
+    let out = console.cli(&["kill", "echo", "--token", token.trim()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ps = console.ps_until(|ps| {
+        row(ps, "echo").contains("ready")
+            && row(ps, "echo").split_whitespace().nth(3) != Some(&before.to_string())
+    });
+    assert_ne!(pid_of(&ps), before, "kill did not replace echo: {ps}");
+
     // scale to 2, then stop and start.
     assert!(console.cli(&["scale", "echo", "2"]).status.success());
-    console.ps_until(|ps| row(ps, "echo").contains(" 2/2 "));
+    let ps = console.ps_until(|ps| row(ps, "echo").contains(" 2/2 "));
+    assert!(
+        row(&ps, "echo").contains(" 2/2 "),
+        "scale to 2 never took: {ps}"
+    );
     assert!(console.cli(&["stop", "echo"]).status.success());
     let ps = console.ps_until(|ps| row(ps, "echo").contains("stopped"));
     assert!(row(&ps, "echo").contains("stopped"), "{ps}");

@@ -214,6 +214,7 @@ fn failed_service_with_alert() {
         kind: EventKind::GaveUp {
             restarts: 5,
             window: Duration::from_secs(60),
+            retry_in: None,
         },
     };
     update(
@@ -226,6 +227,105 @@ fn failed_service_with_alert() {
     assert!(screen.contains("failed"), "{screen}");
     assert!(screen.contains("1 alert"), "{screen}");
     insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn a_replica_ready_again_resolves_the_alert_that_gave_up_on_it() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    let event = |replica: u32, kind: EventKind| Event {
+        at: SystemTime::now(),
+        service: "user".into(),
+        replica: Some(replica),
+        kind,
+    };
+    let gave_up = EventKind::GaveUp {
+        restarts: 5,
+        window: Duration::from_secs(60),
+        retry_in: Some(Duration::from_secs(30)),
+    };
+    let ready = EventKind::State {
+        from: InstanceState::Starting,
+        to: InstanceState::Ready,
+    };
+    for event in [event(0, gave_up), event(1, ready.clone())] {
+        update(
+            &mut state,
+            &view,
+            Action::Lifecycle(Box::new(EventView::from(&event))),
+        );
+    }
+    assert_eq!(state.alerts[0].resolved, None, "another replica came up");
+    update(
+        &mut state,
+        &view,
+        Action::Lifecycle(Box::new(EventView::from(&event(0, ready)))),
+    );
+    assert_eq!(
+        state.alerts[0].resolved.as_deref(),
+        Some("starting → ready")
+    );
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("next try in 30s, resolved"), "{screen}");
+}
+
+#[test]
+fn a_closed_breaker_resolves_its_alert_and_the_detail_shows_its_cooldown() {
+    let mut view = demo_view();
+    let mut state = UiState::new();
+    let breaker = |state: &'static str| Event {
+        at: SystemTime::now(),
+        service: "user".into(),
+        replica: None,
+        kind: EventKind::Breaker { state },
+    };
+    update(
+        &mut state,
+        &view,
+        Action::Lifecycle(Box::new(EventView::from(&breaker("open")))),
+    );
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("1 alert"), "{screen}");
+    for event in [breaker("half-open"), breaker("closed")] {
+        update(
+            &mut state,
+            &view,
+            Action::Lifecycle(Box::new(EventView::from(&event))),
+        );
+    }
+    assert_eq!(state.alerts.len(), 1, "only the opening is an alert");
+    assert_eq!(
+        state.alerts[0].resolved.as_deref(),
+        Some("circuit breaker closed")
+    );
+    let screen = render(&view, &state, 120, 30);
+    assert!(
+        screen.contains("resolved: circuit breaker closed"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("1 alert"),
+        "a resolved alert is not counted: {screen}"
+    );
+    // The selected service (user, the first row) with its breaker cooling down.
+    view.services[0].breaker_cooldown = Some(Duration::from_secs(4));
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("breaker open: probes in 4s"), "{screen}");
+}
+
+#[test]
+fn the_detail_shows_a_failed_service_s_next_try_and_a_stale_heartbeat() {
+    let mut view = demo_view();
+    let state = UiState::new();
+    // The selected service (user, the first row).
+    view.services[0].state = InstanceState::Failed;
+    view.services[0].retry_in = Some(Duration::from_secs(25));
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("next try in 25s"), "{screen}");
+    view.services[0].state = InstanceState::Ready;
+    view.services[0].stale = true;
+    let screen = render(&view, &state, 120, 30);
+    assert!(screen.contains("stale"), "{screen}");
 }
 
 #[test]
@@ -447,6 +547,8 @@ fn replicas_in_the_detail() {
             restarts,
             cpu: 2.5,
             rss: 15 * 1024 * 1024,
+            stale: false,
+            retry_in: None,
         };
     view.services[1].instances = vec![
         replica(0, InstanceState::Ready, Some(4242), 0),

@@ -218,3 +218,66 @@ fn a_dropped_ssh_session_with_on_hangup_stop_stops_every_service_gracefully() {
         "beta was not asked with SIGTERM alone: {beta}"
     );
 }
+
+/// With `NO_COLOR` the console draws no colour (bold and reverse only), and a SIGTERM (sent
+/// to the process the shell started, which passes it on) leaves the terminal as it found it:
+/// the same `stty` settings, the main screen, the cursor shown.
+#[test]
+fn no_color_draws_no_colour_and_sigterm_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stack.toml"), STACK).unwrap();
+    let tmux = Tmux::start(
+        "nocolor",
+        dir.path(),
+        &format!(
+            "stty -g > before.stty; NO_COLOR=1 {SWITCHBOARD} stack.toml; stty -g > after.stty; echo restored; sleep 60"
+        ),
+        (100, 30),
+    );
+    let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| {
+        s.matches("● ready").count() >= 3
+    });
+    assert!(ok, "services never became ready:\n{screen}");
+    let painted = tmux.run(&["capture-pane", "-e", "-p", "-t", "main"]);
+    let colours: Vec<&str> = painted
+        .split('\x1b')
+        .filter_map(|seq| seq.strip_prefix('['))
+        .filter_map(|seq| seq.split_once('m').map(|(params, _)| params))
+        .filter(|params| {
+            params.split(';').any(|p| {
+                matches!(
+                    p.parse::<u32>(),
+                    Ok(30..=38 | 40..=48 | 90..=97 | 100..=107)
+                )
+            })
+        })
+        .collect();
+    assert!(colours.is_empty(), "colour under NO_COLOR: {colours:?}");
+
+    let keeper = descendants(tmux.pane_pid())
+        .into_iter()
+        .find(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sb-keeper")
+        })
+        .expect("the keeper runs");
+    assert!(common::signal(keeper, rustix::process::Signal::TERM));
+    let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| s.contains("restored"));
+    assert!(ok, "the console did not end on SIGTERM:\n{screen}");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    assert_eq!(
+        read("before.stty"),
+        read("after.stty"),
+        "stty settings changed"
+    );
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "main", "#{alternate_on}"])
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "main", "#{cursor_flag}"])
+            .trim(),
+        "1"
+    );
+}

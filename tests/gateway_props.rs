@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use switchboard::gateway::{
     ApiError,
-    admin::{LogQuery, ScaleRequest},
+    admin::{self, LogQuery, ScaleRequest},
     error::ErrorResponse,
     routes,
 };
@@ -54,13 +54,15 @@ fn body(bytes: &[u8]) -> Result<Option<Value>, TestCaseError> {
         }
     };
     prop_assert_eq!(parsed.is_none(), bytes.iter().all(u8::is_ascii_whitespace));
-    if let Some(value) = &parsed {
-        if let Err(err) = serde_json::from_value::<ScaleRequest>(value.clone()) {
-            // As `admin::service_action` maps it.
-            refused(ApiError::bad_request(format!(
-                "scale needs {{\"replicas\": N}}: {err}"
-            )))?;
+    // The scale handler's own reading of the same bytes.
+    match admin::scale_request(bytes) {
+        Ok(scale) => {
+            let value = parsed.clone().expect("a scale request from no JSON");
+            prop_assert_eq!(Some(u64::from(scale.replicas)), value["replicas"].as_u64());
         }
+        Err(err) => refused(err)?,
+    }
+    if let Some(value) = &parsed {
         // `run_job` passes the value on as text; the supervisor parses it again.
         let params = value.to_string();
         prop_assert!(serde_json::from_str::<Value>(&params).is_ok(), "{}", params);
@@ -75,9 +77,8 @@ fn query(query: &str) -> Result<Option<Vec<(String, String)>>, TestCaseError> {
         return Ok(None);
     };
     if Query::<LogQuery>::try_from_uri(&uri).is_err() {
-        refused(ApiError::bad_request(
-            "use ?tail=N and optionally &follow=true",
-        ))?;
+        // What the logs handler answers for a query axum cannot read.
+        refused(admin::log_query_refused())?;
     }
     let (parts, ()) = Request::builder()
         .uri(uri)
@@ -210,9 +211,23 @@ fn known_inputs() {
         3
     );
     assert_eq!(body(b" \n\t").unwrap(), None);
-    for bad in [&b"{"[..], b"\xff", br#"{"replicas": -1}"#] {
+    for bad in [
+        &b"{"[..],
+        b"\xff",
+        br#"{"replicas": -1}"#,
+        b"",
+        br#"{"replicas": "3"}"#,
+    ] {
         body(bad).unwrap();
+        let refused = admin::scale_request(bad).expect_err("a bad scale body was taken");
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad:?}");
     }
+    assert_eq!(
+        admin::scale_request(br#"{"replicas": 2}"#)
+            .unwrap()
+            .replicas,
+        2
+    );
     let pairs = query("limit=10&code=007&name=a%20b+c").unwrap().unwrap();
     assert_eq!(pairs[2], ("name".to_string(), "a b c".to_string()));
     merged(

@@ -141,13 +141,7 @@ impl Pinger {
 }
 
 fn handle(running: &Running, service: &str) -> Arc<InstanceHandle> {
-    registry::read(&running.supervisor.registry)
-        .service(service)
-        .unwrap()
-        .instances[0]
-        .handle
-        .clone()
-        .expect("no live instance")
+    running.handle(service)
 }
 
 fn state(running: &Running, service: &str) -> InstanceState {
@@ -326,7 +320,11 @@ async fn garbage(when: &str) {
         })
         .await;
     assert!(garbage_done);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Written is not yet read: wait for the console to have counted what it can.
+    let deadline = Instant::now() + LIMIT;
+    while hostile.bad_frames.load(Ordering::Relaxed) < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let bad = hostile.bad_frames.load(Ordering::Relaxed);
     eprintln!("garbage {when}: {bad} bad frames");
     assert!(bad >= 200, "{bad} bad frames counted");

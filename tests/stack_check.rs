@@ -1,10 +1,10 @@
 //! `switchboard check` on bad stack files: one test per kind of mistake, each asserting the
-//! line and column it is reported at. Plus the demo stack, and arbitrary input never panics.
+//! line and column it is reported at. Plus the demo stack. (That no input panics the parser is
+//! `stack_props.rs`'s.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
-use proptest::prelude::*;
 use switchboard::stack::{self, Condition, Diagnostic, ServiceKind};
 
 fn errors(src: &str) -> Vec<Diagnostic> {
@@ -323,26 +323,6 @@ fn stop_signal_and_grace() {
     let b = ok.service("b").unwrap();
     assert_eq!(b.stop_signal, stack::StopSignal::Term);
     assert_eq!(b.shutdown_grace, std::time::Duration::from_secs(5));
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
-
-    #[test]
-    fn arbitrary_text_never_panics(src in ".{0,400}") {
-        let _ = stack::parse(&src, Path::new("fuzz.toml"));
-    }
-
-    #[test]
-    fn mutated_demo_never_panics(at in any::<prop::sample::Index>(), junk in ".{0,12}") {
-        let demo = stack::DEMO_TOML;
-        let mut cut = at.index(demo.len());
-        while !demo.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let mutated = format!("{}{junk}{}", &demo[..cut], &demo[cut..]);
-        let _ = stack::parse(&mutated, Path::new("mutated.toml"));
-    }
 }
 
 /// A command not found is a warning for `check`, not an error: the file is valid, and the

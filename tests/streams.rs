@@ -200,7 +200,9 @@ async fn a_consumer_dying_mid_stream_cancels_the_producer() {
             .call(GATEWAY, request("consumer", "consume", &consume, LIMIT))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Mid-stream: the consumer is reading the producer's items.
+    running.in_flight(LIMIT, "consumer").await;
+    running.in_flight(LIMIT, "producer").await;
     signal(ready_pid(&running, "consumer").unwrap(), Signal::KILL);
     let answer = pending.await.unwrap();
     assert!(

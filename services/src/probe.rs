@@ -7,6 +7,7 @@
 //! | `PROBE_CRASH_AFTER_MS` | exit with status 1 this long after becoming ready |
 //! | `PROBE_ALLOCATE_MB` | once ready, allocate and fill this many MiB (aborts if the allocation fails) |
 //! | `PROBE_HANG_AFTER_MS` | freeze (SIGSTOP itself) this long after becoming ready |
+//! | `PROBE_SLOW_START_MS` | block this long before the handshake, as a slow starter does |
 //! | `PROBE_STUBBORN=1` | ignore SIGTERM, Shutdown and stdin EOF |
 //! | `PROBE_GRANDCHILD=1` | start a `sleep 600` child in the same process group |
 //! | `PROBE_SUBSCRIBE` | comma-separated topic patterns to subscribe to |
@@ -127,6 +128,11 @@ async fn consume(ctx: Context, consume: Consume) -> Result<Consumed, HandlerErro
 }
 
 pub fn service() -> Service {
+    // Before anything is built, so the handshake waits: a slow starter (loading data,
+    // migrating a database) is silent, not hung.
+    if let Some(delay) = env_ms("PROBE_SLOW_START_MS") {
+        std::thread::sleep(delay);
+    }
     let version = std::env::var("PROBE_VERSION").unwrap_or_else(|_| "0.1.0".into());
     let received: Arc<Mutex<Vec<Received>>> = Arc::default();
     let cancelled_streams = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -220,6 +226,8 @@ pub fn service() -> Service {
         for pattern in patterns.split(',').filter(|p| !p.is_empty()) {
             let received = received.clone();
             service = service.subscribe(pattern, move |_ctx, topic: String, text: String| {
+                // On stderr too, so a test can tell which replica took an event.
+                tracing::info!(%topic, "received an event");
                 if let Ok(mut list) = received.lock() {
                     list.push(Received { topic, text });
                 }

@@ -13,7 +13,7 @@ pub struct EventView {
     pub at_ms: u64,
     pub service: String,
     pub replica: Option<u32>,
-    /// `state`, `spawned`, `exited`, `restart_scheduled`, `hang_detected`, `gave_up`,
+    /// `state`, `spawned`, `exited`, `restart_scheduled`, `hang_detected`, `heartbeat`, `gave_up`,
     /// `job_started`, `job_finished`, `signalled`, `breaker` or `alert`.
     pub kind: String,
     /// For `state`: the states before and after.
@@ -29,6 +29,10 @@ pub struct EventView {
     /// Whether the operator should look at it (the console lists it under alerts).
     #[serde(default)]
     pub alert: bool,
+    /// The kind of this service's alerts that this event resolves (`breaker` when a breaker
+    /// closes, `gave_up` when a replica is ready again): the console marks them resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolves: Option<String>,
 }
 
 impl From<&Event> for EventView {
@@ -43,6 +47,7 @@ impl From<&Event> for EventView {
             EventKind::Exited { .. } => ("exited", None, None),
             EventKind::RestartScheduled { .. } => ("restart_scheduled", None, None),
             EventKind::HangDetected { .. } => ("hang_detected", None, None),
+            EventKind::Heartbeat { .. } => ("heartbeat", None, None),
             EventKind::GaveUp { .. } => ("gave_up", None, None),
             EventKind::JobStarted { .. } => ("job_started", None, None),
             EventKind::JobFinished { .. } => ("job_finished", None, None),
@@ -60,6 +65,7 @@ impl From<&Event> for EventView {
             text: event.to_string(),
             detail: event.kind.to_string(),
             alert: event.is_alert(),
+            resolves: event.resolves().map(str::to_string),
         }
     }
 }

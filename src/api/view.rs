@@ -98,6 +98,28 @@ pub struct ServiceRow {
     #[serde(rename = "heartbeat_age_ms", with = "millis::option")]
     pub heartbeat_age: Option<Duration>,
     pub breaker: String,
+    /// While the breaker is open: how long until it lets a probe through (whole seconds,
+    /// rounded up).
+    #[serde(
+        default,
+        rename = "breaker_cooldown_ms",
+        with = "millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub breaker_cooldown: Option<Duration>,
+    /// Some replica's heartbeat has been still for half its timeout (it is declared hung at
+    /// the full timeout).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
+    /// Failed, and tried again in this long (the soonest of its replicas; whole seconds,
+    /// rounded up). `None` while not failed, or failed for good.
+    #[serde(
+        default,
+        rename = "retry_in_ms",
+        with = "millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_in: Option<Duration>,
     pub version: Option<String>,
     pub rate_history: Vec<u64>,
     pub tasks: Vec<TaskView>,
@@ -139,6 +161,17 @@ pub struct ReplicaView {
     pub restarts: u32,
     pub cpu: f32,
     pub rss: u64,
+    /// Its heartbeat has been still for half its timeout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
+    /// Failed, and tried again in this long.
+    #[serde(
+        default,
+        rename = "retry_in_ms",
+        with = "millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_in: Option<Duration>,
 }
 
 impl ServiceRow {
@@ -161,6 +194,9 @@ impl ServiceRow {
             p99_us: None,
             heartbeat_age: None,
             breaker: "closed".into(),
+            breaker_cooldown: None,
+            stale: false,
+            retry_in: None,
             version: None,
             rate_history: Vec::new(),
             tasks: Vec::new(),

@@ -1,6 +1,7 @@
 //! Headless mode: the same supervisor with no terminal UI. It prints lifecycle events and
-//! prefixed service logs, for servers, systemd units and CI; a detached instance (`up -d`, or
-//! a console whose terminal went away) prints its lifecycle events to `RUN_DIR/console.log`.
+//! prefixed service logs (within the stack's output budget, [`super::log_output`]), for
+//! servers, systemd units and CI; a detached instance (`up -d`, or a console whose terminal
+//! went away) prints its lifecycle events to `RUN_DIR/console.log`.
 
 use std::{io::Write, sync::Arc, time::SystemTime};
 
@@ -9,11 +10,12 @@ use tokio::sync::{broadcast, broadcast::error::RecvError};
 use crate::{
     app::{
         App, AppError,
+        log_output::LogOutput,
         signals::{Signal, Signals},
     },
     event::Event,
     gateway::Bind,
-    logs::{LogLine, Stream},
+    logs::LogLine,
     stack::{OnHangup, Stack},
     supervisor::{ShutdownReport, SupervisorOptions},
 };
@@ -91,7 +93,9 @@ pub async fn watch(
 ) -> Result<ShutdownReport, AppError> {
     let on_hangup = app.supervisor.stack.console.on_hangup;
     let run_dir = app.supervisor.stack.run_dir.clone();
+    let output = LogOutput::new(app.supervisor.stack.console.output_budget);
     loop {
+        let report_due = output.report_due();
         tokio::select! {
             () = app.ended() => {
                 print_line("switchboard: stopped through the admin API");
@@ -119,23 +123,27 @@ pub async fn watch(
                 Err(RecvError::Closed) => {}
             },
             line = next_line(&mut logs) => match line {
-                Ok(line) => print_log(&line),
+                Ok(line) => print_log(&output, &line),
                 Err(RecvError::Lagged(missed)) => print_line(&format!("switchboard: {missed} log lines not shown (output too slow)")),
                 Err(RecvError::Closed) => logs = None,
             },
+            () = sleep_until(report_due), if report_due.is_some() => report_not_printed(&output, false),
         }
     }
     // Lines of services that are stopping are still printed: the stop runs beside this.
     let stopping = app.stop();
     tokio::pin!(stopping);
     let report = loop {
+        let report_due = output.report_due();
         tokio::select! {
             report = &mut stopping => break report,
             event = events.recv() => if let Ok(event) = event { print_event(&event) },
-            line = next_line(&mut logs) => if let Ok(line) = line { print_log(&line) },
+            line = next_line(&mut logs) => if let Ok(line) = line { print_log(&output, &line) },
+            () = sleep_until(report_due), if report_due.is_some() => report_not_printed(&output, false),
         }
     };
-    drain(&mut events, &mut logs);
+    drain(&mut events, &mut logs, &output);
+    report_not_printed(&output, true);
     let report = report?;
     let verdict = if report.clean() {
         "clean".to_string()
@@ -156,20 +164,28 @@ async fn next_line(
     }
 }
 
+async fn sleep_until(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Prints what is still queued when the supervisor ends.
 fn drain(
     events: &mut broadcast::Receiver<Event>,
     logs: &mut Option<broadcast::Receiver<Arc<LogLine>>>,
+    output: &LogOutput,
 ) {
     while let Some(Ok(line)) = logs.as_mut().map(broadcast::Receiver::try_recv) {
-        print_log(&line);
+        print_log(output, &line);
     }
     while let Ok(event) = events.try_recv() {
         print_event(&event);
     }
 }
 
-fn clock(at: SystemTime) -> String {
+pub(super) fn clock(at: SystemTime) -> String {
     let secs = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -187,18 +203,17 @@ pub fn print_event(event: &Event) {
     print_line(&format!("{} ● {event}", clock(event.at)));
 }
 
-fn print_log(line: &LogLine) {
-    // Lifecycle lines are printed as events already.
-    if line.stream == Stream::Console {
-        return;
+fn print_log(output: &LogOutput, line: &LogLine) {
+    if let Some(text) = output.admit(line, std::time::Instant::now()) {
+        print_line(&text);
     }
-    print_line(&format!(
-        "{} {}#{} | {}",
-        clock(line.at),
-        line.service,
-        line.replica,
-        line.text
-    ));
+}
+
+/// Says how many log lines the output budget kept from stdout, when that is due.
+fn report_not_printed(output: &LogOutput, at_end: bool) {
+    if let Some(text) = output.report(std::time::Instant::now(), at_end) {
+        print_line(&text);
+    }
 }
 
 /// Lines waiting for the printer thread. When stdout is slower than the services (a paused

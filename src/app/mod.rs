@@ -3,6 +3,7 @@
 //! what it wants to watch, calls [`App::begin`], and ends with [`App::stop`].
 //!
 //! - [`headless`]: no UI: lifecycle events (and logs) printed, for servers, CI and daemons.
+//! - [`log_output`]: the service log lines headless prints, within the output budget.
 //! - [`console`]: the local console: the UI on this terminal, over this process's stack.
 //! - [`detach`]: `up -d`, and a console that leaves its terminal but goes on supervising.
 //! - [`keeper`]: the parent process that ends whatever the console leaves when it dies.
@@ -12,6 +13,7 @@ pub mod console;
 pub mod detach;
 pub mod headless;
 pub mod keeper;
+pub mod log_output;
 pub mod signals;
 
 use tokio::task::JoinHandle;

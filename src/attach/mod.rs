@@ -258,6 +258,11 @@ async fn send_command(
                 .await?;
             Ok(Reply::Done)
         }
+        Command::ResetBreaker(n) => {
+            let path = format!("/admin/services/{}/breaker/reset", segment(n));
+            let _: Done = client.json(Method::POST, &path, None::<&()>).await?;
+            Ok(Reply::Done)
+        }
         Command::RunJob(n, params) => {
             let path = format!("/admin/jobs/{}/run", segment(n));
             let response = client

@@ -93,20 +93,23 @@ pub fn wrk_found() -> bool {
 
 /// One kind of request the load client sends again and again.
 #[derive(Debug, Clone)]
-struct Shot {
-    method: Method,
-    path: String,
-    body: Option<Bytes>,
+pub(super) struct Shot {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Bytes>,
     /// The exact answer expected, when it is known; otherwise any 2xx.
-    expect: Option<Bytes>,
+    pub expect: Option<Bytes>,
 }
 
 #[derive(Debug, Default)]
-struct Load {
-    rate: f64,
-    p50_us: f64,
-    p99_us: f64,
-    errors: u64,
+pub(super) struct Load {
+    pub rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub errors: u64,
+    /// CPU seconds the built-in client's thread used (it runs in this process, so a
+    /// measurement of the console's own CPU takes it out); 0 for wrk.
+    pub client_cpu: f64,
 }
 
 impl Load {
@@ -122,6 +125,7 @@ impl Load {
             p50_us: middle(|l| l.p50_us),
             p99_us: middle(|l| l.p99_us),
             errors: loads.iter().map(|l| l.errors).sum(),
+            client_cpu: loads.iter().map(|l| l.client_cpu).sum(),
         }
     }
 }
@@ -300,7 +304,7 @@ async fn measure(
 }
 
 /// One request, its 2xx body (or why not).
-async fn once(
+pub(super) async fn once(
     address: SocketAddr,
     method: Method,
     path: &str,
@@ -396,7 +400,7 @@ async fn bare_server(
     Ok(address)
 }
 
-async fn send_load(client: LoadClient, address: SocketAddr, shot: Shot) -> Load {
+pub(super) async fn send_load(client: LoadClient, address: SocketAddr, shot: Shot) -> Load {
     let connections = client.connections;
     match client.sender {
         HttpLoad::Builtin => load_from_another_thread(address, shot, connections).await,
@@ -492,7 +496,9 @@ async fn load_from_another_thread(address: SocketAddr, shot: Shot, connections: 
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            Ok::<_, std::io::Error>(runtime.block_on(load(address, shot, connections)))
+            let mut load = runtime.block_on(load(address, shot, connections));
+            load.client_cpu = super::thread_cpu_seconds();
+            Ok::<_, std::io::Error>(load)
         });
     let Ok(client) = client else {
         return Load::default();
@@ -532,6 +538,7 @@ async fn load(address: SocketAddr, shot: Shot, connections: usize) -> Load {
         p50_us: percentile(&latencies, 0.5),
         p99_us: percentile(&latencies, 0.99),
         errors,
+        client_cpu: 0.0,
     }
 }
 

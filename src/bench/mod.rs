@@ -2,11 +2,13 @@
 //! supervisor: crash-to-ready restart latency, hang-detection delay, the console's CPU with a
 //! stack, render time, routed request/response against this machine's pipe baselines
 //! ([`routing`]), pub/sub fan-out (`fanout`), and N idle services for N = 10, 100, 500
-//! (`scale`), and what an attached console costs and how fresh it is ([`attach`]).
+//! (`scale`), what an attached console costs and how fresh it is ([`attach`]), and what two
+//! services flooding their logs cost routing and the gateway (`noisy`).
 
 pub mod attach;
 mod fanout;
 pub mod gateway;
+mod noisy;
 pub mod pipes;
 pub mod routing;
 mod scale;
@@ -46,6 +48,7 @@ pub struct Selection {
     pub gateway: bool,
     pub scale: bool,
     pub attach: bool,
+    pub noisy: bool,
     /// What sends the gateway's HTTP load, over how many connections.
     pub http_load: gateway::LoadClient,
 }
@@ -53,6 +56,7 @@ pub struct Selection {
 impl Selection {
     pub const NAMES: &[&str] = &[
         "restart", "hang", "idle", "render", "routing", "fanout", "gateway", "scale", "attach",
+        "noisy",
     ];
 
     /// The measurements named in `only` (all of them when it is empty), or the unknown name.
@@ -74,6 +78,7 @@ impl Selection {
             gateway: wants("gateway"),
             scale: wants("scale"),
             attach: wants("attach"),
+            noisy: wants("noisy"),
             http_load: gateway::LoadClient::default(),
         })
     }
@@ -120,6 +125,9 @@ pub async fn run(
     }
     if selection.attach {
         figures.extend(attach::run(&options, idle_for).await);
+    }
+    if selection.noisy {
+        figures.extend(noisy::run(&options, selection.http_load).await);
     }
     figures
 }
@@ -172,6 +180,15 @@ impl BenchStack {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         false
+    }
+
+    /// Stops everything and removes the directory; returns when the supervisor had ended.
+    pub async fn finish_at(self) -> std::time::SystemTime {
+        self.supervisor.shutdown().await;
+        let _ = self.task.await;
+        let ended = std::time::SystemTime::now();
+        let _ = std::fs::remove_dir_all(self.dir);
+        ended
     }
 
     /// Stops everything and removes the directory.
@@ -376,7 +393,31 @@ async fn idle_cpu(
 
 /// User + system CPU time of this process, from /proc/self/stat.
 pub fn own_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_seconds_in("/proc/self/stat")
+}
+
+/// CPU time of the calling thread (all of it, since it started).
+pub fn thread_cpu_seconds() -> f64 {
+    cpu_seconds_in("/proc/thread-self/stat")
+}
+
+/// CPU time of this process's threads named `name` (as `top -H` shows them).
+pub fn named_threads_cpu_seconds(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .map(|task| cpu_seconds_in(task.path().join("stat")))
+        .sum()
+}
+
+/// User + system CPU time from a `stat` file of /proc.
+fn cpu_seconds_in(path: impl AsRef<std::path::Path>) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     let Some((_, rest)) = stat.rsplit_once(')') else {

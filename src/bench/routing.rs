@@ -34,10 +34,10 @@ fn warmup(count: usize) -> usize {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Routed {
-    rate: f64,
-    p50_us: f64,
-    p99_us: f64,
+pub(super) struct Routed {
+    pub rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
 }
 
 impl Routed {
@@ -325,8 +325,9 @@ fn figures(rounds: &[Round]) -> Vec<Figure> {
     figures
 }
 
-/// Requests from the bench client service through the console to the probe and back.
-async fn routed(stack: &BenchStack, in_flight: usize, count: usize) -> Option<Routed> {
+/// Requests from the bench client service (`client`) through the console to the probe
+/// (`echo`) and back.
+pub(super) async fn routed(stack: &BenchStack, in_flight: usize, count: usize) -> Option<Routed> {
     let run = serde_json::json!({
         "target": "echo", "method": "bytes", "in_flight": in_flight, "count": count,
         "warmup": warmup(count), "payload": 64

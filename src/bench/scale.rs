@@ -12,11 +12,109 @@ use crate::{
 };
 
 pub const SIZES: [usize; 3] = [10, 100, 500];
+/// Plain programs (`sleep`), as a supervisord user runs them: idle cost and exit lag.
+pub const PLAIN_SIZES: [usize; 2] = [100, 500];
 
 pub async fn run(options: &SupervisorOptions, sizes: &[usize], idle_for: Duration) -> Vec<Figure> {
     let mut figures = Vec::new();
     for &n in sizes {
         figures.extend(measure(options, n, idle_for).await);
+    }
+    for n in PLAIN_SIZES {
+        figures.extend(plain(options, n, idle_for).await);
+    }
+    figures
+}
+
+/// N plain programs that nobody watches (no console on screen, no client, no scrape): the
+/// console's CPU and RSS while they idle, and how long after the last of them is gone the
+/// supervisor has ended.
+async fn plain(options: &SupervisorOptions, n: usize, idle_for: Duration) -> Vec<Figure> {
+    let mut toml = String::from("name = \"bench-plain\"\n");
+    for i in 0..n {
+        toml.push_str(&format!(
+            "[services.p{i:03}]\ncommand = \"sleep\"\nargs = [\"3600\"]\n"
+        ));
+    }
+    let rss_before = own_rss_bytes();
+    let Some(bench) = BenchStack::start(&toml, options) else {
+        return Vec::new();
+    };
+    bench.supervisor.begin().await;
+    if !all_ready(&bench, n, Duration::from_secs(60), 0).await {
+        eprintln!("scale bench: {n} plain programs did not all run within 60 s");
+        bench.finish().await;
+        return Vec::new();
+    }
+    // Past the sampler's last look (`all_ready` reads the registry, not the figures).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = own_cpu_seconds();
+    let idle_start = Instant::now();
+    tokio::time::sleep(idle_for).await;
+    let cpu = (own_cpu_seconds() - cpu_before) / idle_start.elapsed().as_secs_f64() * 100.0;
+    let rss = own_rss_bytes();
+
+    let mut events = bench.supervisor.events.subscribe();
+    let ended = bench.finish_at().await;
+    // The newest events are kept when the stream overflows: the last exit is among them.
+    let (mut exits, mut last) = (0, None);
+    loop {
+        match events.try_recv() {
+            Ok(event) => {
+                if matches!(event.kind, crate::event::EventKind::Exited { .. }) {
+                    exits += 1;
+                    last = last.max(Some(event.at));
+                }
+            }
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
+    }
+    let lag = last.and_then(|at| ended.duration_since(at).ok());
+    let mut figures = vec![
+        Figure {
+            name: format!("{n} plain programs, nobody looking: console CPU"),
+            value: cpu,
+            unit: "% of a core".into(),
+            detail: format!(
+                "over {} s{}",
+                idle_for.as_secs(),
+                if n == 100 {
+                    "; target: at most 0.07 % (supervisord)"
+                } else {
+                    ""
+                }
+            ),
+        },
+        Figure {
+            name: format!("{n} plain programs: console RSS"),
+            value: rss as f64 / (1024.0 * 1024.0),
+            unit: "MiB".into(),
+            detail: format!(
+                "{:.1} MiB before{}",
+                rss_before as f64 / (1024.0 * 1024.0),
+                if n == 500 {
+                    "; target: at most 40 MiB"
+                } else {
+                    ""
+                }
+            ),
+        },
+    ];
+    if let Some(lag) = lag {
+        figures.push(Figure {
+            name: format!("{n} plain programs: supervisor ended after the last exit"),
+            value: lag.as_secs_f64() * 1000.0,
+            unit: "ms".into(),
+            detail: format!(
+                "{exits} exits seen (the oldest may have scrolled off){}",
+                if n == 500 {
+                    "; target: within 100 ms"
+                } else {
+                    ""
+                }
+            ),
+        });
     }
     figures
 }

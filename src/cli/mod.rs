@@ -184,10 +184,11 @@ pub enum Cmd {
         remote: Remote,
     },
     /// Measure this machine: routing against pipe baselines, pub/sub fan-out, restart latency,
-    /// hang detection, the console's CPU, render time, gateway HTTP, and 10/100/500 idle services.
+    /// hang detection, the console's CPU, render time, gateway HTTP, 10/100/500 idle services,
+    /// an attached console, and routing beside two services flooding their logs.
     Bench {
         /// Only these measurements (routing, fanout, gateway, restart, hang, idle, render, scale,
-        /// attach);
+        /// attach, noisy);
         /// default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

@@ -8,6 +8,7 @@
 //! | `GET /admin/services` | the console's snapshot ([`ConsoleView`]): state, pid, restarts, rates, CPU, memory |
 //! | `POST /admin/services/{name}/{restart,stop,start,kill}` | the command; `{"ok":true}` |
 //! | `POST /admin/services/{name}/scale` | body `{"replicas":N}` |
+//! | `POST /admin/services/{name}/breaker/reset` | close the breaker in front of NAME by hand; `{"ok":true}` |
 //! | `GET /admin/services/{name}/logs?tail=N` | the last N (default 100) log lines; `&follow=true` streams them as server-sent events |
 //! | `POST /admin/jobs/{name}/run` | body: the job's JSON parameters (optional); `{"run":N}` |
 //! | `GET /admin/jobs/{name}/runs` | the job's state, task progress and recent runs |
@@ -46,6 +47,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/services", get(services))
         .route("/services/{name}/logs", get(logs))
         .route("/services/{name}/{action}", post(service_action))
+        .route("/services/{name}/breaker/reset", post(reset_breaker))
         .route("/jobs/{name}/run", post(run_job))
         .route("/jobs/{name}/runs", get(job_runs))
         .route("/events", get(events::lifecycle))
@@ -70,6 +72,17 @@ pub struct ScaleRequest {
     pub replicas: u32,
 }
 
+/// The body of `POST /admin/services/{name}/scale`.
+pub fn scale_request(body: &[u8]) -> Result<ScaleRequest, ApiError> {
+    let Some(value) = routes::parse_json(body)? else {
+        return Err(ApiError::bad_request(
+            "scale needs a body like {\"replicas\": 3}",
+        ));
+    };
+    serde_json::from_value(value)
+        .map_err(|err| ApiError::bad_request(format!("scale needs {{\"replicas\": N}}: {err}")))
+}
+
 async fn service_action(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
@@ -82,15 +95,7 @@ async fn service_action(
         "scale" => {
             let (parts, body) = request.into_parts();
             let body = routes::read_body(&parts, body, state.config.body_limit).await?;
-            let Some(value) = routes::parse_json(&body)? else {
-                return Err(ApiError::bad_request(
-                    "scale needs a body like {\"replicas\": 3}",
-                ));
-            };
-            let scale: ScaleRequest = serde_json::from_value(value).map_err(|err| {
-                ApiError::bad_request(format!("scale needs {{\"replicas\": N}}: {err}"))
-            })?;
-            Command::Scale(name, scale.replicas)
+            Command::Scale(name, scale_request(&body)?.replicas)
         }
         other => Command::from_action(other, name).map_err(|_| {
             ApiError::not_found(format!(
@@ -99,6 +104,18 @@ async fn service_action(
         })?,
     };
     command_audited(&state, command, &access.actor(&headers)).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+/// Closes a breaker by hand; audited like every command.
+async fn reset_breaker(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Path(name) = path.map_err(bad_path)?;
+    command_audited(&state, Command::ResetBreaker(name), &access.actor(&headers)).await?;
     Ok(Json(Done { ok: true }))
 }
 
@@ -164,14 +181,18 @@ pub struct LogQuery {
     pub follow: bool,
 }
 
+/// How a `GET /admin/services/{name}/logs` query axum cannot read is answered.
+pub fn log_query_refused() -> ApiError {
+    ApiError::bad_request("use ?tail=N and optionally &follow=true")
+}
+
 async fn logs(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(bad_path)?;
-    let Query(query) =
-        query.map_err(|_| ApiError::bad_request("use ?tail=N and optionally &follow=true"))?;
+    let Query(query) = query.map_err(|_| log_query_refused())?;
     if crate::registry::read(&state.supervisor.registry)
         .service(&name)
         .is_none()

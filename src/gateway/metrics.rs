@@ -19,6 +19,7 @@ use crate::{
     monitor::metrics,
     registry::{self, InstanceState},
     router::breaker::BreakerState,
+    supervisor::Supervisor,
 };
 
 const STATES: [InstanceState; 9] = [
@@ -116,10 +117,22 @@ struct Row {
     rss: u64,
     breaker: Option<BreakerState>,
     metrics: Option<metrics::ServiceMetrics>,
+    log_dropped: u64,
 }
 
 pub fn render(state: &AppState) -> String {
     let supervisor = &state.supervisor;
+    let rows = service_rows(supervisor);
+    let mut out = String::with_capacity(4096 + rows.len() * 2048);
+    service_families(&mut out, &rows);
+    service_health_families(&mut out, &rows);
+    route_families(&mut out, supervisor);
+    console_families(&mut out, supervisor);
+    out
+}
+
+/// One row per service: what its families report.
+fn service_rows(supervisor: &Supervisor) -> Vec<Row> {
     let rows: Vec<Row> = {
         let metrics = metrics::read(&supervisor.metrics);
         let registry = registry::read(&supervisor.registry);
@@ -138,6 +151,7 @@ pub fn render(state: &AppState) -> String {
                     rss: live.map(|i| i.rss_bytes).sum(),
                     breaker: None,
                     metrics: metrics.service(s.name()).cloned(),
+                    log_dropped: 0,
                 }
             })
             .collect()
@@ -146,24 +160,18 @@ pub fn render(state: &AppState) -> String {
         .into_iter()
         .map(|mut row| {
             row.breaker = supervisor.router.breaker_state(&row.name);
+            row.log_dropped = supervisor.logs.dropped_lines(&row.name);
             row
         })
         .collect();
-    let mut out = String::with_capacity(4096 + rows.len() * 2048);
-    let per_service = |out: &mut String,
-                       name: &str,
-                       kind: &str,
-                       help: &str,
-                       value: &dyn Fn(&Row) -> Option<f64>| {
-        let mut family = Family::new(out, name, kind, help);
-        for row in &rows {
-            if let Some(v) = value(row) {
-                family.sample(name, &[("service", &row.name)], v);
-            }
-        }
-    };
+    rows
+}
+
+/// `switchboard_service_*` and `switchboard_log_lines_dropped_total`, one sample per service.
+fn service_families(out: &mut String, rows: &[Row]) {
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_up",
         "gauge",
         "1 when at least one replica is ready.",
@@ -171,12 +179,12 @@ pub fn render(state: &AppState) -> String {
     );
     {
         let mut family = Family::new(
-            &mut out,
+            out,
             "switchboard_service_state",
             "gauge",
             "The service's state: 1 for the current one, 0 for the others.",
         );
-        for row in &rows {
+        for row in rows {
             for state in STATES {
                 family.sample(
                     "switchboard_service_state",
@@ -187,42 +195,48 @@ pub fn render(state: &AppState) -> String {
         }
     }
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_replicas",
         "gauge",
         "Replicas wanted.",
         &|r| Some(f64::from(r.replicas)),
     );
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_ready_replicas",
         "gauge",
         "Replicas ready.",
         &|r| Some(r.ready as f64),
     );
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_restarts_total",
         "counter",
         "Restarts since the console started.",
         &|r| Some(f64::from(r.restarts)),
     );
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_requests_total",
         "counter",
         "Requests the service finished, from its segment.",
         &|r| r.metrics.as_ref().map(|m| m.requests as f64),
     );
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_errors_total",
         "counter",
         "Requests that ended in an error or a timeout, from the segment.",
         &|r| r.metrics.as_ref().map(|m| m.errors as f64),
     );
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_in_flight",
         "gauge",
         "Requests in progress inside the service.",
@@ -231,12 +245,12 @@ pub fn render(state: &AppState) -> String {
     {
         let name = "switchboard_service_request_duration_seconds";
         let mut family = Family::new(
-            &mut out,
+            out,
             name,
             "histogram",
             "Request latency measured inside the service.",
         );
-        for row in &rows {
+        for row in rows {
             if let Some(m) = &row.metrics {
                 family.histogram(
                     name,
@@ -247,22 +261,30 @@ pub fn render(state: &AppState) -> String {
             }
         }
     }
+}
+
+/// `switchboard_service_*` from the OS and the console's own books: CPU, memory, heartbeat,
+/// breaker, and the log lines dropped over budget.
+fn service_health_families(out: &mut String, rows: &[Row]) {
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_cpu_percent",
         "gauge",
         "CPU of the service's processes, percent of one core.",
         &|r| Some(r.cpu),
     );
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_rss_bytes",
         "gauge",
         "Resident memory of the service's processes.",
         &|r| Some(r.rss as f64),
     );
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_heartbeat_age_seconds",
         "gauge",
         "Longest time any replica's heartbeat has been still, on the console's clock.",
@@ -274,7 +296,8 @@ pub fn render(state: &AppState) -> String {
         },
     );
     per_service(
-        &mut out,
+        out,
+        rows,
         "switchboard_service_breaker_state",
         "gauge",
         "Circuit breaker: 0 closed, 1 half-open, 2 open.",
@@ -287,11 +310,40 @@ pub fn render(state: &AppState) -> String {
         },
     );
 
+    per_service(
+        out,
+        rows,
+        "switchboard_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped over the service's log budget (stdout and stderr, all replicas).",
+        &|r| Some(r.log_dropped as f64),
+    );
+}
+
+/// One family with a sample per service, where `value` has one.
+fn per_service(
+    out: &mut String,
+    rows: &[Row],
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: &dyn Fn(&Row) -> Option<f64>,
+) {
+    let mut family = Family::new(out, name, kind, help);
+    for row in rows {
+        if let Some(v) = value(row) {
+            family.sample(name, &[("service", &row.name)], v);
+        }
+    }
+}
+
+/// `switchboard_route_*`: per caller, target and method.
+fn route_families(out: &mut String, supervisor: &Supervisor) {
     let routes = supervisor.router.routes();
     {
         let name = "switchboard_route_requests_total";
         let mut family = Family::new(
-            &mut out,
+            out,
             name,
             "counter",
             "Requests routed, per caller, target and method.",
@@ -302,7 +354,7 @@ pub fn render(state: &AppState) -> String {
     }
     {
         let name = "switchboard_route_errors_total";
-        let mut family = Family::new(&mut out, name, "counter", "Routed requests that failed.");
+        let mut family = Family::new(out, name, "counter", "Routed requests that failed.");
         for (route, stats) in &routes {
             family.sample(name, &route_labels(route), stats.errors as f64);
         }
@@ -310,7 +362,7 @@ pub fn render(state: &AppState) -> String {
     {
         let name = "switchboard_route_duration_seconds";
         let mut family = Family::new(
-            &mut out,
+            out,
             name,
             "histogram",
             "Round trip through the router, per caller, target and method.",
@@ -324,9 +376,13 @@ pub fn render(state: &AppState) -> String {
             );
         }
     }
-    let own = supervisor.own_usage.lock().map(|u| *u).unwrap_or_default();
+}
+
+/// The console's own figures and the router's counters.
+fn console_families(out: &mut String, supervisor: &Supervisor) {
+    let own = supervisor.own_usage.own();
     let mut family = Family::new(
-        &mut out,
+        out,
         "switchboard_console_cpu_percent",
         "gauge",
         "The console's own CPU, percent of one core.",
@@ -337,14 +393,14 @@ pub fn render(state: &AppState) -> String {
         f64::from(own.cpu_percent),
     );
     let mut family = Family::new(
-        &mut out,
+        out,
         "switchboard_console_rss_bytes",
         "gauge",
         "The console's own resident memory.",
     );
     family.sample("switchboard_console_rss_bytes", &[], own.rss_bytes as f64);
     let mut family = Family::new(
-        &mut out,
+        out,
         "switchboard_router_in_flight",
         "gauge",
         "Requests the router is waiting on.",
@@ -355,7 +411,7 @@ pub fn render(state: &AppState) -> String {
         supervisor.router.in_flight_count() as f64,
     );
     let mut family = Family::new(
-        &mut out,
+        out,
         "switchboard_router_late_replies_total",
         "counter",
         "Answers that arrived after their request had been answered (timeout) and were dropped.",
@@ -366,7 +422,7 @@ pub fn render(state: &AppState) -> String {
         supervisor.router.late_replies() as f64,
     );
     let mut family = Family::new(
-        &mut out,
+        out,
         "switchboard_router_dropped_events_total",
         "counter",
         "Events dropped for a congested subscriber, or held for a restarting one past the bound.",
@@ -377,7 +433,7 @@ pub fn render(state: &AppState) -> String {
         supervisor.router.dropped_events() as f64,
     );
     let mut family = Family::new(
-        &mut out,
+        out,
         "switchboard_router_busy_poll_seconds_total",
         "counter",
         "Time the console spent in poll rounds that found nothing (polling instead of sleeping).",
@@ -387,7 +443,6 @@ pub fn render(state: &AppState) -> String {
         &[],
         supervisor.router.busy_polled().as_secs_f64(),
     );
-    out
 }
 
 fn route_labels(route: &crate::router::trace::Route) -> Vec<(&str, &str)> {

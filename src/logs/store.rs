@@ -1,7 +1,9 @@
 //! The log store: bounded rings of recent lines, per service and interleaved, and a live feed.
+//! The services' pipes are read into it by [`super::ingest`].
 
 use std::{
     collections::{HashMap, VecDeque},
+    os::fd::OwnedFd,
     path::Path,
     sync::{
         Arc, Mutex,
@@ -10,9 +12,12 @@ use std::{
     time::SystemTime,
 };
 
-use tokio::sync::broadcast;
+use tokio::{sync::broadcast, task::JoinHandle};
 
-use super::file::FileSink;
+use super::{
+    file::FileSink,
+    ingest::{Ingest, Source},
+};
 
 /// Lines kept per service.
 pub const RING_PER_SERVICE: usize = 5000;
@@ -28,6 +33,8 @@ pub enum Stream {
     Stderr,
     /// Written by the console itself about the service (lifecycle).
     Console,
+    /// Written by the console in place of lines it dropped over the service's log budget.
+    Dropped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +58,7 @@ pub struct LogStore {
     rings: Mutex<Rings>,
     feed: broadcast::Sender<Arc<LogLine>>,
     file: Option<FileSink>,
+    ingest: Ingest,
     seq: AtomicU64,
 }
 
@@ -68,6 +76,7 @@ impl LogStore {
             rings: Mutex::new(Rings::default()),
             feed: broadcast::channel(FEED_BUFFER).0,
             file,
+            ingest: Ingest::start(),
             seq: AtomicU64::new(1),
         })
     }
@@ -128,6 +137,21 @@ impl LogStore {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogLine>> {
         self.feed.subscribe()
+    }
+
+    /// Reads `pipe` into the store on the log-ingest thread, within the source's budget, until
+    /// the pipe ends.
+    pub fn read(
+        self: &Arc<Self>,
+        pipe: OwnedFd,
+        source: Source,
+    ) -> Result<JoinHandle<()>, tokio::runtime::TryCurrentError> {
+        self.ingest.read(self.clone(), pipe, source)
+    }
+
+    /// Lines of `service` dropped over its log budget since the console started.
+    pub fn dropped_lines(&self, service: &str) -> u64 {
+        self.ingest.dropped(service)
     }
 
     /// Lines the file writer had to drop because it fell behind.

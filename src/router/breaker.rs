@@ -3,6 +3,10 @@
 //! `circuit_open`. After a cooldown it half-opens and lets one probe through: success closes it,
 //! failure opens it again.
 //!
+//! A breaker does not sit out its cooldown once its target is back: when an instance of the
+//! target becomes ready again (after a restart), an open breaker half-opens at once, so the
+//! next call is the probe. An operator can also close one by hand ([`Breaker::reset`]).
+//!
 //! Failures are what says the *target* is unwell: timeout, unavailable, overloaded and internal.
 //! A caller's mistake (bad_request, not_found, forbidden) is not held against the target.
 
@@ -153,6 +157,32 @@ impl Breaker {
         Some(BreakerState::Open)
     }
 
+    /// The target has an instance ready again: an open breaker lets the next call through as
+    /// its probe instead of waiting out the cooldown. Returns the new state when it changed.
+    pub fn target_ready(&mut self) -> Option<BreakerState> {
+        (self.state == BreakerState::Open).then(|| {
+            self.state = BreakerState::HalfOpen;
+            self.probe_in_flight = false;
+            BreakerState::HalfOpen
+        })
+    }
+
+    /// Closes the breaker by hand and forgets past outcomes. Returns `Closed` when it was not.
+    pub fn reset(&mut self) -> Option<BreakerState> {
+        let was = self.state;
+        self.state = BreakerState::Closed;
+        self.consecutive = 0;
+        self.buckets.clear();
+        self.opened_at = None;
+        self.probe_in_flight = false;
+        (was != BreakerState::Closed).then_some(BreakerState::Closed)
+    }
+
+    /// What is left of an open breaker's cooldown; `None` unless it is open.
+    pub fn cooldown_left(&self, now: Instant) -> Option<Duration> {
+        (self.state == BreakerState::Open).then(|| self.retry_after(now))
+    }
+
     /// How long until an open breaker lets a probe through.
     pub fn retry_after(&self, now: Instant) -> Duration {
         self.opened_at.map_or(Duration::ZERO, |at| {
@@ -198,6 +228,34 @@ mod tests {
             Some(BreakerState::Closed)
         );
         assert_eq!(breaker.admit(much_later), (true, None));
+    }
+
+    #[test]
+    fn a_ready_target_is_probed_at_once_and_a_reset_closes() {
+        let mut breaker = Breaker::new(spec());
+        let t = Instant::now();
+        for _ in 0..3 {
+            breaker.record(t, true);
+        }
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(breaker.cooldown_left(t), Some(Duration::from_secs(1)));
+        assert_eq!(breaker.target_ready(), Some(BreakerState::HalfOpen));
+        assert_eq!(breaker.cooldown_left(t), None);
+        assert_eq!(breaker.admit(t), (true, None), "the probe goes at once");
+        assert_eq!(breaker.record(t, false), Some(BreakerState::Closed));
+        assert_eq!(
+            breaker.target_ready(),
+            None,
+            "a closed breaker stays closed"
+        );
+
+        for _ in 0..3 {
+            breaker.record(t, true);
+        }
+        assert_eq!(breaker.reset(), Some(BreakerState::Closed));
+        assert_eq!(breaker.reset(), None);
+        assert_eq!(breaker.admit(t), (true, None));
+        assert_eq!(breaker.record(t, true), None, "past failures are forgotten");
     }
 
     #[test]

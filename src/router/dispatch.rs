@@ -109,12 +109,24 @@ impl Router {
         target.outstanding.fetch_add(1, Ordering::Relaxed);
         if let Err(err) = target.link.try_send(envelope) {
             target.outstanding.fetch_sub(1, Ordering::Relaxed);
+            // Sent Shutdown between the pick and the send: it left the routable set before
+            // Shutdown was queued, so dispatching again picks another replica, or holds the
+            // request for the one coming back. (Never the same target: no loop.)
+            if err == SendError::Draining && !target.is_routable() {
+                if let Some(flight) = self.in_flight().remove(&routed_id) {
+                    envelope.id = caller_id;
+                    return self.dispatch(from, flight.caller, envelope, now);
+                }
+                return;
+            }
             let (code, message) = match err {
                 SendError::Full => {
                     target.congested.store(true, Ordering::Relaxed);
                     (ErrorCode::Overloaded, "target is congested")
                 }
-                SendError::Closed => (ErrorCode::Unavailable, "target is gone"),
+                SendError::Closed | SendError::Draining => {
+                    (ErrorCode::Unavailable, "target is gone")
+                }
                 SendError::TooLarge => (ErrorCode::BadRequest, "request over the frame limit"),
             };
             let flight = self.in_flight().remove(&routed_id);

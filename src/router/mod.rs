@@ -364,7 +364,8 @@ fn error_answer(correlation: u64, trace: u64, code: ErrorCode, message: &str) ->
 fn deliver(to: &Arc<InstanceHandle>, answer: &Envelope) {
     let (correlation, trace) = (answer.correlation, answer.trace);
     match to.link.try_send(answer) {
-        Ok(()) | Err(SendError::Closed) => {}
+        // An answer is never refused for draining: a draining service still waits for them.
+        Ok(()) | Err(SendError::Closed | SendError::Draining) => {}
         Err(SendError::Full) => {
             tracing::warn!(service = %to.service, "answer dropped: caller's inbox is full");
         }

@@ -55,6 +55,40 @@ impl Router {
         }
     }
 
+    /// An instance of `service` is becoming ready: its open breaker half-opens at once (see
+    /// [`breaker`]), so the next call is its probe.
+    pub fn breaker_target_ready(&self, service: &str) {
+        let transition = lock(&self.inner.books)
+            .breakers
+            .get_mut(service)
+            .and_then(|b| b.target_ready());
+        if let Some(state) = transition {
+            self.breaker_changed(service, state);
+        }
+    }
+
+    /// Closes `service`'s breaker by hand. `None` for no such service, else whether it was
+    /// open or half-open.
+    pub fn reset_breaker(&self, service: &str) -> Option<bool> {
+        let transition = lock(&self.inner.books)
+            .breakers
+            .get_mut(service)
+            .map(|b| b.reset())?;
+        if let Some(state) = transition {
+            self.breaker_changed(service, state);
+        }
+        Some(transition.is_some())
+    }
+
+    /// The state of `service`'s breaker and, while it is open, what is left of its cooldown.
+    pub fn breaker_status(&self, service: &str) -> Option<(BreakerState, Option<Duration>)> {
+        let now = Instant::now();
+        lock(&self.inner.books)
+            .breakers
+            .get(service)
+            .map(|b| (b.state(), b.cooldown_left(now)))
+    }
+
     fn breaker_changed(&self, service: &str, state: BreakerState) {
         tracing::info!(%service, state = state.as_str(), "circuit breaker");
         let _ = self.inner.events.send(Event::new(

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use switchboard_protocol::{Envelope, topic::topic_matches};
 
 use super::{Router, lock};
-use crate::registry;
+use crate::{registry, transport::SendError};
 
 impl Router {
     /// Records the topic patterns replica `replica` of `service` now subscribes to, replacing
@@ -27,11 +27,11 @@ impl Router {
         }
     }
 
-    /// Forgets the subscriptions of the replicas of `service` from `replicas` on: they were
-    /// scaled away.
-    pub fn replicas_removed(&self, service: &str, replicas: u32) {
+    /// Forgets the subscriptions of `replica` of `service`: it was scaled away. (Replica
+    /// numbers are names: a scale-in may remove any of them.)
+    pub fn replica_removed(&self, service: &str, replica: u32) {
         if let Some(subscribed) = lock(&self.inner.topics).get_mut(service) {
-            subscribed.retain(|replica, _| *replica < replicas);
+            subscribed.remove(&replica);
         }
     }
 
@@ -69,7 +69,15 @@ impl Router {
             lock(&self.inner.held).hold_event(service, event.clone());
             return;
         };
-        if target.link.try_send(event).is_err() {
+        let sent = match target.link.try_send(event) {
+            // Sent Shutdown since the pick (and unroutable since before): another replica,
+            // or held for the one coming back.
+            Err(SendError::Draining) if !target.is_routable() => {
+                return self.deliver_event(service, event);
+            }
+            sent => sent,
+        };
+        if sent.is_err() {
             self.inner
                 .counters
                 .dropped_events

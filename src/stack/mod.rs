@@ -21,9 +21,9 @@ use std::path::Path;
 
 pub use diagnostic::Diagnostic;
 pub use spec::{
-    Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, OnHangup, Program,
-    ResourceLimits, RestartLimit, RestartPolicy, RouteSpec, ServiceKind, ServiceSpec, Stack,
-    StopSignal,
+    AfterLimit, Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, LogBudget,
+    OnHangup, Program, ResourceLimits, RestartLimit, RestartPolicy, RouteSpec, ServiceKind,
+    ServiceSpec, Stack, StopSignal,
 };
 
 /// The demo stack, embedded in the binary.

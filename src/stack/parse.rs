@@ -20,6 +20,7 @@ use super::{
 };
 
 mod limits;
+mod log_budget;
 mod service;
 mod values;
 
@@ -41,7 +42,7 @@ pub(super) struct Spans {
 const TOP_KEYS: &[&str] = &[
     "name", "data_dir", "run_dir", "gateway", "console", "services",
 ];
-const CONSOLE_KEYS: &[&str] = &["on_hangup"];
+const CONSOLE_KEYS: &[&str] = &["on_hangup", "output_budget"];
 const GATEWAY_KEYS: &[&str] = &[
     "bind",
     "token_env",
@@ -63,6 +64,7 @@ const SERVICE_KEYS: &[&str] = &[
     "backoff",
     "restart_limit",
     "heartbeat_timeout",
+    "startup_timeout",
     "shutdown_grace",
     "stop_grace",
     "stop_signal",
@@ -75,11 +77,13 @@ const SERVICE_KEYS: &[&str] = &[
     "autostart",
     "breaker",
     "limits",
+    "log_budget",
 ];
 const RESOURCE_LIMITS_KEYS: &[&str] = &["memory", "open_files", "cpu_time", "core"];
 const BREAKER_KEYS: &[&str] = &["failures", "ratio", "min_requests", "window", "cooldown"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
-const LIMIT_KEYS: &[&str] = &["count", "window"];
+const LIMIT_KEYS: &[&str] = &["count", "window", "then", "retry_after", "retry_max"];
+const LOG_BUDGET_KEYS: &[&str] = &["lines", "bytes"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub(super) struct Walker<'s> {
@@ -206,6 +210,9 @@ impl<'s> Walker<'s> {
                     ),
                     None => {}
                 },
+                "output_budget" => {
+                    console.output_budget = self.log_budget(value, console.output_budget);
+                }
                 _ => self.unknown(key, CONSOLE_KEYS, "in [console]"),
             }
         }

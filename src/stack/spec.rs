@@ -19,9 +19,53 @@ pub struct Stack {
 }
 
 /// `[console]`: how the console behaves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsoleSpec {
     pub on_hangup: OnHangup,
+    /// What a headless console prints of the services' log lines, all services together.
+    pub output_budget: LogBudget,
+}
+
+impl Default for ConsoleSpec {
+    fn default() -> Self {
+        ConsoleSpec {
+            on_hangup: OnHangup::default(),
+            output_budget: LogBudget::HEADLESS_OUTPUT,
+        }
+    }
+}
+
+/// A rate of log lines: at most `lines` lines and `bytes` bytes of text a second, with bursts of
+/// up to one second's worth. Lines beyond it are dropped and counted, never queued: a service
+/// that logs faster than anyone can read must not cost the console more than this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBudget {
+    pub lines: u32,
+    pub bytes: u64,
+}
+
+impl LogBudget {
+    /// The fewest bytes a second a budget may allow: the longest line the console keeps (longer
+    /// ones are cut; `logs::line_codec::MAX_LINE`, checked there), so every line can be kept.
+    pub const MIN_BYTES: u64 = 8 * 1024;
+    /// Every service's budget unless its `log_budget` says otherwise: far above what a person
+    /// reads, and two floods at this rate cost the console a few percent of a core.
+    pub const SERVICE: LogBudget = LogBudget {
+        lines: 2000,
+        bytes: 1 << 20,
+    };
+    /// What a headless console prints, all services together, unless `[console]` says
+    /// otherwise.
+    pub const HEADLESS_OUTPUT: LogBudget = LogBudget {
+        lines: 5000,
+        bytes: 2 << 20,
+    };
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget::SERVICE
+    }
 }
 
 /// What the console does when its terminal goes away (a dropped SSH session).
@@ -82,6 +126,10 @@ pub struct ServiceSpec {
     pub restart_limit: RestartLimit,
     /// `None`: no heartbeat check.
     pub heartbeat_timeout: Option<Duration>,
+    /// How long a protocol service may take to shake hands before the heartbeat check starts
+    /// anyway: the check counts from the handshake, which tells the service its heartbeat
+    /// period.
+    pub startup_timeout: Duration,
     /// Each step of the stop sequence waits this long (`shutdown_grace`, or `stop_grace`).
     pub shutdown_grace: Duration,
     /// What asks a plain program to stop; a protocol service is sent Shutdown first.
@@ -97,6 +145,8 @@ pub struct ServiceSpec {
     pub autostart: bool,
     /// The circuit breaker that guards calls to this service.
     pub breaker: BreakerSpec,
+    /// The log lines kept of this service (stdout and stderr, all replicas together).
+    pub log_budget: LogBudget,
     /// Resource limits set on each of its processes before exec.
     pub limits: ResourceLimits,
 }
@@ -284,10 +334,13 @@ impl Backoff {
     }
 }
 
+/// The restart intensity limit: at most `count` restarts within `window`, then the service is
+/// failed, and `then` says what follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartLimit {
     pub count: u32,
     pub window: Duration,
+    pub then: AfterLimit,
 }
 
 impl Default for RestartLimit {
@@ -295,6 +348,42 @@ impl Default for RestartLimit {
         RestartLimit {
             count: 5,
             window: Duration::from_secs(60),
+            then: AfterLimit::default(),
+        }
+    }
+}
+
+/// What follows the restart intensity limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterLimit {
+    /// Try again after `after`, doubling with each limit reached again, up to `max`: what broke
+    /// it (a dependency, a full disk) may have been fixed meanwhile, and nobody may be watching.
+    Retry { after: Duration, max: Duration },
+    /// Stay failed until an operator starts or restarts it.
+    StayFailed,
+}
+
+impl Default for AfterLimit {
+    fn default() -> Self {
+        AfterLimit::Retry {
+            after: Duration::from_secs(30),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl AfterLimit {
+    /// The wait before the next try after the limit was reached `times` times in a row
+    /// (from 0); `None` to stay failed.
+    pub fn retry_in(&self, times: u32) -> Option<Duration> {
+        match *self {
+            AfterLimit::StayFailed => None,
+            AfterLimit::Retry { after, max } => Some(
+                after
+                    .checked_mul(1u32.checked_shl(times.min(31)).unwrap_or(u32::MAX))
+                    .unwrap_or(max)
+                    .min(max),
+            ),
         }
     }
 }
@@ -362,5 +451,17 @@ mod tests {
         assert_eq!(backoff.delay(u32::MAX), Duration::from_secs(1));
         assert_eq!(backoff.jittered(0, 0.0), Duration::from_millis(100));
         assert_eq!(backoff.jittered(0, 1.0), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn the_retry_after_the_limit_doubles_up_to_its_max() {
+        let retry = AfterLimit::default();
+        let secs = |times| retry.retry_in(times).map(|d: Duration| d.as_secs());
+        assert_eq!(
+            [secs(0), secs(1), secs(3), secs(4)],
+            [30, 60, 240, 300].map(Some)
+        );
+        assert_eq!(secs(u32::MAX), Some(300));
+        assert_eq!(AfterLimit::StayFailed.retry_in(0), None);
     }
 }

@@ -14,6 +14,8 @@ pub enum Command {
     Scale(String, u32),
     /// Run a job with these parameters (JSON text; `None` uses the stack file's).
     RunJob(String, Option<String>),
+    /// Close the circuit breaker in front of a service by hand (`breaker reset NAME`).
+    ResetBreaker(String),
 }
 
 impl Command {
@@ -25,7 +27,8 @@ impl Command {
             | Command::Restart(n)
             | Command::Kill(n)
             | Command::Scale(n, _)
-            | Command::RunJob(n, _) => n,
+            | Command::RunJob(n, _)
+            | Command::ResetBreaker(n) => n,
         }
     }
 
@@ -38,6 +41,7 @@ impl Command {
             Command::Kill(n) => ("kill", n.clone()),
             Command::Scale(n, r) => ("scale", format!("{n} to {r}")),
             Command::RunJob(n, p) => ("run", format!("{n} {}", p.as_deref().unwrap_or(""))),
+            Command::ResetBreaker(n) => ("breaker reset", n.clone()),
         }
     }
 }
@@ -45,12 +49,14 @@ impl Command {
 /// A command that does not parse, as a sentence for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    #[error("unknown command `{0}` (restart, stop, start, kill, scale, run)")]
+    #[error("unknown command `{0}` (restart, stop, start, kill, scale, run, breaker reset)")]
     Unknown(String),
     #[error("`{0}` needs a service name: `{0} NAME`")]
     NoName(&'static str),
     #[error("usage: scale NAME REPLICAS (a whole number, e.g. `scale order 3`)")]
     Scale,
+    #[error("usage: breaker reset NAME")]
+    Breaker,
 }
 
 impl Command {
@@ -70,10 +76,17 @@ impl std::str::FromStr for Command {
     type Err = CommandError;
 
     /// `restart NAME`, `stop NAME`, `start NAME`, `kill NAME`, `scale NAME N`,
-    /// `run JOB [JSON]`: what [`Display`](std::fmt::Display) writes, read back.
+    /// `run JOB [JSON]`, `breaker reset NAME`: what [`Display`](std::fmt::Display) writes, read
+    /// back.
     fn from_str(line: &str) -> Result<Command, CommandError> {
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("");
+        if verb == "breaker" {
+            return match (words.next(), words.next(), words.next()) {
+                (Some("reset"), Some(name), None) => Ok(Command::ResetBreaker(name.to_string())),
+                _ => Err(CommandError::Breaker),
+            };
+        }
         let verb: &'static str = match verb {
             "restart" | "r" => "restart",
             "stop" => "stop",
@@ -115,6 +128,7 @@ impl std::fmt::Display for Command {
             Command::Scale(n, r) => write!(f, "scale {n} {r}"),
             Command::RunJob(n, None) => write!(f, "run {n}"),
             Command::RunJob(n, Some(p)) => write!(f, "run {n} {p}"),
+            Command::ResetBreaker(n) => write!(f, "breaker reset {n}"),
         }
     }
 }
@@ -133,6 +147,7 @@ mod tests {
             Command::Scale("order".into(), 3),
             Command::RunJob("report".into(), None),
             Command::RunJob("report".into(), Some("{\"a\": 1}".into())),
+            Command::ResetBreaker("user".into()),
         ] {
             assert_eq!(command.to_string().parse::<Command>(), Ok(command.clone()));
         }
@@ -151,5 +166,13 @@ mod tests {
             Err(CommandError::Unknown("explode".into()))
         );
         assert!(CommandError::Scale.to_string().starts_with("usage: scale"));
+        assert_eq!(
+            "breaker user".parse::<Command>(),
+            Err(CommandError::Breaker)
+        );
+        assert_eq!(
+            "breaker reset".parse::<Command>(),
+            Err(CommandError::Breaker)
+        );
     }
 }

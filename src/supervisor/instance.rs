@@ -1,9 +1,10 @@
 //! One actor task per child process. It owns the `Child`, its three pipes and its segment, and
 //! it is the only place the process is signalled or reaped.
 //!
-//! Inside: a writer task feeding stdin from the instance's bounded inbox; readers for stdout
-//! (frames, or log lines for plain programs) and stderr (log lines); a heartbeat check; and the
-//! main select over the child's exit and the supervisor's commands.
+//! Inside: a writer task feeding stdin from the instance's bounded inbox; a reader for a
+//! protocol service's stdout (frames); a heartbeat check; and the main select over the child's
+//! exit and the supervisor's commands. Log pipes (stderr, and a plain program's stdout) are
+//! read on the log-ingest thread, off this runtime ([`crate::logs::ingest`]).
 //!
 //! The stop sequence: send Shutdown and close stdin, wait the grace period, SIGTERM the process
 //! group, wait again, SIGKILL the group. After the child is reaped the group is SIGKILLed once
@@ -19,7 +20,6 @@ use std::{
 };
 
 use bytes::BytesMut;
-use futures::StreamExt;
 use switchboard_protocol::{
     Envelope, Kind, PROTOCOL_VERSION, Welcome,
     frame_reader::{FrameReader, Read},
@@ -29,14 +29,14 @@ use tokio::{
     process::{Child, ChildStdin},
     sync::mpsc,
 };
-use tokio_util::{codec::FramedRead, sync::CancellationToken};
+use tokio_util::sync::CancellationToken;
 
 use super::{InstanceEvent, degraded::BadFrameWatch, spawn::signal_group, strays::Sweeper};
 use crate::{
-    logs::{LineCodec, LogStore, Stream},
-    registry::{ExitStatus, InstanceHandle, InstanceId},
+    logs::{LogStore, ReadyLine, Source, Stream},
+    registry::{ExitStatus, InstanceHandle},
     router::Router,
-    stack::StopSignal,
+    stack::{LogBudget, StopSignal},
     transport::InboxReceiver,
 };
 
@@ -68,8 +68,13 @@ pub struct InstanceTask {
     pub router: Router,
     pub protocol: bool,
     pub ready_line: Option<String>,
+    /// Shared by every replica of the service and both pipes; see [`crate::logs::ingest`].
+    pub log_budget: LogBudget,
     pub welcome: Welcome,
     pub heartbeat_timeout: Option<Duration>,
+    /// The heartbeat check starts at the handshake, or this long after the spawn for a service
+    /// that never shakes hands (see [`HeartbeatWatch`]).
+    pub startup_timeout: Duration,
     /// In the environment of the process and its descendants; see [`super::strays`].
     pub lineage: String,
     pub sweeper: Sweeper,
@@ -78,9 +83,9 @@ pub struct InstanceTask {
 impl InstanceTask {
     pub async fn run(mut self) {
         let id = self.handle.id;
-        let service: Arc<str> = self.handle.service.clone();
         let close_stdin = CancellationToken::new();
         let stdout_closed = CancellationToken::new();
+        let handshake = CancellationToken::new();
         let stdin = self.child.stdin.take();
         let stdout = self.child.stdout.take();
         let stderr = self.child.stderr.take();
@@ -93,46 +98,50 @@ impl InstanceTask {
                 self.handle.clone(),
             ))
         });
-        let stdout_reader = stdout.map(|stdout| {
+        // A plain program's ready line may come on either pipe; the first sighting counts.
+        let (ready_seen, mut ready) = mpsc::channel(1);
+        let ready_line = || {
+            self.ready_line
+                .clone()
+                .filter(|_| !self.protocol)
+                .map(|text| ReadyLine {
+                    text,
+                    seen: ready_seen.clone(),
+                })
+        };
+        let (stdout_ready, stderr_ready) = (ready_line(), ready_line());
+        drop(ready_seen);
+        let stdout_reader = stdout.and_then(|stdout| {
             if self.protocol {
-                tokio::spawn(read_frames(
+                Some(tokio::spawn(read_frames(
                     stdout,
-                    stdout_closed.clone(),
+                    ReaderSignals {
+                        closed: stdout_closed.clone(),
+                        handshake: handshake.clone(),
+                    },
                     self.handle.clone(),
                     self.events.clone(),
                     self.logs.clone(),
                     self.router.clone(),
                     self.welcome.clone(),
-                ))
+                )))
             } else {
-                tokio::spawn(read_lines(
-                    stdout,
-                    Stream::Stdout,
-                    id,
-                    service.clone(),
-                    self.logs.clone(),
-                    self.events.clone(),
-                    self.ready_line.clone(),
-                ))
+                self.read_log(stdout.into_owned_fd(), Stream::Stdout, stdout_ready)
             }
         });
-        let stderr_reader = stderr.map(|stderr| {
-            tokio::spawn(read_lines(
-                stderr,
-                Stream::Stderr,
-                id,
-                service.clone(),
-                self.logs.clone(),
-                self.events.clone(),
-                if self.protocol {
-                    None
-                } else {
-                    self.ready_line.clone()
-                },
-            ))
+        let stderr_reader = stderr
+            .and_then(|stderr| self.read_log(stderr.into_owned_fd(), Stream::Stderr, stderr_ready));
+        let events = self.events.clone();
+        let ready_watch = tokio::spawn(async move {
+            // Ends without a word when both pipes end without the line.
+            if ready.recv().await.is_some() {
+                let _ = events.send(InstanceEvent::Ready { id }).await;
+            }
         });
 
-        let status = self.supervise(&close_stdin, &stdout_closed).await;
+        let status = self
+            .supervise(&close_stdin, &stdout_closed, &handshake)
+            .await;
 
         // Reaped: now nothing in its group may outlive it, nor anything of its lineage that
         // left the group.
@@ -149,6 +158,7 @@ impl InstanceTask {
         if let Some(writer) = writer {
             writer.abort();
         }
+        ready_watch.abort();
         self.router.instance_gone(&self.handle);
         let _ = self.events.send(InstanceEvent::Exited { id, status }).await;
     }
@@ -158,6 +168,7 @@ impl InstanceTask {
         &mut self,
         close_stdin: &CancellationToken,
         stdout_closed: &CancellationToken,
+        handshake: &CancellationToken,
     ) -> ExitStatus {
         let pid = self.handle.pid;
         let watch_stdout = self.protocol;
@@ -166,7 +177,7 @@ impl InstanceTask {
             // Half the heartbeat period (timeout / 5): a hang is then declared at most one
             // heartbeat period after the timeout, counting the lag in seeing the last beat.
             .map(|timeout| (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-        let mut heartbeat = HeartbeatWatch::new();
+        let mut heartbeat = HeartbeatWatch::new(Instant::now().checked_add(self.startup_timeout));
         let mut check = tokio::time::interval(check_every.unwrap_or(Duration::from_secs(3600)));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -198,7 +209,12 @@ impl InstanceTask {
                         continue;
                     };
                     // A wrong header reads as a heartbeat stuck at 0, as in a full read.
-                    let silent_for = heartbeat.observe(segment.heartbeat().unwrap_or(0));
+                    let Some(silent_for) = heartbeat.observe(segment.heartbeat().unwrap_or(0), handshake.is_cancelled()) else {
+                        continue;
+                    };
+                    if let Some(stale) = heartbeat.stale_changed(silent_for, timeout) {
+                        let _ = self.events.send(InstanceEvent::Stale { id: self.handle.id, stale, silent_for }).await;
+                    }
                     if silent_for >= timeout {
                         let _ = self.events.send(InstanceEvent::Hung { id: self.handle.id, silent_for }).await;
                         signal_group(pid, libc::SIGKILL);
@@ -246,6 +262,39 @@ impl InstanceTask {
         wait_status(self.child.wait().await)
     }
 
+    /// Reads a log pipe on the log-ingest thread, within the service's budget. The pipe is
+    /// read there to its end; `None` (said in the log) when it cannot be.
+    fn read_log(
+        &self,
+        pipe: std::io::Result<std::os::fd::OwnedFd>,
+        stream: Stream,
+        ready_line: Option<ReadyLine>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let source = Source {
+            service: self.handle.service.clone(),
+            replica: self.handle.id.replica,
+            stream,
+            budget: self.log_budget,
+            ready_line,
+        };
+        let reading = pipe
+            .map_err(|err| err.to_string())
+            .and_then(|pipe| self.logs.read(pipe, source).map_err(|err| err.to_string()));
+        match reading {
+            Ok(task) => Some(task),
+            Err(cause) => {
+                tracing::error!(service = %self.handle.service, %cause, ?stream, "cannot read a log pipe");
+                self.logs.push(
+                    &self.handle.service,
+                    self.handle.id.replica,
+                    Stream::Console,
+                    format!("its {stream:?} cannot be read: {cause}"),
+                );
+                None
+            }
+        }
+    }
+
     /// One step of the stop sequence: report it, then signal the process group. `forced`:
     /// an escalation (the program did not stop when asked), which makes the stop unclean.
     async fn signal(&self, name: &'static str, signal: i32, forced: bool) {
@@ -270,26 +319,57 @@ fn wait_status(status: std::io::Result<std::process::ExitStatus>) -> ExitStatus 
 
 /// Judges heartbeat staleness on the console's own clock: when the counter last moved, never a
 /// time the service wrote.
+///
+/// The clock starts at the handshake, not at the spawn: the service learns its heartbeat
+/// period from the Welcome, so before it a slow starter (loading data, waiting on a disk) is
+/// silent without being hung. One that never shakes hands is watched from `start_by` on.
 struct HeartbeatWatch {
+    /// `None`: a startup timeout too long to reach.
+    start_by: Option<Instant>,
+    started: bool,
     last_value: Option<u64>,
     last_moved: Instant,
+    /// Whether the instance was last reported stale.
+    stale: bool,
 }
 
 impl HeartbeatWatch {
-    fn new() -> Self {
+    fn new(start_by: Option<Instant>) -> Self {
         HeartbeatWatch {
+            start_by,
+            started: false,
             last_value: None,
             last_moved: Instant::now(),
+            stale: false,
         }
     }
 
-    /// Records the counter's current value and returns how long it has been still.
-    fn observe(&mut self, value: u64) -> Duration {
+    /// Records the counter's current value and returns how long it has been still, or `None`
+    /// while the clock has not started (no handshake yet, and `start_by` still ahead).
+    fn observe(&mut self, value: u64, shook_hands: bool) -> Option<Duration> {
+        if !self.started {
+            if !shook_hands && self.start_by.is_none_or(|by| Instant::now() < by) {
+                return None;
+            }
+            self.started = true;
+            self.last_value = Some(value);
+            self.last_moved = Instant::now();
+        }
         if self.last_value != Some(value) {
             self.last_value = Some(value);
             self.last_moved = Instant::now();
         }
-        self.last_moved.elapsed()
+        Some(self.last_moved.elapsed())
+    }
+
+    /// Whether the heartbeat just became stale (still for half the timeout: shown before it
+    /// is declared hung) or fresh again; `None` when that did not change.
+    fn stale_changed(&mut self, silent_for: Duration, timeout: Duration) -> Option<bool> {
+        let stale = silent_for >= timeout / 2;
+        (stale != self.stale).then(|| {
+            self.stale = stale;
+            stale
+        })
     }
 }
 
@@ -349,10 +429,18 @@ fn behind_runnable_tasks() -> impl std::future::Future<Output = ()> {
 /// in flight: 187-231 k req/s against 137-177 k for whole batches, alternating runs).
 const PIPELINE_CHUNK: usize = 16;
 
+/// What a protocol service's stdout reader tells the supervising task.
+struct ReaderSignals {
+    /// Cancelled when stdout ends.
+    closed: CancellationToken,
+    /// Cancelled at the handshake, when the heartbeat check may start.
+    handshake: CancellationToken,
+}
+
 /// Reads frames from a protocol service's stdout.
 async fn read_frames(
     stdout: impl AsyncRead + Unpin,
-    closed: CancellationToken,
+    signals: ReaderSignals,
     handle: Arc<InstanceHandle>,
     events: mpsc::Sender<InstanceEvent>,
     logs: Arc<LogStore>,
@@ -360,7 +448,7 @@ async fn read_frames(
     mut welcome: Welcome,
 ) {
     // However this ends (EOF, a read error), the supervising task hears of it.
-    let _closed = closed.drop_guard();
+    let _closed = signals.closed.drop_guard();
     let id = handle.id;
     let service: Arc<str> = handle.service.clone();
     let mut frames = FrameReader::new(stdout);
@@ -428,6 +516,8 @@ async fn read_frames(
                 }
                 router.subscriptions_changed(&handle.service, id.replica, &hello.topics);
                 let _ = handle.link.try_send(&answer);
+                // The service knows its heartbeat period from now on.
+                signals.handshake.cancel();
                 let _ = events
                     .send(InstanceEvent::Hello {
                         id,
@@ -462,28 +552,5 @@ async fn read_frames(
             }
             _ => router.route(&handle, &mut envelope, frames.last_read()),
         }
-    }
-}
-
-/// Reads log lines from a pipe; for plain programs, watches for the ready line.
-async fn read_lines(
-    pipe: impl AsyncRead + Unpin,
-    stream: Stream,
-    id: InstanceId,
-    service: Arc<str>,
-    logs: Arc<LogStore>,
-    events: mpsc::Sender<InstanceEvent>,
-    mut ready_line: Option<String>,
-) {
-    let mut lines = FramedRead::new(pipe, LineCodec::default());
-    while let Some(Ok(line)) = lines.next().await {
-        if ready_line
-            .as_deref()
-            .is_some_and(|needle| line.contains(needle))
-        {
-            ready_line = None;
-            let _ = events.send(InstanceEvent::Ready { id }).await;
-        }
-        logs.push(&service, id.replica, stream, line);
     }
 }

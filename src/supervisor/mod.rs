@@ -6,7 +6,8 @@
 //! - [`instance`]: the actor owning one child process, its pipes and its stop sequence.
 //! - [`degraded`]: when bad frames make an instance degraded, and when it is healthy again.
 //! - [`limits`]: a service's resource limits, set before exec and named in exit reasons.
-//! - [`restart`]: backoff and the restart intensity limit.
+//! - [`restart`]: backoff, the restart intensity limit and the long backoff after it.
+//! - [`replicas`]: which replicas a scale-in removes.
 //! - [`procs`]: the process table as `/proc` shows it.
 //! - [`strays`]: killing what a service left behind outside its process group.
 //! - [`snapshot`]: the read model ([`ConsoleView`](crate::api::ConsoleView)) of this supervisor.
@@ -23,16 +24,13 @@ pub mod instance;
 pub mod launch;
 pub mod limits;
 pub mod procs;
+pub mod replicas;
 pub mod restart;
 pub mod snapshot;
 pub mod spawn;
 pub mod strays;
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use switchboard_protocol::{Body, Hello, Status};
 use tokio::sync::{mpsc, oneshot};
@@ -47,7 +45,7 @@ use crate::{
     logs::LogStore,
     monitor::{
         metrics::{self, SharedMetrics},
-        resources::{self, OwnUsage},
+        resources,
     },
     registry::{ExitStatus, InstanceId, SharedRegistry},
     router::Router,
@@ -66,6 +64,12 @@ pub enum InstanceEvent {
     },
     Hung {
         id: InstanceId,
+        silent_for: Duration,
+    },
+    /// The heartbeat has been still for half its timeout (`stale`), or moves again.
+    Stale {
+        id: InstanceId,
+        stale: bool,
         silent_for: Duration,
     },
     /// A step of the stop sequence; `forced` when it escalates.
@@ -170,7 +174,7 @@ pub struct Supervisor {
     /// Where operator actions and refused calls are recorded.
     pub audit: Option<AuditLog>,
     /// The console's own CPU and memory.
-    pub own_usage: Arc<Mutex<OwnUsage>>,
+    pub own_usage: resources::Usage,
 }
 
 /// Settings of a supervisor that do not come from the stack file.

@@ -1,6 +1,11 @@
 //! Restart decisions: exponential backoff with jitter, reset after a healthy uptime, and the
 //! restart intensity limit (at most N restarts in T), after which a service is failed, as OTP
 //! supervisors and systemd's StartLimit do.
+//!
+//! Failed is not forever unless the stack says so: by default a failed service is tried again
+//! on a long backoff (30 s, doubling to 5 min), since what broke it may heal while nobody
+//! watches. A crash soon after such a try fails it again at once (the restarts that led to the
+//! limit are still in its window), with the next wait doubled.
 
 use std::{
     collections::VecDeque,
@@ -14,8 +19,13 @@ use crate::stack::{Backoff, RestartLimit};
 pub enum Decision {
     /// Restart after this delay; `attempt` counts consecutive quick failures from 0.
     RestartAfter { delay: Duration, attempt: u32 },
-    /// The intensity limit was hit: stop trying.
-    GiveUp { restarts: u32, window: Duration },
+    /// The intensity limit was hit: failed, with another try after `retry_in` (none when the
+    /// stack says to stay failed).
+    GiveUp {
+        restarts: u32,
+        window: Duration,
+        retry_in: Option<Duration>,
+    },
 }
 
 /// The restart history of one replica.
@@ -25,6 +35,8 @@ pub struct RestartTracker {
     attempt: u32,
     /// When recent restarts happened, for the intensity window.
     recent: VecDeque<Instant>,
+    /// Times the limit was reached without a healthy run in between, for the long backoff.
+    gave_up: u32,
 }
 
 impl RestartTracker {
@@ -40,6 +52,7 @@ impl RestartTracker {
     ) -> Decision {
         if uptime >= backoff.reset_after {
             self.attempt = 0;
+            self.gave_up = 0;
         }
         while self
             .recent
@@ -49,9 +62,12 @@ impl RestartTracker {
             self.recent.pop_front();
         }
         if self.recent.len() >= limit.count as usize {
+            let retry_in = limit.then.retry_in(self.gave_up);
+            self.gave_up = self.gave_up.saturating_add(1);
             return Decision::GiveUp {
                 restarts: limit.count,
                 window: limit.window,
+                retry_in,
             };
         }
         self.recent.push_back(now);
@@ -67,12 +83,14 @@ impl RestartTracker {
     pub fn reset(&mut self) {
         self.attempt = 0;
         self.recent.clear();
+        self.gave_up = 0;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stack::AfterLimit;
 
     fn backoff() -> Backoff {
         Backoff {
@@ -89,6 +107,7 @@ mod tests {
         let limit = RestartLimit {
             count: 3,
             window: Duration::from_secs(60),
+            then: AfterLimit::StayFailed,
         };
         let mut tracker = RestartTracker::default();
         let now = Instant::now();
@@ -124,7 +143,49 @@ mod tests {
                 attempt: 2
             }
         );
-        assert!(matches!(delays[3], Decision::GiveUp { restarts: 3, .. }));
+        assert!(matches!(
+            delays[3],
+            Decision::GiveUp {
+                restarts: 3,
+                retry_in: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn after_the_limit_the_retries_double_until_a_healthy_run() {
+        let limit = RestartLimit {
+            count: 1,
+            window: Duration::from_secs(60),
+            then: AfterLimit::Retry {
+                after: Duration::from_secs(1),
+                max: Duration::from_secs(3),
+            },
+        };
+        let mut tracker = RestartTracker::default();
+        let now = Instant::now();
+        let mut fail = |uptime| tracker.on_failure(now, uptime, &backoff(), &limit, 0.0);
+        assert!(matches!(
+            fail(Duration::ZERO),
+            Decision::RestartAfter { .. }
+        ));
+        let retries: Vec<Option<Duration>> = (0..3)
+            .map(|_| match fail(Duration::ZERO) {
+                Decision::GiveUp { retry_in, .. } => retry_in,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(retries, [1, 2, 3].map(|s| Some(Duration::from_secs(s))));
+        // A healthy run forgives the long backoff too (the window still holds the restart).
+        assert_eq!(
+            fail(Duration::from_secs(60)),
+            Decision::GiveUp {
+                restarts: 1,
+                window: Duration::from_secs(60),
+                retry_in: Some(Duration::from_secs(1))
+            }
+        );
     }
 
     #[test]
@@ -132,6 +193,7 @@ mod tests {
         let limit = RestartLimit {
             count: 2,
             window: Duration::from_secs(1),
+            then: AfterLimit::StayFailed,
         };
         let mut tracker = RestartTracker::default();
         let start = Instant::now();

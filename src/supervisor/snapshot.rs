@@ -23,6 +23,11 @@ fn whole_seconds(duration: Duration) -> Duration {
     Duration::from_secs(duration.as_secs())
 }
 
+/// Rounded up, so a countdown reads 1s until it is due rather than 0s for its last second.
+fn ceil_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
+}
+
 fn tenths(value: f32) -> f32 {
     (value * 10.0).round() / 10.0
 }
@@ -33,15 +38,17 @@ fn hundredths(value: f64) -> f64 {
 
 /// Builds the snapshot of a local supervisor.
 pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
-    let own = supervisor.own_usage.lock().map(|u| *u).unwrap_or_default();
+    let own = supervisor.own_usage.own();
     let metrics = metrics::read(&supervisor.metrics);
     let registry = registry::read(&supervisor.registry);
     let now = SystemTime::now();
+    let clock = Instant::now();
     let services = registry
         .services
         .iter()
         .map(|service| {
             let m = metrics.service(service.name());
+            let breaker = supervisor.router.breaker_status(service.name());
             let live: Vec<_> = service
                 .instances
                 .iter()
@@ -66,11 +73,14 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 error_rate: m.map_or(0.0, |m| hundredths(m.error_rate)),
                 p99_us: m.and_then(|m| m.p99_us),
                 heartbeat_age: m.and_then(|m| m.heartbeat_age),
-                breaker: supervisor
-                    .router
-                    .breaker_state(service.name())
-                    .map_or("-", |b| b.as_str())
-                    .into(),
+                breaker: breaker.map_or("-", |(b, _)| b.as_str()).into(),
+                breaker_cooldown: breaker.and_then(|(_, left)| left).map(ceil_seconds),
+                stale: live.iter().any(|i| i.stale),
+                retry_in: service
+                    .instances
+                    .iter()
+                    .filter_map(|i| retry_in(i, clock))
+                    .min(),
                 version: live.iter().find_map(|i| i.version.clone()),
                 rate_history: m
                     .map(|m| m.rate_history.iter().copied().collect())
@@ -139,6 +149,8 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                         restarts: i.restarts,
                         cpu: tenths(i.cpu_percent),
                         rss: i.rss_bytes,
+                        stale: i.stale && i.state.has_process(),
+                        retry_in: retry_in(i, clock),
                     })
                     .collect(),
             }
@@ -156,6 +168,14 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         calls: Vec::new(),
         routes: Vec::new(),
     }
+}
+
+/// How long until a failed instance is tried again, when it will be.
+fn retry_in(instance: &crate::registry::Instance, now: Instant) -> Option<Duration> {
+    (instance.state == crate::registry::InstanceState::Failed)
+        .then_some(instance.retry_at)
+        .flatten()
+        .map(|at| ceil_seconds(at.saturating_duration_since(now)))
 }
 
 /// Orders `(replica, task)` pairs for the detail pane (see [`task_order`]).
@@ -232,7 +252,7 @@ impl From<&LogLine> for LogView {
             at: line.at,
             service: line.service.to_string(),
             replica: line.replica,
-            console: line.stream == Stream::Console,
+            console: matches!(line.stream, Stream::Console | Stream::Dropped),
             stderr: line.stream == Stream::Stderr,
             text: line.text.clone(),
         }

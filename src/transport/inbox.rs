@@ -9,6 +9,11 @@
 //! and writes them with one system call: the router moves no envelope through a queue, and the
 //! writer's turn is a swap of buffers and a write (see `write_stdin`).
 //!
+//! Shutdown is queued behind every request and event already queued (in the lowest lane, after
+//! what it holds), and from then on requests and events are refused with
+//! [`SendError::Draining`], under the same lock: the service sees every request the router gave
+//! it before its Shutdown, and none after, and the router sends the rest elsewhere.
+//!
 //! When full: `try_send` of a request or event fails at once and the router answers the caller
 //! `overloaded` (the target is congested). Answers may exceed the capacity by up to the same
 //! amount again, because refusing them would leave a caller hanging; past that they are dropped
@@ -36,6 +41,8 @@ pub enum SendError {
     Full,
     /// The instance is gone.
     Closed,
+    /// The instance was sent Shutdown: a request or event must go to another replica.
+    Draining,
     /// The frame, as it would go down the pipe, is over the frame limit.
     TooLarge,
 }
@@ -47,6 +54,8 @@ struct Lanes {
     len: usize,
     codec: FrameCodec,
     closed: bool,
+    /// Shutdown is queued: no request or event may follow it.
+    draining: bool,
 }
 
 struct Shared {
@@ -74,6 +83,7 @@ pub fn inbox(capacity: usize) -> (Inbox, InboxReceiver) {
             len: 0,
             codec: FrameCodec::new(),
             closed: false,
+            draining: false,
         }),
         ready: Notify::new(),
         capacity: capacity.max(1),
@@ -92,6 +102,8 @@ fn lane(envelope: &Envelope) -> usize {
         // Stream items ride in the answer lane with their stream's end, so the end can never
         // overtake them; the credit bounds how many there are.
         Kind::Request | Kind::Event => usize::from(envelope.priority.0).min(ANSWER_LANE - 1),
+        // Behind everything queued: the writer takes the lowest lane last.
+        Kind::Shutdown => 0,
         _ => ANSWER_LANE,
     }
 }
@@ -115,7 +127,16 @@ impl Inbox {
             if lanes.closed {
                 return Err(SendError::Closed);
             }
-            let limit = if lane == ANSWER_LANE {
+            let work = matches!(envelope.kind, Kind::Request | Kind::Event);
+            if work && lanes.draining {
+                return Err(SendError::Draining);
+            }
+            let shutdown = matches!(envelope.kind, Kind::Shutdown);
+            lanes.draining |= shutdown;
+            // Shutdown is never refused for room: it is how a congested instance is stopped.
+            let limit = if shutdown {
+                usize::MAX
+            } else if lane == ANSWER_LANE {
                 self.shared.capacity * 2
             } else {
                 self.shared.capacity
@@ -322,5 +343,29 @@ mod tests {
         tokio::task::yield_now().await;
         tx.try_send(&request(42, 1)).unwrap();
         assert_eq!(waiter.await.unwrap(), (true, vec![42]));
+    }
+
+    #[test]
+    fn shutdown_goes_behind_what_is_queued_and_no_request_follows_it() {
+        let (tx, mut rx) = inbox(4);
+        for (id, priority) in [(1, 0), (2, 3), (3, 1), (4, 0)] {
+            tx.try_send(&request(id, priority)).unwrap();
+        }
+        let shutdown = Envelope {
+            id: 99,
+            kind: Kind::Shutdown,
+            ..Envelope::default()
+        };
+        // Full (4 of 4), and still taken: it is how a congested instance is stopped.
+        tx.try_send(&shutdown).unwrap();
+        assert_eq!(tx.try_send(&request(5, 3)), Err(SendError::Draining));
+        let event = Envelope {
+            kind: Kind::Event,
+            ..request(6, 0)
+        };
+        assert_eq!(tx.try_send(&event), Err(SendError::Draining));
+        // Answers still reach a draining service: it may be waiting on its own calls.
+        tx.try_send(&answer(7)).unwrap();
+        assert_eq!(take_ids(&mut rx), [7, 2, 3, 1, 4, 99]);
     }
 }

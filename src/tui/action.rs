@@ -185,11 +185,24 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         }
         Action::Run(line) => super::command_line::run(state, view, &line),
         Action::Lifecycle(event) => {
+            if let Some(kind) = &event.resolves {
+                for alert in state.alerts.iter_mut().filter(|a| {
+                    a.service == event.service
+                        && a.kind == *kind
+                        && a.resolved.is_none()
+                        && (event.replica.is_none() || a.replica == event.replica)
+                }) {
+                    alert.resolved = Some(event.detail.clone());
+                }
+            }
             if event.alert {
                 state.alerts.push(Alert {
                     at: SystemTime::now(),
                     service: event.service.clone(),
+                    replica: event.replica,
                     text: event.detail.clone(),
+                    kind: event.kind.clone(),
+                    resolved: None,
                 });
                 // Bounded: an alert storm keeps the newest.
                 if state.alerts.len() > 200 {

@@ -8,7 +8,8 @@ use super::{
 use crate::{api::ConsoleView, supervisor::Command};
 
 /// The `:` command language: `restart NAME`, `stop NAME`, `start NAME`, `kill NAME`,
-/// `scale NAME N`, `run JOB [JSON]`, `logs [NAME|all]`, `filter TEXT`, `sort`, `quit`.
+/// `scale NAME N`, `run JOB [JSON]`, `breaker reset NAME`, `logs [NAME|all]`, `filter TEXT`,
+/// `sort`, `quit`.
 pub(super) fn run(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<Effect> {
     let mut words = line.split_whitespace();
     let verb = words.next()?;
@@ -78,5 +79,6 @@ fn doing(command: &Command) -> String {
         Command::Kill(n) => format!("killing {n} (SIGKILL)"),
         Command::Scale(n, r) => format!("scaling {n} to {r}"),
         Command::RunJob(n, _) => format!("running {n}"),
+        Command::ResetBreaker(n) => format!("resetting {n}'s circuit breaker"),
     }
 }

@@ -44,7 +44,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("z", "zoom the focused pane"),
     (
         ":",
-        "command line: restart NAME, stop NAME, start NAME, kill NAME, scale NAME N, run JOB [JSON], logs NAME",
+        "command line: restart NAME, stop NAME, start NAME, kill NAME, scale NAME N, run JOB [JSON], breaker reset NAME, logs NAME",
     ),
     ("?", "this help (j/k, PgUp/PgDn, Home/End scroll it)"),
     (

@@ -87,7 +87,13 @@ pub enum Overlay {
 pub struct Alert {
     pub at: SystemTime,
     pub service: String,
+    /// The replica it is about, when it is about one.
+    pub replica: Option<u32>,
     pub text: String,
+    /// The event's kind (`breaker`, `gave_up`, ...), for a later event that resolves it.
+    pub kind: String,
+    /// What resolved it (`circuit breaker closed`), once something did.
+    pub resolved: Option<String>,
 }
 
 /// Which logs the log pane shows.

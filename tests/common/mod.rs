@@ -122,6 +122,46 @@ impl Running {
         done(&registry::read(&self.supervisor.registry))
     }
 
+    /// The live handle of `service`'s first replica.
+    pub fn handle(&self, service: &str) -> std::sync::Arc<registry::InstanceHandle> {
+        registry::read(&self.supervisor.registry)
+            .service(service)
+            .unwrap()
+            .instances[0]
+            .handle
+            .clone()
+            .expect("no live instance")
+    }
+
+    /// Waits until `service`'s first replica has a request in flight; fails the test after
+    /// `limit`.
+    pub async fn in_flight(&self, limit: Duration, service: &str) {
+        let busy = self
+            .until(limit, |r| {
+                r.service(service)
+                    .and_then(|s| s.instances.first())
+                    .and_then(|i| i.handle.as_ref())
+                    .is_some_and(|h| h.outstanding.load(std::sync::atomic::Ordering::Relaxed) > 0)
+            })
+            .await;
+        assert!(busy, "{service} never had a request in flight");
+    }
+
+    /// Waits until a log line of `service` contains `text`; fails the test after `limit`.
+    pub async fn logged(&self, limit: Duration, service: &str, text: &str) {
+        let start = Instant::now();
+        while !self
+            .supervisor
+            .logs
+            .tail(service, 1000)
+            .iter()
+            .any(|l| l.text.contains(text))
+        {
+            assert!(start.elapsed() < limit, "{service} never logged {text:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until every one of `services` has a ready instance; fails the test after `limit`.
     pub async fn ready(&self, limit: Duration, services: &[&str]) {
         let all = self

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::stack::{
     spec::{
-        Backoff, BreakerSpec, Condition, Dependency, Program, ResourceLimits, RestartLimit,
-        RestartPolicy, ServiceKind, ServiceSpec, StopSignal,
+        AfterLimit, Backoff, BreakerSpec, Condition, Dependency, LogBudget, Program,
+        ResourceLimits, RestartLimit, RestartPolicy, ServiceKind, ServiceSpec, StopSignal,
     },
     units,
 };
@@ -49,6 +49,7 @@ impl Walker<'_> {
         let mut backoff = Backoff::default();
         let mut restart_limit = RestartLimit::default();
         let mut heartbeat_timeout = Some(Duration::from_secs(5));
+        let mut startup_timeout = Duration::from_secs(30);
         let mut shutdown_grace = Duration::from_secs(5);
         let mut grace_key: Option<(&str, Range<usize>)> = None;
         let mut stop_signal = StopSignal::default();
@@ -61,6 +62,7 @@ impl Walker<'_> {
         let mut autostart = false;
         let mut breaker = BreakerSpec::default();
         let mut limits = ResourceLimits::default();
+        let mut log_budget = LogBudget::SERVICE;
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
                 "builtin" => {
@@ -121,6 +123,11 @@ impl Walker<'_> {
                     heartbeat_timeout = match v.get_ref() {
                         DeValue::String(s) if s.as_ref() == "off" => None,
                         _ => self.duration(v).and_then(|d| (!d.is_zero()).then_some(d)),
+                    }
+                }
+                "startup_timeout" => {
+                    if let Some(d) = self.duration(v) {
+                        startup_timeout = d;
                     }
                 }
                 // One setting, two names: `stop_grace` is what supervisord and Docker users
@@ -205,6 +212,7 @@ impl Walker<'_> {
                         limits = self.resource_limits(t);
                     }
                 }
+                "log_budget" => log_budget = self.log_budget(v, log_budget),
                 _ => self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]")),
             }
         }
@@ -246,6 +254,7 @@ impl Walker<'_> {
             backoff,
             restart_limit,
             heartbeat_timeout,
+            startup_timeout,
             shutdown_grace,
             stop_signal,
             replicas,
@@ -257,6 +266,7 @@ impl Walker<'_> {
             autostart,
             breaker,
             limits,
+            log_budget,
         })
     }
 
@@ -422,6 +432,11 @@ impl Walker<'_> {
 
     fn restart_limit(&mut self, table: &DeTable<'_>) -> RestartLimit {
         let mut limit = RestartLimit::default();
+        let mut stay_failed = false;
+        let (mut after, mut max) = match limit.then {
+            AfterLimit::Retry { after, max } => (after, max),
+            AfterLimit::StayFailed => (Duration::ZERO, Duration::ZERO),
+        };
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
                 "count" => {
@@ -440,9 +455,34 @@ impl Walker<'_> {
                         limit.window = d;
                     }
                 }
+                "then" => {
+                    stay_failed =
+                        self.choice(value, &["retry", "stay-failed"]) == Some("stay-failed")
+                }
+                "retry_after" => match self.duration(value) {
+                    Some(d) if d.is_zero() => {
+                        self.error(value.span(), "retry_after must be more than zero")
+                    }
+                    Some(d) => after = d,
+                    None => {}
+                },
+                "retry_max" => {
+                    if let Some(d) = self.duration(value) {
+                        max = d;
+                    }
+                }
                 _ => self.unknown(key, LIMIT_KEYS, "in restart_limit"),
             }
         }
+        limit.then = if stay_failed {
+            AfterLimit::StayFailed
+        } else {
+            // A max below the first wait would make the first wait the longest.
+            AfterLimit::Retry {
+                after,
+                max: max.max(after),
+            }
+        };
         limit
     }
 }

@@ -8,7 +8,10 @@ use crate::{
     event::EventKind,
     registry::{self, InstanceId, InstanceState, JOB_RUNS_KEPT, JobRun},
     stack::ServiceKind,
-    supervisor::{Command, ControlError, MAX_REPLICAS, Reply, Request, instance::Control},
+    supervisor::{
+        Command, ControlError, MAX_REPLICAS, Reply, Request, instance::Control,
+        replicas::removal_order,
+    },
 };
 
 impl Core {
@@ -26,7 +29,8 @@ impl Core {
             | Command::Restart(n)
             | Command::Kill(n)
             | Command::Scale(n, _)
-            | Command::RunJob(n, _) => n.clone(),
+            | Command::RunJob(n, _)
+            | Command::ResetBreaker(n) => n.clone(),
         };
         let index = self
             .index_of(&name)
@@ -76,6 +80,12 @@ impl Core {
             }
             Command::RunJob(_, _) if !is_job => Err(ControlError::NotAJob(name)),
             Command::RunJob(_, params) => self.run_job(index, params).await,
+            Command::ResetBreaker(_) => {
+                // Closing is announced by the router, as any other breaker transition.
+                let was_open = self.router.reset_breaker(&name).unwrap_or(false);
+                tracing::info!(service = %name, was_open, "breaker reset by hand");
+                Ok(Reply::Done)
+            }
         }
     }
 
@@ -97,6 +107,10 @@ impl Core {
             let service = &mut registry.services[index];
             service.wanted = false;
             service.waiting_on.clear();
+            // A stopped service is not tried again: no next try is due.
+            for instance in &mut service.instances {
+                instance.retry_at = None;
+            }
             service
                 .instances
                 .iter()
@@ -136,7 +150,7 @@ impl Core {
         let id = registry::read(&self.registry)
             .services
             .get(slot.0)
-            .and_then(|s| s.instances.get(slot.1 as usize))
+            .and_then(|s| s.replica(slot.1))
             .map(|i| i.id);
         if let Some(id) = id {
             self.set_state(id, InstanceState::Stopping);
@@ -183,47 +197,63 @@ impl Core {
         }
     }
 
+    /// Sets the wanted number of replicas. Scaling out adds replicas under the smallest free
+    /// numbers; scaling in removes replicas in [`removal_order`], whatever their numbers.
     async fn scale(&mut self, index: usize, replicas: u32) {
-        let (current, wanted) = {
+        let (members, victims, wanted) = {
             let mut registry = registry::write(&self.registry);
             let service = &mut registry.services[index];
-            let current = service.replicas;
             service.replicas = replicas;
-            (current, service.wanted)
+            // Replicas already on their way out do not count.
+            let members: Vec<_> = service
+                .instances
+                .iter()
+                .filter(|i| self.intents.get(&(index, i.id.replica)) != Some(&Intent::Remove))
+                .collect();
+            let surplus = members.len().saturating_sub(replicas as usize);
+            let victims: Vec<u32> = removal_order(members.iter().copied())
+                .into_iter()
+                .take(surplus)
+                .collect();
+            (members.len(), victims, service.wanted)
         };
-        if replicas > current && wanted {
-            for replica in current..replicas {
+        tracing::info!(
+            service = %self.stack.services[index].name,
+            replicas,
+            removing = ?victims,
+            "scale"
+        );
+        for replica in victims {
+            self.remove_replica(index, replica);
+        }
+        if wanted {
+            for _ in members..replicas as usize {
+                let replica = registry::read(&self.registry).services[index].free_replica();
                 self.spawn_instance((index, replica), String::new(), false)
                     .await;
             }
         }
-        let grace = self.stack.services[index].shutdown_grace;
-        for replica in replicas..current {
-            if self.controls.contains_key(&(index, replica)) {
-                self.stop_instance((index, replica), grace, Intent::Remove);
-            }
-        }
-        self.trim_slots(index);
     }
 
-    /// Drops replica slots beyond the wanted count that have no process any more.
-    pub(super) fn trim_slots(&mut self, index: usize) {
-        let kept = {
-            let mut registry = registry::write(&self.registry);
-            let service = &mut registry.services[index];
-            while service.instances.len() > service.replicas as usize
-                && service
-                    .instances
-                    .last()
-                    .is_some_and(|i| !i.state.has_process())
-            {
-                service.instances.pop();
-            }
-            service.instances.len() as u32
-        };
-        // A replica scaled away no longer holds its service's subscriptions.
+    /// Removes one replica: stopped first when it has a process, dropped at once otherwise
+    /// (its pending restart, if any, then finds no instance and does nothing).
+    fn remove_replica(&mut self, index: usize, replica: u32) {
+        if self.controls.contains_key(&(index, replica)) {
+            let grace = self.stack.services[index].shutdown_grace;
+            self.stop_instance((index, replica), grace, Intent::Remove);
+        } else {
+            self.drop_replica(index, replica);
+        }
+    }
+
+    /// Forgets a replica that has no process any more, and the subscriptions it held.
+    pub(super) fn drop_replica(&mut self, index: usize, replica: u32) {
+        self.trackers.remove(&(index, replica));
+        registry::write(&self.registry).services[index]
+            .instances
+            .retain(|i| i.id.replica != replica || i.state.has_process());
         self.router
-            .replicas_removed(&self.stack.services[index].name, kept);
+            .replica_removed(&self.stack.services[index].name, replica);
     }
 
     pub(super) async fn run_job(

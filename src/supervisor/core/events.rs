@@ -3,7 +3,7 @@
 
 use std::{
     sync::atomic::Ordering,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use switchboard_protocol::Body;
@@ -15,6 +15,11 @@ use crate::{
     stack::{RestartPolicy, ServiceKind},
     supervisor::{InstanceEvent, limits, restart::Decision},
 };
+
+/// The longest a restart waits, whatever the stack file says (`backoff.max`, `retry_max`): the
+/// timer wheel refuses deadlines past about two years (tokio-util's `DelayQueue` panics), and a
+/// year is longer than anyone waits for a restart.
+const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Core {
     // ----- reports from instances -----------------------------------------------------------
@@ -29,29 +34,7 @@ impl Core {
                     instance.methods = hello.methods;
                 }
             }
-            InstanceEvent::Ready { id } => {
-                let starting = registry::read(&self.registry)
-                    .instance(id)
-                    .is_some_and(|i| i.state == InstanceState::Starting);
-                if starting {
-                    // Garbage written before the handshake flags it as garbage after would.
-                    let flagged = registry::read(&self.registry)
-                        .instance(id)
-                        .and_then(|i| i.handle.as_ref())
-                        .is_some_and(|h| h.degraded.load(Ordering::Relaxed));
-                    let state = if flagged {
-                        InstanceState::Degraded
-                    } else {
-                        InstanceState::Ready
-                    };
-                    self.set_state(id, state);
-                    // Requests and events held while it was down go to it now.
-                    self.router
-                        .service_ready(&self.stack.services[id.service].name);
-                    self.continue_rollout(id.service);
-                    self.start_pending().await;
-                }
-            }
+            InstanceEvent::Ready { id } => self.ready(id).await,
             InstanceEvent::Hung { id, silent_for } => {
                 self.emit(
                     id.service,
@@ -59,6 +42,11 @@ impl Core {
                     EventKind::HangDetected { silent_for },
                 );
             }
+            InstanceEvent::Stale {
+                id,
+                stale,
+                silent_for,
+            } => self.heartbeat_stale(id, stale, silent_for),
             InstanceEvent::Signalled { id, signal, forced } => {
                 self.emit(
                     id.service,
@@ -139,7 +127,7 @@ impl Core {
                 status: status.clone(),
                 reason: reason.clone(),
             });
-            match service.instances.get_mut(id.replica as usize) {
+            match service.replica_mut(id.replica) {
                 Some(instance) if instance.id.generation == id.generation => {
                     instance.last_exit = Some(status.clone());
                     instance.pid = None;
@@ -182,7 +170,7 @@ impl Core {
             Some(Intent::Stop) => self.set_state(id, InstanceState::Stopped),
             Some(Intent::Remove) => {
                 self.set_state(id, InstanceState::Stopped);
-                self.trim_slots(id.service);
+                self.drop_replica(id.service, id.replica);
             }
             Some(Intent::Replace) if !self.shutting_down => {
                 self.set_state(id, InstanceState::Stopped);
@@ -208,36 +196,110 @@ impl Core {
                 };
                 self.set_state(id, settled);
                 if restart {
-                    let decision = self.trackers.entry(slot).or_default().on_failure(
-                        Instant::now(),
-                        uptime,
-                        &spec.backoff,
-                        &spec.restart_limit,
-                        fastrand::f64(),
-                    );
-                    match decision {
-                        Decision::RestartAfter { delay, attempt } => {
-                            self.set_state(id, InstanceState::Backoff);
-                            self.emit(
-                                id.service,
-                                Some(id.replica),
-                                EventKind::RestartScheduled { attempt, delay },
-                            );
-                            self.restarts_due.insert((slot, id.generation), delay);
-                        }
-                        Decision::GiveUp { restarts, window } => {
-                            self.set_state(id, InstanceState::Failed);
-                            self.emit(
-                                id.service,
-                                Some(id.replica),
-                                EventKind::GaveUp { restarts, window },
-                            );
-                        }
-                    }
+                    self.after_failure(id, uptime);
                 }
             }
         }
         self.start_pending().await;
+    }
+
+    /// An instance said Ready (or printed its ready line).
+    async fn ready(&mut self, id: InstanceId) {
+        let starting = registry::read(&self.registry)
+            .instance(id)
+            .is_some_and(|i| i.state == InstanceState::Starting);
+        if !starting {
+            return;
+        }
+        // Garbage written before the handshake flags it as garbage after would.
+        let flagged = registry::read(&self.registry)
+            .instance(id)
+            .and_then(|i| i.handle.as_ref())
+            .is_some_and(|h| h.degraded.load(Ordering::Relaxed));
+        let state = if flagged {
+            InstanceState::Degraded
+        } else {
+            InstanceState::Ready
+        };
+        let name = &self.stack.services[id.service].name;
+        // Before it is announced ready: whoever sees it ready and calls must not find the
+        // breaker still sitting out its cooldown.
+        self.router.breaker_target_ready(name);
+        self.set_state(id, state);
+        // Requests and events held while it was down go to it now.
+        self.router
+            .service_ready(&self.stack.services[id.service].name);
+        self.continue_rollout(id.service);
+        self.start_pending().await;
+    }
+
+    /// The heartbeat check found the heartbeat still for half its timeout, or moving again.
+    fn heartbeat_stale(&mut self, id: InstanceId, stale: bool, silent_for: Duration) {
+        let changed = registry::write(&self.registry)
+            .instance_mut(id)
+            .is_some_and(|i| std::mem::replace(&mut i.stale, stale) != stale);
+        if changed {
+            self.emit(
+                id.service,
+                Some(id.replica),
+                EventKind::Heartbeat { stale, silent_for },
+            );
+        }
+    }
+
+    /// An instance that its restart policy restarts died after `uptime`: backoff, or failed at
+    /// the intensity limit (and then perhaps tried again after the long backoff).
+    fn after_failure(&mut self, id: InstanceId, uptime: Duration) {
+        let slot = (id.service, id.replica);
+        let spec = &self.stack.services[id.service];
+        let decision = self.trackers.entry(slot).or_default().on_failure(
+            Instant::now(),
+            uptime,
+            &spec.backoff,
+            &spec.restart_limit,
+            fastrand::f64(),
+        );
+        match decision {
+            Decision::RestartAfter { delay, attempt } => {
+                self.set_state(id, InstanceState::Backoff);
+                self.emit(
+                    id.service,
+                    Some(id.replica),
+                    EventKind::RestartScheduled { attempt, delay },
+                );
+                self.schedule_restart(slot, id.generation, delay);
+            }
+            Decision::GiveUp {
+                restarts,
+                window,
+                retry_in,
+            } => {
+                self.set_state(id, InstanceState::Failed);
+                if let Some(delay) = retry_in {
+                    let delay = self.schedule_restart(slot, id.generation, delay);
+                    if let Some(instance) = registry::write(&self.registry).instance_mut(id) {
+                        instance.retry_at = Instant::now().checked_add(delay);
+                    }
+                }
+                self.emit(
+                    id.service,
+                    Some(id.replica),
+                    EventKind::GaveUp {
+                        restarts,
+                        window,
+                        retry_in,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Puts a restart in the queue, `delay` from now, capped at [`LONGEST_WAIT`]; returns the
+    /// delay used.
+    fn schedule_restart(&mut self, slot: Slot, generation: u64, delay: Duration) -> Duration {
+        let delay = delay.min(LONGEST_WAIT);
+        self.restarts_due.insert((slot, generation), delay);
+        delay
     }
 
     /// `reason`: what a resource limit has to do with the exit, if anything.
@@ -280,8 +342,10 @@ impl Core {
             let registry = registry::read(&self.registry);
             let service = &registry.services[slot.0];
             service.wanted
-                && service.instances.get(slot.1 as usize).is_some_and(|i| {
-                    i.id.generation == generation && i.state == InstanceState::Backoff
+                && service.replica(slot.1).is_some_and(|i| {
+                    i.id.generation == generation
+                        && (i.state == InstanceState::Backoff
+                            || (i.state == InstanceState::Failed && i.retry_at.is_some()))
                 })
         };
         if still_waiting && !self.shutting_down {

@@ -99,26 +99,33 @@ impl Core {
             .collect()
     }
 
-    /// Brings every replica of a service up.
+    /// Brings every replica of a service up: the replicas it has first (whatever their
+    /// numbers), then new ones under the smallest free numbers up to the wanted count.
     pub(super) async fn start_service(&mut self, index: usize) {
-        let replicas = {
+        let (replicas, existing) = {
             let mut registry = registry::write(&self.registry);
             let service = &mut registry.services[index];
             service.wanted = true;
-            service.replicas
+            let existing: Vec<(u32, bool)> = service
+                .instances
+                .iter()
+                .filter(|i| {
+                    self.intents.get(&(index, i.id.replica)) != Some(&super::Intent::Remove)
+                })
+                .map(|i| (i.id.replica, i.state.has_process()))
+                .collect();
+            (service.replicas as usize, existing)
         };
-        for replica in 0..replicas {
-            let running = {
-                let registry = registry::read(&self.registry);
-                registry.services[index]
-                    .instances
-                    .get(replica as usize)
-                    .is_some_and(|i| i.state.has_process())
-            };
+        for &(replica, running) in existing.iter().take(replicas) {
             if !running {
                 self.spawn_instance((index, replica), String::new(), false)
                     .await;
             }
+        }
+        for _ in existing.len()..replicas {
+            let replica = registry::read(&self.registry).services[index].free_replica();
+            self.spawn_instance((index, replica), String::new(), false)
+                .await;
         }
     }
 
@@ -134,16 +141,7 @@ impl Core {
         };
         {
             let mut registry = registry::write(&self.registry);
-            let service = &mut registry.services[index];
-            while service.instances.len() <= replica as usize {
-                let replica = service.instances.len() as u32;
-                service.instances.push(Instance::new(InstanceId {
-                    service: index,
-                    replica,
-                    generation: 0,
-                }));
-            }
-            let instance = &mut service.instances[replica as usize];
+            let instance = registry.services[index].replica_entry(replica);
             let restarts = instance.restarts + u32::from(restart);
             let mut fresh = Instance::new(id);
             fresh.restarts = restarts;
@@ -234,6 +232,7 @@ impl Core {
             router: self.router.clone(),
             protocol: spec.protocol,
             ready_line: spec.ready_line.clone(),
+            log_budget: spec.log_budget,
             welcome: Welcome {
                 protocol_version: switchboard_protocol::PROTOCOL_VERSION,
                 service: spec.name.clone(),
@@ -243,6 +242,7 @@ impl Core {
                 params,
             },
             heartbeat_timeout,
+            startup_timeout: spec.startup_timeout,
             lineage,
             sweeper: self.sweeper.clone(),
         };

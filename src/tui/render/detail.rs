@@ -134,11 +134,35 @@ fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
             if replica.restarts > 0 {
                 text.push_str(&format!("  {} restarts", replica.restarts));
             }
+            if replica.stale {
+                text.push_str("  heartbeat stale");
+            }
+            if let Some(retry_in) = replica.retry_in {
+                text.push_str(&format!("  next try in {}", duration(retry_in)));
+            }
             lines.push(Line::from(vec![
                 Span::styled(format!("#{} {symbol}", replica.replica), style),
                 Span::raw(text),
             ]));
         }
+    }
+    if let Some(retry_in) = row.retry_in {
+        lines.push(Line::styled(
+            format!("failed: next try in {}", duration(retry_in)),
+            theme.error(),
+        ));
+    }
+    if row.stale {
+        lines.push(Line::styled(
+            "heartbeat stale: declared hung if it stays still",
+            theme.error(),
+        ));
+    }
+    if let Some(left) = row.breaker_cooldown {
+        lines.push(Line::styled(
+            format!("breaker open: probes in {}", duration(left)),
+            theme.error(),
+        ));
     }
     if !row.depends_on.is_empty() {
         let deps: Vec<String> = row

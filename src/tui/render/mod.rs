@@ -194,13 +194,11 @@ fn header_line<'a>(view: &'a ConsoleView, state: &UiState, theme: &Theme, width:
             theme.dim(),
         ));
     }
-    if !state.alerts.is_empty() {
+    // Resolved alerts stay listed until acknowledged, but only open ones are counted.
+    let open = state.alerts.iter().filter(|a| a.resolved.is_none()).count();
+    if open > 0 {
         spans.push(Span::styled(
-            format!(
-                " {} alert{} ",
-                state.alerts.len(),
-                plural(state.alerts.len())
-            ),
+            format!(" {open} alert{} ", plural(open)),
             theme.alert(),
         ));
     }
@@ -209,10 +207,19 @@ fn header_line<'a>(view: &'a ConsoleView, state: &UiState, theme: &Theme, width:
 
 fn alert_text<'a>(state: &'a UiState, theme: &Theme) -> Paragraph<'a> {
     let latest = state.alerts.last();
-    let text = latest.map_or(String::new(), |a| {
-        format!(" ⚠ {}: {}  (a: list and acknowledge)", a.service, a.text)
+    let text = latest.map_or(String::new(), |a| match &a.resolved {
+        None => format!(" ⚠ {}: {}  (a: list and acknowledge)", a.service, a.text),
+        Some(by) => format!(
+            " ✓ {}: {}, resolved: {by}  (a: list and acknowledge)",
+            a.service, a.text
+        ),
     });
-    Paragraph::new(Line::styled(text, theme.alert()))
+    let style = if latest.is_some_and(|a| a.resolved.is_some()) {
+        theme.dim()
+    } else {
+        theme.alert()
+    };
+    Paragraph::new(Line::styled(text, style))
 }
 
 fn footer_line<'a>(state: &'a UiState, theme: &Theme, width: u16) -> Line<'a> {

@@ -41,7 +41,13 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
                     .alerts
                     .iter()
                     .rev()
-                    .map(|a| Line::from(format!("{}: {}", a.service, a.text)))
+                    .map(|a| match &a.resolved {
+                        None => Line::from(format!("{}: {}", a.service, a.text)),
+                        Some(by) => Line::styled(
+                            format!("{}: {} (resolved: {by})", a.service, a.text),
+                            theme.dim(),
+                        ),
+                    })
                     .collect()
             },
             90,

@@ -199,11 +199,17 @@ pub fn draw(
         .map(|row| {
             Row::new(columns.iter().map(|(c, _)| {
                 if c.title == "STATE" {
-                    let (symbol, style) = theme.state(row.state);
-                    Cell::from(Line::from(Span::styled(
-                        format!("{symbol} {}", row.state),
-                        style,
-                    )))
+                    // A stale heartbeat shows before it is declared hung, in the style of
+                    // the unhealthy.
+                    let (text, (symbol, style)) = if row.stale && row.state.has_process() {
+                        (
+                            "stale",
+                            theme.state(crate::registry::InstanceState::Degraded),
+                        )
+                    } else {
+                        (row.state.as_str(), theme.state(row.state))
+                    };
+                    Cell::from(Line::from(Span::styled(format!("{symbol} {text}"), style)))
                 } else if c.title == "SERVICE" && row.job {
                     Cell::from(format!("{} ⚙", row.name))
                 } else if c.title == "ERR/S" && row.error_rate > 0.0 {
