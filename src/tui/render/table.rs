@@ -89,7 +89,7 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         title: "REQ/S",
-        width: 7,
+        width: 6,
         rank: 8,
         trouble: false,
         cell: |r| format!("{:.0}", r.request_rate),
@@ -103,7 +103,7 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         title: "P99",
-        width: 8,
+        width: 7,
         rank: 9,
         trouble: false,
         cell: |r| p99(r.p99_us),
@@ -159,8 +159,9 @@ fn visible(width: u16) -> Vec<(&'static Column, u16)> {
         } else {
             column.width
         };
-        if width < budget {
-            budget -= width + 1;
+        // The last column needs no gap after it.
+        if width <= budget {
+            budget = budget.saturating_sub(width + 1);
             keep[i] = Some(width);
         } else if column.trouble {
             break;
@@ -302,7 +303,7 @@ mod tests {
         assert_eq!(titles(25), ["SERVICE", "STATE"]);
         // Beside the side pane at 120 columns (62 % of it).
         let side = titles(74);
-        for must in ["STATE", "RST", "HB", "BRK", "REPL"] {
+        for must in ["STATE", "RST", "HB", "BRK", "REPL", "P99"] {
             assert!(side.contains(&must), "{side:?}");
         }
     }
