@@ -121,9 +121,15 @@ impl std::fmt::Display for EventKind {
             EventKind::State { from, to } => write!(f, "{from} → {to}"),
             EventKind::Spawned { pid } => write!(f, "spawned pid {pid}"),
             EventKind::Exited { status } => write!(f, "exited ({status})"),
-            EventKind::RestartScheduled { attempt, delay } => {
-                write!(f, "restart #{attempt} in {}ms", delay.as_millis())
-            }
+            // `attempt` counts failures without a healthy run between them, from 0; the RST
+            // column counts every restart, the operator's too. Saying which this is keeps
+            // `restart #0` beside RST 2 from reading as a contradiction.
+            EventKind::RestartScheduled { attempt, delay } => write!(
+                f,
+                "restart in {}ms (failure {} in a row)",
+                delay.as_millis(),
+                attempt.saturating_add(1)
+            ),
             EventKind::HangDetected { silent_for } => write!(
                 f,
                 "hung: no heartbeat for {}ms, restarting",
@@ -177,4 +183,20 @@ pub type EventSender = broadcast::Sender<Event>;
 
 pub fn channel() -> EventSender {
     broadcast::channel(EVENT_BUFFER).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log's restart line says what its number counts (failures in a row, from 1), so it
+    /// reads beside the RST column, which counts every restart.
+    #[test]
+    fn a_scheduled_restart_says_what_it_counts() {
+        let kind = EventKind::RestartScheduled {
+            attempt: 0,
+            delay: Duration::from_millis(120),
+        };
+        assert_eq!(kind.to_string(), "restart in 120ms (failure 1 in a row)");
+    }
 }

@@ -93,6 +93,8 @@ pub enum ExitStatus {
     Signal(i32),
     /// The console could not spawn it at all.
     SpawnFailed(String),
+    /// The program is missing or not executable: retrying cannot help, so it is not retried.
+    CannotStart(String),
 }
 
 impl ExitStatus {
@@ -116,6 +118,7 @@ impl std::fmt::Display for ExitStatus {
             ExitStatus::Code(code) => write!(f, "exit {code}"),
             ExitStatus::Signal(signal) => write!(f, "signal {signal}"),
             ExitStatus::SpawnFailed(why) => write!(f, "spawn failed: {why}"),
+            ExitStatus::CannotStart(why) => write!(f, "cannot start: {why}"),
         }
     }
 }

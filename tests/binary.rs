@@ -192,6 +192,23 @@ fn check_reports_errors_with_line_and_column() {
 
     let output = Command::new(SWITCHBOARD).arg("check").output().unwrap();
     assert!(output.status.success(), "the demo stack must check");
+
+    // A command not found is warned about, and the file still checks.
+    std::fs::write(
+        &path,
+        "name = \"ghost\"\n[services.a]\ncommand = \"/nonexistent/x/y\"\n",
+    )
+    .unwrap();
+    let output = Command::new(SWITCHBOARD)
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning: service `a`: command `/nonexistent/x/y` not found"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -403,6 +420,50 @@ fn a_plain_program_that_ignores_its_stop_signal_is_killed_and_the_stop_is_forced
         .expect("no final line");
     assert!(verdict.contains("forced: deaf#0 (SIGKILL)"), "{verdict}");
     assert_eq!(status.code(), Some(3));
+}
+
+/// A stack whose gateway address is taken (a second stack on 8787) runs without a gateway and
+/// says so loudly, naming the address and how to choose another; `bind = "off"` is accepted.
+#[test]
+fn a_taken_gateway_address_is_said_loudly_and_bind_off_is_accepted() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let stack = format!(
+        "name = \"taken\"\n[gateway]\nbind = \"{address}\"\n[services.one]\ncommand = \"sh\"\nargs = [\"-c\", \"read x\"]\n"
+    );
+    let (mut console, lines, _dir) = headless(&stack);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut said = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let done = line.contains("no HTTP gateway");
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    signal(console.id(), Signal::TERM);
+    console.wait().unwrap();
+    let line = said.iter().find(|l| l.contains("no HTTP gateway"));
+    let line = line.unwrap_or_else(|| panic!("not said: {said:#?}"));
+    for must in [
+        address.to_string().as_str(),
+        "--gateway 127.0.0.1:0",
+        "[gateway] bind",
+    ] {
+        assert!(line.contains(must), "{must} missing: {line}");
+    }
+
+    let (dir, path) =
+        stack_file("name = \"off\"\n[gateway]\nbind = \"off\"\n[services.a]\ncommand = \"sh\"\n");
+    let output = Command::new(SWITCHBOARD)
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    drop(dir);
 }
 
 #[test]

@@ -109,3 +109,84 @@ fn without_an_overlay_r_still_restarts() {
     let effect = press(&mut state, &view, KeyCode::Char('r'));
     assert!(matches!(effect, Some(Effect::Supervisor(_))), "{effect:?}");
 }
+
+fn type_text(state: &mut UiState, view: &ConsoleView, text: &str) {
+    for c in text.chars() {
+        press(state, view, KeyCode::Char(c));
+    }
+}
+
+/// The help says Esc clears: an applied filter (typed, then Enter) goes with Esc.
+#[test]
+fn esc_clears_an_applied_filter() {
+    let view = view();
+    let mut state = UiState::new();
+    press(&mut state, &view, KeyCode::Char('/'));
+    type_text(&mut state, &view, "alp");
+    press(&mut state, &view, KeyCode::Enter);
+    assert_eq!(state.filter, "alp");
+    assert_eq!(state.rows(&view).len(), 1);
+    press(&mut state, &view, KeyCode::Esc);
+    assert_eq!(state.filter, "", "Esc left the filter applied");
+    assert_eq!(state.rows(&view).len(), 2);
+}
+
+/// `/` with the logs focused is a search, and Tab in the prompt makes it the services'
+/// filter (and back), taking the typed text along.
+#[test]
+fn tab_in_the_slash_prompt_switches_search_and_filter() {
+    use switchboard::tui::state::Prompt;
+    let view = view();
+    let mut state = UiState::new();
+    press(&mut state, &view, KeyCode::Tab);
+    press(&mut state, &view, KeyCode::Char('/'));
+    type_text(&mut state, &view, "alp");
+    assert_eq!(state.overlay, Overlay::Prompt(Prompt::Search, "alp".into()));
+    assert_eq!(state.search, "alp");
+    press(&mut state, &view, KeyCode::Tab);
+    assert_eq!(state.overlay, Overlay::Prompt(Prompt::Filter, "alp".into()));
+    assert_eq!((state.filter.as_str(), state.search.as_str()), ("alp", ""));
+    press(&mut state, &view, KeyCode::Enter);
+    assert_eq!(state.rows(&view).len(), 1);
+}
+
+fn status(state: &UiState) -> &str {
+    state.current_status().unwrap_or_default()
+}
+
+fn command(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<Effect> {
+    press(state, view, KeyCode::Char(':'));
+    type_text(state, view, line);
+    let event = Event::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    let action = keys::action(&event, state, Some(3))?;
+    update(state, view, action)
+}
+
+/// Answers in words that are true: no `killed` for what was not running, the number a scale
+/// goes to, the bound `-` stops at, and an error for a `:` line that did nothing.
+#[test]
+fn the_status_line_says_what_happened() {
+    let view = view();
+    let mut state = UiState::new();
+    // The job is stopped: X does not ask, and says why.
+    press(&mut state, &view, KeyCode::Char('j'));
+    assert_eq!(press(&mut state, &view, KeyCode::Char('X')), None);
+    assert_eq!(state.overlay, Overlay::None);
+    assert_eq!(status(&state), "job is not running: nothing to kill");
+    assert_eq!(command(&mut state, &view, "kill job"), None);
+    assert_eq!(status(&state), "job is not running: nothing to kill");
+    // alpha runs one replica: - says that is the fewest.
+    press(&mut state, &view, KeyCode::Char('k'));
+    assert_eq!(press(&mut state, &view, KeyCode::Char('-')), None);
+    assert_eq!(
+        status(&state),
+        "alpha has 1 replica, the fewest (s stops it)"
+    );
+    let effect = command(&mut state, &view, "scale alpha 2");
+    assert!(matches!(effect, Some(Effect::Supervisor(_))), "{effect:?}");
+    assert_eq!(status(&state), "scaling alpha to 2");
+    assert_eq!(command(&mut state, &view, "logs nosuch"), None);
+    assert_eq!(status(&state), "no service named `nosuch`");
+    command(&mut state, &view, "sort");
+    assert_eq!(status(&state), "sorted by name");
+}

@@ -99,16 +99,21 @@ fn logs() -> Vec<LogView> {
             service: (*service).into(),
             replica: 0,
             console: false,
+            stderr: false,
             text: (*text).into(),
         })
         .collect()
 }
 
 fn render(view: &ConsoleView, state: &UiState, width: u16, height: u16) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    render_logs(view, state, &logs(), (width, height))
+}
+
+fn render_logs(view: &ConsoleView, state: &UiState, logs: &[LogView], size: (u16, u16)) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(size.0, size.1)).unwrap();
     terminal
         .draw(|frame| {
-            render::draw(frame, view, state, &logs(), &Theme::monochrome());
+            render::draw(frame, view, state, logs, &Theme::monochrome());
         })
         .unwrap();
     terminal.backend().to_string()
@@ -118,7 +123,11 @@ fn render(view: &ConsoleView, state: &UiState, width: u16, height: u16) -> Strin
 fn normal_wide() {
     let view = demo_view();
     let state = UiState::new();
-    insta::assert_snapshot!(render(&view, &state, 140, 32));
+    let screen = render(&view, &state, 140, 32);
+    // A p99 is a histogram bucket's bound: at most that, said so.
+    assert!(screen.contains("p99 ≤1.0ms"), "{screen}");
+    assert!(screen.contains("≤1.0ms "), "{screen}");
+    insta::assert_snapshot!(screen);
 }
 
 #[test]
@@ -127,7 +136,15 @@ fn small_terminal_80x24() {
     let mut state = UiState::new();
     update(&mut state, &view, Action::Down);
     let screen = render(&view, &state, 80, 24);
-    for must in ["SERVICE", "STATE", "REQ/S", "order", "logs"] {
+    // The log prefix fits the longest name with its replica (it was cut to `notificatio…`).
+    for must in [
+        "SERVICE",
+        "STATE",
+        "REQ/S",
+        "order",
+        "logs",
+        "notification#0│",
+    ] {
         assert!(screen.contains(must), "{must} missing at 80x24:\n{screen}");
     }
     insta::assert_snapshot!(screen);
@@ -139,6 +156,43 @@ fn help_overlay() {
     let mut state = UiState::new();
     update(&mut state, &view, Action::Help);
     insta::assert_snapshot!(render(&view, &state, 120, 36));
+}
+
+/// Help counts wrapped lines: at 120×40 every line shows, the mouse line too; at 80×24 it does
+/// not fit, says there is more, and End scrolls to the last lines (`?`, Esc, `q`, the mouse).
+#[test]
+fn help_fits_and_scrolls_at_80x24() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Help);
+    let wide = render(&view, &state, 120, 40);
+    for must in [
+        "this help",
+        "close; clear",
+        "quit: stop every",
+        "wheel scrolls",
+    ] {
+        assert!(wide.contains(must), "{must} cut at 120x40:\n{wide}");
+    }
+    assert!(!wide.contains("more:"), "{wide}");
+    let top = render(&view, &state, 80, 24);
+    assert!(
+        top.contains("more: j/k"),
+        "no more indicator at 80x24:\n{top}"
+    );
+    insta::assert_snapshot!("help_80x24_top", top);
+    update(&mut state, &view, Action::Bottom);
+    let end = render(&view, &state, 80, 24);
+    for must in [
+        "this help",
+        "close; clear",
+        "quit: stop every",
+        "wheel scrolls",
+    ] {
+        assert!(end.contains(must), "{must} not reachable at 80x24:\n{end}");
+    }
+    assert!(end.contains("above"), "{end}");
+    insta::assert_snapshot!("help_80x24_end", end);
 }
 
 #[test]
@@ -283,10 +337,21 @@ fn log_search() {
     for c in "order 17".chars() {
         update(&mut state, &view, Action::Type(c));
     }
+    // The prompt says what `/` means here.
+    let typing = render(&view, &state, 120, 30);
+    assert!(
+        typing.contains("search logs (Tab: filter services): order 17"),
+        "{typing}"
+    );
     update(&mut state, &view, Action::Submit);
     update(&mut state, &view, Action::SearchPrev);
     let screen = render(&view, &state, 120, 30);
     assert!(screen.contains("matches"), "{screen}");
+    // Wide enough, the footer names the log pane's own keys.
+    assert!(
+        screen.contains("T time L level w wrap v select"),
+        "{screen}"
+    );
     insta::assert_snapshot!(screen);
 }
 
@@ -452,8 +517,8 @@ fn calls_overlay() {
     let screen = render(&view, &state, 100, 30);
     for must in [
         "routes, since the start",
-        "storefront → order.create            13340 calls     297 errors  p99 2.0ms",
-        "order → user.get                     13318 calls       0 errors  p99 256µs",
+        "storefront → order.create            13340 calls     297 errors  p99 ≤2.0ms",
+        "order → user.get                     13318 calls       0 errors  p99 ≤256µs",
         "recent calls",
         "calls to and from order",
         "22:13:20.123  trace 41",
@@ -502,4 +567,119 @@ fn replicas_in_the_detail() {
         assert!(screen.contains(must), "{must} missing:\n{screen}");
     }
     insta::assert_snapshot!(screen);
+}
+
+/// Selected log lines are readable in colour: no cell's text is drawn in its background's
+/// colour (the service prefix used to be blue on the selection's blue).
+#[test]
+fn selected_log_lines_are_readable_in_colour() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::SelectLines);
+    for _ in 0..7 {
+        update(&mut state, &view, Action::Up);
+    }
+    let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
+    terminal
+        .draw(|frame| {
+            render::draw(frame, &view, &state, &logs(), &Theme { color: true });
+        })
+        .unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut selected = 0;
+    for cell in buffer.content() {
+        if cell.bg == ratatui::style::Color::Blue && cell.symbol() != " " {
+            selected += 1;
+            assert_ne!(cell.fg, cell.bg, "`{}` drawn blue on blue", cell.symbol());
+        }
+    }
+    assert!(selected > 100, "no selection drawn");
+}
+
+/// A job's parameters longer than the line scroll: the end being typed and the cursor stay on
+/// screen at 80 columns, with `…` for the text out of view.
+#[test]
+fn a_long_job_parameter_prompt_scrolls() {
+    let view = demo_view();
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Bottom);
+    update(&mut state, &view, Action::Open);
+    let params = r#"{"from": "2024-01-01", "to": "2024-12-31", "format": "csv", "end": 42}"#;
+    for c in params.chars() {
+        update(&mut state, &view, Action::Type(c));
+    }
+    let screen = render(&view, &state, 80, 24);
+    let footer = screen.lines().last().unwrap();
+    assert!(footer.contains("\"end\": 42}█"), "{footer}");
+    assert!(footer.contains("run report with parameters"), "{footer}");
+    assert!(footer.contains('…'), "{footer}");
+    assert_eq!(footer.chars().count(), 82, "{footer}");
+}
+
+/// The log pane's own controls: `T` shows times (UTC), `L` keeps warn and up (read from
+/// `level=`, `[ERROR]`, JSON and ` WARN `; the console's own lines stay), a plain program's
+/// stderr is marked `!`, and `w` wraps a long line instead of cutting it.
+#[test]
+fn log_times_levels_stderr_and_wrap() {
+    let view = demo_view();
+    let line = |i: u64, service: &str, stderr: bool, text: &str| LogView {
+        seq: i,
+        at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i * 1250),
+        service: service.into(),
+        replica: 0,
+        console: service == "order" && text.starts_with("spawned"),
+        stderr,
+        text: text.into(),
+    };
+    let long = format!("level=warn {} the end", "x".repeat(150));
+    let lines = vec![
+        line(0, "order", true, "spawned pid 42"),
+        line(1, "order", true, "level=info started"),
+        line(2, "order", true, r#"{"level":"warn","msg":"slow charge"}"#),
+        line(3, "cron", false, "nightly job ran"),
+        line(4, "cron", true, "[ERROR] disk full"),
+        line(5, "user", true, "2024-01-01  WARN user: retrying"),
+        line(6, "user", true, "debug=1 nothing to see"),
+        line(7, "user", true, &long),
+    ];
+    let mut state = UiState::new();
+    state.focus = switchboard::tui::state::Focus::Logs;
+    update(&mut state, &view, Action::Timestamps);
+    update(&mut state, &view, Action::LevelFilter);
+    update(&mut state, &view, Action::LevelFilter);
+    let screen = render_logs(&view, &state, &lines, (120, 30));
+    for must in [
+        "22:13:20.000 order#0│spawned pid 42",
+        "22:13:22.500 order#0│{\"level\":\"warn\"",
+        "cron#0!",
+        "[ERROR] disk full",
+        "user#0│2024-01-01  WARN",
+        "[warn+, L: next]",
+    ] {
+        assert!(screen.contains(must), "{must} missing:\n{screen}");
+    }
+    for gone in ["started", "nightly job ran", "nothing to see", "the end"] {
+        assert!(!screen.contains(gone), "{gone} shown:\n{screen}");
+    }
+    // Only a service with two log streams has its stderr marked.
+    assert!(!screen.contains("order#0!"), "{screen}");
+    update(&mut state, &view, Action::Wrap);
+    let wrapped = render_logs(&view, &state, &lines, (120, 30));
+    assert!(wrapped.contains("xxx the end"), "{wrapped}");
+    insta::assert_snapshot!(wrapped);
+}
+
+/// A stack whose gateway address was taken says so in the header, local or attached (the
+/// view carries it), instead of silently showing no address.
+#[test]
+fn a_taken_gateway_address_is_in_the_header() {
+    let mut view = demo_view();
+    view.gateway = None;
+    view.gateway_taken = Some("127.0.0.1:8787".into());
+    let screen = render(&view, &UiState::new(), 120, 30);
+    let header = screen.lines().next().unwrap();
+    assert!(
+        header.contains("no gateway: 127.0.0.1:8787 taken"),
+        "{header}"
+    );
 }

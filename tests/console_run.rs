@@ -29,7 +29,7 @@ struct FakeSource {
     events: broadcast::Sender<EventView>,
     logs: watch::Sender<u64>,
     refuse: bool,
-    lines: Vec<LogView>,
+    lines: Arc<Mutex<Vec<LogView>>>,
 }
 
 impl FakeSource {
@@ -47,17 +47,28 @@ impl FakeSource {
             events: broadcast::channel(16).0,
             logs: watch::Sender::new(0),
             refuse,
-            lines: (0..100)
-                .map(|i| LogView {
-                    seq: i,
-                    at: std::time::UNIX_EPOCH,
-                    service: "alpha".into(),
-                    replica: 0,
-                    console: false,
-                    text: format!("line {i:03}"),
-                })
-                .collect(),
+            lines: Arc::new(Mutex::new((0..100).map(line).collect())),
         }
+    }
+
+    /// `n` more log lines arrive, and the console is told.
+    fn append(&self, n: u64) {
+        let mut lines = self.lines.lock().unwrap();
+        let next = lines.len() as u64;
+        lines.extend((next..next + n).map(line));
+        self.logs.send_modify(|v| *v += 1);
+    }
+}
+
+fn line(i: u64) -> LogView {
+    LogView {
+        seq: i,
+        at: std::time::UNIX_EPOCH,
+        service: "alpha".into(),
+        replica: 0,
+        console: false,
+        stderr: false,
+        text: format!("line {i:03}"),
     }
 }
 
@@ -66,7 +77,7 @@ impl ConsoleSource for FakeSource {
         self.view.clone()
     }
     fn logs(&self, _: Option<&str>, _: usize) -> Vec<LogView> {
-        self.lines.clone()
+        self.lines.lock().unwrap().clone()
     }
     fn events(&self) -> EventFeed {
         EventFeed::Remote(self.events.subscribe())
@@ -108,20 +119,43 @@ async fn drive(source: FakeSource, keys: &str) -> (Exit, String) {
 }
 
 async fn drive_keys(source: FakeSource, keys: Vec<std::io::Result<Event>>) -> (Exit, String) {
+    let steps = keys.into_iter().map(Step::Key).collect();
+    let (exit, screen, _) = drive_steps(source, steps).await;
+    (exit, screen)
+}
+
+/// What the operator does next, or what arrives meanwhile.
+enum Step {
+    Key(std::io::Result<Event>),
+    /// This many log lines arrive.
+    Lines(u64),
+}
+
+/// Runs the steps, a pause after each; returns how the console ended, its last screen, and
+/// what it put on the clipboard.
+async fn drive_steps(source: FakeSource, steps: Vec<Step>) -> (Exit, String, Vec<String>) {
     let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
     let (mut typing, input) = mpsc::channel(16);
+    let feeder = source.clone();
     let typist = tokio::spawn(async move {
-        for event in keys {
+        for step in steps {
             tokio::time::sleep(Duration::from_millis(60)).await;
-            typing.send(event).await.unwrap();
+            match step {
+                Step::Key(event) => typing.send(event).await.unwrap(),
+                Step::Lines(n) => feeder.append(n),
+            }
         }
         // Keep the input open: the loop must end by what was typed, not by the input's end.
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(typing);
     });
-    let exit = run(&mut terminal, source, input).await;
+    let mut copied = Vec::new();
+    let exit = run(&mut terminal, source, input, &mut |text| {
+        copied.push(text.to_string())
+    })
+    .await;
     typist.abort();
-    (exit, format!("{}", terminal.backend()))
+    (exit, format!("{}", terminal.backend()), copied)
 }
 
 /// `tui::run` with nothing to end it but its input; fails the test after ten seconds.
@@ -129,6 +163,7 @@ async fn run(
     terminal: &mut Terminal<TestBackend>,
     source: FakeSource,
     input: impl futures::Stream<Item = std::io::Result<Event>> + Unpin,
+    clipboard: &mut dyn FnMut(&str),
 ) -> Exit {
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -139,7 +174,7 @@ async fn run(
             std::future::pending::<Exit>(),
             Theme::from_env(),
             || {},
-            &mut |_| {},
+            clipboard,
         ),
     )
     .await
@@ -204,6 +239,77 @@ async fn after_g_the_log_pane_scrolls_down_again_and_k_at_the_top_does_not_pile_
 async fn the_end_of_terminal_input_ends_the_ui_as_a_lost_terminal() {
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
     let input = futures::stream::iter(Vec::<std::io::Result<Event>>::new());
-    let exit = run(&mut terminal, FakeSource::new(false), input).await;
+    let exit = run(&mut terminal, FakeSource::new(false), input, &mut |_| {}).await;
     assert!(matches!(exit, Exit::TerminalLost(_)), "{exit:?}");
+}
+
+fn special(code: KeyCode) -> Step {
+    Step::Key(Ok(Event::Key(KeyEvent::new(code, KeyModifiers::NONE))))
+}
+
+/// The number of the bottom log line on screen (`line 094` → 94).
+fn bottom_line(screen: &str) -> Option<u32> {
+    screen
+        .lines()
+        .rev()
+        .find_map(|l| l.split("line ").nth(1)?.get(..3)?.parse().ok())
+}
+
+/// Paused (scrolled back five lines), the pane stays on the lines it shows while twenty more
+/// arrive; it used to keep an offset from the newest, and so kept scrolling under `[paused]`.
+#[tokio::test]
+async fn a_paused_log_pane_stays_put_as_lines_arrive() {
+    let mut steps = vec![special(KeyCode::Tab)];
+    steps.extend((0..5).map(|_| Step::Key(key('k'))));
+    steps.extend([Step::Lines(20), Step::Key(key('q')), Step::Key(key('d'))]);
+    let (_, screen, _) = drive_steps(FakeSource::new(false), steps).await;
+    assert!(screen.contains("[paused"), "{screen}");
+    assert_eq!(bottom_line(&screen), Some(94), "{screen}");
+    // Following, it shows the newest.
+    let steps = vec![
+        special(KeyCode::Tab),
+        Step::Lines(20),
+        Step::Key(key('q')),
+        Step::Key(key('d')),
+    ];
+    let (_, screen, _) = drive_steps(FakeSource::new(false), steps).await;
+    assert_eq!(bottom_line(&screen), Some(119), "{screen}");
+}
+
+/// `v` then `y` with the view moved back by a search copies the line on screen, not the newest
+/// (which the operator never saw).
+#[tokio::test]
+async fn v_selects_what_is_on_screen() {
+    let mut steps = vec![special(KeyCode::Tab), Step::Key(key('/'))];
+    steps.extend("line 040".chars().map(|c| Step::Key(key(c))));
+    steps.extend([special(KeyCode::Enter), Step::Key(key('N'))]);
+    steps.extend([Step::Key(key('v')), Step::Key(key('y'))]);
+    steps.extend([Step::Key(key('q')), Step::Key(key('d'))]);
+    let (_, screen, copied) = drive_steps(FakeSource::new(false), steps).await;
+    let [text] = copied.as_slice() else {
+        panic!("copied {copied:?}\n{screen}")
+    };
+    let n: u32 = text
+        .split("line ")
+        .nth(1)
+        .and_then(|n| n.get(..3)?.parse().ok())
+        .unwrap();
+    let bottom = bottom_line(&screen).unwrap();
+    assert!(
+        (30..=bottom).contains(&n) && bottom < 99,
+        "copied {text}, not on screen:\n{screen}"
+    );
+}
+
+/// A scale the supervisor has done is reported with its number.
+#[tokio::test]
+async fn a_done_scale_says_scaled_to() {
+    let mut steps: Vec<Step> = ":scale alpha 2"
+        .chars()
+        .map(|c| Step::Key(key(c)))
+        .collect();
+    steps.push(special(KeyCode::Enter));
+    steps.extend([Step::Key(key('q')), Step::Key(key('d'))]);
+    let (_, screen, _) = drive_steps(FakeSource::new(false), steps).await;
+    assert!(screen.contains("scaled alpha to 2"), "{screen}");
 }

@@ -46,6 +46,7 @@ async fn fixture(access: Access) -> Fixture {
         config: Arc::new(supervisor.stack.gateway.clone()),
         token,
         address: Some("127.0.0.1:8787".into()),
+        taken: None,
         loopback: true,
         started: Instant::now(),
         shutdown: CancellationToken::new(),

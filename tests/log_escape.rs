@@ -48,4 +48,13 @@ async fn control_bytes_from_a_service_are_escaped_in_logs_and_log_files() {
         std::fs::read_to_string(dir.path().join(".switchboard/run/logs/hostile.log")).unwrap();
     assert!(file.contains("^[[2J"), "{file}");
     assert!(clean(&file), "raw control bytes in the log file: {file:?}");
+    // Each line starts with its time in RFC 3339 (UTC, milliseconds), not epoch milliseconds.
+    for line in file.lines() {
+        let at = line.split(' ').next().unwrap();
+        let shape: String = at
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "9999-99-99T99:99:99.999Z", "{line}");
+    }
 }

@@ -324,3 +324,25 @@ fn stop_signal_and_grace() {
     assert_eq!(b.stop_signal, stack::StopSignal::Term);
     assert_eq!(b.shutdown_grace, std::time::Duration::from_secs(5));
 }
+
+/// A command not found is a warning for `check`, not an error: the file is valid, and the
+/// program may be built before the stack runs.
+#[test]
+fn a_command_not_found_is_a_warning() {
+    let src = "name = \"x\"\n[services.ghost]\ncommand = \"/nonexistent/x/y\"\n[services.shell]\ncommand = \"sh\"\n[services.later]\ncommand = \"${HOME}/bin/x\"\n";
+    let stack = stack::parse(src, Path::new("ok.toml")).expect("valid");
+    assert_eq!(
+        stack::programs::missing(&stack),
+        [
+            "service `ghost`: command `/nonexistent/x/y` not found (it may be created before the stack runs)"
+        ]
+    );
+}
+
+/// `[gateway] bind = "off"` means no gateway, as `--gateway off` does.
+#[test]
+fn gateway_bind_off_is_accepted() {
+    let src = "name = \"x\"\n[gateway]\nbind = \"off\"\n[services.a]\ncommand = \"true\"\n";
+    let stack = stack::parse(src, Path::new("ok.toml")).expect("bind = off is valid");
+    assert_eq!(stack.gateway.bind, None);
+}

@@ -76,6 +76,49 @@ async fn starts_in_dependency_order_and_stops_in_reverse() {
     assert!(exited("api") < exited("db"));
 }
 
+/// A program that does not exist fails at once, named in the alert, and is not retried: a
+/// missing executable does not appear by retrying (it used to be retried five times with
+/// backoff, its error naming no path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_program_fails_at_once_named_and_unretried() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "missing"
+        [services.ghost]
+        command = "/nonexistent/x/y"
+        backoff = { initial = "10ms", max = "20ms", multiplier = 2.0, jitter = 0.0 }
+        "#,
+    );
+    let mut running = start(stack).await;
+    let failed = running
+        .event(LIMIT, |e| is_state(e, "ghost", InstanceState::Failed))
+        .await;
+    assert!(failed.is_some(), "never failed: {:?}", running.seen);
+    // Time for a retry that must not come.
+    let retry = running
+        .event(Duration::from_millis(300), |e| {
+            matches!(e.kind, EventKind::RestartScheduled { .. })
+        })
+        .await;
+    assert!(retry.is_none(), "retried: {retry:?}");
+    let alert = running.seen.iter().find_map(|e| match &e.kind {
+        EventKind::Alert { message } => Some(message.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        alert.as_deref(),
+        Some("cannot start: /nonexistent/x/y: no such file; not retried (s starts it again)")
+    );
+    let scheduled = running
+        .seen
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::RestartScheduled { .. }))
+        .count();
+    assert_eq!(scheduled, 0, "a missing program was retried");
+    let (report, _) = running.stop().await;
+    assert!(report.clean(), "{report:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_service_backs_off_then_fails_at_the_intensity_limit() {
     let (stack, _dir) = stack(

@@ -20,6 +20,10 @@ pub struct ConsoleView {
     pub uptime: Duration,
     /// The HTTP gateway's address, when it runs.
     pub gateway: Option<String>,
+    /// The address the stack file asked the gateway to listen on, when it was taken and the
+    /// stack runs without one (a second stack on 8787): the header says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_taken: Option<String>,
     /// Where this view comes from, for the header: `None` for the console's own supervisor,
     /// else the instance an attached console shows and whether its link is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -241,6 +245,9 @@ pub struct LogView {
     pub replica: u32,
     /// A line the console wrote about the service (spawned, exited), not the service itself.
     pub console: bool,
+    /// Written to stderr (a plain program's other stream; all of a protocol service's log).
+    #[serde(default)]
+    pub stderr: bool,
     pub text: String,
 }
 

@@ -43,8 +43,9 @@ pub async fn run(
     let mut signals = Signals::install().map_err(AppError::Supervisor)?;
     let on_hangup = stack.console.on_hangup;
     let mut app = App::start(stack, options, bind).await?;
-    let source =
-        LocalSource::new(app.supervisor.clone()).with_gateway(app.gateway().map(Gateway::address));
+    let source = LocalSource::new(app.supervisor.clone())
+        .with_gateway(app.gateway().map(Gateway::address))
+        .with_gateway_taken(app.gateway_taken());
     let (end_ui, ui_ends) = oneshot::channel::<Exit>();
     let (subscribed_tx, subscribed) = oneshot::channel::<()>();
     let ui = tui::terminal::spawn(

@@ -75,10 +75,10 @@ pub fn announce(app: &App) {
                 gateway.address()
             ));
         }
-        None if app.supervisor.stack.gateway.bind.port() != 0 => {
-            print_line("switchboard: no HTTP gateway (off, or its address is taken)");
-        }
-        None => {}
+        None => match app.gateway_problem() {
+            Some(problem) => print_line(&format!("switchboard: {problem}")),
+            None => print_line("switchboard: no HTTP gateway (off)"),
+        },
     }
 }
 

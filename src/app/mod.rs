@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::lock::{InstanceLock, LockError};
 use crate::{
     event::{Event, EventKind},
-    gateway::{AdminSocket, Bind, Gateway, GatewayError},
+    gateway::{AdminSocket, Bind, Gateway, GatewayError, Started},
     stack::Stack,
     supervisor::{
         ShutdownReport, Supervisor, SupervisorOptions,
@@ -57,6 +57,9 @@ pub struct App {
     /// The supervisor's report, once its task has ended.
     report: Option<Result<ShutdownReport, String>>,
     gateway: Option<Gateway>,
+    /// Why there is no gateway though the stack file asked for one: its address, taken, and
+    /// the sentence that says so.
+    gateway_problem: Option<(std::net::SocketAddr, String)>,
     socket: Option<AdminSocket>,
     /// Processes of an earlier run of the stack, stopped at start; announced at
     /// [`begin`](Self::begin), when the front end listens.
@@ -92,17 +95,25 @@ impl App {
         keeper::watch();
         let (supervisor, task) = Supervisor::start(stack, options).map_err(AppError::Supervisor)?;
         let started = async {
-            let gateway = Gateway::start(&supervisor, bind).await?;
-            let socket =
-                AdminSocket::start(&supervisor, gateway.as_ref().map(Gateway::address)).await?;
-            Ok::<_, GatewayError>((gateway, socket))
+            let (gateway, gateway_problem) = match Gateway::start(&supervisor, bind).await? {
+                Started::On(gateway) => (Some(gateway), None),
+                Started::Off => (None, None),
+                Started::Taken { address, problem } => (None, Some((address, problem))),
+            };
+            let for_view = match &gateway_problem {
+                Some((address, _)) => Err(*address),
+                None => Ok(gateway.as_ref().map(Gateway::address)),
+            };
+            let socket = AdminSocket::start(&supervisor, for_view).await?;
+            Ok::<_, GatewayError>((gateway, gateway_problem, socket))
         };
         match started.await {
-            Ok((gateway, socket)) => Ok(App {
+            Ok((gateway, gateway_problem, socket)) => Ok(App {
                 supervisor,
                 task,
                 report: None,
                 gateway,
+                gateway_problem,
                 socket,
                 leftovers,
                 _lock: lock,
@@ -118,6 +129,18 @@ impl App {
 
     pub fn gateway(&self) -> Option<&Gateway> {
         self.gateway.as_ref()
+    }
+
+    /// Why the stack runs without the gateway its file asked for, if it does.
+    pub fn gateway_problem(&self) -> Option<&str> {
+        self.gateway_problem
+            .as_ref()
+            .map(|(_, problem)| problem.as_str())
+    }
+
+    /// The stack file's gateway address when it was taken.
+    pub fn gateway_taken(&self) -> Option<std::net::SocketAddr> {
+        self.gateway_problem.as_ref().map(|(address, _)| *address)
     }
 
     pub fn socket(&self) -> Option<&AdminSocket> {
@@ -140,6 +163,17 @@ impl App {
                 "switchboard",
                 None,
                 EventKind::Alert { message },
+            ));
+        }
+        // Loud, not only in the log: a second stack on the same machine would otherwise run
+        // without a gateway and nobody would know why its HTTP routes do not answer.
+        if let Some((_, problem)) = &self.gateway_problem {
+            let _ = self.supervisor.events.send(Event::new(
+                "switchboard",
+                None,
+                EventKind::Alert {
+                    message: problem.clone(),
+                },
             ));
         }
         self.supervisor.begin().await;

@@ -500,6 +500,7 @@ fn render_time(services: usize) -> Vec<Figure> {
             service: format!("service-{:03}", i % 500),
             replica: 0,
             console: false,
+            stderr: false,
             text: format!("handled request {i} in 120µs"),
         })
         .collect();

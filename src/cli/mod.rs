@@ -424,6 +424,10 @@ fn check(file: Option<&Path>) -> ExitCode {
     let Some(stack) = load(file) else {
         return ExitCode::FAILURE;
     };
+    let shown = file.map_or_else(|| "<demo>".to_string(), |f| f.display().to_string());
+    for warning in stack::programs::missing(&stack) {
+        println!("{shown}: warning: {warning}");
+    }
     println!(
         "{}: ok: stack `{}`, {} services, start order: {}",
         file.map_or_else(|| "<demo>".to_string(), |f| f.display().to_string()),

@@ -91,7 +91,11 @@ fn escape(value: &str) -> String {
 }
 
 fn number(value: f64) -> String {
-    if value.is_finite() {
+    // `-0.0` prints as `-0` (a CPU share of a tiny negative rounding, say); a scrape should
+    // never read negative zero. `== 0.0` holds for both zeros.
+    if value == 0.0 {
+        "0".into()
+    } else if value.is_finite() {
         format!("{value}")
     } else if value.is_nan() {
         "NaN".into()
@@ -463,6 +467,14 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn never_negative_zero() {
+        assert_eq!(number(-0.0), "0");
+        assert_eq!(number(0.0), "0");
+        assert_eq!(number(-1.5), "-1.5");
+        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_end_in_inf() {

@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::{
     auth::Token,
     error::ApiError,
-    server::{DISCOVERY_FILE, Discovery, Gateway},
+    server::{DISCOVERY_FILE, Discovery, Gateway, Started},
     socket::AdminSocket,
 };
 use crate::{api::ConsoleView, stack::GatewaySpec, supervisor::Supervisor};
@@ -128,6 +128,8 @@ pub struct GatewayState {
     pub token: Token,
     /// The TCP gateway's bound address, shown in the console view (none when it is off).
     pub address: Option<Arc<str>>,
+    /// The stack file's gateway address when it was taken (the stack runs without one).
+    pub taken: Option<Arc<str>>,
     /// Whether it is a loopback address (else `/metrics` needs the token too).
     pub loopback: bool,
     pub started: Instant,
@@ -140,6 +142,7 @@ impl GatewayState {
     pub fn view(&self) -> ConsoleView {
         let mut view = self.supervisor.view(self.started);
         view.gateway = self.address.as_ref().map(|a| a.to_string());
+        view.gateway_taken = self.taken.as_ref().map(|a| a.to_string());
         view
     }
 

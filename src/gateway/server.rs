@@ -37,6 +37,19 @@ pub struct Discovery {
 }
 
 /// A running gateway.
+/// How [`Gateway::start`] went.
+pub enum Started {
+    On(Gateway),
+    /// Off, as asked (`--gateway off`, `bind = "off"`).
+    Off,
+    /// The stack file's address could not be bound; the stack runs without a gateway, and
+    /// `problem` says so, naming the address and how to choose another.
+    Taken {
+        address: SocketAddr,
+        problem: String,
+    },
+}
+
 pub struct Gateway {
     address: SocketAddr,
     shutdown: CancellationToken,
@@ -50,23 +63,30 @@ impl Gateway {
     /// Starts the gateway asked for by `bind`; `Ok(None)` when it is off.
     ///
     /// When the stack file's address (not one given with `--gateway`) cannot be bound, the
-    /// console runs without a gateway and says so in the log: a second stack on the default
-    /// port, or a test run beside a running console, must still be able to supervise. Any other
-    /// error (a non-loopback address without a token, a bad route) stops the start-up.
-    pub async fn start(
-        supervisor: &Supervisor,
-        bind: Bind,
-    ) -> Result<Option<Gateway>, GatewayError> {
+    /// console runs without a gateway: a second stack on the default port, or a test run
+    /// beside a running console, must still be able to supervise. That is [`Started::Taken`],
+    /// which the front ends say loudly. Any other error (a non-loopback address without a
+    /// token, a bad route) stops the start-up.
+    pub async fn start(supervisor: &Supervisor, bind: Bind) -> Result<Started, GatewayError> {
         let addr = match bind {
-            Bind::Off => return Ok(None),
-            Bind::FromStack => supervisor.stack.gateway.bind,
+            Bind::Off => return Ok(Started::Off),
+            Bind::FromStack => match supervisor.stack.gateway.bind {
+                Some(addr) => addr,
+                None => return Ok(Started::Off),
+            },
             Bind::At(addr) => addr,
         };
         match Self::start_at(supervisor, addr).await {
-            Ok(gateway) => Ok(Some(gateway)),
+            Ok(gateway) => Ok(Started::On(gateway)),
             Err(err @ GatewayError::Bind { .. }) if bind == Bind::FromStack => {
                 tracing::warn!(cause = %err, "running without the HTTP gateway (use --gateway ADDR)");
-                Ok(None)
+                Ok(Started::Taken {
+                    address: addr,
+                    problem: format!(
+                        "no HTTP gateway: {err}; choose another address with --gateway \
+                         127.0.0.1:0 (any free port) or `[gateway] bind` in the stack file"
+                    ),
+                })
             }
             Err(err) => Err(err),
         }
@@ -98,6 +118,7 @@ impl Gateway {
             config: Arc::new(spec.clone()),
             token,
             address: Some(address.to_string().into()),
+            taken: None,
             loopback: address.ip().is_loopback(),
             started: Instant::now(),
             shutdown: shutdown.clone(),

@@ -34,10 +34,11 @@ impl AdminSocket {
     /// Serves the admin API on `RUN_DIR/admin.sock`. The caller holds the run directory's
     /// instance lock, so a socket file already there is a dead instance's and is replaced.
     /// `Ok(None)` when the path is too long for a socket (the TCP gateway still serves).
-    /// `gateway` is the TCP gateway's address, for the view.
+    /// `gateway` is the TCP gateway's address, for the view, or the stack file's address
+    /// when it was taken (`Err`: the view says the stack runs without a gateway).
     pub async fn start(
         supervisor: &Supervisor,
-        gateway: Option<std::net::SocketAddr>,
+        gateway: Result<Option<std::net::SocketAddr>, std::net::SocketAddr>,
     ) -> Result<Option<AdminSocket>, GatewayError> {
         let path = socket_path(&supervisor.stack.run_dir);
         if path.as_os_str().len() > MAX_SOCKET_PATH {
@@ -69,7 +70,8 @@ impl AdminSocket {
             supervisor: supervisor.clone(),
             config: Arc::new(supervisor.stack.gateway.clone()),
             token: auth::Token::unknown()?,
-            address: gateway.map(|a| a.to_string().into()),
+            address: gateway.ok().flatten().map(|a| a.to_string().into()),
+            taken: gateway.err().map(|a| a.to_string().into()),
             loopback: true,
             started: Instant::now(),
             shutdown: shutdown.clone(),

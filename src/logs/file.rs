@@ -14,7 +14,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
-    time::UNIX_EPOCH,
 };
 
 use super::store::{LogLine, Stream};
@@ -105,11 +104,7 @@ fn append(
     let Some(log) = files.get_mut(&line.service) else {
         return Ok(());
     };
-    let millis = line
-        .at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let at = crate::api::human::rfc3339(line.at);
     let stream = match line.stream {
         Stream::Stdout => "out",
         Stream::Stderr => "err",
@@ -117,7 +112,7 @@ fn append(
         Stream::Dropped => "dropped",
     };
     let text = format!(
-        "{millis} {}#{} {stream} {}\n",
+        "{at} {}#{} {stream} {}\n",
         line.service, line.replica, line.text
     );
     log.out.write_all(text.as_bytes())?;

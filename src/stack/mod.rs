@@ -3,6 +3,7 @@
 //! - [`spec`]: the validated stack as the console uses it.
 //! - `parse`: TOML to spec, walking the document with spans.
 //! - `validate`: cross-references and dependency cycles.
+//! - [`programs`]: `check`'s warnings about commands not found (not errors).
 //! - [`units`]: durations, sizes, env files.
 //! - [`diagnostic`]: errors as `FILE:LINE:COL: message`.
 //!
@@ -11,6 +12,7 @@
 
 pub mod diagnostic;
 mod parse;
+pub mod programs;
 pub mod spec;
 pub mod units;
 mod validate;

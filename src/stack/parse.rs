@@ -234,12 +234,16 @@ impl<'s> Walker<'s> {
             match key.get_ref().as_ref() {
                 "bind" => {
                     if let Some(text) = self.string(value) {
+                        // The same words as `--gateway off`.
                         match text.parse::<SocketAddr>() {
-                            Ok(addr) => gateway.bind = addr,
+                            _ if matches!(text.as_str(), "off" | "none" | "no") => {
+                                gateway.bind = None;
+                            }
+                            Ok(addr) => gateway.bind = Some(addr),
                             Err(_) => self.error(
                                 value.span(),
                                 format!(
-                                    "`{text}` is not a socket address (e.g. \"127.0.0.1:8787\")"
+                                    "`{text}` is not a socket address (e.g. \"127.0.0.1:8787\") nor \"off\""
                                 ),
                             ),
                         }

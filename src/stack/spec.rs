@@ -80,7 +80,8 @@ pub enum OnHangup {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewaySpec {
-    pub bind: SocketAddr,
+    /// Where it listens; `None` for `bind = "off"` (no gateway, as `--gateway off`).
+    pub bind: Option<SocketAddr>,
     pub token_env: Option<String>,
     pub request_timeout: Duration,
     pub body_limit: usize,
@@ -90,7 +91,7 @@ pub struct GatewaySpec {
 impl Default for GatewaySpec {
     fn default() -> Self {
         GatewaySpec {
-            bind: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            bind: Some(SocketAddr::from(([127, 0, 0, 1], 8787))),
             token_env: None,
             request_timeout: Duration::from_secs(10),
             body_limit: 1024 * 1024,

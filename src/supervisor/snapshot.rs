@@ -161,6 +161,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         uptime: whole_seconds(started.elapsed()),
         attached: None,
         gateway: None,
+        gateway_taken: None,
         console_cpu: tenths(own.cpu_percent),
         console_rss: own.rss_bytes,
         services,
@@ -252,6 +253,7 @@ impl From<&LogLine> for LogView {
             service: line.service.to_string(),
             replica: line.replica,
             console: matches!(line.stream, Stream::Console | Stream::Dropped),
+            stderr: line.stream == Stream::Stderr,
             text: line.text.clone(),
         }
     }

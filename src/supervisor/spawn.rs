@@ -152,7 +152,7 @@ fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child
     // Held from before the fork until the pid is listed: an adoption scan in between would
     // take this child for an orphan and reap it under the runtime (see `strays`).
     let mut own = children.lock();
-    let child = command.spawn();
+    let child = command.spawn().map_err(|err| named(&launch.program, err));
     if let Ok(child) = &child
         && let Some(pid) = child.id()
     {
@@ -163,6 +163,27 @@ fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child
     // mapping, and the child has its fd 3.
     drop(launch.segment);
     child
+}
+
+/// A spawn error that names the program: std's says only "No such file or directory (os
+/// error 2)", which leaves the operator to guess which path of which service.
+fn named(program: &std::ffi::OsStr, err: std::io::Error) -> std::io::Error {
+    let program = program.to_string_lossy();
+    let why = match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied (not executable?)".into(),
+        _ => err.to_string(),
+    };
+    std::io::Error::new(err.kind(), format!("{program}: {why}"))
+}
+
+/// Whether a spawn error will not go away by retrying: the program is missing or cannot be
+/// executed, and nothing the supervisor does creates it.
+pub fn will_not_appear(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+    )
 }
 
 /// Sends `signal` to the process group led by `pid` (every child is a group leader).

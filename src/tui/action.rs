@@ -4,9 +4,10 @@
 
 use std::time::SystemTime;
 
-use super::state::{Alert, Confirm, Focus, LogScope, Overlay, Prompt, Quit, UiState};
+use super::state::{Alert, Confirm, Focus, Overlay, Prompt, Quit, UiState};
 use crate::{
     api::{ConsoleView, EventView},
+    registry::InstanceState,
     supervisor::{Command, MAX_REPLICAS},
 };
 
@@ -38,6 +39,12 @@ pub enum Action {
     SearchPrev,
     Follow,
     LogScope,
+    /// Show or hide log times.
+    Timestamps,
+    /// Wrap long log lines, or cut them.
+    Wrap,
+    /// The log level filter's next setting.
+    LevelFilter,
     /// Start (or leave) selecting log lines to copy.
     SelectLines,
     /// Copy the selected log lines (OSC 52, which works over SSH).
@@ -45,6 +52,8 @@ pub enum Action {
     CommandLine,
     /// A character typed into the open prompt.
     Type(char),
+    /// Tab in the filter or search prompt: the text goes to the other one.
+    SwitchPrompt,
     Backspace,
     Submit,
     /// Esc: close whatever is open.
@@ -72,6 +81,9 @@ pub enum Effect {
     },
 }
 
+/// The selected row as actions need it: name, whether a job, replicas, state.
+type Selected = Option<(String, bool, u32, InstanceState)>;
+
 /// Lines a page key moves.
 const PAGE: usize = 10;
 
@@ -86,6 +98,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         (
             Overlay::Prompt(..),
             Action::Type(_)
+            | Action::SwitchPrompt
             | Action::Backspace
             | Action::Submit
             | Action::Cancel
@@ -122,26 +135,15 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             };
             None
         }
-        Action::Open => {
-            let (name, job, _, _) = selected?;
-            if job {
-                let params = view
-                    .services
-                    .iter()
-                    .find(|s| s.name == name)
-                    .and_then(|s| s.runs.first().map(|r| r.params.clone()))
-                    .unwrap_or_default();
-                state.overlay = Overlay::Prompt(Prompt::JobParams(name), params);
-            } else {
-                state.detail = !state.detail;
-            }
-            None
-        }
+        Action::Open => open(state, view, selected),
         Action::Zoom => {
             state.zoom = !state.zoom;
             None
         }
-        Action::Help => toggle(state, Overlay::Help),
+        Action::Help => {
+            state.help_scroll = 0;
+            toggle(state, Overlay::Help)
+        }
         Action::Alerts => toggle(state, Overlay::Alerts),
         Action::Deps => toggle(state, Overlay::Deps),
         Action::Calls => toggle(state, Overlay::Calls),
@@ -150,148 +152,26 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             state.set_status(format!("sorted by {}", state.sort.label()));
             None
         }
-        Action::Restart => {
-            let (name, ..) = selected?;
-            state.set_status(format!("restarting {name}"));
-            Some(Effect::Supervisor(Command::Restart(name)))
-        }
-        Action::StopOrStart => {
-            let (name, _, _, current) = selected?;
-            if current.has_process() || current == crate::registry::InstanceState::Backoff {
-                state.set_status(format!("stopping {name}"));
-                Some(Effect::Supervisor(Command::Stop(name)))
-            } else {
-                state.set_status(format!("starting {name}"));
-                Some(Effect::Supervisor(Command::Start(name)))
-            }
-        }
-        Action::Kill => {
-            let (name, ..) = selected?;
-            state.overlay = Overlay::Confirm(Confirm::Kill(name));
-            None
-        }
-        Action::Scale(by) => {
-            let (name, job, replicas, _) = selected?;
-            if job {
-                state.set_status("jobs do not scale");
-                return None;
-            }
-            let target =
-                (i64::from(replicas) + i64::from(by)).clamp(1, i64::from(MAX_REPLICAS)) as u32;
-            state.set_status(format!("scaling {name} to {target}"));
-            Some(Effect::Supervisor(Command::Scale(name, target)))
+        Action::Restart | Action::StopOrStart | Action::Kill | Action::Scale(_) => {
+            service_action(state, selected, action)
         }
         Action::Filter => open_prompt(state, Prompt::Filter),
         Action::Search => open_prompt(state, Prompt::Search),
         Action::CommandLine => open_prompt(state, Prompt::Command),
-        Action::SearchNext | Action::SearchPrev => {
-            if !state.search.is_empty() {
-                state.follow = false;
-                state.search_match = match action {
-                    Action::SearchNext => state.search_match.saturating_sub(1),
-                    _ => state.search_match + 1,
-                };
-            }
-            None
+        Action::SearchNext
+        | Action::SearchPrev
+        | Action::SelectLines
+        | Action::CopyLines
+        | Action::Follow
+        | Action::Timestamps
+        | Action::Wrap
+        | Action::LevelFilter
+        | Action::LogScope => super::log_actions::apply(state, action),
+        Action::Type(_) | Action::SwitchPrompt | Action::Backspace | Action::Submit => {
+            prompt_action(state, view, action)
         }
-        Action::SelectLines => {
-            state.selection = match state.selection {
-                Some(_) => None,
-                None => {
-                    state.focus = Focus::Logs;
-                    state.follow = false;
-                    Some((state.log_scroll, state.log_scroll))
-                }
-            };
-            None
-        }
-        Action::CopyLines => {
-            let (anchor, cursor) = state.selection.take()?;
-            let (newest, oldest) = (anchor.min(cursor), anchor.max(cursor));
-            state.set_status(format!(
-                "copied {} line(s) to the clipboard",
-                oldest - newest + 1
-            ));
-            Some(Effect::Copy { newest, oldest })
-        }
-        Action::Follow => {
-            state.follow = !state.follow;
-            if state.follow {
-                state.log_scroll = 0;
-            }
-            None
-        }
-        Action::LogScope => {
-            state.log_scope = match state.log_scope {
-                LogScope::All => LogScope::Selected,
-                LogScope::Selected => LogScope::All,
-            };
-            None
-        }
-        Action::Type(c) => {
-            if let Overlay::Prompt(prompt, text) = &mut state.overlay {
-                text.push(c);
-                live_prompt(prompt.clone(), text.clone(), state);
-            }
-            None
-        }
-        Action::Backspace => {
-            if let Overlay::Prompt(prompt, text) = &mut state.overlay {
-                text.pop();
-                live_prompt(prompt.clone(), text.clone(), state);
-            }
-            None
-        }
-        Action::Submit => {
-            let Overlay::Prompt(prompt, text) = std::mem::take(&mut state.overlay) else {
-                return None;
-            };
-            match prompt {
-                Prompt::Filter | Prompt::Search => None,
-                Prompt::Command => command_line(state, view, &text),
-                Prompt::JobParams(job) => {
-                    state.set_status(format!("running {job}"));
-                    let params = (!text.trim().is_empty()).then_some(text);
-                    Some(Effect::Supervisor(Command::RunJob(job, params)))
-                }
-            }
-        }
-        Action::Cancel => {
-            match std::mem::take(&mut state.overlay) {
-                Overlay::Prompt(Prompt::Filter, _) => state.filter.clear(),
-                Overlay::Prompt(Prompt::Search, _) => state.search.clear(),
-                Overlay::Alerts => state.alerts.clear(),
-                Overlay::None if state.selection.is_some() => state.selection = None,
-                Overlay::None => {
-                    state.zoom = false;
-                    state.detail = false;
-                }
-                _ => {}
-            }
-            None
-        }
-        Action::Answer(yes) => {
-            let Overlay::Confirm(question) = std::mem::take(&mut state.overlay) else {
-                return None;
-            };
-            match (question, yes) {
-                (Confirm::Kill(name), true) => {
-                    state.set_status(format!("killed {name} (SIGKILL)"));
-                    Some(Effect::Supervisor(Command::Kill(name)))
-                }
-                (Confirm::Quit, true) => {
-                    // An attached console's safe answer leaves the stack running; the local
-                    // console's has always been to stop it.
-                    state.quit = Some(if view.attached.is_some() {
-                        Quit::Detach
-                    } else {
-                        Quit::Stop
-                    });
-                    None
-                }
-                _ => None,
-            }
-        }
+        Action::Cancel => cancel(state),
+        Action::Answer(yes) => answer(state, view, yes),
         Action::Leave(how) => {
             if state.overlay == Overlay::Confirm(Confirm::Quit) {
                 state.overlay = Overlay::None;
@@ -303,7 +183,7 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             state.overlay = Overlay::Confirm(Confirm::Quit);
             None
         }
-        Action::Run(line) => command_line(state, view, &line),
+        Action::Run(line) => super::command_line::run(state, view, &line),
         Action::Lifecycle(event) => {
             if let Some(kind) = &event.resolves {
                 for alert in state.alerts.iter_mut().filter(|a| {
@@ -331,6 +211,177 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             }
             None
         }
+    }
+}
+
+/// Enter: a job asks for its parameters (last run's as the default), a service opens or
+/// closes its detail.
+fn open(state: &mut UiState, view: &ConsoleView, selected: Selected) -> Option<Effect> {
+    let (name, job, _, _) = selected?;
+    if job {
+        let params = view
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.runs.first().map(|r| r.params.clone()))
+            .unwrap_or_default();
+        state.overlay = Overlay::Prompt(Prompt::JobParams(name), params);
+    } else {
+        state.detail = !state.detail;
+    }
+    None
+}
+
+/// Esc: close what is open, or clear what is applied.
+fn cancel(state: &mut UiState) -> Option<Effect> {
+    match std::mem::take(&mut state.overlay) {
+        Overlay::Prompt(Prompt::Filter, _) => state.filter.clear(),
+        Overlay::Prompt(Prompt::Search, _) => state.search.clear(),
+        Overlay::Alerts => state.alerts.clear(),
+        Overlay::None if state.selection.is_some() => state.selection = None,
+        // An applied filter hides services: Esc shows them all again, as the help
+        // says, before it closes panes.
+        Overlay::None if !state.filter.is_empty() => {
+            state.filter.clear();
+            state.set_status("filter cleared: all services shown");
+        }
+        Overlay::None if !state.search.is_empty() => {
+            state.search.clear();
+            state.set_status("search cleared");
+        }
+        Overlay::None => {
+            state.zoom = false;
+            state.detail = false;
+        }
+        _ => {}
+    }
+    None
+}
+
+/// The answer to the open confirmation.
+fn answer(state: &mut UiState, view: &ConsoleView, yes: bool) -> Option<Effect> {
+    let Overlay::Confirm(question) = std::mem::take(&mut state.overlay) else {
+        return None;
+    };
+    match (question, yes) {
+        (Confirm::Kill(name), true) => {
+            state.set_status(format!("killing {name} (SIGKILL)"));
+            Some(Effect::Supervisor(Command::Kill(name)))
+        }
+        (Confirm::Quit, true) => {
+            // An attached console's safe answer leaves the stack running; the local
+            // console's has always been to stop it.
+            state.quit = Some(if view.attached.is_some() {
+                Quit::Detach
+            } else {
+                Quit::Stop
+            });
+            None
+        }
+        _ => None,
+    }
+}
+
+/// What the operator does to the selected service: restart, stop or start, kill, scale.
+fn service_action(state: &mut UiState, selected: Selected, action: Action) -> Option<Effect> {
+    match action {
+        Action::Restart => {
+            let (name, ..) = selected?;
+            state.set_status(format!("restarting {name}"));
+            Some(Effect::Supervisor(Command::Restart(name)))
+        }
+        Action::StopOrStart => {
+            let (name, _, _, current) = selected?;
+            if current.has_process() || current == InstanceState::Backoff {
+                state.set_status(format!("stopping {name}"));
+                Some(Effect::Supervisor(Command::Stop(name)))
+            } else {
+                state.set_status(format!("starting {name}"));
+                Some(Effect::Supervisor(Command::Start(name)))
+            }
+        }
+        Action::Kill => {
+            let (name, _, _, current) = selected?;
+            if !current.has_process() {
+                state.set_status(format!("{name} is not running: nothing to kill"));
+                return None;
+            }
+            state.overlay = Overlay::Confirm(Confirm::Kill(name));
+            None
+        }
+        Action::Scale(by) => {
+            let (name, job, replicas, _) = selected?;
+            if job {
+                state.set_status("jobs do not scale");
+                return None;
+            }
+            let target =
+                (i64::from(replicas) + i64::from(by)).clamp(1, i64::from(MAX_REPLICAS)) as u32;
+            if target == replicas {
+                // Say why nothing happens: the bound, and what to do instead.
+                state.set_status(if by < 0 {
+                    format!("{name} has 1 replica, the fewest (s stops it)")
+                } else {
+                    format!("{name} has {MAX_REPLICAS} replicas, the most")
+                });
+                return None;
+            }
+            state.set_status(format!("scaling {name} to {target}"));
+            Some(Effect::Supervisor(Command::Scale(name, target)))
+        }
+        _ => None,
+    }
+}
+
+/// Typing into the open prompt, switching it, and Enter.
+fn prompt_action(state: &mut UiState, view: &ConsoleView, action: Action) -> Option<Effect> {
+    match action {
+        Action::Type(c) => {
+            if let Overlay::Prompt(prompt, text) = &mut state.overlay {
+                text.push(c);
+                live_prompt(prompt.clone(), text.clone(), state);
+            }
+            None
+        }
+        Action::SwitchPrompt => {
+            let other = match &state.overlay {
+                Overlay::Prompt(Prompt::Filter, text) => (Prompt::Search, text.clone()),
+                Overlay::Prompt(Prompt::Search, text) => (Prompt::Filter, text.clone()),
+                _ => return None,
+            };
+            // What was applied as typed goes with the text, not left behind under the
+            // other name.
+            state.filter.clear();
+            state.search.clear();
+            if other.0 == Prompt::Search {
+                state.focus = Focus::Logs;
+            }
+            live_prompt(other.0.clone(), other.1.clone(), state);
+            state.overlay = Overlay::Prompt(other.0, other.1);
+            None
+        }
+        Action::Backspace => {
+            if let Overlay::Prompt(prompt, text) = &mut state.overlay {
+                text.pop();
+                live_prompt(prompt.clone(), text.clone(), state);
+            }
+            None
+        }
+        Action::Submit => {
+            let Overlay::Prompt(prompt, text) = std::mem::take(&mut state.overlay) else {
+                return None;
+            };
+            match prompt {
+                Prompt::Filter | Prompt::Search => None,
+                Prompt::Command => super::command_line::run(state, view, &text),
+                Prompt::JobParams(job) => {
+                    state.set_status(format!("running {job}"));
+                    let params = (!text.trim().is_empty()).then_some(text);
+                    Some(Effect::Supervisor(Command::RunJob(job, params)))
+                }
+            }
+        }
+        _ => None,
     }
 }
 
@@ -373,6 +424,18 @@ fn live_prompt(prompt: Prompt, text: String, state: &mut UiState) {
 }
 
 fn move_cursor(state: &mut UiState, view: &ConsoleView, action: &Action) {
+    // Help scrolls; how far is bounded by the screen, once drawn (`Areas::help_max_scroll`).
+    if state.overlay == Overlay::Help {
+        state.help_scroll = match action {
+            Action::Up => state.help_scroll.saturating_sub(1),
+            Action::Down => state.help_scroll + 1,
+            Action::PageUp => state.help_scroll.saturating_sub(PAGE),
+            Action::PageDown => state.help_scroll + PAGE,
+            Action::Top => 0,
+            _ => usize::MAX / 2,
+        };
+        return;
+    }
     if let Some((anchor, cursor)) = state.selection {
         let cursor = match action {
             Action::Up => cursor + 1,
@@ -421,58 +484,4 @@ fn move_cursor(state: &mut UiState, view: &ConsoleView, action: &Action) {
         _ => last,
     };
     state.selected = Some(rows[next].name.clone());
-}
-
-/// The `:` command language: `restart NAME`, `stop NAME`, `start NAME`, `kill NAME`,
-/// `scale NAME N`, `run JOB [JSON]`, `breaker reset NAME`, `logs [NAME|all]`, `filter TEXT`,
-/// `sort`, `quit`.
-fn command_line(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<Effect> {
-    let mut words = line.split_whitespace();
-    let verb = words.next()?;
-    let name = words.next().map(str::to_string);
-    // The console's own verbs first; the rest are the supervisor's commands.
-    match verb {
-        "logs" => {
-            match name.as_deref() {
-                None | Some("all") => state.log_scope = LogScope::All,
-                Some(n) => {
-                    state.selected = Some(n.to_string());
-                    state.log_scope = LogScope::Selected;
-                }
-            }
-            state.focus = Focus::Logs;
-            return None;
-        }
-        "filter" => {
-            state.filter = name.unwrap_or_default();
-            return None;
-        }
-        "sort" => {
-            state.sort = state.sort.next();
-            return None;
-        }
-        "quit" | "q" => {
-            state.overlay = Overlay::Confirm(Confirm::Quit);
-            return None;
-        }
-        "help" => {
-            state.overlay = Overlay::Help;
-            return None;
-        }
-        _ => {}
-    }
-    let command = match line.parse::<Command>() {
-        Ok(command) => command,
-        Err(err) => {
-            state.set_status(format!("{err} (try :help)"));
-            return None;
-        }
-    };
-    let target = command.target();
-    if !view.services.iter().any(|s| s.name == target) {
-        state.set_status(format!("no service named `{target}`"));
-        return None;
-    }
-    state.set_status(command.to_string());
-    Some(Effect::Supervisor(command))
 }

@@ -6,7 +6,7 @@ use ratatui::crossterm::event::{
 
 use super::{
     action::Action,
-    state::{Confirm, Focus, Overlay, Quit, UiState},
+    state::{Confirm, Focus, Overlay, Prompt, Quit, UiState},
 };
 
 /// Every key the console knows, for the help overlay: (keys, what they do).
@@ -20,10 +20,19 @@ pub const HELP: &[(&str, &str)] = &[
     ("s", "stop or start"),
     ("X", "kill with SIGKILL (asks first)"),
     ("+ / -", "scale replicas up / down"),
-    ("/", "services: filter · logs: search"),
+    (
+        "/",
+        "services: filter · logs: search (the prompt says which; Tab in it switches)",
+    ),
     ("n / N", "next / previous search match"),
     ("f", "follow the log tail on / off"),
     ("l", "logs of all services / of the selected one"),
+    ("T", "log times on / off (UTC)"),
+    ("w", "wrap long log lines on / off"),
+    (
+        "L",
+        "log level: all, info+, warn+, errors only (read from the text)",
+    ),
     (
         "v / y",
         "select log lines (↑↓ extend) / copy them to the clipboard (OSC 52, works over SSH)",
@@ -37,13 +46,20 @@ pub const HELP: &[(&str, &str)] = &[
         ":",
         "command line: restart NAME, stop NAME, start NAME, kill NAME, scale NAME N, run JOB [JSON], breaker reset NAME, logs NAME",
     ),
-    ("?", "this help"),
-    ("Esc", "close / clear"),
+    ("?", "this help (j/k, PgUp/PgDn, Home/End scroll it)"),
+    (
+        "Esc",
+        "close; clear the selection, then the filter, then the search",
+    ),
     (
         "q",
         "quit: stop every service, or detach and leave them running",
     ),
     ("mouse", "click selects a service, wheel scrolls"),
+    (
+        "P99 ≤",
+        "p99 is a histogram bucket's upper bound (powers of two): the true p99 is at most that",
+    ),
 ];
 
 /// The action for a terminal event, given what is open. `table_top` is the screen row of the
@@ -62,8 +78,10 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
         return Some(Action::Quit);
     }
     match &state.overlay {
-        Overlay::Prompt(..) => {
+        Overlay::Prompt(prompt, _) => {
+            let switches = matches!(prompt, Prompt::Filter | Prompt::Search);
             return match key.code {
+                KeyCode::Tab | KeyCode::BackTab if switches => Some(Action::SwitchPrompt),
                 KeyCode::Enter => Some(Action::Submit),
                 KeyCode::Esc => Some(Action::Cancel),
                 KeyCode::Backspace => Some(Action::Backspace),
@@ -98,12 +116,19 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
                 Overlay::Deps => ('d', Action::Deps),
                 _ => ('t', Action::Calls),
             };
-            let moves = *overlay == Overlay::Calls;
+            // The calls overlay follows the selection and help scrolls, so both keep the
+            // moving keys; help also pages, as it can be taller than the terminal.
+            let moves = matches!(overlay, Overlay::Calls | Overlay::Help);
+            let pages = *overlay == Overlay::Help;
             return match key.code {
                 KeyCode::Esc | KeyCode::Char('q') => Some(Action::Cancel),
                 KeyCode::Char(c) if c == own => Some(toggle),
                 KeyCode::Up | KeyCode::Char('k') if moves => Some(Action::Up),
                 KeyCode::Down | KeyCode::Char('j') if moves => Some(Action::Down),
+                KeyCode::PageUp if pages => Some(Action::PageUp),
+                KeyCode::PageDown | KeyCode::Char(' ') if pages => Some(Action::PageDown),
+                KeyCode::Home | KeyCode::Char('g') if pages => Some(Action::Top),
+                KeyCode::End | KeyCode::Char('G') if pages => Some(Action::Bottom),
                 _ => None,
             };
         }
@@ -129,6 +154,9 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
         KeyCode::Char('N') => Action::SearchPrev,
         KeyCode::Char('f') => Action::Follow,
         KeyCode::Char('l') => Action::LogScope,
+        KeyCode::Char('T') => Action::Timestamps,
+        KeyCode::Char('w') => Action::Wrap,
+        KeyCode::Char('L') => Action::LevelFilter,
         KeyCode::Char('v') => Action::SelectLines,
         KeyCode::Char('y') => Action::CopyLines,
         KeyCode::Char('o') => Action::Sort,

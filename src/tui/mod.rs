@@ -5,7 +5,10 @@
 //! - [`terminal`]: owning the real terminal, and surviving its loss.
 //! - [`state`]: what is selected, focused, filtered and open.
 //! - [`action`]: every change to that state, from keys, the mouse and the `:` command line.
+//! - `command_line`: the `:` language, and its answers in words.
+//! - `log_actions`: the log pane's own actions (select, copy, follow, times, wrap, level).
 //! - [`keys`]: key and mouse bindings, and the help text.
+//! - [`level`]: log levels read from a line's text, for the level filter.
 //! - [`render`]: drawing, pure over view and state.
 //! - [`theme`]: colours, or attributes only under NO_COLOR.
 //!
@@ -15,7 +18,10 @@
 //! something changed, at most [`MAX_FPS`] times a second.
 
 pub mod action;
+mod command_line;
 pub mod keys;
+pub mod level;
+mod log_actions;
 pub mod render;
 pub mod source;
 pub mod state;
@@ -129,7 +135,9 @@ where
             },
             _ = frame_tick.tick(), if dirty || logs_dirty => {
                 if logs_dirty {
-                    logs = log_window(&source, &view, &state);
+                    let fresh = log_window(&source, &view, &state);
+                    keep_place(&mut state, &view, &logs, &fresh);
+                    logs = fresh;
                     logs_dirty = false;
                 }
                 let drawn = terminal.draw(|frame| {
@@ -170,6 +178,11 @@ impl Screen<'_> {
             action = Action::Select(row + self.areas.table_offset);
         }
         let scope_before = (self.state.log_scope, self.state.selected.clone());
+        // Paused, the pane's place is what is on screen: a search may have moved the view
+        // away from `log_scroll`, and `v` must start on a line the operator can see.
+        if let (false, Some(bottom)) = (self.state.follow, self.areas.log_bottom) {
+            self.state.log_scroll = bottom;
+        }
         match update(self.state, self.view, action) {
             Some(Effect::Copy { newest, oldest }) => {
                 clipboard(&selected_text(
@@ -187,11 +200,43 @@ impl Screen<'_> {
             .state
             .log_scroll
             .min(lines.saturating_sub(self.areas.log_rows.max(1)));
+        self.state.help_scroll = self.state.help_scroll.min(self.areas.help_max_scroll);
         // The calls overlay follows the selection as it moves.
         if matches!(self.state.overlay, Overlay::Calls) {
             *self.view = fresh_view(source, self.state);
         }
         Some(refetch)
+    }
+}
+
+/// Keeps a paused log pane on the lines it shows as new ones arrive: its place and the
+/// selection are counted from the newest line, so each line newer than the old window's newest
+/// moves them back by one (otherwise `[paused]` would still scroll, and a selection would slide
+/// onto lines not chosen).
+fn keep_place(state: &mut UiState, view: &ConsoleView, old: &[LogView], fresh: &[LogView]) {
+    let Some(newest) = render::scoped_logs(old, view, state).last().map(|l| l.seq) else {
+        return;
+    };
+    let added: Vec<&LogView> = render::scoped_logs(fresh, view, state)
+        .into_iter()
+        .filter(|l| l.seq > newest)
+        .collect();
+    if added.is_empty() {
+        return;
+    }
+    if let Some((anchor, cursor)) = state.selection {
+        state.selection = Some((anchor + added.len(), cursor + added.len()));
+    }
+    if state.follow {
+        return;
+    }
+    state.log_scroll += added.len();
+    let needle = state.search.to_lowercase();
+    if !needle.is_empty() {
+        state.search_match += added
+            .iter()
+            .filter(|l| l.text.to_lowercase().contains(&needle))
+            .count();
     }
 }
 
@@ -269,7 +314,13 @@ fn apply(source: &impl ConsoleSource, effect: Effect, results: mpsc::Sender<Stri
     tokio::spawn(async move {
         let text = match answer.await {
             Ok(crate::supervisor::Reply::JobRun(run)) => format!("started run #{run}"),
-            Ok(crate::supervisor::Reply::Done) => return,
+            // A scale is done when the supervisor has it: say so with the number.
+            Ok(crate::supervisor::Reply::Done) => match &command {
+                crate::supervisor::Command::Scale(name, replicas) => {
+                    format!("scaled {name} to {replicas}")
+                }
+                _ => return,
+            },
             Err(err) => format!("{command}: {err}"),
         };
         let _ = results.send(text).await;

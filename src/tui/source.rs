@@ -81,6 +81,8 @@ pub struct LocalSource {
     started: Instant,
     /// The HTTP gateway's bound address, for the header.
     gateway: Option<String>,
+    /// The stack file's gateway address when it was taken, for the header.
+    gateway_taken: Option<String>,
 }
 
 impl LocalSource {
@@ -89,7 +91,14 @@ impl LocalSource {
             supervisor,
             started: Instant::now(),
             gateway: None,
+            gateway_taken: None,
         }
+    }
+
+    /// Says in the header that the stack file's gateway address was taken.
+    pub fn with_gateway_taken(mut self, address: Option<std::net::SocketAddr>) -> Self {
+        self.gateway_taken = address.map(|a| a.to_string());
+        self
     }
 
     /// Shows the gateway's address in the header.
@@ -106,6 +115,7 @@ impl ConsoleSource for LocalSource {
     fn view(&self) -> ConsoleView {
         let mut view = self.supervisor.view(self.started);
         view.gateway.clone_from(&self.gateway);
+        view.gateway_taken.clone_from(&self.gateway_taken);
         view
     }
 

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::level::Level;
 use crate::api::{ConsoleView, ServiceRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -115,12 +116,20 @@ pub struct UiState {
     pub overlay: Overlay,
     pub log_scope: LogScope,
     pub follow: bool,
+    /// Log lines show their time (UTC).
+    pub timestamps: bool,
+    /// Long log lines wrap instead of being cut at the pane's edge.
+    pub wrap: bool,
+    /// Only log lines at this level or more severe (and the console's own) show.
+    pub level: Option<Level>,
     /// Lines scrolled up from the bottom when not following.
     pub log_scroll: usize,
     pub search: String,
     /// Which match (counted from the bottom) the search is on.
     pub search_match: usize,
     pub alerts: Vec<Alert>,
+    /// Lines the help overlay is scrolled down (it may be taller than the terminal).
+    pub help_scroll: usize,
     /// Log lines being selected for copying: (anchor, cursor), counted from the newest line of
     /// the pane's scope (0 = the newest).
     pub selection: Option<(usize, usize)>,

@@ -179,7 +179,9 @@ impl Core {
             _ if self.shutting_down => self.set_state(id, InstanceState::Stopped),
             _ => {
                 let wanted = registry::read(&self.registry).services[id.service].wanted;
+                let missing = matches!(status, ExitStatus::CannotStart(_));
                 let restart = wanted
+                    && !missing
                     && match spec.restart {
                         RestartPolicy::Always => true,
                         RestartPolicy::OnFailure => !success,
@@ -187,6 +189,8 @@ impl Core {
                     };
                 let settled = if success {
                     InstanceState::Exited
+                } else if missing {
+                    InstanceState::Failed
                 } else {
                     InstanceState::Crashed
                 };

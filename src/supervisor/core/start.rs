@@ -223,22 +223,22 @@ impl Core {
         *instance = fresh;
     }
 
-    /// The process could not be started: said, and treated like a crash so that backoff and
-    /// the intensity limit apply.
+    /// The process could not be started: said. A missing program fails at once, unretried (it
+    /// will not appear by retrying); any other spawn error is treated like a crash, so backoff
+    /// and the intensity limit apply.
     async fn spawn_failed(&self, id: InstanceId, err: &std::io::Error) {
-        self.emit(
-            id.service,
-            Some(id.replica),
-            EventKind::Alert {
-                message: format!("cannot spawn: {err}"),
-            },
-        );
+        let (status, message) = if super::super::spawn::will_not_appear(err) {
+            let status = ExitStatus::CannotStart(err.to_string());
+            let message = format!("{status}; not retried (s starts it again)");
+            (status, message)
+        } else {
+            let status = ExitStatus::SpawnFailed(err.to_string());
+            (status, format!("cannot spawn: {err}"))
+        };
+        self.emit(id.service, Some(id.replica), EventKind::Alert { message });
         let _ = self
             .instance_tx
-            .send(InstanceEvent::Exited {
-                id,
-                status: ExitStatus::SpawnFailed(err.to_string()),
-            })
+            .send(InstanceEvent::Exited { id, status })
             .await;
     }
 }

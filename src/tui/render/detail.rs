@@ -8,7 +8,7 @@ use ratatui::{
     widgets::{Block, Borders, Paragraph, Sparkline, Wrap},
 };
 
-use super::{bytes, duration, latency};
+use super::{bytes, duration, p99};
 use crate::{
     api::{ConsoleView, ServiceRow, TaskView},
     tui::{state::UiState, theme::Theme},
@@ -63,7 +63,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
     frame.render_widget(
         Paragraph::new(vec![
             Line::from(format!("{:.0} req/s", row.request_rate)),
-            Line::from(format!("p99 {}", latency(row.p99_us))),
+            Line::from(format!("p99 {}", p99(row.p99_us))),
         ]),
         label,
     );

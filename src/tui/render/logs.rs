@@ -1,16 +1,19 @@
 //! The log pane: every service interleaved with a coloured name prefix, or only the selected
-//! one; search matches highlighted, with the current match marked.
+//! one; filtered by level, search matches highlighted, with the current match marked. How a
+//! line looks is [`super::log_line`].
 
 use ratatui::{
     Frame,
     layout::Rect,
-    text::{Line, Span},
+    text::Line,
     widgets::{Block, Borders, Paragraph},
 };
 
+use super::log_line::Look;
 use crate::{
     api::{ConsoleView, LogView},
     tui::{
+        level::Level,
         state::{Focus, LogScope, UiState},
         theme::Theme,
     },
@@ -24,9 +27,18 @@ pub fn scoped<'l>(logs: &'l [LogView], view: &ConsoleView, state: &UiState) -> V
             (LogScope::Selected, Some(name)) => line.service == name,
             _ => true,
         })
+        // The level filter keeps the console's own lines (spawned, exited): they say why a
+        // service's lines stopped.
+        .filter(|line| {
+            state.level.is_none_or(|min| {
+                line.console || Level::of(&line.text).is_some_and(|level| level <= min)
+            })
+        })
         .collect()
 }
 
+/// Draws the pane; returns its bottom line on screen, counted from the newest of the scope
+/// (0 = the newest), which a search may have moved away from `state.log_scroll`.
 pub fn draw(
     frame: &mut Frame<'_>,
     area: Rect,
@@ -34,7 +46,7 @@ pub fn draw(
     state: &UiState,
     logs: &[LogView],
     theme: &Theme,
-) {
+) -> usize {
     let lines = scoped(logs, view, state);
     let height = area.height.saturating_sub(2) as usize;
     let needle = state.search.to_lowercase();
@@ -59,25 +71,35 @@ pub fn draw(
         _ => lines.len().saturating_sub(state.log_scroll),
     }
     .max(height.min(lines.len()));
-    let start = end.saturating_sub(height);
     let width = area.width.saturating_sub(2) as usize;
-    let shown: Vec<Line> = lines[start..end]
-        .iter()
-        .enumerate()
-        .map(|(i, line)| {
-            let index = start + i;
-            let from_newest = lines.len() - 1 - index;
-            let selected = state
-                .selection
-                .is_some_and(|(a, c)| (a.min(c)..=a.max(c)).contains(&from_newest));
-            let rendered = render_line(line, &needle, Some(index) == current, theme, width);
+    let mut look = Look::new((logs, &lines), theme, width, needle.clone());
+    look.timestamps = state.timestamps;
+    look.wrap = state.wrap;
+    // Back from `end` while the lines' rows fit (one row each unless wrapping).
+    let mut start = end;
+    let mut rows = 0;
+    while start > 0 && rows + look.rows(lines[start - 1]) <= height {
+        rows += look.rows(lines[start - 1]);
+        start -= 1;
+    }
+    let mut shown: Vec<Line> = Vec::new();
+    for (index, line) in lines.iter().enumerate().take(end).skip(start) {
+        let from_newest = lines.len() - 1 - index;
+        let selected = state
+            .selection
+            .is_some_and(|(a, c)| (a.min(c)..=a.max(c)).contains(&from_newest));
+        for mut row in look.render(line, Some(index) == current) {
             if selected {
-                rendered.style(theme.selected())
-            } else {
-                rendered
+                // Over each span, not under: a span's own colour (the service prefix's blue)
+                // would otherwise sit on the selection's blue and vanish.
+                for span in &mut row.spans {
+                    span.style = span.style.patch(theme.selected());
+                }
+                row = row.style(theme.selected());
             }
-        })
-        .collect();
+            shown.push(row);
+        }
+    }
     let scope = match state.log_scope {
         LogScope::All => "all services".to_string(),
         LogScope::Selected => state
@@ -96,69 +118,16 @@ pub fn draw(
     if !needle.is_empty() {
         title.push_str(&format!("/{} ({} matches) ", state.search, matches.len()));
     }
+    match state.level {
+        Some(Level::Error) => title.push_str("[errors only, L: all] "),
+        Some(level) => title.push_str(&format!("[{}+, L: next] ", level.label())),
+        None => {}
+    }
     let focused = state.focus == Focus::Logs;
     let block = Block::default()
         .borders(Borders::ALL)
         .title(title)
         .border_style(theme.pane_border(focused));
     frame.render_widget(Paragraph::new(shown).block(block), area);
-}
-
-fn render_line<'a>(
-    line: &'a LogView,
-    needle: &str,
-    current: bool,
-    theme: &Theme,
-    width: usize,
-) -> Line<'a> {
-    // The current search match is marked in the prefix, so the text does not shift.
-    let (marker, width_left) = if current { ("▶", 11) } else { ("", 12) };
-    let prefix = format!(
-        "{:>width_left$}│",
-        truncate(&format!("{}#{}", line.service, line.replica), width_left)
-    );
-    let mut spans = vec![
-        Span::styled(marker, theme.highlight()),
-        Span::styled(prefix, theme.service(&line.service)),
-    ];
-    let text: String = line.text.chars().take(width.saturating_sub(14)).collect();
-    let style = if line.console {
-        theme.dim()
-    } else {
-        Default::default()
-    };
-    if needle.is_empty() {
-        spans.push(Span::styled(text, style));
-        return Line::from(spans);
-    }
-    // Highlight every case-insensitive occurrence.
-    let lower = text.to_lowercase();
-    if lower.len() != text.len() {
-        // Lower-casing changed byte lengths (rare scripts): highlight nothing rather than
-        // slicing at a wrong boundary.
-        spans.push(Span::styled(text, style));
-        return Line::from(spans);
-    }
-    let mut at = 0;
-    while let Some(found) = lower[at..].find(needle) {
-        let begin = at + found;
-        let end = begin + needle.len();
-        spans.push(Span::styled(text[at..begin].to_string(), style));
-        spans.push(Span::styled(
-            text[begin..end].to_string(),
-            theme.highlight(),
-        ));
-        at = end;
-    }
-    spans.push(Span::styled(text[at..].to_string(), style));
-    Line::from(spans)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(max - 1).collect();
-        format!("{cut}…")
-    }
+    lines.len() - end
 }

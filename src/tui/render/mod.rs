@@ -7,6 +7,8 @@
 //! pane shares the space.
 
 mod detail;
+mod help;
+mod log_line;
 mod logs;
 
 pub use logs::scoped as scoped_logs;
@@ -39,6 +41,10 @@ pub struct Areas {
     pub table_offset: usize,
     /// Log lines the log pane shows at once (how far it can scroll back is the rest).
     pub log_rows: usize,
+    /// The log pane's bottom line on screen, counted from the newest (`None`: not drawn).
+    pub log_bottom: Option<usize>,
+    /// How far the help overlay can scroll on this screen.
+    pub help_max_scroll: usize,
 }
 
 pub fn draw(
@@ -63,9 +69,10 @@ pub fn draw(
     }
     let mut areas = Areas::default();
     let mut log_rows = 0;
+    let mut log_bottom = None;
     let mut logs_in = |frame: &mut Frame<'_>, area: Rect| {
         log_rows = area.height.saturating_sub(2) as usize;
-        logs::draw(frame, area, view, state, logs, theme);
+        log_bottom = Some(logs::draw(frame, area, view, state, logs, theme));
     };
     if state.zoom {
         match state.focus {
@@ -103,7 +110,9 @@ pub fn draw(
         }
     }
     areas.log_rows = log_rows;
-    frame.render_widget(footer_line(state, theme), footer);
+    areas.log_bottom = log_bottom;
+    areas.help_max_scroll = help::max_scroll(area);
+    frame.render_widget(footer_line(state, theme, footer.width), footer);
     overlay::draw(frame, area, view, state, theme);
     areas
 }
@@ -149,6 +158,13 @@ fn header_line<'a>(view: &'a ConsoleView, state: &UiState, theme: &Theme, width:
     spans.push(Span::raw(format!("up {} ", duration(view.uptime))));
     if let Some(gateway) = &view.gateway {
         spans.push(Span::styled(format!("http://{gateway} "), theme.dim()));
+    } else if let Some(taken) = &view.gateway_taken {
+        // Loud: routes that do not answer would otherwise be a mystery (the alert says how
+        // to choose another address).
+        spans.push(Span::styled(
+            format!("no gateway: {taken} taken "),
+            theme.error(),
+        ));
     }
     spans.push(Span::raw(format!("│ {up} up ")));
     spans.push(Span::styled(
@@ -206,21 +222,9 @@ fn alert_text<'a>(state: &'a UiState, theme: &Theme) -> Paragraph<'a> {
     Paragraph::new(Line::styled(text, style))
 }
 
-fn footer_line<'a>(state: &'a UiState, theme: &Theme) -> Line<'a> {
+fn footer_line<'a>(state: &'a UiState, theme: &Theme, width: u16) -> Line<'a> {
     if let Overlay::Prompt(prompt, text) = &state.overlay {
-        let label = match prompt {
-            Prompt::Filter => "filter services: ".to_string(),
-            Prompt::Search => "search logs: ".to_string(),
-            Prompt::Command => ":".to_string(),
-            Prompt::JobParams(job) => {
-                format!("run {job} with parameters (JSON, Enter for defaults): ")
-            }
-        };
-        return Line::from(vec![
-            Span::styled(label, theme.key()),
-            Span::raw(text.as_str()),
-            Span::styled("█", theme.dim()),
-        ]);
+        return prompt_line(prompt, text, theme, usize::from(width));
     }
     if let Some(status) = state.current_status() {
         return Line::styled(format!(" {status}"), theme.title());
@@ -235,6 +239,21 @@ fn footer_line<'a>(state: &'a UiState, theme: &Theme) -> Line<'a> {
             ("⏎", "detail/run"),
             ("/", "filter"),
             ("Tab", "logs"),
+            ("q", "quit"),
+        ],
+        // The log pane's newer keys where they fit (80 columns has room for the first).
+        Focus::Logs if width >= 110 => &[
+            ("?", "help"),
+            ("/", "search"),
+            ("n/N", "match"),
+            ("f", "follow"),
+            ("l", "scope"),
+            ("T", "time"),
+            ("L", "level"),
+            ("w", "wrap"),
+            ("v", "select"),
+            ("z", "zoom"),
+            ("Tab", "services"),
             ("q", "quit"),
         ],
         Focus::Logs => &[
@@ -256,7 +275,54 @@ fn footer_line<'a>(state: &'a UiState, theme: &Theme) -> Line<'a> {
     Line::from(spans)
 }
 
+/// The open prompt: its label, then the typed text scrolled so the cursor stays on screen
+/// (JSON parameters easily outgrow 80 columns); `…` says where text is out of view.
+fn prompt_line<'a>(prompt: &Prompt, text: &'a str, theme: &Theme, width: usize) -> Line<'a> {
+    let mut label = match prompt {
+        // `/` means one or the other by focus: the prompt says which, and how to switch.
+        Prompt::Filter => "filter services (Tab: search logs): ".to_string(),
+        Prompt::Search => "search logs (Tab: filter services): ".to_string(),
+        Prompt::Command => ":".to_string(),
+        Prompt::JobParams(job) => {
+            format!("run {job} with parameters (JSON, Enter for defaults): ")
+        }
+    };
+    // A long label leaves the text at least 20 columns.
+    if label.chars().count() + 20 > width {
+        let short = match prompt {
+            Prompt::JobParams(job) => format!("run {job}: "),
+            Prompt::Filter => "filter: ".to_string(),
+            Prompt::Search => "search: ".to_string(),
+            Prompt::Command => ":".to_string(),
+        };
+        label = short;
+    }
+    // Room for the text: the line less the label and the cursor.
+    let room = width.saturating_sub(label.chars().count() + 1);
+    let count = text.chars().count();
+    let shown = if count <= room {
+        Span::raw(text)
+    } else {
+        let tail: String = text.chars().skip(count + 1 - room.max(1)).collect();
+        Span::raw(format!("…{tail}"))
+    };
+    Line::from(vec![
+        Span::styled(label, theme.key()),
+        shown,
+        Span::styled("█", theme.dim()),
+    ])
+}
+
 pub use crate::api::human::{bytes, duration};
+
+/// A p99 as what it is: the upper bound of a power-of-two histogram bucket, so the true p99
+/// is at most that (`≤1.0ms`), not exactly it.
+pub fn p99(us: Option<u64>) -> String {
+    match us {
+        None => "-".into(),
+        some => format!("≤{}", latency(some)),
+    }
+}
 
 pub fn latency(us: Option<u64>) -> String {
     match us {

@@ -7,12 +7,11 @@ use ratatui::{
     widgets::{Block, Borders, Clear, Paragraph, Wrap},
 };
 
-use super::{centered, latency};
+use super::{centered, latency, p99};
 use crate::{
     api::ConsoleView,
     registry::InstanceState,
     tui::{
-        keys::HELP,
         state::{Confirm, Overlay, UiState},
         theme::Theme,
     },
@@ -32,18 +31,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
             let lines = calls(view, selected, room, theme);
             return popup(frame, area, &title, lines, 120, theme);
         }
-        Overlay::Help => (
-            " keys (Esc closes) ",
-            HELP.iter()
-                .map(|(keys, what)| {
-                    Line::from(vec![
-                        Span::styled(format!("{keys:>12}  "), theme.key()),
-                        Span::raw(*what),
-                    ])
-                })
-                .collect(),
-            100,
-        ),
+        Overlay::Help => return super::help::draw(frame, area, state, theme),
         Overlay::Alerts => (
             " alerts (a or Esc acknowledges) ",
             if state.alerts.is_empty() {
@@ -149,7 +137,7 @@ fn calls<'a>(
                 } else {
                     Span::raw(errors)
                 },
-                Span::raw(format!("  p99 {}", latency(route.p99_us))),
+                Span::raw(format!("  p99 {}", p99(route.p99_us))),
             ]));
         }
         lines.push(Line::styled("recent calls", theme.dim()));

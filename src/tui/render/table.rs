@@ -1,5 +1,6 @@
-//! The service table. Columns have priorities; on a narrow terminal the least important drop
-//! out first, so 80 columns still shows what matters.
+//! The service table. Columns have ranks; on a narrow terminal the least important drop out
+//! first. What shows trouble (state, restarts, heartbeat age, breaker) outranks every cosmetic
+//! column at every width, and is never dropped in favour of a lower-ranked one.
 
 use ratatui::{
     Frame,
@@ -9,7 +10,7 @@ use ratatui::{
     widgets::{Block, Borders, Cell, Row, Table, TableState},
 };
 
-use super::{Areas, bytes, duration, latency};
+use super::{Areas, bytes, duration, p99};
 use crate::{
     api::{ConsoleView, ServiceRow},
     tui::{
@@ -21,8 +22,11 @@ use crate::{
 struct Column {
     title: &'static str,
     width: u16,
-    /// 1 is kept longest.
-    priority: u8,
+    /// 1 is kept longest; each column has its own.
+    rank: u8,
+    /// It shows trouble: when it does not fit, no column ranked below it is shown either (a
+    /// narrow table must not show RST and hide STATE).
+    trouble: bool,
     cell: fn(&ServiceRow) -> String,
 }
 
@@ -30,108 +34,143 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "SERVICE",
         width: 14,
-        priority: 1,
+        rank: 1,
+        trouble: true,
         cell: |r| r.name.clone(),
     },
     Column {
         title: "STATE",
         width: 10,
-        priority: 1,
+        rank: 2,
+        trouble: true,
         cell: |_| String::new(),
     },
     Column {
         title: "PID",
         width: 7,
-        priority: 3,
+        rank: 10,
+        trouble: false,
         cell: |r| r.pid.map_or("-".into(), |p| p.to_string()),
     },
     Column {
         title: "UP",
         width: 7,
-        priority: 2,
+        rank: 11,
+        trouble: false,
         cell: |r| r.uptime.map_or("-".into(), duration),
     },
     Column {
         title: "RST",
         width: 4,
-        priority: 1,
+        rank: 3,
+        trouble: true,
         cell: |r| r.restarts.to_string(),
     },
     Column {
         title: "REPL",
         width: 5,
-        priority: 3,
+        rank: 6,
+        trouble: false,
         cell: |r| format!("{}/{}", r.ready, r.replicas),
     },
     Column {
         title: "CPU%",
         width: 6,
-        priority: 2,
+        rank: 12,
+        trouble: false,
         cell: |r| format!("{:.1}", r.cpu),
     },
     Column {
         title: "RSS",
         width: 7,
-        priority: 2,
+        rank: 13,
+        trouble: false,
         cell: |r| bytes(r.rss),
     },
     Column {
         title: "REQ/S",
-        width: 7,
-        priority: 1,
+        width: 6,
+        rank: 8,
+        trouble: false,
         cell: |r| format!("{:.0}", r.request_rate),
     },
     Column {
         title: "ERR/S",
         width: 6,
-        priority: 2,
+        rank: 7,
+        trouble: false,
         cell: |r| format!("{:.1}", r.error_rate),
     },
     Column {
         title: "P99",
-        width: 8,
-        priority: 2,
-        cell: |r| latency(r.p99_us),
+        width: 7,
+        rank: 9,
+        trouble: false,
+        cell: |r| p99(r.p99_us),
     },
     Column {
         title: "HB",
         width: 6,
-        priority: 3,
-        cell: |r| {
-            r.heartbeat_age
-                .map_or("-".into(), |a| format!("{:.1}s", a.as_secs_f32()))
-        },
+        rank: 4,
+        trouble: true,
+        cell: |r| r.heartbeat_age.map_or("-".into(), heartbeat_age),
     },
     Column {
         title: "BRK",
         width: 6,
-        priority: 4,
+        rank: 5,
+        trouble: true,
         cell: |r| r.breaker.clone(),
     },
     Column {
         title: "VERSION",
         width: 9,
-        priority: 4,
+        rank: 14,
+        trouble: false,
         cell: |r| r.version.clone().unwrap_or_default(),
     },
 ];
 
-/// Columns that fit `width`, in display order.
-fn visible(width: u16) -> Vec<&'static Column> {
+/// A heartbeat's age in tenths of a second while that matters (a late beat shows before the
+/// service is declared hung), then as a duration that fits the column (`1234.5s` would not).
+fn heartbeat_age(age: std::time::Duration) -> String {
+    if age.as_secs() < 100 {
+        format!("{:.1}s", age.as_secs_f32())
+    } else {
+        duration(age)
+    }
+}
+
+/// The SERVICE column's width: its full 14 unless that would leave STATE no room.
+fn service_width(budget: u16) -> u16 {
+    14.min(budget.saturating_sub(12)).max(6)
+}
+
+/// Columns that fit `width`, in display order, with their widths.
+fn visible(width: u16) -> Vec<(&'static Column, u16)> {
     let mut budget = width.saturating_sub(2);
-    let mut keep = vec![false; COLUMNS.len()];
-    for priority in 1..=4 {
-        for (i, column) in COLUMNS.iter().enumerate() {
-            if column.priority == priority && column.width < budget {
-                budget -= column.width + 1;
-                keep[i] = true;
-            }
+    let mut order: Vec<usize> = (0..COLUMNS.len()).collect();
+    order.sort_by_key(|&i| COLUMNS[i].rank);
+    let mut keep = vec![None; COLUMNS.len()];
+    for i in order {
+        let column = &COLUMNS[i];
+        let width = if column.title == "SERVICE" {
+            service_width(budget)
+        } else {
+            column.width
+        };
+        // The last column needs no gap after it.
+        if width <= budget {
+            budget = budget.saturating_sub(width + 1);
+            keep[i] = Some(width);
+        } else if column.trouble {
+            break;
         }
     }
     COLUMNS
         .iter()
         .zip(keep)
-        .filter_map(|(c, k)| k.then_some(c))
+        .filter_map(|(c, k)| k.map(|w| (c, w)))
         .collect()
 }
 
@@ -148,7 +187,7 @@ pub fn draw(
     let header = Row::new(
         columns
             .iter()
-            .map(|c| Cell::from(c.title).style(theme.dim())),
+            .map(|(c, _)| Cell::from(c.title).style(theme.dim())),
     );
     // Only the rows on screen are built: with hundreds of services, formatting every cell of
     // every row would dominate the frame.
@@ -159,7 +198,7 @@ pub fn draw(
         .skip(offset)
         .take(visible_rows)
         .map(|row| {
-            Row::new(columns.iter().map(|c| {
+            Row::new(columns.iter().map(|(c, _)| {
                 if c.title == "STATE" {
                     // A stale heartbeat shows before it is declared hung, in the style of
                     // the unhealthy.
@@ -197,7 +236,7 @@ pub fn draw(
         .borders(Borders::ALL)
         .title(title)
         .border_style(theme.pane_border(focused));
-    let table = Table::new(body, columns.iter().map(|c| Constraint::Length(c.width)))
+    let table = Table::new(body, columns.iter().map(|(_, w)| Constraint::Length(*w)))
         .header(header)
         .block(block)
         .row_highlight_style(if focused {
@@ -219,15 +258,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn columns_drop_by_priority() {
-        let wide: Vec<&str> = visible(200).iter().map(|c| c.title).collect();
-        assert_eq!(wide.len(), COLUMNS.len());
-        let narrow: Vec<&str> = visible(78).iter().map(|c| c.title).collect();
+    fn heartbeat_age_has_tenths_and_fits() {
+        use std::time::Duration;
+        assert_eq!(heartbeat_age(Duration::from_millis(340)), "0.3s");
+        assert_eq!(heartbeat_age(Duration::from_millis(12_460)), "12.5s");
+        assert!(heartbeat_age(Duration::from_secs(4000)).chars().count() <= 6);
+    }
+
+    fn titles(width: u16) -> Vec<&'static str> {
+        visible(width).iter().map(|(c, _)| c.title).collect()
+    }
+
+    #[test]
+    fn columns_drop_by_rank() {
+        assert_eq!(titles(200).len(), COLUMNS.len());
+        let narrow = titles(78);
         for must in ["SERVICE", "STATE", "RST", "REQ/S"] {
             assert!(narrow.contains(&must), "{narrow:?}");
         }
         assert!(!narrow.contains(&"VERSION"));
-        let used: u16 = visible(78).iter().map(|c| c.width + 1).sum();
+        let used: u16 = visible(78).iter().map(|(_, w)| w + 1).sum();
         assert!(used <= 76);
+    }
+
+    /// What shows trouble comes before cosmetic columns at every width, and STATE is never
+    /// dropped while RST shows (at 25 columns it was).
+    #[test]
+    fn trouble_columns_come_first_at_every_width() {
+        let trouble = ["SERVICE", "STATE", "RST", "HB", "BRK"];
+        for width in 10..=200 {
+            let shown = titles(width);
+            let cosmetic = shown.iter().any(|t| !trouble.contains(t));
+            let missing: Vec<&&str> = trouble.iter().filter(|t| !shown.contains(t)).collect();
+            assert!(
+                !cosmetic || missing.is_empty(),
+                "at {width}: {shown:?} without {missing:?}"
+            );
+            if shown.contains(&"RST") {
+                assert!(shown.contains(&"STATE"), "at {width}: {shown:?}");
+            }
+            let used: u16 = visible(width).iter().map(|(_, w)| w + 1).sum();
+            assert!(used <= width.saturating_sub(2) + 1, "at {width}: {used}");
+        }
+        assert_eq!(titles(25), ["SERVICE", "STATE"]);
+        // Beside the side pane at 120 columns (62 % of it).
+        let side = titles(74);
+        for must in ["STATE", "RST", "HB", "BRK", "REPL", "P99"] {
+            assert!(side.contains(&must), "{side:?}");
+        }
     }
 }

@@ -1,0 +1,84 @@
+//! The `:` command line: the console's own verbs (`logs`, `filter`, `sort`, `quit`, `help`),
+//! then the supervisor's commands, each answered on the status line in words.
+
+use super::{
+    action::Effect,
+    state::{Confirm, Focus, LogScope, Overlay, UiState},
+};
+use crate::{api::ConsoleView, supervisor::Command};
+
+/// The `:` command language: `restart NAME`, `stop NAME`, `start NAME`, `kill NAME`,
+/// `scale NAME N`, `run JOB [JSON]`, `breaker reset NAME`, `logs [NAME|all]`, `filter TEXT`,
+/// `sort`, `quit`.
+pub(super) fn run(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<Effect> {
+    let mut words = line.split_whitespace();
+    let verb = words.next()?;
+    let name = words.next().map(str::to_string);
+    // The console's own verbs first; the rest are the supervisor's commands.
+    match verb {
+        "logs" => {
+            match name.as_deref() {
+                None | Some("all") => state.log_scope = LogScope::All,
+                Some(n) if view.services.iter().any(|s| s.name == n) => {
+                    state.selected = Some(n.to_string());
+                    state.log_scope = LogScope::Selected;
+                }
+                Some(n) => {
+                    state.set_status(format!("no service named `{n}`"));
+                    return None;
+                }
+            }
+            state.focus = Focus::Logs;
+            return None;
+        }
+        "filter" => {
+            state.filter = name.unwrap_or_default();
+            return None;
+        }
+        "sort" => {
+            state.sort = state.sort.next();
+            state.set_status(format!("sorted by {}", state.sort.label()));
+            return None;
+        }
+        "quit" | "q" => {
+            state.overlay = Overlay::Confirm(Confirm::Quit);
+            return None;
+        }
+        "help" => {
+            state.overlay = Overlay::Help;
+            return None;
+        }
+        _ => {}
+    }
+    let command = match line.parse::<Command>() {
+        Ok(command) => command,
+        Err(err) => {
+            state.set_status(format!("{err} (try :help)"));
+            return None;
+        }
+    };
+    let target = command.target();
+    let Some(row) = view.services.iter().find(|s| s.name == target) else {
+        state.set_status(format!("no service named `{target}`"));
+        return None;
+    };
+    if matches!(command, Command::Kill(_)) && !row.state.has_process() {
+        state.set_status(format!("{target} is not running: nothing to kill"));
+        return None;
+    }
+    state.set_status(doing(&command));
+    Some(Effect::Supervisor(command))
+}
+
+/// What the console is doing for a command, in words: `scaling order to 2`.
+fn doing(command: &Command) -> String {
+    match command {
+        Command::Start(n) => format!("starting {n}"),
+        Command::Stop(n) => format!("stopping {n}"),
+        Command::Restart(n) => format!("restarting {n}"),
+        Command::Kill(n) => format!("killing {n} (SIGKILL)"),
+        Command::Scale(n, r) => format!("scaling {n} to {r}"),
+        Command::RunJob(n, _) => format!("running {n}"),
+        Command::ResetBreaker(n) => format!("resetting {n}'s circuit breaker"),
+    }
+}
