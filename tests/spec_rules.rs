@@ -16,14 +16,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Running, is_state, stack, start};
+use common::{Running, code, is_state, request, stack, start};
 use switchboard::{
     event::EventKind,
     registry::{ExitStatus, InstanceState},
     router::GATEWAY,
     supervisor::{Command, degraded},
 };
-use switchboard_protocol::{Body, Envelope, ErrorCode, Kind, Status};
+use switchboard_protocol::{Body, ErrorCode, Kind, Status};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -52,25 +52,6 @@ fn spec_stack(
         "#,
         fixture(script)
     ))
-}
-
-fn request(service: &str, method: &str, body: &str, deadline: Duration) -> Envelope {
-    Envelope {
-        id: 1,
-        deadline_us: deadline.as_micros() as u64,
-        kind: Kind::Request,
-        destination: service.into(),
-        method: method.into(),
-        body: Body::Json(serde_json::to_vec(body).unwrap().into()),
-        ..Envelope::default()
-    }
-}
-
-fn code(answer: &Envelope) -> Option<ErrorCode> {
-    match &answer.kind {
-        Kind::Response(Status::Error(err)) => Some(err.code),
-        _ => None,
-    }
 }
 
 /// The log lines of `service` (replica, text) that start with `prefix`.
