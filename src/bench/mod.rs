@@ -8,6 +8,7 @@
 pub mod attach;
 mod fanout;
 pub mod gateway;
+mod http_load;
 mod noisy;
 pub mod pipes;
 pub mod routing;

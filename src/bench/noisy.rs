@@ -27,7 +27,8 @@ use hyper::Method;
 
 use super::{
     BenchStack, Figure,
-    gateway::{self, LoadClient, Shot},
+    gateway::LoadClient,
+    http_load::{self, Shot},
     named_threads_cpu_seconds, own_cpu_seconds, routing,
 };
 use crate::{
@@ -132,7 +133,7 @@ async fn measure(
     address: SocketAddr,
     client: LoadClient,
 ) -> Result<Vec<Figure>, String> {
-    let user = gateway::once(
+    let user = http_load::once(
         address,
         Method::POST,
         "/call/user/create",
@@ -144,7 +145,7 @@ async fn measure(
         .and_then(|v| v["id"].as_i64())
         .ok_or("no user id in the answer to user.create")?;
     let path = format!("/users/{id}");
-    let json = gateway::once(address, Method::GET, &path, "").await?;
+    let json = http_load::once(address, Method::GET, &path, "").await?;
     let get = Shot {
         method: Method::GET,
         path,
@@ -168,7 +169,7 @@ async fn measure(
             let runs = if flooding { &mut noisy } else { &mut quiet };
             floods(stack, flooding).await?;
             let (load, mut spent) =
-                measured(stack, gateway::send_load(client, address, get.clone())).await;
+                measured(stack, http_load::send_load(client, address, get.clone())).await;
             if load.errors > 0 {
                 return Err(format!("{} GET errors", load.errors));
             }
