@@ -8,7 +8,7 @@
 //!   outbox in one SQLite transaction with `synchronous=FULL`), beside this disk's fsync rate
 //!   measured in the same data directory: durable writes bound the order rate.
 //!
-//! The load ([`super::http_load`]) runs on its own thread and runtime (as a separate client would), with
+//! The load (`bench::http_load`) runs on its own thread and runtime (as a separate client would), with
 //! [`DEFAULT_CONNECTIONS`] keep-alive HTTP/1 connections (`--http-connections`), each sending
 //! its next request as soon as the previous answer is read. `--http-load wrk` sends the same
 //! load with wrk instead (one thread, the same connections and duration), as an outside
