@@ -68,39 +68,20 @@ const STAYS_DOWN: Duration = Duration::from_secs(2);
 const DOWN_WAIT: Duration = Duration::from_secs(120);
 
 pub fn up(up: &Up) -> ExitCode {
-    let Some(stack) = load(up.file.as_deref()) else {
-        return ExitCode::FAILURE;
-    };
-    // Before the data directory is touched: a running instance owns it.
-    if let Some(pid) = lock::holder(&stack.run_dir) {
-        let file = file_arg(up.file.as_deref());
-        eprintln!(
-            "switchboard: stack `{}` is already running as pid {pid}: attach to it with `switchboard attach{file}`, or stop it with `switchboard down{file}`",
-            stack.name
-        );
-        return ExitCode::FAILURE;
-    }
-    if up.fresh
-        && let Err(err) = std::fs::remove_dir_all(&stack.data_dir)
-        && err.kind() != std::io::ErrorKind::NotFound
-    {
-        eprintln!(
-            "switchboard: cannot reset {}: {err}",
-            stack.data_dir.display()
-        );
-        return ExitCode::FAILURE;
-    }
-    let bind = up.gateway.unwrap_or_default();
     let mut mode = up.mode;
     if mode == Mode::Console && !std::io::stdout().is_terminal() {
         eprintln!("switchboard: stdout is not a terminal; running headless");
         mode = Mode::Headless;
     }
     if mode == Mode::Detach {
+        let Some(stack) = prepare(up) else {
+            return ExitCode::FAILURE;
+        };
         return start_daemon(up, &stack);
     }
     // Forked before the runtime or any thread exists (see `hold_terminal`); without it the
-    // console still runs, it just cannot give the shell back when it detaches.
+    // console still runs, it just cannot give the shell back when it detaches. Before the
+    // stack is even read, too: whatever the parents hold stays in their memory for good.
     let foreground = match mode {
         Mode::Console => match detach::hold_terminal() {
             Ok(foreground) => Some(foreground),
@@ -123,6 +104,10 @@ pub fn up(up: &Up) -> ExitCode {
             foreground
         }
     };
+    let Some(stack) = prepare(up) else {
+        return ExitCode::FAILURE;
+    };
+    let bind = up.gateway.unwrap_or_default();
     if mode == Mode::Console {
         // Never log to the screen the UI owns.
         init_file_logging(&stack.run_dir);
@@ -164,6 +149,31 @@ pub fn up(up: &Up) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The stack, checked for a running instance (which owns its data directory) and, with
+/// `--fresh`, with its data directory emptied. `None` once the reason is printed.
+fn prepare(up: &Up) -> Option<Stack> {
+    let stack = load(up.file.as_deref())?;
+    if let Some(pid) = lock::holder(&stack.run_dir) {
+        let file = file_arg(up.file.as_deref());
+        eprintln!(
+            "switchboard: stack `{}` is already running as pid {pid}: attach to it with `switchboard attach{file}`, or stop it with `switchboard down{file}`",
+            stack.name
+        );
+        return None;
+    }
+    if up.fresh
+        && let Err(err) = std::fs::remove_dir_all(&stack.data_dir)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!(
+            "switchboard: cannot reset {}: {err}",
+            stack.data_dir.display()
+        );
+        return None;
+    }
+    Some(stack)
 }
 
 /// ` FILE` when a stack file was given, for the commands a message suggests.
