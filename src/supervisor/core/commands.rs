@@ -122,6 +122,16 @@ impl Core {
         for id in waiting {
             self.set_state(id, InstanceState::Stopped);
         }
+        self.stop_processes(index, grace, intent);
+    }
+
+    /// Stops every replica of service `index` that has a process.
+    pub(super) fn stop_processes(
+        &mut self,
+        index: usize,
+        grace: std::time::Duration,
+        intent: Intent,
+    ) {
         let slots: Vec<Slot> = self
             .controls
             .keys()

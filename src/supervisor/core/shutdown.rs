@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Core, Intent, Slot};
+use super::{Core, Intent};
 use crate::registry::{self, InstanceId, InstanceState};
 
 impl Core {
@@ -47,15 +47,7 @@ impl Core {
             });
             if !dependents_running {
                 let grace = stack.services[index].shutdown_grace;
-                let slots: Vec<Slot> = self
-                    .controls
-                    .keys()
-                    .filter(|slot| slot.0 == index)
-                    .copied()
-                    .collect();
-                for slot in slots {
-                    self.stop_instance(slot, grace, Intent::Stop);
-                }
+                self.stop_processes(index, grace, Intent::Stop);
             }
         }
     }
