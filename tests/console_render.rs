@@ -329,6 +329,24 @@ fn the_detail_shows_a_failed_service_s_next_try_and_a_stale_heartbeat() {
 }
 
 #[test]
+fn a_subscriber_s_events_are_its_rate() {
+    let mut view = demo_view();
+    let state = UiState::new();
+    // The selected service (the first row) takes events and no requests, as notification does.
+    view.services[0].request_rate = 0.0;
+    view.services[0].event_rate = 40.0;
+    let screen = render(&view, &state, 120, 30);
+    assert!(
+        screen.contains("40ev"),
+        "no event rate in the table:\n{screen}"
+    );
+    assert!(
+        screen.contains("0 req/s · 40 ev/s"),
+        "no event rate in the detail:\n{screen}"
+    );
+}
+
+#[test]
 fn log_search() {
     let view = demo_view();
     let mut state = UiState::new();

@@ -323,6 +323,26 @@ async fn wildcard_fan_out_reaches_every_matching_service_once() {
         ],
         "each matching service exactly once, `other` never: {seen:?}"
     );
+    // What a subscriber took is its work, counted from its segment by the metrics sampler.
+    let events_of = |service: &str| {
+        switchboard::monitor::metrics::read(&running.supervisor.metrics)
+            .service(service)
+            .map_or(0, |m| m.events)
+    };
+    let deadline = std::time::Instant::now() + LIMIT;
+    while (events_of("all_below") < 2 || events_of("exact") < 1)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        [
+            events_of("all_below"),
+            events_of("exact"),
+            events_of("other")
+        ],
+        [2, 1, 0]
+    );
     running.stop().await;
 }
 

@@ -93,6 +93,9 @@ pub struct ServiceRow {
     pub cpu: f32,
     pub rss: u64,
     pub request_rate: f64,
+    /// Events taken per second: a subscriber's work, which `request_rate` does not count.
+    #[serde(default)]
+    pub event_rate: f64,
     pub error_rate: f64,
     pub p99_us: Option<u64>,
     #[serde(rename = "heartbeat_age_ms", with = "millis::option")]
@@ -190,6 +193,7 @@ impl ServiceRow {
             cpu: 0.0,
             rss: 0,
             request_rate: 0.0,
+            event_rate: 0.0,
             error_rate: 0.0,
             p99_us: None,
             heartbeat_age: None,

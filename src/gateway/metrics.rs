@@ -229,6 +229,14 @@ fn service_families(out: &mut String, rows: &[Row]) {
     per_service(
         out,
         rows,
+        "switchboard_service_events_received_total",
+        "counter",
+        "Events the service took (a subscriber's work), from its segment.",
+        &|r| r.metrics.as_ref().map(|m| m.events as f64),
+    );
+    per_service(
+        out,
+        rows,
         "switchboard_service_errors_total",
         "counter",
         "Requests that ended in an error or a timeout, from the segment.",

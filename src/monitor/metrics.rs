@@ -25,6 +25,8 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub struct ServiceMetrics {
     /// Requests finished per second, over the last sample.
     pub request_rate: f64,
+    /// Events taken per second (a subscriber's work), over the last sample.
+    pub event_rate: f64,
     pub error_rate: f64,
     /// 99th percentile latency over the last sample, µs (upper bound of its bucket).
     pub p99_us: Option<u64>,
@@ -34,6 +36,8 @@ pub struct ServiceMetrics {
     pub requests: u64,
     pub errors: u64,
     pub timeouts: u64,
+    /// Events taken, across restarts.
+    pub events: u64,
     /// Cumulative latency histogram (counts per log2 bucket), across restarts.
     pub histogram: Vec<u64>,
     pub latency_sum_us: u64,
@@ -91,6 +95,7 @@ impl Metrics {
                 });
             let mut finished: u64 = 0;
             let mut errors: u64 = 0;
+            let mut events: u64 = 0;
             let mut window = [0u64; HIST_BUCKETS];
             entry.in_flight = 0;
             entry.tasks.clear();
@@ -109,6 +114,9 @@ impl Metrics {
                 let ok = delta(snapshot.ok, before.map(|b| b.ok));
                 let error = delta(snapshot.error, before.map(|b| b.error));
                 let timeout = delta(snapshot.timeout, before.map(|b| b.timeout));
+                let taken = delta(snapshot.events_received, before.map(|b| b.events_received));
+                events = events.saturating_add(taken);
+                entry.events = entry.events.saturating_add(taken);
                 // The service writes these counters, so they may hold anything: every sum
                 // saturates rather than overflow (a panic in debug builds would end the
                 // sampler for every service).
@@ -155,6 +163,7 @@ impl Metrics {
                 );
             }
             entry.request_rate = finished as f64 / seconds;
+            entry.event_rate = events as f64 / seconds;
             entry.error_rate = errors as f64 / seconds;
             entry.p99_us = quantile(&window, 0.99);
             entry.p50_us = quantile(&window, 0.50);

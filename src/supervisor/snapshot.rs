@@ -70,6 +70,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 cpu: tenths(live.iter().fold(0.0, |sum, i| sum + i.cpu_percent)),
                 rss: live.iter().map(|i| i.rss_bytes).sum(),
                 request_rate: m.map_or(0.0, |m| hundredths(m.request_rate)),
+                event_rate: m.map_or(0.0, |m| hundredths(m.event_rate)),
                 error_rate: m.map_or(0.0, |m| hundredths(m.error_rate)),
                 p99_us: m.and_then(|m| m.p99_us),
                 heartbeat_age: m.and_then(|m| m.heartbeat_age),

@@ -62,7 +62,11 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
         Layout::horizontal([Constraint::Length(18), Constraint::Min(0)]).areas(spark_area);
     frame.render_widget(
         Paragraph::new(vec![
-            Line::from(format!("{:.0} req/s", row.request_rate)),
+            Line::from(if row.event_rate > 0.0 {
+                format!("{:.0} req/s · {:.0} ev/s", row.request_rate, row.event_rate)
+            } else {
+                format!("{:.0} req/s", row.request_rate)
+            }),
             Line::from(format!("p99 {}", p99(row.p99_us))),
         ]),
         label,

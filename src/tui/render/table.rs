@@ -92,7 +92,14 @@ const COLUMNS: &[Column] = &[
         width: 6,
         rank: 8,
         trouble: false,
-        cell: |r| format!("{:.0}", r.request_rate),
+        // A subscriber's work is events: shown, marked, when it takes no requests.
+        cell: |r| {
+            if r.request_rate == 0.0 && r.event_rate > 0.0 {
+                format!("{:.0}ev", r.event_rate)
+            } else {
+                format!("{:.0}", r.request_rate)
+            }
+        },
     },
     Column {
         title: "ERR/S",
