@@ -271,3 +271,48 @@ fn leftovers_of_a_run_killed_beyond_rescue_are_stopped_by_the_next() {
     drop(next);
     drop(dir);
 }
+
+/// A service that restarts as fast as it can, leaving a grandchild each time: when the keeper
+/// dies, the console stops spawning before it sweeps, so no restart lands behind the sweep.
+#[test]
+fn nothing_survives_the_keeper_being_killed_mid_restart_storm() {
+    let mark = tag() + 40;
+    let mut stack = headless(&format!(
+        r#"
+name = "storm"
+[gateway]
+bind = "127.0.0.1:0"
+[services.storm]
+command = "sh"
+args = ["-c", "(setsid sleep {mark} &); sleep 0.01; exit 1"]
+backoff = {{ initial = "1ms", max = "1ms", jitter = 0.0 }}
+restart_limit = {{ count = 100000, window = "1s" }}
+"#
+    ));
+    let console = stack.console_pid();
+    // Each exit stops the last one's grandchild (adopted, unclaimed): one or two at a time.
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            !processes_running(&["sleep", &mark.to_string()]).is_empty()
+        }),
+        "the storm never started"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stack.keeper.kill().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || !alive(console)),
+        "the console runs on without its keeper"
+    );
+    // The grandchildren: killed by the sweep, or re-parented to init and left over.
+    let left = {
+        let pids = processes_running(&["sleep", &mark.to_string()]);
+        survivors(&pids, Duration::from_secs(2))
+    };
+    for &pid in &left {
+        signal(pid, Signal::KILL);
+    }
+    assert!(
+        left.is_empty(),
+        "grandchildren outlived the stack: {left:?}"
+    );
+}

@@ -166,6 +166,8 @@ pub fn watch() {
 /// gone, and nothing would be left to stop the stack if this one died next.
 fn on_keeper_gone() {
     tracing::error!("the keeper process is gone; ending every process of the stack");
+    // First no more spawns: the supervisor would restart what is killed here, behind the sweep.
+    crate::supervisor::spawn::refuse_spawns();
     let killed = procs::end_descendants(END_LIMIT);
     tracing::error!(killed = killed.len(), "ended the stack");
     crate::tui::terminal::leave_if_entered();

@@ -151,6 +151,12 @@ fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child
         .unwrap_or_default();
     // Held from before the fork until the pid is listed: an adoption scan in between would
     // take this child for an orphan and reap it under the runtime (see `strays`).
+    let ending = ENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *ending {
+        return Err(std::io::Error::other("the console is ending every process"));
+    }
     let mut own = children.lock();
     let child = command.spawn().map_err(|err| named(&launch.program, err));
     if let Ok(child) = &child
@@ -159,10 +165,24 @@ fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child
         own.insert(pid, lineage);
     }
     drop(own);
+    drop(ending);
     // The parent's copy of the memfd is no longer needed: the console reads through its own
     // mapping, and the child has its fd 3.
     drop(launch.segment);
     child
+}
+
+/// True once the console is ending every process of the stack at once (its keeper is gone):
+/// no spawn may start after that, or a restart could fork a process behind the last sweep.
+/// Held by a spawn from its check to its fork's end.
+static ENDING: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+/// Refuses every spawn from now on; returns once a spawn in progress has forked, so that a
+/// sweep of this process's children that follows sees every one.
+pub fn refuse_spawns() {
+    *ENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
 }
 
 /// A spawn error that names the program: std's says only "No such file or directory (os
