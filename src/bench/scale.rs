@@ -48,10 +48,7 @@ async fn plain(options: &SupervisorOptions, n: usize, idle_for: Duration) -> Vec
     }
     // Past the sampler's last look (`all_ready` reads the registry, not the figures).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu_before = own_cpu_seconds();
-    let idle_start = Instant::now();
-    tokio::time::sleep(idle_for).await;
-    let cpu = (own_cpu_seconds() - cpu_before) / idle_start.elapsed().as_secs_f64() * 100.0;
+    let cpu = idle_cpu_percent(idle_for).await;
     let rss = own_rss_bytes();
 
     let mut events = bench.supervisor.events.subscribe();
@@ -175,13 +172,10 @@ async fn measure(options: &SupervisorOptions, n: usize, idle_for: Duration) -> V
     let start_time = started.elapsed();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu_before = own_cpu_seconds();
-    let idle_start = Instant::now();
     // Two whole rounds of the CPU and RSS sampler (longer with more services), so the window
     // holds the same share of its work whatever its phase.
     let idle_for = idle_for.min(crate::monitor::resources::pause_for(n) * 2);
-    tokio::time::sleep(idle_for).await;
-    let cpu = (own_cpu_seconds() - cpu_before) / idle_start.elapsed().as_secs_f64() * 100.0;
+    let cpu = idle_cpu_percent(idle_for).await;
     let rss = own_rss_bytes();
 
     // Restart all: kill every service; the policy restarts each (1 ms backoff).
@@ -251,4 +245,12 @@ async fn measure(options: &SupervisorOptions, n: usize, idle_for: Duration) -> V
         detail: "Shutdown frame, drain, exit, reaped".into(),
     });
     figures
+}
+
+/// This process's CPU, in percent of one core, over `idle_for` of doing nothing here.
+async fn idle_cpu_percent(idle_for: Duration) -> f64 {
+    let before = own_cpu_seconds();
+    let start = Instant::now();
+    tokio::time::sleep(idle_for).await;
+    (own_cpu_seconds() - before) / start.elapsed().as_secs_f64() * 100.0
 }

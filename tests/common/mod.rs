@@ -242,16 +242,7 @@ pub fn is_state(event: &Event, service: &str, to: switchboard::registry::Instanc
 
 /// Whether a process with this pid still exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state is the field after the parenthesised command name.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            state != Some("Z")
-        }
-        Err(_) => false,
-    }
+    switchboard::supervisor::procs::stat(pid).is_some_and(|s| !s.is_zombie())
 }
 
 /// Waits until none of `pids` is alive, for at most `limit`.
@@ -287,10 +278,7 @@ pub fn notifications_by_order(
 
 /// Sends `signal` to `pid`, safely (rustix); false when the process is gone.
 pub fn signal(pid: u32, signal: rustix::process::Signal) -> bool {
-    i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .is_some_and(|pid| rustix::process::kill_process(pid, signal).is_ok())
+    switchboard::supervisor::procs::signal(pid, signal)
 }
 
 /// The pids of live processes whose command line is exactly `args`.
