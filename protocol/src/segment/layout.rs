@@ -32,6 +32,12 @@ pub mod word {
     pub const EVENTS_PUBLISHED: usize = 15;
     pub const EVENTS_RECEIVED: usize = 16;
     pub const LATENCY_SUM_US: usize = 17;
+    /// Gauge: items the service has accepted and not yet finished (its own queue).
+    pub const BACKLOG: usize = 18;
+    /// Unix time in ms at which the oldest item still waiting was accepted; 0 = none waiting.
+    pub const OLDEST_ACCEPTED_UNIX_MS: usize = 19;
+    /// 1 once the service publishes `BACKLOG`; 0 = the console derives a backlog itself.
+    pub const BACKLOG_PUBLISHED: usize = 20;
     pub const HISTOGRAM: usize = 32;
 }
 
@@ -49,7 +55,7 @@ pub mod slot {
 
 // The layout must fit together; checked when compiling.
 const _: () = assert!(HEADER_LEN as usize == 8 * 8);
-const _: () = assert!(word::LATENCY_SUM_US * 8 < 256);
+const _: () = assert!(word::BACKLOG_PUBLISHED * 8 < 256);
 const _: () = assert!(word::HISTOGRAM * 8 + HIST_BUCKETS * 8 == 512);
 const _: () = assert!(SLOT_OFFSET + TASK_SLOTS * SLOT_LEN <= SEGMENT_LEN);
 const _: () = assert!(slot::LABEL * 8 + LABEL_MAX == SLOT_LEN);
