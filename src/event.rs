@@ -41,6 +41,12 @@ pub enum EventKind {
     HangDetected {
         silent_for: Duration,
     },
+    /// The liveness probe failed `failures` times in a row: treated as a hang.
+    ProbeFailed {
+        probe: String,
+        failures: u32,
+        error: String,
+    },
     /// The heartbeat has been still for half its timeout (`stale`: it is declared hung at the
     /// full timeout), or moves again.
     Heartbeat {
@@ -91,6 +97,7 @@ impl Event {
             self.kind,
             EventKind::GaveUp { .. }
                 | EventKind::HangDetected { .. }
+                | EventKind::ProbeFailed { .. }
                 | EventKind::Alert { .. }
                 | EventKind::JobFinished { ok: false, .. }
                 | EventKind::Breaker { state: "open" }
@@ -134,6 +141,14 @@ impl std::fmt::Display for EventKind {
                 f,
                 "hung: no heartbeat for {}ms, restarting",
                 silent_for.as_millis()
+            ),
+            EventKind::ProbeFailed {
+                probe,
+                failures,
+                error,
+            } => write!(
+                f,
+                "hung: probe failed {failures} times in a row ({probe}: {error}), restarting"
             ),
             EventKind::Heartbeat {
                 stale: true,

@@ -346,3 +346,44 @@ fn gateway_bind_off_is_accepted() {
     let stack = stack::parse(src, Path::new("ok.toml")).expect("bind = off is valid");
     assert_eq!(stack.gateway.bind, None);
 }
+
+/// `probe = { … }`: one check, a real URL or address, sane numbers; all said at once.
+#[test]
+fn probes_are_checked() {
+    let e = errors(concat!(
+        "name = \"x\"\n",
+        "[services.a]\ncommand = \"true\"\nprobe = { http = \"https://h/x\" }\n",
+        "[services.b]\ncommand = \"true\"\nprobe = { tcp = \"localhost\" }\n",
+        "[services.c]\ncommand = \"true\"\nprobe = { tcp = \"h:1\", http = \"http://h/\" }\n",
+        "[services.d]\ncommand = \"true\"\nprobe = { command = \" \", every = \"10ms\", failures = 0, nope = 1 }\n",
+    ));
+    has(&e, 4, 18, &["https probes are not supported"]);
+    has(&e, 7, 17, &["`localhost` is not host:port"]);
+    has(&e, 10, 9, &["exactly one of"]);
+    has(&e, 13, 21, &["a command probe needs a program"]);
+    has(&e, 13, 34, &["every must be at least 100ms"]);
+    has(&e, 13, 53, &["failures must be between 1 and 1000"]);
+    has(&e, 13, 56, &["unknown key `nope`"]);
+    assert_eq!(e.len(), 7, "one error each: {e:?}");
+    let ok = stack::parse(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\nprobe = { command = [\"pg_isready\", \"-q\"], every = \"1s\" }\n[services.b]\ncommand = \"true\"\nprobe = { http = \"http://127.0.0.1:${PORT}/health\" }\n",
+        Path::new("ok.toml"),
+    )
+    .unwrap();
+    let a = ok.service("a").unwrap().probe.clone().unwrap();
+    assert_eq!(
+        a.check,
+        stack::ProbeCheck::Command {
+            argv: vec!["pg_isready".into(), "-q".into()]
+        }
+    );
+    assert_eq!(
+        (a.every, a.timeout, a.failures),
+        (
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(2),
+            3
+        )
+    );
+    assert!(ok.service("b").unwrap().probe.is_some());
+}

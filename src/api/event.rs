@@ -47,6 +47,7 @@ impl From<&Event> for EventView {
             EventKind::Exited { .. } => ("exited", None, None),
             EventKind::RestartScheduled { .. } => ("restart_scheduled", None, None),
             EventKind::HangDetected { .. } => ("hang_detected", None, None),
+            EventKind::ProbeFailed { .. } => ("probe_failed", None, None),
             EventKind::Heartbeat { .. } => ("heartbeat", None, None),
             EventKind::GaveUp { .. } => ("gave_up", None, None),
             EventKind::JobStarted { .. } => ("job_started", None, None),

@@ -22,8 +22,8 @@ use std::path::Path;
 pub use diagnostic::Diagnostic;
 pub use spec::{
     AfterLimit, Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, LogBudget,
-    OnHangup, Program, ResourceLimits, RestartLimit, RestartPolicy, RouteSpec, ServiceKind,
-    ServiceSpec, Stack, StopSignal,
+    OnHangup, ProbeCheck, ProbeSpec, Program, ResourceLimits, RestartLimit, RestartPolicy,
+    RouteSpec, ServiceKind, ServiceSpec, Stack, StopSignal,
 };
 
 /// The demo stack, embedded in the binary.

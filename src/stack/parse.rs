@@ -21,6 +21,7 @@ use super::{
 
 mod limits;
 mod log_budget;
+mod probe;
 mod service;
 mod values;
 
@@ -78,12 +79,14 @@ const SERVICE_KEYS: &[&str] = &[
     "breaker",
     "limits",
     "log_budget",
+    "probe",
 ];
 const RESOURCE_LIMITS_KEYS: &[&str] = &["memory", "open_files", "cpu_time", "core"];
 const BREAKER_KEYS: &[&str] = &["failures", "ratio", "min_requests", "window", "cooldown"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 const LIMIT_KEYS: &[&str] = &["count", "window", "then", "retry_after", "retry_max"];
 const LOG_BUDGET_KEYS: &[&str] = &["lines", "bytes"];
+const PROBE_KEYS: &[&str] = &["http", "tcp", "command", "every", "timeout", "failures"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub(super) struct Walker<'s> {

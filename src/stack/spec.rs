@@ -149,6 +149,52 @@ pub struct ServiceSpec {
     pub log_budget: LogBudget,
     /// Resource limits set on each of its processes before exec.
     pub limits: ResourceLimits,
+    /// A liveness check run from the console (`probe = { … }`); mostly for plain programs,
+    /// which have no heartbeat.
+    pub probe: Option<ProbeSpec>,
+}
+
+/// `probe = { http | tcp | command, every, timeout, failures }`: a liveness check, as Docker's
+/// `HEALTHCHECK` and Kubernetes' probes. `failures` failed checks in a row are treated as a
+/// hang: the process group is SIGKILLed and the restart policy decides what follows. A plain
+/// program without `ready_line` is ready at its first passing check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSpec {
+    pub check: ProbeCheck,
+    /// From the end of one check to the start of the next.
+    pub every: Duration,
+    /// The most one check may take; longer is a failure.
+    pub timeout: Duration,
+    /// Failed checks in a row that make a hang.
+    pub failures: u32,
+}
+
+impl ProbeSpec {
+    pub const EVERY: Duration = Duration::from_secs(5);
+    pub const TIMEOUT: Duration = Duration::from_secs(2);
+    pub const FAILURES: u32 = 3;
+}
+
+/// What one probe check does; it passes when…
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeCheck {
+    /// …a `GET` of this `http://` URL answers 2xx or 3xx.
+    Http { url: String },
+    /// …a TCP connection to this `host:port` opens.
+    Tcp { address: String },
+    /// …this program exits 0: a string runs with `sh -c`, a list as the program and its
+    /// arguments. In the service's environment and working directory.
+    Command { argv: Vec<String> },
+}
+
+impl std::fmt::Display for ProbeCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeCheck::Http { url } => write!(f, "GET {url}"),
+            ProbeCheck::Tcp { address } => write!(f, "tcp {address}"),
+            ProbeCheck::Command { argv } => write!(f, "command `{}`", argv.join(" ")),
+        }
+    }
 }
 
 /// `limits = { … }`: resource limits the console sets with `setrlimit` in each process of the

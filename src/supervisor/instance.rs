@@ -31,7 +31,9 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{InstanceEvent, degraded::BadFrameWatch, spawn::signal_group, strays::Sweeper};
+use super::{
+    InstanceEvent, degraded::BadFrameWatch, probe::Prober, spawn::signal_group, strays::Sweeper,
+};
 use crate::{
     logs::{LogStore, ReadyLine, Source, Stream},
     registry::{ExitStatus, InstanceHandle},
@@ -78,6 +80,8 @@ pub struct InstanceTask {
     /// In the environment of the process and its descendants; see [`super::strays`].
     pub lineage: String,
     pub sweeper: Sweeper,
+    /// The liveness probe, when the service has one.
+    pub probe: Option<Prober>,
 }
 
 impl InstanceTask {
@@ -139,9 +143,15 @@ impl InstanceTask {
             }
         });
 
+        let probe_failed = CancellationToken::new();
+        let probe_stop = CancellationToken::new();
+        if let Some(probe) = self.probe.take() {
+            tokio::spawn(probe.run(probe_failed.clone(), probe_stop.clone()));
+        }
         let status = self
-            .supervise(&close_stdin, &stdout_closed, &handshake)
+            .supervise(&close_stdin, &stdout_closed, &handshake, &probe_failed)
             .await;
+        probe_stop.cancel();
 
         // Reaped: now nothing in its group may outlive it, nor anything of its lineage that
         // left the group.
@@ -169,6 +179,7 @@ impl InstanceTask {
         close_stdin: &CancellationToken,
         stdout_closed: &CancellationToken,
         handshake: &CancellationToken,
+        probe_failed: &CancellationToken,
     ) -> ExitStatus {
         let pid = self.handle.pid;
         let watch_stdout = self.protocol;
@@ -190,6 +201,12 @@ impl InstanceTask {
                         return wait_status(self.child.wait().await);
                     }
                 },
+                // Reported by the probe task; a hang like a silent heartbeat.
+                () = probe_failed.cancelled() => {
+                    self.handle.routable.store(false, Ordering::Release);
+                    signal_group(pid, libc::SIGKILL);
+                    return wait_status(self.child.wait().await);
+                }
                 () = stdout_closed.cancelled(), if watch_stdout => {
                     if let Ok(status) = tokio::time::timeout(STDOUT_CLOSED_GRACE, self.child.wait()).await {
                         return wait_status(status);

@@ -23,6 +23,7 @@ pub mod degraded;
 pub mod instance;
 pub mod launch;
 pub mod limits;
+pub mod probe;
 pub mod procs;
 pub mod replicas;
 pub mod restart;
@@ -65,6 +66,13 @@ pub enum InstanceEvent {
     Hung {
         id: InstanceId,
         silent_for: Duration,
+    },
+    /// The liveness probe failed `failures` times in a row: the group is being SIGKILLed.
+    ProbeFailed {
+        id: InstanceId,
+        probe: String,
+        failures: u32,
+        error: String,
     },
     /// The heartbeat has been still for half its timeout (`stale`), or moves again.
     Stale {

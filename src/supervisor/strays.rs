@@ -122,6 +122,12 @@ impl Sweeper {
         self.inner.wake.notify_one();
     }
 
+    /// A helper process spawned for an instance (a command probe) was reaped by its owner:
+    /// its pid may be anyone's next.
+    pub fn forget(&self, pid: u32) {
+        self.inner.children.lock().remove(&pid);
+    }
+
     /// Every instance is gone: stops the tasks, then kills anything of this supervisor's
     /// lineage, and every adopted process, looking again until a scan finds nothing (a stray
     /// may fork while dying). Returns the pids killed.

@@ -63,6 +63,7 @@ impl Walker<'_> {
         let mut breaker = BreakerSpec::default();
         let mut limits = ResourceLimits::default();
         let mut log_budget = LogBudget::SERVICE;
+        let mut probe = None;
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
                 "builtin" => {
@@ -213,6 +214,7 @@ impl Walker<'_> {
                     }
                 }
                 "log_budget" => log_budget = self.log_budget(v, log_budget),
+                "probe" => probe = self.probe(v),
                 _ => self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]")),
             }
         }
@@ -267,6 +269,7 @@ impl Walker<'_> {
             breaker,
             limits,
             log_budget,
+            probe,
         })
     }
 

@@ -42,6 +42,22 @@ impl Core {
                     EventKind::HangDetected { silent_for },
                 );
             }
+            InstanceEvent::ProbeFailed {
+                id,
+                probe,
+                failures,
+                error,
+            } => {
+                self.emit(
+                    id.service,
+                    Some(id.replica),
+                    EventKind::ProbeFailed {
+                        probe,
+                        failures,
+                        error,
+                    },
+                );
+            }
             InstanceEvent::Stale {
                 id,
                 stale,

@@ -20,7 +20,7 @@ use crate::{
     event::EventKind,
     registry::{self, ExitStatus, Instance, InstanceHandle, InstanceId, InstanceState},
     stack::{Condition, ServiceKind, ServiceSpec},
-    supervisor::{InstanceEvent, instance::InstanceTask},
+    supervisor::{InstanceEvent, instance::InstanceTask, probe::Prober},
 };
 
 impl Core {
@@ -149,6 +149,7 @@ impl Core {
         };
         let lineage = self.sweeper.lineage();
         let command = self.launch.command(&spec, replica, segment_fd, &lineage);
+        let probe_env = command.env.clone();
         let child = match self.spawner.spawn(command).await {
             Ok(child) => child,
             Err(err) => return self.spawn_failed(id, &err).await,
@@ -202,12 +203,39 @@ impl Core {
             startup_timeout: spec.startup_timeout,
             lineage,
             sweeper: self.sweeper.clone(),
+            probe: self.prober(&spec, id, probe_env),
         };
         self.tasks.spawn(task.run());
-        // A plain program with no ready line is ready once it runs.
-        if !spec.protocol && spec.ready_line.is_none() {
+        // A plain program with no ready line is ready once it runs, or at its probe's first
+        // pass when it has one.
+        if !spec.protocol && spec.ready_line.is_none() && spec.probe.is_none() {
             self.set_state(id, InstanceState::Ready);
         }
+    }
+
+    fn prober(
+        &self,
+        spec: &ServiceSpec,
+        id: InstanceId,
+        env: Vec<(String, String)>,
+    ) -> Option<Prober> {
+        let probe = spec.probe.clone()?;
+        Some(Prober {
+            id,
+            service: Arc::from(spec.name.as_str()),
+            spec: probe,
+            env: env
+                .into_iter()
+                .filter(|(key, _)| key != switchboard_protocol::segment::SEGMENT_FD_ENV)
+                .collect(),
+            cwd: spec.cwd.clone(),
+            ready_on_pass: !spec.protocol && spec.ready_line.is_none(),
+            startup_timeout: spec.startup_timeout,
+            spawner: self.spawner.clone(),
+            sweeper: self.sweeper.clone(),
+            logs: self.logs.clone(),
+            events: self.instance_tx.clone(),
+        })
     }
 
     /// The replica's registry entry starts over under `id`, keeping its restart count (one
