@@ -315,6 +315,10 @@ impl InstanceTask {
     /// One step of the stop sequence: report it, then signal the process group. `forced`:
     /// an escalation (the program did not stop when asked), which makes the stop unclean.
     async fn signal(&self, name: &'static str, signal: i32, forced: bool) {
+        // Signalled first, reported after: the report waits its turn in the supervisor's
+        // queue, behind every other instance's (500 stopping at once), and the signal must
+        // not wait with it. The exit this instance reports later still comes after it.
+        signal_group(self.handle.pid, signal);
         let _ = self
             .events
             .send(InstanceEvent::Signalled {
@@ -323,7 +327,6 @@ impl InstanceTask {
                 forced,
             })
             .await;
-        signal_group(self.handle.pid, signal);
     }
 }
 

@@ -79,6 +79,8 @@ pub(super) struct Core {
     job_runs: HashMap<usize, u64>,
     generation: u64,
     shutting_down: bool,
+    /// For each service, the services that depend on it: shutdown stops them first.
+    dependents: Vec<Vec<usize>>,
     report: ShutdownReport,
 }
 
@@ -95,6 +97,7 @@ impl Core {
         instance_tx: mpsc::Sender<InstanceEvent>,
     ) -> Self {
         let sweeper = Sweeper::start(spawner.children());
+        let dependents = shutdown::dependents(&stack);
         Core {
             stack,
             registry,
@@ -115,6 +118,7 @@ impl Core {
             job_runs: HashMap::new(),
             generation: 0,
             shutting_down: false,
+            dependents,
             report: ShutdownReport::default(),
         }
     }

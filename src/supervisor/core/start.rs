@@ -44,6 +44,11 @@ impl Core {
 
     /// Starts every pending service whose dependencies are met, in start order.
     pub(super) async fn start_pending(&mut self) {
+        // Called after every ready and every exit: with nothing pending (the steady state,
+        // and all of a shutdown) it must cost nothing, whatever the size of the stack.
+        if self.pending.is_empty() {
+            return;
+        }
         loop {
             let mut started_any = false;
             let stack = self.stack.clone();
