@@ -7,6 +7,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -23,6 +24,9 @@ use crate::{
 /// changes are dropped (the next one carries the newer state, and [`JobHandle::progress`]
 /// always has it); the job's Hello, Ready, result and exit wait for room instead.
 const CHANGES_QUEUED: usize = 256;
+
+/// How long the exit waits for the job's last frames.
+const READER_GRACE: Duration = Duration::from_secs(2);
 
 /// Something that happened to the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +154,7 @@ impl JobHandle {
             segment: segment.clone(),
             pid,
         };
+        let mut reader = None;
         if let Some(stdout) = stdout {
             let greeting = Greeting {
                 name: launcher.name.clone(),
@@ -157,15 +162,17 @@ impl JobHandle {
                 heartbeat_ms: launcher.heartbeat_ms,
             };
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("job-{pid}-frames"))
-                .spawn(move || wire::read_frames(stdout, shared, greeting))
-                .map_err(LaunchError::Thread)?;
+            reader = Some(
+                std::thread::Builder::new()
+                    .name(format!("job-{pid}-frames"))
+                    .spawn(move || wire::read_frames(stdout, shared, greeting))
+                    .map_err(LaunchError::Thread)?,
+            );
         }
         let every = launcher.sample_every;
         std::thread::Builder::new()
             .name(format!("job-{pid}-watch"))
-            .spawn(move || watch(&shared, &segment, every))
+            .spawn(move || watch(&shared, &segment, every, reader))
             .map_err(LaunchError::Thread)?;
         Ok(handle)
     }
@@ -297,7 +304,12 @@ impl Drop for JobHandle {
 
 /// Samples the segment every `every` until the job exits, publishing progress changes and
 /// keeping the heartbeat's last move; then reaps it and publishes the exit.
-fn watch(shared: &Shared, segment: &SegmentReader, every: Duration) {
+fn watch(
+    shared: &Shared,
+    segment: &SegmentReader,
+    every: Duration,
+    reader: Option<JoinHandle<()>>,
+) {
     let mut last: Option<Vec<TaskRecord>> = None;
     loop {
         let status = lock(&shared.child).try_wait();
@@ -314,11 +326,28 @@ fn watch(shared: &Shared, segment: &SegmentReader, every: Duration) {
             }
         }
         match status {
-            Ok(Some(status)) => return exited(shared, status),
+            Ok(Some(status)) => {
+                drain(reader, every);
+                return exited(shared, status);
+            }
             Ok(None) => std::thread::sleep(every),
             // Only if the child was already reaped elsewhere, which nothing here does.
             Err(_) => return,
         }
+    }
+}
+
+/// Waits (a bounded time: a grandchild may hold the pipe open) for the frame reader to reach
+/// the end of the job's stdout, so that a result written just before the exit is recorded
+/// before the exit is reported.
+fn drain(reader: Option<JoinHandle<()>>, every: Duration) {
+    let Some(reader) = reader else { return };
+    let deadline = Instant::now() + READER_GRACE;
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(every.min(Duration::from_millis(10)));
+    }
+    if reader.is_finished() {
+        let _ = reader.join();
     }
 }
 
