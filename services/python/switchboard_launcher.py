@@ -306,6 +306,7 @@ class JobHandle:
             if len(buf) > MAX_FRAME:
                 buf.clear()
                 skipping = True
+        stdout.close()
 
     def _on_message(self, env: Envelope) -> None:
         launcher = self._launcher

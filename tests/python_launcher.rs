@@ -1,0 +1,87 @@
+//! The Python package (`services/python`): its launcher watches the C conformance job with no
+//! console running (`services/python/tests/test_launcher.py`, which also drives the progress
+//! example's model and its terminal bar), and it installs with pip into a fresh venv.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn c_job(dir: &Path) -> PathBuf {
+    let out = dir.join("conformance_c");
+    run(Command::new("gcc")
+        .args(["-Wall", "-Werror", "-std=c99", "-I"])
+        .arg(repo().join("sdks/c"))
+        .arg(repo().join("sdks/c/examples/conformance_job.c"))
+        .arg("-o")
+        .arg(&out));
+    out
+}
+
+#[test]
+fn the_python_launcher_watches_a_c_job_with_no_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = c_job(dir.path());
+    let output = run(Command::new("python3")
+        .args([
+            "-m",
+            "unittest",
+            "-v",
+            "services/python/tests/test_launcher.py",
+        ])
+        .env("SWITCHBOARD_C_JOB", &job)
+        .current_dir(repo()));
+    let report = String::from_utf8_lossy(&output.stderr);
+    // Not vacuous: every test ran (none skipped for want of the job).
+    assert!(report.contains("Ran 4 tests"), "{report}");
+    assert!(!report.contains("skipped"), "{report}");
+}
+
+/// `pip install ./services/python` in a fresh venv, then both modules import from elsewhere.
+/// pip fetches the build backend (setuptools) as for any pyproject package.
+#[test]
+fn the_python_package_installs_into_a_venv() {
+    let dir = tempfile::tempdir().unwrap();
+    // Installed from a copy of the package's files: setuptools leaves `build/` behind in the
+    // source directory, and a stale one could stand in for the real package.
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    for entry in std::fs::read_dir(repo().join("services/python")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, source.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let venv = dir.path().join("venv");
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(&source));
+    let output = run(Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import switchboard_sdk, switchboard_launcher; print(switchboard_launcher.__file__)",
+        ])
+        .current_dir(dir.path()));
+    let path = String::from_utf8_lossy(&output.stdout);
+    assert!(path.contains("site-packages"), "{path}");
+}
