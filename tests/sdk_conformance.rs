@@ -7,7 +7,7 @@
 //! - heartbeat: the segment's counter moved while it ran;
 //! - progress 0..N: one task "conformance" seen in between and ending `done` at N/N;
 //! - counters: one `events_published` per step;
-//! - result: the JobResult body, and exit status 0;
+//! - result: the JobResult body (long enough to need several COBS blocks), and exit status 0;
 //! - graceful stop: stopped mid-run, it exits by itself (no signal) with the task cancelled and
 //!   an `unavailable` result.
 //!
@@ -33,6 +33,7 @@ use switchboard::{
 use switchboard_protocol::segment::{SegmentReader, TaskState};
 
 const STEPS: u64 = 6;
+const PAD: usize = 700;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn repo() -> &'static Path {
@@ -227,7 +228,8 @@ async fn run_ended(running: &Running, job: &str) {
 
 /// A full run: handshake, heartbeat, progress 0..N, counters, result, exit 0.
 async fn check_full_run(running: &Running, sdk: &str, job: &str) {
-    let params = format!(r#"{{"steps": {STEPS}, "pace_ms": 200}}"#);
+    // The padding makes the result frame span several full COBS blocks.
+    let params = format!(r#"{{"steps": {STEPS}, "pace_ms": 200, "pad": {PAD}}}"#);
     let seen = watch(running, job, params, |_| false).await;
     run_ended(running, job).await;
     let run = running.last_run(job);
@@ -237,7 +239,7 @@ async fn check_full_run(running: &Running, sdk: &str, job: &str) {
             .unwrap_or_else(|err| panic!("{sdk}: result is not JSON: {err}"));
     assert_eq!(
         result,
-        serde_json::json!({"sdk": sdk, "service": job, "steps": STEPS}),
+        serde_json::json!({"sdk": sdk, "service": job, "steps": STEPS, "pad": "x".repeat(PAD)}),
         "{sdk}: wrong result"
     );
     assert!(

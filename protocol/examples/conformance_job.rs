@@ -1,9 +1,10 @@
 //! The conformance job written with the Rust SDK (`tests/sdk_conformance.rs` runs the same job
 //! in every SDK, see `sdks/README.md`).
 //!
-//! Params `{"steps": N, "pace_ms": M}` (defaults 10 and 100): one task "conformance", then N
-//! times: wait M ms, publish `conformance.step`, report i/N. Result
-//! `{"sdk": "rust", "service": <name from Welcome>, "steps": N}`. When the console stops it
+//! Params `{"steps": N, "pace_ms": M, "pad": P}` (defaults 10, 100, 0): one task
+//! "conformance", then N times: wait M ms, publish `conformance.step`, report i/N. Result
+//! `{"sdk": "rust", "service": <name from Welcome>, "steps": N}`, plus `"pad"`: P x's when
+//! P > 0. When the console stops it
 //! mid-run, the task is cancelled and the result is `unavailable`.
 
 use std::time::Duration;
@@ -17,6 +18,8 @@ struct Params {
     steps: u64,
     #[serde(default = "hundred")]
     pace_ms: u64,
+    #[serde(default)]
+    pad: usize,
 }
 
 fn ten() -> u64 {
@@ -48,11 +51,15 @@ async fn conformance(ctx: Context, params: Params) -> Result<serde_json::Value, 
         progress.set(step, params.steps);
     }
     progress.finish();
-    Ok(serde_json::json!({
+    let mut result = serde_json::json!({
         "sdk": "rust",
         "service": ctx.service_name(),
         "steps": params.steps,
-    }))
+    });
+    if params.pad > 0 {
+        result["pad"] = "x".repeat(params.pad).into();
+    }
+    Ok(result)
 }
 
 #[tokio::main]

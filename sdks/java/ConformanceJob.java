@@ -1,8 +1,8 @@
 // The conformance job in Java (tests/sdk_conformance.rs runs the same job in every SDK).
 //
-// Params {"steps": N, "pace_ms": M} (defaults 10 and 100): one task "conformance", then N
-// times: sleep M ms, publish `conformance.step`, report i/N. Result
-// {"sdk": "java", "service": <name from Welcome>, "steps": N}. Stopped mid-run, it cancels the
+// Params {"steps": N, "pace_ms": M, "pad": P} (defaults 10, 100, 0): one task "conformance",
+// then N times: sleep M ms, publish `conformance.step`, report i/N. Result
+// {"sdk": "java", "service": <name from Welcome>, "steps": N}, plus "pad": P x's when P > 0. Stopped mid-run, it cancels the
 // task, answers `unavailable` and exits 1.
 //
 // javac -d out sdks/java/Switchboard.java sdks/java/ConformanceJob.java && java -cp out ConformanceJob
@@ -26,7 +26,9 @@ public final class ConformanceJob {
             System.exit(1);
         }
         task.finish(Switchboard.TASK_DONE);
-        job.succeed("{\"sdk\":\"java\",\"service\":\"" + job.service() + "\",\"steps\":" + steps + "}");
+        long pad = Switchboard.paramLong(job.params(), "pad", 0);
+        String padding = pad > 0 ? ",\"pad\":\"" + "x".repeat((int) pad) + "\"" : "";
+        job.succeed("{\"sdk\":\"java\",\"service\":\"" + job.service() + "\",\"steps\":" + steps + padding + "}");
         System.exit(0);
     }
 }

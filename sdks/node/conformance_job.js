@@ -1,8 +1,8 @@
 // The conformance job in Node.js (tests/sdk_conformance.rs runs the same job in every SDK).
 //
-// Params {"steps": N, "pace_ms": M} (defaults 10 and 100): one task "conformance", then N
-// times: wait M ms, publish `conformance.step`, report i/N. Result
-// {"sdk": "node", "service": <name from Welcome>, "steps": N}. Stopped mid-run, it cancels the
+// Params {"steps": N, "pace_ms": M, "pad": P} (defaults 10, 100, 0): one task "conformance",
+// then N times: wait M ms, publish `conformance.step`, report i/N. Result
+// {"sdk": "node", "service": <name from Welcome>, "steps": N}, plus "pad": P x's when P > 0. Stopped mid-run, it cancels the
 // task, answers `unavailable` and exits 1.
 //
 // node sdks/node/conformance_job.js
@@ -28,7 +28,10 @@ const sb = require('./switchboard');
     process.exit(1);
   }
   task.finish(sb.TASK_DONE);
-  job.succeed({ sdk: 'node', service: job.service, steps });
+  const pad = sb.paramInt(job.params, 'pad', 0);
+  const result = { sdk: 'node', service: job.service, steps };
+  if (pad > 0) result.pad = 'x'.repeat(pad);
+  job.succeed(result);
   process.exit(0);
 })().catch((err) => {
   process.stderr.write(`conformance job: ${err.stack || err}\n`);

@@ -1,8 +1,9 @@
 """The conformance job in Python (tests/sdk_conformance.rs runs the same job in every SDK).
 
-Params ``{"steps": N, "pace_ms": M}`` (defaults 10 and 100): one task "conformance", then N
-times: wait M ms, publish ``conformance.step``, report i/N. Result
-``{"sdk": "python", "service": <name from Welcome>, "steps": N}``. Stopped mid-run, it cancels
+Params ``{"steps": N, "pace_ms": M, "pad": P}`` (defaults 10, 100, 0): one task "conformance",
+then N times: wait M ms, publish ``conformance.step``, report i/N. Result
+``{"sdk": "python", "service": <name from Welcome>, "steps": N}``, plus ``"pad"``: P x's when
+P > 0. Stopped mid-run, it cancels
 the task and fails with ``unavailable`` (exit 1).
 
 Needs ``switchboard_sdk`` importable: installed (``pip install ./services/python``) or on
@@ -29,8 +30,13 @@ def conformance(params: dict[str, Any], svc: Service) -> dict[str, Any]:
         svc.publish("conformance.step", {"step": step})
         task.update(done=step, total=steps)
     task.finish()
-    return {"sdk": "python", "service": svc.welcome.service if svc.welcome else "",
-            "steps": steps}
+    result: dict[str, Any] = {"sdk": "python",
+                              "service": svc.welcome.service if svc.welcome else "",
+                              "steps": steps}
+    pad = int(params.get("pad", 0))
+    if pad > 0:
+        result["pad"] = "x" * pad
+    return result
 
 
 if __name__ == "__main__":
