@@ -100,10 +100,10 @@ fn a_stopped_job_exits_by_itself_with_its_task_cancelled() {
         .unwrap();
     let changes = job.changes();
     loop {
-        if let Change::Progress(tasks) = changes.recv_timeout(LIMIT).expect("no progress") {
-            if tasks.first().is_some_and(|t| t.done >= 2) {
-                break;
-            }
+        if let Change::Progress(tasks) = changes.recv_timeout(LIMIT).expect("no progress")
+            && tasks.first().is_some_and(|t| t.done >= 2)
+        {
+            break;
         }
     }
     job.stop();
