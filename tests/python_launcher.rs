@@ -26,12 +26,13 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
-fn c_job(dir: &Path) -> PathBuf {
-    let out = dir.join("conformance_c");
+/// `sdks/c/examples/NAME.c`, compiled into `dir`.
+fn c_program(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
     run(Command::new("gcc")
         .args(["-Wall", "-Werror", "-std=c99", "-I"])
         .arg(repo().join("sdks/c"))
-        .arg(repo().join("sdks/c/examples/conformance_job.c"))
+        .arg(repo().join(format!("sdks/c/examples/{name}.c")))
         .arg("-o")
         .arg(&out));
     out
@@ -40,7 +41,6 @@ fn c_job(dir: &Path) -> PathBuf {
 #[test]
 fn the_python_launcher_watches_a_c_job_with_no_console() {
     let dir = tempfile::tempdir().unwrap();
-    let job = c_job(dir.path());
     let output = run(Command::new("python3")
         .args([
             "-m",
@@ -48,11 +48,18 @@ fn the_python_launcher_watches_a_c_job_with_no_console() {
             "-v",
             "services/python/tests/test_launcher.py",
         ])
-        .env("SWITCHBOARD_C_JOB", &job)
+        .env(
+            "SWITCHBOARD_C_JOB",
+            c_program(dir.path(), "conformance_job"),
+        )
+        .env(
+            "SWITCHBOARD_C_SEGMENT_ONLY",
+            c_program(dir.path(), "segment_only"),
+        )
         .current_dir(repo()));
     let report = String::from_utf8_lossy(&output.stderr);
     // Not vacuous: every test ran (none skipped for want of the job).
-    assert!(report.contains("Ran 4 tests"), "{report}");
+    assert!(report.contains("Ran 5 tests"), "{report}");
     assert!(!report.contains("skipped"), "{report}");
 }
 

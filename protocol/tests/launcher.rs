@@ -13,7 +13,7 @@ use std::{
 use switchboard_protocol::{
     ErrorCode,
     launcher::{Change, Launcher},
-    segment::TaskState,
+    segment::{TaskState, Validity},
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -122,4 +122,32 @@ fn a_stopped_job_exits_by_itself_with_its_task_cancelled() {
 fn a_program_that_cannot_start_is_an_error() {
     let err = Launcher::new("/nonexistent/job").spawn().err().unwrap();
     assert!(err.to_string().contains("/nonexistent/job"), "{err}");
+}
+
+/// A plain program that only writes its segment (no frames, so no result): the launcher still
+/// watches it, and the C header cut its 101-byte label at a character boundary.
+#[test]
+fn the_launcher_reads_a_program_without_frames() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let program = Path::new(env!("CARGO_TARGET_TMPDIR")).join("segment_only");
+    let status = Command::new("gcc")
+        .args(["-Wall", "-Werror", "-std=c99", "-I"])
+        .arg(repo.join("sdks/c"))
+        .arg(repo.join("sdks/c/examples/segment_only.c"))
+        .arg("-o")
+        .arg(&program)
+        .status()
+        .expect("gcc must be installed");
+    assert!(status.success());
+    let job = Launcher::new(&program).spawn().unwrap();
+    let exit = job.wait_timeout(LIMIT).expect("it did not exit");
+    assert_eq!(exit.status.code(), Some(0), "{exit:?}");
+    assert_eq!(exit.result, None);
+    let snapshot = job.snapshot();
+    assert!(snapshot.problems.is_empty(), "{:?}", snapshot.problems);
+    let task = &snapshot.tasks[0];
+    assert_eq!(task.label, format!("a{}", "é".repeat(31)));
+    assert_eq!(task.validity, Validity::Valid);
+    assert_eq!((task.done, task.total), (4, 9));
+    assert_eq!(job.counters().heartbeat, 1);
 }

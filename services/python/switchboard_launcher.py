@@ -196,6 +196,14 @@ class JobHandle:
         self._reader.start()
         threading.Thread(target=self._watch, name="job-watch", daemon=True).start()
 
+    def __enter__(self) -> JobHandle:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Leaving the block kills a job still running (and it is reaped)."""
+        self.kill()
+        self.wait(5.0)
+
     # ---- what it is doing
 
     def progress(self) -> list[TaskRecord]:
@@ -248,7 +256,10 @@ class JobHandle:
 
     def kill(self) -> None:
         if not self._exited.is_set():
-            self.process.kill()
+            try:
+                self.process.kill()
+            except ProcessLookupError:
+                pass  # it exited just now; the watcher reaps it
 
     # ---- plumbing
 

@@ -21,6 +21,8 @@ from switchboard_launcher import Launcher  # noqa: E402
 from switchboard_sdk import ErrorCode, TaskState  # noqa: E402
 
 JOB = os.environ.get("SWITCHBOARD_C_JOB", "")
+# sdks/c/examples/segment_only.c, compiled: writes its segment only, no frames.
+SEGMENT_ONLY = os.environ.get("SWITCHBOARD_C_SEGMENT_ONLY", "")
 LIMIT = 30.0
 
 
@@ -86,6 +88,18 @@ class LauncherTest(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("[##############################] 3/3", out.stdout)
         self.assertIn('result: {"sdk": "c"', out.stdout)
+
+
+    @unittest.skipUnless(SEGMENT_ONLY, "SWITCHBOARD_C_SEGMENT_ONLY names segment_only.c built")
+    def test_reads_what_a_program_without_frames_wrote(self) -> None:
+        with Launcher([SEGMENT_ONLY]).spawn() as job:
+            self.assertEqual(job.wait(LIMIT), 0)
+            self.assertIsNone(job.result)
+            (task,) = job.progress()
+            self.assertEqual(task.label, "a" + "é" * 31)
+            self.assertEqual((task.done, task.total), (4, 9))
+            # The backlog words (SPEC.md §7, 18–20), set by sb_set_backlog.
+            self.assertEqual([job.segment.word(w) for w in (18, 19, 20)], [7, 1234, 1])
 
 
 if __name__ == "__main__":
