@@ -1,6 +1,7 @@
 //! The Python package (`services/python`): its launcher watches the C conformance job with no
 //! console running (`services/python/tests/test_launcher.py`, which also drives the progress
-//! example's model and its terminal bar), and it installs with pip into a fresh venv.
+//! example's model and its terminal bar) and reads what the C, Java and Node SDKs write into a
+//! segment (labels, backlog); and it installs with pip into a fresh venv.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -38,6 +39,23 @@ fn c_program(dir: &Path, name: &str) -> PathBuf {
     out
 }
 
+/// The segment-only program of each job SDK, as a JSON list of command lines.
+fn segment_only(dir: &Path) -> String {
+    let classes = dir.join("java");
+    run(Command::new("javac")
+        .args(["-Xlint:all", "-Werror", "-d"])
+        .arg(&classes)
+        .arg(repo().join("sdks/java/Switchboard.java"))
+        .arg(repo().join("sdks/java/SegmentOnly.java")));
+    let path = |p: PathBuf| p.to_str().unwrap().to_string();
+    serde_json::json!([
+        [path(c_program(dir, "segment_only"))],
+        ["java", "-cp", path(classes), "SegmentOnly"],
+        ["node", path(repo().join("sdks/node/segment_only.js"))],
+    ])
+    .to_string()
+}
+
 #[test]
 fn the_python_launcher_watches_a_c_job_with_no_console() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,10 +70,7 @@ fn the_python_launcher_watches_a_c_job_with_no_console() {
             "SWITCHBOARD_C_JOB",
             c_program(dir.path(), "conformance_job"),
         )
-        .env(
-            "SWITCHBOARD_C_SEGMENT_ONLY",
-            c_program(dir.path(), "segment_only"),
-        )
+        .env("SWITCHBOARD_SEGMENT_ONLY", segment_only(dir.path()))
         .current_dir(repo()));
     let report = String::from_utf8_lossy(&output.stderr);
     // Not vacuous: every test ran (none skipped for want of the job).

@@ -109,7 +109,7 @@ public final class Switchboard {
         }
 
         /** Claims a free slot (or a finished one of ours); null when none is free. */
-        synchronized Task claim(String label, long total) {
+        public synchronized Task claim(String label, long total) {
             if (map == null) return new Task(this, -1, 0, label, total);
             for (int k = 0; k < 16; k++) {
                 int base = (1024 + 128 * k) / 8;

@@ -6,6 +6,7 @@ Run: SWITCHBOARD_C_JOB=/path/to/job python3 -m unittest -v services/python/tests
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,8 +22,9 @@ from switchboard_launcher import Launcher  # noqa: E402
 from switchboard_sdk import ErrorCode, TaskState  # noqa: E402
 
 JOB = os.environ.get("SWITCHBOARD_C_JOB", "")
-# sdks/c/examples/segment_only.c, compiled: writes its segment only, no frames.
-SEGMENT_ONLY = os.environ.get("SWITCHBOARD_C_SEGMENT_ONLY", "")
+# A JSON list of command lines: the segment-only program of each SDK (sdks/c/examples/
+# segment_only.c, sdks/java/SegmentOnly.java, sdks/node/segment_only.js), built.
+SEGMENT_ONLY: list[list[str]] = json.loads(os.environ.get("SWITCHBOARD_SEGMENT_ONLY", "[]"))
 LIMIT = 30.0
 
 
@@ -90,16 +92,19 @@ class LauncherTest(unittest.TestCase):
         self.assertIn('result: {"sdk": "c"', out.stdout)
 
 
-    @unittest.skipUnless(SEGMENT_ONLY, "SWITCHBOARD_C_SEGMENT_ONLY names segment_only.c built")
+    @unittest.skipUnless(SEGMENT_ONLY, "SWITCHBOARD_SEGMENT_ONLY lists the programs")
     def test_reads_what_a_program_without_frames_wrote(self) -> None:
-        with Launcher([SEGMENT_ONLY]).spawn() as job:
-            self.assertEqual(job.wait(LIMIT), 0)
-            self.assertIsNone(job.result)
-            (task,) = job.progress()
-            self.assertEqual(task.label, "a" + "é" * 31)
-            self.assertEqual((task.done, task.total), (4, 9))
-            # The backlog words (SPEC.md §7, 18–20), set by sb_set_backlog.
-            self.assertEqual([job.segment.word(w) for w in (18, 19, 20)], [7, 1234, 1])
+        for argv in SEGMENT_ONLY:
+            with self.subTest(program=argv), Launcher(argv).spawn() as job:
+                self.assertEqual(job.wait(LIMIT), 0)
+                self.assertIsNone(job.result)
+                (task,) = job.progress()
+                # Cut at 64 bytes would split a character: 63 bytes kept.
+                self.assertEqual(task.label, "a" + "é" * 31)
+                self.assertEqual((task.done, task.total), (4, 9))
+                # The backlog words (SPEC.md §7, 18–20), flag last.
+                self.assertEqual([job.segment.word(w) for w in (18, 19, 20)], [7, 1234, 1])
+                self.assertEqual(job.counters().heartbeat, 1)
 
 
 if __name__ == "__main__":
