@@ -1,6 +1,7 @@
 //! The handle on a launched job, and the watcher thread that samples its segment and reaps it.
 
 use std::{
+    os::unix::process::ExitStatusExt,
     process::{Child, ChildStdin, ExitStatus},
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
@@ -24,6 +25,9 @@ use crate::{
 /// changes are dropped (the next one carries the newer state, and [`JobHandle::progress`]
 /// always has it); the job's Hello, Ready, result and exit wait for room instead.
 const CHANGES_QUEUED: usize = 256;
+
+/// The wait status reported for a job whose real one was lost: exit code 255.
+const LOST_STATUS: i32 = 255 << 8;
 
 /// How long the exit waits for the job's last frames.
 const READER_GRACE: Duration = Duration::from_secs(2);
@@ -331,8 +335,13 @@ fn watch(
                 return exited(shared, status);
             }
             Ok(None) => std::thread::sleep(every),
-            // Only if the child was already reaped elsewhere, which nothing here does.
-            Err(_) => return,
+            Err(err) => {
+                // Only when something else in this process reaped the child (a `waitpid(-1)`,
+                // SIGCHLD ignored): its status is lost, but waiters must still wake.
+                tracing::warn!(cause = %err, "a launched job was reaped elsewhere");
+                drain(reader, every);
+                return exited(shared, ExitStatus::from_raw(LOST_STATUS));
+            }
         }
     }
 }
