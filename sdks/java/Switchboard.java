@@ -108,7 +108,7 @@ public final class Switchboard {
             WORD.setOpaque(map, index * 8, value);
         }
 
-        /** Claims a free slot (or a finished one of ours); null when none is free. */
+        /** Claims a free slot (or a finished one of ours); an inert task when none is free. */
         public synchronized Task claim(String label, long total) {
             if (map == null) return new Task(this, -1, 0, label, total);
             for (int k = 0; k < 16; k++) {
@@ -184,6 +184,8 @@ public final class Switchboard {
         private final OutputStream out = new FileOutputStream(FileDescriptor.out);
         private final CountDownLatch welcomed = new CountDownLatch(1);
         private final CountDownLatch stopped = new CountDownLatch(1);
+        // Beats go on after a stop, while the job finishes up, until its result is sent.
+        private final CountDownLatch finished = new CountDownLatch(1);
         private long nextId = 1;
         private volatile String service = "", params = "{}";
         private volatile long heartbeatMs = 1000;
@@ -230,19 +232,21 @@ public final class Switchboard {
 
         public void succeed(String json) throws IOException {
             send(new Wire().varint(12).varint(0).varint(0).varint(0).varint(2).str(json));
+            finished.countDown();
             segment.setState(STATE_FINISHED);
             out.flush();
         }
 
         public void fail(int code, String message) throws IOException {
             send(new Wire().varint(12).varint(1).varint(code).str(message).varint(0).varint(0).varint(0));
+            finished.countDown();
             segment.setState(STATE_FINISHED);
             out.flush();
         }
 
         private void beatLoop() {
             try {
-                while (!stopped.await(heartbeatMs, TimeUnit.MILLISECONDS)) segment.heartbeat();
+                while (!finished.await(heartbeatMs, TimeUnit.MILLISECONDS)) segment.heartbeat();
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }
