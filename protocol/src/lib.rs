@@ -15,6 +15,8 @@
 //! - [`segment`]: the per-service shared-memory metrics segment: its layout, the service-side
 //!   writer and the console-side reader.
 //! - [`sdk`]: typed async handlers, calls, publishes and progress for Rust services.
+//! - [`launcher`]: running one job without a console and watching its progress, heartbeat,
+//!   counters and result ([`launcher::Launcher`]).
 //! - [`read_clock`]: when the bytes of each incoming frame were read, for deadlines, latencies
 //!   and [`sdk::Context::received`].
 //! - [`busy_poll`]: the adaptive polling the console and the SDK do instead of sleeping when a
@@ -28,6 +30,7 @@ mod envelope_encode;
 #[cfg(test)]
 mod envelope_strategies;
 pub mod frame_reader;
+pub mod launcher;
 pub mod read_clock;
 pub mod sdk;
 pub mod segment;
