@@ -333,7 +333,7 @@ async fn the_admin_api_needs_the_token() {
         .unwrap();
     expect_error(&missing, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(missing.headers.contains_key(header::WWW_AUTHENTICATE));
-    let echo_pid = registry::read(&f.running.supervisor.registry)
+    let echo_pid = registry::read(&f.running.supervisor.registry())
         .service("echo")
         .and_then(|s| s.instances[0].pid)
         .expect("echo runs");
@@ -380,7 +380,7 @@ async fn audited(f: &Fixture, wanted: impl Fn(&Value) -> bool) -> bool {
     let path = f
         .running
         .supervisor
-        .audit
+        .audit()
         .as_ref()
         .unwrap()
         .path()
@@ -639,7 +639,7 @@ async fn metrics_scrape_with_a_prometheus_parser() {
     }
     // A reply after the deadline (600 ms here): echo is frozen while the router answers the
     // caller 504; thawed, it answers, and the router drops that reply and counts it late.
-    let echo_pid = switchboard::registry::read(&f.running.supervisor.registry)
+    let echo_pid = switchboard::registry::read(&f.running.supervisor.registry())
         .service("echo")
         .and_then(|s| s.instances[0].handle.as_ref().map(|h| h.pid))
         .expect("echo runs");
@@ -761,7 +761,7 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_file_token_file_and_graceful_stop() {
     let f = fixture(STACK, &["echo"]).await;
-    let run_dir = f.running.supervisor.stack.run_dir.clone();
+    let run_dir = f.running.supervisor.stack().run_dir.clone();
     let discovery: Discovery =
         serde_json::from_slice(&std::fs::read(run_dir.join(DISCOVERY_FILE)).unwrap()).unwrap();
     assert_eq!(discovery.address, f.gateway.address());

@@ -38,12 +38,12 @@ async fn fixture(access: Access) -> Fixture {
     let run_dir = stack.run_dir.clone();
     let (supervisor, task) =
         switchboard::supervisor::Supervisor::start(stack, common::options()).unwrap();
-    let events = supervisor.events.subscribe();
+    let events = supervisor.events().subscribe();
     let token = Token::resolve(None, &run_dir).unwrap();
     let secret = std::fs::read_to_string(run_dir.join("token")).unwrap();
     let state = AppState::new(GatewayState {
         supervisor: supervisor.clone(),
-        config: Arc::new(supervisor.stack.gateway.clone()),
+        config: Arc::new(supervisor.stack().gateway.clone()),
         token,
         address: Some("127.0.0.1:8787".into()),
         taken: None,

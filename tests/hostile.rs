@@ -159,7 +159,7 @@ fn handle(running: &Running, service: &str) -> Arc<InstanceHandle> {
 }
 
 fn state(running: &Running, service: &str) -> InstanceState {
-    registry::read(&running.supervisor.registry)
+    registry::read(&running.supervisor.registry())
         .service(service)
         .unwrap()
         .state()
@@ -169,7 +169,7 @@ fn state(running: &Running, service: &str) -> InstanceState {
 fn flood_progress(running: &Running) -> (u64, u64) {
     running
         .supervisor
-        .logs
+        .logs()
         .tail("hostile", 200)
         .iter()
         .rev()
@@ -216,7 +216,7 @@ async fn a_flood_of_valid_frames_is_read_at_the_consoles_pace() {
         running.ready(LIMIT, &["healthy", "hostile"]).await;
         let pid = handle(&running, "hostile").pid;
         let before = rss();
-        let pinger = Pinger::start(running.supervisor.router.clone());
+        let pinger = Pinger::start(running.supervisor.router().clone());
         let (samples, blocked) = abuse_counting_backpressure(pid).await;
         pinger.finish(mode).await;
         eprintln!("{mode}: the flooder was blocked on its pipe in {blocked} of {samples} samples");
@@ -253,7 +253,7 @@ async fn oversize_frames_are_dropped_as_they_arrive() {
     running.ready(LIMIT, &["healthy", "hostile"]).await;
     let hostile = handle(&running, "hostile");
     let before = rss();
-    let pinger = Pinger::start(running.supervisor.router.clone());
+    let pinger = Pinger::start(running.supervisor.router().clone());
     let (samples, blocked) = abuse_counting_backpressure(hostile.pid).await;
     pinger.finish("giant").await;
     eprintln!("giant: the writer was blocked on its pipe in {blocked} of {samples} samples");
@@ -267,7 +267,7 @@ async fn oversize_frames_are_dropped_as_they_arrive() {
     assert_eq!(hostile.bad_frames.load(Ordering::Relaxed), 3);
     let dropped = running
         .supervisor
-        .logs
+        .logs()
         .tail("hostile", 1000)
         .iter()
         .filter(|l| l.text.starts_with("bad frame on stdout (TooLarge"))
@@ -306,7 +306,7 @@ async fn garbage(when: &str) {
     );
     let hostile = handle(&running, "hostile");
     let before = rss();
-    let pinger = Pinger::start(running.supervisor.router.clone());
+    let pinger = Pinger::start(running.supervisor.router().clone());
     let alert = running
         .event(LIMIT, |e| {
             e.service == "hostile" && matches!(e.kind, EventKind::Alert { .. })
@@ -327,7 +327,7 @@ async fn garbage(when: &str) {
         .until(LIMIT, |_| {
             running
                 .supervisor
-                .logs
+                .logs()
                 .tail("hostile", 1000)
                 .iter()
                 .any(|l| l.text == "garbage written")
@@ -379,7 +379,7 @@ async fn scribbled_segment(mode: &str) {
         .clone()
         .expect("a protocol service has a segment");
     let before = rss();
-    let pinger = Pinger::start(running.supervisor.router.clone());
+    let pinger = Pinger::start(running.supervisor.router().clone());
     let (mut torn, mut absurd, mut bad_header, mut reads) = (0, 0, 0, 0);
     let mut terminal = Terminal::new(TestBackend::new(140, 40)).unwrap();
     let ui = UiState::new();
@@ -415,7 +415,7 @@ async fn scribbled_segment(mode: &str) {
     // The sampler kept going over the scribbles (it samples once a second) and passed the
     // problems on for the operator.
     let (hostile_samples, healthy_samples) = {
-        let metrics = switchboard::monitor::metrics::read(&running.supervisor.metrics);
+        let metrics = switchboard::monitor::metrics::read(&running.supervisor.metrics());
         let samples = |service: &str| metrics.service(service).map_or(0, |m| m.rate_history.len());
         (samples("hostile"), samples("healthy"))
     };
@@ -440,8 +440,8 @@ async fn a_service_that_never_reads_stdin_is_congested_and_its_callers_overloade
     running.ready(LIMIT, &["healthy", "hostile"]).await;
     let hostile = handle(&running, "hostile");
     let before = rss();
-    let pinger = Pinger::start(running.supervisor.router.clone());
-    let router = running.supervisor.router.clone();
+    let pinger = Pinger::start(running.supervisor.router().clone());
+    let router = running.supervisor.router().clone();
     // Big enough that the queue's worth of requests overfills the 64 KiB pipe: the writer then
     // stays blocked, and the service congested.
     let text = "anyone? ".repeat(32);
@@ -503,7 +503,7 @@ async fn a_hundred_children_left_behind_do_not_survive_their_parent() {
     let mut running = start(stack).await;
     running.ready(LIMIT, &["healthy"]).await;
     let before = rss();
-    let pinger = Pinger::start(running.supervisor.router.clone());
+    let pinger = Pinger::start(running.supervisor.router().clone());
     // It never handshakes; the file of pids is the sign it is done forking.
     let children_file = data.join("children");
     let started = Instant::now();
@@ -568,16 +568,21 @@ async fn a_service_that_closes_stdout_is_killed_and_restarted() {
     running.ready(LIMIT, &["healthy", "hostile"]).await;
     let first = handle(&running, "hostile").pid;
     let before = rss();
-    let pinger = Pinger::start(running.supervisor.router.clone());
+    let pinger = Pinger::start(running.supervisor.router().clone());
     let crashed = running
         .event(LIMIT, |e| is_state(e, "hostile", InstanceState::Crashed))
         .await;
     assert!(crashed.is_some(), "a mute service was left running");
     assert!(all_gone(&[first], LIMIT).await, "the mute process survived");
-    let killed = running.supervisor.logs.tail("hostile", 50).iter().any(|l| {
-        l.text
-            .starts_with("stdout closed while the process runs on")
-    });
+    let killed = running
+        .supervisor
+        .logs()
+        .tail("hostile", 50)
+        .iter()
+        .any(|l| {
+            l.text
+                .starts_with("stdout closed while the process runs on")
+        });
     assert!(killed, "no word of why it was killed");
     // The restart policy applies: a fresh instance comes up (and will go the same way).
     let restarted = running
@@ -588,7 +593,7 @@ async fn a_service_that_closes_stdout_is_killed_and_restarted() {
         })
         .await;
     assert!(restarted, "not restarted");
-    let second = registry::read(&running.supervisor.registry)
+    let second = registry::read(&running.supervisor.registry())
         .service("hostile")
         .unwrap()
         .instances[0]
@@ -635,7 +640,7 @@ async fn escaped_pid(running: &Running, not: Option<u32>) -> u32 {
     loop {
         let found = running
             .supervisor
-            .logs
+            .logs()
             .tail("parent", 50)
             .into_iter()
             .rev()

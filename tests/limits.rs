@@ -28,7 +28,7 @@ async fn exit_of(running: &Running, service: &str) -> (String, ExitStatus) {
     assert!(exited, "`{service}` did not exit");
     let view = running.supervisor.view(std::time::Instant::now());
     let row = view.services.iter().find(|s| s.name == service).unwrap();
-    let status = registry::read(&running.supervisor.registry)
+    let status = registry::read(&running.supervisor.registry())
         .service(service)
         .unwrap()
         .exits
@@ -66,7 +66,7 @@ async fn every_limit_is_in_force_in_the_process() {
     );
     let running = start(stack).await;
     running.ready(LIMIT, &["sleeper"]).await;
-    let pid = registry::read(&running.supervisor.registry)
+    let pid = registry::read(&running.supervisor.registry())
         .service("sleeper")
         .unwrap()
         .instances[0]
@@ -166,7 +166,7 @@ async fn a_process_allocating_past_its_memory_limit_dies_and_the_limit_is_named(
         shown,
         "signal 6: killed by SIGABRT; memory limit 128MiB may have been reached"
     );
-    let failed = running.supervisor.logs.tail("hog", 100).iter().any(|l| {
+    let failed = running.supervisor.logs().tail("hog", 100).iter().any(|l| {
         l.text
             .contains("memory allocation of 536870912 bytes failed")
     });
@@ -202,7 +202,7 @@ async fn a_process_opening_too_many_files_is_refused_at_the_limit() {
     assert_eq!(shown, "exit 3");
     let line = running
         .supervisor
-        .logs
+        .logs()
         .tail("opener", 100)
         .iter()
         .find(|l| l.text.starts_with("opened"))

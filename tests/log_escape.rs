@@ -26,7 +26,7 @@ async fn control_bytes_from_a_service_are_escaped_in_logs_and_log_files() {
     let running = common::start(stack).await;
     let seen = running
         .until(Duration::from_secs(10), |_| {
-            let lines = running.supervisor.logs.tail("hostile", 50);
+            let lines = running.supervisor.logs().tail("hostile", 50);
             lines.iter().any(|l| l.text.contains("done"))
                 && lines.iter().any(|l| l.text.contains("to stderr"))
         })
@@ -34,7 +34,7 @@ async fn control_bytes_from_a_service_are_escaped_in_logs_and_log_files() {
     assert!(seen, "the service's lines never arrived");
     let lines: Vec<String> = running
         .supervisor
-        .logs
+        .logs()
         .tail("hostile", 50)
         .iter()
         .map(|l| l.text.clone())

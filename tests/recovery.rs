@@ -84,7 +84,7 @@ async fn scaling_in_removes_the_failed_replica_and_keeps_a_ready_one() {
         .await;
     assert!(settled, "scale-in never settled");
     {
-        let registry = registry::read(&supervisor.registry);
+        let registry = registry::read(&supervisor.registry());
         let order = registry.service("order").unwrap();
         assert_eq!(order.instances[0].state, InstanceState::Ready);
         assert_ne!(
@@ -98,7 +98,7 @@ async fn scaling_in_removes_the_failed_replica_and_keeps_a_ready_one() {
         .await
         .unwrap();
     assert!(running.replicas_ready(LIMIT, "order", 2).await);
-    let numbers: Vec<u32> = registry::read(&supervisor.registry)
+    let numbers: Vec<u32> = registry::read(&supervisor.registry())
         .service("order")
         .unwrap()
         .instances
@@ -272,7 +272,7 @@ async fn a_breaker_closes_once_its_target_is_ready_again_and_can_be_reset_by_han
     let started = std::time::Instant::now();
     let mut running = start(stack).await;
     running.ready(LIMIT, &["user"]).await;
-    let router = running.supervisor.router.clone();
+    let router = running.supervisor.router().clone();
     let open = |router: switchboard::router::Router| async move {
         for _ in 0..3 {
             let answer = router.call(GATEWAY, user_request("fail", "boom")).await;
@@ -344,7 +344,7 @@ async fn a_breaker_closes_once_its_target_is_ready_again_and_can_be_reset_by_han
     let answer = router.call(GATEWAY, user_request("echo", "reset")).await;
     assert_eq!(answer.kind, Kind::Response(Status::Ok), "{answer:?}");
     // The audit log is written by its own task: wait for the line, bounded.
-    let path = running.supervisor.stack.run_dir.join("audit.jsonl");
+    let path = running.supervisor.stack().run_dir.join("audit.jsonl");
     let deadline = std::time::Instant::now() + LIMIT;
     let mut audit = String::new();
     while !audit.contains("breaker reset") && std::time::Instant::now() < deadline {

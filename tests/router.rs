@@ -25,7 +25,7 @@ async fn call<T: Serialize>(
 ) -> Envelope {
     running
         .supervisor
-        .router
+        .router()
         .call(GATEWAY, request(service, method, body, deadline))
         .await
 }
@@ -87,7 +87,7 @@ async fn every_error_code_the_router_answers() {
     assert_eq!(code(&answer), Some(ErrorCode::Forbidden), "{answer:?}");
     let audit = running
         .supervisor
-        .audit
+        .audit()
         .as_ref()
         .unwrap()
         .path()
@@ -124,7 +124,7 @@ async fn every_error_code_the_router_answers() {
     // What the router refused itself is counted on its route. Names callers make up are not
     // counted apart (that would let them grow the metrics): a method the service does not
     // declare is counted as "(other)", a name that is no service of the stack not at all.
-    let routes = running.supervisor.router.routes();
+    let routes = running.supervisor.router().routes();
     let counted = |from: &str, to: &str, method: &str| {
         routes
             .iter()
@@ -167,7 +167,7 @@ async fn a_request_in_flight_fails_fast_when_its_target_is_killed() {
     );
     let running = start(stack).await;
     running.ready(LIMIT, &["slow"]).await;
-    let router = running.supervisor.router.clone();
+    let router = running.supervisor.router().clone();
     let pending = tokio::spawn(async move {
         let started = Instant::now();
         let answer = router
@@ -281,7 +281,7 @@ async fn wildcard_fan_out_reaches_every_matching_service_once() {
     }
     // Each delivery is logged by the replica that took it: wait for every one expected.
     let deliveries = |running: &Running| -> Vec<(String, u32, String)> {
-        let logs = &running.supervisor.logs;
+        let logs = &running.supervisor.logs();
         ["one_token", "all_below", "exact", "other"]
             .iter()
             .flat_map(|service| logs.tail(service, 1000))
@@ -325,7 +325,7 @@ async fn wildcard_fan_out_reaches_every_matching_service_once() {
     );
     // What a subscriber took is its work, counted from its segment by the metrics sampler.
     let events_of = |service: &str| {
-        switchboard::monitor::metrics::read(&running.supervisor.metrics)
+        switchboard::monitor::metrics::read(&running.supervisor.metrics())
             .service(service)
             .map_or(0, |m| m.events)
     };
@@ -364,7 +364,7 @@ async fn a_congested_target_is_overloaded_and_the_rest_carry_on() {
     running.ready(LIMIT, &["frozen", "healthy"]).await;
     // Frozen stops reading its stdin once it says so.
     running.logged(LIMIT, "frozen", "hanging on purpose").await;
-    let router = running.supervisor.router.clone();
+    let router = running.supervisor.router().clone();
     let flood: Vec<_> = (0..5000)
         .map(|_| {
             router.call(
@@ -443,7 +443,7 @@ async fn a_breaker_opens_fails_fast_and_closes_again() {
     assert_eq!(
         running
             .supervisor
-            .router
+            .router()
             .breaker_state("flaky")
             .map(|b| b.as_str()),
         Some("open")
@@ -472,12 +472,12 @@ async fn a_breaker_opens_fails_fast_and_closes_again() {
             .is_some()
     );
     // Every hop was traced, and the route counted.
-    let hops = running.supervisor.router.recent_hops(100);
+    let hops = running.supervisor.router().recent_hops(100);
     assert_eq!(
         hops.iter().filter(|h| h.error == Some("internal")).count(),
         3
     );
-    let routes = running.supervisor.router.routes();
+    let routes = running.supervisor.router().routes();
     let fail = routes
         .iter()
         .find(|(r, _)| &*r.to == "flaky" && r.method == "fail")
@@ -513,7 +513,7 @@ async fn higher_priority_requests_overtake_queued_ones() {
     let running = start(stack).await;
     running.ready(LIMIT, &["target"]).await;
     let handle = {
-        let registry = switchboard::registry::read(&running.supervisor.registry);
+        let registry = switchboard::registry::read(&running.supervisor.registry());
         registry.service("target").unwrap().instances[0]
             .handle
             .clone()
@@ -521,7 +521,7 @@ async fn higher_priority_requests_overtake_queued_ones() {
     };
     // Freeze the target: its stdin pipe fills, then frames wait in its inbox.
     signal(handle.pid, Signal::STOP);
-    let router = running.supervisor.router.clone();
+    let router = running.supervisor.router().clone();
     // Trace ids mark the requests; the router records answers in the order it routes them.
     let send = |priority: u8, traces: std::ops::Range<u64>| {
         traces
@@ -565,7 +565,7 @@ async fn higher_priority_requests_overtake_queued_ones() {
     }
     let order: Vec<u64> = running
         .supervisor
-        .router
+        .router()
         .recent_hops(4096)
         .iter()
         .filter(|h| h.error.is_none())
@@ -663,7 +663,7 @@ async fn a_panicking_handler_answers_internal_and_the_service_carries_on() {
     let running = start(stack).await;
     running.ready(LIMIT, &["echo"]).await;
     let pid = || {
-        let registry = switchboard::registry::read(&running.supervisor.registry);
+        let registry = switchboard::registry::read(&running.supervisor.registry());
         registry.service("echo").unwrap().instances[0].pid
     };
     let before = pid();

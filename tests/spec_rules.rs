@@ -58,7 +58,7 @@ fn spec_stack(
 fn lines(running: &Running, service: &str, prefix: &str) -> Vec<(u32, String)> {
     running
         .supervisor
-        .logs
+        .logs()
         .tail(service, 10_000)
         .iter()
         .filter(|l| l.text.starts_with(prefix))
@@ -77,7 +77,7 @@ async fn a_method_not_in_hello_is_refused_without_reaching_the_service() {
     let (stack, _dir) = spec_stack("subscriber", "subscriber.py", "");
     let running = start(stack).await;
     running.ready(LIMIT, &["subscriber"]).await;
-    let router = running.supervisor.router.clone();
+    let router = running.supervisor.router().clone();
     let refused = router
         .call(GATEWAY, request("subscriber", "other", "x", LIMIT))
         .await;
@@ -141,7 +141,7 @@ async fn one_replica_unsubscribing_leaves_the_service_subscribed_through_the_oth
     // The Unsubscribe frame went to stdout before the log line to stderr, but the two pipes
     // are read apart: give the frame a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let router = running.supervisor.router.clone();
+    let router = running.supervisor.router().clone();
     for topic in ["news.a", "news.b", "news.c", "news.d"] {
         let publish = serde_json::json!({"topic": topic, "text": "hello"}).to_string();
         let mut call = request("probe", "publish", "", LIMIT);
@@ -173,7 +173,7 @@ async fn a_service_stopped_before_its_handshake_gets_shutdown_then_eof() {
     assert!(logged(&running, "starting", "eof", 1).await);
     let got: Vec<String> = running
         .supervisor
-        .logs
+        .logs()
         .tail("starting", 100)
         .iter()
         .map(|l| l.text.clone())
@@ -184,7 +184,7 @@ async fn a_service_stopped_before_its_handshake_gets_shutdown_then_eof() {
         .event(LIMIT, |e| is_state(e, "starting", InstanceState::Stopped))
         .await
         .expect("never stopped");
-    let instance = switchboard::registry::read(&running.supervisor.registry)
+    let instance = switchboard::registry::read(&running.supervisor.registry())
         .service("starting")
         .unwrap()
         .instances[0]
@@ -220,7 +220,7 @@ async fn a_burst_of_bad_frames_degrades_a_replica_until_a_quiet_window_passes() 
     assert!(degraded_seen.is_some(), "replica 0 never flagged degraded");
     assert!(running.replicas_ready(LIMIT, "garbled", 1).await);
     // While replica 0 is degraded and replica 1 healthy, requests go to replica 1.
-    let router = running.supervisor.router.clone();
+    let router = running.supervisor.router().clone();
     let short = Duration::from_millis(200);
     let calls: Vec<_> = (0..4)
         .map(|_| router.call(GATEWAY, request("garbled", "echo", "x", short)))

@@ -33,7 +33,7 @@ async fn call<T: Serialize, R: DeserializeOwned>(
 ) -> R {
     let answer = running
         .supervisor
-        .router
+        .router()
         .call(
             GATEWAY,
             request(service, method, body, Duration::from_secs(30)),
@@ -134,7 +134,7 @@ async fn a_stream_read_inside_the_console_and_its_producer_dying() {
     let (stack, _dir) = stack(STACK);
     let running = start(stack).await;
     ready(&running).await;
-    let router = &running.supervisor.router;
+    let router = &running.supervisor.router();
 
     // Read slowly from inside the console (as the gateway does): all items, in order, then
     // a clean end.
@@ -175,7 +175,7 @@ async fn a_stream_read_inside_the_console_and_its_producer_dying() {
     .expect("the reader was left hanging");
     let (code, _) = end.expect_err("a killed producer ended its stream well");
     assert_eq!(code, ErrorCode::Unavailable);
-    assert_eq!(running.supervisor.router.in_flight_count(), 0);
+    assert_eq!(running.supervisor.router().in_flight_count(), 0);
     running.stop().await;
 }
 
@@ -184,7 +184,7 @@ async fn a_consumer_dying_mid_stream_cancels_the_producer() {
     let (stack, _dir) = stack(STACK);
     let running = start(stack).await;
     ready(&running).await;
-    let router = running.supervisor.router.clone();
+    let router = running.supervisor.router().clone();
     let consume = Consume {
         service: "producer".into(),
         method: "count".into(),

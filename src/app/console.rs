@@ -114,7 +114,7 @@ pub async fn run(
             report
         }
         Next::Detach(why) => {
-            let run_dir = app.supervisor.stack.run_dir.clone();
+            let run_dir = app.supervisor.stack().run_dir.clone();
             if let Some(foreground) = &mut foreground {
                 foreground.detached(&detached_message(&app, &why));
             }
@@ -125,7 +125,7 @@ pub async fn run(
                 "switchboard: {why}; pid {} goes on supervising",
                 std::process::id()
             ));
-            let events = app.supervisor.events.subscribe();
+            let events = app.supervisor.events().subscribe();
             headless::watch(app, events, None, &mut signals).await
         }
     }
@@ -141,7 +141,7 @@ fn verdict(report: &ShutdownReport) -> String {
 
 /// What the shell shows when the console detaches.
 fn detached_message(app: &App, why: &str) -> String {
-    let stack = &app.supervisor.stack;
+    let stack = &app.supervisor.stack();
     let file = stack
         .source
         .as_ref()

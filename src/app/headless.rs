@@ -44,8 +44,8 @@ pub async fn run(
     let name = stack.name.clone();
     let log_dir = stack.run_dir.join("logs");
     let app = App::start(stack, options, bind).await?;
-    let events = app.supervisor.events.subscribe();
-    let logs = (output == Output::EventsAndLogs).then(|| app.supervisor.logs.subscribe());
+    let events = app.supervisor.events().subscribe();
+    let logs = (output == Output::EventsAndLogs).then(|| app.supervisor.logs().subscribe());
     app.begin().await;
     print_line(&format!(
         "switchboard: stack `{name}`, {services} services, pid {}; log files in {}",
@@ -91,9 +91,9 @@ pub async fn watch(
     mut logs: Option<broadcast::Receiver<Arc<LogLine>>>,
     signals: &mut Signals,
 ) -> Result<ShutdownReport, AppError> {
-    let on_hangup = app.supervisor.stack.console.on_hangup;
-    let run_dir = app.supervisor.stack.run_dir.clone();
-    let output = LogOutput::new(app.supervisor.stack.console.output_budget);
+    let on_hangup = app.supervisor.stack().console.on_hangup;
+    let run_dir = app.supervisor.stack().run_dir.clone();
+    let output = LogOutput::new(app.supervisor.stack().console.output_budget);
     loop {
         let report_due = output.report_due();
         tokio::select! {

@@ -159,7 +159,7 @@ impl App {
             );
             tracing::warn!(leftovers = ?list, "stopped processes of an earlier run");
             // No receiver is fine: nobody is watching.
-            let _ = self.supervisor.events.send(Event::new(
+            let _ = self.supervisor.events().send(Event::new(
                 "switchboard",
                 None,
                 EventKind::Alert { message },
@@ -168,7 +168,7 @@ impl App {
         // Loud, not only in the log: a second stack on the same machine would otherwise run
         // without a gateway and nobody would know why its HTTP routes do not answer.
         if let Some((_, problem)) = &self.gateway_problem {
-            let _ = self.supervisor.events.send(Event::new(
+            let _ = self.supervisor.events().send(Event::new(
                 "switchboard",
                 None,
                 EventKind::Alert {

@@ -78,7 +78,7 @@ pub async fn run(options: &SupervisorOptions, idle_for: Duration) -> Vec<Figure>
 async fn ready(app: &App, limit: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
-        let ready = crate::registry::read(&app.supervisor.registry)
+        let ready = crate::registry::read(&app.supervisor.registry())
             .services
             .iter()
             .filter(|s| s.spec.kind != crate::stack::ServiceKind::Job)
@@ -98,7 +98,7 @@ async fn idle_traffic(app: &App, idle_for: Duration) -> Vec<Figure> {
     };
     let token = std::fs::read_to_string(
         app.supervisor
-            .stack
+            .stack()
             .run_dir
             .join(crate::gateway::auth::TOKEN_FILE),
     )
@@ -195,7 +195,7 @@ async fn freshness(app: &App) -> Vec<Figure> {
         } else {
             (Control::Start(service.into()), InstanceState::Ready)
         };
-        let mut events = app.supervisor.events.subscribe();
+        let mut events = app.supervisor.events().subscribe();
         if app.supervisor.command(command).await.is_err() {
             break;
         }
@@ -214,7 +214,7 @@ async fn freshness(app: &App) -> Vec<Figure> {
         }
     }
     let mut samples = Vec::new();
-    let mut sampled = crate::monitor::metrics::read(&app.supervisor.metrics).samples();
+    let mut sampled = crate::monitor::metrics::read(&app.supervisor.metrics()).samples();
     let mut changes = source.view_feed();
     for _ in 0..SAMPLES {
         if sampled.changed().await.is_err() {

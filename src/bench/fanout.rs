@@ -77,7 +77,7 @@ async fn measure(
             body: Body::Json(serde_json::to_vec(&fanout).ok()?.into()),
             ..Envelope::default()
         };
-        let answer = bench.supervisor.router.call(GATEWAY, request).await;
+        let answer = bench.supervisor.router().call(GATEWAY, request).await;
         match (&answer.kind, &answer.body) {
             (Kind::Response(Status::Ok), Body::Json(bytes)) => serde_json::from_slice(bytes).ok(),
             _ => {

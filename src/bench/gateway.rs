@@ -85,7 +85,12 @@ pub async fn run(options: &SupervisorOptions, client: LoadClient) -> Vec<Figure>
             return Vec::new();
         }
     };
-    let figures = measure(gateway.address(), &stack.supervisor.stack.data_dir, client).await;
+    let figures = measure(
+        gateway.address(),
+        &stack.supervisor.stack().data_dir,
+        client,
+    )
+    .await;
     gateway.stop().await;
     stack.finish().await;
     figures.unwrap_or_else(|why| {

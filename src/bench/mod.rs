@@ -171,7 +171,7 @@ impl BenchStack {
     pub async fn until_ready(&self, limit: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < limit {
-            let ready = crate::registry::read(&self.supervisor.registry)
+            let ready = crate::registry::read(&self.supervisor.registry())
                 .services
                 .iter()
                 .all(|s| s.ready_instances() > 0);
@@ -237,7 +237,7 @@ async fn restart_latency(options: &SupervisorOptions, rounds: usize) -> Vec<Figu
     let Some(bench) = BenchStack::start(toml, options) else {
         return Vec::new();
     };
-    let mut events = bench.supervisor.events.subscribe();
+    let mut events = bench.supervisor.events().subscribe();
     bench.supervisor.begin().await;
     let ready = |e: &Event| {
         matches!(
@@ -305,8 +305,8 @@ async fn hang_detection(options: &SupervisorOptions, rounds: usize) -> Vec<Figur
     let Some(bench) = BenchStack::start(toml, options) else {
         return Vec::new();
     };
-    let mut events = bench.supervisor.events.subscribe();
-    let mut logs = bench.supervisor.logs.subscribe();
+    let mut events = bench.supervisor.events().subscribe();
+    let mut logs = bench.supervisor.logs().subscribe();
     bench.supervisor.begin().await;
     let mut samples = Vec::new();
     for _ in 0..rounds {

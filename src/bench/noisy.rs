@@ -95,7 +95,7 @@ pub async fn run(options: &SupervisorOptions, client: LoadClient) -> Vec<Figure>
     };
     // A console always watches the log: its log pane, headless output or an attached console
     // takes every line kept, on the routing thread.
-    let mut feed = stack.supervisor.logs.subscribe();
+    let mut feed = stack.supervisor.logs().subscribe();
     let watcher = tokio::spawn(async move {
         while let Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) =
             feed.recv().await
@@ -196,7 +196,7 @@ async fn measured<T>(stack: &BenchStack, run: impl Future<Output = T>) -> (T, Sp
     let dropped = || -> u64 {
         FLOODERS
             .iter()
-            .map(|name| stack.supervisor.logs.dropped_lines(name))
+            .map(|name| stack.supervisor.logs().dropped_lines(name))
             .sum()
     };
     let (cpu, ingest, dropped_before, start) = (
@@ -218,7 +218,7 @@ async fn measured<T>(stack: &BenchStack, run: impl Future<Output = T>) -> (T, Sp
 /// Resumes the flooders (and lets them run [`SETTLE`]) or pauses them.
 async fn floods(stack: &BenchStack, on: bool) -> Result<(), String> {
     let pids: Vec<u32> = {
-        let registry = registry::read(&stack.supervisor.registry);
+        let registry = registry::read(&stack.supervisor.registry());
         FLOODERS
             .iter()
             .filter_map(|name| registry.service(name))

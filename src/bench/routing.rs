@@ -341,7 +341,7 @@ pub(super) async fn routed(stack: &BenchStack, in_flight: usize, count: usize) -
         body: Body::Json(serde_json::to_vec(&run).unwrap_or_default().into()),
         ..Envelope::default()
     };
-    let answer = stack.supervisor.router.call(GATEWAY, request).await;
+    let answer = stack.supervisor.router().call(GATEWAY, request).await;
     let (Kind::Response(Status::Ok), Body::Json(json)) = (&answer.kind, &answer.body) else {
         tracing::warn!(?answer, "bench client failed");
         return None;

@@ -51,7 +51,7 @@ async fn plain(options: &SupervisorOptions, n: usize, idle_for: Duration) -> Vec
     let cpu = idle_cpu_percent(idle_for).await;
     let rss = own_rss_bytes();
 
-    let mut events = bench.supervisor.events.subscribe();
+    let mut events = bench.supervisor.events().subscribe();
     let ended = bench.finish_at().await;
     // The newest events are kept when the stream overflows: the last exit is among them.
     let (mut exits, mut last) = (0, None);
@@ -130,7 +130,7 @@ async fn all_ready(bench: &BenchStack, n: usize, limit: Duration, newer_than: u6
     let start = Instant::now();
     while start.elapsed() < limit {
         let ready = {
-            let registry = crate::registry::read(&bench.supervisor.registry);
+            let registry = crate::registry::read(&bench.supervisor.registry());
             registry
                 .services
                 .iter()
@@ -147,7 +147,7 @@ async fn all_ready(bench: &BenchStack, n: usize, limit: Duration, newer_than: u6
 }
 
 fn max_generation(bench: &BenchStack) -> u64 {
-    let registry = crate::registry::read(&bench.supervisor.registry);
+    let registry = crate::registry::read(&bench.supervisor.registry());
     registry
         .services
         .iter()

@@ -193,7 +193,7 @@ async fn logs(
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(bad_path)?;
     let Query(query) = query.map_err(|_| log_query_refused())?;
-    if crate::registry::read(&state.supervisor.registry)
+    if crate::registry::read(&state.supervisor.registry())
         .service(&name)
         .is_none()
     {
@@ -201,10 +201,10 @@ async fn logs(
     }
     let tail = query.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL);
     // Subscribed before the tail is read, so no line falls between the two.
-    let feed = state.supervisor.logs.subscribe();
+    let feed = state.supervisor.logs().subscribe();
     let lines: Vec<LogView> = state
         .supervisor
-        .logs
+        .logs()
         .tail(&name, tail)
         .iter()
         .map(|l| LogView::from(l.as_ref()))
@@ -230,7 +230,7 @@ async fn calls(
     let Query(query) =
         query.map_err(|_| ApiError::bad_request("use ?limit=N and optionally &service=NAME"))?;
     if let Some(name) = &query.service
-        && crate::registry::read(&state.supervisor.registry)
+        && crate::registry::read(&state.supervisor.registry())
             .service(name)
             .is_none()
     {
@@ -242,7 +242,7 @@ async fn calls(
         .min(crate::router::trace::HOPS_KEPT);
     let hops = state
         .supervisor
-        .router
+        .router()
         .hops_of(query.service.as_deref(), limit);
     Ok(Json(hops.iter().map(HopView::from).collect()))
 }
@@ -253,7 +253,7 @@ async fn routes_of(
 ) -> Result<Json<Vec<RouteView>>, ApiError> {
     let Query(query) = query.map_err(|_| ApiError::bad_request("use ?service=NAME"))?;
     Ok(Json(crate::supervisor::snapshot::routes_of(
-        state.supervisor.router.routes(),
+        state.supervisor.router().routes(),
         query.service.as_deref(),
     )))
 }
@@ -265,8 +265,8 @@ async fn shutdown(
     headers: HeaderMap,
 ) -> Json<Done> {
     let actor = access.actor(&headers);
-    if let Some(audit) = &state.supervisor.audit {
-        audit.record(&actor, "down", &state.supervisor.stack.name, "ok");
+    if let Some(audit) = &state.supervisor.audit() {
+        audit.record(&actor, "down", &state.supervisor.stack().name, "ok");
     }
     tracing::info!(%actor, "stopping the stack (admin API)");
     state.supervisor.shutdown().await;
@@ -278,7 +278,7 @@ async fn trace(
     path: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<Vec<HopView>>, ApiError> {
     let Path(trace) = path.map_err(|_| ApiError::bad_request("a trace id is a number"))?;
-    let hops = state.supervisor.router.trace(trace);
+    let hops = state.supervisor.router().trace(trace);
     if hops.is_empty() {
         return Err(ApiError::not_found(format!(
             "no hops of trace {trace} (the router keeps the last {})",

@@ -47,14 +47,14 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|_| ApiError::bad_request("use ?logs=N"))?;
     // Subscribed before the first view and tail are taken, so nothing falls between them.
-    let events = state.supervisor.events.subscribe();
-    let lines = state.supervisor.logs.subscribe();
-    let samples = crate::monitor::metrics::read(&state.supervisor.metrics).samples();
+    let events = state.supervisor.events().subscribe();
+    let lines = state.supervisor.logs().subscribe();
+    let samples = crate::monitor::metrics::read(&state.supervisor.metrics()).samples();
     let view = state.view();
     let tail = query.logs.unwrap_or(MAX_LOG_TAIL).min(MAX_LOG_TAIL);
     let logs: Vec<LogView> = state
         .supervisor
-        .logs
+        .logs()
         .tail_all(tail)
         .iter()
         .map(|l| LogView::from(l.as_ref()))

@@ -67,7 +67,7 @@ fn sse(state: &AppState, events: impl Stream<Item = SseEvent> + Send + 'static) 
 }
 
 pub async fn lifecycle(State(state): State<AppState>) -> Response {
-    let receiver = state.supervisor.events.subscribe();
+    let receiver = state.supervisor.events().subscribe();
     // A first event tells the client it is subscribed: whatever happens after it is streamed.
     let hello = SseEvent::default().event("subscribed").data("{}");
     let events = from_broadcast(receiver, |event: &Event| {

@@ -134,8 +134,8 @@ pub fn render(state: &AppState) -> String {
 /// One row per service: what its families report.
 fn service_rows(supervisor: &Supervisor) -> Vec<Row> {
     let rows: Vec<Row> = {
-        let metrics = metrics::read(&supervisor.metrics);
-        let registry = registry::read(&supervisor.registry);
+        let metrics = metrics::read(&supervisor.metrics());
+        let registry = registry::read(&supervisor.registry());
         registry
             .services
             .iter()
@@ -159,8 +159,8 @@ fn service_rows(supervisor: &Supervisor) -> Vec<Row> {
     let rows: Vec<Row> = rows
         .into_iter()
         .map(|mut row| {
-            row.breaker = supervisor.router.breaker_state(&row.name);
-            row.log_dropped = supervisor.logs.dropped_lines(&row.name);
+            row.breaker = supervisor.router().breaker_state(&row.name);
+            row.log_dropped = supervisor.logs().dropped_lines(&row.name);
             row
         })
         .collect();
@@ -347,7 +347,7 @@ fn per_service(
 
 /// `switchboard_route_*`: per caller, target and method.
 fn route_families(out: &mut String, supervisor: &Supervisor) {
-    let routes = supervisor.router.routes();
+    let routes = supervisor.router().routes();
     {
         let name = "switchboard_route_requests_total";
         let mut family = Family::new(
@@ -388,7 +388,7 @@ fn route_families(out: &mut String, supervisor: &Supervisor) {
 
 /// The console's own figures and the router's counters.
 fn console_families(out: &mut String, supervisor: &Supervisor) {
-    let own = supervisor.own_usage.own();
+    let own = supervisor.own_usage().own();
     let mut family = Family::new(
         out,
         "switchboard_console_cpu_percent",
@@ -416,7 +416,7 @@ fn console_families(out: &mut String, supervisor: &Supervisor) {
     family.sample(
         "switchboard_router_in_flight",
         &[],
-        supervisor.router.in_flight_count() as f64,
+        supervisor.router().in_flight_count() as f64,
     );
     let mut family = Family::new(
         out,
@@ -427,7 +427,7 @@ fn console_families(out: &mut String, supervisor: &Supervisor) {
     family.sample(
         "switchboard_router_late_replies_total",
         &[],
-        supervisor.router.late_replies() as f64,
+        supervisor.router().late_replies() as f64,
     );
     let mut family = Family::new(
         out,
@@ -438,7 +438,7 @@ fn console_families(out: &mut String, supervisor: &Supervisor) {
     family.sample(
         "switchboard_router_dropped_events_total",
         &[],
-        supervisor.router.dropped_events() as f64,
+        supervisor.router().dropped_events() as f64,
     );
     let mut family = Family::new(
         out,
@@ -449,7 +449,7 @@ fn console_families(out: &mut String, supervisor: &Supervisor) {
     family.sample(
         "switchboard_router_busy_poll_seconds_total",
         &[],
-        supervisor.router.busy_polled().as_secs_f64(),
+        supervisor.router().busy_polled().as_secs_f64(),
     );
 }
 

@@ -149,11 +149,11 @@ impl GatewayState {
     /// The `Retry-After` hint for a 503 from `service`: its breaker's cooldown, else a second.
     pub fn retry_after(&self, service: &str) -> Duration {
         self.supervisor
-            .stack
+            .stack()
             .service(service)
             .map(|s| s.breaker.cooldown)
             .filter(|_| {
-                self.supervisor.router.breaker_state(service)
+                self.supervisor.router().breaker_state(service)
                     == Some(crate::router::breaker::BreakerState::Open)
             })
             .unwrap_or(Duration::from_secs(1))
@@ -205,7 +205,7 @@ pub fn app(state: AppState, access: Access) -> Result<axum::Router, GatewayError
     routes::validate(&state.config.routes)?;
     let guard = auth::Guard {
         token: state.token.clone(),
-        audit: state.supervisor.audit.clone(),
+        audit: state.supervisor.audit().cloned(),
         prefix: "/admin",
     };
     let mut admin = admin::router().layer(axum::Extension(access));
@@ -237,7 +237,7 @@ pub fn app(state: AppState, access: Access) -> Result<axum::Router, GatewayError
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "stack": state.supervisor.stack.name}))
+    Json(serde_json::json!({"status": "ok", "stack": state.supervisor.stack().name}))
 }
 
 /// Bounds how long a request may take to produce its response (a streamed body, like an event

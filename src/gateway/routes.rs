@@ -299,7 +299,7 @@ async fn call(state: &AppState, service: &str, method: &str, body: Value) -> Res
     };
     // The router answers `timeout` itself when the deadline passes (and the time_limit layer
     // bounds the whole request besides), so no timer of its own here: one less per request.
-    let answer = state.supervisor.router.call(GATEWAY, envelope).await;
+    let answer = state.supervisor.router().call(GATEWAY, envelope).await;
     let mut response = match answer.kind {
         Kind::Response(Status::Ok) => match answer.body {
             Body::Json(bytes) => json_response(bytes),

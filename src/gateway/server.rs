@@ -70,7 +70,7 @@ impl Gateway {
     pub async fn start(supervisor: &Supervisor, bind: Bind) -> Result<Started, GatewayError> {
         let addr = match bind {
             Bind::Off => return Ok(Started::Off),
-            Bind::FromStack => match supervisor.stack.gateway.bind {
+            Bind::FromStack => match supervisor.stack().gateway.bind {
                 Some(addr) => addr,
                 None => return Ok(Started::Off),
             },
@@ -96,8 +96,8 @@ impl Gateway {
         supervisor: &Supervisor,
         addr: SocketAddr,
     ) -> Result<Gateway, GatewayError> {
-        let spec = &supervisor.stack.gateway;
-        let run_dir = &supervisor.stack.run_dir;
+        let spec = &supervisor.stack().gateway;
+        let run_dir = &supervisor.stack().run_dir;
         if !addr.ip().is_loopback() && auth::from_env(spec.token_env.as_deref()).is_none() {
             return Err(GatewayError::NotLoopback(addr));
         }

@@ -40,7 +40,7 @@ impl AdminSocket {
         supervisor: &Supervisor,
         gateway: Result<Option<std::net::SocketAddr>, std::net::SocketAddr>,
     ) -> Result<Option<AdminSocket>, GatewayError> {
-        let path = socket_path(&supervisor.stack.run_dir);
+        let path = socket_path(&supervisor.stack().run_dir);
         if path.as_os_str().len() > MAX_SOCKET_PATH {
             tracing::warn!(path = %path.display(), "run directory too deep for the admin socket; attach over TCP");
             return Ok(None);
@@ -68,7 +68,7 @@ impl AdminSocket {
         let shutdown = CancellationToken::new();
         let state = AppState::new(GatewayState {
             supervisor: supervisor.clone(),
-            config: Arc::new(supervisor.stack.gateway.clone()),
+            config: Arc::new(supervisor.stack().gateway.clone()),
             token: auth::Token::unknown()?,
             address: gateway.ok().flatten().map(|a| a.to_string().into()),
             taken: gateway.err().map(|a| a.to_string().into()),

@@ -96,7 +96,7 @@ pub async fn respond(
     let Ok(json) = serde_json::to_vec(&body) else {
         return ApiError::internal().into_response();
     };
-    let trace = state.supervisor.router.new_trace();
+    let trace = state.supervisor.router().new_trace();
     let envelope = Envelope {
         trace,
         // No deadline over the whole stream: it lasts while items keep coming (see `gap`) and
@@ -109,7 +109,7 @@ pub async fn respond(
         ..Envelope::default()
     };
     let gap = state.config.request_timeout;
-    let mut items = state.supervisor.router.call_stream(GATEWAY, envelope);
+    let mut items = state.supervisor.router().call_stream(GATEWAY, envelope);
     let first = match next_within(&mut items, gap).await {
         StreamStep::Item(body) => body,
         StreamStep::End(Ok(())) => {

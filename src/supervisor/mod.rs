@@ -173,16 +173,14 @@ const INSTANCE_EVENT_QUEUE: usize = 4096;
 #[derive(Clone)]
 pub struct Supervisor {
     messages: mpsc::Sender<Message>,
-    pub registry: SharedRegistry,
-    pub events: EventSender,
-    pub logs: Arc<LogStore>,
-    pub router: Router,
-    pub stack: Arc<Stack>,
-    pub metrics: SharedMetrics,
-    /// Where operator actions and refused calls are recorded.
-    pub audit: Option<AuditLog>,
-    /// The console's own CPU and memory.
-    pub own_usage: resources::Usage,
+    registry: SharedRegistry,
+    events: EventSender,
+    logs: Arc<LogStore>,
+    router: Router,
+    stack: Arc<Stack>,
+    metrics: SharedMetrics,
+    audit: Option<AuditLog>,
+    own_usage: resources::Usage,
 }
 
 /// Settings of a supervisor that do not come from the stack file.
@@ -200,6 +198,52 @@ impl SupervisorOptions {
             builtin_exe: std::env::current_exe()?,
             log_files: true,
         })
+    }
+}
+
+/// What the rest of the console reads, each shared with the supervisor's own task. Read-only
+/// handles: the supervisor alone decides what runs, and it is told through [`command`]
+/// (`Supervisor::command`) and [`shutdown`](Supervisor::shutdown).
+impl Supervisor {
+    /// Every service and instance, as the supervisor last set them.
+    pub fn registry(&self) -> &SharedRegistry {
+        &self.registry
+    }
+
+    /// Lifecycle events; `subscribe()` for a receiver.
+    pub fn events(&self) -> &EventSender {
+        &self.events
+    }
+
+    /// Every service's recent log lines.
+    pub fn logs(&self) -> &Arc<LogStore> {
+        &self.logs
+    }
+
+    /// Routes requests and events to instances (the gateway's way in).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The stack as loaded.
+    pub fn stack(&self) -> &Arc<Stack> {
+        &self.stack
+    }
+
+    /// Per-service figures, sampled from the segments.
+    pub fn metrics(&self) -> &SharedMetrics {
+        &self.metrics
+    }
+
+    /// Where operator actions and refused calls are recorded; `None` when the file cannot be
+    /// opened (said in the log at start).
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// The console's own CPU and memory.
+    pub fn own_usage(&self) -> &resources::Usage {
+        &self.own_usage
     }
 }
 

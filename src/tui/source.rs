@@ -121,27 +121,27 @@ impl ConsoleSource for LocalSource {
 
     fn logs(&self, service: Option<&str>, n: usize) -> Vec<LogView> {
         let lines = match service {
-            Some(name) => self.supervisor.logs.tail(name, n),
-            None => self.supervisor.logs.tail_all(n),
+            Some(name) => self.supervisor.logs().tail(name, n),
+            None => self.supervisor.logs().tail_all(n),
         };
         lines.iter().map(|l| LogView::from(l.as_ref())).collect()
     }
 
     fn events(&self) -> EventFeed {
-        EventFeed::Local(self.supervisor.events.subscribe())
+        EventFeed::Local(self.supervisor.events().subscribe())
     }
 
     fn log_feed(&self) -> LogFeed {
-        LogFeed::Local(self.supervisor.logs.subscribe())
+        LogFeed::Local(self.supervisor.logs().subscribe())
     }
 
     fn calls(&self, service: Option<&str>, n: usize) -> Vec<HopView> {
-        let hops = self.supervisor.router.hops_of(service, n);
+        let hops = self.supervisor.router().hops_of(service, n);
         hops.iter().map(HopView::from).collect()
     }
 
     fn routes(&self, service: Option<&str>) -> Vec<RouteView> {
-        crate::supervisor::snapshot::routes_of(self.supervisor.router.routes(), service)
+        crate::supervisor::snapshot::routes_of(self.supervisor.router().routes(), service)
     }
 
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>> {
