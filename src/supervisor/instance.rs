@@ -2,12 +2,13 @@
 //! it is the only place the process is signalled or reaped.
 //!
 //! Inside: a writer task feeding stdin from the instance's bounded inbox; a reader for a
-//! protocol service's stdout (frames); a heartbeat check; and the main select over the child's
+//! protocol service's stdout (frames, `stdout.rs`); a heartbeat check; a liveness probe when
+//! the service has one ([`super::probe`]); and the main select over the child's
 //! exit and the supervisor's commands. Log pipes (stderr, and a plain program's stdout) are
 //! read on the log-ingest thread, off this runtime ([`crate::logs::ingest`]).
 //!
-//! The stop sequence: send Shutdown and close stdin, wait the grace period, SIGTERM the process
-//! group, wait again, SIGKILL the group. After the child is reaped the group is SIGKILLed once
+//! The stop sequence: a protocol service is sent Shutdown (and stdin closed), then SIGTERM, then
+//! SIGKILL, a grace period apart; a plain program its `stop_signal`, then SIGKILL. After the child is reaped the group is SIGKILLed once
 //! more, so a grandchild it left behind does not outlive it.
 //!
 //! A protocol service that closes its stdout but keeps running can never answer again: its
@@ -20,19 +21,20 @@ use std::{
 };
 
 use bytes::BytesMut;
-use switchboard_protocol::{
-    Envelope, Kind, PROTOCOL_VERSION, Welcome,
-    frame_reader::{FrameReader, Read},
-};
+use switchboard_protocol::{Envelope, Kind, Welcome};
 use tokio::{
-    io::{AsyncRead, AsyncWriteExt},
+    io::AsyncWriteExt,
     process::{Child, ChildStdin},
     sync::mpsc,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    InstanceEvent, degraded::BadFrameWatch, probe::Prober, spawn::signal_group, strays::Sweeper,
+    InstanceEvent,
+    probe::Prober,
+    spawn::signal_group,
+    stdout::{ReaderSignals, StdoutReader},
+    strays::Sweeper,
 };
 use crate::{
     logs::{LogStore, ReadyLine, Source, Stream},
@@ -117,18 +119,18 @@ impl InstanceTask {
         drop(ready_seen);
         let stdout_reader = stdout.and_then(|stdout| {
             if self.protocol {
-                Some(tokio::spawn(read_frames(
-                    stdout,
-                    ReaderSignals {
+                let reader = StdoutReader {
+                    handle: self.handle.clone(),
+                    events: self.events.clone(),
+                    logs: self.logs.clone(),
+                    router: self.router.clone(),
+                    welcome: self.welcome.clone(),
+                    signals: ReaderSignals {
                         closed: stdout_closed.clone(),
                         handshake: handshake.clone(),
                     },
-                    self.handle.clone(),
-                    self.events.clone(),
-                    self.logs.clone(),
-                    self.router.clone(),
-                    self.welcome.clone(),
-                )))
+                };
+                Some(tokio::spawn(reader.run(stdout)))
             } else {
                 self.read_log(stdout.into_owned_fd(), Stream::Stdout, stdout_ready)
             }
@@ -441,136 +443,4 @@ fn behind_runnable_tasks() -> impl std::future::Future<Output = ()> {
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
     })
-}
-
-/// Frames routed from one read before the writers get a turn: a big batch is forwarded in
-/// chunks, so the next process starts on the first chunk while the console routes the rest.
-/// 16 measured best against 8, 32 and whole batches (`switchboard bench --only routing`, 64
-/// in flight: 187-231 k req/s against 137-177 k for whole batches, alternating runs).
-const PIPELINE_CHUNK: usize = 16;
-
-/// What a protocol service's stdout reader tells the supervising task.
-struct ReaderSignals {
-    /// Cancelled when stdout ends.
-    closed: CancellationToken,
-    /// Cancelled at the handshake, when the heartbeat check may start.
-    handshake: CancellationToken,
-}
-
-/// Reads frames from a protocol service's stdout.
-async fn read_frames(
-    stdout: impl AsyncRead + Unpin,
-    signals: ReaderSignals,
-    handle: Arc<InstanceHandle>,
-    events: mpsc::Sender<InstanceEvent>,
-    logs: Arc<LogStore>,
-    router: Router,
-    mut welcome: Welcome,
-) {
-    // However this ends (EOF, a read error), the supervising task hears of it.
-    let _closed = signals.closed.drop_guard();
-    let id = handle.id;
-    let service: Arc<str> = handle.service.clone();
-    let mut frames = FrameReader::new(stdout);
-    // Decoded into in place, frame after frame: never moved (see `FrameReader`).
-    let mut envelope = Envelope::default();
-    let mut since_yield = 0;
-    let mut bad_frames = BadFrameWatch::default();
-    loop {
-        let read = match bad_frames.clears_at() {
-            None => frames.read_into(&mut envelope).await,
-            // Degraded: the read is cancel safe, so it can race the end of the quiet window.
-            Some(at) => tokio::select! {
-                read = frames.read_into(&mut envelope) => read,
-                () = tokio::time::sleep_until(at.into()) => {
-                    if bad_frames.quiet(Instant::now()) {
-                        handle.degraded.store(false, Ordering::Relaxed);
-                        let _ = events.send(InstanceEvent::Recovered { id }).await;
-                    }
-                    continue;
-                }
-            },
-        };
-        // Counted for every frame, bad ones too: a flood of garbage yields like traffic does.
-        since_yield += 1;
-        if since_yield == PIPELINE_CHUNK {
-            since_yield = 0;
-            tokio::task::yield_now().await;
-        }
-        match read {
-            Ok(Read::Message) => {}
-            Ok(Read::Malformed(bad)) => {
-                let count = handle.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
-                logs.push(
-                    &service,
-                    id.replica,
-                    Stream::Console,
-                    format!(
-                        "bad frame on stdout ({:?}, {} bytes skipped; {count} so far)",
-                        bad.reason, bad.len
-                    ),
-                );
-                if bad_frames.bad_frame(Instant::now()) {
-                    handle.degraded.store(true, Ordering::Relaxed);
-                    let _ = events.send(InstanceEvent::BadFrames { id, count }).await;
-                }
-                continue;
-            }
-            Ok(Read::End) => break,
-            Err(err) => {
-                tracing::debug!(%service, cause = %err, "stdout read failed");
-                break;
-            }
-        }
-        match &envelope.kind {
-            Kind::Hello(hello) => {
-                welcome.protocol_version = PROTOCOL_VERSION;
-                let answer = Envelope {
-                    id: 1,
-                    correlation: envelope.id,
-                    kind: Kind::Welcome(Box::new(welcome.clone())),
-                    ..Envelope::default()
-                };
-                if let Ok(mut subscriptions) = handle.subscriptions.write() {
-                    subscriptions.clone_from(&hello.topics);
-                }
-                router.subscriptions_changed(&handle.service, id.replica, &hello.topics);
-                let _ = handle.link.try_send(&answer);
-                // The service knows its heartbeat period from now on.
-                signals.handshake.cancel();
-                let _ = events
-                    .send(InstanceEvent::Hello {
-                        id,
-                        hello: (**hello).clone(),
-                    })
-                    .await;
-            }
-            Kind::Ready => {
-                handle.routable.store(true, Ordering::Release);
-                let _ = events.send(InstanceEvent::Ready { id }).await;
-            }
-            Kind::Subscribe | Kind::Unsubscribe => {
-                if let Ok(mut subscriptions) = handle.subscriptions.write() {
-                    if envelope.kind == Kind::Subscribe {
-                        if !subscriptions.iter().any(|s| *s == envelope.destination) {
-                            subscriptions.push(envelope.destination.to_string());
-                        }
-                    } else {
-                        subscriptions.retain(|s| *s != envelope.destination);
-                    }
-                    router.subscriptions_changed(&handle.service, id.replica, &subscriptions);
-                }
-            }
-            Kind::JobResult(status) => {
-                let _ = events
-                    .send(InstanceEvent::JobResult {
-                        id,
-                        status: status.clone(),
-                        body: envelope.body.clone(),
-                    })
-                    .await;
-            }
-            _ => router.route(&handle, &mut envelope, frames.last_read()),
-        }
-    }
 }

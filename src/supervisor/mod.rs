@@ -29,6 +29,7 @@ pub mod replicas;
 pub mod restart;
 pub mod snapshot;
 pub mod spawn;
+mod stdout;
 pub mod strays;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
