@@ -14,6 +14,7 @@
 //! replica index is the claim, so a replica restarted after a `kill -9` carries on with its
 //! orders at once instead of waiting for their leases.
 
+pub mod backlog;
 pub mod outbox;
 
 use std::{
@@ -127,7 +128,7 @@ pub fn service() -> Result<Service, StoreError> {
         orders.clone(),
         orders.clone(),
     );
-    let (process, relay) = (orders.clone(), orders.outbox.clone());
+    let (process, relay, backlog) = (orders.clone(), orders.outbox.clone(), orders.store.clone());
     Ok(Service::new("order", env!("CARGO_PKG_VERSION"))
         .method("create", move |ctx, new: NewOrder| {
             let orders = create.clone();
@@ -158,7 +159,8 @@ pub fn service() -> Result<Service, StoreError> {
             async move { Ok::<_, HandlerError>(orders.outbox.ack(event_ids).await?) }
         })
         .background(move |ctx| async move { process.process(ctx).await })
-        .background(move |ctx| async move { relay.relay(ctx).await }))
+        .background(move |ctx| async move { relay.relay(ctx).await })
+        .background(move |ctx| backlog::publish(backlog, ctx)))
 }
 
 fn row_to_order(row: &rusqlite::Row<'_>) -> rusqlite::Result<Order> {

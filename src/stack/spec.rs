@@ -149,6 +149,10 @@ pub struct ServiceSpec {
     pub log_budget: LogBudget,
     /// Resource limits set on each of its processes before exec.
     pub limits: ResourceLimits,
+    /// When its backlog raises an alert, and the bound past which callers are turned away.
+    pub backlog: super::BacklogSpec,
+    /// Replicas added and removed to hold a backlog target; `None`: `replicas` stays as set.
+    pub autoscale: Option<super::AutoscaleSpec>,
 }
 
 /// `limits = { … }`: resource limits the console sets with `setrlimit` in each process of the

@@ -63,6 +63,8 @@ impl Walker<'_> {
         let mut breaker = BreakerSpec::default();
         let mut limits = ResourceLimits::default();
         let mut log_budget = LogBudget::SERVICE;
+        let mut backlog = crate::stack::BacklogSpec::default();
+        let mut autoscale = None;
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
                 "builtin" => {
@@ -213,6 +215,16 @@ impl Walker<'_> {
                     }
                 }
                 "log_budget" => log_budget = self.log_budget(v, log_budget),
+                "backlog" => {
+                    if let Some(t) = self.table(v) {
+                        backlog = self.backlog(t);
+                    }
+                }
+                "autoscale" => {
+                    if let Some(t) = self.table(v) {
+                        autoscale = self.autoscale(t, v.span());
+                    }
+                }
                 _ => self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]")),
             }
         }
@@ -234,6 +246,17 @@ impl Walker<'_> {
                 return None;
             }
         };
+        if let Some(scale) = &autoscale {
+            if !(scale.min..=scale.max).contains(&replicas) {
+                self.error(
+                    key.span(),
+                    format!(
+                        "service `{name}` starts {replicas} replicas, outside its autoscale range {} to {}",
+                        scale.min, scale.max
+                    ),
+                );
+            }
+        }
         let protocol = protocol.unwrap_or(matches!(program, Program::Builtin(_)));
         let mut merged = env_file_vars;
         for (k, v) in env {
@@ -267,6 +290,8 @@ impl Walker<'_> {
             breaker,
             limits,
             log_budget,
+            backlog,
+            autoscale,
         })
     }
 
