@@ -13,6 +13,7 @@ use hyper::Method;
 use switchboard::{
     api::{BacklogView, ConsoleView},
     client::{Client, Target},
+    event::EventKind,
     gateway::Gateway,
     router::GATEWAY,
 };
@@ -168,4 +169,215 @@ async fn a_service_that_publishes_none_gets_its_requests_in_flight_as_backlog() 
     let (drained, backlog) = backlog_until(&running, "slow", LIMIT, |b| b.waiting == 0).await;
     assert!(drained, "{backlog:?}");
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_above_one_replica_s_capacity_raises_the_growth_alert_within_its_window() {
+    let policy = "backlog = { grow_window = \"4s\", max_backlog = 5000 }";
+    let (stack, _dir) = stack(&shop(60, policy));
+    let mut running = start(stack).await;
+    running.ready(LIMIT, &["order", "storefront"]).await;
+    let alert = running
+        .event(LIMIT, |e| {
+            e.service == "order" && matches!(e.kind, EventKind::Backlog { alert: true, .. })
+        })
+        .await
+        .expect("no backlog alert");
+    let view = switchboard::api::EventView::from(&alert);
+    assert!(view.alert, "{view:?}");
+    assert_eq!(view.kind, "backlog");
+    // It names the service, the rate and the time to the bound at that rate.
+    assert!(
+        view.text.starts_with("order: backlog alert: grew "),
+        "{}",
+        view.text
+    );
+    assert!(
+        view.text.contains(" over 4s (+"),
+        "judged over its window: {}",
+        view.text
+    );
+    assert!(view.text.contains("/s)"), "{}", view.text);
+    assert!(view.text.contains("max_backlog 5000 in "), "{}", view.text);
+    running.stop().await;
+}
+
+/// Every order's `(status, created events, completed events)` from order's SQLite file.
+fn order_ledger(db: &std::path::Path) -> Vec<(i64, String, i64, i64)> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut statement = db
+        .prepare(
+            "SELECT o.id, o.status,
+                    (SELECT COUNT(*) FROM outbox e WHERE e.order_id = o.id AND e.topic LIKE '%created'),
+                    (SELECT COUNT(*) FROM outbox e WHERE e.order_id = o.id AND e.topic LIKE '%completed')
+             FROM orders o ORDER BY o.id",
+        )
+        .unwrap();
+    statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The orders whose stages run now, by replica, from their task slots (the label is
+/// `order ID: stage`).
+fn orders_running(running: &Running) -> Vec<(u32, i64)> {
+    let registry = switchboard::registry::read(&running.supervisor.registry);
+    let Some(order) = registry.service("order") else {
+        return Vec::new();
+    };
+    let mut seen = Vec::new();
+    for handle in order.instances.iter().filter_map(|i| i.handle.as_ref()) {
+        let Some(segment) = &handle.segment else {
+            continue;
+        };
+        for task in segment.read().tasks {
+            if task.state != switchboard_protocol::segment::TaskState::Running {
+                continue;
+            }
+            let id = task
+                .label
+                .strip_prefix("order ")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|id| id.parse().ok());
+            if let Some(id) = id {
+                seen.push((handle.id.replica, id));
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_adds_replicas_until_the_backlog_falls_and_removes_them_losing_no_order() {
+    let policy = "autoscale = { min = 1, max = 3, target_backlog = 60, cooldown = \"3s\" }";
+    // A steady 15 orders a second, and a surge of 35 more that stops half way.
+    let surge = "[services.surge]\nbuiltin = \"storefront\"\ndepends_on = { order = \"ready\" }\n\
+                 calls = [\"user\", \"order\"]\n\
+                 settings = { rate = \"35\", customers = \"20\", invalid_percent = \"0\" }";
+    let (stack, dir) = stack(&format!("{}\n{surge}", shop(15, policy)));
+    let orders_db = dir.path().join(".switchboard/data/orders.db");
+    let running = start(stack).await;
+    // Subscribed before anything can scale.
+    let events = &mut running.supervisor.events.subscribe();
+    let running = std::sync::Arc::new(running);
+    running
+        .ready(LIMIT, &["order", "storefront", "surge"])
+        .await;
+
+    // Which replicas run each order, sampled from the task slots all along.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (running, watching) = (running.clone(), watching.clone());
+        tokio::spawn(async move {
+            let mut runs: std::collections::HashMap<i64, std::collections::BTreeSet<u32>> =
+                Default::default();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                for (replica, id) in orders_running(&running) {
+                    runs.entry(id).or_default().insert(replica);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            runs
+        })
+    };
+
+    // 50 orders a second against 32 for one replica: out to two, which outrun it.
+    let scaled = |to: u32| {
+        move |e: &switchboard::event::Event| {
+            e.service == "order" && matches!(e.kind, EventKind::Autoscaled { to: t, .. } if t == to)
+        }
+    };
+    let out = next_event(events, LIMIT, scaled(2))
+        .await
+        .expect("never scaled out");
+    let EventKind::Autoscaled { reason, .. } = &out.kind else {
+        unreachable!()
+    };
+    assert!(reason.contains("target 60"), "{reason}");
+    assert!(
+        running.replicas_ready(LIMIT, "order", 2).await,
+        "no second replica"
+    );
+    let (fell, backlog) = backlog_until(&running, "order", LIMIT, |b| b.trend == "falling").await;
+    assert!(
+        fell,
+        "the backlog never fell with two replicas: {backlog:?}"
+    );
+
+    // The load drops to what one replica carries: back in to one, while orders still come
+    // in and run on both. The replica removed drains first: the orders it runs finish there,
+    // the ones it holds but has not started go to the other.
+    running
+        .supervisor
+        .command(switchboard::supervisor::Command::Stop("surge".into()))
+        .await
+        .unwrap();
+    next_event(events, LIMIT, scaled(1))
+        .await
+        .expect("never scaled in");
+    assert!(
+        running.replicas_ready(LIMIT, "order", 1).await,
+        "never back to one replica"
+    );
+    let audit = std::fs::read_to_string(dir.path().join(".switchboard/run/audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"autoscale\"") && l.contains("order to 2")),
+        "{audit}"
+    );
+
+    running
+        .supervisor
+        .command(switchboard::supervisor::Command::Stop("storefront".into()))
+        .await
+        .unwrap();
+    // Nothing lost, nothing run twice: every order completes, once, with both its events.
+    let deadline = Instant::now() + LIMIT;
+    let ledger = loop {
+        let ledger = order_ledger(&orders_db);
+        if ledger.iter().all(|(_, status, _, _)| status == "completed") {
+            break ledger;
+        }
+        assert!(Instant::now() < deadline, "orders left accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(ledger.len() > 100, "only {} orders", ledger.len());
+    for (id, status, created, completed) in &ledger {
+        assert_eq!(
+            (status.as_str(), *created, *completed),
+            ("completed", 1, 1),
+            "order {id}"
+        );
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let runs = watcher.await.unwrap();
+    let twice: Vec<_> = runs.iter().filter(|(_, r)| r.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "orders run by more than one replica: {twice:?}"
+    );
+    let replicas: std::collections::BTreeSet<u32> = runs.values().flatten().copied().collect();
+    assert!(replicas.len() > 1, "only replicas {replicas:?} ran orders");
+    let running = std::sync::Arc::try_unwrap(running)
+        .unwrap_or_else(|_| panic!("the watcher still holds the stack"));
+    running.stop().await;
+}
+
+/// The next event `wanted` accepts, within `limit`.
+async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<switchboard::event::Event>,
+    limit: Duration,
+    wanted: impl Fn(&switchboard::event::Event) -> bool,
+) -> Option<switchboard::event::Event> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) if wanted(&event) => return Some(event),
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            _ => return None,
+        }
+    }
 }
