@@ -381,3 +381,67 @@ async fn next_event(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_backlog_callers_are_answered_overloaded_and_the_gateway_503_with_retry_after() {
+    let policy = "backlog = { max_backlog = 40, max_backlog_methods = [\"create\"] }";
+    let gateway = "[gateway]\nroutes = [\n  { route = \"POST /orders\", call = \"order.create\" },\n  \
+                   { route = \"GET /orders\", call = \"order.list\" },\n]\n";
+    let (stack, _dir) = stack(&format!("{}{gateway}", shop(60, policy)));
+    let running = start(stack).await;
+    running.ready(LIMIT, &["order", "storefront"]).await;
+    let gateway = Gateway::start_at(&running.supervisor, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::new(Target {
+        address: gateway.address().into(),
+        token: None,
+    });
+    // The storefront fills order to its bound; past it, a create is refused at once.
+    let deadline = Instant::now() + LIMIT;
+    let refused = loop {
+        let answer = client
+            .send(
+                Method::POST,
+                "/orders",
+                Some(br#"{"user_id": 1, "item": "cable", "quantity": 1}"#.to_vec()),
+            )
+            .await
+            .unwrap();
+        if answer.status == hyper::StatusCode::SERVICE_UNAVAILABLE {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused: {}",
+            answer.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        refused.headers.contains_key(hyper::header::RETRY_AFTER),
+        "{:?}",
+        refused.headers
+    );
+    let body: serde_json::Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max_backlog 40"), "{message}");
+    // What adds no work still goes through, and the breaker stays closed.
+    let list = client.send(Method::GET, "/orders", None).await.unwrap();
+    assert_eq!(list.status, hyper::StatusCode::OK);
+    assert_eq!(
+        running
+            .supervisor
+            .router
+            .breaker_state("order")
+            .unwrap()
+            .as_str(),
+        "closed"
+    );
+    // The backlog stays near its bound instead of growing without one.
+    let backlog = backlog_of(&running, "order");
+    assert!(backlog.waiting < 40 + 40, "{backlog:?}");
+    gateway.stop().await;
+    running.stop().await;
+}

@@ -11,7 +11,6 @@
 
 use std::{
     collections::VecDeque,
-    sync::atomic::Ordering,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -80,9 +79,7 @@ impl Backlog {
             }
             None => {
                 self.published = false;
-                let outstanding = handle.outstanding.load(Ordering::Relaxed);
-                let queued = handle.link.queued() as u64;
-                self.waiting = self.waiting.saturating_add(outstanding.max(queued));
+                self.waiting = self.waiting.saturating_add(handle.derived_waiting());
             }
         }
     }

@@ -188,6 +188,23 @@ impl Router {
                 format!("`{service}` has no method `{method}`"),
             ));
         }
+        if let Some(bound) = entry.spec.backlog.admission_bound(method) {
+            let waiting: u64 = entry
+                .instances
+                .iter()
+                .filter_map(|i| i.handle.as_ref())
+                .map(|h| h.waiting())
+                .fold(0, u64::saturating_add);
+            // Admission control (`max_backlog`): past the bound, new work waits at the caller
+            // (503 + Retry-After at the gateway) instead of inside the service. Not a breaker
+            // failure: the service is healthy, only full.
+            if waiting >= bound {
+                return Err(Miss::Fail(
+                    ErrorCode::Overloaded,
+                    format!("`{service}` has {waiting} waiting, at its max_backlog {bound}"),
+                ));
+            }
+        }
         match best {
             Some(best) => Ok(best.clone()),
             // Wanted but not ready: starting, restarting or in backoff. Worth waiting for.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// `backlog = { grow_window, max_age, max_backlog }`. Every key is optional; a service without
 /// the table is still watched for nothing but shown.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BacklogSpec {
     /// Alert when the backlog has grown for longer than this without a fall.
     pub grow_window: Option<Duration>,
@@ -14,6 +14,9 @@ pub struct BacklogSpec {
     pub max_age: Option<Duration>,
     /// Admission control: past this many waiting items, callers are answered `overloaded`.
     pub max_backlog: Option<u64>,
+    /// The methods `max_backlog` refuses; empty: every method. (Reads and acknowledgements
+    /// add no work: refusing them only slows the drain.)
+    pub max_backlog_methods: Vec<String>,
 }
 
 /// `autoscale = { min, max, target_backlog | target_age | target_in_flight, cooldown }`.
@@ -36,6 +39,15 @@ pub enum ScaleTarget {
     OldestAge(Duration),
     /// `target_in_flight`: requests in flight per replica.
     InFlight(u64),
+}
+
+impl BacklogSpec {
+    /// The bound a call to `method` is held to, if any.
+    pub fn admission_bound(&self, method: &str) -> Option<u64> {
+        let gated = self.max_backlog_methods.is_empty()
+            || self.max_backlog_methods.iter().any(|m| m == method);
+        self.max_backlog.filter(|_| gated)
+    }
 }
 
 /// The cooldown when `autoscale` names none.

@@ -82,7 +82,12 @@ const SERVICE_KEYS: &[&str] = &[
     "backlog",
     "autoscale",
 ];
-const BACKLOG_KEYS: &[&str] = &["grow_window", "max_age", "max_backlog"];
+const BACKLOG_KEYS: &[&str] = &[
+    "grow_window",
+    "max_age",
+    "max_backlog",
+    "max_backlog_methods",
+];
 const AUTOSCALE_KEYS: &[&str] = &[
     "min",
     "max",

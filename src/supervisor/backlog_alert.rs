@@ -125,6 +125,7 @@ mod tests {
             grow_window: Some(Duration::from_secs(3)),
             max_age: None,
             max_backlog: Some(100),
+            ..BacklogSpec::default()
         };
         let second = Duration::from_secs(1);
         let mut state = AlertState::default();
@@ -161,6 +162,7 @@ mod tests {
             grow_window: None,
             max_age: Some(Duration::from_secs(60)),
             max_backlog: None,
+            ..BacklogSpec::default()
         };
         let second = Duration::from_secs(1);
         let mut state = AlertState::default();

@@ -171,6 +171,16 @@ impl SegmentReader {
             .then(|| self.load(word::HEARTBEAT))
     }
 
+    /// Only the published backlog (`None` under a wrong header, or when the service publishes
+    /// none): what the router reads per request for admission control, without a snapshot.
+    pub fn backlog(&self) -> Option<PublishedBacklog> {
+        let header_ok = HEADER
+            .iter()
+            .enumerate()
+            .all(|(index, expected)| self.load(index) == *expected);
+        header_ok.then(|| self.read_backlog(&mut Vec::new()))?
+    }
+
     /// Copies everything out. Never fails: problems are reported inside the snapshot.
     pub fn read(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();

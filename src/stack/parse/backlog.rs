@@ -31,6 +31,10 @@ impl Walker<'_> {
                 }
                 "max_age" => spec.max_age = self.positive_duration(value, "max_age"),
                 "max_backlog" => spec.max_backlog = self.positive_count(value, "max_backlog"),
+                "max_backlog_methods" => {
+                    spec.max_backlog_methods =
+                        self.strings(value).into_iter().map(|(s, _)| s).collect();
+                }
                 _ => self.unknown(key, BACKLOG_KEYS, "in backlog"),
             }
         }
@@ -151,13 +155,16 @@ mod tests {
     #[test]
     fn backlog_and_autoscale_tables_are_read() {
         let spec = service(
-            "replicas = 2\nbacklog = { grow_window = \"30s\", max_age = \"5m\", max_backlog = 900 }\n\
+            "replicas = 2\nbacklog = { grow_window = \"30s\", max_age = \"5m\", max_backlog = 900, \
+             max_backlog_methods = [\"create\"] }\n\
              autoscale = { min = 1, max = 4, target_backlog = 100, cooldown = \"10s\" }",
         )
         .unwrap();
         assert_eq!(spec.backlog.grow_window, Some(Duration::from_secs(30)));
         assert_eq!(spec.backlog.max_age, Some(Duration::from_secs(300)));
         assert_eq!(spec.backlog.max_backlog, Some(900));
+        assert_eq!(spec.backlog.admission_bound("create"), Some(900));
+        assert_eq!(spec.backlog.admission_bound("get"), None);
         assert_eq!(
             spec.autoscale,
             Some(AutoscaleSpec {
