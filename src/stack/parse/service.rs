@@ -246,16 +246,16 @@ impl Walker<'_> {
                 return None;
             }
         };
-        if let Some(scale) = &autoscale {
-            if !(scale.min..=scale.max).contains(&replicas) {
-                self.error(
-                    key.span(),
-                    format!(
-                        "service `{name}` starts {replicas} replicas, outside its autoscale range {} to {}",
-                        scale.min, scale.max
-                    ),
-                );
-            }
+        if let Some(scale) = &autoscale
+            && !(scale.min..=scale.max).contains(&replicas)
+        {
+            self.error(
+                key.span(),
+                format!(
+                    "service `{name}` starts {replicas} replicas, outside its autoscale range {} to {}",
+                    scale.min, scale.max
+                ),
+            );
         }
         let protocol = protocol.unwrap_or(matches!(program, Program::Builtin(_)));
         let mut merged = env_file_vars;
