@@ -285,6 +285,9 @@ pub struct Service {
     pub runs: VecDeque<JobRun>,
     /// Wanted, but held back until these dependencies meet their conditions.
     pub waiting_on: Vec<String>,
+    /// Requests the router holds for it while it restarts (written by the router, read by
+    /// the backlog sampler): work that waits for the service outside any replica.
+    pub held_requests: Arc<AtomicU64>,
 }
 
 impl Service {
@@ -402,6 +405,7 @@ impl Registry {
                 exits: VecDeque::new(),
                 runs: VecDeque::new(),
                 waiting_on: Vec::new(),
+                held_requests: Arc::default(),
             })
             .collect();
         let by_name = services

@@ -142,8 +142,13 @@ async fn order_publishes_a_growing_backlog_and_metrics_and_the_table_show_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_service_that_publishes_none_gets_its_requests_in_flight_as_backlog() {
-    let (stack, _dir) = stack(&shop(1, ""));
+async fn a_service_that_publishes_none_gets_its_requests_in_flight_and_held_as_backlog() {
+    // Restarted only after a pause, so that calls meanwhile are held by the router.
+    let toml = shop(1, "").replace(
+        "[services.slow]\nbuiltin = \"probe\"\n",
+        "[services.slow]\nbuiltin = \"probe\"\nbackoff = { initial = \"3s\", jitter = 0.0 }\n",
+    );
+    let (stack, _dir) = stack(&toml);
     let running = start(stack).await;
     running.ready(LIMIT, &["slow"]).await;
     let router = running.supervisor.router.clone();
@@ -165,6 +170,41 @@ async fn a_service_that_publishes_none_gets_its_requests_in_flight_as_backlog() 
     assert_eq!(backlog.oldest_age, None, "a derived backlog has no age");
     for call in calls {
         call.await.unwrap();
+    }
+    let (drained, backlog) = backlog_until(&running, "slow", LIMIT, |b| b.waiting == 0).await;
+    assert!(drained, "{backlog:?}");
+
+    // Killed, it waits out its backoff: calls meanwhile are held for it, and count.
+    running
+        .supervisor
+        .command(switchboard::supervisor::Command::Kill("slow".into()))
+        .await
+        .unwrap();
+    let down = running
+        .until(LIMIT, |r| {
+            r.service("slow")
+                .is_some_and(|s| s.instances.iter().all(|i| i.handle.is_none()))
+        })
+        .await;
+    assert!(down, "slow never went down");
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let call = router.call(
+                GATEWAY,
+                request("slow", "echo", "hi", Duration::from_secs(20)),
+            );
+            tokio::spawn(call)
+        })
+        .collect();
+    let (seen, backlog) =
+        backlog_until(&running, "slow", LIMIT, |b| !b.published && b.waiting == 3).await;
+    assert!(seen, "the 3 held calls were not counted: {backlog:?}");
+    for call in held {
+        assert_eq!(
+            common::code(&call.await.unwrap()),
+            None,
+            "held calls are answered"
+        );
     }
     let (drained, backlog) = backlog_until(&running, "slow", LIMIT, |b| b.waiting == 0).await;
     assert!(drained, "{backlog:?}");

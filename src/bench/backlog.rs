@@ -131,7 +131,9 @@ async fn watch(bench: &BenchStack, scale_to: Option<u32>) -> Option<Course> {
     tokio::time::sleep(WARM_UP).await;
     let step = Instant::now();
     let command = |c: Command| bench.supervisor.command(c);
-    command(Command::Scale("storefront".into(), STEP_REPLICAS)).await.ok()?;
+    command(Command::Scale("storefront".into(), STEP_REPLICAS))
+        .await
+        .ok()?;
     if let Some(replicas) = scale_to {
         command(Command::Scale("order".into(), replicas))
             .await

@@ -2,9 +2,9 @@
 //!
 //! A service that publishes one (segment words 18–20) is taken at its word; for one that does
 //! not, the console counts what it can see: requests routed to each replica and not answered
-//! yet (which includes those still in its inbox), or the frames in its inbox when more. Requests
-//! the router holds for a restarting service are not counted: they wait for a replica, not in
-//! one. Replicas are added up; the oldest item is the oldest of any replica's.
+//! yet (which includes those still in its inbox), or the frames in its inbox when more, plus
+//! the requests the router holds for it while it restarts. Replicas are added up; the oldest
+//! item is the oldest of any replica's.
 //!
 //! The history (one sample a second, five minutes) gives the trend arrow the table shows and
 //! the growth the alerts and the autoscaler read (see `docs/backlog.md`).
@@ -84,10 +84,14 @@ impl Backlog {
         }
     }
 
-    /// Ends a sample: records it in the history.
-    pub fn end(&mut self, any_instance: bool) {
+    /// Ends a sample: adds the requests the router holds for the service while it restarts
+    /// (`held`) to a derived backlog, and records it in the history.
+    pub fn end(&mut self, any_instance: bool, held: u64) {
         if !any_instance {
             self.published = false;
+        }
+        if !self.published {
+            self.waiting = self.waiting.saturating_add(held);
         }
         if self.history.len() == BACKLOG_HISTORY {
             self.history.pop_front();

@@ -171,7 +171,10 @@ impl Metrics {
                     },
                 );
             }
-            entry.backlog.end(sampled);
+            let held = service
+                .held_requests
+                .load(std::sync::atomic::Ordering::Relaxed);
+            entry.backlog.end(sampled, held);
             entry.request_rate = finished as f64 / seconds;
             entry.event_rate = events as f64 / seconds;
             entry.error_rate = errors as f64 / seconds;

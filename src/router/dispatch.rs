@@ -223,6 +223,13 @@ impl Router {
         }
     }
 
+    /// Tells the registry how many requests are held for `service`, for its backlog.
+    pub(super) fn publish_held(&self, service: &str, held: usize) {
+        if let Some(entry) = registry::read(&self.inner.registry).service(service) {
+            entry.held_requests.store(held as u64, Ordering::Relaxed);
+        }
+    }
+
     fn hold(&self, from: &Arc<str>, caller: Caller, envelope: Envelope) {
         let deadline = Instant::now()
             + match envelope.deadline_us {
@@ -236,7 +243,13 @@ impl Router {
             envelope,
             deadline,
         };
-        let refused = lock(&self.inner.held).hold_request(&service, request);
+        let (refused, held) = {
+            let mut books = lock(&self.inner.held);
+            let refused = books.hold_request(&service, request);
+            (refused, books.requests_for(&service))
+        };
+        // Outside the hold lock: the registry's lock is never taken inside it.
+        self.publish_held(&service, held);
         match refused {
             Ok(()) => self.inner.sweeper_wake.notify_one(),
             Err(request) => {
@@ -259,6 +272,7 @@ impl Router {
     /// the order it arrived.
     pub fn service_ready(&self, service: &str) {
         let (requests, events) = lock(&self.inner.held).release(service);
+        self.publish_held(service, 0);
         let now = Instant::now();
         for mut held in requests {
             let left = held.deadline.saturating_duration_since(now);
