@@ -124,7 +124,9 @@ async fn order_publishes_a_growing_backlog_and_metrics_and_the_table_show_it() {
     // The table draws it: a count with its arrow, and the age.
     let mut view: ConsoleView = running.supervisor.view(Instant::now());
     view.services.retain(|s| s.name == "order");
-    let backend = ratatui::backend::TestBackend::new(160, 12);
+    // Its task bars would fill the detail pane of a short screen.
+    view.services[0].tasks.clear();
+    let backend = ratatui::backend::TestBackend::new(160, 16);
     let mut terminal = ratatui::Terminal::new(backend).unwrap();
     let state = switchboard::tui::state::UiState::new();
     let theme = switchboard::tui::theme::Theme::monochrome();
@@ -136,6 +138,12 @@ async fn order_publishes_a_growing_backlog_and_metrics_and_the_table_show_it() {
     let screen = format!("{}", terminal.backend());
     assert!(screen.contains("BACKLOG"), "{screen}");
     assert!(screen.contains('↑'), "no rising arrow:\n{screen}");
+    // The detail pane of the selected service says it in words.
+    assert!(
+        screen.contains("backlog "),
+        "no backlog line in the detail:\n{screen}"
+    );
+    assert!(screen.contains("rising, oldest "), "{screen}");
 
     gateway.stop().await;
     running.stop().await;
