@@ -28,7 +28,9 @@ impl Core {
     pub(super) async fn watch_backlogs(&mut self) {
         let now = Instant::now();
         for (index, backlog, in_flight) in self.watched() {
-            let spec = self.stack.services[index].clone();
+            // The stack is shared and never changes: a handle on it, not a copy of the spec.
+            let stack = self.stack.clone();
+            let spec = &stack.services[index];
             let state = self.watch.alerts.entry(index).or_default();
             for change in
                 backlog_alert::judge(state, &spec.backlog, &backlog, metrics::SAMPLE_EVERY)
