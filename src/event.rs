@@ -79,6 +79,18 @@ pub enum EventKind {
     Alert {
         message: String,
     },
+    /// The service's backlog grows past its alert window, or its oldest item is past its
+    /// bound (`alert`, with what and how fast); or it is steady again (resolves that alert).
+    Backlog {
+        alert: bool,
+        message: String,
+    },
+    /// Autoscaling changed the service's replicas, and why.
+    Autoscaled {
+        from: u32,
+        to: u32,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -99,6 +111,7 @@ impl Event {
                 | EventKind::HangDetected { .. }
                 | EventKind::ProbeFailed { .. }
                 | EventKind::Alert { .. }
+                | EventKind::Backlog { alert: true, .. }
                 | EventKind::JobFinished { ok: false, .. }
                 | EventKind::Breaker { state: "open" }
         )
@@ -113,6 +126,7 @@ impl Event {
     pub fn resolves(&self) -> Option<&'static str> {
         match self.kind {
             EventKind::Breaker { state: "closed" } => Some("breaker"),
+            EventKind::Backlog { alert: false, .. } => Some("backlog"),
             EventKind::State {
                 to: InstanceState::Ready,
                 ..
@@ -181,6 +195,14 @@ impl std::fmt::Display for EventKind {
             EventKind::Signalled { signal } => write!(f, "sent {signal} to the process group"),
             EventKind::Breaker { state } => write!(f, "circuit breaker {state}"),
             EventKind::Alert { message } => write!(f, "alert: {message}"),
+            EventKind::Backlog {
+                alert: true,
+                message,
+            } => write!(f, "backlog alert: {message}"),
+            EventKind::Backlog { message, .. } => write!(f, "backlog: {message}"),
+            EventKind::Autoscaled { from, to, reason } => {
+                write!(f, "autoscale: {from} → {to} replicas ({reason})")
+            }
         }
     }
 }

@@ -170,6 +170,23 @@ impl InstanceHandle {
     pub fn is_routable(&self) -> bool {
         self.routable.load(Ordering::Acquire)
     }
+
+    /// Items waiting in this instance: what it publishes in its segment, else what the
+    /// console sees of it ([`derived_waiting`](Self::derived_waiting)).
+    pub fn waiting(&self) -> u64 {
+        match self.segment.as_ref().and_then(|s| s.backlog()) {
+            Some(published) => published.waiting,
+            None => self.derived_waiting(),
+        }
+    }
+
+    /// The backlog of an instance that publishes none: requests routed to it and not
+    /// answered yet (those in its inbox among them), or the frames in its inbox when more
+    /// (events queued there are not requests).
+    pub fn derived_waiting(&self) -> u64 {
+        let outstanding = self.outstanding.load(Ordering::Relaxed);
+        outstanding.max(self.link.queued() as u64)
+    }
 }
 
 impl std::fmt::Debug for InstanceHandle {
@@ -268,6 +285,9 @@ pub struct Service {
     pub runs: VecDeque<JobRun>,
     /// Wanted, but held back until these dependencies meet their conditions.
     pub waiting_on: Vec<String>,
+    /// Requests the router holds for it while it restarts (written by the router, read by
+    /// the backlog sampler): work that waits for the service outside any replica.
+    pub held_requests: Arc<AtomicU64>,
 }
 
 impl Service {
@@ -385,6 +405,7 @@ impl Registry {
                 exits: VecDeque::new(),
                 runs: VecDeque::new(),
                 waiting_on: Vec::new(),
+                held_requests: Arc::default(),
             })
             .collect();
         let by_name = services

@@ -729,6 +729,16 @@ class Service:
         task = self.segment.claim_task(label, total) if self.segment else None
         return task or NullTask()
 
+    def set_backlog(self, waiting: int, oldest_accepted_unix_ms: int = 0) -> None:
+        """Publish the work waiting inside this service (SPEC.md §7 words 18-20): `waiting`
+        items accepted and not finished, the oldest accepted at `oldest_accepted_unix_ms`
+        (ignored when none waits). The console alerts and scales on it; without it, it
+        derives a backlog from the requests it routes here."""
+        if self.segment:
+            self.segment.set(18, waiting)
+            self.segment.set(19, oldest_accepted_unix_ms if waiting else 0)
+            self.segment.set(20, 1)  # published: the console stops deriving one
+
     # ---- calls and events
 
     def call(self, service: str, method: str, body: Any = None, *, timeout: float = 5.0,

@@ -14,6 +14,7 @@
 //! replica index is the claim, so a replica restarted after a `kill -9` carries on with its
 //! orders at once instead of waiting for their leases.
 
+pub mod backlog;
 pub mod outbox;
 
 use std::{
@@ -127,7 +128,7 @@ pub fn service() -> Result<Service, StoreError> {
         orders.clone(),
         orders.clone(),
     );
-    let (process, relay) = (orders.clone(), orders.outbox.clone());
+    let (process, relay, backlog) = (orders.clone(), orders.outbox.clone(), orders.store.clone());
     Ok(Service::new("order", env!("CARGO_PKG_VERSION"))
         .method("create", move |ctx, new: NewOrder| {
             let orders = create.clone();
@@ -158,7 +159,8 @@ pub fn service() -> Result<Service, StoreError> {
             async move { Ok::<_, HandlerError>(orders.outbox.ack(event_ids).await?) }
         })
         .background(move |ctx| async move { process.process(ctx).await })
-        .background(move |ctx| async move { relay.relay(ctx).await }))
+        .background(move |ctx| async move { relay.relay(ctx).await })
+        .background(move |ctx| backlog::publish(backlog, ctx)))
 }
 
 fn row_to_order(row: &rusqlite::Row<'_>) -> rusqlite::Result<Order> {
@@ -369,8 +371,17 @@ impl Orders {
                 () = tokio::time::sleep(SWEEP_EVERY) => {}
             }
         }
-        // Orders cut short stay `accepted` and are finished by the next instance.
-        tasks.abort_all();
+        // Draining (scaled in, or stopped): the orders running finish their few stages (an
+        // order cut short would run its stages again elsewhere), then the ones this replica
+        // holds but has not started are handed back, so another replica takes them at once
+        // rather than after their lease. A drain cut short by the console's SIGKILL leaves
+        // them `accepted` and claimed: the lease hands them on, as after a crash.
+        while tasks.join_next().await.is_some() {}
+        match self.store.run(move |c| release(c, me)).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "handed back orders not started"),
+            Err(err) => tracing::warn!(cause = %err, "cannot hand back orders"),
+        }
     }
 
     async fn run_stages(
@@ -455,6 +466,17 @@ struct Claim {
     me: i64,
     /// When the lease lapses, in milliseconds since the Unix epoch.
     until_ms: i64,
+}
+
+/// Hands back the accepted orders replica `me` holds (it runs none of them any more): they
+/// are unclaimed, and their claim is not counted, so the replica that takes one next counts
+/// as its first.
+fn release(c: &mut rusqlite::Connection, me: i64) -> Result<usize, StoreError> {
+    Ok(c.execute(
+        "UPDATE orders SET claimed_by = NULL, lease_until_ms = NULL, claims = MAX(claims - 1, 0)
+         WHERE status = 'accepted' AND claimed_by = ?1",
+        params![me],
+    )?)
 }
 
 /// Claims up to `free` accepted orders for replica `me`, oldest first, skipping `busy` (the ones

@@ -14,7 +14,7 @@ pub struct EventView {
     pub service: String,
     pub replica: Option<u32>,
     /// `state`, `spawned`, `exited`, `restart_scheduled`, `hang_detected`, `heartbeat`, `gave_up`,
-    /// `job_started`, `job_finished`, `signalled`, `breaker` or `alert`.
+    /// `job_started`, `job_finished`, `signalled`, `breaker`, `alert`, `backlog` or `autoscale`.
     pub kind: String,
     /// For `state`: the states before and after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,7 +30,8 @@ pub struct EventView {
     #[serde(default)]
     pub alert: bool,
     /// The kind of this service's alerts that this event resolves (`breaker` when a breaker
-    /// closes, `gave_up` when a replica is ready again): the console marks them resolved.
+    /// closes, `gave_up` when a replica is ready again, `backlog` when a backlog is steady
+    /// again): the console marks them resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolves: Option<String>,
 }
@@ -55,6 +56,8 @@ impl From<&Event> for EventView {
             EventKind::Signalled { .. } => ("signalled", None, None),
             EventKind::Breaker { .. } => ("breaker", None, None),
             EventKind::Alert { .. } => ("alert", None, None),
+            EventKind::Backlog { .. } => ("backlog", None, None),
+            EventKind::Autoscaled { .. } => ("autoscale", None, None),
         };
         EventView {
             at_ms: millis::since_epoch(event.at),

@@ -26,8 +26,8 @@ pub mod view;
 pub use self::{
     event::EventView,
     view::{
-        AttachedView, ConsoleView, DependencyView, ExitView, HopView, LogView, ReplicaView,
-        RouteView, RunView, ServiceRow, TaskView,
+        AttachedView, BacklogView, ConsoleView, DependencyView, ExitView, HopView, LogView,
+        ReplicaView, RouteView, RunView, ServiceRow, TaskView,
     },
 };
 

@@ -135,6 +135,54 @@ pub struct ServiceRow {
     /// Each replica, in replica order (the row above sums them up).
     #[serde(default)]
     pub instances: Vec<ReplicaView>,
+    /// The work waiting inside the service, all replicas together.
+    #[serde(default)]
+    pub backlog: BacklogView,
+}
+
+/// A service's backlog as the table shows it (see `docs/backlog.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BacklogView {
+    /// Items waiting.
+    #[serde(default)]
+    pub waiting: u64,
+    /// The service publishes it (else the console derived it from the requests it routed).
+    #[serde(default)]
+    pub published: bool,
+    /// How long the oldest item has waited; `None` when nothing waits or nobody says.
+    #[serde(
+        default,
+        rename = "oldest_age_ms",
+        with = "millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub oldest_age: Option<Duration>,
+    /// `rising`, `falling` or `flat`, over the last few seconds.
+    #[serde(default = "flat")]
+    pub trend: String,
+    /// Items per second it grew by over its alert window, while it grows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_per_s: Option<f64>,
+    /// Its autoscaling range, when the stack sets one: (min, max).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<(u32, u32)>,
+}
+
+fn flat() -> String {
+    "flat".into()
+}
+
+impl Default for BacklogView {
+    fn default() -> Self {
+        BacklogView {
+            waiting: 0,
+            published: false,
+            oldest_age: None,
+            trend: flat(),
+            growth_per_s: None,
+            autoscale: None,
+        }
+    }
 }
 
 /// A dependency and the condition it waits for (`started`, `ready`, `completed`).
@@ -210,6 +258,7 @@ impl ServiceRow {
             exits: Vec::new(),
             runs: Vec::new(),
             instances: Vec::new(),
+            backlog: BacklogView::default(),
         }
     }
 }

@@ -3,9 +3,11 @@
 //! stack, render time, routed request/response against this machine's pipe baselines
 //! ([`routing`]), pub/sub fan-out (`fanout`), and N idle services for N = 10, 100, 500
 //! (`scale`), what an attached console costs and how fresh it is ([`attach`]), and what two
-//! services flooding their logs cost routing and the gateway (`noisy`).
+//! services flooding their logs cost routing and the gateway (`noisy`), and how fast
+//! autoscaling stops a growing backlog (`backlog`).
 
 pub mod attach;
+mod backlog;
 mod fanout;
 pub mod gateway;
 mod http_load;
@@ -50,6 +52,7 @@ pub struct Selection {
     pub scale: bool,
     pub attach: bool,
     pub noisy: bool,
+    pub backlog: bool,
     /// What sends the gateway's HTTP load, over how many connections.
     pub http_load: gateway::LoadClient,
 }
@@ -57,7 +60,7 @@ pub struct Selection {
 impl Selection {
     pub const NAMES: &[&str] = &[
         "restart", "hang", "idle", "render", "routing", "fanout", "gateway", "scale", "attach",
-        "noisy",
+        "noisy", "backlog",
     ];
 
     /// The measurements named in `only` (all of them when it is empty), or the unknown name.
@@ -80,6 +83,7 @@ impl Selection {
             scale: wants("scale"),
             attach: wants("attach"),
             noisy: wants("noisy"),
+            backlog: wants("backlog"),
             http_load: gateway::LoadClient::default(),
         })
     }
@@ -129,6 +133,9 @@ pub async fn run(
     }
     if selection.noisy {
         figures.extend(noisy::run(&options, selection.http_load).await);
+    }
+    if selection.backlog {
+        figures.extend(backlog::run(&options).await);
     }
     figures
 }

@@ -250,6 +250,31 @@ fn service_families(out: &mut String, rows: &[Row]) {
         "Requests in progress inside the service.",
         &|r| r.metrics.as_ref().map(|m| m.in_flight as f64),
     );
+    per_service(
+        out,
+        rows,
+        "switchboard_service_backlog",
+        "gauge",
+        "Items waiting inside the service: what it publishes, else requests routed to it and not answered.",
+        &|r| r.metrics.as_ref().map(|m| m.backlog.waiting as f64),
+    );
+    per_service(
+        out,
+        rows,
+        "switchboard_service_backlog_oldest_age_seconds",
+        "gauge",
+        "How long the oldest waiting item has waited (only for services that publish it).",
+        &|r| {
+            let m = r.metrics.as_ref()?;
+            m.backlog
+                .oldest_age
+                .map(|age| age.as_secs_f64())
+                .or_else(|| {
+                    // Nothing waits: an age of zero, not a missing series that alerts cannot see.
+                    (m.backlog.published && m.backlog.waiting == 0).then_some(0.0)
+                })
+        },
+    );
     {
         let name = "switchboard_service_request_duration_seconds";
         let mut family = Family::new(

@@ -13,7 +13,7 @@ use std::{
 
 use switchboard_protocol::segment::{HIST_BUCKETS, Snapshot, TaskRecord};
 
-use super::tasks::FinishedTasks;
+use super::{backlog::Backlog, tasks::FinishedTasks};
 use crate::registry::{self, InstanceId, Registry};
 
 /// Samples kept per service: five minutes at one per second.
@@ -50,6 +50,8 @@ pub struct ServiceMetrics {
     pub tasks: Vec<(u32, TaskRecord)>,
     /// Problems the segment reader found (torn slots, absurd values).
     pub segment_problems: Vec<String>,
+    /// The work waiting inside the service (see [`super::backlog`]).
+    pub backlog: Backlog,
 }
 
 #[derive(Debug)]
@@ -101,13 +103,20 @@ impl Metrics {
             entry.tasks.clear();
             entry.segment_problems.clear();
             entry.heartbeat_age = None;
+            entry.backlog.begin();
+            let wall = std::time::SystemTime::now();
+            let mut sampled = false;
             for instance in &service.instances {
-                let Some(segment) = instance.handle.as_ref().and_then(|h| h.segment.as_ref())
-                else {
+                let Some(handle) = instance.handle.as_ref() else {
+                    continue;
+                };
+                let Some(segment) = handle.segment.as_ref() else {
                     continue;
                 };
                 let mut snapshot = segment.read();
+                entry.backlog.add(&snapshot, handle, wall);
                 seen.push(instance.id);
+                sampled = true;
                 let previous = self.instances.remove(&instance.id);
                 let before = previous.as_ref().map(|p| &p.snapshot);
                 let delta = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0));
@@ -162,6 +171,10 @@ impl Metrics {
                     },
                 );
             }
+            let held = service
+                .held_requests
+                .load(std::sync::atomic::Ordering::Relaxed);
+            entry.backlog.end(sampled, held);
             entry.request_rate = finished as f64 / seconds;
             entry.event_rate = events as f64 / seconds;
             entry.error_rate = errors as f64 / seconds;

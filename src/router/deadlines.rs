@@ -47,6 +47,15 @@ pub(super) async fn sweep_deadlines(inner: std::sync::Weak<Inner>) {
             inner: strong.clone(),
         };
         let expired_held = lock(&strong.held).expired(now);
+        let mut touched: Vec<&str> = expired_held
+            .iter()
+            .map(|h| h.envelope.destination.as_str())
+            .collect();
+        touched.dedup();
+        for service in touched {
+            let left = lock(&strong.held).requests_for(service);
+            router.publish_held(service, left);
+        }
         for held in expired_held {
             let message = format!(
                 "`{}` did not come back within the deadline",

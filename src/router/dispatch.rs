@@ -188,6 +188,23 @@ impl Router {
                 format!("`{service}` has no method `{method}`"),
             ));
         }
+        if let Some(bound) = entry.spec.backlog.admission_bound(method) {
+            let waiting: u64 = entry
+                .instances
+                .iter()
+                .filter_map(|i| i.handle.as_ref())
+                .map(|h| h.waiting())
+                .fold(0, u64::saturating_add);
+            // Admission control (`max_backlog`): past the bound, new work waits at the caller
+            // (503 + Retry-After at the gateway) instead of inside the service. Not a breaker
+            // failure: the service is healthy, only full.
+            if waiting >= bound {
+                return Err(Miss::Fail(
+                    ErrorCode::Overloaded,
+                    format!("`{service}` has {waiting} waiting, at its max_backlog {bound}"),
+                ));
+            }
+        }
         match best {
             Some(best) => Ok(best.clone()),
             // Wanted but not ready: starting, restarting or in backoff. Worth waiting for.
@@ -206,6 +223,13 @@ impl Router {
         }
     }
 
+    /// Tells the registry how many requests are held for `service`, for its backlog.
+    pub(super) fn publish_held(&self, service: &str, held: usize) {
+        if let Some(entry) = registry::read(&self.inner.registry).service(service) {
+            entry.held_requests.store(held as u64, Ordering::Relaxed);
+        }
+    }
+
     fn hold(&self, from: &Arc<str>, caller: Caller, envelope: Envelope) {
         let deadline = Instant::now()
             + match envelope.deadline_us {
@@ -219,7 +243,13 @@ impl Router {
             envelope,
             deadline,
         };
-        let refused = lock(&self.inner.held).hold_request(&service, request);
+        let (refused, held) = {
+            let mut books = lock(&self.inner.held);
+            let refused = books.hold_request(&service, request);
+            (refused, books.requests_for(&service))
+        };
+        // Outside the hold lock: the registry's lock is never taken inside it.
+        self.publish_held(&service, held);
         match refused {
             Ok(()) => self.inner.sweeper_wake.notify_one(),
             Err(request) => {
@@ -242,6 +272,7 @@ impl Router {
     /// the order it arrived.
     pub fn service_ready(&self, service: &str) {
         let (requests, events) = lock(&self.inner.held).release(service);
+        self.publish_held(service, 0);
         let now = Instant::now();
         for mut held in requests {
             let left = held.deadline.saturating_duration_since(now);

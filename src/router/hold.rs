@@ -72,6 +72,11 @@ impl Held {
         (requests, events)
     }
 
+    /// Requests held for `service` now.
+    pub fn requests_for(&self, service: &str) -> usize {
+        self.requests.get(service).map_or(0, VecDeque::len)
+    }
+
     /// Requests whose deadline has passed.
     pub fn expired(&mut self, now: Instant) -> Vec<HeldRequest> {
         let mut expired = Vec::new();

@@ -1,6 +1,7 @@
 //! The stack file (`stack.toml`): the services a stack runs and how.
 //!
 //! - [`spec`]: the validated stack as the console uses it.
+//! - [`backlog`]: a service's backlog alerts, admission bound and autoscaling.
 //! - `parse`: TOML to spec, walking the document with spans.
 //! - `validate`: cross-references and dependency cycles.
 //! - [`programs`]: `check`'s warnings about commands not found (not errors).
@@ -10,6 +11,7 @@
 //! [`parse`] reports every error it finds, each at the line and column of the offending key or
 //! value, so `switchboard check` can list them all at once.
 
+pub mod backlog;
 pub mod diagnostic;
 mod parse;
 pub mod programs;
@@ -19,6 +21,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use backlog::{AutoscaleSpec, BacklogSpec, ScaleTarget};
 pub use diagnostic::Diagnostic;
 pub use spec::{
     AfterLimit, Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, LogBudget,

@@ -19,6 +19,7 @@ use super::{
     units,
 };
 
+mod backlog;
 mod limits;
 mod log_budget;
 mod probe;
@@ -80,6 +81,22 @@ const SERVICE_KEYS: &[&str] = &[
     "limits",
     "log_budget",
     "probe",
+    "backlog",
+    "autoscale",
+];
+const BACKLOG_KEYS: &[&str] = &[
+    "grow_window",
+    "max_age",
+    "max_backlog",
+    "max_backlog_methods",
+];
+const AUTOSCALE_KEYS: &[&str] = &[
+    "min",
+    "max",
+    "target_backlog",
+    "target_age",
+    "target_in_flight",
+    "cooldown",
 ];
 const RESOURCE_LIMITS_KEYS: &[&str] = &["memory", "open_files", "cpu_time", "core"];
 const BREAKER_KEYS: &[&str] = &["failures", "ratio", "min_requests", "window", "cooldown"];

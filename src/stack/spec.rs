@@ -152,6 +152,10 @@ pub struct ServiceSpec {
     /// A liveness check run from the console (`probe = { … }`); mostly for plain programs,
     /// which have no heartbeat.
     pub probe: Option<ProbeSpec>,
+    /// When its backlog raises an alert, and the bound past which callers are turned away.
+    pub backlog: super::BacklogSpec,
+    /// Replicas added and removed to hold a backlog target; `None`: `replicas` stays as set.
+    pub autoscale: Option<super::AutoscaleSpec>,
 }
 
 /// `probe = { http | tcp | command, every, timeout, failures }`: a liveness check, as Docker's

@@ -8,6 +8,8 @@
 //! - [`limits`]: a service's resource limits, set before exec and named in exit reasons.
 //! - [`restart`]: backoff, the restart intensity limit and the long backoff after it.
 //! - [`replicas`]: which replicas a scale-in removes.
+//! - [`backlog_alert`]: when a backlog raises an alert, and when it is steady again.
+//! - [`autoscale`]: how many replicas hold a service's backlog target.
 //! - [`procs`]: the process table as `/proc` shows it.
 //! - [`strays`]: killing what a service left behind outside its process group.
 //! - [`snapshot`]: the read model ([`ConsoleView`](crate::api::ConsoleView)) of this supervisor.
@@ -17,6 +19,8 @@
 //! Everything the supervisor decides becomes an [`Event`](crate::event::Event) on the lifecycle
 //! channel.
 
+pub mod autoscale;
+pub mod backlog_alert;
 mod command;
 mod core;
 pub mod degraded;
@@ -276,6 +280,7 @@ impl Supervisor {
         let router = Router::new(registry.clone(), &stack, events.clone(), audit.clone());
         let (messages, inbox) = mpsc::channel(COMMAND_QUEUE);
         let (instance_tx, instance_rx) = mpsc::channel(INSTANCE_EVENT_QUEUE);
+        let metrics = metrics::start(Arc::downgrade(&registry));
         let core = core::Core::new(
             stack.clone(),
             registry.clone(),
@@ -285,9 +290,12 @@ impl Supervisor {
             spawn::Spawner::start()?,
             LaunchContext::for_stack(&stack, options.builtin_exe),
             instance_tx,
+            core::Observers {
+                metrics: metrics.clone(),
+                audit: audit.clone(),
+            },
         );
         let task = tokio::spawn(core.run(inbox, instance_rx));
-        let metrics = metrics::start(Arc::downgrade(&registry));
         let own_usage = resources::start(Arc::downgrade(&registry));
         Ok((
             Supervisor {

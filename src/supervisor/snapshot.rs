@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::{
     api::{
-        ConsoleView, DependencyView, ExitView, HopView, LogView, ReplicaView, RouteView, RunView,
-        ServiceRow, TaskView, millis,
+        BacklogView, ConsoleView, DependencyView, ExitView, HopView, LogView, ReplicaView,
+        RouteView, RunView, ServiceRow, TaskView, millis,
     },
     logs::{LogLine, Stream},
     monitor::metrics,
@@ -154,6 +154,9 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                         retry_in: retry_in(i, clock),
                     })
                     .collect(),
+                backlog: m
+                    .map(|m| backlog_view(&m.backlog, &service.spec))
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -168,6 +171,27 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         services,
         calls: Vec::new(),
         routes: Vec::new(),
+    }
+}
+
+/// The alert window growth is judged over when the stack sets none: the table still says how
+/// fast a growing backlog grows.
+const DEFAULT_GROW_WINDOW: Duration = Duration::from_secs(10);
+
+fn backlog_view(
+    backlog: &crate::monitor::backlog::Backlog,
+    spec: &crate::stack::ServiceSpec,
+) -> BacklogView {
+    let window = spec.backlog.grow_window.unwrap_or(DEFAULT_GROW_WINDOW);
+    BacklogView {
+        waiting: backlog.waiting,
+        published: backlog.published,
+        oldest_age: backlog.oldest_age,
+        trend: backlog.trend().as_str().to_string(),
+        growth_per_s: backlog
+            .growth(window, metrics::SAMPLE_EVERY)
+            .map(hundredths),
+        autoscale: spec.autoscale.map(|a| (a.min, a.max)),
     }
 }
 

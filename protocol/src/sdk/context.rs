@@ -314,6 +314,20 @@ impl Context {
         Progress::new(self.link.segment.task(label, 0))
     }
 
+    /// Publishes how much work waits inside this service: `waiting` items accepted and not yet
+    /// finished, the oldest accepted at `oldest_accepted` (ignored when none waits). The
+    /// console shows it, alerts when it keeps growing, and can scale replicas to hold it; a
+    /// service that never calls this gets a backlog the console derives from its requests.
+    /// Call it whenever the queue changes, or on a timer (once a second is plenty).
+    pub fn set_backlog(&self, waiting: u64, oldest_accepted: Option<std::time::SystemTime>) {
+        let oldest_ms = oldest_accepted
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        self.link.segment.set_backlog(waiting, oldest_ms);
+    }
+
     /// What is left of the current deadline, capped by `timeout` (or the default when neither
     /// is set).
     fn budget(&self, timeout: Option<Duration>, now: Instant) -> Duration {

@@ -24,7 +24,7 @@ pub use layout::{
     latency_bucket,
 };
 pub use memfd::create_segment;
-pub use reader::{SegmentReader, Snapshot, TaskRecord, Validity};
+pub use reader::{PublishedBacklog, SegmentReader, Snapshot, TaskRecord, Validity};
 pub use writer::{SegmentWriter, TaskSlot};
 
 /// The environment variable naming the fd the segment is inherited as.

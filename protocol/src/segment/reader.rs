@@ -48,10 +48,21 @@ pub struct Snapshot {
     pub events_received: u64,
     pub latency_sum_us: u64,
     pub histogram: [u64; HIST_BUCKETS],
+    /// What the service says waits inside it; `None` when it does not publish a backlog.
+    pub backlog: Option<PublishedBacklog>,
     /// Slots in use.
     pub tasks: Vec<TaskRecord>,
     /// What looked wrong, for the operator.
     pub problems: Vec<String>,
+}
+
+/// A backlog as the service published it (words 18–20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedBacklog {
+    /// Items accepted and not yet finished.
+    pub waiting: u64,
+    /// When the oldest of them was accepted (Unix ms); `None` when none waits.
+    pub oldest_accepted_unix_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +171,16 @@ impl SegmentReader {
             .then(|| self.load(word::HEARTBEAT))
     }
 
+    /// Only the published backlog (`None` under a wrong header, or when the service publishes
+    /// none): what the router reads per request for admission control, without a snapshot.
+    pub fn backlog(&self) -> Option<PublishedBacklog> {
+        let header_ok = HEADER
+            .iter()
+            .enumerate()
+            .all(|(index, expected)| self.load(index) == *expected);
+        header_ok.then(|| self.read_backlog(&mut Vec::new()))?
+    }
+
     /// Copies everything out. Never fails: problems are reported inside the snapshot.
     pub fn read(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();
@@ -199,6 +220,7 @@ impl SegmentReader {
         for (bucket, count) in snapshot.histogram.iter_mut().enumerate() {
             *count = self.load(word::HISTOGRAM + bucket);
         }
+        snapshot.backlog = self.read_backlog(&mut snapshot.problems);
         for index in 0..TASK_SLOTS {
             if let Some(record) = self.read_slot(index) {
                 match &record.validity {
@@ -212,6 +234,24 @@ impl SegmentReader {
             }
         }
         snapshot
+    }
+
+    /// Words 18–20. Any non-zero `BACKLOG_PUBLISHED` counts as published (a service writing 2
+    /// meant yes); the age is the console's business, so a time in the future is kept as it
+    /// is and the console's clock judges it.
+    fn read_backlog(&self, problems: &mut Vec<String>) -> Option<PublishedBacklog> {
+        if self.load(word::BACKLOG_PUBLISHED) == 0 {
+            return None;
+        }
+        let waiting = self.load(word::BACKLOG);
+        if waiting > i64::MAX as u64 {
+            problems.push(format!("backlog is absurd ({waiting})"));
+        }
+        let oldest = self.load(word::OLDEST_ACCEPTED_UNIX_MS);
+        Some(PublishedBacklog {
+            waiting,
+            oldest_accepted_unix_ms: (oldest != 0 && waiting != 0).then_some(oldest),
+        })
     }
 
     /// One slot, or `None` when it is free.

@@ -191,6 +191,30 @@ impl SegmentWriter {
         self.add(word::EVENTS_RECEIVED, 1);
     }
 
+    /// Publishes the service's own backlog: `waiting` items accepted and not yet finished, the
+    /// oldest accepted at `oldest_accepted_unix_ms` (0 when none waits). Marks the backlog as
+    /// published, so the console stops deriving one from what it sees of the service.
+    ///
+    /// Three independent relaxed stores: a reader may pair a new count with the previous
+    /// oldest time for one read. Both are gauges sampled about once a second, and the next
+    /// read is consistent again, so a seqlock would cost every publish for nothing.
+    pub fn set_backlog(&self, waiting: u64, oldest_accepted_unix_ms: u64) {
+        let oldest = if waiting == 0 {
+            0
+        } else {
+            oldest_accepted_unix_ms
+        };
+        for (index, value) in [
+            (word::BACKLOG, waiting),
+            (word::OLDEST_ACCEPTED_UNIX_MS, oldest),
+            (word::BACKLOG_PUBLISHED, 1),
+        ] {
+            if let Some(word) = self.mapping.word(index) {
+                word.store(value, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Claims a task slot: a free one, else the oldest finished one; `None` when all 16 are
     /// running. The label is cut at a character boundary to at most 64 bytes.
     pub fn task(self: &Arc<Self>, label: &str, total: u64) -> Option<TaskSlot> {
@@ -396,6 +420,24 @@ mod tests {
         assert_eq!(snapshot.histogram[3], 2);
         assert_eq!(snapshot.latency_quantile_us(0.5), Some(8));
         assert_eq!(snapshot.latency_quantile_us(1.0), Some(16384));
+    }
+
+    #[test]
+    fn a_published_backlog_is_read_back_and_none_waiting_has_no_age() {
+        let writer = SegmentWriter::anonymous().unwrap();
+        assert_eq!(writer.reader().read().backlog, None, "not published yet");
+        writer.set_backlog(120, 1_700_000_000_000);
+        let backlog = writer.reader().read().backlog.unwrap();
+        assert_eq!(
+            (backlog.waiting, backlog.oldest_accepted_unix_ms),
+            (120, Some(1_700_000_000_000))
+        );
+        writer.set_backlog(0, 1_700_000_000_000);
+        let backlog = writer.reader().read().backlog.unwrap();
+        assert_eq!(
+            (backlog.waiting, backlog.oldest_accepted_unix_ms),
+            (0, None)
+        );
     }
 
     #[test]

@@ -64,6 +64,8 @@ impl Walker<'_> {
         let mut limits = ResourceLimits::default();
         let mut log_budget = LogBudget::SERVICE;
         let mut probe = None;
+        let mut backlog = crate::stack::BacklogSpec::default();
+        let mut autoscale = None;
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
                 "builtin" => {
@@ -215,6 +217,16 @@ impl Walker<'_> {
                 }
                 "log_budget" => log_budget = self.log_budget(v, log_budget),
                 "probe" => probe = self.probe(v),
+                "backlog" => {
+                    if let Some(t) = self.table(v) {
+                        backlog = self.backlog(t);
+                    }
+                }
+                "autoscale" => {
+                    if let Some(t) = self.table(v) {
+                        autoscale = self.autoscale(t, v.span());
+                    }
+                }
                 _ => self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]")),
             }
         }
@@ -236,6 +248,17 @@ impl Walker<'_> {
                 return None;
             }
         };
+        if let Some(scale) = &autoscale
+            && !(scale.min..=scale.max).contains(&replicas)
+        {
+            self.error(
+                key.span(),
+                format!(
+                    "service `{name}` starts {replicas} replicas, outside its autoscale range {} to {}",
+                    scale.min, scale.max
+                ),
+            );
+        }
         let protocol = protocol.unwrap_or(matches!(program, Program::Builtin(_)));
         let mut merged = env_file_vars;
         for (k, v) in env {
@@ -270,6 +293,8 @@ impl Walker<'_> {
             limits,
             log_budget,
             probe,
+            backlog,
+            autoscale,
         })
     }
 

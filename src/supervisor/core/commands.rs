@@ -209,7 +209,7 @@ impl Core {
 
     /// Sets the wanted number of replicas. Scaling out adds replicas under the smallest free
     /// numbers; scaling in removes replicas in [`removal_order`], whatever their numbers.
-    async fn scale(&mut self, index: usize, replicas: u32) {
+    pub(super) async fn scale(&mut self, index: usize, replicas: u32) {
         let (members, victims, wanted) = {
             let mut registry = registry::write(&self.registry);
             let service = &mut registry.services[index];

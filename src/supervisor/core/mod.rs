@@ -11,11 +11,13 @@
 //! - `events`: what instances report (hello, ready, hung, exited, ...) and the restarts
 //!   that follow.
 //! - `shutdown`: stopping the whole stack in reverse dependency order.
+//! - `watch`: backlog alerts and autoscaling, once a second.
 
 mod commands;
 mod events;
 mod shutdown;
 mod start;
+mod watch;
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
@@ -31,8 +33,10 @@ use super::{
     restart::RestartTracker, spawn::Spawner, strays::Sweeper,
 };
 use crate::{
+    audit::AuditLog,
     event::{Event, EventKind, EventSender},
     logs::{LogStore, Stream},
+    monitor::metrics::{self, SharedMetrics},
     registry::{self, InstanceId, InstanceState, SharedRegistry},
     router::Router,
     stack::Stack,
@@ -82,6 +86,17 @@ pub(super) struct Core {
     /// For each service, the services that depend on it: shutdown stops them first.
     dependents: Vec<Vec<usize>>,
     report: ShutdownReport,
+    /// The sampler's figures, for the backlog watch.
+    metrics: SharedMetrics,
+    /// Where autoscaling decisions are recorded.
+    audit: Option<AuditLog>,
+    watch: watch::Watch,
+}
+
+/// Extra parts the core reads beyond its own: the sampler and the audit log.
+pub(super) struct Observers {
+    pub metrics: SharedMetrics,
+    pub audit: Option<AuditLog>,
 }
 
 impl Core {
@@ -95,6 +110,7 @@ impl Core {
         spawner: Spawner,
         launch: LaunchContext,
         instance_tx: mpsc::Sender<InstanceEvent>,
+        observers: Observers,
     ) -> Self {
         let sweeper = Sweeper::start(spawner.children());
         let dependents = shutdown::dependents(&stack);
@@ -120,6 +136,9 @@ impl Core {
             shutting_down: false,
             dependents,
             report: ShutdownReport::default(),
+            metrics: observers.metrics,
+            audit: observers.audit,
+            watch: watch::Watch::default(),
         }
     }
 
@@ -133,8 +152,11 @@ impl Core {
                 tracing::warn!(dir = %dir.display(), cause = %err, "cannot create directory");
             }
         }
+        let mut watch_ticks = tokio::time::interval(metrics::SAMPLE_EVERY);
+        watch_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
+                _ = watch_ticks.tick(), if !self.shutting_down => self.watch_backlogs().await,
                 message = messages.recv(), if !self.shutting_down => match message {
                     Some(Message::Begin) => self.begin().await,
                     Some(Message::Command(request)) => self.command(request).await,

@@ -120,6 +120,33 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
 
 /// The replicas (when there are several), dependencies, calls, a job's recent runs and the
 /// recent exits, a line each.
+/// "backlog 152 rising, oldest 4s, +28.0/s · autoscale 1–4", while anything waits or the
+/// service autoscales (a quiet service gets no line).
+fn backlog_line<'a>(row: &ServiceRow, theme: &Theme) -> Option<Line<'a>> {
+    let backlog = &row.backlog;
+    if backlog.waiting == 0 && backlog.autoscale.is_none() {
+        return None;
+    }
+    let mut text = format!("backlog {} {}", backlog.waiting, backlog.trend);
+    if !backlog.published {
+        text.push_str(" (seen by the console)");
+    }
+    if let Some(age) = backlog.oldest_age {
+        text.push_str(&format!(", oldest {}", duration(age)));
+    }
+    if let Some(rate) = backlog.growth_per_s {
+        text.push_str(&format!(", +{rate:.1}/s"));
+    }
+    if let Some((min, max)) = backlog.autoscale {
+        text.push_str(&format!(" · autoscale {min}–{max}"));
+    }
+    Some(if backlog.growth_per_s.is_some() {
+        Line::styled(text, theme.alert())
+    } else {
+        Line::from(text)
+    })
+}
+
 fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
     let mut lines = Vec::new();
     // With more than one replica, a line each: the row in the table sums them up.
@@ -149,6 +176,9 @@ fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
                 Span::raw(text),
             ]));
         }
+    }
+    if let Some(line) = backlog_line(row, theme) {
+        lines.push(line);
     }
     if let Some(retry_in) = row.retry_in {
         lines.push(Line::styled(

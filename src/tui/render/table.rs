@@ -48,14 +48,14 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "PID",
         width: 7,
-        rank: 10,
+        rank: 12,
         trouble: false,
         cell: |r| r.pid.map_or("-".into(), |p| p.to_string()),
     },
     Column {
         title: "UP",
         width: 7,
-        rank: 11,
+        rank: 13,
         trouble: false,
         cell: |r| r.uptime.map_or("-".into(), duration),
     },
@@ -76,16 +76,23 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "CPU%",
         width: 6,
-        rank: 12,
+        rank: 14,
         trouble: false,
         cell: |r| format!("{:.1}", r.cpu),
     },
     Column {
         title: "RSS",
         width: 7,
-        rank: 13,
+        rank: 15,
         trouble: false,
         cell: |r| bytes(r.rss),
+    },
+    Column {
+        title: "BACKLOG",
+        width: 7,
+        rank: 9,
+        trouble: false,
+        cell: |r| backlog(&r.backlog),
     },
     Column {
         title: "REQ/S",
@@ -111,9 +118,16 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "P99",
         width: 7,
-        rank: 9,
+        rank: 10,
         trouble: false,
         cell: |r| p99(r.p99_us),
+    },
+    Column {
+        title: "AGE",
+        width: 6,
+        rank: 11,
+        trouble: false,
+        cell: |r| r.backlog.oldest_age.map_or("-".into(), duration),
     },
     Column {
         title: "HB",
@@ -132,11 +146,26 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "VERSION",
         width: 9,
-        rank: 14,
+        rank: 16,
         trouble: false,
         cell: |r| r.version.clone().unwrap_or_default(),
     },
 ];
+
+/// Items waiting, shortened to fit (`12.3k`), with the trend: ↑ rising, ↓ falling, → flat.
+fn backlog(view: &crate::api::BacklogView) -> String {
+    let arrow = match view.trend.as_str() {
+        "rising" => "↑",
+        "falling" => "↓",
+        _ => "→",
+    };
+    let count = match view.waiting {
+        n if n < 10_000 => n.to_string(),
+        n if n < 1_000_000 => format!("{:.1}k", n as f64 / 1000.0),
+        n => format!("{:.1}M", n as f64 / 1_000_000.0),
+    };
+    format!("{count}{arrow}")
+}
 
 /// A heartbeat's age in tenths of a second while that matters (a late beat shows before the
 /// service is declared hung), then as a duration that fits the column (`1234.5s` would not).
@@ -222,6 +251,9 @@ pub fn draw(
                     Cell::from(format!("{} ⚙", row.name))
                 } else if c.title == "ERR/S" && row.error_rate > 0.0 {
                     Cell::from((c.cell)(row)).style(theme.error())
+                } else if c.title == "BACKLOG" && row.backlog.growth_per_s.is_some() {
+                    // Growing over its whole alert window: the operator should look.
+                    Cell::from((c.cell)(row)).style(theme.alert())
                 } else {
                     Cell::from((c.cell)(row))
                 }
@@ -308,9 +340,10 @@ mod tests {
             assert!(used <= width.saturating_sub(2) + 1, "at {width}: {used}");
         }
         assert_eq!(titles(25), ["SERVICE", "STATE"]);
-        // Beside the side pane at 120 columns (62 % of it).
+        // Beside the side pane at 120 columns (62 % of it). The backlog outranks P99 there: a
+        // queue that grows is what the operator must see first (issue 28).
         let side = titles(74);
-        for must in ["STATE", "RST", "HB", "BRK", "REPL", "P99"] {
+        for must in ["STATE", "RST", "HB", "BRK", "REPL", "BACKLOG"] {
             assert!(side.contains(&must), "{side:?}");
         }
     }
