@@ -37,202 +37,32 @@ impl Walker<'_> {
             );
         }
         let table = self.table(value)?;
-        let mut builtin = None;
-        let mut command = None;
-        let mut args = Vec::new();
-        let mut env = Vec::new();
-        let mut env_file_vars = Vec::new();
-        let mut cwd = None;
-        let mut kind = ServiceKind::Service;
-        let mut depends_on = Vec::new();
-        let mut restart = None;
-        let mut backoff = Backoff::default();
-        let mut restart_limit = RestartLimit::default();
-        let mut heartbeat_timeout = Some(Duration::from_secs(5));
-        let mut startup_timeout = Duration::from_secs(30);
-        let mut shutdown_grace = Duration::from_secs(5);
-        let mut grace_key: Option<(&str, Range<usize>)> = None;
-        let mut stop_signal = StopSignal::default();
-        let mut replicas = 1;
-        let mut calls = Vec::new();
-        let mut ready_line = None;
-        let mut protocol = None;
-        let mut settings = Vec::new();
-        let mut params = String::new();
-        let mut autostart = false;
-        let mut breaker = BreakerSpec::default();
-        let mut limits = ResourceLimits::default();
-        let mut log_budget = LogBudget::SERVICE;
-        let mut probe = None;
-        let mut backlog = crate::stack::BacklogSpec::default();
-        let mut autoscale = None;
+        let mut d = Draft::default();
         for (k, v) in table.iter() {
-            match k.get_ref().as_ref() {
-                "builtin" => {
-                    builtin = self.string(v);
-                    if let Some(b) = &builtin {
-                        self.spans.builtins.push((b.clone(), v.span()));
-                    }
-                }
-                "command" => command = self.string(v),
-                "args" => args = self.strings(v).into_iter().map(|(s, _)| s).collect(),
-                "env" => env = self.string_map(v),
-                "env_file" => {
-                    if let Some(file) = self.string(v) {
-                        let path = self.path(&file);
-                        match std::fs::read_to_string(&path) {
-                            Ok(text) => match units::dotenv(&text) {
-                                Ok(vars) => env_file_vars = vars,
-                                Err((line, message)) => self.error(
-                                    v.span(),
-                                    format!("{}:{line}: {message}", path.display()),
-                                ),
-                            },
-                            Err(err) => self.error(
-                                v.span(),
-                                format!("cannot read env file {}: {err}", path.display()),
-                            ),
-                        }
-                    }
-                }
-                "cwd" => cwd = self.string(v).map(|c| self.path(&c)),
-                "kind" => {
-                    kind = match self.choice(v, &["service", "job"]) {
-                        Some("job") => ServiceKind::Job,
-                        _ => ServiceKind::Service,
-                    }
-                }
-                "depends_on" => depends_on = self.depends_on(&name, v),
-                "restart" => {
-                    restart = self
-                        .choice(v, &["always", "on-failure", "never"])
-                        .map(|c| match c {
-                            "always" => RestartPolicy::Always,
-                            "on-failure" => RestartPolicy::OnFailure,
-                            _ => RestartPolicy::Never,
-                        })
-                }
-                "backoff" => {
-                    if let Some(t) = self.table(v) {
-                        backoff = self.backoff(t, v.span());
-                    }
-                }
-                "restart_limit" => {
-                    if let Some(t) = self.table(v) {
-                        restart_limit = self.restart_limit(t);
-                    }
-                }
-                "heartbeat_timeout" => {
-                    heartbeat_timeout = match v.get_ref() {
-                        DeValue::String(s) if s.as_ref() == "off" => None,
-                        _ => self.duration(v).and_then(|d| (!d.is_zero()).then_some(d)),
-                    }
-                }
-                "startup_timeout" => {
-                    if let Some(d) = self.duration(v) {
-                        startup_timeout = d;
-                    }
-                }
-                // One setting, two names: `stop_grace` is what supervisord and Docker users
-                // look for; `shutdown_grace` is the protocol's word.
-                "shutdown_grace" | "stop_grace" => {
-                    if let Some((other, _)) = &grace_key {
-                        self.error(
-                            k.span(),
-                            format!(
-                                "`{key}` and `{other}` are the same setting: give one",
-                                key = k.get_ref().as_ref()
-                            ),
-                        );
-                    }
-                    grace_key = Some((
-                        if k.get_ref().as_ref() == "stop_grace" {
-                            "stop_grace"
-                        } else {
-                            "shutdown_grace"
-                        },
-                        k.span(),
-                    ));
-                    if let Some(d) = self.duration(v) {
-                        shutdown_grace = d;
-                    }
-                }
-                "stop_signal" => {
-                    if let Some(text) = self.string(v) {
-                        match StopSignal::parse(&text) {
-                            Some(signal) => stop_signal = signal,
-                            None => {
-                                let names: Vec<&str> =
-                                    StopSignal::ALL.iter().map(|s| &s.name()[3..]).collect();
-                                self.error(
-                                    v.span(),
-                                    format!(
-                                        "unknown stop_signal `{text}`: one of {}",
-                                        names.join(", ")
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                }
-                "replicas" => {
-                    if let Some(n) = self.integer(v) {
-                        if (1..=1000).contains(&n) {
-                            replicas = n as u32;
-                        } else {
-                            self.error(
-                                v.span(),
-                                format!("replicas must be between 1 and 1000, not {n}"),
-                            );
-                        }
-                    }
-                }
-                "calls" => {
-                    for (target, span) in self.strings(v) {
-                        self.spans.calls.push((name.clone(), target.clone(), span));
-                        calls.push(target);
-                    }
-                }
-                "ready_line" => ready_line = self.string(v).filter(|s| !s.is_empty()),
-                "protocol" => protocol = self.boolean(v),
-                "settings" => settings = self.string_map(v),
-                "params" => {
-                    if let Some(text) = self.string(v) {
-                        if let Err(err) = serde_json::from_str::<serde_json::Value>(&text) {
-                            self.error(v.span(), format!("params must be JSON text: {err}"));
-                        }
-                        params = text;
-                    }
-                }
-                "autostart" => autostart = self.boolean(v).unwrap_or(false),
-                "breaker" => {
-                    if let Some(t) = self.table(v) {
-                        breaker = self.breaker(t);
-                    }
-                }
-                "limits" => {
-                    if let Some(t) = self.table(v) {
-                        limits = self.resource_limits(t);
-                    }
-                }
-                "log_budget" => log_budget = self.log_budget(v, log_budget),
-                "probe" => probe = self.probe(v),
-                "backlog" => {
-                    if let Some(t) = self.table(v) {
-                        backlog = self.backlog(t);
-                    }
-                }
-                "autoscale" => {
-                    if let Some(t) = self.table(v) {
-                        autoscale = self.autoscale(t, v.span());
-                    }
-                }
-                _ => self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]")),
+            let known = self.program_key(&mut d, k, v)
+                || self.lifecycle_key(&mut d, &name, k, v)
+                || self.guards_key(&mut d, &name, k, v);
+            if !known {
+                self.unknown(k, SERVICE_KEYS, &format!("in [services.{name}]"));
             }
         }
-        let program = match (builtin, command) {
+        self.finish(key, name, d)
+    }
+
+    /// The spec from what was read: the program chosen, the environment merged, defaults that
+    /// depend on other keys filled in.
+    fn finish(
+        &mut self,
+        key: &Spanned<DeString<'_>>,
+        name: String,
+        d: Draft,
+    ) -> Option<ServiceSpec> {
+        let program = match (d.builtin, d.command) {
             (Some(builtin), None) => Program::Builtin(builtin),
-            (None, Some(command)) => Program::Command { command, args },
+            (None, Some(command)) => Program::Command {
+                command,
+                args: d.args,
+            },
             (Some(_), Some(_)) => {
                 self.error(
                     key.span(),
@@ -248,54 +78,253 @@ impl Walker<'_> {
                 return None;
             }
         };
-        if let Some(scale) = &autoscale
-            && !(scale.min..=scale.max).contains(&replicas)
+        if let Some(scale) = &d.autoscale
+            && !(scale.min..=scale.max).contains(&d.replicas)
         {
             self.error(
                 key.span(),
                 format!(
-                    "service `{name}` starts {replicas} replicas, outside its autoscale range {} to {}",
-                    scale.min, scale.max
+                    "service `{name}` starts {} replicas, outside its autoscale range {} to {}",
+                    d.replicas, scale.min, scale.max
                 ),
             );
         }
-        let protocol = protocol.unwrap_or(matches!(program, Program::Builtin(_)));
-        let mut merged = env_file_vars;
-        for (k, v) in env {
-            merged.retain(|(existing, _)| existing != &k);
-            merged.push((k, v));
+        let protocol = d.protocol.unwrap_or(matches!(program, Program::Builtin(_)));
+        let mut env = d.env_file_vars;
+        for (k, v) in d.env {
+            env.retain(|(existing, _)| existing != &k);
+            env.push((k, v));
         }
         Some(ServiceSpec {
-            restart: restart.unwrap_or(match kind {
+            restart: d.restart.unwrap_or(match d.kind {
                 ServiceKind::Service => RestartPolicy::Always,
                 ServiceKind::Job => RestartPolicy::Never,
             }),
             name,
             program,
-            env: merged,
-            cwd,
-            kind,
-            depends_on,
-            backoff,
-            restart_limit,
-            heartbeat_timeout,
-            startup_timeout,
-            shutdown_grace,
-            stop_signal,
-            replicas,
-            calls,
-            ready_line,
+            env,
+            cwd: d.cwd,
+            kind: d.kind,
+            depends_on: d.depends_on,
+            backoff: d.backoff,
+            restart_limit: d.restart_limit,
+            heartbeat_timeout: d.heartbeat_timeout,
+            startup_timeout: d.startup_timeout,
+            shutdown_grace: d.shutdown_grace,
+            stop_signal: d.stop_signal,
+            replicas: d.replicas,
+            calls: d.calls,
+            ready_line: d.ready_line,
             protocol,
-            settings,
-            params,
-            autostart,
-            breaker,
-            limits,
-            log_budget,
-            probe,
-            backlog,
-            autoscale,
+            settings: d.settings,
+            params: d.params,
+            autostart: d.autostart,
+            breaker: d.breaker,
+            limits: d.limits,
+            log_budget: d.log_budget,
+            probe: d.probe,
+            backlog: d.backlog,
+            autoscale: d.autoscale,
         })
+    }
+
+    /// What runs and how it is started: the program, its environment, its protocol and a
+    /// job's settings. False when `k` is not one of these keys.
+    fn program_key(&mut self, d: &mut Draft, k: &Spanned<DeString<'_>>, v: &Value<'_>) -> bool {
+        match k.get_ref().as_ref() {
+            "builtin" => {
+                d.builtin = self.string(v);
+                if let Some(b) = &d.builtin {
+                    self.spans.builtins.push((b.clone(), v.span()));
+                }
+            }
+            "command" => d.command = self.string(v),
+            "args" => d.args = self.strings(v).into_iter().map(|(s, _)| s).collect(),
+            "env" => d.env = self.string_map(v),
+            "env_file" => {
+                if let Some(file) = self.string(v) {
+                    let path = self.path(&file);
+                    match std::fs::read_to_string(&path) {
+                        Ok(text) => match units::dotenv(&text) {
+                            Ok(vars) => d.env_file_vars = vars,
+                            Err((line, message)) => self
+                                .error(v.span(), format!("{}:{line}: {message}", path.display())),
+                        },
+                        Err(err) => self.error(
+                            v.span(),
+                            format!("cannot read env file {}: {err}", path.display()),
+                        ),
+                    }
+                }
+            }
+            "cwd" => d.cwd = self.string(v).map(|c| self.path(&c)),
+            "kind" => {
+                d.kind = match self.choice(v, &["service", "job"]) {
+                    Some("job") => ServiceKind::Job,
+                    _ => ServiceKind::Service,
+                }
+            }
+            "protocol" => d.protocol = self.boolean(v),
+            "settings" => d.settings = self.string_map(v),
+            "params" => {
+                if let Some(text) = self.string(v) {
+                    if let Err(err) = serde_json::from_str::<serde_json::Value>(&text) {
+                        self.error(v.span(), format!("params must be JSON text: {err}"));
+                    }
+                    d.params = text;
+                }
+            }
+            "autostart" => d.autostart = self.boolean(v).unwrap_or(false),
+            "ready_line" => d.ready_line = self.string(v).filter(|s| !s.is_empty()),
+            _ => return false,
+        }
+        true
+    }
+
+    /// When it starts, stops and restarts, and how it is judged alive. False when `k` is not
+    /// one of these keys.
+    fn lifecycle_key(
+        &mut self,
+        d: &mut Draft,
+        name: &str,
+        k: &Spanned<DeString<'_>>,
+        v: &Value<'_>,
+    ) -> bool {
+        match k.get_ref().as_ref() {
+            "depends_on" => d.depends_on = self.depends_on(&name, v),
+            "restart" => {
+                d.restart = self
+                    .choice(v, &["always", "on-failure", "never"])
+                    .map(|c| match c {
+                        "always" => RestartPolicy::Always,
+                        "on-failure" => RestartPolicy::OnFailure,
+                        _ => RestartPolicy::Never,
+                    })
+            }
+            "backoff" => {
+                if let Some(t) = self.table(v) {
+                    d.backoff = self.backoff(t, v.span());
+                }
+            }
+            "restart_limit" => {
+                if let Some(t) = self.table(v) {
+                    d.restart_limit = self.restart_limit(t);
+                }
+            }
+            "heartbeat_timeout" => {
+                d.heartbeat_timeout = match v.get_ref() {
+                    DeValue::String(s) if s.as_ref() == "off" => None,
+                    _ => self.duration(v).and_then(|d| (!d.is_zero()).then_some(d)),
+                }
+            }
+            "startup_timeout" => {
+                if let Some(timeout) = self.duration(v) {
+                    d.startup_timeout = timeout;
+                }
+            }
+            // One setting, two names: `stop_grace` is what supervisord and Docker users
+            // look for; `d.shutdown_grace` is the d.protocol's word.
+            "shutdown_grace" | "stop_grace" => {
+                if let Some((other, _)) = &d.grace_key {
+                    self.error(
+                        k.span(),
+                        format!(
+                            "`{key}` and `{other}` are the same setting: give one",
+                            key = k.get_ref().as_ref()
+                        ),
+                    );
+                }
+                d.grace_key = Some((
+                    if k.get_ref().as_ref() == "stop_grace" {
+                        "stop_grace"
+                    } else {
+                        "shutdown_grace"
+                    },
+                    k.span(),
+                ));
+                if let Some(grace) = self.duration(v) {
+                    d.shutdown_grace = grace;
+                }
+            }
+            "stop_signal" => {
+                if let Some(text) = self.string(v) {
+                    match StopSignal::parse(&text) {
+                        Some(signal) => d.stop_signal = signal,
+                        None => {
+                            let names: Vec<&str> =
+                                StopSignal::ALL.iter().map(|s| &s.name()[3..]).collect();
+                            self.error(
+                                v.span(),
+                                format!(
+                                    "unknown stop_signal `{text}`: one of {}",
+                                    names.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            "replicas" => {
+                if let Some(n) = self.integer(v) {
+                    if (1..=1000).contains(&n) {
+                        d.replicas = n as u32;
+                    } else {
+                        self.error(
+                            v.span(),
+                            format!("replicas must be between 1 and 1000, not {n}"),
+                        );
+                    }
+                }
+            }
+            "probe" => d.probe = self.probe(v),
+            _ => return false,
+        }
+        true
+    }
+
+    /// What guards it and its callers: calls allowed, the breaker, limits, the log budget and
+    /// the backlog. False when `k` is not one of these keys.
+    fn guards_key(
+        &mut self,
+        d: &mut Draft,
+        name: &str,
+        k: &Spanned<DeString<'_>>,
+        v: &Value<'_>,
+    ) -> bool {
+        match k.get_ref().as_ref() {
+            "calls" => {
+                for (target, span) in self.strings(v) {
+                    self.spans
+                        .calls
+                        .push((name.to_string(), target.clone(), span));
+                    d.calls.push(target);
+                }
+            }
+            "breaker" => {
+                if let Some(t) = self.table(v) {
+                    d.breaker = self.breaker(t);
+                }
+            }
+            "limits" => {
+                if let Some(t) = self.table(v) {
+                    d.limits = self.resource_limits(t);
+                }
+            }
+            "log_budget" => d.log_budget = self.log_budget(v, d.log_budget),
+            "backlog" => {
+                if let Some(t) = self.table(v) {
+                    d.backlog = self.backlog(t);
+                }
+            }
+            "autoscale" => {
+                if let Some(t) = self.table(v) {
+                    d.autoscale = self.autoscale(t, v.span());
+                }
+            }
+
+            _ => return false,
+        }
+        true
     }
 
     fn breaker(&mut self, table: &DeTable<'_>) -> BreakerSpec {
@@ -512,5 +541,77 @@ impl Walker<'_> {
             }
         };
         limit
+    }
+}
+
+/// A service's keys as read so far; what its table leaves out keeps the default here.
+struct Draft {
+    builtin: Option<String>,
+    command: Option<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    env_file_vars: Vec<(String, String)>,
+    cwd: Option<std::path::PathBuf>,
+    kind: ServiceKind,
+    depends_on: Vec<Dependency>,
+    /// `None`: by kind (a service always restarts, a job never).
+    restart: Option<RestartPolicy>,
+    backoff: Backoff,
+    restart_limit: RestartLimit,
+    heartbeat_timeout: Option<Duration>,
+    startup_timeout: Duration,
+    shutdown_grace: Duration,
+    /// Which of `shutdown_grace` and `stop_grace` gave it, to refuse both.
+    grace_key: Option<(&'static str, Range<usize>)>,
+    stop_signal: StopSignal,
+    replicas: u32,
+    calls: Vec<String>,
+    ready_line: Option<String>,
+    /// `None`: by program (builtins speak it, commands do not).
+    protocol: Option<bool>,
+    settings: Vec<(String, String)>,
+    params: String,
+    autostart: bool,
+    breaker: BreakerSpec,
+    limits: ResourceLimits,
+    log_budget: LogBudget,
+    probe: Option<crate::stack::ProbeSpec>,
+    backlog: crate::stack::BacklogSpec,
+    autoscale: Option<crate::stack::AutoscaleSpec>,
+}
+
+impl Default for Draft {
+    fn default() -> Self {
+        Draft {
+            builtin: None,
+            command: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            env_file_vars: Vec::new(),
+            cwd: None,
+            kind: ServiceKind::Service,
+            depends_on: Vec::new(),
+            restart: None,
+            backoff: Backoff::default(),
+            restart_limit: RestartLimit::default(),
+            heartbeat_timeout: Some(Duration::from_secs(5)),
+            startup_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+            grace_key: None,
+            stop_signal: StopSignal::default(),
+            replicas: 1,
+            calls: Vec::new(),
+            ready_line: None,
+            protocol: None,
+            settings: Vec::new(),
+            params: String::new(),
+            autostart: false,
+            breaker: BreakerSpec::default(),
+            limits: ResourceLimits::default(),
+            log_budget: LogBudget::SERVICE,
+            probe: None,
+            backlog: crate::stack::BacklogSpec::default(),
+            autoscale: None,
+        }
     }
 }
