@@ -86,74 +86,13 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 rate_history: m
                     .map(|m| m.rate_history.iter().copied().collect())
                     .unwrap_or_default(),
-                tasks: m
-                    .map(|m| {
-                        let mut tasks: Vec<_> = m.tasks.iter().collect();
-                        sort_tasks(&mut tasks);
-                        tasks
-                            .into_iter()
-                            .map(|(replica, t)| TaskView {
-                                replica: *replica,
-                                label: t.label.clone(),
-                                done: t.done,
-                                total: t.total,
-                                state: format!("{:?}", t.state).to_lowercase(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                depends_on: service
-                    .spec
-                    .depends_on
-                    .iter()
-                    .map(|d| DependencyView {
-                        name: d.name.clone(),
-                        condition: match d.condition {
-                            Condition::Started => "started",
-                            Condition::Ready => "ready",
-                            Condition::Completed => "completed",
-                        }
-                        .to_string(),
-                    })
-                    .collect(),
+                tasks: m.map(task_views).unwrap_or_default(),
+                depends_on: dependency_views(&service.spec.depends_on),
                 calls: service.spec.calls.clone(),
                 waiting_on: service.waiting_on.clone(),
-                exits: service
-                    .exits
-                    .iter()
-                    .rev()
-                    .map(|exit| ExitView {
-                        ago: whole_seconds(now.duration_since(exit.at).unwrap_or_default()),
-                        replica: exit.replica,
-                        status: exit.to_string(),
-                    })
-                    .collect(),
-                runs: service
-                    .runs
-                    .iter()
-                    .rev()
-                    .map(|run| RunView {
-                        run: run.run,
-                        params: run.params.clone(),
-                        duration: run.duration,
-                        outcome: run.result.clone(),
-                    })
-                    .collect(),
-                instances: service
-                    .instances
-                    .iter()
-                    .map(|i| ReplicaView {
-                        replica: i.id.replica,
-                        state: i.state,
-                        pid: i.pid.filter(|_| i.state.has_process()),
-                        uptime: i.uptime().map(whole_seconds),
-                        restarts: i.restarts,
-                        cpu: tenths(i.cpu_percent),
-                        rss: i.rss_bytes,
-                        stale: i.stale && i.state.has_process(),
-                        retry_in: retry_in(i, clock),
-                    })
-                    .collect(),
+                exits: exit_views(service, now),
+                runs: run_views(service),
+                instances: replica_views(service, clock),
                 backlog: m
                     .map(|m| backlog_view(&m.backlog, &service.spec))
                     .unwrap_or_default(),
@@ -172,6 +111,81 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
         calls: Vec::new(),
         routes: Vec::new(),
     }
+}
+
+fn task_views(m: &metrics::ServiceMetrics) -> Vec<TaskView> {
+    let mut tasks: Vec<_> = m.tasks.iter().collect();
+    sort_tasks(&mut tasks);
+    tasks
+        .into_iter()
+        .map(|(replica, t)| TaskView {
+            replica: *replica,
+            label: t.label.clone(),
+            done: t.done,
+            total: t.total,
+            state: format!("{:?}", t.state).to_lowercase(),
+        })
+        .collect()
+}
+
+fn dependency_views(depends_on: &[crate::stack::Dependency]) -> Vec<DependencyView> {
+    depends_on
+        .iter()
+        .map(|d| DependencyView {
+            name: d.name.clone(),
+            condition: match d.condition {
+                Condition::Started => "started",
+                Condition::Ready => "ready",
+                Condition::Completed => "completed",
+            }
+            .to_string(),
+        })
+        .collect()
+}
+
+fn exit_views(service: &registry::Service, now: SystemTime) -> Vec<ExitView> {
+    service
+        .exits
+        .iter()
+        .rev()
+        .map(|exit| ExitView {
+            ago: whole_seconds(now.duration_since(exit.at).unwrap_or_default()),
+            replica: exit.replica,
+            status: exit.to_string(),
+        })
+        .collect()
+}
+
+fn run_views(service: &registry::Service) -> Vec<RunView> {
+    service
+        .runs
+        .iter()
+        .rev()
+        .map(|run| RunView {
+            run: run.run,
+            params: run.params.clone(),
+            duration: run.duration,
+            outcome: run.result.clone(),
+        })
+        .collect()
+}
+
+fn replica_views(service: &registry::Service, clock: Instant) -> Vec<ReplicaView> {
+    service
+        .instances
+        .iter()
+        .map(|i| ReplicaView {
+            replica: i.id.replica,
+            state: i.state,
+            pid: i.pid.filter(|_| i.state.has_process()),
+            uptime: i.uptime().map(whole_seconds),
+            restarts: i.restarts,
+            cpu: tenths(i.cpu_percent),
+            rss: i.rss_bytes,
+            stale: i.stale && i.state.has_process(),
+            retry_in: retry_in(i, clock),
+        })
+        .collect()
 }
 
 /// The alert window growth is judged over when the stack sets none: the table still says how
