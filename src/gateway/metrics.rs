@@ -168,6 +168,81 @@ fn service_rows(supervisor: &Supervisor) -> Vec<Row> {
 }
 
 /// `switchboard_service_*` and `switchboard_log_lines_dropped_total`, one sample per service.
+/// One value per service, in the order scraped: name, type, help, and the value (`None` leaves
+/// the service out of the family).
+type PerService = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Row) -> Option<f64>,
+);
+
+const SERVICE_VALUES: [PerService; 9] = [
+    (
+        "switchboard_service_replicas",
+        "gauge",
+        "Replicas wanted.",
+        |r| Some(f64::from(r.replicas)),
+    ),
+    (
+        "switchboard_service_ready_replicas",
+        "gauge",
+        "Replicas ready.",
+        |r| Some(r.ready as f64),
+    ),
+    (
+        "switchboard_service_restarts_total",
+        "counter",
+        "Restarts since the console started.",
+        |r| Some(f64::from(r.restarts)),
+    ),
+    (
+        "switchboard_service_requests_total",
+        "counter",
+        "Requests the service finished, from its segment.",
+        |r| r.metrics.as_ref().map(|m| m.requests as f64),
+    ),
+    (
+        "switchboard_service_events_received_total",
+        "counter",
+        "Events the service took (a subscriber's work), from its segment.",
+        |r| r.metrics.as_ref().map(|m| m.events as f64),
+    ),
+    (
+        "switchboard_service_errors_total",
+        "counter",
+        "Requests that ended in an error or a timeout, from the segment.",
+        |r| r.metrics.as_ref().map(|m| m.errors as f64),
+    ),
+    (
+        "switchboard_service_in_flight",
+        "gauge",
+        "Requests in progress inside the service.",
+        |r| r.metrics.as_ref().map(|m| m.in_flight as f64),
+    ),
+    (
+        "switchboard_service_backlog",
+        "gauge",
+        "Items waiting inside the service: what it publishes, else requests routed to it and not answered.",
+        |r| r.metrics.as_ref().map(|m| m.backlog.waiting as f64),
+    ),
+    (
+        "switchboard_service_backlog_oldest_age_seconds",
+        "gauge",
+        "How long the oldest waiting item has waited (only for services that publish it).",
+        |r| {
+            let m = r.metrics.as_ref()?;
+            m.backlog
+                .oldest_age
+                .map(|age| age.as_secs_f64())
+                .or_else(|| {
+                    // Nothing waits: an age of zero, not a missing series that alerts cannot see.
+                    (m.backlog.published && m.backlog.waiting == 0).then_some(0.0)
+                })
+        },
+    ),
+];
+
 fn service_families(out: &mut String, rows: &[Row]) {
     per_service(
         out,
@@ -194,87 +269,9 @@ fn service_families(out: &mut String, rows: &[Row]) {
             }
         }
     }
-    per_service(
-        out,
-        rows,
-        "switchboard_service_replicas",
-        "gauge",
-        "Replicas wanted.",
-        &|r| Some(f64::from(r.replicas)),
-    );
-    per_service(
-        out,
-        rows,
-        "switchboard_service_ready_replicas",
-        "gauge",
-        "Replicas ready.",
-        &|r| Some(r.ready as f64),
-    );
-    per_service(
-        out,
-        rows,
-        "switchboard_service_restarts_total",
-        "counter",
-        "Restarts since the console started.",
-        &|r| Some(f64::from(r.restarts)),
-    );
-    per_service(
-        out,
-        rows,
-        "switchboard_service_requests_total",
-        "counter",
-        "Requests the service finished, from its segment.",
-        &|r| r.metrics.as_ref().map(|m| m.requests as f64),
-    );
-    per_service(
-        out,
-        rows,
-        "switchboard_service_events_received_total",
-        "counter",
-        "Events the service took (a subscriber's work), from its segment.",
-        &|r| r.metrics.as_ref().map(|m| m.events as f64),
-    );
-    per_service(
-        out,
-        rows,
-        "switchboard_service_errors_total",
-        "counter",
-        "Requests that ended in an error or a timeout, from the segment.",
-        &|r| r.metrics.as_ref().map(|m| m.errors as f64),
-    );
-    per_service(
-        out,
-        rows,
-        "switchboard_service_in_flight",
-        "gauge",
-        "Requests in progress inside the service.",
-        &|r| r.metrics.as_ref().map(|m| m.in_flight as f64),
-    );
-    per_service(
-        out,
-        rows,
-        "switchboard_service_backlog",
-        "gauge",
-        "Items waiting inside the service: what it publishes, else requests routed to it and not answered.",
-        &|r| r.metrics.as_ref().map(|m| m.backlog.waiting as f64),
-    );
-    per_service(
-        out,
-        rows,
-        "switchboard_service_backlog_oldest_age_seconds",
-        "gauge",
-        "How long the oldest waiting item has waited (only for services that publish it).",
-        &|r| {
-            let m = r.metrics.as_ref()?;
-            m.backlog
-                .oldest_age
-                .map(|age| age.as_secs_f64())
-                .or_else(|| {
-                    // Nothing waits: an age of zero, not a missing series that alerts cannot see.
-                    (m.backlog.published && m.backlog.waiting == 0).then_some(0.0)
-                })
-        },
-    );
+    for (name, kind, help, value) in SERVICE_VALUES {
+        per_service(out, rows, name, kind, help, &value);
+    }
     {
         let name = "switchboard_service_request_duration_seconds";
         let mut family = Family::new(
