@@ -23,6 +23,7 @@ mod backlog;
 mod limits;
 mod log_budget;
 mod probe;
+mod restart;
 mod service;
 mod values;
 
