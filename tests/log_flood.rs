@@ -168,8 +168,7 @@ async fn a_flooding_service_beside_routed_calls_is_held_to_its_budget() {
         }
     }
 
-    // SAFETY: a plain syscall on our own child.
-    unsafe { libc::kill(console.child.id() as libc::pid_t, libc::SIGTERM) };
+    common::signal(console.child.id(), rustix::process::Signal::TERM);
     let deadline = Instant::now() + LIMIT;
     let status = loop {
         if let Some(status) = console.child.try_wait().unwrap() {

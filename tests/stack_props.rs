@@ -5,6 +5,8 @@
 //! The `stack_file` fuzz target (`fuzz/`) explores the same property without a time limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -60,6 +62,20 @@ depends_on = { echo = "ready" }
 ];
 
 /// Pieces of stack files, valid and not, for the token soups and insertions.
+/// The soup: `TOKENS`, and every key the parser knows (read from its own lists, so a new key
+/// is in the soup the day it is added).
+fn tokens() -> Vec<&'static str> {
+    let mut tokens = TOKENS.to_vec();
+    for key in common::stack_keys::parser_keys() {
+        if !tokens.contains(&key.as_str()) {
+            // Leaked once per strategy: a few hundred bytes for the test's life.
+            tokens.push(key.leak());
+        }
+    }
+    tokens
+}
+
+/// Structure and values the soup needs besides the keys.
 const TOKENS: &[&str] = &[
     "\n",
     " ",
@@ -168,7 +184,7 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1..20usize).prop_map(|(at, len)| Mutation::Delete { at, len }),
-        (any::<usize>(), prop::sample::select(TOKENS))
+        (any::<usize>(), prop::sample::select(tokens()))
             .prop_map(|(at, token)| Mutation::Insert { at, token }),
         (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines { a, b }),
         any::<usize>().prop_map(|line| Mutation::DuplicateLine { line }),
@@ -235,7 +251,7 @@ proptest! {
     }
 
     #[test]
-    fn token_soup_never_panics(tokens in prop::collection::vec(prop::sample::select(TOKENS), 0..60)) {
+    fn token_soup_never_panics(tokens in prop::collection::vec(prop::sample::select(tokens()), 0..60)) {
         check(&tokens.concat())?;
     }
 

@@ -6,67 +6,13 @@
 //! added to the parser without a line in the reference fails here. A key counts as documented
 //! when it appears in the reference in backticks, as `` `key` ``.
 
+mod common;
+
 use std::{fs, path::Path};
 
-const PARSER: &str = "src/stack/parse.rs";
+use common::stack_keys::parser_keys;
+
 const REFERENCE: &str = "docs/stack-file.md";
-
-/// Every string literal in every `const NAME_KEYS: &[&str] = &[ … ];` of `source`, in order,
-/// each once.
-fn parser_keys(source: &str) -> Vec<String> {
-    let mut keys: Vec<String> = Vec::new();
-    let mut rest = source;
-    while let Some(at) = rest.find("const ") {
-        rest = &rest[at + "const ".len()..];
-        let name_end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        let name = &rest[..name_end];
-        let after_name = rest[name_end..].trim_start();
-        let Some(after_type) = after_name
-            .strip_prefix(':')
-            .map(str::trim_start)
-            .and_then(|t| t.strip_prefix("&[&str]"))
-        else {
-            continue;
-        };
-        if !name.ends_with("_KEYS") {
-            continue;
-        }
-        let Some(list) = after_type
-            .trim_start()
-            .strip_prefix('=')
-            .map(str::trim_start)
-            .and_then(|t| t.strip_prefix("&["))
-        else {
-            panic!("`const {name}` in {PARSER} is not written `= &[ … ];`");
-        };
-        let end = list
-            .find("];")
-            .unwrap_or_else(|| panic!("`const {name}` in {PARSER} has no closing `];`"));
-        for key in string_literals(&list[..end]) {
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-    }
-    keys
-}
-
-/// The contents of the plain `"…"` literals in `text` (the key lists hold no escapes).
-fn string_literals(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('"') {
-        let after = &rest[open + 1..];
-        let close = after
-            .find('"')
-            .unwrap_or_else(|| panic!("an unclosed string in a key list: {text}"));
-        out.push(after[..close].to_string());
-        rest = &after[close + 1..];
-    }
-    out
-}
 
 fn read(relative: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
@@ -75,12 +21,13 @@ fn read(relative: &str) -> String {
 
 #[test]
 fn every_key_the_parser_knows_is_in_the_reference() {
-    let keys = parser_keys(&read(PARSER));
+    let keys = parser_keys();
     assert!(
         keys.len() >= 20,
-        "found only {} keys in the `*_KEYS` lists of {PARSER} ({keys:?}): has the way they are \
+        "found only {} keys in the `*_KEYS` lists of {} ({keys:?}): has the way they are \
          written changed?",
-        keys.len()
+        keys.len(),
+        common::stack_keys::PARSER
     );
     let reference_path = Path::new(env!("CARGO_MANIFEST_DIR")).join(REFERENCE);
     assert!(
@@ -120,5 +67,8 @@ const METHODS: &[&str] = &["GET"];
 const LIMIT_KEYS: &[&str] = &["count", "window"];
 const OTHER_KEYS: &[&str] = &["name"];
 "#;
-    assert_eq!(parser_keys(source), ["name", "data_dir", "count", "window"]);
+    assert_eq!(
+        common::stack_keys::keys_in(source),
+        ["name", "data_dir", "count", "window"]
+    );
 }

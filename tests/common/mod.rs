@@ -2,6 +2,7 @@
 //! run a supervisor on it, and wait for conditions with a bound.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod stack_keys;
 pub mod tmux;
 
 use std::{
