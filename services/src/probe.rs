@@ -135,9 +135,16 @@ pub fn service() -> Service {
     }
     let version = std::env::var("PROBE_VERSION").unwrap_or_else(|_| "0.1.0".into());
     let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let cancelled_streams = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let cancels_seen = cancelled_streams.clone();
-    let mut service = Service::new("probe", version.clone())
+    let service = Service::new("probe", version.clone());
+    let service = through_console(streams(plain_methods(service, version)), received.clone());
+    subscriptions(service, received)
+        .background(misbehave)
+        .background(load)
+}
+
+/// Methods that answer from the process alone: echo, bytes, panic, sleep, fail, version, pid.
+fn plain_methods(service: Service, version: String) -> Service {
+    service
         .method("echo", |_ctx, text: String| async move {
             Ok::<_, HandlerError>(text)
         })
@@ -163,6 +170,16 @@ pub fn service() -> Service {
             let version = version.clone();
             async move { Ok::<_, HandlerError>(version) }
         })
+        .method("pid", |_ctx, (): ()| async move {
+            Ok::<_, HandlerError>(std::process::id())
+        })
+}
+
+/// `count`, a paced stream, and `cancelled_streams`, how many of them their callers dropped.
+fn streams(service: Service) -> Service {
+    let cancelled_streams = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cancels_seen = cancelled_streams.clone();
+    service
         .stream(
             "count",
             move |_ctx, count: CountRequest, sink: StreamSink<Counted>| {
@@ -189,10 +206,13 @@ pub fn service() -> Service {
             let seen = cancels_seen.load(std::sync::atomic::Ordering::Relaxed);
             async move { Ok::<_, HandlerError>(seen) }
         })
+}
+
+/// Methods that go through the console: consume, call, publish, and `received`, the events
+/// the subscriptions below took.
+fn through_console(service: Service, received: Arc<Mutex<Vec<Received>>>) -> Service {
+    service
         .method("consume", consume)
-        .method("pid", |_ctx, (): ()| async move {
-            Ok::<_, HandlerError>(std::process::id())
-        })
         .method("call", |ctx: Context, call: CallThrough| async move {
             let answer: String = ctx.call(&call.service, &call.method, &call.body).await?;
             Ok::<_, HandlerError>(answer)
@@ -201,13 +221,14 @@ pub fn service() -> Service {
             ctx.publish(&publish.topic, &publish.text).await?;
             Ok::<_, HandlerError>(())
         })
-        .method("received", {
-            let received = received.clone();
-            move |_ctx, (): ()| {
-                let list = received.lock().map(|r| r.clone()).unwrap_or_default();
-                async move { Ok::<_, HandlerError>(list) }
-            }
-        });
+        .method("received", move |_ctx, (): ()| {
+            let list = received.lock().map(|r| r.clone()).unwrap_or_default();
+            async move { Ok::<_, HandlerError>(list) }
+        })
+}
+
+/// `PROBE_COUNT_SUBSCRIBE` (count only) and `PROBE_SUBSCRIBE` (keep each event) subscriptions.
+fn subscriptions(mut service: Service, received: Arc<Mutex<Vec<Received>>>) -> Service {
     // A subscriber that only counts, for fan-out benchmarks: it keeps nothing per event.
     if let Ok(pattern) = std::env::var("PROBE_COUNT_SUBSCRIBE") {
         let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -235,7 +256,7 @@ pub fn service() -> Service {
             });
         }
     }
-    service.background(misbehave).background(load)
+    service
 }
 
 /// Generates steady load on another service, for the demo and for tests.
