@@ -6,6 +6,7 @@
 //! services flooding their logs cost routing and the gateway (`noisy`).
 
 pub mod attach;
+pub mod check;
 mod fanout;
 pub mod gateway;
 mod http_load;
