@@ -1,5 +1,5 @@
 //! The real `switchboard` binary as a process: headless mode, signals, `check`, and what is left
-//! when the console itself is killed.
+//! when the console itself is killed, and `SWITCHBOARD_BUSY_POLL=0`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -528,4 +528,136 @@ fn fresh_empties_the_data_dir_and_sigint_stops_headless_cleanly() {
         "{printed:#?}"
     );
     assert_eq!(status.code(), Some(0));
+}
+
+/// One `GET /metrics` over plain HTTP/1.1 on loopback; the body.
+fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The value of the first sample of `metric` whose labels contain every one of `labels`.
+fn sample(scrape: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(metric))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Runs a stack where `caller` calls `echo` as fast as it can, headless, with
+/// `SWITCHBOARD_BUSY_POLL=0` or without; after 1000 routed calls, the console's busy-polling
+/// seconds from `/metrics` and whether echo's environment holds the setting.
+fn busy_polled_under_load(off: bool) -> (f64, bool) {
+    let (_dir, path) = stack_file(
+        r#"
+        name = "polling"
+        [services.echo]
+        builtin = "probe"
+        [services.caller]
+        builtin = "probe"
+        env = { PROBE_LOAD_TARGET = "echo.echo", PROBE_LOAD_RATE = "20000" }
+        calls = ["echo"]
+        "#,
+    );
+    let mut command = Command::new(SWITCHBOARD);
+    command.args([
+        "up",
+        path.to_str().unwrap(),
+        "--headless",
+        "--gateway",
+        "127.0.0.1:0",
+    ]);
+    if off {
+        command.env("SWITCHBOARD_BUSY_POLL", "0");
+    } else {
+        command.env_remove("SWITCHBOARD_BUSY_POLL");
+    }
+    let (mut console, lines) = spawn_reading_lines(&mut command, |_| true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut address = None;
+    let mut pids = Vec::new();
+    while (address.is_none() || pids.len() < 2) && Instant::now() < deadline {
+        let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        if let Some(rest) = line.split("gateway on http://").nth(1) {
+            address = rest.split(' ').next().map(str::to_string);
+        }
+        if let Some((_, pid)) = line.rsplit_once("spawned pid ") {
+            pids.push(pid.trim().parse::<u32>().unwrap());
+        }
+    }
+    let address = address.expect("the gateway never said where it listens");
+    let said = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+            env.split(|&b| b == 0)
+                .any(|v| v == b"SWITCHBOARD_BUSY_POLL=0")
+        })
+    };
+    let services_told = pids.len() == 2 && pids.iter().all(|&pid| said(pid));
+    let polled = loop {
+        let text = scrape(&address);
+        let calls = sample(
+            &text,
+            "switchboard_route_requests_total",
+            &["from=\"caller\"", "to=\"echo\""],
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "switchboard_route_errors_total",
+                &["from=\"caller\""]
+            )
+            .unwrap_or(0.0),
+            0.0,
+            "the caller's calls failed"
+        );
+        if calls.is_some_and(|c| c >= 1000.0) {
+            break sample(&text, "switchboard_router_busy_poll_seconds_total", &[])
+                .expect("no busy_poll_seconds_total in /metrics");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caller never made 1000 calls in 60 s: {calls:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    signal(console.id(), Signal::TERM);
+    console.wait().unwrap();
+    (polled, services_told)
+}
+
+/// `SWITCHBOARD_BUSY_POLL=0` turns busy polling off in the console (its polling seconds stay
+/// 0 under a stream of routed calls) and is passed on to the services it starts, whose SDK
+/// reads it. Without it the same traffic is polled for, where there are two CPUs to poll on.
+#[test]
+fn busy_poll_zero_turns_polling_off_in_the_console_and_its_services() {
+    let (polled, told) = busy_polled_under_load(true);
+    assert_eq!(
+        polled, 0.0,
+        "the console busy-polled with SWITCHBOARD_BUSY_POLL=0"
+    );
+    assert!(told, "the services were not given SWITCHBOARD_BUSY_POLL=0");
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        eprintln!("one CPU: no busy polling either way, the comparison run is skipped");
+        return;
+    }
+    let (polled, told) = busy_polled_under_load(false);
+    assert!(
+        polled > 0.0,
+        "the same traffic was not polled for without the setting"
+    );
+    assert!(!told);
 }

@@ -1,6 +1,7 @@
 //! `tui::run`, the console's whole loop, driven on a `TestBackend` with a fake
 //! `ConsoleSource`: keys go in as terminal events, commands come out at the source, and the
-//! loop ends the way the operator chose. No terminal, no supervisor.
+//! loop ends the way the operator chose, and it draws no more often than its cap. No
+//! terminal, no supervisor.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -312,4 +313,78 @@ async fn a_done_scale_says_scaled_to() {
     steps.extend([Step::Key(key('q')), Step::Key(key('d'))]);
     let (_, screen, _) = drive_steps(FakeSource::new(false), steps).await;
     assert!(screen.contains("scaled alpha to 2"), "{screen}");
+}
+
+/// Runs the console until `during` ends; returns how many frames it drew and for how long it
+/// ran.
+async fn draws_while(source: FakeSource, during: impl Future<Output = ()>) -> (usize, Duration) {
+    let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+    // Held open: the loop must end by the shutdown, not by the input's end.
+    let (_typing, input) = mpsc::channel::<std::io::Result<Event>>(16);
+    let started = std::time::Instant::now();
+    let exit = tokio::time::timeout(
+        Duration::from_secs(20),
+        tui::run(
+            &mut terminal,
+            source,
+            input,
+            async {
+                during.await;
+                Exit::Shutdown("measured".into())
+            },
+            Theme::from_env(),
+            || {},
+            &mut |_| {},
+        ),
+    )
+    .await
+    .expect("the console did not end");
+    assert_eq!(exit, Exit::Shutdown("measured".into()));
+    (terminal.get_frame().count(), started.elapsed())
+}
+
+/// The console redraws at most `MAX_FPS` times a second however fast things change, and when
+/// nothing changes only for the snapshot tick (twice a second). Both are upper bounds on the
+/// frames drawn in the time the run really took: load only makes for fewer frames, so no load
+/// can fail this.
+#[tokio::test]
+async fn redraws_are_capped_while_the_logs_flood_and_rare_while_idle() {
+    let flooding = Duration::from_millis(1500);
+    let source = FakeSource::new(false);
+    let feeder = source.clone();
+    let lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sent = lines.clone();
+    let (frames, took) = draws_while(source, async move {
+        let start = std::time::Instant::now();
+        // A new log line about every millisecond: each would be a frame without the cap.
+        while start.elapsed() < flooding {
+            feeder.append(1);
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let lines = lines.load(std::sync::atomic::Ordering::Relaxed);
+    let cap = (took.as_secs_f64() * f64::from(tui::MAX_FPS)).ceil() as usize + 2;
+    assert!(
+        frames <= cap,
+        "{frames} frames in {took:?} ({lines} log changes): over the cap of {}/s",
+        tui::MAX_FPS
+    );
+    assert!(
+        lines as usize > 2 * cap,
+        "the flood was too thin to test the cap: {lines}"
+    );
+    assert!(frames >= 2, "no redraws while lines arrived: {frames}");
+
+    // Idle: the first frame, then one per snapshot tick (500 ms), nothing else.
+    let (frames, took) = draws_while(FakeSource::new(false), async {
+        tokio::time::sleep(flooding).await;
+    })
+    .await;
+    let ticks = (took.as_secs_f64() / 0.5).ceil() as usize + 2;
+    assert!(
+        frames <= ticks,
+        "{frames} frames in {took:?} with nothing changing"
+    );
 }

@@ -1,7 +1,7 @@
 //! The router with real processes: every error code, wildcard fan-out, requests and events held
 //! across a restart, in-flight requests failed fast when their target dies, a congested
 //! target that does not hold up the others, and the console's busy polling ending with the
-//! traffic.
+//! traffic, and the least loaded replica taking the next request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -723,5 +723,97 @@ async fn idle_replicas_take_turns() {
         assert_eq!(counts.len(), replicas, "{service}: {answered:?}");
         assert!(counts.iter().all(|&n| n >= 5), "{service}: {answered:?}");
     }
+    running.stop().await;
+}
+
+/// Each ready replica of `service` as (pid, requests outstanding).
+fn loads(running: &Running, service: &str) -> Vec<(u32, u64)> {
+    switchboard::registry::read(&running.supervisor.registry())
+        .service(service)
+        .unwrap()
+        .instances
+        .iter()
+        .filter_map(|i| i.handle.as_ref())
+        .map(|h| {
+            (
+                h.pid,
+                h.outstanding.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_least_loaded_replica_gets_the_next_request() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "least"
+        [services.echo]
+        builtin = "probe"
+        replicas = 2
+        shutdown_grace = "200ms"
+        "#,
+    );
+    let running = start(stack).await;
+    assert!(
+        running.replicas_ready(LIMIT, "echo", 2).await,
+        "the replicas never became ready"
+    );
+    // One replica is busy with a long request; the other is idle.
+    let router = running.supervisor.router().clone();
+    let long = |router: switchboard::router::Router| {
+        tokio::spawn(async move {
+            router
+                .call(
+                    GATEWAY,
+                    request("echo", "sleep", &60_000u64, Duration::from_secs(90)),
+                )
+                .await
+        })
+    };
+    let first = long(router.clone());
+    let one_busy = running
+        .until(LIMIT, |_| {
+            let mut outstanding: Vec<u64> = loads(&running, "echo").iter().map(|l| l.1).collect();
+            outstanding.sort_unstable();
+            outstanding == [0, 1]
+        })
+        .await;
+    assert!(
+        one_busy,
+        "the long request never got in flight: {:?}",
+        loads(&running, "echo")
+    );
+    let busy = loads(&running, "echo")
+        .into_iter()
+        .find(|l| l.1 == 1)
+        .unwrap()
+        .0;
+    // Every request meanwhile goes to the idle one (taking turns would send half to the busy one).
+    for i in 0..10 {
+        let pid: u32 = ok(&call(&running, "echo", "pid", &(), Duration::from_secs(5)).await);
+        assert_ne!(
+            pid,
+            busy,
+            "request {i} went to the busy replica: {:?}",
+            loads(&running, "echo")
+        );
+    }
+    // A second long request goes to the idle one too: one in flight on each, not two on one.
+    let second = long(router.clone());
+    let spread = running
+        .until(LIMIT, |_| {
+            loads(&running, "echo").iter().map(|l| l.1).sum::<u64>() == 2
+        })
+        .await;
+    assert!(spread, "the second long request never got in flight");
+    let outstanding: Vec<u64> = loads(&running, "echo").iter().map(|l| l.1).collect();
+    assert_eq!(
+        outstanding,
+        [1, 1],
+        "both long requests went to one replica"
+    );
+    first.abort();
+    second.abort();
     running.stop().await;
 }

@@ -173,6 +173,68 @@ async fn a_crashing_service_backs_off_then_fails_at_the_intensity_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_wait_a_jittered_delay_that_never_passes_the_cap() {
+    // 10, 20, then 40 ms at the cap for six more restarts; jitter 0.5 takes away up to half.
+    let (stack, _dir) = stack(
+        r#"
+        name = "jitter"
+        [services.crasher]
+        command = "sh"
+        args = ["-c", "exit 3"]
+        backoff = { initial = "10ms", max = "40ms", multiplier = 2.0, jitter = 0.5 }
+        restart_limit = { count = 8, window = "60s" }
+        "#,
+    );
+    let mut running = start(stack).await;
+    let gave_up = running
+        .event(LIMIT, |e| matches!(e.kind, EventKind::GaveUp { .. }))
+        .await;
+    assert!(gave_up.is_some(), "never gave up");
+    let mut scheduled = Vec::new();
+    let mut waited = Vec::new();
+    let mut since = None;
+    for event in &running.seen {
+        match event.kind {
+            EventKind::RestartScheduled { delay, attempt } => {
+                scheduled.push((attempt, delay));
+                since = Some(event.at);
+            }
+            EventKind::Spawned { .. } => {
+                if let Some(at) = since.take() {
+                    waited.push(event.at.duration_since(at).unwrap_or_default());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(scheduled.len(), 8, "{scheduled:?}");
+    let nominal = |attempt: u32| Duration::from_millis(10 << attempt.min(2));
+    for &(attempt, delay) in &scheduled {
+        let full = nominal(attempt);
+        assert!(
+            delay <= full && delay >= full / 2,
+            "attempt {attempt}: {delay:?} is outside half to all of {full:?}: {scheduled:?}"
+        );
+    }
+    // The jitter is there: the six capped delays are not one figure, nor all the full cap.
+    let capped: Vec<Duration> = scheduled.iter().skip(2).map(|&(_, d)| d).collect();
+    assert!(
+        capped.iter().any(|&d| d != capped[0]) && capped.iter().any(|&d| d < nominal(2)),
+        "no jitter: {scheduled:?}"
+    );
+    // And each restart really waited its delay (a lower bound: load only makes it later).
+    assert_eq!(waited.len(), 8, "{waited:?}");
+    for (&(_, delay), &waited) in scheduled.iter().zip(&waited) {
+        assert!(
+            waited + Duration::from_millis(1) >= delay,
+            "restarted after {waited:?}, before its delay {delay:?}"
+        );
+    }
+    let (report, _) = running.stop().await;
+    assert!(report.clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_service_is_detected_killed_and_restarted() {
     let (stack, _dir) = stack(
         r#"

@@ -185,17 +185,18 @@ fn drain(
     }
 }
 
+/// `HH:MM:SS.mmm` (UTC), the milliseconds cut, not rounded: rounding printed 59.9996 s as
+/// `60.000`.
 pub(super) fn clock(at: SystemTime) -> String {
-    let secs = at
+    let ms = at
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let day = secs % 86_400.0;
+        .map_or(0, |d| d.as_millis() % 86_400_000);
     format!(
-        "{:02}:{:02}:{:06.3}",
-        (day / 3600.0) as u32,
-        ((day % 3600.0) / 60.0) as u32,
-        day % 60.0
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
     )
 }
 
@@ -332,4 +333,19 @@ pub fn stack_for_job(stack: &Stack, job: &str) -> Option<Stack> {
     let mut only = stack.clone();
     only.services.retain(|s| keep.contains(&s.name));
     Some(only)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::clock;
+
+    #[test]
+    fn the_clock_never_shows_sixty_seconds() {
+        let at = |secs: f64| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs);
+        assert_eq!(clock(at(59.9996)), "00:00:59.999");
+        assert_eq!(clock(at(3599.9999)), "00:59:59.999");
+        assert_eq!(clock(at(86_400.0 + 3661.5)), "01:01:01.500");
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod attach;
 mod backlog;
+pub mod check;
 mod fanout;
 pub mod gateway;
 mod http_load;

@@ -394,3 +394,42 @@ pub fn peer(args: &[String]) -> std::io::Result<()> {
         )),
     }
 }
+
+/// The routing half of `switchboard bench --check`: three interleaved rounds of the routed
+/// round trip (1 in flight) ÷ the ping-pong (across cores where there are two), and the routed
+/// rate (64 in flight) ÷ the bare hub's; each the median of the rounds' ratios. No Python.
+pub(super) async fn check(options: &SupervisorOptions) -> (f64, f64) {
+    let mut options = options.clone();
+    options.log_files = false;
+    let exe = options.builtin_exe.clone();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let p50 = |mut times: Vec<Duration>| {
+        times.sort();
+        let times: Vec<f64> = times.into_iter().map(us).collect();
+        percentile(&times, 0.5)
+    };
+    let (mut round_trips, mut rates) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let across = baseline(&exe, |exe| pipes::ping_pong_across_cores(exe, 2000)).await;
+        let ping = match across.flatten() {
+            Some(times) => p50(times),
+            None => baseline(&exe, |exe| pipes::ping_pong(exe, 2000))
+                .await
+                .map_or(f64::NAN, p50),
+        };
+        let hub = baseline(&exe, |exe| {
+            pipes::batched_hub(exe, 64, 50_000, warmup(50_000))
+        })
+        .await
+        .map_or(f64::NAN, |hub| hub.rate);
+        let (mut one, mut many) = (Routed::MISSING, Routed::MISSING);
+        if let Some(stack) = routing_stack(&options).await {
+            one = routed(&stack, 1, 10_000).await.unwrap_or(Routed::MISSING);
+            many = routed(&stack, 64, 100_000).await.unwrap_or(Routed::MISSING);
+            stack.finish().await;
+        }
+        round_trips.push(one.p50_us / ping);
+        rates.push(many.rate / hub);
+    }
+    (median(round_trips), median(rates))
+}

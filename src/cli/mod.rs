@@ -212,6 +212,10 @@ pub enum Cmd {
         #[arg(long, default_value_t = crate::bench::gateway::DEFAULT_CONNECTIONS,
               value_parser = clap::value_parser!(u16).range(1..=1024))]
         http_connections: u16,
+        /// A short run of the routing, gateway, restart, hang and render measurements that
+        /// exits 1, naming the figure, when one is worse than half its README target.
+        #[arg(long, conflicts_with_all = ["only", "json", "stack"])]
+        check: bool,
     },
     /// A peer process for the pipe baselines of `bench`.
     #[command(hide = true)]
@@ -296,6 +300,7 @@ pub fn run(cli: Cli) -> ExitCode {
             | Cmd::Scale { .. }
             | Cmd::Logs { .. }),
         ) => client_command(command),
+        Some(Cmd::Bench { check: true, .. }) => bench_check(),
         Some(Cmd::Bench {
             only,
             rounds,
@@ -304,6 +309,7 @@ pub fn run(cli: Cli) -> ExitCode {
             stack,
             http_load,
             http_connections,
+            check: false,
         }) => bench(
             &only,
             rounds,
@@ -495,6 +501,22 @@ pub(super) fn init_file_logging(run_dir: &Path) {
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file))
         .try_init();
+}
+
+/// `switchboard bench --check` (see `bench::check`).
+fn bench_check() -> ExitCode {
+    init_console_logging();
+    let (Ok(mut options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime())
+    else {
+        return ExitCode::FAILURE;
+    };
+    options.log_files = false;
+    let verdicts = runtime.block_on(crate::bench::check::run(&options));
+    if crate::bench::check::report(&verdicts) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn bench(

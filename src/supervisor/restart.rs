@@ -154,6 +154,66 @@ mod tests {
     }
 
     #[test]
+    fn the_delay_doubles_up_to_its_cap_and_jitter_takes_away_at_most_its_share() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(700),
+            multiplier: 2.0,
+            jitter: 0.25,
+            reset_after: Duration::from_secs(10),
+        };
+        let limit = RestartLimit {
+            count: 100,
+            window: Duration::from_secs(60),
+            then: AfterLimit::StayFailed,
+        };
+        let expected = [100, 200, 400, 700, 700, 700, 700].map(Duration::from_millis);
+        // Without jitter (sample 0) the sequence itself: doubling, then held at the cap, also
+        // far past it (a multiplier overflowing to infinity).
+        let mut tracker = RestartTracker::default();
+        let now = Instant::now();
+        for (attempt, want) in expected.into_iter().enumerate() {
+            let got = tracker.on_failure(now, Duration::ZERO, &backoff, &limit, 0.0);
+            assert_eq!(
+                got,
+                Decision::RestartAfter {
+                    delay: want,
+                    attempt: attempt as u32
+                }
+            );
+        }
+        assert_eq!(backoff.delay(5000), backoff.max);
+        // With jitter: a sample takes away its share of `jitter`, so the delays spread over
+        // 75-100 % of the sequence, capped delays included, and never beyond the cap.
+        for sample in [0.0, 0.5, 0.999] {
+            let mut tracker = RestartTracker::default();
+            for (attempt, want) in expected.into_iter().enumerate() {
+                let Decision::RestartAfter { delay, .. } =
+                    tracker.on_failure(now, Duration::ZERO, &backoff, &limit, sample)
+                else {
+                    panic!("gave up at attempt {attempt}");
+                };
+                let keep = 1.0 - 0.25 * sample;
+                let diff = delay.as_secs_f64() - want.as_secs_f64() * keep;
+                assert!(
+                    diff.abs() < 1e-6,
+                    "attempt {attempt}, sample {sample}: {delay:?}, not {keep} of {want:?}"
+                );
+                assert!(delay <= backoff.max && delay >= want.mul_f64(0.75));
+            }
+        }
+        // Out-of-range samples and jitter are clamped: never more than the delay, never less
+        // than none of it.
+        assert_eq!(backoff.jittered(0, -3.0), Duration::from_millis(100));
+        assert_eq!(backoff.jittered(9, 7.0), Duration::from_millis(525));
+        let all = Backoff {
+            jitter: 5.0,
+            ..backoff
+        };
+        assert_eq!(all.jittered(1, 0.5), Duration::from_millis(100));
+    }
+
+    #[test]
     fn after_the_limit_the_retries_double_until_a_healthy_run() {
         let limit = RestartLimit {
             count: 1,
