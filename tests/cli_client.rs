@@ -257,6 +257,28 @@ fn client_commands_drive_a_running_headless_console() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no service named `nobody`"));
 
+    // reset-breaker: closes echo's breaker (closed already: said, and audited all the same).
+    let out = console.cli(&["reset-breaker", "echo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "echo: breaker closed\n"
+    );
+    let out = console.cli(&["reset-breaker", "nobody"]);
+    assert!(!out.status.success());
+    // ps says what comes next; nothing is due for a healthy service.
+    let ps = console.ps_until(|ps| row(ps, "echo").contains("ready"));
+    assert!(
+        ps.lines().next().is_some_and(|l| l.contains("stack")),
+        "{ps}"
+    );
+    assert!(ps.contains(" NEXT"), "{ps}");
+    assert!(row(&ps, "echo").trim_end().ends_with(" -"), "{ps}");
+
     // logs: the tail, then following.
     let out = console.cli(&["logs", "ticker", "-n", "3"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -309,7 +331,7 @@ fn client_commands_drive_a_running_headless_console() {
     // Everything the client did is in the console's audit log, under the socket it used and
     // its own name.
     let audit = std::fs::read_to_string(console.run_dir().join("audit.jsonl")).unwrap_or_default();
-    for action in ["restart", "scale", "stop", "start", "run"] {
+    for action in ["restart", "scale", "stop", "start", "run", "breaker reset"] {
         assert!(
             audit
                 .lines()

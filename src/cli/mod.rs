@@ -1,6 +1,6 @@
 //! The command line: `switchboard [FILE]`, `up` (`-d`), `down`, `attach`, `check`, `init`, `run`,
 //! the client commands for a running instance (`ps`, `restart`, `stop`, `start`, `kill`,
-//! `scale`, `logs`), and the hidden `service NAME` that runs a builtin.
+//! `reset-breaker`, `scale`, `logs`), and the hidden `service NAME` that runs a builtin.
 //!
 //! - `up`: the console, headless, detached; `down` and `attach`.
 //! - `job`: `run JOB`.
@@ -164,6 +164,12 @@ pub enum Cmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Close the circuit breaker in front of a service by hand (calls go through again).
+    ResetBreaker {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Set the number of replicas of a service of a running instance.
     Scale {
         name: String,
@@ -297,6 +303,7 @@ pub fn run(cli: Cli) -> ExitCode {
             | Cmd::Stop { .. }
             | Cmd::Start { .. }
             | Cmd::Kill { .. }
+            | Cmd::ResetBreaker { .. }
             | Cmd::Scale { .. }
             | Cmd::Logs { .. }),
         ) => client_command(command),
@@ -330,7 +337,8 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// `ps`, `restart`, `stop`, `start`, `kill`, `scale` and `logs`: a running instance's client.
+/// `ps`, `restart`, `stop`, `start`, `kill`, `reset-breaker`, `scale` and `logs`: a running
+/// instance's client.
 fn client_command(command: Cmd) -> ExitCode {
     match command {
         Cmd::Ps { remote } => with_client(&remote, |c| async move {
@@ -340,6 +348,7 @@ fn client_command(command: Cmd) -> ExitCode {
         Cmd::Stop { name, remote } => action(&remote, "stop", &name),
         Cmd::Start { name, remote } => action(&remote, "start", &name),
         Cmd::Kill { name, remote } => action(&remote, "kill", &name),
+        Cmd::ResetBreaker { name, remote } => action(&remote, "breaker/reset", &name),
         Cmd::Scale {
             name,
             replicas,

@@ -44,12 +44,22 @@ pub fn ps_table(view: &ConsoleView) -> String {
         view.gateway.as_deref().unwrap_or("-")
     );
     out.push_str(&format!(
-        "{:<16} {:<9} {:>7} {:>8} {:>8} {:>6} {:>9} {:>8} {:>7} {:<9}\n",
-        "NAME", "STATE", "READY", "PID", "RESTARTS", "CPU%", "RSS", "REQ/S", "ERR/S", "BREAKER"
+        "{:<16} {:<9} {:>7} {:>8} {:>8} {:>6} {:>9} {:>8} {:>7} {:<9} {}\n",
+        "NAME",
+        "STATE",
+        "READY",
+        "PID",
+        "RESTARTS",
+        "CPU%",
+        "RSS",
+        "REQ/S",
+        "ERR/S",
+        "BREAKER",
+        "NEXT"
     ));
     for s in &view.services {
         out.push_str(&format!(
-            "{:<16} {:<9} {:>7} {:>8} {:>8} {:>6.1} {:>9} {:>8.1} {:>7.1} {:<9}\n",
+            "{:<16} {:<9} {:>7} {:>8} {:>8} {:>6.1} {:>9} {:>8.1} {:>7.1} {:<9} {}\n",
             s.name,
             s.state.as_str(),
             format!("{}/{}", s.ready, s.replicas),
@@ -69,16 +79,40 @@ pub fn ps_table(view: &ConsoleView) -> String {
             s.request_rate,
             s.error_rate,
             s.breaker,
+            next(s),
         ));
     }
     out
 }
 
-/// `restart`, `stop`, `start` or `kill` NAME.
+/// What happens next without anyone acting: the next restart of a failed or backing-off
+/// service, or the breaker's next probe.
+fn next(service: &crate::api::ServiceRow) -> String {
+    let mut next = Vec::new();
+    if let Some(retry) = service.retry_in {
+        next.push(format!("retry in {}", crate::api::human::duration(retry)));
+    }
+    if let Some(cooldown) = service.breaker_cooldown {
+        next.push(format!(
+            "probe in {}",
+            crate::api::human::duration(cooldown)
+        ));
+    }
+    if next.is_empty() {
+        "-".into()
+    } else {
+        next.join(", ")
+    }
+}
+
+/// `restart`, `stop`, `start`, `kill` or `breaker/reset` NAME.
 pub async fn action(client: &Client, action: &str, name: &str) -> Result<(), ClientError> {
     let path = format!("/admin/services/{}/{action}", segment(name));
     let _: Done = client.json(Method::POST, &path, None::<&()>).await?;
-    println!("{name}: {action} requested");
+    match action {
+        "breaker/reset" => println!("{name}: breaker closed"),
+        _ => println!("{name}: {action} requested"),
+    }
     Ok(())
 }
 
@@ -227,5 +261,26 @@ mod tests {
         );
         assert_eq!(line("user")[3], "4243", "{table}");
         assert_eq!(line("report")[3..7], ["-", "0", "0.0", "-"], "{table}");
+        assert!(table.lines().next().is_some(), "{table}");
+        assert!(line("user").ends_with(&["-".to_string()]), "{table}");
+    }
+
+    #[test]
+    fn ps_says_when_a_failed_service_is_retried_and_when_its_breaker_probes() {
+        let view = ConsoleView {
+            services: vec![ServiceRow {
+                retry_in: Some(Duration::from_secs(28)),
+                breaker: "open".into(),
+                breaker_cooldown: Some(Duration::from_secs(4)),
+                ..row("order", InstanceState::Failed, 0, None)
+            }],
+            ..ConsoleView::default()
+        };
+        let table = ps_table(&view);
+        let order = table.lines().find(|l| l.starts_with("order")).unwrap();
+        assert!(
+            order.ends_with("open      retry in 28s, probe in 4s"),
+            "{table}"
+        );
     }
 }
