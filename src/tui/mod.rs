@@ -6,6 +6,8 @@
 //! - [`state`]: what is selected, focused, filtered and open.
 //! - [`action`]: every change to that state, from keys, the mouse and the `:` command line.
 //! - `command_line`: the `:` language, and its answers in words.
+//! - [`history`]: the `:` line's history (↑ ↓). `completion`: its Tab completion.
+//! - `targets`: `all` and globs (`order*`) as a `:` verb's target.
 //! - `log_actions`: the log pane's own actions (select, copy, follow, times, wrap, level).
 //! - [`keys`]: key and mouse bindings, and the help text.
 //! - [`level`]: log levels read from a line's text, for the level filter.
@@ -19,12 +21,15 @@
 
 pub mod action;
 mod command_line;
+mod completion;
+pub mod history;
 pub mod keys;
 pub mod level;
 mod log_actions;
 pub mod render;
 pub mod source;
 pub mod state;
+mod targets;
 pub mod terminal;
 pub mod theme;
 
@@ -307,8 +312,15 @@ pub fn osc52(text: &str) -> String {
 /// Carries out an effect without blocking the UI: the supervisor's answer comes back later as
 /// a status line.
 fn apply(source: &impl ConsoleSource, effect: Effect, results: mpsc::Sender<String>) {
-    let Effect::Supervisor(command) = effect else {
-        return;
+    let command = match effect {
+        Effect::Supervisor(command) => command,
+        Effect::Each(commands) => {
+            for command in commands {
+                apply(source, Effect::Supervisor(command), results.clone());
+            }
+            return;
+        }
+        Effect::Copy { .. } => return,
     };
     let answer = source.command(command.clone());
     tokio::spawn(async move {

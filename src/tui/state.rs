@@ -137,6 +137,10 @@ pub struct UiState {
     pub status: Option<(String, SystemTime)>,
     /// Set when the console should end, and how.
     pub quit: Option<Quit>,
+    /// Lines run in the `:` prompt, for ↑ and ↓.
+    pub history: super::history::History,
+    /// The Tab completion being cycled in the `:` prompt, until the operator types.
+    pub completion: Option<super::completion::Cycle>,
 }
 
 /// How the operator chose to leave the console.
