@@ -9,6 +9,7 @@
 //! - [`history`]: the `:` line's history (↑ ↓). `completion`: its Tab completion.
 //! - `targets`: `all` and globs (`order*`) as a `:` verb's target.
 //! - `log_actions`: the log pane's own actions (select, copy, follow, times, wrap, level).
+//! - [`stopping`]: what is left to stop after `q`, shown until the stack has stopped.
 //! - [`keys`]: key and mouse bindings, and the help text.
 //! - [`level`]: log levels read from a line's text, for the level filter.
 //! - [`render`]: drawing, pure over view and state.
@@ -29,6 +30,7 @@ mod log_actions;
 pub mod render;
 pub mod source;
 pub mod state;
+pub mod stopping;
 mod targets;
 pub mod terminal;
 pub mod theme;
@@ -155,8 +157,25 @@ where
             },
         }
         if let Some(how) = state.quit {
-            return Exit::Quit(how);
+            if how == Quit::Stop && state.stopping.is_none() {
+                begin_stop(&source, &mut state, &view);
+                dirty = true;
+            }
+            // A source that shows the stop keeps the console until nothing runs.
+            if state.stopping.is_none() || stopping::left(&view).is_empty() {
+                return Exit::Quit(how);
+            }
         }
+    }
+}
+
+/// `q` chose to stop the stack: a source that can shows the progress here, so the console
+/// asks it to stop and stays (else the caller stops the stack once the console has ended).
+fn begin_stop(source: &impl ConsoleSource, state: &mut UiState, view: &ConsoleView) {
+    if let Some(stop) = source.stop_stack() {
+        state.stopping = Some(stopping::left(view).len());
+        state.overlay = Overlay::None;
+        tokio::spawn(stop);
     }
 }
 
