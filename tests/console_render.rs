@@ -712,3 +712,17 @@ fn pid_and_a_half_open_breaker_beside_the_side_pane() {
     assert!(!screen.contains("half-o"), "{screen}");
     insta::assert_snapshot!(screen);
 }
+
+/// A caller's calls are in the detail beside its requests; the label widens so nothing is cut.
+#[test]
+fn a_caller_s_calls_are_in_the_detail() {
+    let mut view = demo_view();
+    view.services[0].call_rate = 20.0;
+    view.services[0].event_rate = 3.0;
+    let screen = render(&view, &UiState::new(), 120, 30);
+    assert!(
+        screen.contains("41 req/s · 3 ev/s · 20 calls/s"),
+        "no call rate in the detail:\n{screen}"
+    );
+    insta::assert_snapshot!(screen);
+}
