@@ -159,7 +159,7 @@ fn handle(running: &Running, service: &str) -> Arc<InstanceHandle> {
 }
 
 fn state(running: &Running, service: &str) -> InstanceState {
-    registry::read(&running.supervisor.registry())
+    registry::read(running.supervisor.registry())
         .service(service)
         .unwrap()
         .state()
@@ -415,7 +415,7 @@ async fn scribbled_segment(mode: &str) {
     // The sampler kept going over the scribbles (it samples once a second) and passed the
     // problems on for the operator.
     let (hostile_samples, healthy_samples) = {
-        let metrics = switchboard::monitor::metrics::read(&running.supervisor.metrics());
+        let metrics = switchboard::monitor::metrics::read(running.supervisor.metrics());
         let samples = |service: &str| metrics.service(service).map_or(0, |m| m.rate_history.len());
         (samples("hostile"), samples("healthy"))
     };
@@ -593,7 +593,7 @@ async fn a_service_that_closes_stdout_is_killed_and_restarted() {
         })
         .await;
     assert!(restarted, "not restarted");
-    let second = registry::read(&running.supervisor.registry())
+    let second = registry::read(running.supervisor.registry())
         .service("hostile")
         .unwrap()
         .instances[0]

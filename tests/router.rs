@@ -325,7 +325,7 @@ async fn wildcard_fan_out_reaches_every_matching_service_once() {
     );
     // What a subscriber took is its work, counted from its segment by the metrics sampler.
     let events_of = |service: &str| {
-        switchboard::monitor::metrics::read(&running.supervisor.metrics())
+        switchboard::monitor::metrics::read(running.supervisor.metrics())
             .service(service)
             .map_or(0, |m| m.events)
     };
@@ -513,7 +513,7 @@ async fn higher_priority_requests_overtake_queued_ones() {
     let running = start(stack).await;
     running.ready(LIMIT, &["target"]).await;
     let handle = {
-        let registry = switchboard::registry::read(&running.supervisor.registry());
+        let registry = switchboard::registry::read(running.supervisor.registry());
         registry.service("target").unwrap().instances[0]
             .handle
             .clone()
@@ -663,7 +663,7 @@ async fn a_panicking_handler_answers_internal_and_the_service_carries_on() {
     let running = start(stack).await;
     running.ready(LIMIT, &["echo"]).await;
     let pid = || {
-        let registry = switchboard::registry::read(&running.supervisor.registry());
+        let registry = switchboard::registry::read(running.supervisor.registry());
         registry.service("echo").unwrap().instances[0].pid
     };
     let before = pid();

@@ -134,8 +134,8 @@ pub fn render(state: &AppState) -> String {
 /// One row per service: what its families report.
 fn service_rows(supervisor: &Supervisor) -> Vec<Row> {
     let rows: Vec<Row> = {
-        let metrics = metrics::read(&supervisor.metrics());
-        let registry = registry::read(&supervisor.registry());
+        let metrics = metrics::read(supervisor.metrics());
+        let registry = registry::read(supervisor.registry());
         registry
             .services
             .iter()
