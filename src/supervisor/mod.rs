@@ -207,8 +207,8 @@ impl SupervisorOptions {
 }
 
 /// What the rest of the console reads, each shared with the supervisor's own task. Read-only
-/// handles: the supervisor alone decides what runs, and it is told through [`command`]
-/// (`Supervisor::command`) and [`shutdown`](Supervisor::shutdown).
+/// handles: the supervisor alone decides what runs, and it is told through
+/// [`command`](Supervisor::command) and [`shutdown`](Supervisor::shutdown).
 impl Supervisor {
     /// Every service and instance, as the supervisor last set them.
     pub fn registry(&self) -> &SharedRegistry {
