@@ -695,6 +695,11 @@ async fn metrics_scrape_with_a_prometheus_parser() {
         Some(0.0)
     );
     assert!(value(&scrape, "switchboard_service_requests_total", &echo).unwrap() >= 3.0);
+    // echo calls nobody: its outgoing calls are there, and none.
+    assert_eq!(
+        value(&scrape, "switchboard_service_calls_made_total", &echo),
+        Some(0.0)
+    );
     assert_eq!(
         value(&scrape, "switchboard_service_restarts_total", &echo),
         Some(0.0)

@@ -237,6 +237,14 @@ fn service_families(out: &mut String, rows: &[Row]) {
     per_service(
         out,
         rows,
+        "switchboard_service_calls_made_total",
+        "counter",
+        "Requests the service made through the console (its outgoing calls), from the router.",
+        &|r| r.metrics.as_ref().map(|m| m.calls as f64),
+    );
+    per_service(
+        out,
+        rows,
         "switchboard_service_errors_total",
         "counter",
         "Requests that ended in an error or a timeout, from the segment.",
