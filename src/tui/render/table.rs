@@ -1,6 +1,8 @@
 //! The service table. Columns have ranks; on a narrow terminal the least important drop out
 //! first. What shows trouble (state, restarts, heartbeat age, breaker) outranks every cosmetic
-//! column at every width, and is never dropped in favour of a lower-ranked one.
+//! column at every width, and is never dropped in favour of a lower-ranked one. Replicas and
+//! PID come next (a PID that changes is a restart); beside the side pane at 120 columns the
+//! rates give way to them, the detail showing the selected service's.
 
 use ratatui::{
     Frame,
