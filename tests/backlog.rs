@@ -271,7 +271,7 @@ fn order_ledger(db: &std::path::Path) -> Vec<(i64, String, i64, i64)> {
 /// The orders whose stages run now, by replica, from their task slots (the label is
 /// `order ID: stage`).
 fn orders_running(running: &Running) -> Vec<(u32, i64)> {
-    let registry = switchboard::registry::read(&running.supervisor.registry());
+    let registry = switchboard::registry::read(running.supervisor.registry());
     let Some(order) = registry.service("order") else {
         return Vec::new();
     };

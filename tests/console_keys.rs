@@ -66,7 +66,7 @@ fn no_key_under_an_overlay_acts_on_a_service_or_quits() {
             state.overlay = overlay.clone();
             let effect = press(&mut state, &view, code);
             assert!(
-                !matches!(effect, Some(Effect::Supervisor(_))),
+                !matches!(effect, Some(Effect::Supervisor(_) | Effect::Each(_))),
                 "{code:?} under {overlay:?} acted: {effect:?}"
             );
             assert_eq!(state.quit, None, "{code:?} under {overlay:?} quit");
@@ -189,4 +189,82 @@ fn the_status_line_says_what_happened() {
     assert_eq!(status(&state), "no service named `nosuch`");
     command(&mut state, &view, "sort");
     assert_eq!(status(&state), "sorted by name");
+}
+
+fn prompt_text(state: &UiState) -> &str {
+    match &state.overlay {
+        Overlay::Prompt(_, text) => text,
+        _ => "",
+    }
+}
+
+/// ↑ and ↓ in the `:` prompt walk the lines run before, and give back what was typed.
+#[test]
+fn up_and_down_recall_command_lines() {
+    let view = view();
+    let mut state = UiState::new();
+    command(&mut state, &view, "sort");
+    command(&mut state, &view, "restart alpha");
+    press(&mut state, &view, KeyCode::Char(':'));
+    type_text(&mut state, &view, "lo");
+    press(&mut state, &view, KeyCode::Up);
+    assert_eq!(prompt_text(&state), "restart alpha");
+    press(&mut state, &view, KeyCode::Up);
+    assert_eq!(prompt_text(&state), "sort");
+    press(&mut state, &view, KeyCode::Down);
+    press(&mut state, &view, KeyCode::Down);
+    assert_eq!(prompt_text(&state), "lo");
+    // A recalled line runs as typed.
+    press(&mut state, &view, KeyCode::Up);
+    let effect = press(&mut state, &view, KeyCode::Enter);
+    assert!(matches!(effect, Some(Effect::Supervisor(_))), "{effect:?}");
+    assert_eq!(status(&state), "restarting alpha");
+}
+
+/// Tab completes the verb, then the name; again, it cycles.
+#[test]
+fn tab_completes_verbs_and_names() {
+    let view = view();
+    let mut state = UiState::new();
+    press(&mut state, &view, KeyCode::Char(':'));
+    type_text(&mut state, &view, "rest");
+    press(&mut state, &view, KeyCode::Tab);
+    assert_eq!(prompt_text(&state), "restart ");
+    press(&mut state, &view, KeyCode::Tab);
+    assert_eq!(prompt_text(&state), "restart all");
+    press(&mut state, &view, KeyCode::Tab);
+    assert_eq!(prompt_text(&state), "restart alpha");
+    press(&mut state, &view, KeyCode::Tab);
+    assert_eq!(prompt_text(&state), "restart job");
+    // Typing ends the cycle: the next Tab completes what is there.
+    press(&mut state, &view, KeyCode::Backspace);
+    press(&mut state, &view, KeyCode::Backspace);
+    press(&mut state, &view, KeyCode::Tab);
+    assert_eq!(prompt_text(&state), "restart job ");
+}
+
+/// `all` and globs name many services for restart, stop, start and kill.
+#[test]
+fn all_or_a_glob_is_a_target() {
+    let view = view();
+    let mut state = UiState::new();
+    let Some(Effect::Each(all)) = command(&mut state, &view, "restart all") else {
+        panic!("restart all: {}", status(&state));
+    };
+    assert_eq!(all.len(), 2);
+    assert_eq!(status(&state), "restarting 2 services: alpha, job");
+    let Some(Effect::Each(glob)) = command(&mut state, &view, "stop a*") else {
+        panic!("stop a*: {}", status(&state));
+    };
+    assert_eq!(glob.len(), 1);
+    assert_eq!(status(&state), "stopping alpha");
+    // Only what runs is killed.
+    let Some(Effect::Each(killed)) = command(&mut state, &view, "kill *") else {
+        panic!("kill *: {}", status(&state));
+    };
+    assert_eq!(killed.len(), 1);
+    assert_eq!(command(&mut state, &view, "start z*"), None);
+    assert_eq!(status(&state), "no service matches `z*`");
+    assert_eq!(command(&mut state, &view, "scale all 2"), None);
+    assert_eq!(status(&state), "`scale` takes one service, not `all`");
 }

@@ -335,11 +335,10 @@ fn a_subscriber_s_events_are_its_rate() {
     // The selected service (the first row) takes events and no requests, as notification does.
     view.services[0].request_rate = 0.0;
     view.services[0].event_rate = 40.0;
+    // REQ/S shows from 140 columns; beside the side pane at 120, PID and ERR/S outrank it.
+    let wide = render(&view, &state, 140, 32);
+    assert!(wide.contains("40ev"), "no event rate in the table:\n{wide}");
     let screen = render(&view, &state, 120, 30);
-    assert!(
-        screen.contains("40ev"),
-        "no event rate in the table:\n{screen}"
-    );
     assert!(
         screen.contains("0 req/s · 40 ev/s"),
         "no event rate in the detail:\n{screen}"
@@ -700,4 +699,30 @@ fn a_taken_gateway_address_is_in_the_header() {
         header.contains("no gateway: 127.0.0.1:8787 taken"),
         "{header}"
     );
+}
+
+/// At 120 columns, beside the side pane, the table shows PID (it was left out) and a
+/// half-open breaker as `half`, not cut to `half-o`.
+#[test]
+fn pid_and_a_half_open_breaker_beside_the_side_pane() {
+    let mut view = demo_view();
+    view.services[1].breaker = "half-open".into();
+    let screen = render(&view, &UiState::new(), 120, 30);
+    assert!(screen.contains("PID"), "{screen}");
+    assert!(!screen.contains("half-o"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+/// A caller's calls are in the detail beside its requests; the label widens so nothing is cut.
+#[test]
+fn a_caller_s_calls_are_in_the_detail() {
+    let mut view = demo_view();
+    view.services[0].call_rate = 20.0;
+    view.services[0].event_rate = 3.0;
+    let screen = render(&view, &UiState::new(), 120, 30);
+    assert!(
+        screen.contains("41 req/s · 3 ev/s · 20 calls/s"),
+        "no call rate in the detail:\n{screen}"
+    );
+    insta::assert_snapshot!(screen);
 }

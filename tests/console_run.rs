@@ -25,7 +25,9 @@ use tokio::sync::{broadcast, watch};
 
 #[derive(Clone)]
 struct FakeSource {
-    view: ConsoleView,
+    view: Arc<Mutex<ConsoleView>>,
+    /// Told when the console asks the stack to stop (`None`: it cannot show a stop).
+    stop: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     commands: Arc<Mutex<Vec<Command>>>,
     events: broadcast::Sender<EventView>,
     logs: watch::Sender<u64>,
@@ -36,14 +38,15 @@ struct FakeSource {
 impl FakeSource {
     fn new(refuse: bool) -> FakeSource {
         FakeSource {
-            view: ConsoleView {
+            view: Arc::new(Mutex::new(ConsoleView {
                 stack: "fake".into(),
                 services: vec![
                     ServiceRow::new("alpha", InstanceState::Ready),
                     ServiceRow::new("beta", InstanceState::Ready),
                 ],
                 ..ConsoleView::default()
-            },
+            })),
+            stop: None,
             commands: Arc::default(),
             events: broadcast::channel(16).0,
             logs: watch::Sender::new(0),
@@ -75,7 +78,16 @@ fn line(i: u64) -> LogView {
 
 impl ConsoleSource for FakeSource {
     fn view(&self) -> ConsoleView {
-        self.view.clone()
+        self.view.lock().unwrap().clone()
+    }
+    fn stop_stack(&self) -> Option<BoxFuture<'static, ()>> {
+        let stop = self.stop.clone()?;
+        Some(
+            async move {
+                let _ = stop.send(());
+            }
+            .boxed(),
+        )
     }
     fn logs(&self, _: Option<&str>, _: usize) -> Vec<LogView> {
         self.lines.lock().unwrap().clone()
@@ -387,4 +399,132 @@ async fn redraws_are_capped_while_the_logs_flood_and_rare_while_idle() {
         frames <= ticks,
         "{frames} frames in {took:?} with nothing changing"
     );
+}
+
+/// A `TestBackend` that publishes each frame it is given, so a test can wait for a screen
+/// while the console runs (rather than sleep and hope).
+struct Recording {
+    inner: TestBackend,
+    frames: watch::Sender<String>,
+}
+
+impl ratatui::backend::Backend for Recording {
+    type Error = <TestBackend as ratatui::backend::Backend>::Error;
+    fn draw<'a, I>(&mut self, content: I) -> Result<(), Self::Error>
+    where
+        I: Iterator<Item = (u16, u16, &'a ratatui::buffer::Cell)>,
+    {
+        self.inner.draw(content)
+    }
+    fn hide_cursor(&mut self) -> Result<(), Self::Error> {
+        self.inner.hide_cursor()
+    }
+    fn show_cursor(&mut self) -> Result<(), Self::Error> {
+        self.inner.show_cursor()
+    }
+    fn get_cursor_position(&mut self) -> Result<ratatui::layout::Position, Self::Error> {
+        self.inner.get_cursor_position()
+    }
+    fn set_cursor_position<P: Into<ratatui::layout::Position>>(
+        &mut self,
+        position: P,
+    ) -> Result<(), Self::Error> {
+        self.inner.set_cursor_position(position)
+    }
+    fn clear(&mut self) -> Result<(), Self::Error> {
+        self.inner.clear()
+    }
+    fn clear_region(&mut self, kind: ratatui::backend::ClearType) -> Result<(), Self::Error> {
+        self.inner.clear_region(kind)
+    }
+    fn size(&self) -> Result<ratatui::layout::Size, Self::Error> {
+        self.inner.size()
+    }
+    fn window_size(&mut self) -> Result<ratatui::backend::WindowSize, Self::Error> {
+        self.inner.window_size()
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        self.inner.flush()?;
+        self.frames.send_replace(self.inner.to_string());
+        Ok(())
+    }
+}
+
+fn replicas(row: &mut ServiceRow, states: &[InstanceState]) {
+    row.instances = states
+        .iter()
+        .enumerate()
+        .map(|(i, state)| switchboard::api::ReplicaView {
+            replica: i as u32,
+            state: *state,
+            pid: None,
+            uptime: None,
+            restarts: 0,
+            cpu: 0.0,
+            rss: 0,
+            stale: false,
+            retry_in: None,
+        })
+        .collect();
+}
+
+/// After `q` and `s` the console asks the stack to stop and stays, saying what is left, until
+/// nothing runs; then it ends.
+#[tokio::test]
+async fn quitting_shows_what_is_left_to_stop() {
+    use InstanceState::{Ready, Stopped, Stopping};
+    let (stop_tx, mut stop_asked) = tokio::sync::mpsc::unbounded_channel();
+    let mut source = FakeSource::new(false);
+    source.stop = Some(stop_tx);
+    let set = |source: &FakeSource, alpha: &[InstanceState], beta: &[InstanceState]| {
+        let mut view = source.view.lock().unwrap();
+        replicas(&mut view.services[0], alpha);
+        replicas(&mut view.services[1], beta);
+    };
+    set(&source, &[Ready, Ready], &[Ready]);
+    let (frames_tx, mut frames) = watch::channel(String::new());
+    let backend = Recording {
+        inner: TestBackend::new(100, 30),
+        frames: frames_tx,
+    };
+    let (mut typing, input) = mpsc::channel(16);
+    let mut terminal = Terminal::new(backend).unwrap();
+    let mut clipboard = |_: &str| {};
+    let ui = tui::run(
+        &mut terminal,
+        source.clone(),
+        input,
+        std::future::pending::<Exit>(),
+        Theme::from_env(),
+        || {},
+        &mut clipboard,
+    );
+    tokio::pin!(ui);
+    let script = async {
+        typing.send(key('q')).await.unwrap();
+        typing.send(key('s')).await.unwrap();
+        stop_asked.recv().await.unwrap();
+        let all = "stopping: 3 of 3 left: alpha#0, alpha#1, beta#0";
+        frames.wait_for(|s| s.contains(all)).await.unwrap();
+        // alpha#1 is being stopped: it comes first; alpha#0 is gone. (The console reads the
+        // view again on its snapshot tick.)
+        set(&source, &[Stopped, Stopping], &[Ready]);
+        let two = "stopping: 2 of 3 left: alpha#1, beta#0";
+        frames.wait_for(|s| s.contains(two)).await.unwrap();
+    };
+    tokio::select! {
+        exit = &mut ui => panic!("the console ended with services running: {exit:?}"),
+        () = within(script) => {}
+    }
+    set(&source, &[Stopped, Stopped], &[Stopped]);
+    assert_eq!(within(ui).await, Exit::Quit(Quit::Stop));
+    // The input stays open to the end: the console ended because nothing ran.
+    drop(typing);
+}
+
+/// Awaits `what`, failing the test after ten seconds (a guard, not a timing).
+async fn within<F: std::future::Future>(what: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), what)
+        .await
+        .expect("the console did not get there")
 }

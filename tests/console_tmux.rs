@@ -281,3 +281,35 @@ fn no_color_draws_no_colour_and_sigterm_restores_the_terminal() {
         "1"
     );
 }
+
+/// `q`, then `y`: the console stays on screen while the stack stops and says what is left
+/// (a program that ignores SIGTERM, so it takes its 2 s grace and a SIGKILL to go), then exits
+/// once nothing runs.
+#[test]
+fn quitting_shows_what_is_left_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = r#"
+name = "slowquit"
+[services.slow]
+command = "sh"
+args = ["-c", "trap '' TERM; echo started; while :; do sleep 1; done"]
+shutdown_grace = "2s"
+"#;
+    let tmux = launch_stack(dir.path(), "slowquit", "", toml);
+    let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| s.contains("● ready"));
+    assert!(ok, "slow never became ready:\n{screen}");
+    let console_pid = tmux.pane_pid();
+    tmux.keys("q");
+    let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| s.contains("stop every service"));
+    assert!(ok, "no quit confirmation:\n{screen}");
+    tmux.keys("y");
+    let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| {
+        s.contains("stopping: 1 of 1 left: slow#0")
+    });
+    assert!(ok, "no stop progress on screen:\n{screen}");
+    let start = Instant::now();
+    while alive(console_pid) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(console_pid), "console did not exit");
+}

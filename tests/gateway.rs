@@ -333,7 +333,7 @@ async fn the_admin_api_needs_the_token() {
         .unwrap();
     expect_error(&missing, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(missing.headers.contains_key(header::WWW_AUTHENTICATE));
-    let echo_pid = registry::read(&f.running.supervisor.registry())
+    let echo_pid = registry::read(f.running.supervisor.registry())
         .service("echo")
         .and_then(|s| s.instances[0].pid)
         .expect("echo runs");
@@ -639,7 +639,7 @@ async fn metrics_scrape_with_a_prometheus_parser() {
     }
     // A reply after the deadline (600 ms here): echo is frozen while the router answers the
     // caller 504; thawed, it answers, and the router drops that reply and counts it late.
-    let echo_pid = switchboard::registry::read(&f.running.supervisor.registry())
+    let echo_pid = switchboard::registry::read(f.running.supervisor.registry())
         .service("echo")
         .and_then(|s| s.instances[0].handle.as_ref().map(|h| h.pid))
         .expect("echo runs");
@@ -695,6 +695,11 @@ async fn metrics_scrape_with_a_prometheus_parser() {
         Some(0.0)
     );
     assert!(value(&scrape, "switchboard_service_requests_total", &echo).unwrap() >= 3.0);
+    // echo calls nobody: its outgoing calls are there, and none.
+    assert_eq!(
+        value(&scrape, "switchboard_service_calls_made_total", &echo),
+        Some(0.0)
+    );
     assert_eq!(
         value(&scrape, "switchboard_service_restarts_total", &echo),
         Some(0.0)

@@ -164,7 +164,7 @@ fn handle(running: &Running, service: &str) -> Arc<InstanceHandle> {
 }
 
 fn state(running: &Running, service: &str) -> InstanceState {
-    registry::read(&running.supervisor.registry())
+    registry::read(running.supervisor.registry())
         .service(service)
         .unwrap()
         .state()
@@ -619,7 +619,7 @@ async fn a_service_that_closes_stdout_is_killed_and_restarted() {
         })
         .await;
     assert!(restarted, "not restarted");
-    let second = registry::read(&running.supervisor.registry())
+    let second = registry::read(running.supervisor.registry())
         .service("hostile")
         .unwrap()
         .instances[0]

@@ -28,7 +28,7 @@ async fn exit_of(running: &Running, service: &str) -> (String, ExitStatus) {
     assert!(exited, "`{service}` did not exit");
     let view = running.supervisor.view(std::time::Instant::now());
     let row = view.services.iter().find(|s| s.name == service).unwrap();
-    let status = registry::read(&running.supervisor.registry())
+    let status = registry::read(running.supervisor.registry())
         .service(service)
         .unwrap()
         .exits
@@ -66,7 +66,7 @@ async fn every_limit_is_in_force_in_the_process() {
     );
     let running = start(stack).await;
     running.ready(LIMIT, &["sleeper"]).await;
-    let pid = registry::read(&running.supervisor.registry())
+    let pid = registry::read(running.supervisor.registry())
         .service("sleeper")
         .unwrap()
         .instances[0]

@@ -101,7 +101,7 @@ async fn an_http_probe_makes_a_program_ready_at_its_first_pass_and_restarts_it_w
     // For a while (seven checks' worth): still starting, never restarted.
     let window = std::time::Instant::now();
     while window.elapsed() < Duration::from_millis(1500) {
-        let web = switchboard::registry::read(&running.supervisor.registry())
+        let web = switchboard::registry::read(running.supervisor.registry())
             .service("web")
             .unwrap()
             .instances[0]

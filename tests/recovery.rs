@@ -84,7 +84,7 @@ async fn scaling_in_removes_the_failed_replica_and_keeps_a_ready_one() {
         .await;
     assert!(settled, "scale-in never settled");
     {
-        let registry = registry::read(&supervisor.registry());
+        let registry = registry::read(supervisor.registry());
         let order = registry.service("order").unwrap();
         assert_eq!(order.instances[0].state, InstanceState::Ready);
         assert_ne!(
@@ -98,7 +98,7 @@ async fn scaling_in_removes_the_failed_replica_and_keeps_a_ready_one() {
         .await
         .unwrap();
     assert!(running.replicas_ready(LIMIT, "order", 2).await);
-    let numbers: Vec<u32> = registry::read(&supervisor.registry())
+    let numbers: Vec<u32> = registry::read(supervisor.registry())
         .service("order")
         .unwrap()
         .instances

@@ -325,7 +325,7 @@ async fn wildcard_fan_out_reaches_every_matching_service_once() {
     );
     // What a subscriber took is its work, counted from its segment by the metrics sampler.
     let events_of = |service: &str| {
-        switchboard::monitor::metrics::read(&running.supervisor.metrics())
+        switchboard::monitor::metrics::read(running.supervisor.metrics())
             .service(service)
             .map_or(0, |m| m.events)
     };
@@ -513,7 +513,7 @@ async fn higher_priority_requests_overtake_queued_ones() {
     let running = start(stack).await;
     running.ready(LIMIT, &["target"]).await;
     let handle = {
-        let registry = switchboard::registry::read(&running.supervisor.registry());
+        let registry = switchboard::registry::read(running.supervisor.registry());
         registry.service("target").unwrap().instances[0]
             .handle
             .clone()
@@ -663,7 +663,7 @@ async fn a_panicking_handler_answers_internal_and_the_service_carries_on() {
     let running = start(stack).await;
     running.ready(LIMIT, &["echo"]).await;
     let pid = || {
-        let registry = switchboard::registry::read(&running.supervisor.registry());
+        let registry = switchboard::registry::read(running.supervisor.registry());
         registry.service("echo").unwrap().instances[0].pid
     };
     let before = pid();
@@ -815,5 +815,49 @@ async fn the_least_loaded_replica_gets_the_next_request() {
     );
     first.abort();
     second.abort();
+    running.stop().await;
+}
+
+/// The calls a service makes through the console are its call rate: the router counts them by
+/// caller, the sampler makes a rate of them, and the read model carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_s_calls_are_its_call_rate() {
+    let (stack, _dir) = stack(
+        r#"
+        name = "callers"
+        [services.alpha]
+        builtin = "probe"
+        [services.gamma]
+        builtin = "probe"
+        calls = ["alpha"]
+        env = { PROBE_LOAD_TARGET = "alpha.echo", PROBE_LOAD_RATE = "20" }
+        "#,
+    );
+    let running = start(stack).await;
+    running.ready(LIMIT, &["alpha", "gamma"]).await;
+    let metrics = running.supervisor.metrics();
+    let mut samples = switchboard::monitor::metrics::read(metrics).samples();
+    let calls = |service: &str| {
+        switchboard::monitor::metrics::read(metrics)
+            .service(service)
+            .map_or((0, 0.0), |m| (m.calls, m.call_rate))
+    };
+    // Woken by each sample (once a second), not by a sleep.
+    let waited = tokio::time::timeout(LIMIT, async {
+        while !(calls("gamma").0 >= 10 && calls("gamma").1 > 0.0) {
+            samples.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "gamma's calls never counted: {:?}",
+        calls("gamma")
+    );
+    assert_eq!(calls("alpha"), (0, 0.0), "alpha calls nobody");
+    let view = running.supervisor.view(Instant::now());
+    let row = |name: &str| view.services.iter().find(|s| s.name == name).unwrap();
+    assert!(row("gamma").call_rate > 0.0, "{:?}", row("gamma").call_rate);
+    assert_eq!(row("alpha").call_rate, 0.0);
     running.stop().await;
 }

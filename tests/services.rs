@@ -207,7 +207,7 @@ replicas = 2
     // Both replicas answered reads (each counts the requests it took in its segment), so the
     // checks above read from each, not from one.
     let answered: Vec<u64> = {
-        let registry = switchboard::registry::read(&running.supervisor.registry());
+        let registry = switchboard::registry::read(running.supervisor.registry());
         registry
             .service("user")
             .unwrap()
@@ -646,7 +646,7 @@ async fn the_python_report_job_reports_on_the_real_orders() {
 /// The `(replica, order id)` of every order some replica of `order` shows running right now,
 /// read straight from their segments.
 fn orders_running(running: &Running) -> Vec<(u32, i64)> {
-    let registry = switchboard::registry::read(&running.supervisor.registry());
+    let registry = switchboard::registry::read(running.supervisor.registry());
     let Some(order) = registry.service("order") else {
         return Vec::new();
     };

@@ -184,7 +184,7 @@ async fn a_service_stopped_before_its_handshake_gets_shutdown_then_eof() {
         .event(LIMIT, |e| is_state(e, "starting", InstanceState::Stopped))
         .await
         .expect("never stopped");
-    let instance = switchboard::registry::read(&running.supervisor.registry())
+    let instance = switchboard::registry::read(running.supervisor.registry())
         .service("starting")
         .unwrap()
         .instances[0]

@@ -163,7 +163,7 @@ async fn a_crashing_service_backs_off_then_fails_at_the_intensity_limit() {
         .count();
     assert_eq!(exits, 4, "one first run and three restarts");
     {
-        let registry = registry::read(&running.supervisor.registry());
+        let registry = registry::read(running.supervisor.registry());
         let crasher = registry.service("crasher").unwrap();
         assert_eq!(crasher.state(), InstanceState::Failed);
         assert_eq!(crasher.restarts(), 3);
@@ -253,7 +253,7 @@ async fn a_hung_service_is_detected_killed_and_restarted() {
             .await
             .is_some()
     );
-    let first_pid = registry::read(&running.supervisor.registry())
+    let first_pid = registry::read(running.supervisor.registry())
         .service("frozen")
         .unwrap()
         .instances[0]
@@ -278,7 +278,7 @@ async fn a_hung_service_is_detected_killed_and_restarted() {
         "not restarted after the hang"
     );
     assert!(all_gone(&[first_pid], LIMIT).await, "hung process survived");
-    let restarts = registry::read(&running.supervisor.registry())
+    let restarts = registry::read(running.supervisor.registry())
         .service("frozen")
         .unwrap()
         .restarts();
@@ -304,7 +304,7 @@ async fn a_child_ignoring_sigterm_is_killed_after_its_grace_period() {
             .await
             .is_some()
     );
-    let pid = registry::read(&running.supervisor.registry())
+    let pid = registry::read(running.supervisor.registry())
         .service("mule")
         .unwrap()
         .instances[0]
@@ -426,7 +426,7 @@ async fn a_job_runs_with_parameters_reporting_progress_and_a_result() {
                 && r.service("count").unwrap().runs[1].exit.is_some())
             .await
     );
-    let run = registry::read(&running.supervisor.registry())
+    let run = registry::read(running.supervisor.registry())
         .service("count")
         .unwrap()
         .runs[1]
@@ -465,7 +465,7 @@ async fn a_rolling_restart_keeps_requests_succeeding() {
     );
     let mut running = start(stack).await;
     assert!(running.replicas_ready(LIMIT, "echo", 3).await);
-    let pids_before: Vec<u32> = registry::read(&running.supervisor.registry())
+    let pids_before: Vec<u32> = registry::read(running.supervisor.registry())
         .service("echo")
         .unwrap()
         .instances
@@ -592,7 +592,7 @@ async fn cpu_and_memory_come_from_the_os() {
         .await;
     assert!(busy, "a spinning process never showed CPU");
     let registry_snapshot = {
-        let registry = registry::read(&running.supervisor.registry());
+        let registry = registry::read(running.supervisor.registry());
         let sleeper = &registry.service("sleeper").unwrap().instances[0];
         (sleeper.cpu_percent, sleeper.rss_bytes)
     };

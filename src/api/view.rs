@@ -96,6 +96,9 @@ pub struct ServiceRow {
     /// Events taken per second: a subscriber's work, which `request_rate` does not count.
     #[serde(default)]
     pub event_rate: f64,
+    /// Requests this service made through the console per second (its outgoing calls).
+    #[serde(default)]
+    pub call_rate: f64,
     pub error_rate: f64,
     pub p99_us: Option<u64>,
     #[serde(rename = "heartbeat_age_ms", with = "millis::option")]
@@ -242,6 +245,7 @@ impl ServiceRow {
             rss: 0,
             request_rate: 0.0,
             event_rate: 0.0,
+            call_rate: 0.0,
             error_rate: 0.0,
             p99_us: None,
             heartbeat_age: None,

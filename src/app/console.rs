@@ -1,7 +1,7 @@
 //! The local console: the UI on this terminal over this process's stack.
 //!
 //! The UI ends one of four ways, and only one of them stops the stack without being asked:
-//! - `q`, then `s` (or `y`): stop every service, then exit;
+//! - `q`, then `s` (or `y`): stop every service, the UI showing what is left, then exit;
 //! - `q`, then `d`: detach. The process leaves the terminal ([`detach`]) and
 //!   goes on supervising headless; `switchboard attach` shows it again;
 //! - the terminal goes away (SIGHUP, `EIO` on a write, input ends): as the stack's
@@ -28,6 +28,8 @@ use crate::{
 /// What the console does once its UI has ended.
 enum Next {
     Stop(String),
+    /// `q` asked to stop while the UI stays to show the progress.
+    StopShown,
     Detach(String),
 }
 
@@ -43,9 +45,11 @@ pub async fn run(
     let mut signals = Signals::install().map_err(AppError::Supervisor)?;
     let on_hangup = stack.console.on_hangup;
     let mut app = App::start(stack, options, bind).await?;
+    let (stop_tx, mut stop_asked) = tokio::sync::mpsc::channel::<()>(1);
     let source = LocalSource::new(app.supervisor.clone())
         .with_gateway(app.gateway().map(Gateway::address))
-        .with_gateway_taken(app.gateway_taken());
+        .with_gateway_taken(app.gateway_taken())
+        .with_stop(stop_tx);
     let (end_ui, ui_ends) = oneshot::channel::<Exit>();
     let (subscribed_tx, subscribed) = oneshot::channel::<()>();
     let ui = tui::terminal::spawn(
@@ -99,8 +103,23 @@ pub async fn run(
             end(Exit::Shutdown("stopped".into()), &mut ui).await;
             Next::Stop("stopped through the admin API".into())
         }
+        Some(()) = stop_asked.recv() => Next::StopShown,
     };
     match next {
+        Next::StopShown => {
+            // The UI owns the terminal until nothing runs (it ends by itself then): nothing
+            // may be written to it before. Bounded, as above, should the UI be stuck.
+            let report = app.stop().await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut ui).await;
+            if let Ok(report) = &report {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "switchboard: quit; stopped ({})",
+                    verdict(report)
+                );
+            }
+            report
+        }
         Next::Stop(why) => {
             let _ = writeln!(std::io::stderr(), "switchboard: {why}; stopping services…");
             let report = app.stop().await;

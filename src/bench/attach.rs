@@ -78,7 +78,7 @@ pub async fn run(options: &SupervisorOptions, idle_for: Duration) -> Vec<Figure>
 async fn ready(app: &App, limit: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
-        let ready = crate::registry::read(&app.supervisor.registry())
+        let ready = crate::registry::read(app.supervisor.registry())
             .services
             .iter()
             .filter(|s| s.spec.kind != crate::stack::ServiceKind::Job)
@@ -214,7 +214,7 @@ async fn freshness(app: &App) -> Vec<Figure> {
         }
     }
     let mut samples = Vec::new();
-    let mut sampled = crate::monitor::metrics::read(&app.supervisor.metrics()).samples();
+    let mut sampled = crate::monitor::metrics::read(app.supervisor.metrics()).samples();
     let mut changes = source.view_feed();
     for _ in 0..SAMPLES {
         if sampled.changed().await.is_err() {

@@ -160,7 +160,7 @@ async fn watch(bench: &BenchStack, scale_to: Option<u32>) -> Option<Course> {
 
 /// order's backlog, all replicas together, and its replicas.
 fn order_backlog(bench: &BenchStack) -> (u64, u32) {
-    let registry = registry::read(&bench.supervisor.registry());
+    let registry = registry::read(bench.supervisor.registry());
     let Some(order) = registry.service("order") else {
         return (0, 0);
     };

@@ -179,7 +179,7 @@ impl BenchStack {
     pub async fn until_ready(&self, limit: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < limit {
-            let ready = crate::registry::read(&self.supervisor.registry())
+            let ready = crate::registry::read(self.supervisor.registry())
                 .services
                 .iter()
                 .all(|s| s.ready_instances() > 0);

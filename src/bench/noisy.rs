@@ -218,7 +218,7 @@ async fn measured<T>(stack: &BenchStack, run: impl Future<Output = T>) -> (T, Sp
 /// Resumes the flooders (and lets them run [`SETTLE`]) or pauses them.
 async fn floods(stack: &BenchStack, on: bool) -> Result<(), String> {
     let pids: Vec<u32> = {
-        let registry = registry::read(&stack.supervisor.registry());
+        let registry = registry::read(stack.supervisor.registry());
         FLOODERS
             .iter()
             .filter_map(|name| registry.service(name))

@@ -130,7 +130,7 @@ async fn all_ready(bench: &BenchStack, n: usize, limit: Duration, newer_than: u6
     let start = Instant::now();
     while start.elapsed() < limit {
         let ready = {
-            let registry = crate::registry::read(&bench.supervisor.registry());
+            let registry = crate::registry::read(bench.supervisor.registry());
             registry
                 .services
                 .iter()
@@ -147,7 +147,7 @@ async fn all_ready(bench: &BenchStack, n: usize, limit: Duration, newer_than: u6
 }
 
 fn max_generation(bench: &BenchStack) -> u64 {
-    let registry = crate::registry::read(&bench.supervisor.registry());
+    let registry = crate::registry::read(bench.supervisor.registry());
     registry
         .services
         .iter()

@@ -136,7 +136,7 @@ async fn watch_job(supervisor: &Supervisor, job: &str, params: Option<String>) -
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (progress, finished) = {
-            let registry = registry::read(&supervisor.registry());
+            let registry = registry::read(supervisor.registry());
             let Some(service) = registry.service(job) else {
                 return false;
             };

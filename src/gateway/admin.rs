@@ -193,7 +193,7 @@ async fn logs(
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(bad_path)?;
     let Query(query) = query.map_err(|_| log_query_refused())?;
-    if crate::registry::read(&state.supervisor.registry())
+    if crate::registry::read(state.supervisor.registry())
         .service(&name)
         .is_none()
     {
@@ -230,7 +230,7 @@ async fn calls(
     let Query(query) =
         query.map_err(|_| ApiError::bad_request("use ?limit=N and optionally &service=NAME"))?;
     if let Some(name) = &query.service
-        && crate::registry::read(&state.supervisor.registry())
+        && crate::registry::read(state.supervisor.registry())
             .service(name)
             .is_none()
     {

@@ -49,7 +49,7 @@ pub async fn stream(
     // Subscribed before the first view and tail are taken, so nothing falls between them.
     let events = state.supervisor.events().subscribe();
     let lines = state.supervisor.logs().subscribe();
-    let samples = crate::monitor::metrics::read(&state.supervisor.metrics()).samples();
+    let samples = crate::monitor::metrics::read(state.supervisor.metrics()).samples();
     let view = state.view();
     let tail = query.logs.unwrap_or(MAX_LOG_TAIL).min(MAX_LOG_TAIL);
     let logs: Vec<LogView> = state

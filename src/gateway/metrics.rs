@@ -134,8 +134,8 @@ pub fn render(state: &AppState) -> String {
 /// One row per service: what its families report.
 fn service_rows(supervisor: &Supervisor) -> Vec<Row> {
     let rows: Vec<Row> = {
-        let metrics = metrics::read(&supervisor.metrics());
-        let registry = registry::read(&supervisor.registry());
+        let metrics = metrics::read(supervisor.metrics());
+        let registry = registry::read(supervisor.registry());
         registry
             .services
             .iter()
@@ -177,7 +177,7 @@ type PerService = (
     fn(&Row) -> Option<f64>,
 );
 
-const SERVICE_VALUES: [PerService; 9] = [
+const SERVICE_VALUES: [PerService; 10] = [
     (
         "switchboard_service_replicas",
         "gauge",
@@ -207,6 +207,12 @@ const SERVICE_VALUES: [PerService; 9] = [
         "counter",
         "Events the service took (a subscriber's work), from its segment.",
         |r| r.metrics.as_ref().map(|m| m.events as f64),
+    ),
+    (
+        "switchboard_service_calls_made_total",
+        "counter",
+        "Requests the service made through the console (its outgoing calls), from the router.",
+        |r| r.metrics.as_ref().map(|m| m.calls as f64),
     ),
     (
         "switchboard_service_errors_total",

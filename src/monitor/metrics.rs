@@ -38,6 +38,11 @@ pub struct ServiceMetrics {
     pub timeouts: u64,
     /// Events taken, across restarts.
     pub events: u64,
+    /// Requests this service made through the console per second, over the last sample (the
+    /// router counts them by caller).
+    pub call_rate: f64,
+    /// Requests it made, since the console started.
+    pub calls: u64,
     /// Cumulative latency histogram (counts per log2 bucket), across restarts.
     pub histogram: Vec<u64>,
     pub latency_sum_us: u64,
@@ -70,6 +75,9 @@ pub struct Metrics {
     samples: tokio::sync::watch::Sender<u64>,
 }
 
+/// Requests made so far by each caller, as the router counts them.
+pub type CallTotals = Box<dyn Fn() -> Vec<(Arc<str>, u64)> + Send + Sync>;
+
 impl Metrics {
     /// Changes after every sample.
     pub fn samples(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -80,6 +88,20 @@ impl Metrics {
 impl Metrics {
     pub fn service(&self, name: &str) -> Option<&ServiceMetrics> {
         self.services.get(name)
+    }
+
+    /// Turns the router's totals of requests made by each caller into each service's call
+    /// rate over `elapsed` (callers that are not services, such as the gateway, are skipped).
+    pub fn sample_calls(&mut self, totals: &[(Arc<str>, u64)], elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64().max(0.001);
+        for (name, entry) in &mut self.services {
+            let total = totals
+                .iter()
+                .find(|(caller, _)| **caller == **name)
+                .map_or(0, |(_, total)| *total);
+            entry.call_rate = total.saturating_sub(entry.calls) as f64 / seconds;
+            entry.calls = total;
+        }
     }
 
     /// Takes one sample of every live instance's segment.
@@ -220,8 +242,9 @@ pub fn read(metrics: &SharedMetrics) -> std::sync::RwLockReadGuard<'_, Metrics> 
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Starts the sampler task; it ends once the registry is dropped.
-pub fn start(registry: Weak<std::sync::RwLock<Registry>>) -> SharedMetrics {
+/// Starts the sampler task; it ends once the registry is dropped. `calls` gives the router's
+/// totals of requests made by each caller.
+pub fn start(registry: Weak<std::sync::RwLock<Registry>>, calls: CallTotals) -> SharedMetrics {
     let metrics: SharedMetrics = Arc::default();
     let out = metrics.clone();
     tokio::spawn(async move {
@@ -235,11 +258,15 @@ pub fn start(registry: Weak<std::sync::RwLock<Registry>>) -> SharedMetrics {
             };
             let elapsed = last.elapsed();
             last = Instant::now();
+            // Read before the registry and metrics locks are taken: the router's own lock is
+            // never held under them.
+            let calls = calls();
             let registry = registry::read(&shared);
             let mut metrics = metrics
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             metrics.sample(&registry, elapsed);
+            metrics.sample_calls(&calls, elapsed);
             metrics.samples.send_modify(|n| *n += 1);
         }
     });

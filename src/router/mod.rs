@@ -310,6 +310,18 @@ impl Router {
         lock(&self.inner.books).traces.trace(trace)
     }
 
+    /// Requests made so far by each caller, read through a weak handle, for the metrics
+    /// sampler: it must not keep the router (and through it the registry) alive.
+    pub fn calls_made(&self) -> impl Fn() -> Vec<(Arc<str>, u64)> + Send + Sync + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        move || {
+            inner
+                .upgrade()
+                .map(|inner| lock(&inner.books).traces.calls_by_caller())
+                .unwrap_or_default()
+        }
+    }
+
     /// Counters and latency per (from, to, method).
     pub fn routes(&self) -> Vec<(trace::Route, trace::RouteStats)> {
         lock(&self.inner.books).traces.routes()

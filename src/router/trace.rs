@@ -245,6 +245,18 @@ impl Traces {
             .collect()
     }
 
+    /// Requests made so far by each caller (a service, or the gateway), summed over its routes.
+    pub fn calls_by_caller(&self) -> Vec<(Arc<str>, u64)> {
+        let mut totals: Vec<(Arc<str>, u64)> = Vec::new();
+        for (route, stats) in &self.routes {
+            match totals.iter_mut().find(|(from, _)| *from == route.from) {
+                Some((_, total)) => *total = total.saturating_add(stats.requests),
+                None => totals.push((route.from.clone(), stats.requests)),
+            }
+        }
+        totals
+    }
+
     pub fn routes(&self) -> Vec<(Route, RouteStats)> {
         let mut routes = self.routes.clone();
         routes.sort_by(|a, b| a.0.cmp(&b.0));

@@ -207,8 +207,8 @@ impl SupervisorOptions {
 }
 
 /// What the rest of the console reads, each shared with the supervisor's own task. Read-only
-/// handles: the supervisor alone decides what runs, and it is told through [`command`]
-/// (`Supervisor::command`) and [`shutdown`](Supervisor::shutdown).
+/// handles: the supervisor alone decides what runs, and it is told through
+/// [`command`](Supervisor::command) and [`shutdown`](Supervisor::shutdown).
 impl Supervisor {
     /// Every service and instance, as the supervisor last set them.
     pub fn registry(&self) -> &SharedRegistry {
@@ -280,7 +280,7 @@ impl Supervisor {
         let router = Router::new(registry.clone(), &stack, events.clone(), audit.clone());
         let (messages, inbox) = mpsc::channel(COMMAND_QUEUE);
         let (instance_tx, instance_rx) = mpsc::channel(INSTANCE_EVENT_QUEUE);
-        let metrics = metrics::start(Arc::downgrade(&registry));
+        let metrics = metrics::start(Arc::downgrade(&registry), Box::new(router.calls_made()));
         let core = core::Core::new(
             stack.clone(),
             registry.clone(),

@@ -71,6 +71,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 rss: live.iter().map(|i| i.rss_bytes).sum(),
                 request_rate: m.map_or(0.0, |m| hundredths(m.request_rate)),
                 event_rate: m.map_or(0.0, |m| hundredths(m.event_rate)),
+                call_rate: m.map_or(0.0, |m| hundredths(m.call_rate)),
                 error_rate: m.map_or(0.0, |m| hundredths(m.error_rate)),
                 p99_us: m.and_then(|m| m.p99_us),
                 heartbeat_age: m.and_then(|m| m.heartbeat_age),

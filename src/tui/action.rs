@@ -54,6 +54,12 @@ pub enum Action {
     Type(char),
     /// Tab in the filter or search prompt: the text goes to the other one.
     SwitchPrompt,
+    /// Tab in the `:` prompt: complete the word (again: the next candidate).
+    Complete,
+    /// ↑ in the `:` prompt: the line run before the one shown.
+    HistoryOlder,
+    /// ↓ in the `:` prompt: the line run after the one shown (past the newest: what was typed).
+    HistoryNewer,
     Backspace,
     Submit,
     /// Esc: close whatever is open.
@@ -74,6 +80,8 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Supervisor(Command),
+    /// Each of these, in order: one `:` verb on `all` or a glob (`restart order*`).
+    Each(Vec<Command>),
     /// Copy these log lines (counted from the newest shown, 0 = the last) to the clipboard.
     Copy {
         newest: usize,
@@ -99,6 +107,9 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             Overlay::Prompt(..),
             Action::Type(_)
             | Action::SwitchPrompt
+            | Action::Complete
+            | Action::HistoryOlder
+            | Action::HistoryNewer
             | Action::Backspace
             | Action::Submit
             | Action::Cancel
@@ -168,7 +179,12 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         | Action::LevelFilter
         | Action::LogScope => super::log_actions::apply(state, action),
         Action::Type(_) | Action::SwitchPrompt | Action::Backspace | Action::Submit => {
+            state.completion = None;
             prompt_action(state, view, action)
+        }
+        Action::Complete | Action::HistoryOlder | Action::HistoryNewer => {
+            command_prompt(state, view, &action);
+            None
         }
         Action::Cancel => cancel(state),
         Action::Answer(yes) => answer(state, view, yes),
@@ -232,8 +248,28 @@ fn open(state: &mut UiState, view: &ConsoleView, selected: Selected) -> Option<E
     None
 }
 
+/// Tab, ↑ and ↓ in the `:` prompt: completion and history.
+fn command_prompt(state: &mut UiState, view: &ConsoleView, action: &Action) {
+    let Overlay::Prompt(Prompt::Command, text) = &mut state.overlay else {
+        return;
+    };
+    let next = match action {
+        Action::Complete => super::completion::complete(text, &mut state.completion, view),
+        Action::HistoryOlder => state.history.older(text),
+        _ => state.history.newer(),
+    };
+    if !matches!(action, Action::Complete) {
+        state.completion = None;
+    }
+    if let Some(next) = next {
+        *text = next;
+    }
+}
+
 /// Esc: close what is open, or clear what is applied.
 fn cancel(state: &mut UiState) -> Option<Effect> {
+    state.completion = None;
+    state.history.stop_walking();
     match std::mem::take(&mut state.overlay) {
         Overlay::Prompt(Prompt::Filter, _) => state.filter.clear(),
         Overlay::Prompt(Prompt::Search, _) => state.search.clear(),
@@ -373,7 +409,10 @@ fn prompt_action(state: &mut UiState, view: &ConsoleView, action: Action) -> Opt
             };
             match prompt {
                 Prompt::Filter | Prompt::Search => None,
-                Prompt::Command => super::command_line::run(state, view, &text),
+                Prompt::Command => {
+                    state.history.push(&text);
+                    super::command_line::run(state, view, &text)
+                }
                 Prompt::JobParams(job) => {
                     state.set_status(format!("running {job}"));
                     let params = (!text.trim().is_empty()).then_some(text);

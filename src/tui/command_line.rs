@@ -9,7 +9,7 @@ use crate::{api::ConsoleView, supervisor::Command};
 
 /// The `:` command language: `restart NAME`, `stop NAME`, `start NAME`, `kill NAME`,
 /// `scale NAME N`, `run JOB [JSON]`, `breaker reset NAME`, `logs [NAME|all]`, `filter TEXT`,
-/// `sort`, `quit`.
+/// `sort`, `quit`. `restart`, `stop`, `start` and `kill` also take `all` or a glob (`order*`).
 pub(super) fn run(state: &mut UiState, view: &ConsoleView, line: &str) -> Option<Effect> {
     let mut words = line.split_whitespace();
     let verb = words.next()?;
@@ -58,6 +58,9 @@ pub(super) fn run(state: &mut UiState, view: &ConsoleView, line: &str) -> Option
         }
     };
     let target = command.target();
+    if super::targets::is_pattern(target) {
+        return many(state, view, verb, target);
+    }
     let Some(row) = view.services.iter().find(|s| s.name == target) else {
         state.set_status(format!("no service named `{target}`"));
         return None;
@@ -68,6 +71,74 @@ pub(super) fn run(state: &mut UiState, view: &ConsoleView, line: &str) -> Option
     }
     state.set_status(doing(&command));
     Some(Effect::Supervisor(command))
+}
+
+/// A verb on every service a pattern names (`restart all`, `stop order*`); `kill` only those
+/// running. Verbs that take one service (`scale`, `run`, `breaker reset`) are refused.
+fn many(state: &mut UiState, view: &ConsoleView, verb: &str, pattern: &str) -> Option<Effect> {
+    if !matches!(verb, "restart" | "r" | "stop" | "start" | "kill") {
+        state.set_status(format!("`{verb}` takes one service, not `{pattern}`"));
+        return None;
+    }
+    let names: Vec<String> = super::targets::matching(pattern, view)
+        .into_iter()
+        .filter(|name| {
+            verb != "kill"
+                || view
+                    .services
+                    .iter()
+                    .any(|s| &s.name == name && s.state.has_process())
+        })
+        .collect();
+    let commands: Vec<Command> = names
+        .iter()
+        .filter_map(|name| Command::from_action(verb, name.clone()).ok())
+        .collect();
+    let Some(first) = commands.first() else {
+        let running = if verb == "kill" { " running" } else { "" };
+        state.set_status(format!("no{running} service matches `{pattern}`"));
+        return None;
+    };
+    state.set_status(match commands.len() {
+        1 => doing(first),
+        n => {
+            let signal = if verb == "kill" { " (SIGKILL)" } else { "" };
+            format!(
+                "{} {n} services{signal}: {}",
+                doing_verb(first),
+                listed(&names)
+            )
+        }
+    });
+    Some(Effect::Each(commands))
+}
+
+/// The first few names, then how many more: a status line has one row.
+fn listed(names: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(", … {} more", names.len() - SHOWN));
+    }
+    text
+}
+
+/// The verb of [`doing`] alone: `restarting`.
+fn doing_verb(command: &Command) -> &'static str {
+    match command {
+        Command::Start(_) => "starting",
+        Command::Stop(_) => "stopping",
+        Command::Restart(_) => "restarting",
+        Command::Kill(_) => "killing",
+        Command::Scale(..) => "scaling",
+        Command::RunJob(..) => "running",
+        Command::ResetBreaker(_) => "resetting breakers",
+    }
 }
 
 /// What the console is doing for a command, in words: `scaling order to 2`.

@@ -44,7 +44,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("z", "zoom the focused pane"),
     (
         ":",
-        "command line: restart NAME, stop NAME, start NAME, kill NAME, scale NAME N, run JOB [JSON], breaker reset NAME, logs NAME",
+        "command line: restart NAME, stop NAME, start NAME, kill NAME, scale NAME N, run JOB [JSON], breaker reset NAME, logs NAME; NAME may be `all` or a glob (order*) for restart, stop, start, kill; Tab completes, ↑↓ recall",
     ),
     ("?", "this help (j/k, PgUp/PgDn, Home/End scroll it)"),
     (
@@ -80,8 +80,12 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
     match &state.overlay {
         Overlay::Prompt(prompt, _) => {
             let switches = matches!(prompt, Prompt::Filter | Prompt::Search);
+            let command = *prompt == Prompt::Command;
             return match key.code {
                 KeyCode::Tab | KeyCode::BackTab if switches => Some(Action::SwitchPrompt),
+                KeyCode::Tab if command => Some(Action::Complete),
+                KeyCode::Up if command => Some(Action::HistoryOlder),
+                KeyCode::Down if command => Some(Action::HistoryNewer),
                 KeyCode::Enter => Some(Action::Submit),
                 KeyCode::Esc => Some(Action::Cancel),
                 KeyCode::Backspace => Some(Action::Backspace),

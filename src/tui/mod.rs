@@ -6,7 +6,10 @@
 //! - [`state`]: what is selected, focused, filtered and open.
 //! - [`action`]: every change to that state, from keys, the mouse and the `:` command line.
 //! - `command_line`: the `:` language, and its answers in words.
+//! - [`history`]: the `:` line's history (↑ ↓). `completion`: its Tab completion.
+//! - `targets`: `all` and globs (`order*`) as a `:` verb's target.
 //! - `log_actions`: the log pane's own actions (select, copy, follow, times, wrap, level).
+//! - [`stopping`]: what is left to stop after `q`, shown until the stack has stopped.
 //! - [`keys`]: key and mouse bindings, and the help text.
 //! - [`level`]: log levels read from a line's text, for the level filter.
 //! - [`render`]: drawing, pure over view and state.
@@ -19,12 +22,16 @@
 
 pub mod action;
 mod command_line;
+mod completion;
+pub mod history;
 pub mod keys;
 pub mod level;
 mod log_actions;
 pub mod render;
 pub mod source;
 pub mod state;
+pub mod stopping;
+mod targets;
 pub mod terminal;
 pub mod theme;
 
@@ -150,8 +157,25 @@ where
             },
         }
         if let Some(how) = state.quit {
-            return Exit::Quit(how);
+            if how == Quit::Stop && state.stopping.is_none() {
+                begin_stop(&source, &mut state, &view);
+                dirty = true;
+            }
+            // A source that shows the stop keeps the console until nothing runs.
+            if state.stopping.is_none() || stopping::left(&view).is_empty() {
+                return Exit::Quit(how);
+            }
         }
+    }
+}
+
+/// `q` chose to stop the stack: a source that can shows the progress here, so the console
+/// asks it to stop and stays (else the caller stops the stack once the console has ended).
+fn begin_stop(source: &impl ConsoleSource, state: &mut UiState, view: &ConsoleView) {
+    if let Some(stop) = source.stop_stack() {
+        state.stopping = Some(stopping::left(view).len());
+        state.overlay = Overlay::None;
+        tokio::spawn(stop);
     }
 }
 
@@ -307,8 +331,15 @@ pub fn osc52(text: &str) -> String {
 /// Carries out an effect without blocking the UI: the supervisor's answer comes back later as
 /// a status line.
 fn apply(source: &impl ConsoleSource, effect: Effect, results: mpsc::Sender<String>) {
-    let Effect::Supervisor(command) = effect else {
-        return;
+    let command = match effect {
+        Effect::Supervisor(command) => command,
+        Effect::Each(commands) => {
+            for command in commands {
+                apply(source, Effect::Supervisor(command), results.clone());
+            }
+            return;
+        }
+        Effect::Copy { .. } => return,
     };
     let answer = source.command(command.clone());
     tokio::spawn(async move {

@@ -35,6 +35,11 @@ pub trait ConsoleSource: Clone + Send + Sync + 'static {
     fn calls(&self, service: Option<&str>, n: usize) -> Vec<HopView>;
     /// The totals of the routes from or to `service` (all routes without one), busiest first.
     fn routes(&self, service: Option<&str>) -> Vec<RouteView>;
+    /// Asks for the whole stack to stop while the console stays and shows the progress, for a
+    /// source that can; `None` (the default): the caller stops it once the console has ended.
+    fn stop_stack(&self) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// Lifecycle events, from the supervisor in this process or from an attached instance.
@@ -83,6 +88,9 @@ pub struct LocalSource {
     gateway: Option<String>,
     /// The stack file's gateway address when it was taken, for the header.
     gateway_taken: Option<String>,
+    /// Where `q`'s stop is asked for: whoever owns the stack stops it (gateway first) while
+    /// the console shows the progress.
+    stop: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 impl LocalSource {
@@ -92,7 +100,14 @@ impl LocalSource {
             started: Instant::now(),
             gateway: None,
             gateway_taken: None,
+            stop: None,
         }
+    }
+
+    /// `q`'s stop is asked for on `stop`, and the console stays to show its progress.
+    pub fn with_stop(mut self, stop: tokio::sync::mpsc::Sender<()>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Says in the header that the stack file's gateway address was taken.
@@ -142,6 +157,17 @@ impl ConsoleSource for LocalSource {
 
     fn routes(&self, service: Option<&str>) -> Vec<RouteView> {
         crate::supervisor::snapshot::routes_of(self.supervisor.router().routes(), service)
+    }
+
+    fn stop_stack(&self) -> Option<BoxFuture<'static, ()>> {
+        let stop = self.stop.clone()?;
+        Some(
+            async move {
+                // Full (asked already) or closed (the owner has gone): nothing more to ask.
+                let _ = stop.try_send(());
+            }
+            .boxed(),
+        )
     }
 
     fn command(&self, command: Command) -> BoxFuture<'static, Result<Reply, String>> {

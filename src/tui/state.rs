@@ -137,6 +137,13 @@ pub struct UiState {
     pub status: Option<(String, SystemTime)>,
     /// Set when the console should end, and how.
     pub quit: Option<Quit>,
+    /// Set while the stack stops after `q` (the console shows the progress): how many
+    /// replicas ran when the stop began.
+    pub stopping: Option<usize>,
+    /// Lines run in the `:` prompt, for ↑ and ↓.
+    pub history: super::history::History,
+    /// The Tab completion being cycled in the `:` prompt, until the operator types.
+    pub completion: Option<super::completion::Cycle>,
 }
 
 /// How the operator chose to leave the console.

@@ -115,17 +115,17 @@ impl Running {
     pub async fn until(&self, limit: Duration, done: impl Fn(&Registry) -> bool) -> bool {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if done(&registry::read(&self.supervisor.registry())) {
+            if done(&registry::read(self.supervisor.registry())) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        done(&registry::read(&self.supervisor.registry()))
+        done(&registry::read(self.supervisor.registry()))
     }
 
     /// The live handle of `service`'s first replica.
     pub fn handle(&self, service: &str) -> std::sync::Arc<registry::InstanceHandle> {
-        registry::read(&self.supervisor.registry())
+        registry::read(self.supervisor.registry())
             .service(service)
             .unwrap()
             .instances[0]
@@ -186,7 +186,7 @@ impl Running {
 
     /// The newest run of job `service`; fails the test when it has none.
     pub fn last_run(&self, service: &str) -> registry::JobRun {
-        registry::read(&self.supervisor.registry())
+        registry::read(self.supervisor.registry())
             .service(service)
             .and_then(|job| job.runs.back().cloned())
             .unwrap_or_else(|| panic!("`{service}` has no run"))
@@ -333,7 +333,7 @@ pub fn error(
 
 /// The pid of `service`'s first replica, when it is ready.
 pub fn ready_pid(running: &Running, service: &str) -> Option<u32> {
-    let registry = registry::read(&running.supervisor.registry());
+    let registry = registry::read(running.supervisor.registry());
     registry
         .service(service)?
         .instances

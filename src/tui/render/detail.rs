@@ -50,8 +50,13 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
     ])
     .areas(inner);
 
+    // The rates beside the sparkline: the label widens for a caller's calls, so nothing is cut.
+    let rates = rates(row);
+    let label_width = (rates.chars().count() as u16 + 1)
+        .max(18)
+        .min(spark_area.width);
     // Sparkline of the last minutes' request rate, newest on the right.
-    let width = spark_area.width.saturating_sub(18) as usize;
+    let width = spark_area.width.saturating_sub(label_width) as usize;
     let history: Vec<u64> = row
         .rate_history
         .iter()
@@ -59,14 +64,10 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
         .copied()
         .collect();
     let [label, spark] =
-        Layout::horizontal([Constraint::Length(18), Constraint::Min(0)]).areas(spark_area);
+        Layout::horizontal([Constraint::Length(label_width), Constraint::Min(0)]).areas(spark_area);
     frame.render_widget(
         Paragraph::new(vec![
-            Line::from(if row.event_rate > 0.0 {
-                format!("{:.0} req/s · {:.0} ev/s", row.request_rate, row.event_rate)
-            } else {
-                format!("{:.0} req/s", row.request_rate)
-            }),
+            Line::from(rates),
             Line::from(format!("p99 {}", p99(row.p99_us))),
         ]),
         label,
@@ -276,4 +277,17 @@ fn task_label(task: &TaskView) -> String {
         .chars()
         .take(MAX_LABEL)
         .collect()
+}
+
+/// `41 req/s`, then the events a subscriber takes and the calls a caller makes, when there are
+/// any: `0 req/s · 40 ev/s`, `20 req/s · 41 calls/s`.
+fn rates(row: &ServiceRow) -> String {
+    let mut text = format!("{:.0} req/s", row.request_rate);
+    if row.event_rate > 0.0 {
+        text.push_str(&format!(" · {:.0} ev/s", row.event_rate));
+    }
+    if row.call_rate > 0.0 {
+        text.push_str(&format!(" · {:.0} calls/s", row.call_rate));
+    }
+    text
 }

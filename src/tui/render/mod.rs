@@ -112,7 +112,7 @@ pub fn draw(
     areas.log_rows = log_rows;
     areas.log_bottom = log_bottom;
     areas.help_max_scroll = help::max_scroll(area);
-    frame.render_widget(footer_line(state, theme, footer.width), footer);
+    frame.render_widget(footer_line(view, state, theme, footer.width), footer);
     overlay::draw(frame, area, view, state, theme);
     areas
 }
@@ -222,7 +222,13 @@ fn alert_text<'a>(state: &'a UiState, theme: &Theme) -> Paragraph<'a> {
     Paragraph::new(Line::styled(text, style))
 }
 
-fn footer_line<'a>(state: &'a UiState, theme: &Theme, width: u16) -> Line<'a> {
+fn footer_line<'a>(view: &ConsoleView, state: &'a UiState, theme: &Theme, width: u16) -> Line<'a> {
+    if let Some(total) = state.stopping {
+        return Line::styled(
+            format!(" {}", super::stopping::progress(view, total)),
+            theme.alert(),
+        );
+    }
     if let Overlay::Prompt(prompt, text) = &state.overlay {
         return prompt_line(prompt, text, theme, usize::from(width));
     }

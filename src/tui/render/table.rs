@@ -1,6 +1,8 @@
 //! The service table. Columns have ranks; on a narrow terminal the least important drop out
 //! first. What shows trouble (state, restarts, heartbeat age, breaker) outranks every cosmetic
-//! column at every width, and is never dropped in favour of a lower-ranked one.
+//! column at every width, and is never dropped in favour of a lower-ranked one. Replicas and
+//! PID come next (a PID that changes is a restart); beside the side pane at 120 columns the
+//! rates give way to them, the detail showing the selected service's.
 
 use ratatui::{
     Frame,
@@ -48,7 +50,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "PID",
         width: 7,
-        rank: 12,
+        rank: 7,
         trouble: false,
         cell: |r| r.pid.map_or("-".into(), |p| p.to_string()),
     },
@@ -90,42 +92,35 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "BACKLOG",
         width: 7,
-        rank: 9,
+        rank: 8,
         trouble: false,
         cell: |r| backlog(&r.backlog),
     },
     Column {
         title: "REQ/S",
-        width: 6,
-        rank: 8,
+        width: 5,
+        rank: 10,
         trouble: false,
-        // A subscriber's work is events: shown, marked, when it takes no requests.
-        cell: |r| {
-            if r.request_rate == 0.0 && r.event_rate > 0.0 {
-                format!("{:.0}ev", r.event_rate)
-            } else {
-                format!("{:.0}", r.request_rate)
-            }
-        },
+        cell: |r| request_rate(r.request_rate, r.event_rate),
     },
     Column {
         title: "ERR/S",
-        width: 6,
-        rank: 7,
+        width: 5,
+        rank: 9,
         trouble: false,
-        cell: |r| format!("{:.1}", r.error_rate),
+        cell: |r| error_rate(r.error_rate),
     },
     Column {
         title: "P99",
         width: 7,
-        rank: 10,
+        rank: 11,
         trouble: false,
         cell: |r| p99(r.p99_us),
     },
     Column {
         title: "AGE",
         width: 6,
-        rank: 11,
+        rank: 12,
         trouble: false,
         cell: |r| r.backlog.oldest_age.map_or("-".into(), duration),
     },
@@ -141,7 +136,7 @@ const COLUMNS: &[Column] = &[
         width: 6,
         rank: 5,
         trouble: true,
-        cell: |r| r.breaker.clone(),
+        cell: |r| breaker(&r.breaker),
     },
     Column {
         title: "VERSION",
@@ -165,6 +160,40 @@ fn backlog(view: &crate::api::BacklogView) -> String {
         n => format!("{:.1}M", n as f64 / 1_000_000.0),
     };
     format!("{count}{arrow}")
+}
+
+/// Requests a second in five columns. A subscriber's work is events: shown, marked `ev`, when
+/// it takes no requests (in thousands from 1000, `12kev`, to fit).
+fn request_rate(requests: f64, events: f64) -> String {
+    if requests == 0.0 && events > 0.0 {
+        if events < 999.5 {
+            format!("{events:.0}ev")
+        } else {
+            format!("{:.0}kev", events / 1000.0)
+        }
+    } else if requests < 99_999.5 {
+        format!("{requests:.0}")
+    } else {
+        format!("{:.0}k", requests / 1000.0)
+    }
+}
+
+/// Errors a second in five columns: tenths while they matter, whole numbers from 100 on
+/// (`1234.5` would be cut).
+fn error_rate(rate: f64) -> String {
+    if rate < 99.95 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.0}")
+    }
+}
+
+/// A breaker's state in its six columns: `half-open` would be cut to `half-o`.
+fn breaker(state: &str) -> String {
+    match state {
+        "half-open" => "half".into(),
+        other => other.into(),
+    }
 }
 
 /// A heartbeat's age in tenths of a second while that matters (a late beat shows before the
@@ -304,6 +333,20 @@ mod tests {
         assert!(heartbeat_age(Duration::from_secs(4000)).chars().count() <= 6);
     }
 
+    #[test]
+    fn rates_and_breakers_fit_their_columns() {
+        assert_eq!(error_rate(0.0), "0.0");
+        assert_eq!(error_rate(12.34), "12.3");
+        assert_eq!(error_rate(1234.5), "1234");
+        assert!(error_rate(99_999.0).chars().count() <= 5);
+        assert_eq!(request_rate(41.0, 0.0), "41");
+        assert_eq!(request_rate(0.0, 40.0), "40ev");
+        assert_eq!(request_rate(0.0, 12_345.0), "12kev");
+        assert!(request_rate(123_456.0, 0.0).chars().count() <= 5);
+        assert_eq!(breaker("half-open"), "half");
+        assert_eq!(breaker("closed"), "closed");
+    }
+
     fn titles(width: u16) -> Vec<&'static str> {
         visible(width).iter().map(|(c, _)| c.title).collect()
     }
@@ -311,13 +354,14 @@ mod tests {
     #[test]
     fn columns_drop_by_rank() {
         assert_eq!(titles(200).len(), COLUMNS.len());
-        let narrow = titles(78);
-        for must in ["SERVICE", "STATE", "RST", "REQ/S"] {
+        let narrow = titles(80);
+        for must in ["SERVICE", "STATE", "PID", "RST", "REQ/S", "ERR/S"] {
             assert!(narrow.contains(&must), "{narrow:?}");
         }
         assert!(!narrow.contains(&"VERSION"));
-        let used: u16 = visible(78).iter().map(|(_, w)| w + 1).sum();
-        assert!(used <= 76);
+        // The 80×24 terminal's table (no side pane).
+        let used: u16 = visible(80).iter().map(|(_, w)| w + 1).sum();
+        assert!(used <= 79);
     }
 
     /// What shows trouble comes before cosmetic columns at every width, and STATE is never
@@ -341,9 +385,12 @@ mod tests {
         }
         assert_eq!(titles(25), ["SERVICE", "STATE"]);
         // Beside the side pane at 120 columns (62 % of it). The backlog outranks P99 there: a
-        // queue that grows is what the operator must see first (issue 28).
+        // queue that grows is what the operator must see first (issue 28); PID shows whether a
+        // process is there and when it changed (it was left out at 120).
         let side = titles(74);
-        for must in ["STATE", "RST", "HB", "BRK", "REPL", "BACKLOG"] {
+        for must in [
+            "STATE", "RST", "HB", "BRK", "REPL", "PID", "BACKLOG", "ERR/S",
+        ] {
             assert!(side.contains(&must), "{side:?}");
         }
     }
