@@ -241,11 +241,11 @@ impl Orders {
         );
         let order = self
             .store
-            .run(move |c| {
+            .write(move |c| {
                 let at = now_ms();
-                let tx = c.transaction()?;
-                // Claimed by this replica from the start (see the module's doc).
-                tx.prepare_cached(
+                // One savepoint in the next group commit: the order, its claim (by this
+                // replica from the start, see the module's doc) and its event, or nothing.
+                c.prepare_cached(
                     "INSERT INTO orders (user_id, item, quantity, amount_cents, status, created_at_ms,
                                          claimed_by, lease_until_ms, claims)
                      VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, 1)",
@@ -260,7 +260,7 @@ impl Orders {
                     at + lease_ms
                 ])?;
                 let order = Order {
-                    id: tx.last_insert_rowid(),
+                    id: c.last_insert_rowid(),
                     user_id: new.user_id,
                     item,
                     quantity: new.quantity,
@@ -269,8 +269,7 @@ impl Orders {
                     created_at_ms: at,
                 };
                 // The event is committed with the order or not at all: the outbox.
-                outbox::enqueue(&tx, &order, "created", at)?;
-                tx.commit()?;
+                outbox::enqueue(c, &order, "created", at)?;
                 Ok(order)
             })
             .await?;
@@ -389,7 +388,7 @@ impl Orders {
                 let (id, me, until_ms) = (order.id, claim.me, now_ms() + lease_ms);
                 let renewed = self
                     .store
-                    .run(move |c| {
+                    .write(move |c| {
                         Ok(c.execute(
                             "UPDATE orders SET lease_until_ms = ?1
                              WHERE id = ?2 AND claimed_by = ?3 AND status = 'accepted'",
@@ -417,10 +416,9 @@ impl Orders {
         let id = order.id;
         let completed = self
             .store
-            .run(move |c| {
+            .write(move |c| {
                 let at = now_ms();
-                let tx = c.transaction()?;
-                let changed = tx.execute(
+                let changed = c.execute(
                     "UPDATE orders SET status = 'completed', completed_at_ms = ?2
                      WHERE id = ?1 AND status = 'accepted'",
                     params![order.id, at],
@@ -430,9 +428,8 @@ impl Orders {
                         status: "completed".into(),
                         ..order
                     };
-                    outbox::enqueue(&tx, &order, "completed", at)?;
+                    outbox::enqueue(c, &order, "completed", at)?;
                 }
-                tx.commit()?;
                 Ok(changed == 1)
             })
             .await;
