@@ -52,6 +52,8 @@ pub struct Selection {
     pub noisy: bool,
     /// What sends the gateway's HTTP load, over how many connections.
     pub http_load: gateway::LoadClient,
+    /// Measure `scale` at this many services only, instead of each of its sizes.
+    pub size: Option<usize>,
 }
 
 impl Selection {
@@ -81,6 +83,7 @@ impl Selection {
             attach: wants("attach"),
             noisy: wants("noisy"),
             http_load: gateway::LoadClient::default(),
+            size: None,
         })
     }
 }
@@ -118,7 +121,7 @@ pub async fn run(
         figures.extend(
             scale::run(
                 &options,
-                &scale::SIZES,
+                selection.size.as_slice(),
                 idle_for.min(Duration::from_secs(5)),
             )
             .await,

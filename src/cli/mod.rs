@@ -212,6 +212,10 @@ pub enum Cmd {
         #[arg(long, default_value_t = crate::bench::gateway::DEFAULT_CONNECTIONS,
               value_parser = clap::value_parser!(u16).range(1..=1024))]
         http_connections: u16,
+        /// Measure `scale` and `growth` at this many services only (default: each of their
+        /// sizes), e.g. to profile one of them.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        size: Option<u16>,
     },
     /// A peer process for the pipe baselines of `bench`.
     #[command(hide = true)]
@@ -304,8 +308,10 @@ pub fn run(cli: Cli) -> ExitCode {
             stack,
             http_load,
             http_connections,
+            size,
         }) => bench(
             &only,
+            size.map(usize::from),
             rounds,
             idle_secs,
             json,
@@ -499,6 +505,7 @@ pub(super) fn init_file_logging(run_dir: &Path) {
 
 fn bench(
     only: &[String],
+    size: Option<usize>,
     rounds: usize,
     idle_secs: u64,
     json: bool,
@@ -516,6 +523,7 @@ fn bench(
         }
     };
     selection.http_load = http_load;
+    selection.size = size;
     if http_load.sender == crate::bench::gateway::HttpLoad::Wrk
         && !crate::bench::gateway::wrk_found()
     {

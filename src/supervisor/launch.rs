@@ -53,6 +53,13 @@ impl LaunchContext {
                 SEGMENT_FD.to_string(),
             );
         }
+        if matches!(spec.program, Program::Builtin(_)) {
+            // mimalloc backs its first allocations with transparent huge pages where the
+            // kernel allows them (`madvise` mode): every builtin then zeroed 2 MiB pages before
+            // `main`, most of a service's start-up CPU at 500 services, and kept them resident
+            // while idle. A stack can still turn them back on in the service's `env`.
+            env.insert("MIMALLOC_ALLOW_THP".into(), "0".into());
+        }
         for (key, value) in &spec.env {
             env.insert(key.clone(), value.clone());
         }
