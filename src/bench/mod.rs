@@ -1,13 +1,15 @@
 //! `switchboard bench`: measurements on this machine, with real processes under a real
 //! supervisor: crash-to-ready restart latency, hang-detection delay, the console's CPU with a
 //! stack, render time, routed request/response against this machine's pipe baselines
-//! ([`routing`]), pub/sub fan-out (`fanout`), and N idle services for N = 10, 100, 500
-//! (`scale`), what an attached console costs and how fresh it is ([`attach`]), and what two
-//! services flooding their logs cost routing and the gateway (`noisy`).
+//! ([`routing`]), pub/sub fan-out (`fanout`), and N idle services for N = 10, 100, 500, 1,000
+//! (`scale`), what an attached console costs and how fresh it is ([`attach`]), what two
+//! services flooding their logs cost routing and the gateway (`noisy`), and whether a routed
+//! call costs more with more services (`growth`).
 
 pub mod attach;
 mod fanout;
 pub mod gateway;
+mod growth;
 mod http_load;
 mod noisy;
 pub mod pipes;
@@ -50,16 +52,17 @@ pub struct Selection {
     pub scale: bool,
     pub attach: bool,
     pub noisy: bool,
+    pub growth: bool,
     /// What sends the gateway's HTTP load, over how many connections.
     pub http_load: gateway::LoadClient,
-    /// Measure `scale` at this many services only, instead of each of its sizes.
+    /// Measure `scale` and `growth` at this many services only, instead of each of their sizes.
     pub size: Option<usize>,
 }
 
 impl Selection {
     pub const NAMES: &[&str] = &[
         "restart", "hang", "idle", "render", "routing", "fanout", "gateway", "scale", "attach",
-        "noisy",
+        "noisy", "growth",
     ];
 
     /// The measurements named in `only` (all of them when it is empty), or the unknown name.
@@ -82,6 +85,7 @@ impl Selection {
             scale: wants("scale"),
             attach: wants("attach"),
             noisy: wants("noisy"),
+            growth: wants("growth"),
             http_load: gateway::LoadClient::default(),
             size: None,
         })
@@ -132,6 +136,9 @@ pub async fn run(
     }
     if selection.noisy {
         figures.extend(noisy::run(&options, selection.http_load).await);
+    }
+    if selection.growth {
+        figures.extend(growth::run(&options, selection.size.as_slice()).await);
     }
     figures
 }
