@@ -113,7 +113,7 @@ async fn drive(ctx: &Context, run: &Run) -> Report {
             0 => run.target.as_str(),
             n => run.targets[issued % n].as_str(),
         };
-        let (method, timed) = (run.method.as_str(), issued % every == 0);
+        let (method, timed) = (run.method.as_str(), issued.is_multiple_of(every));
         async move {
             let start = timed.then(Instant::now);
             let answer: Result<bytes::Bytes, _> =
