@@ -231,6 +231,12 @@ mod up;
 pub use self::job::job_params;
 
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(
+        cli.command,
+        Some(Cmd::Service { .. } | Cmd::BenchPeer { .. })
+    ) {
+        crate::supervisor::huge_pages::turn_off_for_console();
+    }
     match cli.command {
         Some(Cmd::Service { name }) => crate::builtin::run(&name),
         Some(Cmd::BenchPeer { args }) => match crate::bench::routing::peer(&args) {

@@ -20,6 +20,7 @@
 mod command;
 mod core;
 pub mod degraded;
+pub mod huge_pages;
 pub mod instance;
 pub mod launch;
 pub mod limits;
