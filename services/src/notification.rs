@@ -99,6 +99,7 @@ pub fn service() -> Result<Service, StoreError> {
                 Ok::<_, HandlerError>(NotificationStats {
                     total,
                     duplicates_ignored: duplicates.load(Ordering::Relaxed),
+                    commits: store.commits(),
                 })
             }
         })
