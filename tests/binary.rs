@@ -661,3 +661,35 @@ fn busy_poll_zero_turns_polling_off_in_the_console_and_its_services() {
     );
     assert!(!told);
 }
+
+/// `THP_enabled` of /proc/PID/status: 0 once the process turned transparent huge pages off.
+fn huge_pages_enabled(pid: u32) -> Option<u8> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[test]
+fn the_console_runs_without_huge_pages_and_its_plain_programs_as_they_were() {
+    if huge_pages_enabled(std::process::id()) != Some(1) {
+        return; // This kernel or its parent already decided; nothing to tell apart.
+    }
+    let (mut console, lines, _dir) = headless(STACK);
+    let pids = service_pids(&lines, 3);
+    assert_eq!(pids.len(), 3, "services did not all start: {pids:?}");
+    assert_eq!(huge_pages_enabled(console.id()), Some(0), "the console");
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let builtin = String::from_utf8_lossy(&cmdline).contains("switchboard");
+        // A builtin turns them off itself (MIMALLOC_ALLOW_THP=0), once it has started.
+        if !builtin {
+            assert_eq!(huge_pages_enabled(pid), Some(1), "plain program {pid}");
+        }
+    }
+    signal(console.id(), Signal::TERM);
+    console.wait().unwrap();
+}

@@ -387,3 +387,55 @@ fn probes_are_checked() {
     );
     assert!(ok.service("b").unwrap().probe.is_some());
 }
+
+/// The start order as it was first written (quadratic, plainly right): each step takes the
+/// first-declared service whose dependencies are all placed.
+fn start_order_reference(deps: &[Vec<usize>]) -> Vec<String> {
+    let mut order: Vec<usize> = Vec::new();
+    let mut placed = vec![false; deps.len()];
+    while let Some(next) =
+        (0..deps.len()).find(|&i| !placed[i] && deps[i].iter().all(|d| order.contains(d)))
+    {
+        placed[next] = true;
+        order.push(next);
+    }
+    order.iter().map(|i| format!("s{i}")).collect()
+}
+
+#[test]
+fn the_linear_start_order_is_the_first_declared_ready_one_each_step() {
+    // Random acyclic stacks: service i may depend on services declared after it as well as
+    // before (a random ranking decides which way edges go), so the order is not declaration.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for _ in 0..40 {
+        let n = 2 + next(30) as usize;
+        let rank: Vec<u64> = (0..n).map(|_| next(1000)).collect();
+        let mut deps = vec![Vec::new(); n];
+        let mut toml = String::from("name = \"order\"\n");
+        for i in 0..n {
+            for _ in 0..next(4) {
+                let d = next(n as u64) as usize;
+                if rank[d] < rank[i] && !deps[i].contains(&d) {
+                    deps[i].push(d);
+                }
+            }
+            let names: Vec<String> = deps[i].iter().map(|d| format!("\"s{d}\"")).collect();
+            toml.push_str(&format!(
+                "[services.s{i}]\ncommand = \"true\"\ndepends_on = [{}]\n",
+                names.join(", ")
+            ));
+        }
+        let s = stack::parse(&toml, Path::new("stack.toml")).unwrap();
+        // The parser keeps declaration order (asserted above), so the reference's
+        // indices are the stack's.
+        let names: Vec<&str> = s.services.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>());
+        assert_eq!(s.start_order(), start_order_reference(&deps), "{toml}");
+    }
+}

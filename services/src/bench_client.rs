@@ -10,6 +10,10 @@ use switchboard_protocol::sdk::{CallOptions, Context, HandlerError, Service};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     pub target: String,
+    /// When given, the calls go to these services in turn instead of to `target`: traffic
+    /// spread over many services (`switchboard bench --only growth`).
+    #[serde(default)]
+    pub targets: Vec<String>,
     pub method: String,
     pub in_flight: usize,
     pub count: usize,
@@ -104,8 +108,12 @@ async fn drive(ctx: &Context, run: &Run) -> Report {
     let mut latencies = Vec::with_capacity(run.count / every + 1);
     let mut errors = 0;
     let mut pending = FuturesUnordered::new();
-    let call = |payload: bytes::Bytes, timed: bool| {
-        let (target, method) = (run.target.as_str(), run.method.as_str());
+    let call = |payload: bytes::Bytes, issued: usize| {
+        let target = match run.targets.len() {
+            0 => run.target.as_str(),
+            n => run.targets[issued % n].as_str(),
+        };
+        let (method, timed) = (run.method.as_str(), issued.is_multiple_of(every));
         async move {
             let start = timed.then(Instant::now);
             let answer: Result<bytes::Bytes, _> =
@@ -117,7 +125,7 @@ async fn drive(ctx: &Context, run: &Run) -> Report {
     let mut started = Instant::now();
     let (mut issued, mut answered) = (0, 0);
     while issued < total.min(run.in_flight.max(1)) {
-        pending.push(call(payload.clone(), issued % every == 0));
+        pending.push(call(payload.clone(), issued));
         issued += 1;
     }
     while let Some((ok, latency)) = pending.next().await {
@@ -130,7 +138,7 @@ async fn drive(ctx: &Context, run: &Run) -> Report {
             errors += usize::from(!ok);
         }
         if issued < total {
-            pending.push(call(payload.clone(), issued % every == 0));
+            pending.push(call(payload.clone(), issued));
             issued += 1;
         }
     }

@@ -129,4 +129,7 @@ pub struct NotificationStats {
     pub total: i64,
     /// Events seen more than once (redeliveries), ignored by the idempotent consumer.
     pub duplicates_ignored: u64,
+    /// Group commits of this instance's database so far (each one fsync), since it started.
+    #[serde(default)]
+    pub commits: u64,
 }

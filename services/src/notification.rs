@@ -52,7 +52,7 @@ pub fn service() -> Result<Service, StoreError> {
             let (store, acks, duplicates) = (record.clone(), acks.clone(), seen_twice.clone());
             async move {
                 let event_id = event.event_id.clone();
-                let new = store.run(move |c| Ok(insert(c, &event)?)).await?;
+                let new = store.write(move |c| Ok(insert(c, &event)?)).await?;
                 if !new {
                     duplicates.fetch_add(1, Ordering::Relaxed);
                 }
@@ -99,6 +99,7 @@ pub fn service() -> Result<Service, StoreError> {
                 Ok::<_, HandlerError>(NotificationStats {
                     total,
                     duplicates_ignored: duplicates.load(Ordering::Relaxed),
+                    commits: store.commits(),
                 })
             }
         })

@@ -12,18 +12,24 @@
 //! The queue to the thread holds [`QUEUE`] jobs; when it is full, callers wait their turn
 //! (back-pressure into the handler, whose caller's deadline still applies).
 //!
+//! Writes made with [`Store::write`] are group-committed: all that are queued share one
+//! transaction and one fsync, each in its own savepoint (`store/group.rs` says why and how).
+//!
 //! Point reads by key ([`Store::read_now`]) skip the thread: they run at once on a second,
 //! read-only connection (WAL lets it read while the thread writes). They take microseconds, less
 //! than the two thread wakeups of a handoff, which dominated `user.get` under load. The reads of
 //! requests that arrived together share one read snapshot (`store/snapshot.rs` says when that
 //! is safe).
 
+mod group;
 mod snapshot;
 
 use std::{
-    panic::AssertUnwindSafe,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -44,6 +50,9 @@ pub enum StoreError {
     Thread(std::io::Error),
     #[error("the storage work panicked, or its thread is gone")]
     Lost,
+    /// The group commit holding this write failed, so the write is not stored.
+    #[error("the commit holding this write failed: {0}")]
+    Commit(Arc<rusqlite::Error>),
 }
 
 impl From<StoreError> for HandlerError {
@@ -64,7 +73,7 @@ pub fn data_dir() -> PathBuf {
 /// Jobs waiting for the storage thread.
 pub const QUEUE: usize = 256;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+use group::{Job, Written};
 
 /// A SQLite database file, shared by the tasks of one service.
 #[derive(Clone)]
@@ -73,6 +82,8 @@ pub struct Store {
     /// For [`Store::read_now`]. Uncontended: the services run on one thread.
     reader: Arc<Mutex<snapshot::Reader>>,
     path: Arc<Path>,
+    /// Group commits made by the storage thread (see [`Store::commits`]).
+    commits: Arc<AtomicU64>,
 }
 
 /// A column added to a table after the table was first released: `(table, column,
@@ -124,23 +135,19 @@ impl Store {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         reader.busy_timeout(Duration::from_secs(5))?;
-        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Job>(QUEUE);
-        let mut connection = connection;
+        let (jobs, queue) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         // The thread ends when the last Store clone is dropped.
         std::thread::Builder::new()
             .name("sqlite".into())
-            .spawn(move || {
-                while let Some(job) = queue.blocking_recv() {
-                    // A panic in one job drops its answer (that caller gets `Lost`); the
-                    // connection and the thread carry on for the others.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut connection)));
-                }
-            })
+            .spawn(move || group::serve(connection, queue, QUEUE, &counted))
             .map_err(StoreError::Thread)?;
         Ok(Store {
             jobs,
             reader: Arc::new(Mutex::new(snapshot::Reader::new(reader))),
             path: path.into(),
+            commits,
         })
     }
 
@@ -148,18 +155,56 @@ impl Store {
         &self.path
     }
 
-    /// Runs `work` with the connection on the storage thread.
+    /// Runs `work` with the connection on the storage thread, outside any transaction: for
+    /// reads, and for work that needs a transaction of its own (an immediate one, say).
     pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |connection| {
+        let job = Job::Alone(Box::new(move |connection| {
             let _ = answer.send(work(connection));
-        });
+        }));
         self.jobs.send(job).await.map_err(|_| StoreError::Lost)?;
         answered.await.map_err(|_| StoreError::Lost)?
+    }
+
+    /// Runs `write` on the storage thread as part of the next group commit, and answers once
+    /// that commit has reached the disk. `write` runs in its own savepoint: its changes are
+    /// atomic, and kept only if it answers `Ok` (an `Err` rolls back just this write). It must
+    /// not begin or end transactions itself.
+    pub async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = Job::Write(Box::new(move |connection| {
+            let result = write(connection);
+            Written {
+                kept: result.is_ok(),
+                answer: Box::new(move |failed| {
+                    let _ = answer.send(match (failed, result) {
+                        (Some(err), Ok(_)) => Err(StoreError::Commit(err)),
+                        (_, result) => result,
+                    });
+                }),
+            }
+        }));
+        self.jobs.send(job).await.map_err(|_| StoreError::Lost)?;
+        answered.await.map_err(|_| StoreError::Lost)?
+    }
+
+    /// How many group commits of [`Store::write`]s the storage thread has made so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Jobs queued for the storage thread and not yet taken.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
     }
 }
 
@@ -243,6 +288,8 @@ pub fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::panic::AssertUnwindSafe;
+
     use super::*;
 
     #[tokio::test]

@@ -124,7 +124,7 @@ async fn create_user(store: &Store, new: NewUser) -> Result<User, HandlerError> 
     let email = valid_email(&new.email)?;
     let taken = email.clone();
     let created = store
-        .run(move |c| {
+        .write(move |c| {
             let at = now_ms();
             match c.execute(
                 "INSERT INTO users (name, email, created_at_ms) VALUES (?1, ?2, ?3)",

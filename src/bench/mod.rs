@@ -1,16 +1,18 @@
 //! `switchboard bench`: measurements on this machine, with real processes under a real
 //! supervisor: crash-to-ready restart latency, hang-detection delay, the console's CPU with a
 //! stack, render time, routed request/response against this machine's pipe baselines
-//! ([`routing`]), pub/sub fan-out (`fanout`), and N idle services for N = 10, 100, 500
-//! (`scale`), what an attached console costs and how fresh it is ([`attach`]), and what two
-//! services flooding their logs cost routing and the gateway (`noisy`), and how fast
-//! autoscaling stops a growing backlog (`backlog`).
+//! ([`routing`]), pub/sub fan-out (`fanout`), and N idle services for N = 10, 100, 500, 1,000
+//! (`scale`), what an attached console costs and how fresh it is ([`attach`]), what two
+//! services flooding their logs cost routing and the gateway (`noisy`), how fast autoscaling
+//! stops a growing backlog (`backlog`), and whether a routed call costs more with more
+//! services (`growth`).
 
 pub mod attach;
 mod backlog;
 pub mod check;
 mod fanout;
 pub mod gateway;
+mod growth;
 mod http_load;
 mod noisy;
 pub mod pipes;
@@ -54,14 +56,17 @@ pub struct Selection {
     pub attach: bool,
     pub noisy: bool,
     pub backlog: bool,
+    pub growth: bool,
     /// What sends the gateway's HTTP load, over how many connections.
     pub http_load: gateway::LoadClient,
+    /// Measure `scale` and `growth` at this many services only, instead of each of their sizes.
+    pub size: Option<usize>,
 }
 
 impl Selection {
     pub const NAMES: &[&str] = &[
         "restart", "hang", "idle", "render", "routing", "fanout", "gateway", "scale", "attach",
-        "noisy", "backlog",
+        "noisy", "backlog", "growth",
     ];
 
     /// The measurements named in `only` (all of them when it is empty), or the unknown name.
@@ -85,7 +90,9 @@ impl Selection {
             attach: wants("attach"),
             noisy: wants("noisy"),
             backlog: wants("backlog"),
+            growth: wants("growth"),
             http_load: gateway::LoadClient::default(),
+            size: None,
         })
     }
 }
@@ -123,7 +130,7 @@ pub async fn run(
         figures.extend(
             scale::run(
                 &options,
-                &scale::SIZES,
+                selection.size.as_slice(),
                 idle_for.min(Duration::from_secs(5)),
             )
             .await,
@@ -137,6 +144,9 @@ pub async fn run(
     }
     if selection.backlog {
         figures.extend(backlog::run(&options).await);
+    }
+    if selection.growth {
+        figures.extend(growth::run(&options, selection.size.as_slice()).await);
     }
     figures
 }

@@ -194,7 +194,7 @@ pub enum Cmd {
     /// an attached console, and routing beside two services flooding their logs.
     Bench {
         /// Only these measurements (routing, fanout, gateway, restart, hang, idle, render, scale,
-        /// attach, noisy);
+        /// attach, noisy, growth);
         /// default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -222,6 +222,10 @@ pub enum Cmd {
         /// exits 1, naming the figure, when one is worse than half its README target.
         #[arg(long, conflicts_with_all = ["only", "json", "stack"])]
         check: bool,
+        /// Measure `scale` and `growth` at this many services only (default: each of their
+        /// sizes), e.g. to profile one of them.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        size: Option<u16>,
     },
     /// A peer process for the pipe baselines of `bench`.
     #[command(hide = true)]
@@ -237,6 +241,12 @@ mod up;
 pub use self::job::job_params;
 
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(
+        cli.command,
+        Some(Cmd::Service { .. } | Cmd::BenchPeer { .. })
+    ) {
+        crate::supervisor::huge_pages::turn_off_for_console();
+    }
     match cli.command {
         Some(Cmd::Service { name }) => crate::builtin::run(&name),
         Some(Cmd::BenchPeer { args }) => match crate::bench::routing::peer(&args) {
@@ -317,8 +327,10 @@ pub fn run(cli: Cli) -> ExitCode {
             http_load,
             http_connections,
             check: false,
+            size,
         }) => bench(
             &only,
+            size.map(usize::from),
             rounds,
             idle_secs,
             json,
@@ -530,6 +542,7 @@ fn bench_check() -> ExitCode {
 
 fn bench(
     only: &[String],
+    size: Option<usize>,
     rounds: usize,
     idle_secs: u64,
     json: bool,
@@ -547,6 +560,7 @@ fn bench(
         }
     };
     selection.http_load = http_load;
+    selection.size = size;
     if http_load.sender == crate::bench::gateway::HttpLoad::Wrk
         && !crate::bench::gateway::wrk_found()
     {

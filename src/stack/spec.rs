@@ -449,23 +449,57 @@ impl Stack {
     /// Each step takes the first-declared service whose dependencies are all placed, so a
     /// service starts as soon as it can rather than waiting for a whole "layer" to finish.
     pub fn start_order(&self) -> Vec<&str> {
-        let mut order: Vec<&str> = Vec::with_capacity(self.services.len());
-        let mut placed = vec![false; self.services.len()];
-        while let Some(next) = self.services.iter().enumerate().position(|(i, service)| {
-            !placed[i]
-                && service
-                    .depends_on
-                    .iter()
-                    .all(|d| order.contains(&d.name.as_str()) || self.service(&d.name).is_none())
-        }) {
-            placed[next] = true;
-            order.push(&self.services[next].name);
-        }
+        self.start_order_indices()
+            .into_iter()
+            .map(|i| self.services[i].name.as_str())
+            .collect()
+    }
+
+    /// [`Stack::start_order`] as indices into `services`. Linear in services and dependencies
+    /// (the supervisor walks it after every start and exit, so a quadratic order cost seconds
+    /// at 1,000 services): the services whose dependencies are all placed wait in a min-heap,
+    /// whose smallest index is the first-declared one.
+    pub fn start_order_indices(&self) -> Vec<usize> {
+        use std::{
+            cmp::Reverse,
+            collections::{BinaryHeap, HashMap},
+        };
+        let by_name: HashMap<&str, usize> = self
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        // Per service: dependencies not placed yet (unknown names count as placed), and who
+        // waits on it, once per naming.
+        let mut unmet = vec![0usize; self.services.len()];
+        let mut waiting: Vec<Vec<usize>> = vec![Vec::new(); self.services.len()];
         for (i, service) in self.services.iter().enumerate() {
-            if !placed[i] {
-                order.push(&service.name);
+            for dependency in &service.depends_on {
+                if let Some(&on) = by_name.get(dependency.name.as_str()) {
+                    unmet[i] += 1;
+                    waiting[on].push(i);
+                }
             }
         }
+        let mut ready: BinaryHeap<Reverse<usize>> = (0..self.services.len())
+            .filter(|&i| unmet[i] == 0)
+            .map(Reverse)
+            .collect();
+        let mut placed = vec![false; self.services.len()];
+        let mut order = Vec::with_capacity(self.services.len());
+        while let Some(Reverse(next)) = ready.pop() {
+            placed[next] = true;
+            order.push(next);
+            for &after in &waiting[next] {
+                unmet[after] -= 1;
+                if unmet[after] == 0 {
+                    ready.push(Reverse(after));
+                }
+            }
+        }
+        // A cycle (or a service naming itself) leaves its members unplaced: last, in order.
+        order.extend((0..self.services.len()).filter(|&i| !placed[i]));
         order
     }
 

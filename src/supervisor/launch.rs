@@ -53,6 +53,13 @@ impl LaunchContext {
                 SEGMENT_FD.to_string(),
             );
         }
+        if matches!(spec.program, Program::Builtin(_)) {
+            // mimalloc backs its first allocations with transparent huge pages where the
+            // kernel allows them (`madvise` mode): every builtin then zeroed 2 MiB pages before
+            // `main`, most of a service's start-up CPU at 500 services, and kept them resident
+            // while idle. A stack can still turn them back on in the service's `env`.
+            env.insert("MIMALLOC_ALLOW_THP".into(), "0".into());
+        }
         for (key, value) in &spec.env {
             env.insert(key.clone(), value.clone());
         }
@@ -128,5 +135,42 @@ mod tests {
         assert_eq!(expand("$${DIR}", &lookup), "${DIR}");
         assert_eq!(expand("${DIR", &lookup), "${DIR");
         assert_eq!(expand("plain", &lookup), "plain");
+    }
+}
+
+#[cfg(test)]
+mod huge_pages {
+    use super::*;
+
+    fn env_of(toml: &str, service: &str) -> Vec<(String, String)> {
+        let stack = crate::stack::parse(toml, std::path::Path::new("/srv/stack.toml"))
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+        let context = LaunchContext::for_stack(&stack, PathBuf::from("/bin/switchboard"));
+        let spec = stack.service(service).expect("in the stack");
+        context.command(spec, 0, None, "1.0.1").env
+    }
+
+    fn thp(env: &[(String, String)]) -> Option<&str> {
+        env.iter()
+            .find(|(k, _)| k == "MIMALLOC_ALLOW_THP")
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn builtins_start_without_huge_pages_unless_their_env_says_otherwise() {
+        let toml = r#"
+            name = "t"
+            [services.plain]
+            builtin = "probe"
+            [services.tuned]
+            builtin = "probe"
+            env = { MIMALLOC_ALLOW_THP = "1" }
+            [services.other]
+            command = "sleep"
+            args = ["1"]
+        "#;
+        assert_eq!(thp(&env_of(toml, "plain")), Some("0"));
+        assert_eq!(thp(&env_of(toml, "tuned")), Some("1"));
+        assert_eq!(thp(&env_of(toml, "other")), None, "not ours to tune");
     }
 }

@@ -24,6 +24,7 @@ pub mod backlog_alert;
 mod command;
 mod core;
 pub mod degraded;
+pub mod huge_pages;
 pub mod instance;
 pub mod launch;
 pub mod limits;

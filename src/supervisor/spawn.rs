@@ -6,8 +6,9 @@
 //!
 //! In the child, before `exec`: a new session and process group (`setsid`), so the whole group
 //! can be signalled and it has no controlling terminal; the parent-death signal, checked against
-//! the race where the console died before it was set; the metrics segment moved to fd 3; and
-//! the service's resource limits (see [`super::limits`]).
+//! the race where the console died before it was set; huge pages as they were before the
+//! console turned them off for itself (see [`super::huge_pages`]); the metrics segment moved
+//! to fd 3; and the service's resource limits (see [`super::limits`]).
 
 use std::{
     ffi::OsString,
@@ -107,6 +108,7 @@ fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child
     }
     let segment_fd = launch.segment.as_ref().map(AsRawFd::as_raw_fd);
     let console_pid = std::process::id() as libc::pid_t;
+    let restore_huge_pages = super::huge_pages::restore_in_child();
     // SAFETY: the closure runs in the forked child before exec and calls only
     // async-signal-safe functions (setsid, prctl, getppid, kill, dup2, fcntl, setrlimit); it
     // allocates nothing and touches no lock.
@@ -129,6 +131,10 @@ fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child
             // the signal, so act on it now.
             if libc::getppid() != console_pid {
                 libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            // The console's own choice (`huge_pages`), not the service's.
+            if restore_huge_pages && libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
             }
             if let Some(fd) = segment_fd {
                 if fd == SEGMENT_FD {

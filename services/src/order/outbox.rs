@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, params};
 use switchboard_protocol::sdk::Context;
 use tokio::sync::Notify;
 
@@ -37,13 +37,9 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Acknowledged rows are kept this long (for inspection), then deleted.
 const KEEP_ACKED: Duration = Duration::from_secs(3600);
 
-/// Writes the event announcing `kind` (`created`, `completed`) for `order` inside `tx`.
-pub fn enqueue(
-    tx: &Transaction<'_>,
-    order: &Order,
-    kind: &str,
-    at_ms: i64,
-) -> Result<(), StoreError> {
+/// Writes the event announcing `kind` (`created`, `completed`) for `order`, in the write (a
+/// savepoint of a group commit) that makes the change it announces.
+pub fn enqueue(tx: &Connection, order: &Order, kind: &str, at_ms: i64) -> Result<(), StoreError> {
     let event = OrderEvent {
         event_id: format!("order-{}-{kind}", order.id),
         order_id: order.id,
@@ -93,19 +89,17 @@ impl Outbox {
             return Ok(0);
         }
         self.store
-            .run(move |c| {
+            .write(move |c| {
                 let at = now_ms();
-                let tx = c.transaction()?;
                 let mut acked = 0;
                 {
-                    let mut statement = tx.prepare(
+                    let mut statement = c.prepare_cached(
                         "UPDATE outbox SET acked_at_ms = ?2 WHERE event_id = ?1 AND acked_at_ms IS NULL",
                     )?;
                     for id in &event_ids {
                         acked += statement.execute(params![id, at])? as u64;
                     }
                 }
-                tx.commit()?;
                 Ok(acked)
             })
             .await

@@ -132,12 +132,20 @@ impl Core {
         grace: std::time::Duration,
         intent: Intent,
     ) {
-        let slots: Vec<Slot> = self
-            .controls
-            .keys()
-            .filter(|slot| slot.0 == index)
-            .copied()
-            .collect();
+        // The service's own replicas, from the registry: scanning every slot of the stack
+        // here made a shutdown, which stops services one by one, quadratic per exit.
+        let slots: Vec<Slot> = registry::read(&self.registry)
+            .services
+            .get(index)
+            .map(|service| {
+                service
+                    .instances
+                    .iter()
+                    .map(|i| (index, i.id.replica))
+                    .filter(|slot| self.controls.contains_key(slot))
+                    .collect()
+            })
+            .unwrap_or_default();
         for slot in slots {
             self.stop_instance(slot, grace, intent);
         }

@@ -62,6 +62,9 @@ enum Intent {
 
 pub(super) struct Core {
     stack: Arc<Stack>,
+    /// Each service's place in the stack's start order, by index: worked out once, used
+    /// after every start and exit.
+    start_rank: Vec<usize>,
     registry: SharedRegistry,
     events: EventSender,
     logs: Arc<LogStore>,
@@ -99,6 +102,15 @@ pub(super) struct Observers {
     pub audit: Option<AuditLog>,
 }
 
+/// Each service's place in `stack`'s start order, by index.
+fn start_rank(stack: &Stack) -> Vec<usize> {
+    let mut rank = vec![0; stack.services.len()];
+    for (place, index) in stack.start_order_indices().into_iter().enumerate() {
+        rank[index] = place;
+    }
+    rank
+}
+
 impl Core {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
@@ -115,6 +127,7 @@ impl Core {
         let sweeper = Sweeper::start(spawner.children());
         let dependents = shutdown::dependents(&stack);
         Core {
+            start_rank: start_rank(&stack),
             stack,
             registry,
             events,

@@ -27,12 +27,9 @@ impl Core {
     /// Marks every service (and autostart job) wanted and starts what its dependencies allow.
     pub(super) async fn begin(&mut self) {
         let stack = self.stack.clone();
-        for name in stack.start_order() {
-            let Some(index) = self.index_of(name) else {
-                continue;
-            };
+        for index in stack.start_order_indices() {
             let spec = &stack.services[index];
-            if spec.kind == ServiceKind::Service || stack.is_autostart(name) {
+            if spec.kind == ServiceKind::Service || stack.is_autostart(&spec.name) {
                 registry::write(&self.registry).services[index].wanted = true;
                 self.pending.insert(index);
             }
@@ -43,19 +40,18 @@ impl Core {
     // ----- starting -------------------------------------------------------------------------
 
     /// Starts every pending service whose dependencies are met, in start order.
+    ///
+    /// Called after every start and exit, so it walks only the pending services, never the
+    /// whole stack: with nothing held back (the steady state) it costs nothing, whatever the
+    /// number of services.
     pub(super) async fn start_pending(&mut self) {
-        // Called after every ready and every exit: with nothing pending (the steady state,
-        // and all of a shutdown) it must cost nothing, whatever the size of the stack.
-        if self.pending.is_empty() {
-            return;
-        }
-        loop {
+        while !self.pending.is_empty() {
             let mut started_any = false;
             let stack = self.stack.clone();
-            for name in stack.start_order() {
-                let Some(index) = self.index_of(name) else {
-                    continue;
-                };
+            let mut due: Vec<usize> = self.pending.iter().copied().collect();
+            due.sort_unstable_by_key(|&index| self.start_rank[index]);
+            for index in due {
+                // Starting an earlier one may have settled this one already.
                 if !self.pending.contains(&index) {
                     continue;
                 }

@@ -1,0 +1,270 @@
+//! `switchboard bench --only growth`: does a routed message cost more when the stack has more
+//! services? For N = 1, 10, 100 and 500 probes, one bench client calls them in turn (64 in
+//! flight, 64-byte payloads), so the traffic is spread over all N. Per N: the routed rate and
+//! the console's CPU per call, with the CPU the console spends idling at that N (hang checks,
+//! metrics: per service per second, not per message) taken out. Both are given as ratios to
+//! N = 1 measured in the same run; a per-call cost that grew with N would mean a scan over
+//! the services on the hot path.
+//!
+//! Two costs grow with N whatever the router does, so the split between the console's own
+//! code (user time) and the kernel's work for it (system time) is given too: spread over N
+//! pipes, the 64 calls in flight no longer share one write and one wakeup per batch (past
+//! N = 64 each call is a write, a wakeup and a read of its own); and the console busy-polls
+//! for up to `busy_poll::CREDIT_PER_MESSAGE` after each message, which counts as user time
+//! and grows as messages come further apart. Run with `SWITCHBOARD_BUSY_POLL=0` to take the
+//! polling out.
+
+use std::time::{Duration, Instant};
+
+use switchboard_protocol::{Body, Envelope, Kind, Status};
+
+use super::{BenchStack, Figure};
+use crate::{router::GATEWAY, supervisor::SupervisorOptions};
+
+pub const SIZES: [usize; 4] = [1, 10, 100, 500];
+/// Calls per measured run, after a tenth as many not counted.
+const CALLS: usize = 30_000;
+const IN_FLIGHT: usize = 64;
+/// Runs per size; the figures are their medians.
+const RUNS: usize = 3;
+/// How long the console's idle CPU is measured before the runs, at each size.
+const IDLE: Duration = Duration::from_secs(3);
+
+/// One size's medians.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    n: usize,
+    rate: f64,
+    /// Console CPU per call, idle subtracted, in µs.
+    cpu_per_call_us: f64,
+    /// Of which in the console's own code (user time), and in the kernel on its behalf.
+    user_per_call_us: f64,
+    system_per_call_us: f64,
+    /// Console CPU while the calls ran, in percent of a core.
+    busy_percent: f64,
+    idle_percent: f64,
+}
+
+/// This process's CPU time so far, (user, system) in seconds, to the microsecond (the ticks
+/// of `/proc/self/stat` are 10 ms, too coarse for runs of a second or two).
+fn own_cpu() -> Cpu {
+    // SAFETY: getrusage writes into the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Cpu {
+        user: seconds(usage.ru_utime),
+        system: seconds(usage.ru_stime),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    system: f64,
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - before.user,
+            system: self.system - before.system,
+        }
+    }
+
+    fn scaled(self, by: f64) -> Cpu {
+        Cpu {
+            user: self.user * by,
+            system: self.system * by,
+        }
+    }
+
+    fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rate: f64,
+    /// Per call, idle taken out, in µs.
+    per_call: Cpu,
+    busy_percent: f64,
+}
+
+pub async fn run(options: &SupervisorOptions, only: &[usize]) -> Vec<Figure> {
+    let mut options = options.clone();
+    options.log_files = false;
+    let mut measured = Vec::new();
+    for &n in if only.is_empty() { &SIZES[..] } else { only } {
+        match measure(&options, n).await {
+            Some(m) => measured.push(m),
+            None => eprintln!("bench: growth: no figures at {n} services"),
+        }
+    }
+    figures(&measured)
+}
+
+fn stack(n: usize) -> String {
+    let names: Vec<String> = (0..n).map(|i| format!("\"e{i:03}\"")).collect();
+    let mut toml = format!(
+        "name = \"bench-growth\"\n[services.client]\nbuiltin = \"bench-client\"\ncalls = [{}]\n",
+        names.join(", ")
+    );
+    for i in 0..n {
+        toml.push_str(&format!("[services.e{i:03}]\nbuiltin = \"probe\"\n"));
+    }
+    toml
+}
+
+async fn measure(options: &SupervisorOptions, n: usize) -> Option<Measured> {
+    let bench = BenchStack::start(&stack(n), options)?;
+    bench.supervisor.begin().await;
+    let limit = Duration::from_secs(15 + n as u64 / 20);
+    if !bench.until_ready(limit).await {
+        eprintln!("bench: growth: {n} services did not become ready");
+        bench.finish().await;
+        return None;
+    }
+    // Past the start-up's last echoes, then the idle cost at this size.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = own_cpu();
+    let started = Instant::now();
+    tokio::time::sleep(IDLE).await;
+    let idle = own_cpu()
+        .since(before)
+        .scaled(1.0 / started.elapsed().as_secs_f64());
+    let targets: Vec<String> = (0..n).map(|i| format!("e{i:03}")).collect();
+    let mut runs = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        if let Some(run) = spread(&bench, &targets, idle).await {
+            runs.push(run);
+        }
+    }
+    bench.finish().await;
+    if runs.is_empty() {
+        return None;
+    }
+    let median = |pick: fn(&Run) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    Some(Measured {
+        n,
+        rate: median(|r| r.rate),
+        cpu_per_call_us: median(|r| r.per_call.total()),
+        user_per_call_us: median(|r| r.per_call.user),
+        system_per_call_us: median(|r| r.per_call.system),
+        busy_percent: median(|r| r.busy_percent),
+        idle_percent: idle.total() * 100.0,
+    })
+}
+
+/// One run of calls spread over `targets`: the rate the client saw, the console's CPU per call
+/// with `idle` (cores) taken out, and its CPU while the calls ran.
+async fn spread(bench: &BenchStack, targets: &[String], idle: Cpu) -> Option<Run> {
+    let warmup = CALLS / 10;
+    let run = serde_json::json!({
+        "target": targets[0], "targets": targets, "method": "bytes", "in_flight": IN_FLIGHT,
+        "count": CALLS, "warmup": warmup, "payload": 64
+    });
+    let request = Envelope {
+        id: 1,
+        deadline_us: 300_000_000,
+        kind: Kind::Request,
+        destination: "client".into(),
+        method: "run".into(),
+        body: Body::Json(serde_json::to_vec(&run).ok()?.into()),
+        ..Envelope::default()
+    };
+    let before = own_cpu();
+    let started = Instant::now();
+    let answer = bench.supervisor.router().call(GATEWAY, request).await;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = own_cpu().since(before);
+    let (Kind::Response(Status::Ok), Body::Json(json)) = (&answer.kind, &answer.body) else {
+        tracing::warn!(?answer, "bench client failed");
+        return None;
+    };
+    let report = serde_json::from_slice::<serde_json::Value>(json).ok()?;
+    if report["errors"].as_u64() != Some(0) {
+        eprintln!("bench: growth: {} calls failed", report["errors"]);
+    }
+    let rate = report["count"].as_f64()? / (report["elapsed_us"].as_f64()? / 1e6);
+    let calls = (CALLS + warmup) as f64;
+    let idle = idle.scaled(wall);
+    let per_call = Cpu {
+        user: (cpu.user - idle.user).max(0.0),
+        system: (cpu.system - idle.system).max(0.0),
+    }
+    .scaled(1e6 / calls);
+    Some(Run {
+        rate,
+        per_call,
+        busy_percent: cpu.total() / wall * 100.0,
+    })
+}
+
+fn figures(measured: &[Measured]) -> Vec<Figure> {
+    let base = measured.iter().find(|m| m.n == 1).copied();
+    let mut figures = Vec::new();
+    for m in measured {
+        let ratio = |value: f64, of: fn(&Measured) -> f64| {
+            base.map_or(String::new(), |b| {
+                format!("; {:.2}× that at 1 service", value / of(&b))
+            })
+        };
+        figures.push(Figure {
+            name: format!("{} services, traffic spread over all: routed calls", m.n),
+            value: m.rate,
+            unit: "calls/s".into(),
+            detail: format!(
+                "one bench client calling each in turn, {IN_FLIGHT} in flight, 64 B; median of {RUNS} runs of {CALLS}{}",
+                ratio(m.rate, |b| b.rate)
+            ),
+        });
+        figures.push(Figure {
+            name: "  console CPU per call".into(),
+            value: m.cpu_per_call_us,
+            unit: "µs".into(),
+            detail: format!(
+                "its idle CPU at this size ({:.2} % of a core) taken out{}",
+                m.idle_percent,
+                ratio(m.cpu_per_call_us, |b| b.cpu_per_call_us)
+            ),
+        });
+        figures.push(Figure {
+            name: "    in the console's code (user)".into(),
+            value: m.user_per_call_us,
+            unit: "µs".into(),
+            detail: ratio(m.user_per_call_us, |b| b.user_per_call_us).replacen("; ", "", 1),
+        });
+        figures.push(Figure {
+            name: "    in the kernel for it (system)".into(),
+            value: m.system_per_call_us,
+            unit: "µs".into(),
+            detail: ratio(m.system_per_call_us, |b| b.system_per_call_us).replacen("; ", "", 1),
+        });
+        figures.push(Figure {
+            name: "  console CPU while routing".into(),
+            value: m.busy_percent,
+            unit: "% of a core".into(),
+            detail: String::new(),
+        });
+    }
+    if let (Some(b), Some(last)) = (base, measured.last().filter(|m| m.n > 1)) {
+        figures.push(Figure {
+            name: format!("console CPU per call, {} ÷ 1 services", last.n),
+            value: last.cpu_per_call_us / b.cpu_per_call_us,
+            unit: "×".into(),
+            detail: "same run; target: about 1 (nothing on the hot path grows with the services)"
+                .into(),
+        });
+    }
+    figures
+}
