@@ -115,10 +115,30 @@ async fn measure(
         .ok()
         .and_then(|v| v["id"].as_i64())
         .ok_or("no user id in the answer to user.create")?;
+    let sender = match client.sender {
+        HttpLoad::Builtin => "built-in client",
+        HttpLoad::Wrk => "wrk",
+    };
+    let detail = format!(
+        "{sender}, {} keep-alive connections, loopback",
+        client.connections
+    );
+    let mut figures = get_against_bare(gateway, client, id, &detail).await?;
+    figures.extend(durable_orders(gateway, data_dir, client, id, &detail).await?);
+    Ok(figures)
+}
+
+/// `GET /users/{id}` through the gateway and from a bare axum handler answering the same JSON,
+/// in interleaved rounds, and their ratio.
+async fn get_against_bare(
+    gateway: SocketAddr,
+    client: LoadClient,
+    id: i64,
+    detail: &str,
+) -> Result<Vec<Figure>, String> {
     let path = format!("/users/{id}");
     // The user's JSON exactly as the gateway answers it: what the bare handler answers too.
     let json = once(gateway, Method::GET, &path, "").await?;
-
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let bare_stop = CancellationToken::new();
     let bare = bare_server(loopback, json.clone(), bare_stop.clone())
@@ -126,9 +146,9 @@ async fn measure(
         .map_err(|err| format!("bare server: {err}"))?;
     let get = Shot {
         method: Method::GET,
-        path: path.clone(),
+        path,
         body: None,
-        expect: Some(json.clone()),
+        expect: Some(json),
     };
     // Interleaved rounds, the order swapped each round: the machine's speed drifts between runs
     // by more than the difference being measured, and a pair measured back to back shares it.
@@ -158,34 +178,6 @@ async fn measure(
     let ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
     let through = Load::median(throughs);
     let direct = Load::median(directs);
-    let order = Shot {
-        method: Method::POST,
-        path: "/orders".into(),
-        body: Some(Bytes::from(format!(
-            r#"{{"user_id": {id}, "item": "cable", "quantity": 1}}"#
-        ))),
-        expect: None,
-    };
-    let commits_before = commits(gateway).await;
-    let orders = send_load(client, gateway, order).await;
-    // The completions and notifications of the last orders trail the load by a few commits:
-    // counted too, after a pause (stages take no time in this stack).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let commits_after = commits(gateway).await;
-    let dir = data_dir.to_path_buf();
-    let fsync = tokio::task::spawn_blocking(move || fsync_rate(&dir, MEASURE))
-        .await
-        .map_err(|err| err.to_string())?
-        .map_err(|err| format!("fsync rate: {err}"))?;
-
-    let sender = match client.sender {
-        HttpLoad::Builtin => "built-in client",
-        HttpLoad::Wrk => "wrk",
-    };
-    let detail = format!(
-        "{sender}, {} keep-alive connections, loopback",
-        client.connections
-    );
     Ok(vec![
         figure(
             "GET /users/{id} through the gateway to user",
@@ -215,6 +207,38 @@ async fn measure(
             "×",
             format!("median of {ROUNDS} back-to-back pairs ({listed}); target: at least 0.5"),
         ),
+    ])
+}
+
+/// `POST /orders` under load, against the disk's fsync rate and the group commits the services
+/// made meanwhile.
+async fn durable_orders(
+    gateway: SocketAddr,
+    data_dir: &Path,
+    client: LoadClient,
+    id: i64,
+    detail: &str,
+) -> Result<Vec<Figure>, String> {
+    let order = Shot {
+        method: Method::POST,
+        path: "/orders".into(),
+        body: Some(Bytes::from(format!(
+            r#"{{"user_id": {id}, "item": "cable", "quantity": 1}}"#
+        ))),
+        expect: None,
+    };
+    let commits_before = commits(gateway).await;
+    let orders = send_load(client, gateway, order).await;
+    // The completions and notifications of the last orders trail the load by a few commits:
+    // counted too, after a pause (stages take no time in this stack).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let commits_after = commits(gateway).await;
+    let dir = data_dir.to_path_buf();
+    let fsync = tokio::task::spawn_blocking(move || fsync_rate(&dir, MEASURE))
+        .await
+        .map_err(|err| err.to_string())?
+        .map_err(|err| format!("fsync rate: {err}"))?;
+    Ok(vec![
         figure(
             "POST /orders through the gateway (durable)",
             orders.rate,
