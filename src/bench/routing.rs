@@ -209,22 +209,31 @@ async fn round(options: &SupervisorOptions, scale: usize) -> Round {
 }
 
 fn figures(rounds: &[Round]) -> Vec<Figure> {
-    let of = format!("median of {ROUNDS} interleaved rounds");
-    // The round trip the routed one is held against: across two cores where there are two
-    // (the routed one crosses cores too), else the one-core ping-pong.
-    let across = rounds.iter().any(|r| !r.across_p50.is_nan());
-    let reference = |r: &Round| if across { r.across_p50 } else { r.ping_p50 };
-    let against = if across {
-        "the ping-pong across cores"
+    let mut figures = baseline_figures(rounds);
+    figures.extend(routed_figures(rounds));
+    figures.push(python_figure(rounds, 1, |r| r.python_one, |r| r.one));
+    figures.push(python_figure(rounds, 64, |r| r.python_many, |r| r.many));
+    figures
+}
+
+/// The round trip the routed one is held against: across two cores where there are two (the
+/// routed one crosses cores too), else the one-core ping-pong. With its name.
+fn reference(rounds: &[Round]) -> (fn(&Round) -> f64, &'static str) {
+    if rounds.iter().any(|r| !r.across_p50.is_nan()) {
+        (|r| r.across_p50, "the ping-pong across cores")
     } else {
-        "the ping-pong"
-    };
+        (|r| r.ping_p50, "the ping-pong")
+    }
+}
+
+/// The baselines: pipe ping-pong, the bare batched hub and the polling hub.
+fn baseline_figures(rounds: &[Round]) -> Vec<Figure> {
+    let of = format!("median of {ROUNDS} interleaved rounds");
+    let (reference, against) = reference(rounds);
+    let across = rounds.iter().any(|r| !r.across_p50.is_nan());
     let (hub_vs_ping, hub_each) = ratio(rounds, |r| r.hub_p50 / reference(r));
     let (polling_vs_ping, polling_each) = ratio(rounds, |r| r.polling_p50 / reference(r));
-    let (one_vs_ping, one_each) = ratio(rounds, |r| r.one.p50_us / reference(r));
-    let (one_vs_polling, _) = ratio(rounds, |r| r.one.p50_us / r.polling_p50);
-    let (many_vs_hub, many_each) = ratio(rounds, |r| r.many.rate / r.hub_rate);
-    let mut figures = vec![
+    vec![
         figure(
             "pipe ping-pong round trip, p50",
             over(rounds, |r| r.ping_p50),
@@ -265,6 +274,16 @@ fn figures(rounds: &[Round]) -> Vec<Figure> {
             "µs",
             format!("{polling_vs_ping:.2}× {against} ({polling_each})"),
         ),
+    ]
+}
+
+/// Routed through the console, 1 and 64 in flight, against the baselines.
+fn routed_figures(rounds: &[Round]) -> Vec<Figure> {
+    let (reference, against) = reference(rounds);
+    let (one_vs_ping, one_each) = ratio(rounds, |r| r.one.p50_us / reference(r));
+    let (one_vs_polling, _) = ratio(rounds, |r| r.one.p50_us / r.polling_p50);
+    let (many_vs_hub, many_each) = ratio(rounds, |r| r.many.rate / r.hub_rate);
+    vec![
         figure(
             "routed round trip, 1 in flight, p50",
             over(rounds, |r| r.one.p50_us),
@@ -297,32 +316,34 @@ fn figures(rounds: &[Round]) -> Vec<Figure> {
             "µs",
             "",
         ),
-    ];
-    let python_figure = |in_flight: usize,
-                         python: fn(&Round) -> Option<Routed>,
-                         routed: fn(&Round) -> Routed| {
-        let name = format!("python mp.Queue hub, {in_flight} in flight");
-        if rounds.iter().all(|r| python(r).is_none()) {
-            return figure(&name, f64::NAN, "req/s", "python3 not available");
-        }
-        let field =
-            |pick: fn(&Routed) -> f64| over(rounds, |r| python(r).as_ref().map_or(f64::NAN, pick));
-        let (times, each) = ratio(rounds, |r| {
-            python(r).map_or(f64::NAN, |p| routed(r).rate / p.rate)
-        });
-        figure(
-            &name,
-            field(|p| p.rate),
-            "req/s",
-            format!(
-                "p50 {:.0} µs; routed ÷ python = {times:.1}× ({each})",
-                field(|p| p.p50_us)
-            ),
-        )
-    };
-    figures.push(python_figure(1, |r| r.python_one, |r| r.one));
-    figures.push(python_figure(64, |r| r.python_many, |r| r.many));
-    figures
+    ]
+}
+
+/// Python's `multiprocessing.Queue` hub at `in_flight`, and routed ÷ python.
+fn python_figure(
+    rounds: &[Round],
+    in_flight: usize,
+    python: fn(&Round) -> Option<Routed>,
+    routed: fn(&Round) -> Routed,
+) -> Figure {
+    let name = format!("python mp.Queue hub, {in_flight} in flight");
+    if rounds.iter().all(|r| python(r).is_none()) {
+        return figure(&name, f64::NAN, "req/s", "python3 not available");
+    }
+    let field =
+        |pick: fn(&Routed) -> f64| over(rounds, |r| python(r).as_ref().map_or(f64::NAN, pick));
+    let (times, each) = ratio(rounds, |r| {
+        python(r).map_or(f64::NAN, |p| routed(r).rate / p.rate)
+    });
+    figure(
+        &name,
+        field(|p| p.rate),
+        "req/s",
+        format!(
+            "p50 {:.0} µs; routed ÷ python = {times:.1}× ({each})",
+            field(|p| p.p50_us)
+        ),
+    )
 }
 
 /// Requests from the bench client service (`client`) through the console to the probe
