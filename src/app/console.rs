@@ -40,7 +40,7 @@ pub async fn run(
     stack: Stack,
     options: SupervisorOptions,
     bind: Bind,
-    mut foreground: Option<Foreground>,
+    foreground: Option<Foreground>,
 ) -> Result<ShutdownReport, AppError> {
     let mut signals = Signals::install().map_err(AppError::Supervisor)?;
     let on_hangup = stack.console.on_hangup;
@@ -120,34 +120,46 @@ pub async fn run(
             }
             report
         }
-        Next::Stop(why) => {
-            let _ = writeln!(std::io::stderr(), "switchboard: {why}; stopping services…");
-            let report = app.stop().await;
-            if let Ok(report) = &report {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "switchboard: stopped ({})",
-                    verdict(report)
-                );
-            }
-            report
-        }
-        Next::Detach(why) => {
-            let run_dir = app.supervisor.stack().run_dir.clone();
-            if let Some(foreground) = &mut foreground {
-                foreground.detached(&detached_message(&app, &why));
-            }
-            if let Err(err) = detach::leave_terminal(&run_dir) {
-                tracing::warn!(cause = %err, "cannot move the output off the terminal");
-            }
-            headless::print_line(&format!(
-                "switchboard: {why}; pid {} goes on supervising",
-                std::process::id()
-            ));
-            let events = app.supervisor.events().subscribe();
-            headless::watch(app, events, None, &mut signals).await
-        }
+        Next::Stop(why) => stop(app, &why).await,
+        Next::Detach(why) => detach(app, &why, foreground, &mut signals).await,
     }
+}
+
+/// The console has given the terminal back: stops the stack, saying so on stderr.
+async fn stop(app: App, why: &str) -> Result<ShutdownReport, AppError> {
+    let _ = writeln!(std::io::stderr(), "switchboard: {why}; stopping services…");
+    let report = app.stop().await;
+    if let Ok(report) = &report {
+        let _ = writeln!(
+            std::io::stderr(),
+            "switchboard: stopped ({})",
+            verdict(report)
+        );
+    }
+    report
+}
+
+/// The console has gone (`q` `d`, or a hang-up): the shell gets its prompt back, output moves
+/// to `RUN_DIR/console.log`, and this process supervises on, headless, until it is stopped.
+async fn detach(
+    app: App,
+    why: &str,
+    mut foreground: Option<Foreground>,
+    signals: &mut Signals,
+) -> Result<ShutdownReport, AppError> {
+    let run_dir = app.supervisor.stack().run_dir.clone();
+    if let Some(foreground) = &mut foreground {
+        foreground.detached(&detached_message(&app, why));
+    }
+    if let Err(err) = detach::leave_terminal(&run_dir) {
+        tracing::warn!(cause = %err, "cannot move the output off the terminal");
+    }
+    headless::print_line(&format!(
+        "switchboard: {why}; pid {} goes on supervising",
+        std::process::id()
+    ));
+    let events = app.supervisor.events().subscribe();
+    headless::watch(app, events, None, signals).await
 }
 
 fn verdict(report: &ShutdownReport) -> String {
