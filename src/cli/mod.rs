@@ -258,41 +258,9 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Some(Cmd::Check { file }) => check(file.as_deref()),
         Some(Cmd::Init { force }) => init(force),
-        Some(Cmd::Up {
-            file,
-            headless,
-            detach,
-            fresh,
-            gateway,
-            daemon,
-        }) => up::up(&up::Up {
-            file,
-            mode: up::Mode::from_flags(daemon, detach, headless),
-            fresh,
-            gateway,
-        }),
-        Some(Cmd::Down {
-            file,
-            address,
-            token,
-        }) => up::down(&Remote {
-            file,
-            address,
-            token,
-        }),
-        Some(Cmd::Attach {
-            file,
-            address,
-            token,
-            read_only,
-        }) => up::attach(
-            &Remote {
-                file,
-                address,
-                token,
-            },
-            read_only,
-        ),
+        Some(command @ (Cmd::Up { .. } | Cmd::Down { .. } | Cmd::Attach { .. })) => {
+            instance_command(command)
+        }
         Some(Cmd::Run {
             job,
             file,
@@ -317,8 +285,64 @@ pub fn run(cli: Cli) -> ExitCode {
             | Cmd::Scale { .. }
             | Cmd::Logs { .. }),
         ) => client_command(command),
-        Some(Cmd::Bench { check: true, .. }) => bench_check(),
-        Some(Cmd::Bench {
+        Some(command @ Cmd::Bench { .. }) => bench_command(command),
+        None => up::up(&up::Up {
+            file: cli.file,
+            mode: up::Mode::from_flags(false, false, cli.headless),
+            fresh: cli.fresh,
+            gateway: cli.gateway,
+        }),
+    }
+}
+
+/// `up`, `down` and `attach`: starting, stopping and opening an instance of a stack.
+fn instance_command(command: Cmd) -> ExitCode {
+    match command {
+        Cmd::Up {
+            file,
+            headless,
+            detach,
+            fresh,
+            gateway,
+            daemon,
+        } => up::up(&up::Up {
+            file,
+            mode: up::Mode::from_flags(daemon, detach, headless),
+            fresh,
+            gateway,
+        }),
+        Cmd::Down {
+            file,
+            address,
+            token,
+        } => up::down(&Remote {
+            file,
+            address,
+            token,
+        }),
+        Cmd::Attach {
+            file,
+            address,
+            token,
+            read_only,
+        } => up::attach(
+            &Remote {
+                file,
+                address,
+                token,
+            },
+            read_only,
+        ),
+        // `run` sends only the commands above here.
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// `bench` and `bench --check`.
+fn bench_command(command: Cmd) -> ExitCode {
+    match command {
+        Cmd::Bench { check: true, .. } => bench_check(),
+        Cmd::Bench {
             only,
             rounds,
             idle_secs,
@@ -328,7 +352,7 @@ pub fn run(cli: Cli) -> ExitCode {
             http_connections,
             check: false,
             size,
-        }) => bench(
+        } => bench(
             &only,
             size.map(usize::from),
             rounds,
@@ -340,12 +364,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 connections: usize::from(http_connections),
             },
         ),
-        None => up::up(&up::Up {
-            file: cli.file,
-            mode: up::Mode::from_flags(false, false, cli.headless),
-            fresh: cli.fresh,
-            gateway: cli.gateway,
-        }),
+        // `run` sends only `bench` here.
+        _ => ExitCode::FAILURE,
     }
 }
 
