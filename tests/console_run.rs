@@ -33,6 +33,8 @@ struct FakeSource {
     logs: watch::Sender<u64>,
     refuse: bool,
     lines: Arc<Mutex<Vec<LogView>>>,
+    /// The event feed has ended (an attached console's stream gone for good).
+    events_closed: bool,
 }
 
 impl FakeSource {
@@ -52,6 +54,7 @@ impl FakeSource {
             logs: watch::Sender::new(0),
             refuse,
             lines: Arc::new(Mutex::new((0..100).map(line).collect())),
+            events_closed: false,
         }
     }
 
@@ -93,6 +96,10 @@ impl ConsoleSource for FakeSource {
         self.lines.lock().unwrap().clone()
     }
     fn events(&self) -> EventFeed {
+        if self.events_closed {
+            // Its sender dropped at once: every receive answers Closed.
+            return EventFeed::Remote(broadcast::channel(1).1);
+        }
         EventFeed::Remote(self.events.subscribe())
     }
     fn log_feed(&self) -> LogFeed {
@@ -527,4 +534,33 @@ async fn within<F: std::future::Future>(what: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(10), what)
         .await
         .expect("the console did not get there")
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given, nothing else.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// An event feed that has ended leaves the console idle: asked again, a closed feed answers
+/// at once, and the loop spun on it (a core at 100 %). On this one-thread runtime the console
+/// runs on the test's thread, so the thread's CPU time is the console's. The bound is a
+/// quarter of the wall time: idle uses milliseconds; a spin, however loaded the machine, its
+/// whole share of a core.
+#[tokio::test]
+async fn a_closed_event_feed_leaves_the_console_idle() {
+    let mut source = FakeSource::new(false);
+    source.events_closed = true;
+    let before = thread_cpu();
+    let (_, took) = draws_while(source, tokio::time::sleep(Duration::from_millis(1500))).await;
+    let used = thread_cpu() - before;
+    assert!(
+        used < took / 4,
+        "{used:?} of CPU in {took:?} with a closed event feed: the console spins"
+    );
 }

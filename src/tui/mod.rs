@@ -90,6 +90,8 @@ where
     let mut events = source.events();
     let mut new_logs = source.log_feed();
     let mut view_feed = source.view_feed();
+    // A closed feed answers at once, every time: asked again, it would make this loop spin.
+    let mut events_open = true;
     on_subscribed();
     let (results_tx, mut results) = mpsc::channel::<String>(64);
     let mut view = fresh_view(&source, &state);
@@ -118,14 +120,15 @@ where
                 Some(Err(err)) => return Exit::TerminalLost(format!("terminal input failed: {err}")),
                 None => return Exit::TerminalLost("terminal input ended".into()),
             },
-            event = events.recv() => match event {
+            event = events.recv(), if events_open => match event {
                 Ok(event) => {
                     update(&mut state, &view, Action::Lifecycle(Box::new(event)));
                     view = fresh_view(&source, &state);
                     dirty = true;
                 }
                 Err(RecvError::Lagged(_)) => dirty = true,
-                Err(RecvError::Closed) => {}
+                // No more events will come; the view still refreshes on its tick.
+                Err(RecvError::Closed) => events_open = false,
             },
             () = new_logs.changed() => logs_dirty = true,
             () = view_changed(&mut view_feed) => {
