@@ -821,3 +821,22 @@ fn expanded_replicas_at_80x24() {
     );
     insta::assert_snapshot!(screen);
 }
+
+/// Expanded, with a replica line selected, the console draws at every size from 1×1 to
+/// 200×50 without a panic, and the selected replica's line is on screen whenever the table
+/// has room for a line.
+#[test]
+fn expanded_replicas_draw_at_every_size() {
+    let (view, mut state) = expanded_view_and_state();
+    update(&mut state, &view, Action::Down);
+    update(&mut state, &view, Action::Down);
+    update(&mut state, &view, Action::Down);
+    for width in (1..=200).step_by(7) {
+        for height in (1..=50).step_by(3) {
+            let screen = render(&view, &state, width, height);
+            if width >= 40 && height >= 12 {
+                assert!(screen.contains("  #2"), "at {width}×{height}:\n{screen}");
+            }
+        }
+    }
+}
