@@ -840,3 +840,34 @@ fn expanded_replicas_draw_at_every_size() {
         }
     }
 }
+
+/// With a replica's line selected in the table, the detail beside it draws that replica's
+/// number as selected (and no other's).
+#[test]
+fn the_detail_marks_the_selected_replica() {
+    use ratatui::style::Modifier;
+    let (view, mut state) = expanded_view_and_state();
+    update(&mut state, &view, Action::Down);
+    update(&mut state, &view, Action::Down);
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    terminal
+        .draw(|frame| {
+            render::draw(frame, &view, &state, &logs(), &Theme::monochrome());
+        })
+        .unwrap();
+    let buffer = terminal.backend().buffer();
+    // Whether replica `n`'s number (`#n ●` in the detail, the right 38 %) is drawn selected.
+    let selected = |n: &str| {
+        (0..40).find_map(|y| {
+            (74..116)
+                .find(|&x| {
+                    [("#", 0), (n, 1), ("●", 3)]
+                        .iter()
+                        .all(|(s, dx)| buffer[(x + dx, y)].symbol() == *s)
+                })
+                .map(|x| buffer[(x, y)].modifier.contains(Modifier::REVERSED))
+        })
+    };
+    assert_eq!(selected("1"), Some(true), "{}", terminal.backend());
+    assert_eq!(selected("0"), Some(false), "{}", terminal.backend());
+}
