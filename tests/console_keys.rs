@@ -5,10 +5,11 @@
 
 use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use switchboard::{
-    api::{ConsoleView, ServiceRow},
+    api::{ConsoleView, ReplicaView, ServiceRow},
     registry::InstanceState,
+    supervisor::Command,
     tui::{
-        action::{Effect, update},
+        action::{Action, Effect, update},
         keys,
         state::{Overlay, UiState},
     },
@@ -37,6 +38,8 @@ fn every_key() -> Vec<KeyCode> {
         KeyCode::Backspace,
         KeyCode::Up,
         KeyCode::Down,
+        KeyCode::Left,
+        KeyCode::Right,
         KeyCode::PageUp,
         KeyCode::PageDown,
         KeyCode::Home,
@@ -267,4 +270,123 @@ fn all_or_a_glob_is_a_target() {
     assert_eq!(status(&state), "no service matches `z*`");
     assert_eq!(command(&mut state, &view, "scale all 2"), None);
     assert_eq!(status(&state), "`scale` takes one service, not `all`");
+}
+
+/// `view()` with three replicas of `alpha` (PIDs from `first_pid`), listed in `order`.
+fn replicated(first_pid: u32, order: [&str; 2]) -> ConsoleView {
+    let mut view = view();
+    view.services[0].replicas = 3;
+    view.services[0].instances = (0..3)
+        .map(|i| ReplicaView {
+            pid: Some(first_pid + i),
+            ..ReplicaView::new(i, InstanceState::Ready)
+        })
+        .collect();
+    view.services
+        .sort_by_key(|s| order.iter().position(|n| *n == s.name));
+    view
+}
+
+/// The selected line as (service, replica).
+fn at(state: &UiState, view: &ConsoleView) -> (String, Option<u32>) {
+    let lines = state.lines(view);
+    let line = lines[state.selected_line(&lines)];
+    (line.service().name.clone(), line.replica())
+}
+
+/// → expands the selected service into a line per replica, ↓ and ↑ walk through them, and ←
+/// collapses it from any of its lines, the selection going back up to the service.
+#[test]
+fn right_expands_left_collapses_and_the_cursor_walks_replica_rows() {
+    let view = replicated(100, ["alpha", "job"]);
+    let mut state = UiState::new();
+    assert_eq!(state.lines(&view).len(), 2);
+    press(&mut state, &view, KeyCode::Right);
+    assert_eq!(state.lines(&view).len(), 5, "→ did not expand");
+    let mut walk = Vec::new();
+    for _ in 0..4 {
+        press(&mut state, &view, KeyCode::Down);
+        walk.push(at(&state, &view));
+    }
+    let alpha = |r| ("alpha".to_string(), Some(r));
+    assert_eq!(
+        walk,
+        [alpha(0), alpha(1), alpha(2), ("job".to_string(), None)]
+    );
+    press(&mut state, &view, KeyCode::Up);
+    press(&mut state, &view, KeyCode::Up);
+    assert_eq!(at(&state, &view), alpha(1));
+    press(&mut state, &view, KeyCode::Left);
+    assert_eq!(state.lines(&view).len(), 2, "← did not collapse");
+    assert_eq!(at(&state, &view), ("alpha".to_string(), None));
+    // ← and → belong to the table: with the logs focused they do nothing to it.
+    press(&mut state, &view, KeyCode::Tab);
+    press(&mut state, &view, KeyCode::Right);
+    assert_eq!(state.lines(&view).len(), 2, "→ expanded from the log pane");
+}
+
+/// A key on a replica's line acts on its service: the supervisor's commands are per service.
+#[test]
+fn keys_on_a_replica_line_act_on_its_service() {
+    let view = replicated(100, ["job", "alpha"]);
+    let mut state = UiState::new();
+    press(&mut state, &view, KeyCode::Down);
+    press(&mut state, &view, KeyCode::Right);
+    press(&mut state, &view, KeyCode::Down);
+    press(&mut state, &view, KeyCode::Down);
+    assert_eq!(at(&state, &view), ("alpha".to_string(), Some(1)));
+    let effect = press(&mut state, &view, KeyCode::Char('r'));
+    assert_eq!(
+        effect,
+        Some(Effect::Supervisor(Command::Restart("alpha".into())))
+    );
+    // A click selects a replica's line too (index among the lines).
+    update(&mut state, &view, Action::Select(4));
+    assert_eq!(at(&state, &view), ("alpha".to_string(), Some(2)));
+}
+
+/// Expansion and the selected replica are kept by name and number: a refresh with new PIDs
+/// and another order keeps both (an attached console's view is rebuilt on every update).
+#[test]
+fn expansion_and_the_selected_replica_survive_a_refresh() {
+    let before = replicated(100, ["alpha", "job"]);
+    let mut state = UiState::new();
+    press(&mut state, &before, KeyCode::Right);
+    press(&mut state, &before, KeyCode::Down);
+    press(&mut state, &before, KeyCode::Down);
+    let after = replicated(200, ["job", "alpha"]);
+    let lines = state.lines(&after);
+    assert_eq!(lines.len(), 5, "the expansion was lost");
+    assert_eq!(at(&state, &after), ("alpha".to_string(), Some(1)));
+    // Scaled down under the cursor: the service's line is selected, not some other.
+    let mut scaled = replicated(300, ["job", "alpha"]);
+    scaled.services[1].instances.truncate(1);
+    assert_eq!(at(&state, &scaled), ("alpha".to_string(), None));
+}
+
+/// → on a service without replicas to show says so, instead of doing nothing silently.
+#[test]
+fn right_on_a_service_without_replicas_says_so() {
+    let view = view();
+    let mut state = UiState::new();
+    press(&mut state, &view, KeyCode::Right);
+    assert_eq!(state.lines(&view).len(), 2);
+    assert!(status(&state).contains("no replicas"), "{:?}", state.status);
+}
+
+/// `:logs NAME` selects NAME's own line, not the replica line with the number of the replica
+/// selected before.
+#[test]
+fn logs_name_selects_the_service_s_line_not_a_replica_s() {
+    let mut view = replicated(100, ["alpha", "job"]);
+    view.services[1].instances = view.services[0].instances.clone();
+    let mut state = UiState::new();
+    state
+        .expanded
+        .extend(["alpha".to_string(), "job".to_string()]);
+    press(&mut state, &view, KeyCode::Down);
+    press(&mut state, &view, KeyCode::Down);
+    assert_eq!(at(&state, &view), ("alpha".to_string(), Some(1)));
+    command(&mut state, &view, "logs job");
+    assert_eq!(at(&state, &view), ("job".to_string(), None));
 }

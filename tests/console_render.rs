@@ -726,3 +726,148 @@ fn a_caller_s_calls_are_in_the_detail() {
     );
     insta::assert_snapshot!(screen);
 }
+
+/// `order` with three replicas, the third failed and tried again in 3 s, the second's heartbeat
+/// stale; `order` selected and expanded (→).
+fn expanded_view_and_state() -> (ConsoleView, UiState) {
+    let mut view = demo_view();
+    let replica = |replica: u32, state: InstanceState, pid: Option<u32>| ReplicaView {
+        pid,
+        uptime: pid.map(|_| Duration::from_secs(65 + u64::from(replica))),
+        cpu: pid.map_or(0.0, |_| 2.5),
+        rss: pid.map_or(0, |_| 15 * 1024 * 1024),
+        ..ReplicaView::new(replica, state)
+    };
+    view.services[1].replicas = 3;
+    view.services[1].ready = 2;
+    view.services[1].instances = vec![
+        replica(0, InstanceState::Ready, Some(4301)),
+        ReplicaView {
+            stale: true,
+            ..replica(1, InstanceState::Ready, Some(4302))
+        },
+        ReplicaView {
+            restarts: 5,
+            retry_in: Some(Duration::from_secs(3)),
+            ..replica(2, InstanceState::Failed, None)
+        },
+    ];
+    let mut state = UiState::new();
+    update(&mut state, &view, Action::Down);
+    update(&mut state, &view, Action::Expand);
+    (view, state)
+}
+
+/// The character column where `needle` starts on the first screen line containing `on`.
+fn column_of(screen: &str, on: &str, needle: &str) -> usize {
+    let line = screen.lines().find(|l| l.contains(on)).unwrap();
+    line[..line.find(needle).unwrap()].chars().count()
+}
+
+/// An expanded service shows a line per replica under it, with its own state, PID, restarts,
+/// uptime and CPU/RSS, in the service's columns; a failed replica says when it is tried
+/// again, a stale one says stale.
+#[test]
+fn expanded_replicas_at_120x40() {
+    let (view, mut state) = expanded_view_and_state();
+    let screen = render(&view, &state, 120, 40);
+    for must in [
+        "order ▾",
+        "  #0           ● ready    4301    0",
+        "  #1           ◆ stale    4302    0",
+        "  #2 retry 3s  ✖ failed   -       5",
+        "report ⚙",
+    ] {
+        assert!(screen.contains(must), "{must} missing:\n{screen}");
+    }
+    insta::assert_snapshot!(screen);
+    // With the detail below (Enter), the table has the whole width: the replica's PID, uptime,
+    // restarts, CPU and RSS line up with the service's.
+    update(&mut state, &view, Action::Open);
+    let screen = render(&view, &state, 120, 40);
+    for (service, replica) in [
+        ("4242", "4301"),
+        ("12m34s", "1m05s"),
+        ("1.5", "2.5"),
+        ("12.0M", "15.0M"),
+    ] {
+        assert_eq!(
+            column_of(&screen, "order ▾", service),
+            column_of(&screen, "  #0", replica),
+            "{replica} is not under {service}:\n{screen}"
+        );
+    }
+}
+
+/// At 80×24 the replica lines keep the trouble columns (state, restarts) the table keeps.
+#[test]
+fn expanded_replicas_at_80x24() {
+    let (view, state) = expanded_view_and_state();
+    let screen = render(&view, &state, 80, 24);
+    for must in [
+        "order ▾",
+        "  #0",
+        "4301",
+        "  #2 retry 3s",
+        "✖ failed",
+        "report",
+    ] {
+        assert!(screen.contains(must), "{must} missing:\n{screen}");
+    }
+    assert_eq!(
+        column_of(&screen, "order ▾", "0  "),
+        column_of(&screen, "  #2", "5"),
+        "RST does not line up:\n{screen}"
+    );
+    insta::assert_snapshot!(screen);
+}
+
+/// Expanded, with a replica line selected, the console draws at every size from 1×1 to
+/// 200×50 without a panic, and the selected replica's line is on screen whenever the table
+/// has room for a line.
+#[test]
+fn expanded_replicas_draw_at_every_size() {
+    let (view, mut state) = expanded_view_and_state();
+    update(&mut state, &view, Action::Down);
+    update(&mut state, &view, Action::Down);
+    update(&mut state, &view, Action::Down);
+    for width in (1..=200).step_by(7) {
+        for height in (1..=50).step_by(3) {
+            let screen = render(&view, &state, width, height);
+            if width >= 40 && height >= 12 {
+                assert!(screen.contains("  #2"), "at {width}×{height}:\n{screen}");
+            }
+        }
+    }
+}
+
+/// With a replica's line selected in the table, the detail beside it draws that replica's
+/// number as selected (and no other's).
+#[test]
+fn the_detail_marks_the_selected_replica() {
+    use ratatui::style::Modifier;
+    let (view, mut state) = expanded_view_and_state();
+    update(&mut state, &view, Action::Down);
+    update(&mut state, &view, Action::Down);
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    terminal
+        .draw(|frame| {
+            render::draw(frame, &view, &state, &logs(), &Theme::monochrome());
+        })
+        .unwrap();
+    let buffer = terminal.backend().buffer();
+    // Whether replica `n`'s number (`#n ●` in the detail, the right 38 %) is drawn selected.
+    let selected = |n: &str| {
+        (0..40).find_map(|y| {
+            (74..116)
+                .find(|&x| {
+                    [("#", 0), (n, 1), ("●", 3)]
+                        .iter()
+                        .all(|(s, dx)| buffer[(x + dx, y)].symbol() == *s)
+                })
+                .map(|x| buffer[(x, y)].modifier.contains(Modifier::REVERSED))
+        })
+    };
+    assert_eq!(selected("1"), Some(true), "{}", terminal.backend());
+    assert_eq!(selected("0"), Some(false), "{}", terminal.backend());
+}

@@ -564,3 +564,60 @@ async fn a_closed_event_feed_leaves_the_console_idle() {
         "{used:?} of CPU in {took:?} with a closed event feed: the console spins"
     );
 }
+
+/// Expanded replica lines survive the snapshot refresh (the view is read again on every tick,
+/// as an attached console's is rebuilt on every update), and `r` on one restarts its service.
+#[tokio::test]
+async fn replica_rows_survive_a_refresh_and_r_on_one_restarts_its_service() {
+    let source = FakeSource::new(false);
+    let pids = |source: &FakeSource, first: u32| {
+        let mut view = source.view.lock().unwrap();
+        let beta = &mut view.services[1];
+        replicas(beta, &[InstanceState::Ready, InstanceState::Ready]);
+        for (pid, replica) in (first..).zip(&mut beta.instances) {
+            replica.pid = Some(pid);
+        }
+    };
+    pids(&source, 4100);
+    let (frames_tx, mut frames) = watch::channel(String::new());
+    let backend = Recording {
+        inner: TestBackend::new(100, 30),
+        frames: frames_tx,
+    };
+    let (mut typing, input) = mpsc::channel(16);
+    let mut terminal = Terminal::new(backend).unwrap();
+    let mut clipboard = |_: &str| {};
+    let ui = tui::run(
+        &mut terminal,
+        source.clone(),
+        input,
+        std::future::pending::<Exit>(),
+        Theme::from_env(),
+        || {},
+        &mut clipboard,
+    );
+    tokio::pin!(ui);
+    let press = |code| Ok(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+    let script = async {
+        for code in [KeyCode::Down, KeyCode::Right, KeyCode::Down, KeyCode::Down] {
+            typing.send(press(code)).await.unwrap();
+        }
+        frames.wait_for(|s| s.contains("4101")).await.unwrap();
+        // New PIDs: the console picks them up on its snapshot tick, still expanded.
+        pids(&source, 4200);
+        frames.wait_for(|s| s.contains("4201")).await.unwrap();
+        typing.send(key('r')).await.unwrap();
+        frames
+            .wait_for(|s| s.contains("restarting beta"))
+            .await
+            .unwrap();
+    };
+    tokio::select! {
+        exit = &mut ui => panic!("the console ended: {exit:?}"),
+        () = within(script) => {}
+    }
+    assert_eq!(
+        *source.commands.lock().unwrap(),
+        [Command::Restart("beta".into())]
+    );
+}

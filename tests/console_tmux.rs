@@ -313,3 +313,37 @@ shutdown_grace = "2s"
     }
     assert!(!alive(console_pid), "console did not exit");
 }
+
+/// The real binary's → and ← (escape sequences through a real terminal): → shows a line per
+/// replica under the service, each with its own PID; ← hides them again.
+#[test]
+fn right_shows_a_line_per_replica_and_left_hides_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = r#"
+name = "pairs"
+[services.pair]
+builtin = "probe"
+replicas = 2
+shutdown_grace = "2s"
+"#;
+    let tmux = launch_stack(dir.path(), "pairs", "", toml);
+    let (ok, screen) = tmux.wait(Duration::from_secs(20), |s| s.contains("2/2"));
+    assert!(ok, "pair never became ready:\n{screen}");
+    tmux.keys("Right");
+    let replica_pid = |s: &str, n: u32| -> Option<u32> {
+        let line = s.lines().find(|l| l.contains(&format!("  #{n} ")))?;
+        line.split_whitespace().find_map(|w| w.parse().ok())
+    };
+    let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| {
+        s.contains("pair ▾") && replica_pid(s, 0).is_some() && replica_pid(s, 1).is_some()
+    });
+    assert!(ok, "→ showed no replica lines:\n{screen}");
+    assert_ne!(replica_pid(&screen, 0), replica_pid(&screen, 1), "{screen}");
+    tmux.keys("Left");
+    let (ok, screen) = tmux.wait(Duration::from_secs(5), |s| {
+        s.contains("pair ▸") && !s.contains("  #0 ")
+    });
+    assert!(ok, "← did not hide them:\n{screen}");
+    tmux.keys("q");
+    tmux.keys("y");
+}

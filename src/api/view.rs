@@ -267,6 +267,25 @@ impl ServiceRow {
     }
 }
 
+impl ReplicaView {
+    /// A replica with nothing measured: a start for literals that set what they need
+    /// (`ReplicaView { pid: Some(7), ..ReplicaView::new(0, state) }`), so a field added later
+    /// changes one place.
+    pub fn new(replica: u32, state: InstanceState) -> ReplicaView {
+        ReplicaView {
+            replica,
+            state,
+            pid: None,
+            uptime: None,
+            restarts: 0,
+            cpu: 0.0,
+            rss: 0,
+            stale: false,
+            retry_in: None,
+        }
+    }
+}
+
 /// One task slot of a replica's segment: a progress bar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {

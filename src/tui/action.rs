@@ -22,6 +22,10 @@ pub enum Action {
     FocusNext,
     /// Enter: open the detail of a service, or run a job.
     Open,
+    /// →: show the selected service's replicas as lines under it.
+    Expand,
+    /// ←: hide them again.
+    Collapse,
     /// Show or hide the recent routed calls.
     Calls,
     Zoom,
@@ -68,7 +72,7 @@ pub enum Action {
     /// Leave the console this way (the quit dialog's `s` and `d`).
     Leave(Quit),
     Quit,
-    /// A click on a table row (index among the visible rows).
+    /// A click on a table line (index among the lines, replica lines included).
     Select(usize),
     /// A line of the `:` command language, e.g. `restart order`.
     Run(String),
@@ -132,9 +136,8 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             None
         }
         Action::Select(index) => {
-            let rows = state.rows(view);
-            if let Some(row) = rows.get(index) {
-                state.selected = Some(row.name.clone());
+            if let Some(line) = state.lines(view).get(index) {
+                state.select_line(line);
                 state.focus = Focus::Services;
             }
             None
@@ -147,6 +150,14 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
             None
         }
         Action::Open => open(state, view, selected),
+        Action::Expand => {
+            super::table_lines::expand(state, view);
+            None
+        }
+        Action::Collapse => {
+            super::table_lines::collapse(state, view);
+            None
+        }
         Action::Zoom => {
             state.zoom = !state.zoom;
             None
@@ -508,12 +519,13 @@ fn move_cursor(state: &mut UiState, view: &ConsoleView, action: &Action) {
         }
         return;
     }
-    let rows = state.rows(view);
-    if rows.is_empty() {
+    // Through the table's lines, replica lines included.
+    let lines = state.lines(view);
+    if lines.is_empty() {
         return;
     }
-    let current = state.selected_index(&rows);
-    let last = rows.len() - 1;
+    let current = state.selected_line(&lines);
+    let last = lines.len() - 1;
     let next = match action {
         Action::Up => current.saturating_sub(1),
         Action::Down => (current + 1).min(last),
@@ -522,5 +534,5 @@ fn move_cursor(state: &mut UiState, view: &ConsoleView, action: &Action) {
         Action::Top => 0,
         _ => last,
     };
-    state.selected = Some(rows[next].name.clone());
+    state.select_line(&lines[next]);
 }

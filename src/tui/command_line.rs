@@ -20,7 +20,10 @@ pub(super) fn run(state: &mut UiState, view: &ConsoleView, line: &str) -> Option
             match name.as_deref() {
                 None | Some("all") => state.log_scope = LogScope::All,
                 Some(n) if view.services.iter().any(|s| s.name == n) => {
+                    // The service's own line, not a replica line under it (or under
+                    // the service selected before, by its number).
                     state.selected = Some(n.to_string());
+                    state.selected_replica = None;
                     state.log_scope = LogScope::Selected;
                 }
                 Some(n) => {

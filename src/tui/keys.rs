@@ -16,6 +16,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("PgUp PgDn", "page"),
     ("Tab", "switch focus: services ⇄ logs"),
     ("Enter", "open detail; on a job: run it (asks parameters)"),
+    (
+        "→ / ←",
+        "show / hide replica rows (keys on one act on its service)",
+    ),
     ("r", "restart (rolling, one replica at a time)"),
     ("s", "stop or start"),
     ("X", "kill with SIGKILL (asks first)"),
@@ -147,6 +151,9 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
         KeyCode::PageDown => Action::PageDown,
         KeyCode::Tab | KeyCode::BackTab => Action::FocusNext,
         KeyCode::Enter => Action::Open,
+        // Left and right are the table's (the log pane does not scroll sideways).
+        KeyCode::Right if state.focus == Focus::Services => Action::Expand,
+        KeyCode::Left if state.focus == Focus::Services => Action::Collapse,
         KeyCode::Char('r') => Action::Restart,
         KeyCode::Char('s') => Action::StopOrStart,
         KeyCode::Char('X') => Action::Kill,

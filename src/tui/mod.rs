@@ -10,6 +10,7 @@
 //! - `targets`: `all` and globs (`order*`) as a `:` verb's target.
 //! - `log_actions`: the log pane's own actions (select, copy, follow, times, wrap, level).
 //! - [`stopping`]: what is left to stop after `q`, shown until the stack has stopped.
+//! - [`table_lines`]: the table's lines, services and the replicas of expanded ones.
 //! - [`keys`]: key and mouse bindings, and the help text.
 //! - [`level`]: log levels read from a line's text, for the level filter.
 //! - [`render`]: drawing, pure over view and state.
@@ -31,6 +32,7 @@ pub mod render;
 pub mod source;
 pub mod state;
 pub mod stopping;
+pub mod table_lines;
 mod targets;
 pub mod terminal;
 pub mod theme;

@@ -1,7 +1,10 @@
 //! The console's own state: what is selected, focused, filtered, searched and open. It changes
 //! only through [`Action`](super::action::Action)s; rendering only reads it.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, SystemTime},
+};
 
 use super::level::Level;
 use crate::api::{ConsoleView, ServiceRow};
@@ -109,6 +112,12 @@ pub struct UiState {
     pub focus: Focus,
     /// Name of the selected service (stable across re-sorting and filtering).
     pub selected: Option<String>,
+    /// The selected replica line under that service, by replica number (`None`: the service's
+    /// own line). See [`table_lines`](super::table_lines).
+    pub selected_replica: Option<u32>,
+    /// Services whose replicas show as lines under them, by name: it survives refreshes,
+    /// re-sorting and filtering.
+    pub expanded: BTreeSet<String>,
     pub sort: SortKey,
     pub filter: String,
     pub detail: bool,

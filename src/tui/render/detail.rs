@@ -36,7 +36,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
     if inner.height == 0 {
         return;
     }
-    let lines = text_lines(row, theme);
+    let lines = text_lines(row, state.selected_replica, theme);
     let spark_height: u16 = if inner.height >= 4 { 2 } else { 1 };
     // Tasks come first (they are what moves), but leave the text a few lines: up to a third
     // of the room, so a busy service's dependencies and exits are not pushed out entirely.
@@ -148,7 +148,9 @@ fn backlog_line<'a>(row: &ServiceRow, theme: &Theme) -> Option<Line<'a>> {
     })
 }
 
-fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
+/// The detail's text. `selected` is the replica whose line is selected in the table: its
+/// number is drawn as selected here too, so the operator sees which one the table points at.
+fn text_lines<'a>(row: &ServiceRow, selected: Option<u32>, theme: &Theme) -> Vec<Line<'a>> {
     let mut lines = Vec::new();
     // With more than one replica, a line each: the row in the table sums them up.
     if row.instances.len() > 1 {
@@ -172,8 +174,14 @@ fn text_lines<'a>(row: &ServiceRow, theme: &Theme) -> Vec<Line<'a>> {
             if let Some(retry_in) = replica.retry_in {
                 text.push_str(&format!("  next try in {}", duration(retry_in)));
             }
+            let number = if selected == Some(replica.replica) {
+                theme.selected()
+            } else {
+                style
+            };
             lines.push(Line::from(vec![
-                Span::styled(format!("#{} {symbol}", replica.replica), style),
+                Span::styled(format!("#{}", replica.replica), number),
+                Span::styled(format!(" {symbol}"), style),
                 Span::raw(text),
             ]));
         }

@@ -81,10 +81,11 @@ pub fn draw(
             Focus::Logs => logs_in(frame, body),
         }
     } else {
-        let rows = state.rows(view).len() as u16;
+        // Replica lines of expanded services included.
+        let rows = u16::try_from(state.lines(view).len()).unwrap_or(u16::MAX);
         let wide = body.width >= 120;
         // The table takes what its rows need, up to half the body; logs get the rest.
-        let table_height = (rows + 3).min(body.height / 2).max(4);
+        let table_height = rows.saturating_add(3).min(body.height / 2).max(4);
         let [top, bottom] =
             Layout::vertical([Constraint::Length(table_height), Constraint::Min(3)]).areas(body);
         // A wide terminal always has the detail beside the table, as tall as the table; Enter

@@ -3,6 +3,10 @@
 //! column at every width, and is never dropped in favour of a lower-ranked one. Replicas and
 //! PID come next (a PID that changes is a restart); beside the side pane at 120 columns the
 //! rates give way to them, the detail showing the selected service's.
+//!
+//! An expanded service (→) has a line per replica under it, in the same columns: a replica has
+//! a state, PID, uptime, restarts, CPU and RSS, and the rest of its line is blank (see
+//! [`table_lines`](crate::tui::table_lines)).
 
 use ratatui::{
     Frame,
@@ -14,9 +18,11 @@ use ratatui::{
 
 use super::{Areas, bytes, duration, p99};
 use crate::{
-    api::{ConsoleView, ServiceRow},
+    api::{ConsoleView, ReplicaView, ServiceRow},
+    registry::InstanceState,
     tui::{
         state::{Focus, UiState},
+        table_lines::TableLine,
         theme::Theme,
     },
 };
@@ -30,6 +36,8 @@ struct Column {
     /// narrow table must not show RST and hide STATE).
     trouble: bool,
     cell: fn(&ServiceRow) -> String,
+    /// The cell on a replica's line, where a replica has that figure (else blank).
+    replica: Option<fn(&ReplicaView) -> String>,
 }
 
 const COLUMNS: &[Column] = &[
@@ -39,6 +47,7 @@ const COLUMNS: &[Column] = &[
         rank: 1,
         trouble: true,
         cell: |r| r.name.clone(),
+        replica: Some(|r| format!("  #{}", r.replica)),
     },
     Column {
         title: "STATE",
@@ -46,6 +55,7 @@ const COLUMNS: &[Column] = &[
         rank: 2,
         trouble: true,
         cell: |_| String::new(),
+        replica: Some(|_| String::new()),
     },
     Column {
         title: "PID",
@@ -53,6 +63,7 @@ const COLUMNS: &[Column] = &[
         rank: 7,
         trouble: false,
         cell: |r| r.pid.map_or("-".into(), |p| p.to_string()),
+        replica: Some(|r| r.pid.map_or("-".into(), |p| p.to_string())),
     },
     Column {
         title: "UP",
@@ -60,6 +71,7 @@ const COLUMNS: &[Column] = &[
         rank: 13,
         trouble: false,
         cell: |r| r.uptime.map_or("-".into(), duration),
+        replica: Some(|r| r.uptime.map_or("-".into(), duration)),
     },
     Column {
         title: "RST",
@@ -67,6 +79,7 @@ const COLUMNS: &[Column] = &[
         rank: 3,
         trouble: true,
         cell: |r| r.restarts.to_string(),
+        replica: Some(|r| r.restarts.to_string()),
     },
     Column {
         title: "REPL",
@@ -74,6 +87,7 @@ const COLUMNS: &[Column] = &[
         rank: 6,
         trouble: false,
         cell: |r| format!("{}/{}", r.ready, r.replicas),
+        replica: None,
     },
     Column {
         title: "CPU%",
@@ -81,6 +95,7 @@ const COLUMNS: &[Column] = &[
         rank: 14,
         trouble: false,
         cell: |r| format!("{:.1}", r.cpu),
+        replica: Some(|r| format!("{:.1}", r.cpu)),
     },
     Column {
         title: "RSS",
@@ -88,6 +103,7 @@ const COLUMNS: &[Column] = &[
         rank: 15,
         trouble: false,
         cell: |r| bytes(r.rss),
+        replica: Some(|r| bytes(r.rss)),
     },
     Column {
         title: "BACKLOG",
@@ -95,6 +111,7 @@ const COLUMNS: &[Column] = &[
         rank: 8,
         trouble: false,
         cell: |r| backlog(&r.backlog),
+        replica: None,
     },
     Column {
         title: "REQ/S",
@@ -102,6 +119,7 @@ const COLUMNS: &[Column] = &[
         rank: 10,
         trouble: false,
         cell: |r| request_rate(r.request_rate, r.event_rate),
+        replica: None,
     },
     Column {
         title: "ERR/S",
@@ -109,6 +127,7 @@ const COLUMNS: &[Column] = &[
         rank: 9,
         trouble: false,
         cell: |r| error_rate(r.error_rate),
+        replica: None,
     },
     Column {
         title: "P99",
@@ -116,6 +135,7 @@ const COLUMNS: &[Column] = &[
         rank: 11,
         trouble: false,
         cell: |r| p99(r.p99_us),
+        replica: None,
     },
     Column {
         title: "AGE",
@@ -123,6 +143,7 @@ const COLUMNS: &[Column] = &[
         rank: 12,
         trouble: false,
         cell: |r| r.backlog.oldest_age.map_or("-".into(), duration),
+        replica: None,
     },
     Column {
         title: "HB",
@@ -130,6 +151,7 @@ const COLUMNS: &[Column] = &[
         rank: 4,
         trouble: true,
         cell: |r| r.heartbeat_age.map_or("-".into(), heartbeat_age),
+        replica: None,
     },
     Column {
         title: "BRK",
@@ -137,6 +159,7 @@ const COLUMNS: &[Column] = &[
         rank: 5,
         trouble: true,
         cell: |r| breaker(&r.breaker),
+        replica: None,
     },
     Column {
         title: "VERSION",
@@ -144,6 +167,7 @@ const COLUMNS: &[Column] = &[
         rank: 16,
         trouble: false,
         cell: |r| r.version.clone().unwrap_or_default(),
+        replica: None,
     },
 ];
 
@@ -247,55 +271,38 @@ pub fn draw(
     theme: &Theme,
 ) -> Areas {
     let columns = visible(area.width);
-    let rows = state.rows(view);
-    let selected = state.selected_index(&rows);
+    let lines = state.lines(view);
+    let selected = state.selected_line(&lines);
     let header = Row::new(
         columns
             .iter()
             .map(|(c, _)| Cell::from(c.title).style(theme.dim())),
     );
-    // Only the rows on screen are built: with hundreds of services, formatting every cell of
+    // Only the lines on screen are built: with hundreds of services, formatting every cell of
     // every row would dominate the frame.
     let visible_rows = usize::from(area.height.saturating_sub(3)).max(1);
     let offset = selected.saturating_sub(visible_rows - 1);
-    let body: Vec<Row> = rows
+    let body: Vec<Row> = lines
         .iter()
         .skip(offset)
         .take(visible_rows)
-        .map(|row| {
-            Row::new(columns.iter().map(|(c, _)| {
-                if c.title == "STATE" {
-                    // A stale heartbeat shows before it is declared hung, in the style of
-                    // the unhealthy.
-                    let (text, (symbol, style)) = if row.stale && row.state.has_process() {
-                        (
-                            "stale",
-                            theme.state(crate::registry::InstanceState::Degraded),
-                        )
-                    } else {
-                        (row.state.as_str(), theme.state(row.state))
-                    };
-                    Cell::from(Line::from(Span::styled(format!("{symbol} {text}"), style)))
-                } else if c.title == "SERVICE" && row.job {
-                    Cell::from(format!("{} ⚙", row.name))
-                } else if c.title == "ERR/S" && row.error_rate > 0.0 {
-                    Cell::from((c.cell)(row)).style(theme.error())
-                } else if c.title == "BACKLOG" && row.backlog.growth_per_s.is_some() {
-                    // Growing over its whole alert window: the operator should look.
-                    Cell::from((c.cell)(row)).style(theme.alert())
-                } else {
-                    Cell::from((c.cell)(row))
-                }
-            }))
+        .map(|line| match line {
+            TableLine::Service(row) => {
+                service_row(row, state.expanded.contains(&row.name), &columns, theme)
+            }
+            TableLine::Replica(_, replica) => replica_row(replica, &columns, theme),
         })
         .collect();
     let focused = state.focus == Focus::Services;
+    let services = lines
+        .iter()
+        .filter(|l| matches!(l, TableLine::Service(_)))
+        .count();
     let title = if state.filter.is_empty() {
-        format!(" services ({}) ", rows.len())
+        format!(" services ({services}) ")
     } else {
         format!(
-            " services ({}/{}) filter: {} ",
-            rows.len(),
+            " services ({services}/{}) filter: {} ",
             view.services.len(),
             state.filter
         )
@@ -319,6 +326,66 @@ pub fn draw(
         table_offset: offset + table_state.offset(),
         ..Areas::default()
     }
+}
+
+/// A state as the STATE column shows it. A stale heartbeat shows before it is declared hung,
+/// in the style of the unhealthy.
+fn state_cell(state: InstanceState, stale: bool, theme: &Theme) -> Cell<'static> {
+    let (text, (symbol, style)) = if stale && state.has_process() {
+        ("stale", theme.state(InstanceState::Degraded))
+    } else {
+        (state.as_str(), theme.state(state))
+    };
+    Cell::from(Line::from(Span::styled(format!("{symbol} {text}"), style)))
+}
+
+/// A service's line. With more than one replica its name is marked, ▸ collapsed or ▾ expanded,
+/// so that the operator knows there is more to see (→).
+fn service_row(
+    row: &ServiceRow,
+    expanded: bool,
+    columns: &[(&Column, u16)],
+    theme: &Theme,
+) -> Row<'static> {
+    Row::new(columns.iter().map(|(c, _)| match c.title {
+        "STATE" => state_cell(row.state, row.stale, theme),
+        "SERVICE" => {
+            let mut name = row.name.clone();
+            if row.job {
+                name.push_str(" ⚙");
+            }
+            if expanded && !row.instances.is_empty() {
+                name.push_str(" ▾");
+            } else if row.instances.len() > 1 {
+                name.push_str(" ▸");
+            }
+            Cell::from(name)
+        }
+        "ERR/S" if row.error_rate > 0.0 => Cell::from((c.cell)(row)).style(theme.error()),
+        // Growing over its whole alert window: the operator should look.
+        "BACKLOG" if row.backlog.growth_per_s.is_some() => {
+            Cell::from((c.cell)(row)).style(theme.alert())
+        }
+        _ => Cell::from((c.cell)(row)),
+    }))
+}
+
+/// A replica's line, indented under its service: the columns a replica has figures for, the
+/// others blank. A failed replica says when it is tried again, beside its number.
+fn replica_row(replica: &ReplicaView, columns: &[(&Column, u16)], theme: &Theme) -> Row<'static> {
+    Row::new(columns.iter().map(|(c, _)| match (c.title, c.replica) {
+        ("STATE", _) => state_cell(replica.state, replica.stale, theme),
+        ("SERVICE", Some(cell)) => match replica.retry_in {
+            Some(wait) => Cell::from(Line::from(vec![
+                Span::raw(cell(replica)),
+                Span::styled(format!(" retry {}", duration(wait)), theme.error()),
+            ])),
+            None => Cell::from(cell(replica)),
+        },
+        (_, Some(cell)) => Cell::from(cell(replica)),
+        // Not `Cell::default()`: its column span is 0, and the cells after it would shift left.
+        (_, None) => Cell::from(""),
+    }))
 }
 
 #[cfg(test)]
