@@ -101,26 +101,8 @@ const PAGE: usize = 10;
 
 pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option<Effect> {
     // A confirmation or a prompt takes the keys first.
-    match (&state.overlay, &action) {
-        (
-            Overlay::Confirm(_),
-            Action::Answer(_) | Action::Leave(_) | Action::Cancel | Action::Lifecycle(_),
-        ) => {}
-        (Overlay::Confirm(_), _) => return None,
-        (
-            Overlay::Prompt(..),
-            Action::Type(_)
-            | Action::SwitchPrompt
-            | Action::Complete
-            | Action::HistoryOlder
-            | Action::HistoryNewer
-            | Action::Backspace
-            | Action::Submit
-            | Action::Cancel
-            | Action::Lifecycle(_),
-        ) => {}
-        (Overlay::Prompt(..), _) => return None,
-        _ => {}
+    if !reaches(&state.overlay, &action) {
+        return None;
     }
     let selected = state
         .selected_row(view)
@@ -212,31 +194,62 @@ pub fn update(state: &mut UiState, view: &ConsoleView, action: Action) -> Option
         }
         Action::Run(line) => super::command_line::run(state, view, &line),
         Action::Lifecycle(event) => {
-            if let Some(kind) = &event.resolves {
-                for alert in state.alerts.iter_mut().filter(|a| {
-                    a.service == event.service
-                        && a.kind == *kind
-                        && a.resolved.is_none()
-                        && (event.replica.is_none() || a.replica == event.replica)
-                }) {
-                    alert.resolved = Some(event.detail.clone());
-                }
-            }
-            if event.alert {
-                state.alerts.push(Alert {
-                    at: SystemTime::now(),
-                    service: event.service.clone(),
-                    replica: event.replica,
-                    text: event.detail.clone(),
-                    kind: event.kind.clone(),
-                    resolved: None,
-                });
-                // Bounded: an alert storm keeps the newest.
-                if state.alerts.len() > 200 {
-                    state.alerts.remove(0);
-                }
-            }
+            lifecycle(state, &event);
             None
+        }
+    }
+}
+
+/// Whether `action` reaches the console past the overlay: a confirmation takes only its
+/// answer, a prompt only typing; other overlays let everything through.
+fn reaches(overlay: &Overlay, action: &Action) -> bool {
+    match (overlay, action) {
+        (
+            Overlay::Confirm(_),
+            Action::Answer(_) | Action::Leave(_) | Action::Cancel | Action::Lifecycle(_),
+        ) => true,
+        (Overlay::Confirm(_), _) => false,
+        (
+            Overlay::Prompt(..),
+            Action::Type(_)
+            | Action::SwitchPrompt
+            | Action::Complete
+            | Action::HistoryOlder
+            | Action::HistoryNewer
+            | Action::Backspace
+            | Action::Submit
+            | Action::Cancel
+            | Action::Lifecycle(_),
+        ) => true,
+        (Overlay::Prompt(..), _) => false,
+        _ => true,
+    }
+}
+
+/// A lifecycle event: the alerts it resolves are marked, and an alert it raises is kept.
+fn lifecycle(state: &mut UiState, event: &crate::api::EventView) {
+    if let Some(kind) = &event.resolves {
+        for alert in state.alerts.iter_mut().filter(|a| {
+            a.service == event.service
+                && a.kind == *kind
+                && a.resolved.is_none()
+                && (event.replica.is_none() || a.replica == event.replica)
+        }) {
+            alert.resolved = Some(event.detail.clone());
+        }
+    }
+    if event.alert {
+        state.alerts.push(Alert {
+            at: SystemTime::now(),
+            service: event.service.clone(),
+            replica: event.replica,
+            text: event.detail.clone(),
+            kind: event.kind.clone(),
+            resolved: None,
+        });
+        // Bounded: an alert storm keeps the newest.
+        if state.alerts.len() > 200 {
+            state.alerts.remove(0);
         }
     }
 }
