@@ -82,66 +82,81 @@ fn key_action(key: &KeyEvent, state: &UiState) -> Option<Action> {
         return Some(Action::Quit);
     }
     match &state.overlay {
-        Overlay::Prompt(prompt, _) => {
-            let switches = matches!(prompt, Prompt::Filter | Prompt::Search);
-            let command = *prompt == Prompt::Command;
-            return match key.code {
-                KeyCode::Tab | KeyCode::BackTab if switches => Some(Action::SwitchPrompt),
-                KeyCode::Tab if command => Some(Action::Complete),
-                KeyCode::Up if command => Some(Action::HistoryOlder),
-                KeyCode::Down if command => Some(Action::HistoryNewer),
-                KeyCode::Enter => Some(Action::Submit),
-                KeyCode::Esc => Some(Action::Cancel),
-                KeyCode::Backspace => Some(Action::Backspace),
-                KeyCode::Char(c) => Some(Action::Type(c)),
-                _ => None,
-            };
-        }
-        Overlay::Confirm(Confirm::Quit) => {
-            return match key.code {
-                KeyCode::Char('y' | 'Y') | KeyCode::Enter => Some(Action::Answer(true)),
-                KeyCode::Char('s' | 'S') => Some(Action::Leave(Quit::Stop)),
-                KeyCode::Char('d' | 'D') => Some(Action::Leave(Quit::Detach)),
-                KeyCode::Char('n' | 'N') | KeyCode::Esc => Some(Action::Answer(false)),
-                _ => None,
-            };
-        }
-        Overlay::Confirm(_) => {
-            return match key.code {
-                KeyCode::Char('y' | 'Y') | KeyCode::Enter => Some(Action::Answer(true)),
-                KeyCode::Char('n' | 'N') | KeyCode::Esc => Some(Action::Answer(false)),
-                _ => None,
-            };
-        }
+        Overlay::Prompt(prompt, _) => prompt_key(key, prompt),
+        Overlay::Confirm(confirm) => confirm_key(key, confirm),
         // Overlays are modal: what is on screen takes the keys, and a key meant for the table
         // (`r`, `X`, `s`…) must never act on a service the operator cannot see. Esc, `q` (as in
         // less and htop) and the overlay's own key close it; the calls overlay follows the
         // selection, so it keeps the moving keys.
         overlay @ (Overlay::Help | Overlay::Alerts | Overlay::Deps | Overlay::Calls) => {
-            let (own, toggle) = match overlay {
-                Overlay::Help => ('?', Action::Help),
-                Overlay::Alerts => ('a', Action::Alerts),
-                Overlay::Deps => ('d', Action::Deps),
-                _ => ('t', Action::Calls),
-            };
-            // The calls overlay follows the selection and help scrolls, so both keep the
-            // moving keys; help also pages, as it can be taller than the terminal.
-            let moves = matches!(overlay, Overlay::Calls | Overlay::Help);
-            let pages = *overlay == Overlay::Help;
-            return match key.code {
-                KeyCode::Esc | KeyCode::Char('q') => Some(Action::Cancel),
-                KeyCode::Char(c) if c == own => Some(toggle),
-                KeyCode::Up | KeyCode::Char('k') if moves => Some(Action::Up),
-                KeyCode::Down | KeyCode::Char('j') if moves => Some(Action::Down),
-                KeyCode::PageUp if pages => Some(Action::PageUp),
-                KeyCode::PageDown | KeyCode::Char(' ') if pages => Some(Action::PageDown),
-                KeyCode::Home | KeyCode::Char('g') if pages => Some(Action::Top),
-                KeyCode::End | KeyCode::Char('G') if pages => Some(Action::Bottom),
-                _ => None,
-            };
+            viewer_key(key, overlay)
         }
-        Overlay::None => {}
+        Overlay::None => table_key(key, state),
     }
+}
+
+/// A prompt takes typing; the command line also completes and recalls.
+fn prompt_key(key: &KeyEvent, prompt: &Prompt) -> Option<Action> {
+    let switches = matches!(prompt, Prompt::Filter | Prompt::Search);
+    let command = *prompt == Prompt::Command;
+    match key.code {
+        KeyCode::Tab | KeyCode::BackTab if switches => Some(Action::SwitchPrompt),
+        KeyCode::Tab if command => Some(Action::Complete),
+        KeyCode::Up if command => Some(Action::HistoryOlder),
+        KeyCode::Down if command => Some(Action::HistoryNewer),
+        KeyCode::Enter => Some(Action::Submit),
+        KeyCode::Esc => Some(Action::Cancel),
+        KeyCode::Backspace => Some(Action::Backspace),
+        KeyCode::Char(c) => Some(Action::Type(c)),
+        _ => None,
+    }
+}
+
+/// A confirmation takes only its answers; the quit one also stop (`s`) or detach (`d`).
+fn confirm_key(key: &KeyEvent, confirm: &Confirm) -> Option<Action> {
+    if *confirm == Confirm::Quit {
+        return match key.code {
+            KeyCode::Char('y' | 'Y') | KeyCode::Enter => Some(Action::Answer(true)),
+            KeyCode::Char('s' | 'S') => Some(Action::Leave(Quit::Stop)),
+            KeyCode::Char('d' | 'D') => Some(Action::Leave(Quit::Detach)),
+            KeyCode::Char('n' | 'N') | KeyCode::Esc => Some(Action::Answer(false)),
+            _ => None,
+        };
+    }
+    match key.code {
+        KeyCode::Char('y' | 'Y') | KeyCode::Enter => Some(Action::Answer(true)),
+        KeyCode::Char('n' | 'N') | KeyCode::Esc => Some(Action::Answer(false)),
+        _ => None,
+    }
+}
+
+/// Help, alerts, deps and calls: their own key and Esc or `q` close them.
+fn viewer_key(key: &KeyEvent, overlay: &Overlay) -> Option<Action> {
+    let (own, toggle) = match overlay {
+        Overlay::Help => ('?', Action::Help),
+        Overlay::Alerts => ('a', Action::Alerts),
+        Overlay::Deps => ('d', Action::Deps),
+        _ => ('t', Action::Calls),
+    };
+    // The calls overlay follows the selection and help scrolls, so both keep the
+    // moving keys; help also pages, as it can be taller than the terminal.
+    let moves = matches!(overlay, Overlay::Calls | Overlay::Help);
+    let pages = *overlay == Overlay::Help;
+    match key.code {
+        KeyCode::Esc | KeyCode::Char('q') => Some(Action::Cancel),
+        KeyCode::Char(c) if c == own => Some(toggle),
+        KeyCode::Up | KeyCode::Char('k') if moves => Some(Action::Up),
+        KeyCode::Down | KeyCode::Char('j') if moves => Some(Action::Down),
+        KeyCode::PageUp if pages => Some(Action::PageUp),
+        KeyCode::PageDown | KeyCode::Char(' ') if pages => Some(Action::PageDown),
+        KeyCode::Home | KeyCode::Char('g') if pages => Some(Action::Top),
+        KeyCode::End | KeyCode::Char('G') if pages => Some(Action::Bottom),
+        _ => None,
+    }
+}
+
+/// The table and log pane's keys, with no overlay open.
+fn table_key(key: &KeyEvent, state: &UiState) -> Option<Action> {
     Some(match key.code {
         KeyCode::Up | KeyCode::Char('k') => Action::Up,
         KeyCode::Down | KeyCode::Char('j') => Action::Down,
