@@ -50,6 +50,13 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
     ])
     .areas(inner);
 
+    draw_rates(frame, spark_area, row, theme);
+    draw_tasks(frame, gauges_area, row, theme);
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
+}
+
+/// The rates and p99 beside a sparkline of the last minutes' request rate.
+fn draw_rates(frame: &mut Frame<'_>, spark_area: Rect, row: &ServiceRow, theme: &Theme) {
     // The rates beside the sparkline: the label widens for a caller's calls, so nothing is cut.
     let rates = rates(row);
     let label_width = (rates.chars().count() as u16 + 1)
@@ -76,7 +83,10 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
         Sparkline::default().data(&history).style(theme.title()),
         spark,
     );
+}
 
+/// A progress bar per task, as many as fit, and how many do not.
+fn draw_tasks(frame: &mut Frame<'_>, gauges_area: Rect, row: &ServiceRow, theme: &Theme) {
     // The layout may give the gauges fewer lines than asked (a short pane beside a short
     // table); drawing past them would write over the border and the pane below. When tasks do
     // not all fit, the last line says how many are not shown.
@@ -115,12 +125,8 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, view: &ConsoleView, state: &UiSta
             line_at(shown),
         );
     }
-
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
 }
 
-/// The replicas (when there are several), dependencies, calls, a job's recent runs and the
-/// recent exits, a line each.
 /// "backlog 152 rising, oldest 4s, +28.0/s · autoscale 1–4", while anything waits or the
 /// service autoscales (a quiet service gets no line).
 fn backlog_line<'a>(row: &ServiceRow, theme: &Theme) -> Option<Line<'a>> {
@@ -154,37 +160,11 @@ fn text_lines<'a>(row: &ServiceRow, selected: Option<u32>, theme: &Theme) -> Vec
     let mut lines = Vec::new();
     // With more than one replica, a line each: the row in the table sums them up.
     if row.instances.len() > 1 {
-        for replica in &row.instances {
-            let (symbol, style) = theme.state(replica.state);
-            let mut text = format!(" {:<9}", replica.state.as_str());
-            if let Some(pid) = replica.pid {
-                text.push_str(&format!(
-                    " pid {pid:<7} up {:<7} {:>4.1}% {:>6}",
-                    replica.uptime.map_or("-".to_string(), duration),
-                    replica.cpu,
-                    bytes(replica.rss),
-                ));
-            }
-            if replica.restarts > 0 {
-                text.push_str(&format!("  {} restarts", replica.restarts));
-            }
-            if replica.stale {
-                text.push_str("  heartbeat stale");
-            }
-            if let Some(retry_in) = replica.retry_in {
-                text.push_str(&format!("  next try in {}", duration(retry_in)));
-            }
-            let number = if selected == Some(replica.replica) {
-                theme.selected()
-            } else {
-                style
-            };
-            lines.push(Line::from(vec![
-                Span::styled(format!("#{}", replica.replica), number),
-                Span::styled(format!(" {symbol}"), style),
-                Span::raw(text),
-            ]));
-        }
+        lines.extend(
+            row.instances
+                .iter()
+                .map(|replica| replica_line(replica, selected, theme)),
+        );
     }
     if let Some(line) = backlog_line(row, theme) {
         lines.push(line);
@@ -253,6 +233,44 @@ fn text_lines<'a>(row: &ServiceRow, selected: Option<u32>, theme: &Theme) -> Vec
         ));
     }
     lines
+}
+
+/// One replica: its number (highlighted when selected), state, pid, uptime, CPU and memory,
+/// and what is wrong with it.
+fn replica_line<'a>(
+    replica: &crate::api::ReplicaView,
+    selected: Option<u32>,
+    theme: &Theme,
+) -> Line<'a> {
+    let (symbol, style) = theme.state(replica.state);
+    let mut text = format!(" {:<9}", replica.state.as_str());
+    if let Some(pid) = replica.pid {
+        text.push_str(&format!(
+            " pid {pid:<7} up {:<7} {:>4.1}% {:>6}",
+            replica.uptime.map_or("-".to_string(), duration),
+            replica.cpu,
+            bytes(replica.rss),
+        ));
+    }
+    if replica.restarts > 0 {
+        text.push_str(&format!("  {} restarts", replica.restarts));
+    }
+    if replica.stale {
+        text.push_str("  heartbeat stale");
+    }
+    if let Some(retry_in) = replica.retry_in {
+        text.push_str(&format!("  next try in {}", duration(retry_in)));
+    }
+    let number = if selected == Some(replica.replica) {
+        theme.selected()
+    } else {
+        style
+    };
+    Line::from(vec![
+        Span::styled(format!("#{}", replica.replica), number),
+        Span::styled(format!(" {symbol}"), style),
+        Span::raw(text),
+    ])
 }
 
 /// `label ▕██████░░░░▏ 45/120 running`: a bar that reads the same with or without colour.
