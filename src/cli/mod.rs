@@ -4,12 +4,12 @@
 //!
 //! - `up`: the console, headless, detached; `down` and `attach`.
 //! - `job`: `run JOB`.
+//! - `bench`: `bench` and `bench --check`.
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
-    time::Duration,
 };
 
 use clap::{Args, Parser, Subcommand};
@@ -18,7 +18,6 @@ use crate::{
     client::{self, Client, ClientError, Target},
     gateway::Bind,
     stack::{self, Stack},
-    supervisor::SupervisorOptions,
 };
 
 #[derive(Debug, Parser)]
@@ -235,6 +234,7 @@ pub enum Cmd {
     Service { name: String },
 }
 
+mod bench;
 mod job;
 mod up;
 
@@ -285,7 +285,7 @@ pub fn run(cli: Cli) -> ExitCode {
             | Cmd::Scale { .. }
             | Cmd::Logs { .. }),
         ) => client_command(command),
-        Some(command @ Cmd::Bench { .. }) => bench_command(command),
+        Some(command @ Cmd::Bench { .. }) => bench::command(command),
         None => up::up(&up::Up {
             file: cli.file,
             mode: up::Mode::from_flags(false, false, cli.headless),
@@ -334,37 +334,6 @@ fn instance_command(command: Cmd) -> ExitCode {
             read_only,
         ),
         // `run` sends only the commands above here.
-        _ => ExitCode::FAILURE,
-    }
-}
-
-/// `bench` and `bench --check`.
-fn bench_command(command: Cmd) -> ExitCode {
-    match command {
-        Cmd::Bench { check: true, .. } => bench_check(),
-        Cmd::Bench {
-            only,
-            rounds,
-            idle_secs,
-            json,
-            stack,
-            http_load,
-            http_connections,
-            check: false,
-            size,
-        } => bench(
-            &only,
-            size.map(usize::from),
-            rounds,
-            idle_secs,
-            json,
-            stack.as_deref(),
-            crate::bench::gateway::LoadClient {
-                sender: http_load,
-                connections: usize::from(http_connections),
-            },
-        ),
-        // `run` sends only `bench` here.
         _ => ExitCode::FAILURE,
     }
 }
@@ -542,74 +511,4 @@ pub(super) fn init_file_logging(run_dir: &Path) {
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file))
         .try_init();
-}
-
-/// `switchboard bench --check` (see `bench::check`).
-fn bench_check() -> ExitCode {
-    init_console_logging();
-    let (Ok(mut options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime())
-    else {
-        return ExitCode::FAILURE;
-    };
-    options.log_files = false;
-    let verdicts = runtime.block_on(crate::bench::check::run(&options));
-    if crate::bench::check::report(&verdicts) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-fn bench(
-    only: &[String],
-    size: Option<usize>,
-    rounds: usize,
-    idle_secs: u64,
-    json: bool,
-    stack: Option<&Path>,
-    http_load: crate::bench::gateway::LoadClient,
-) -> ExitCode {
-    let mut selection = match crate::bench::Selection::from_names(only) {
-        Ok(selection) => selection,
-        Err(unknown) => {
-            eprintln!(
-                "switchboard bench: no measurement `{unknown}` (choose from {})",
-                crate::bench::Selection::NAMES.join(", ")
-            );
-            return ExitCode::from(2);
-        }
-    };
-    selection.http_load = http_load;
-    selection.size = size;
-    if http_load.sender == crate::bench::gateway::HttpLoad::Wrk
-        && !crate::bench::gateway::wrk_found()
-    {
-        eprintln!("switchboard bench: --http-load wrk needs wrk on PATH (apt-get install wrk)");
-        return ExitCode::from(2);
-    }
-    init_console_logging();
-    let (Ok(mut options), Some(runtime)) = (SupervisorOptions::from_current_exe(), runtime())
-    else {
-        return ExitCode::FAILURE;
-    };
-    options.log_files = false;
-    let figures = runtime.block_on(crate::bench::run(
-        stack,
-        selection,
-        options,
-        rounds.max(1),
-        Duration::from_secs(idle_secs.max(1)),
-    ));
-    if json {
-        match serde_json::to_string_pretty(&figures) {
-            Ok(text) => println!("{text}"),
-            Err(err) => {
-                eprintln!("switchboard: {err}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        crate::bench::print_table(&figures);
-    }
-    ExitCode::SUCCESS
 }
