@@ -268,35 +268,6 @@ fn order_ledger(db: &std::path::Path) -> Vec<(i64, String, i64, i64)> {
         .unwrap()
 }
 
-/// The orders whose stages run now, by replica, from their task slots (the label is
-/// `order ID: stage`).
-fn orders_running(running: &Running) -> Vec<(u32, i64)> {
-    let registry = switchboard::registry::read(running.supervisor.registry());
-    let Some(order) = registry.service("order") else {
-        return Vec::new();
-    };
-    let mut seen = Vec::new();
-    for handle in order.instances.iter().filter_map(|i| i.handle.as_ref()) {
-        let Some(segment) = &handle.segment else {
-            continue;
-        };
-        for task in segment.read().tasks {
-            if task.state != switchboard_protocol::segment::TaskState::Running {
-                continue;
-            }
-            let id = task
-                .label
-                .strip_prefix("order ")
-                .and_then(|rest| rest.split(':').next())
-                .and_then(|id| id.parse().ok());
-            if let Some(id) = id {
-                seen.push((handle.id.replica, id));
-            }
-        }
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autoscaling_adds_replicas_until_the_backlog_falls_and_removes_them_losing_no_order() {
     let policy = "autoscale = { min = 1, max = 3, target_backlog = 60, cooldown = \"3s\" }";
@@ -322,7 +293,7 @@ async fn autoscaling_adds_replicas_until_the_backlog_falls_and_removes_them_losi
             let mut runs: std::collections::HashMap<i64, std::collections::BTreeSet<u32>> =
                 Default::default();
             while watching.load(std::sync::atomic::Ordering::Relaxed) {
-                for (replica, id) in orders_running(&running) {
+                for (replica, id) in common::orders_running(&running) {
                     runs.entry(id).or_default().insert(replica);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

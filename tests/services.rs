@@ -643,38 +643,6 @@ async fn the_python_report_job_reports_on_the_real_orders() {
     running.stop().await;
 }
 
-/// The `(replica, order id)` of every order some replica of `order` shows running right now,
-/// read straight from their segments.
-fn orders_running(running: &Running) -> Vec<(u32, i64)> {
-    let registry = switchboard::registry::read(running.supervisor.registry());
-    let Some(order) = registry.service("order") else {
-        return Vec::new();
-    };
-    let mut seen = Vec::new();
-    for instance in &order.instances {
-        let Some(handle) = &instance.handle else {
-            continue;
-        };
-        let Some(segment) = &handle.segment else {
-            continue;
-        };
-        for task in segment.read().tasks {
-            if task.state != switchboard_protocol::segment::TaskState::Running {
-                continue;
-            }
-            let id = task
-                .label
-                .strip_prefix("order ")
-                .and_then(|rest| rest.split(':').next())
-                .and_then(|id| id.parse().ok());
-            if let Some(id) = id {
-                seen.push((handle.id.replica, id));
-            }
-        }
-    }
-    seen
-}
-
 /// `(id, status, claimed_by, claims)` of every order, from order's SQLite file.
 fn order_claims(orders_db: &std::path::Path) -> Vec<(i64, String, Option<i64>, i64)> {
     let db = rusqlite::Connection::open(orders_db).unwrap();
@@ -716,7 +684,7 @@ async fn order_replicas_share_the_orders_and_take_over_a_removed_ones() {
         tokio::spawn(async move {
             let mut runs: std::collections::HashMap<i64, BTreeSet<u32>> = Default::default();
             while watching.load(std::sync::atomic::Ordering::Relaxed) {
-                for (replica, id) in orders_running(&running) {
+                for (replica, id) in common::orders_running(&running) {
                     runs.entry(id).or_default().insert(replica);
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;

@@ -341,3 +341,35 @@ pub fn ready_pid(running: &Running, service: &str) -> Option<u32> {
         .filter(|i| i.state == registry::InstanceState::Ready)
         .and_then(|i| i.pid)
 }
+
+/// The `(replica, order id)` of every order some replica of `order` shows running right now,
+/// read straight from their segments.
+pub fn orders_running(running: &Running) -> Vec<(u32, i64)> {
+    let registry = switchboard::registry::read(running.supervisor.registry());
+    let Some(order) = registry.service("order") else {
+        return Vec::new();
+    };
+    let mut seen = Vec::new();
+    for instance in &order.instances {
+        let Some(handle) = &instance.handle else {
+            continue;
+        };
+        let Some(segment) = &handle.segment else {
+            continue;
+        };
+        for task in segment.read().tasks {
+            if task.state != switchboard_protocol::segment::TaskState::Running {
+                continue;
+            }
+            let id = task
+                .label
+                .strip_prefix("order ")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|id| id.parse().ok());
+            if let Some(id) = id {
+                seen.push((handle.id.replica, id));
+            }
+        }
+    }
+    seen
+}
