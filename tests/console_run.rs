@@ -408,6 +408,16 @@ async fn redraws_are_capped_while_the_logs_flood_and_rare_while_idle() {
     );
 }
 
+/// A terminal of `width`×`height` whose frames a test can wait for (see [`Recording`]).
+fn recording(width: u16, height: u16) -> (Terminal<Recording>, watch::Receiver<String>) {
+    let (frames_tx, frames) = watch::channel(String::new());
+    let backend = Recording {
+        inner: TestBackend::new(width, height),
+        frames: frames_tx,
+    };
+    (Terminal::new(backend).unwrap(), frames)
+}
+
 /// A `TestBackend` that publishes each frame it is given, so a test can wait for a screen
 /// while the console runs (rather than sleep and hope).
 struct Recording {
@@ -489,13 +499,8 @@ async fn quitting_shows_what_is_left_to_stop() {
         replicas(&mut view.services[1], beta);
     };
     set(&source, &[Ready, Ready], &[Ready]);
-    let (frames_tx, mut frames) = watch::channel(String::new());
-    let backend = Recording {
-        inner: TestBackend::new(100, 30),
-        frames: frames_tx,
-    };
+    let (mut terminal, mut frames) = recording(100, 30);
     let (mut typing, input) = mpsc::channel(16);
-    let mut terminal = Terminal::new(backend).unwrap();
     let mut clipboard = |_: &str| {};
     let ui = tui::run(
         &mut terminal,
@@ -579,13 +584,8 @@ async fn replica_rows_survive_a_refresh_and_r_on_one_restarts_its_service() {
         }
     };
     pids(&source, 4100);
-    let (frames_tx, mut frames) = watch::channel(String::new());
-    let backend = Recording {
-        inner: TestBackend::new(100, 30),
-        frames: frames_tx,
-    };
+    let (mut terminal, mut frames) = recording(100, 30);
     let (mut typing, input) = mpsc::channel(16);
-    let mut terminal = Terminal::new(backend).unwrap();
     let mut clipboard = |_: &str| {};
     let ui = tui::run(
         &mut terminal,
