@@ -405,7 +405,7 @@ async fn scribbled_segment(mode: &str) {
     let ui = UiState::new();
     // How many figures the sampler (once a second) has taken of each service.
     let samples = || {
-        let metrics = switchboard::monitor::metrics::read(&running.supervisor.metrics());
+        let metrics = switchboard::monitor::metrics::read(running.supervisor.metrics());
         let samples = |service: &str| metrics.service(service).map_or(0, |m| m.rate_history.len());
         (samples("hostile"), samples("healthy"))
     };

@@ -728,7 +728,7 @@ async fn idle_replicas_take_turns() {
 
 /// Each ready replica of `service` as (pid, requests outstanding).
 fn loads(running: &Running, service: &str) -> Vec<(u32, u64)> {
-    switchboard::registry::read(&running.supervisor.registry())
+    switchboard::registry::read(running.supervisor.registry())
         .service(service)
         .unwrap()
         .instances

@@ -191,7 +191,7 @@ impl Walker<'_> {
         v: &Value<'_>,
     ) -> bool {
         match k.get_ref().as_ref() {
-            "depends_on" => d.depends_on = self.depends_on(&name, v),
+            "depends_on" => d.depends_on = self.depends_on(name, v),
             "restart" => {
                 d.restart = self
                     .choice(v, &["always", "on-failure", "never"])
