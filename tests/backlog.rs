@@ -175,7 +175,7 @@ async fn a_service_that_publishes_none_gets_its_requests_in_flight_and_held_as_b
         seen,
         "the derived backlog never counted the 6 calls: {backlog:?}"
     );
-    assert_eq!(backlog.oldest_age, None, "a derived backlog has no age");
+    assert!(backlog.oldest_age.is_some(), "no age: {backlog:?}");
     for call in calls {
         call.await.unwrap();
     }
@@ -207,6 +207,11 @@ async fn a_service_that_publishes_none_gets_its_requests_in_flight_and_held_as_b
     let (seen, backlog) =
         backlog_until(&running, "slow", LIMIT, |b| !b.published && b.waiting == 3).await;
     assert!(seen, "the 3 held calls were not counted: {backlog:?}");
+    // No replica owes them: their age is how long the router has held them.
+    assert!(
+        backlog.oldest_age.is_some(),
+        "held calls have no age: {backlog:?}"
+    );
     for call in held {
         assert_eq!(
             common::code(&call.await.unwrap()),
@@ -216,6 +221,76 @@ async fn a_service_that_publishes_none_gets_its_requests_in_flight_and_held_as_b
     }
     let (drained, backlog) = backlog_until(&running, "slow", LIMIT, |b| b.waiting == 0).await;
     assert!(drained, "{backlog:?}");
+    running.stop().await;
+}
+
+/// `service`'s backlog age gauge on the gateway's `/metrics`.
+async fn age_gauge(client: &Client, service: &str) -> Option<f64> {
+    let answer = client.send(Method::GET, "/metrics", None).await.unwrap();
+    let text = String::from_utf8(answer.body.to_vec()).unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("not Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "switchboard_service_backlog_oldest_age_seconds"
+                && s.labels.get("service") == Some(service)
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_backlog_ages_with_its_oldest_unanswered_request() {
+    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\n";
+    let (stack, _dir) = stack(toml);
+    let running = start(stack).await;
+    assert!(
+        running.replicas_ready(LIMIT, "slow", 1).await,
+        "slow never ready"
+    );
+    let gateway = Gateway::start_at(&running.supervisor, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::new(Target {
+        address: gateway.address().into(),
+        token: None,
+    });
+    let router = running.supervisor.router().clone();
+    let call = tokio::spawn(router.call(
+        GATEWAY,
+        request("slow", "sleep", &6000u64, Duration::from_secs(20)),
+    ));
+
+    // Held busy, its one request ages a second a second, sample after sample.
+    let second = Duration::from_secs(1);
+    let (seen, first) = backlog_until(&running, "slow", LIMIT, |b| {
+        !b.published && b.waiting == 1 && b.oldest_age.is_some_and(|a| a >= second)
+    })
+    .await;
+    assert!(seen, "the busy replica's request never aged: {first:?}");
+    let first_age = first.oldest_age.unwrap_or_default();
+    let (grew, later) = backlog_until(&running, "slow", LIMIT, |b| {
+        b.oldest_age
+            .is_some_and(|a| a > first_age && a >= 2 * second)
+    })
+    .await;
+    assert!(grew, "the age did not grow past {first_age:?}: {later:?}");
+    let age = age_gauge(&client, "slow").await.expect("no age gauge");
+    assert!(age >= 1.0, "/metrics: {age}");
+
+    // Answered, nothing waits and the age is gone (0 on /metrics, not a missing series).
+    assert_eq!(common::code(&call.await.unwrap()), None);
+    let (drained, backlog) = backlog_until(&running, "slow", LIMIT, |b| {
+        b.waiting == 0 && b.oldest_age.is_none()
+    })
+    .await;
+    assert!(drained, "{backlog:?}");
+    assert_eq!(age_gauge(&client, "slow").await, Some(0.0));
+    gateway.stop().await;
     running.stop().await;
 }
 

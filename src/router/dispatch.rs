@@ -231,7 +231,8 @@ impl Router {
     }
 
     fn hold(&self, from: &Arc<str>, caller: Caller, envelope: Envelope) {
-        let deadline = Instant::now()
+        let since = Instant::now();
+        let deadline = since
             + match envelope.deadline_us {
                 0 => hold::HOLD_WITHOUT_DEADLINE,
                 us => Duration::from_micros(us),
@@ -242,6 +243,7 @@ impl Router {
             caller,
             envelope,
             deadline,
+            since,
         };
         let (refused, held) = {
             let mut books = lock(&self.inner.held);

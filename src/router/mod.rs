@@ -24,6 +24,7 @@
 //! - `pubsub`: events, to every subscribing service.
 //! - `outcomes`: circuit breakers and traces, fed by how each routed request ended.
 //! - `deadlines`: the sweeper that answers `timeout` once a deadline passes.
+//! - `waits`: the oldest request each replica still owes an answer to, for derived backlogs.
 //! - this file: the [`Router`] handle and the state it shares, its construction, the entry
 //!   points ([`Router::route`], [`Router::call`]) and the read-only accessors.
 
@@ -35,6 +36,7 @@ mod outcomes;
 mod pubsub;
 mod stream;
 pub mod trace;
+mod waits;
 
 pub use stream::{INITIAL_CREDIT, LocalStream, StreamStep};
 
