@@ -244,12 +244,12 @@ async fn age_gauge(client: &Client, service: &str) -> Option<f64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_derived_backlog_ages_with_its_oldest_unanswered_request() {
-    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\n";
+async fn a_derived_backlog_ages_with_its_oldest_unanswered_request_on_its_replica() {
+    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\nreplicas = 2\n";
     let (stack, _dir) = stack(toml);
     let running = start(stack).await;
     assert!(
-        running.replicas_ready(LIMIT, "slow", 1).await,
+        running.replicas_ready(LIMIT, "slow", 2).await,
         "slow never ready"
     );
     let gateway = Gateway::start_at(&running.supervisor, "127.0.0.1:0".parse().unwrap())
@@ -281,6 +281,19 @@ async fn a_derived_backlog_ages_with_its_oldest_unanswered_request() {
     assert!(grew, "the age did not grow past {first_age:?}: {later:?}");
     let age = age_gauge(&client, "slow").await.expect("no age gauge");
     assert!(age >= 1.0, "/metrics: {age}");
+
+    // The replica that took it is the one behind; the other owes nothing.
+    let view = running.supervisor.view(Instant::now());
+    let row = view.services.iter().find(|s| s.name == "slow").unwrap();
+    let mut replicas: Vec<_> = row.instances.iter().map(|i| i.backlog.clone()).collect();
+    replicas.sort_by_key(|b| b.waiting);
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+    assert_eq!((replicas[0].waiting, replicas[0].oldest_age), (0, None));
+    assert_eq!(replicas[1].waiting, 1, "{replicas:?}");
+    assert!(
+        replicas[1].oldest_age.is_some_and(|a| a >= second) && !replicas[1].published,
+        "{replicas:?}"
+    );
 
     // Answered, nothing waits and the age is gone (0 on /metrics, not a missing series).
     assert_eq!(common::code(&call.await.unwrap()), None);
