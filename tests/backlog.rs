@@ -308,6 +308,47 @@ async fn a_derived_backlog_ages_with_its_oldest_unanswered_request_on_its_replic
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_alerts_and_target_age_scales_out_a_service_that_publishes_nothing() {
+    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\n\
+        backlog = { max_age = \"1s\" }\n\
+        autoscale = { min = 1, max = 2, target_age = \"1s\", cooldown = \"1s\" }\n";
+    let (stack, _dir) = stack(toml);
+    let mut running = start(stack).await;
+    running.ready(LIMIT, &["slow"]).await;
+    let router = running.supervisor.router().clone();
+    let call = tokio::spawn(router.call(
+        GATEWAY,
+        request("slow", "sleep", &5000u64, Duration::from_secs(20)),
+    ));
+
+    // Its one request, unanswered past a second, is what both read.
+    let alert = running
+        .event(LIMIT, |e| {
+            e.service == "slow" && matches!(e.kind, EventKind::Backlog { alert: true, .. })
+        })
+        .await
+        .expect("no max_age alert");
+    let text = switchboard::api::EventView::from(&alert).text;
+    assert!(text.contains("over max_age 1s (1 waiting)"), "{text}");
+    let scaled = |e: &switchboard::event::Event| {
+        e.service == "slow" && matches!(e.kind, EventKind::Autoscaled { from: 1, to: 2, .. })
+    };
+    if !running.seen.iter().any(scaled) {
+        running.event(LIMIT, scaled).await.expect("no scale-out");
+    }
+
+    // Answered, the alert is resolved.
+    assert_eq!(common::code(&call.await.unwrap()), None);
+    running
+        .event(LIMIT, |e| {
+            e.service == "slow" && matches!(e.kind, EventKind::Backlog { alert: false, .. })
+        })
+        .await
+        .expect("the max_age alert was never resolved");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_above_one_replica_s_capacity_raises_the_growth_alert_within_its_window() {
     let policy = "backlog = { grow_window = \"4s\", max_backlog = 5000 }";
     let (stack, _dir) = stack(&shop(60, policy));
