@@ -134,11 +134,7 @@ impl Metrics {
             let mut errors: u64 = 0;
             let mut events: u64 = 0;
             let mut window = [0u64; HIST_BUCKETS];
-            entry.in_flight = 0;
-            entry.tasks.clear();
-            entry.segment_problems.clear();
-            entry.heartbeat_age = None;
-            entry.backlog.begin();
+            entry.begin_sample();
             let wall = std::time::SystemTime::now();
             let mut sampled = false;
             for instance in &service.instances {
@@ -209,28 +205,54 @@ impl Metrics {
                     },
                 );
             }
-            let held = service
-                .held_requests
-                .load(std::sync::atomic::Ordering::Relaxed);
-            let held_age = waits
-                .held
-                .get(service.name())
-                .map(|at| now.saturating_duration_since(*at));
+            let (held, held_age) = held_backlog(service, waits, now);
             entry.backlog.end(sampled, held, held_age);
             entry.request_rate = finished as f64 / seconds;
             entry.event_rate = events as f64 / seconds;
             entry.error_rate = errors as f64 / seconds;
             entry.p99_us = quantile(&window, 0.99);
             entry.p50_us = quantile(&window, 0.50);
-            if entry.rate_history.len() == HISTORY {
-                entry.rate_history.pop_front();
-            }
-            entry
-                .rate_history
-                .push_back(entry.request_rate.round() as u64);
+            entry.push_rate();
         }
         self.instances.retain(|id, _| seen.contains(id));
     }
+}
+
+impl ServiceMetrics {
+    /// Clears what one sample adds up over the instances; totals and histories stay.
+    fn begin_sample(&mut self) {
+        self.in_flight = 0;
+        self.tasks.clear();
+        self.segment_problems.clear();
+        self.heartbeat_age = None;
+        self.backlog.begin();
+    }
+
+    /// Records the sample's request rate in the history, dropping the oldest past its length.
+    fn push_rate(&mut self) {
+        if self.rate_history.len() == HISTORY {
+            self.rate_history.pop_front();
+        }
+        self.rate_history
+            .push_back(self.request_rate.round() as u64);
+    }
+}
+
+/// The requests the router holds for `service` while it restarts, and how long the oldest
+/// has been held.
+fn held_backlog(
+    service: &registry::Service,
+    waits: &OldestWaits,
+    now: Instant,
+) -> (u64, Option<Duration>) {
+    let held = service
+        .held_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let age = waits
+        .held
+        .get(service.name())
+        .map(|at| now.saturating_duration_since(*at));
+    (held, age)
 }
 
 /// The upper bound (µs) of the bucket holding quantile `q` of the counts.
