@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{Running, request, stack, start};
 use hyper::Method;
 use switchboard::{
-    api::{BacklogView, ConsoleView},
+    api::{BacklogView, ConsoleView, ReplicaBacklogView},
     client::{Client, Target},
     event::EventKind,
     gateway::Gateway,
@@ -304,6 +304,65 @@ async fn a_derived_backlog_ages_with_its_oldest_unanswered_request_on_its_replic
     assert!(drained, "{backlog:?}");
     assert_eq!(age_gauge(&client, "slow").await, Some(0.0));
     gateway.stop().await;
+    running.stop().await;
+}
+
+/// Each replica's backlog of `service` in the read model, in replica order.
+fn replica_backlogs(running: &Running, service: &str) -> Vec<ReplicaBacklogView> {
+    let view = running.supervisor.view(Instant::now());
+    view.services
+        .into_iter()
+        .find(|s| s.name == service)
+        .map(|s| s.instances.into_iter().map(|i| i.backlog).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_while_its_service_restarts_keeps_its_age_once_routed() {
+    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\n\
+        backoff = { initial = \"3s\", jitter = 0.0 }\n";
+    let (stack, _dir) = stack(toml);
+    let running = start(stack).await;
+    running.ready(LIMIT, &["slow"]).await;
+    running
+        .supervisor
+        .command(switchboard::supervisor::Command::Kill("slow".into()))
+        .await
+        .unwrap();
+    let down = running
+        .until(LIMIT, |r| {
+            r.service("slow")
+                .is_some_and(|s| s.instances.iter().all(|i| i.handle.is_none()))
+        })
+        .await;
+    assert!(down, "slow never went down");
+
+    // Held for its 3 s backoff, then routed to the replica that came back and kept busy.
+    let asked = Instant::now();
+    let router = running.supervisor.router().clone();
+    let call = tokio::spawn(router.call(
+        GATEWAY,
+        request("slow", "sleep", &4000u64, Duration::from_secs(20)),
+    ));
+    let deadline = Instant::now() + LIMIT;
+    let routed = loop {
+        let replicas = replica_backlogs(&running, "slow");
+        if replicas.first().is_some_and(|r| r.waiting == 1) {
+            break replicas[0].clone();
+        }
+        assert!(Instant::now() < deadline, "never routed: {replicas:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Its age counts from when the console took it, not from its routing: at most the
+    // time since the last sample (a second) short of the whole wait.
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_secs(2), "held for its backoff: {waited:?}");
+    let age = routed.oldest_age.expect("no age once routed");
+    assert!(
+        age + Duration::from_millis(1500) >= waited,
+        "age {age:?} after {waited:?}: it restarted from the routing"
+    );
+    assert_eq!(common::code(&call.await.unwrap()), None);
     running.stop().await;
 }
 

@@ -33,6 +33,20 @@ impl Router {
         envelope: &mut Envelope,
         now: Instant,
     ) {
+        self.dispatch_since(from, caller, envelope, now, now);
+    }
+
+    /// As `dispatch`, for a request the console has had since `since` (held while its service
+    /// restarted): the age of the service's derived backlog counts from there, not from
+    /// this routing.
+    fn dispatch_since(
+        &self,
+        from: &Arc<str>,
+        caller: Caller,
+        envelope: &mut Envelope,
+        now: Instant,
+        since: Instant,
+    ) {
         let allowed = self
             .inner
             .allowed
@@ -98,6 +112,7 @@ impl Router {
                 target: target.clone(),
                 deadline,
                 started: now,
+                waiting_since: since,
                 trace,
                 credit: INITIAL_CREDIT,
                 streaming: false,
@@ -115,7 +130,7 @@ impl Router {
             if err == SendError::Draining && !target.is_routable() {
                 if let Some(flight) = self.in_flight().remove(&routed_id) {
                     envelope.id = caller_id;
-                    return self.dispatch(from, flight.caller, envelope, now);
+                    return self.dispatch_since(from, flight.caller, envelope, now, since);
                 }
                 return;
             }
@@ -289,7 +304,7 @@ impl Router {
                 continue;
             }
             held.envelope.deadline_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1);
-            self.dispatch(&held.from, held.caller, &mut held.envelope, now);
+            self.dispatch_since(&held.from, held.caller, &mut held.envelope, now, held.since);
         }
         for event in events {
             self.deliver_event(service, &event);

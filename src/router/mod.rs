@@ -124,6 +124,9 @@ struct InFlight {
     target: Arc<InstanceHandle>,
     deadline: Option<Instant>,
     started: Instant,
+    /// Since when the console has had it: `started`, or earlier when it was held while its
+    /// service restarted (the age of a derived backlog, see `waits`).
+    waiting_since: Instant,
     trace: u64,
     /// Stream items the receiver will still take (see [`stream`]).
     credit: u32,

@@ -26,9 +26,9 @@ impl Router {
     }
 }
 
-/// Per instance, when its oldest unanswered request was routed (streams that have started
-/// flowing are being served and do not count); per service, when its oldest held request was
-/// held.
+/// Per instance, when its oldest unanswered request was routed, or held before that while
+/// the service restarted (streams that have started flowing are being served and do not
+/// count); per service, when its oldest held request was held.
 fn oldest_waits(inner: &Inner) -> OldestWaits {
     let mut routed = HashMap::new();
     for flight in lock(&inner.in_flight).values() {
@@ -37,8 +37,8 @@ fn oldest_waits(inner: &Inner) -> OldestWaits {
         }
         routed
             .entry(flight.target.id)
-            .and_modify(|at: &mut Instant| *at = (*at).min(flight.started))
-            .or_insert(flight.started);
+            .and_modify(|at: &mut Instant| *at = (*at).min(flight.waiting_since))
+            .or_insert(flight.waiting_since);
     }
     let held = lock(&inner.held)
         .oldest()
