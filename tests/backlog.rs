@@ -356,7 +356,10 @@ async fn a_request_held_while_its_service_restarts_keeps_its_age_once_routed() {
     // Its age counts from when the console took it, not from its routing: at most the
     // time since the last sample (a second) short of the whole wait.
     let waited = asked.elapsed();
-    assert!(waited >= Duration::from_secs(2), "held for its backoff: {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "held for its backoff: {waited:?}"
+    );
     let age = routed.oldest_age.expect("no age once routed");
     assert!(
         age + Duration::from_millis(1500) >= waited,

@@ -23,6 +23,14 @@ enum Miss {
     Restarting,
 }
 
+/// Why a request may not go on at all.
+enum Barred {
+    /// No such service: answered `not found`.
+    Unknown(String),
+    /// Refused, and counted on its route like any failure.
+    Refused(ErrorCode, String),
+}
+
 impl Router {
     /// Sends a request on to the least loaded ready instance of its destination, or answers
     /// it at once with the reason it cannot go; `now` starts its deadline.
@@ -47,43 +55,17 @@ impl Router {
         now: Instant,
         since: Instant,
     ) {
-        let allowed = self
-            .inner
-            .allowed
-            .get(&**from)
-            .is_some_and(|calls| calls.contains(envelope.destination.as_str()));
-        // Every service of the stack has an entry (possibly empty) in `allowed`; looked up
-        // only for a call that is not allowed, to tell a name nobody has from a forbidden one.
-        if envelope.destination == GATEWAY
-            || !allowed
-                && !self
-                    .inner
-                    .allowed
-                    .contains_key(envelope.destination.as_str())
-        {
-            let message = format!("no service `{}`", envelope.destination);
-            let answer = error_answer(envelope.id, envelope.trace, ErrorCode::NotFound, &message);
-            return caller.deliver(answer);
-        }
-        if !allowed {
-            let message = format!(
-                "`{from}` may not call `{}` (see `calls` in the stack file)",
-                envelope.destination
-            );
-            tracing::warn!(%from, to = %envelope.destination, "forbidden call");
-            if let Some(audit) = &self.inner.audit {
-                let target = format!("{}.{}", envelope.destination, envelope.method);
-                audit.record(from, "call", &target, "forbidden");
+        match self.barred(from, envelope, now) {
+            None => {}
+            // A name nobody has: answered, not counted on a route that does not exist.
+            Some(Barred::Unknown(message)) => {
+                let answer =
+                    error_answer(envelope.id, envelope.trace, ErrorCode::NotFound, &message);
+                return caller.deliver(answer);
             }
-            return self.refuse(from, caller, envelope, ErrorCode::Forbidden, &message);
-        }
-        if let Some(retry_after) = self.breaker_refuses(&envelope.destination, now) {
-            let message = format!(
-                "circuit to `{}` is open; retry in {} ms",
-                envelope.destination,
-                retry_after.as_millis()
-            );
-            return self.refuse(from, caller, envelope, ErrorCode::CircuitOpen, &message);
+            Some(Barred::Refused(code, message)) => {
+                return self.refuse(from, caller, envelope, code, &message);
+            }
         }
         let target = match self.pick(&envelope.destination, &envelope.method) {
             Ok(target) => target,
@@ -152,6 +134,49 @@ impl Router {
                     .deliver(error_answer(caller_id, trace, code, message));
             }
         }
+    }
+
+    /// Why a request may not go on now: who may call whom (a forbidden call is audited), and
+    /// the target's breaker. Allocates only for a refusal.
+    fn barred(&self, from: &Arc<str>, envelope: &Envelope, now: Instant) -> Option<Barred> {
+        let allowed = self
+            .inner
+            .allowed
+            .get(&**from)
+            .is_some_and(|calls| calls.contains(envelope.destination.as_str()));
+        // Every service of the stack has an entry (possibly empty) in `allowed`; looked up
+        // only for a call that is not allowed, to tell a name nobody has from a forbidden one.
+        if envelope.destination == GATEWAY
+            || !allowed
+                && !self
+                    .inner
+                    .allowed
+                    .contains_key(envelope.destination.as_str())
+        {
+            return Some(Barred::Unknown(format!(
+                "no service `{}`",
+                envelope.destination
+            )));
+        }
+        if !allowed {
+            let message = format!(
+                "`{from}` may not call `{}` (see `calls` in the stack file)",
+                envelope.destination
+            );
+            tracing::warn!(%from, to = %envelope.destination, "forbidden call");
+            if let Some(audit) = &self.inner.audit {
+                let target = format!("{}.{}", envelope.destination, envelope.method);
+                audit.record(from, "call", &target, "forbidden");
+            }
+            return Some(Barred::Refused(ErrorCode::Forbidden, message));
+        }
+        let retry_after = self.breaker_refuses(&envelope.destination, now)?;
+        let message = format!(
+            "circuit to `{}` is open; retry in {} ms",
+            envelope.destination,
+            retry_after.as_millis()
+        );
+        Some(Barred::Refused(ErrorCode::CircuitOpen, message))
     }
 
     /// The ready instance of `service` with the fewest outstanding requests; of equals, the
