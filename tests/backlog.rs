@@ -15,8 +15,9 @@ use switchboard::{
     client::{Client, Target},
     event::EventKind,
     gateway::Gateway,
-    router::GATEWAY,
+    router::{GATEWAY, StreamStep},
 };
+use switchboard_services::probe::CountRequest;
 
 /// Bound for any one wait.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -304,6 +305,32 @@ async fn a_derived_backlog_ages_with_its_oldest_unanswered_request_on_its_replic
     assert!(drained, "{backlog:?}");
     assert_eq!(age_gauge(&client, "slow").await, Some(0.0));
     gateway.stop().await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flowing_stream_counts_in_the_backlog_but_does_not_age_it() {
+    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\n";
+    let (stack, _dir) = stack(toml);
+    let running = start(stack).await;
+    running.ready(LIMIT, &["slow"]).await;
+    let router = running.supervisor.router().clone();
+    let count = CountRequest {
+        n: 10_000,
+        pace_ms: 50,
+    };
+    let mut stream = router.call_stream(GATEWAY, request("slow", "count", &count, LIMIT));
+    assert!(matches!(stream.next().await, StreamStep::Item(_)));
+
+    // Being served, not waiting: still one unanswered request, but no age to alert on.
+    let (seen, backlog) = backlog_until(&running, "slow", LIMIT, |b| {
+        b.waiting == 1 && b.oldest_age.is_none()
+    })
+    .await;
+    assert!(seen, "a flowing stream aged the backlog: {backlog:?}");
+    drop(stream);
+    let (drained, backlog) = backlog_until(&running, "slow", LIMIT, |b| b.waiting == 0).await;
+    assert!(drained, "{backlog:?}");
     running.stop().await;
 }
 
