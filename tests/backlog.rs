@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use common::{Running, request, stack, start};
 use hyper::Method;
 use switchboard::{
-    api::{BacklogView, ConsoleView},
+    api::{BacklogView, ConsoleView, ReplicaBacklogView},
     client::{Client, Target},
     event::EventKind,
     gateway::Gateway,
-    router::GATEWAY,
+    router::{GATEWAY, StreamStep},
 };
+use switchboard_services::probe::CountRequest;
 
 /// Bound for any one wait.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -175,7 +176,7 @@ async fn a_service_that_publishes_none_gets_its_requests_in_flight_and_held_as_b
         seen,
         "the derived backlog never counted the 6 calls: {backlog:?}"
     );
-    assert_eq!(backlog.oldest_age, None, "a derived backlog has no age");
+    assert!(backlog.oldest_age.is_some(), "no age: {backlog:?}");
     for call in calls {
         call.await.unwrap();
     }
@@ -207,6 +208,11 @@ async fn a_service_that_publishes_none_gets_its_requests_in_flight_and_held_as_b
     let (seen, backlog) =
         backlog_until(&running, "slow", LIMIT, |b| !b.published && b.waiting == 3).await;
     assert!(seen, "the 3 held calls were not counted: {backlog:?}");
+    // No replica owes them: their age is how long the router has held them.
+    assert!(
+        backlog.oldest_age.is_some(),
+        "held calls have no age: {backlog:?}"
+    );
     for call in held {
         assert_eq!(
             common::code(&call.await.unwrap()),
@@ -216,6 +222,218 @@ async fn a_service_that_publishes_none_gets_its_requests_in_flight_and_held_as_b
     }
     let (drained, backlog) = backlog_until(&running, "slow", LIMIT, |b| b.waiting == 0).await;
     assert!(drained, "{backlog:?}");
+    running.stop().await;
+}
+
+/// `service`'s backlog age gauge on the gateway's `/metrics`.
+async fn age_gauge(client: &Client, service: &str) -> Option<f64> {
+    let answer = client.send(Method::GET, "/metrics", None).await.unwrap();
+    let text = String::from_utf8(answer.body.to_vec()).unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("not Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "switchboard_service_backlog_oldest_age_seconds"
+                && s.labels.get("service") == Some(service)
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_backlog_ages_with_its_oldest_unanswered_request_on_its_replica() {
+    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\nreplicas = 2\n";
+    let (stack, _dir) = stack(toml);
+    let running = start(stack).await;
+    assert!(
+        running.replicas_ready(LIMIT, "slow", 2).await,
+        "slow never ready"
+    );
+    let gateway = Gateway::start_at(&running.supervisor, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::new(Target {
+        address: gateway.address().into(),
+        token: None,
+    });
+    let router = running.supervisor.router().clone();
+    let call = tokio::spawn(router.call(
+        GATEWAY,
+        request("slow", "sleep", &6000u64, Duration::from_secs(20)),
+    ));
+
+    // Held busy, its one request ages a second a second, sample after sample.
+    let second = Duration::from_secs(1);
+    let (seen, first) = backlog_until(&running, "slow", LIMIT, |b| {
+        !b.published && b.waiting == 1 && b.oldest_age.is_some_and(|a| a >= second)
+    })
+    .await;
+    assert!(seen, "the busy replica's request never aged: {first:?}");
+    let first_age = first.oldest_age.unwrap_or_default();
+    let (grew, later) = backlog_until(&running, "slow", LIMIT, |b| {
+        b.oldest_age
+            .is_some_and(|a| a > first_age && a >= 2 * second)
+    })
+    .await;
+    assert!(grew, "the age did not grow past {first_age:?}: {later:?}");
+    let age = age_gauge(&client, "slow").await.expect("no age gauge");
+    assert!(age >= 1.0, "/metrics: {age}");
+
+    // The replica that took it is the one behind; the other owes nothing.
+    let view = running.supervisor.view(Instant::now());
+    let row = view.services.iter().find(|s| s.name == "slow").unwrap();
+    let mut replicas: Vec<_> = row.instances.iter().map(|i| i.backlog.clone()).collect();
+    replicas.sort_by_key(|b| b.waiting);
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+    assert_eq!((replicas[0].waiting, replicas[0].oldest_age), (0, None));
+    assert_eq!(replicas[1].waiting, 1, "{replicas:?}");
+    assert!(
+        replicas[1].oldest_age.is_some_and(|a| a >= second) && !replicas[1].published,
+        "{replicas:?}"
+    );
+
+    // Answered, nothing waits and the age is gone (0 on /metrics, not a missing series).
+    assert_eq!(common::code(&call.await.unwrap()), None);
+    let (drained, backlog) = backlog_until(&running, "slow", LIMIT, |b| {
+        b.waiting == 0 && b.oldest_age.is_none()
+    })
+    .await;
+    assert!(drained, "{backlog:?}");
+    assert_eq!(age_gauge(&client, "slow").await, Some(0.0));
+    gateway.stop().await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flowing_stream_counts_in_the_backlog_but_does_not_age_it() {
+    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\n";
+    let (stack, _dir) = stack(toml);
+    let running = start(stack).await;
+    running.ready(LIMIT, &["slow"]).await;
+    let router = running.supervisor.router().clone();
+    let count = CountRequest {
+        n: 10_000,
+        pace_ms: 50,
+    };
+    let mut stream = router.call_stream(GATEWAY, request("slow", "count", &count, LIMIT));
+    assert!(matches!(stream.next().await, StreamStep::Item(_)));
+
+    // Being served, not waiting: still one unanswered request, but no age to alert on.
+    let (seen, backlog) = backlog_until(&running, "slow", LIMIT, |b| {
+        b.waiting == 1 && b.oldest_age.is_none()
+    })
+    .await;
+    assert!(seen, "a flowing stream aged the backlog: {backlog:?}");
+    drop(stream);
+    let (drained, backlog) = backlog_until(&running, "slow", LIMIT, |b| b.waiting == 0).await;
+    assert!(drained, "{backlog:?}");
+    running.stop().await;
+}
+
+/// Each replica's backlog of `service` in the read model, in replica order.
+fn replica_backlogs(running: &Running, service: &str) -> Vec<ReplicaBacklogView> {
+    let view = running.supervisor.view(Instant::now());
+    view.services
+        .into_iter()
+        .find(|s| s.name == service)
+        .map(|s| s.instances.into_iter().map(|i| i.backlog).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_while_its_service_restarts_keeps_its_age_once_routed() {
+    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\n\
+        backoff = { initial = \"3s\", jitter = 0.0 }\n";
+    let (stack, _dir) = stack(toml);
+    let running = start(stack).await;
+    running.ready(LIMIT, &["slow"]).await;
+    running
+        .supervisor
+        .command(switchboard::supervisor::Command::Kill("slow".into()))
+        .await
+        .unwrap();
+    let down = running
+        .until(LIMIT, |r| {
+            r.service("slow")
+                .is_some_and(|s| s.instances.iter().all(|i| i.handle.is_none()))
+        })
+        .await;
+    assert!(down, "slow never went down");
+
+    // Held for its 3 s backoff, then routed to the replica that came back and kept busy.
+    let asked = Instant::now();
+    let router = running.supervisor.router().clone();
+    let call = tokio::spawn(router.call(
+        GATEWAY,
+        request("slow", "sleep", &4000u64, Duration::from_secs(20)),
+    ));
+    let deadline = Instant::now() + LIMIT;
+    let routed = loop {
+        let replicas = replica_backlogs(&running, "slow");
+        if replicas.first().is_some_and(|r| r.waiting == 1) {
+            break replicas[0].clone();
+        }
+        assert!(Instant::now() < deadline, "never routed: {replicas:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Its age counts from when the console took it, not from its routing: at most the
+    // time since the last sample (a second) short of the whole wait.
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "held for its backoff: {waited:?}"
+    );
+    let age = routed.oldest_age.expect("no age once routed");
+    assert!(
+        age + Duration::from_millis(1500) >= waited,
+        "age {age:?} after {waited:?}: it restarted from the routing"
+    );
+    assert_eq!(common::code(&call.await.unwrap()), None);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_alerts_and_target_age_scales_out_a_service_that_publishes_nothing() {
+    let toml = "name = \"age\"\n[services.slow]\nbuiltin = \"probe\"\n\
+        backlog = { max_age = \"1s\" }\n\
+        autoscale = { min = 1, max = 2, target_age = \"1s\", cooldown = \"1s\" }\n";
+    let (stack, _dir) = stack(toml);
+    let mut running = start(stack).await;
+    running.ready(LIMIT, &["slow"]).await;
+    let router = running.supervisor.router().clone();
+    let call = tokio::spawn(router.call(
+        GATEWAY,
+        request("slow", "sleep", &5000u64, Duration::from_secs(20)),
+    ));
+
+    // Its one request, unanswered past a second, is what both read.
+    let alert = running
+        .event(LIMIT, |e| {
+            e.service == "slow" && matches!(e.kind, EventKind::Backlog { alert: true, .. })
+        })
+        .await
+        .expect("no max_age alert");
+    let text = switchboard::api::EventView::from(&alert).text;
+    assert!(text.contains("over max_age 1s (1 waiting)"), "{text}");
+    let scaled = |e: &switchboard::event::Event| {
+        e.service == "slow" && matches!(e.kind, EventKind::Autoscaled { from: 1, to: 2, .. })
+    };
+    if !running.seen.iter().any(scaled) {
+        running.event(LIMIT, scaled).await.expect("no scale-out");
+    }
+
+    // Answered, the alert is resolved.
+    assert_eq!(common::code(&call.await.unwrap()), None);
+    running
+        .event(LIMIT, |e| {
+            e.service == "slow" && matches!(e.kind, EventKind::Backlog { alert: false, .. })
+        })
+        .await
+        .expect("the max_age alert was never resolved");
     running.stop().await;
 }
 

@@ -566,6 +566,7 @@ fn replicas_in_the_detail() {
             rss: 15 * 1024 * 1024,
             stale: false,
             retry_in: None,
+            backlog: Default::default(),
         };
     view.services[1].instances = vec![
         replica(0, InstanceState::Ready, Some(4242), 0),

@@ -481,6 +481,7 @@ fn replicas(row: &mut ServiceRow, states: &[InstanceState]) {
             rss: 0,
             stale: false,
             retry_in: None,
+            backlog: Default::default(),
         })
         .collect();
 }

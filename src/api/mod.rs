@@ -27,7 +27,7 @@ pub use self::{
     event::EventView,
     view::{
         AttachedView, BacklogView, ConsoleView, DependencyView, ExitView, HopView, LogView,
-        ReplicaView, RouteView, RunView, ServiceRow, TaskView,
+        ReplicaBacklogView, ReplicaView, RouteView, RunView, ServiceRow, TaskView,
     },
 };
 

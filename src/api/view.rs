@@ -226,6 +226,30 @@ pub struct ReplicaView {
         skip_serializing_if = "Option::is_none"
     )]
     pub retry_in: Option<Duration>,
+    /// The work waiting inside this replica, so a console can show which one is behind.
+    #[serde(default)]
+    pub backlog: ReplicaBacklogView,
+}
+
+/// One replica's backlog: what it publishes, else what the console derives from the requests
+/// routed to it and not answered. Requests held while the service restarts belong to no
+/// replica: they count in the service's [`BacklogView`] only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaBacklogView {
+    /// Items waiting.
+    #[serde(default)]
+    pub waiting: u64,
+    /// The replica publishes it.
+    #[serde(default)]
+    pub published: bool,
+    /// How long its oldest item has waited; `None` when nothing waits or nobody says.
+    #[serde(
+        default,
+        rename = "oldest_age_ms",
+        with = "millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub oldest_age: Option<Duration>,
 }
 
 impl ServiceRow {
@@ -371,5 +395,35 @@ mod outcome {
                 false => Err(o.error.unwrap_or_default()),
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_from_before_its_backlog_reads_with_none_waiting() {
+        // What a console of the same API version wrote before replicas had a backlog.
+        let old = r#"{"replica":1,"state":"ready","pid":7,"uptime_ms":1000,"restarts":0,
+            "cpu":0.5,"rss":1024}"#;
+        let replica: ReplicaView = serde_json::from_str(old).expect("an older replica reads");
+        assert_eq!(replica.backlog, ReplicaBacklogView::default());
+
+        let behind = ReplicaView {
+            backlog: ReplicaBacklogView {
+                waiting: 3,
+                published: false,
+                oldest_age: Some(Duration::from_millis(2500)),
+            },
+            ..replica
+        };
+        let json = serde_json::to_value(&behind).expect("serialises");
+        assert_eq!(
+            json["backlog"],
+            serde_json::json!({"waiting": 3, "published": false, "oldest_age_ms": 2500})
+        );
+        let back: ReplicaView = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, behind);
     }
 }

@@ -235,7 +235,7 @@ const SERVICE_VALUES: [PerService; 10] = [
     (
         "switchboard_service_backlog_oldest_age_seconds",
         "gauge",
-        "How long the oldest waiting item has waited (only for services that publish it).",
+        "How long the oldest waiting item has waited: what the service publishes, else its oldest request routed and not answered, or held.",
         |r| {
             let m = r.metrics.as_ref()?;
             m.backlog
@@ -243,7 +243,7 @@ const SERVICE_VALUES: [PerService; 10] = [
                 .map(|age| age.as_secs_f64())
                 .or_else(|| {
                     // Nothing waits: an age of zero, not a missing series that alerts cannot see.
-                    (m.backlog.published && m.backlog.waiting == 0).then_some(0.0)
+                    (m.backlog.waiting == 0).then_some(0.0)
                 })
         },
     ),

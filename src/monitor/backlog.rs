@@ -3,20 +3,22 @@
 //! A service that publishes one (segment words 18–20) is taken at its word; for one that does
 //! not, the console counts what it can see: requests routed to each replica and not answered
 //! yet (which includes those still in its inbox), or the frames in its inbox when more, plus
-//! the requests the router holds for it while it restarts. Replicas are added up; the oldest
-//! item is the oldest of any replica's.
+//! the requests the router holds for it while it restarts; the oldest of those (as the router
+//! reports in [`OldestWaits`]) gives the age. Replicas are added up; the oldest item is the
+//! oldest of any replica's. Each replica's own figure is kept too ([`ReplicaBacklog`]), so a
+//! console can show which replica is behind.
 //!
 //! The history (one sample a second, five minutes) gives the trend arrow the table shows and
 //! the growth the alerts and the autoscaler read (see `docs/backlog.md`).
 
 use std::{
-    collections::VecDeque,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use switchboard_protocol::segment::Snapshot;
 
-use crate::registry::InstanceHandle;
+use crate::registry::{InstanceHandle, InstanceId};
 
 /// Samples kept: five minutes at one a second. A growth window longer than this is judged on
 /// what is kept.
@@ -44,6 +46,52 @@ impl Trend {
     }
 }
 
+/// Since when the oldest request the console still owes an answer has waited, as the router
+/// sees it once a sample: the age of a derived backlog.
+#[derive(Debug, Default)]
+pub struct OldestWaits {
+    /// Per instance: when its oldest request routed and not answered was routed (a stream
+    /// that has started flowing is being served, not waiting, and does not count).
+    pub routed: HashMap<InstanceId, Instant>,
+    /// Per service: when its oldest request held while it restarts was held.
+    pub held: HashMap<String, Instant>,
+}
+
+/// One replica's backlog in one sample: what it publishes, else what the console derives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaBacklog {
+    pub waiting: u64,
+    /// It publishes its own (else the figure is derived).
+    pub published: bool,
+    /// How long its oldest waiting item has waited; `None` when nothing waits or nobody says.
+    pub oldest_age: Option<Duration>,
+}
+
+impl ReplicaBacklog {
+    /// Its own words when it publishes them; else the requests it owes, aged from the oldest
+    /// the router routed to it (`routed`, on the console's monotonic `clock`).
+    pub fn of(
+        snapshot: &Snapshot,
+        handle: &InstanceHandle,
+        wall: SystemTime,
+        routed: Option<Instant>,
+        clock: Instant,
+    ) -> ReplicaBacklog {
+        match snapshot.backlog {
+            Some(published) => ReplicaBacklog {
+                waiting: published.waiting,
+                published: true,
+                oldest_age: published.oldest_accepted_unix_ms.map(|at| age_of(at, wall)),
+            },
+            None => ReplicaBacklog {
+                waiting: handle.derived_waiting(),
+                published: false,
+                oldest_age: routed.map(|at| clock.saturating_duration_since(at)),
+            },
+        }
+    }
+}
+
 /// One service's backlog now, and its recent past.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Backlog {
@@ -66,32 +114,30 @@ impl Backlog {
         self.oldest_age = None;
     }
 
-    /// Adds one replica's backlog: its own word if it publishes one, else what the console
-    /// sees of it.
-    pub fn add(&mut self, snapshot: &Snapshot, handle: &InstanceHandle, now: SystemTime) {
-        match snapshot.backlog {
-            Some(published) => {
-                self.waiting = self.waiting.saturating_add(published.waiting);
-                if let Some(at) = published.oldest_accepted_unix_ms {
-                    let age = age_of(at, now);
-                    self.oldest_age = Some(self.oldest_age.map_or(age, |a| a.max(age)));
-                }
-            }
-            None => {
-                self.published = false;
-                self.waiting = self.waiting.saturating_add(handle.derived_waiting());
-            }
+    /// Adds one replica's backlog (see [`ReplicaBacklog::of`]).
+    pub fn add(&mut self, replica: &ReplicaBacklog) {
+        self.published &= replica.published;
+        self.waiting = self.waiting.saturating_add(replica.waiting);
+        self.older(replica.oldest_age);
+    }
+
+    /// Keeps the older of the oldest age so far and `age`.
+    fn older(&mut self, age: Option<Duration>) {
+        if let Some(age) = age {
+            self.oldest_age = Some(self.oldest_age.map_or(age, |a| a.max(age)));
         }
     }
 
     /// Ends a sample: adds the requests the router holds for the service while it restarts
-    /// (`held`) to a derived backlog, and records it in the history.
-    pub fn end(&mut self, any_instance: bool, held: u64) {
+    /// (`held`, the oldest held for `held_age`) to a derived backlog, and records it in the
+    /// history.
+    pub fn end(&mut self, any_instance: bool, held: u64, held_age: Option<Duration>) {
         if !any_instance {
             self.published = false;
         }
         if !self.published {
             self.waiting = self.waiting.saturating_add(held);
+            self.older(held_age);
         }
         if self.history.len() == BACKLOG_HISTORY {
             self.history.pop_front();

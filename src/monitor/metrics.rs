@@ -13,7 +13,10 @@ use std::{
 
 use switchboard_protocol::segment::{HIST_BUCKETS, Snapshot, TaskRecord};
 
-use super::{backlog::Backlog, tasks::FinishedTasks};
+use super::{
+    backlog::{Backlog, OldestWaits, ReplicaBacklog},
+    tasks::FinishedTasks,
+};
 use crate::registry::{self, InstanceId, Registry};
 
 /// Samples kept per service: five minutes at one per second.
@@ -64,6 +67,7 @@ struct InstanceSample {
     snapshot: Snapshot,
     heartbeat_moved: Instant,
     finished: FinishedTasks,
+    backlog: ReplicaBacklog,
 }
 
 #[derive(Default)]
@@ -78,6 +82,10 @@ pub struct Metrics {
 /// Requests made so far by each caller, as the router counts them.
 pub type CallTotals = Box<dyn Fn() -> Vec<(Arc<str>, u64)> + Send + Sync>;
 
+/// Since when the oldest requests the router still owes answers have waited (the age of a
+/// derived backlog).
+pub type Waits = Box<dyn Fn() -> OldestWaits + Send + Sync>;
+
 impl Metrics {
     /// Changes after every sample.
     pub fn samples(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -88,6 +96,11 @@ impl Metrics {
 impl Metrics {
     pub fn service(&self, name: &str) -> Option<&ServiceMetrics> {
         self.services.get(name)
+    }
+
+    /// One live instance's backlog at the last sample.
+    pub fn replica_backlog(&self, id: InstanceId) -> Option<ReplicaBacklog> {
+        self.instances.get(&id).map(|i| i.backlog)
     }
 
     /// Turns the router's totals of requests made by each caller into each service's call
@@ -104,8 +117,8 @@ impl Metrics {
         }
     }
 
-    /// Takes one sample of every live instance's segment.
-    pub fn sample(&mut self, registry: &Registry, elapsed: Duration) {
+    /// Takes one sample of every live instance's segment; `waits` ages derived backlogs.
+    pub fn sample(&mut self, registry: &Registry, elapsed: Duration, waits: &OldestWaits) {
         let seconds = elapsed.as_secs_f64().max(0.001);
         let now = Instant::now();
         let mut seen = Vec::new();
@@ -121,11 +134,7 @@ impl Metrics {
             let mut errors: u64 = 0;
             let mut events: u64 = 0;
             let mut window = [0u64; HIST_BUCKETS];
-            entry.in_flight = 0;
-            entry.tasks.clear();
-            entry.segment_problems.clear();
-            entry.heartbeat_age = None;
-            entry.backlog.begin();
+            entry.begin_sample();
             let wall = std::time::SystemTime::now();
             let mut sampled = false;
             for instance in &service.instances {
@@ -136,7 +145,9 @@ impl Metrics {
                     continue;
                 };
                 let mut snapshot = segment.read();
-                entry.backlog.add(&snapshot, handle, wall);
+                let routed = waits.routed.get(&instance.id).copied();
+                let backlog = ReplicaBacklog::of(&snapshot, handle, wall, routed, now);
+                entry.backlog.add(&backlog);
                 seen.push(instance.id);
                 sampled = true;
                 let previous = self.instances.remove(&instance.id);
@@ -190,27 +201,58 @@ impl Metrics {
                         snapshot,
                         heartbeat_moved,
                         finished,
+                        backlog,
                     },
                 );
             }
-            let held = service
-                .held_requests
-                .load(std::sync::atomic::Ordering::Relaxed);
-            entry.backlog.end(sampled, held);
+            let (held, held_age) = held_backlog(service, waits, now);
+            entry.backlog.end(sampled, held, held_age);
             entry.request_rate = finished as f64 / seconds;
             entry.event_rate = events as f64 / seconds;
             entry.error_rate = errors as f64 / seconds;
             entry.p99_us = quantile(&window, 0.99);
             entry.p50_us = quantile(&window, 0.50);
-            if entry.rate_history.len() == HISTORY {
-                entry.rate_history.pop_front();
-            }
-            entry
-                .rate_history
-                .push_back(entry.request_rate.round() as u64);
+            entry.push_rate();
         }
         self.instances.retain(|id, _| seen.contains(id));
     }
+}
+
+impl ServiceMetrics {
+    /// Clears what one sample adds up over the instances; totals and histories stay.
+    fn begin_sample(&mut self) {
+        self.in_flight = 0;
+        self.tasks.clear();
+        self.segment_problems.clear();
+        self.heartbeat_age = None;
+        self.backlog.begin();
+    }
+
+    /// Records the sample's request rate in the history, dropping the oldest past its length.
+    fn push_rate(&mut self) {
+        if self.rate_history.len() == HISTORY {
+            self.rate_history.pop_front();
+        }
+        self.rate_history
+            .push_back(self.request_rate.round() as u64);
+    }
+}
+
+/// The requests the router holds for `service` while it restarts, and how long the oldest
+/// has been held.
+fn held_backlog(
+    service: &registry::Service,
+    waits: &OldestWaits,
+    now: Instant,
+) -> (u64, Option<Duration>) {
+    let held = service
+        .held_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let age = waits
+        .held
+        .get(service.name())
+        .map(|at| now.saturating_duration_since(*at));
+    (held, age)
 }
 
 /// The upper bound (µs) of the bucket holding quantile `q` of the counts.
@@ -243,8 +285,12 @@ pub fn read(metrics: &SharedMetrics) -> std::sync::RwLockReadGuard<'_, Metrics> 
 }
 
 /// Starts the sampler task; it ends once the registry is dropped. `calls` gives the router's
-/// totals of requests made by each caller.
-pub fn start(registry: Weak<std::sync::RwLock<Registry>>, calls: CallTotals) -> SharedMetrics {
+/// totals of requests made by each caller, `waits` its oldest unanswered requests.
+pub fn start(
+    registry: Weak<std::sync::RwLock<Registry>>,
+    calls: CallTotals,
+    waits: Waits,
+) -> SharedMetrics {
     let metrics: SharedMetrics = Arc::default();
     let out = metrics.clone();
     tokio::spawn(async move {
@@ -261,11 +307,12 @@ pub fn start(registry: Weak<std::sync::RwLock<Registry>>, calls: CallTotals) -> 
             // Read before the registry and metrics locks are taken: the router's own lock is
             // never held under them.
             let calls = calls();
+            let waits = waits();
             let registry = registry::read(&shared);
             let mut metrics = metrics
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            metrics.sample(&registry, elapsed);
+            metrics.sample(&registry, elapsed, &waits);
             metrics.sample_calls(&calls, elapsed);
             metrics.samples.send_modify(|n| *n += 1);
         }

@@ -23,6 +23,14 @@ enum Miss {
     Restarting,
 }
 
+/// Why a request may not go on at all.
+enum Barred {
+    /// No such service: answered `not found`.
+    Unknown(String),
+    /// Refused, and counted on its route like any failure.
+    Refused(ErrorCode, String),
+}
+
 impl Router {
     /// Sends a request on to the least loaded ready instance of its destination, or answers
     /// it at once with the reason it cannot go; `now` starts its deadline.
@@ -33,43 +41,31 @@ impl Router {
         envelope: &mut Envelope,
         now: Instant,
     ) {
-        let allowed = self
-            .inner
-            .allowed
-            .get(&**from)
-            .is_some_and(|calls| calls.contains(envelope.destination.as_str()));
-        // Every service of the stack has an entry (possibly empty) in `allowed`; looked up
-        // only for a call that is not allowed, to tell a name nobody has from a forbidden one.
-        if envelope.destination == GATEWAY
-            || !allowed
-                && !self
-                    .inner
-                    .allowed
-                    .contains_key(envelope.destination.as_str())
-        {
-            let message = format!("no service `{}`", envelope.destination);
-            let answer = error_answer(envelope.id, envelope.trace, ErrorCode::NotFound, &message);
-            return caller.deliver(answer);
-        }
-        if !allowed {
-            let message = format!(
-                "`{from}` may not call `{}` (see `calls` in the stack file)",
-                envelope.destination
-            );
-            tracing::warn!(%from, to = %envelope.destination, "forbidden call");
-            if let Some(audit) = &self.inner.audit {
-                let target = format!("{}.{}", envelope.destination, envelope.method);
-                audit.record(from, "call", &target, "forbidden");
+        self.dispatch_since(from, caller, envelope, now, now);
+    }
+
+    /// As `dispatch`, for a request the console has had since `since` (held while its service
+    /// restarted): the age of the service's derived backlog counts from there, not from
+    /// this routing.
+    fn dispatch_since(
+        &self,
+        from: &Arc<str>,
+        caller: Caller,
+        envelope: &mut Envelope,
+        now: Instant,
+        since: Instant,
+    ) {
+        match self.barred(from, envelope, now) {
+            None => {}
+            // A name nobody has: answered, not counted on a route that does not exist.
+            Some(Barred::Unknown(message)) => {
+                let answer =
+                    error_answer(envelope.id, envelope.trace, ErrorCode::NotFound, &message);
+                return caller.deliver(answer);
             }
-            return self.refuse(from, caller, envelope, ErrorCode::Forbidden, &message);
-        }
-        if let Some(retry_after) = self.breaker_refuses(&envelope.destination, now) {
-            let message = format!(
-                "circuit to `{}` is open; retry in {} ms",
-                envelope.destination,
-                retry_after.as_millis()
-            );
-            return self.refuse(from, caller, envelope, ErrorCode::CircuitOpen, &message);
+            Some(Barred::Refused(code, message)) => {
+                return self.refuse(from, caller, envelope, code, &message);
+            }
         }
         let target = match self.pick(&envelope.destination, &envelope.method) {
             Ok(target) => target,
@@ -98,6 +94,7 @@ impl Router {
                 target: target.clone(),
                 deadline,
                 started: now,
+                waiting_since: since,
                 trace,
                 credit: INITIAL_CREDIT,
                 streaming: false,
@@ -115,7 +112,7 @@ impl Router {
             if err == SendError::Draining && !target.is_routable() {
                 if let Some(flight) = self.in_flight().remove(&routed_id) {
                     envelope.id = caller_id;
-                    return self.dispatch(from, flight.caller, envelope, now);
+                    return self.dispatch_since(from, flight.caller, envelope, now, since);
                 }
                 return;
             }
@@ -137,6 +134,49 @@ impl Router {
                     .deliver(error_answer(caller_id, trace, code, message));
             }
         }
+    }
+
+    /// Why a request may not go on now: who may call whom (a forbidden call is audited), and
+    /// the target's breaker. Allocates only for a refusal.
+    fn barred(&self, from: &Arc<str>, envelope: &Envelope, now: Instant) -> Option<Barred> {
+        let allowed = self
+            .inner
+            .allowed
+            .get(&**from)
+            .is_some_and(|calls| calls.contains(envelope.destination.as_str()));
+        // Every service of the stack has an entry (possibly empty) in `allowed`; looked up
+        // only for a call that is not allowed, to tell a name nobody has from a forbidden one.
+        if envelope.destination == GATEWAY
+            || !allowed
+                && !self
+                    .inner
+                    .allowed
+                    .contains_key(envelope.destination.as_str())
+        {
+            return Some(Barred::Unknown(format!(
+                "no service `{}`",
+                envelope.destination
+            )));
+        }
+        if !allowed {
+            let message = format!(
+                "`{from}` may not call `{}` (see `calls` in the stack file)",
+                envelope.destination
+            );
+            tracing::warn!(%from, to = %envelope.destination, "forbidden call");
+            if let Some(audit) = &self.inner.audit {
+                let target = format!("{}.{}", envelope.destination, envelope.method);
+                audit.record(from, "call", &target, "forbidden");
+            }
+            return Some(Barred::Refused(ErrorCode::Forbidden, message));
+        }
+        let retry_after = self.breaker_refuses(&envelope.destination, now)?;
+        let message = format!(
+            "circuit to `{}` is open; retry in {} ms",
+            envelope.destination,
+            retry_after.as_millis()
+        );
+        Some(Barred::Refused(ErrorCode::CircuitOpen, message))
     }
 
     /// The ready instance of `service` with the fewest outstanding requests; of equals, the
@@ -231,7 +271,8 @@ impl Router {
     }
 
     fn hold(&self, from: &Arc<str>, caller: Caller, envelope: Envelope) {
-        let deadline = Instant::now()
+        let since = Instant::now();
+        let deadline = since
             + match envelope.deadline_us {
                 0 => hold::HOLD_WITHOUT_DEADLINE,
                 us => Duration::from_micros(us),
@@ -242,6 +283,7 @@ impl Router {
             caller,
             envelope,
             deadline,
+            since,
         };
         let (refused, held) = {
             let mut books = lock(&self.inner.held);
@@ -287,7 +329,7 @@ impl Router {
                 continue;
             }
             held.envelope.deadline_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1);
-            self.dispatch(&held.from, held.caller, &mut held.envelope, now);
+            self.dispatch_since(&held.from, held.caller, &mut held.envelope, now, held.since);
         }
         for event in events {
             self.deliver_event(service, &event);

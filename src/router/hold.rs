@@ -24,6 +24,8 @@ pub(super) struct HeldRequest {
     pub caller: Caller,
     pub envelope: Envelope,
     pub deadline: Instant,
+    /// When it was held: the age of a restarting service's derived backlog counts from here.
+    pub since: Instant,
 }
 
 #[derive(Default)]
@@ -87,6 +89,13 @@ impl Held {
         }
         self.requests.retain(|_, q| !q.is_empty());
         expired
+    }
+
+    /// Per service, when its oldest held request was held (each queue is oldest first).
+    pub fn oldest(&self) -> impl Iterator<Item = (&str, Instant)> {
+        self.requests
+            .iter()
+            .filter_map(|(service, queue)| Some((service.as_str(), queue.front()?.since)))
     }
 
     pub fn has_requests(&self) -> bool {

@@ -24,6 +24,7 @@
 //! - `pubsub`: events, to every subscribing service.
 //! - `outcomes`: circuit breakers and traces, fed by how each routed request ended.
 //! - `deadlines`: the sweeper that answers `timeout` once a deadline passes.
+//! - `waits`: the oldest request each replica still owes an answer to, for derived backlogs.
 //! - this file: the [`Router`] handle and the state it shares, its construction, the entry
 //!   points ([`Router::route`], [`Router::call`]) and the read-only accessors.
 
@@ -35,6 +36,7 @@ mod outcomes;
 mod pubsub;
 mod stream;
 pub mod trace;
+mod waits;
 
 pub use stream::{INITIAL_CREDIT, LocalStream, StreamStep};
 
@@ -122,6 +124,9 @@ struct InFlight {
     target: Arc<InstanceHandle>,
     deadline: Option<Instant>,
     started: Instant,
+    /// Since when the console has had it: `started`, or earlier when it was held while its
+    /// service restarted (the age of a derived backlog, see `waits`).
+    waiting_since: Instant,
     trace: u64,
     /// Stream items the receiver will still take (see [`stream`]).
     credit: u32,

@@ -281,7 +281,11 @@ impl Supervisor {
         let router = Router::new(registry.clone(), &stack, events.clone(), audit.clone());
         let (messages, inbox) = mpsc::channel(COMMAND_QUEUE);
         let (instance_tx, instance_rx) = mpsc::channel(INSTANCE_EVENT_QUEUE);
-        let metrics = metrics::start(Arc::downgrade(&registry), Box::new(router.calls_made()));
+        let metrics = metrics::start(
+            Arc::downgrade(&registry),
+            Box::new(router.calls_made()),
+            Box::new(router.oldest_waits()),
+        );
         let core = core::Core::new(
             stack.clone(),
             registry.clone(),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::{
     api::{
-        BacklogView, ConsoleView, DependencyView, ExitView, HopView, LogView, ReplicaView,
-        RouteView, RunView, ServiceRow, TaskView, millis,
+        BacklogView, ConsoleView, DependencyView, ExitView, HopView, LogView, ReplicaBacklogView,
+        ReplicaView, RouteView, RunView, ServiceRow, TaskView, millis,
     },
     logs::{LogLine, Stream},
     monitor::metrics,
@@ -93,7 +93,7 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 waiting_on: service.waiting_on.clone(),
                 exits: exit_views(service, now),
                 runs: run_views(service),
-                instances: replica_views(service, clock),
+                instances: replica_views(service, clock, &metrics),
                 backlog: m
                     .map(|m| backlog_view(&m.backlog, &service.spec))
                     .unwrap_or_default(),
@@ -171,7 +171,11 @@ fn run_views(service: &registry::Service) -> Vec<RunView> {
         .collect()
 }
 
-fn replica_views(service: &registry::Service, clock: Instant) -> Vec<ReplicaView> {
+fn replica_views(
+    service: &registry::Service,
+    clock: Instant,
+    metrics: &metrics::Metrics,
+) -> Vec<ReplicaView> {
     service
         .instances
         .iter()
@@ -185,8 +189,21 @@ fn replica_views(service: &registry::Service, clock: Instant) -> Vec<ReplicaView
             rss: i.rss_bytes,
             stale: i.stale && i.state.has_process(),
             retry_in: retry_in(i, clock),
+            backlog: metrics
+                .replica_backlog(i.id)
+                .filter(|_| i.handle.is_some())
+                .map(replica_backlog_view)
+                .unwrap_or_default(),
         })
         .collect()
+}
+
+fn replica_backlog_view(backlog: crate::monitor::backlog::ReplicaBacklog) -> ReplicaBacklogView {
+    ReplicaBacklogView {
+        waiting: backlog.waiting,
+        published: backlog.published,
+        oldest_age: backlog.oldest_age,
+    }
 }
 
 /// The alert window growth is judged over when the stack sets none: the table still says how

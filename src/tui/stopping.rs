@@ -65,6 +65,7 @@ mod tests {
             rss: 0,
             stale: false,
             retry_in: None,
+            backlog: Default::default(),
         }
     }
 
