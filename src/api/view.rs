@@ -306,6 +306,7 @@ impl ReplicaView {
             rss: 0,
             stale: false,
             retry_in: None,
+            backlog: ReplicaBacklogView::default(),
         }
     }
 }
