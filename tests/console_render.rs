@@ -729,7 +729,7 @@ fn a_caller_s_calls_are_in_the_detail() {
 }
 
 /// `order` with three replicas, the third failed and tried again in 3 s, the second's heartbeat
-/// stale; `order` selected and expanded (→).
+/// stale and 14 orders behind it, the oldest 9 s; `order` selected and expanded (→).
 fn expanded_view_and_state() -> (ConsoleView, UiState) {
     let mut view = demo_view();
     let replica = |replica: u32, state: InstanceState, pid: Option<u32>| ReplicaView {
@@ -745,6 +745,11 @@ fn expanded_view_and_state() -> (ConsoleView, UiState) {
         replica(0, InstanceState::Ready, Some(4301)),
         ReplicaView {
             stale: true,
+            backlog: switchboard::api::ReplicaBacklogView {
+                waiting: 14,
+                published: true,
+                oldest_age: Some(Duration::from_secs(9)),
+            },
             ..replica(1, InstanceState::Ready, Some(4302))
         },
         ReplicaView {

@@ -111,7 +111,12 @@ const COLUMNS: &[Column] = &[
         rank: 8,
         trouble: false,
         cell: |r| backlog(&r.backlog),
-        replica: None,
+        // A replica's own count, no trend (the history is the service's); none without a
+        // process.
+        replica: Some(|r| match r.pid {
+            Some(_) => count(r.backlog.waiting),
+            None => "-".into(),
+        }),
     },
     Column {
         title: "REQ/S",
@@ -143,7 +148,7 @@ const COLUMNS: &[Column] = &[
         rank: 12,
         trouble: false,
         cell: |r| r.backlog.oldest_age.map_or("-".into(), duration),
-        replica: None,
+        replica: Some(|r| r.backlog.oldest_age.map_or("-".into(), duration)),
     },
     Column {
         title: "HB",
@@ -178,12 +183,16 @@ fn backlog(view: &crate::api::BacklogView) -> String {
         "falling" => "↓",
         _ => "→",
     };
-    let count = match view.waiting {
+    format!("{}{arrow}", count(view.waiting))
+}
+
+/// A count shortened to fit six columns: `9999`, `12.3k`, `4.5M`.
+fn count(n: u64) -> String {
+    match n {
         n if n < 10_000 => n.to_string(),
         n if n < 1_000_000 => format!("{:.1}k", n as f64 / 1000.0),
         n => format!("{:.1}M", n as f64 / 1_000_000.0),
-    };
-    format!("{count}{arrow}")
+    }
 }
 
 /// Requests a second in five columns. A subscriber's work is events: shown, marked `ev`, when
