@@ -482,3 +482,64 @@ fn q_then_d_gives_the_shell_back_and_the_stack_runs_on() {
     assert!(wait_until(Duration::from_secs(10), || !alive(instance)
         && pids.iter().all(|&p| !alive(p))));
 }
+
+/// A bug in the console UI (a panic, injected with F12 in debug builds under
+/// `SWITCHBOARD_TEST_UI_PANIC`) gives the terminal back as it was found (the same `stty`
+/// settings, the main screen, the cursor shown) and costs the stack nothing: it runs on,
+/// detached, with the same pids, for `attach` or `down`.
+#[test]
+fn a_panic_in_the_console_ui_restores_the_terminal_and_the_stack_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stack.toml"), STACK).unwrap();
+    let console = Tmux::start(
+        "uipanic",
+        dir.path(),
+        &format!(
+            "stty -g > before.stty; RUST_BACKTRACE=0 SWITCHBOARD_TEST_UI_PANIC=1 {SWITCHBOARD} stack.toml --gateway off; \
+             stty -g > after.stty; echo shell-back-$?; sleep 30"
+        ),
+        (120, 30),
+    );
+    let (ok, screen) = console.wait(Duration::from_secs(20), |s| {
+        s.matches("● ready").count() >= 2
+    });
+    assert!(ok, "services never became ready:\n{screen}");
+    let pids = service_pids(dir.path());
+    let instance = instance_pid(dir.path()).expect("instance pid");
+    console.keys("F12");
+    let (ok, screen) = console.wait(Duration::from_secs(10), |s| s.contains("shell-back-0"));
+    assert!(ok, "the shell did not get its prompt back:\n{screen}");
+    assert!(
+        screen.contains("fault injected"),
+        "no panic message:\n{screen}"
+    );
+    assert!(
+        screen.contains("the console UI failed")
+            && screen.contains(&format!("keeps running as pid {instance}")),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("● ready"),
+        "the UI is still on screen:\n{screen}"
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    assert_eq!(
+        read("before.stty"),
+        read("after.stty"),
+        "stty settings changed"
+    );
+    let flag = |name: &str| {
+        console
+            .run(&["display", "-p", "-t", "main", &format!("#{{{name}}}")])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(flag("alternate_on"), "0", "still on the alternate screen");
+    assert_eq!(flag("cursor_flag"), "1", "the cursor is hidden");
+    assert_eq!(flag("mouse_any_flag"), "0", "mouse capture is still on");
+    assert!(alive(instance));
+    assert_eq!(service_pids(dir.path()), pids, "services were replaced");
+    assert!(down(dir.path()).status.success());
+    assert!(wait_until(Duration::from_secs(10), || !alive(instance)
+        && pids.iter().all(|&p| !alive(p))));
+}

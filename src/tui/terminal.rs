@@ -22,6 +22,8 @@ use ratatui::{
     },
 };
 
+use futures::StreamExt;
+
 use super::{ConsoleSource, Exit, theme::Theme};
 
 /// Runs the console UI against `source` on the real terminal, on a thread of its own: `draw`
@@ -53,7 +55,7 @@ pub fn spawn<S: ConsoleSource>(
             let exit = runtime.block_on(super::run(
                 &mut terminal,
                 source,
-                EventStream::new(),
+                EventStream::new().inspect(injected_fault),
                 shutdown,
                 Theme::from_env(),
                 subscribed,
@@ -104,6 +106,24 @@ pub fn leave_if_entered() {
     if ENTERED.load(std::sync::atomic::Ordering::Relaxed) {
         leave();
     }
+}
+
+/// A fault for the tests, in debug builds only: with `SWITCHBOARD_TEST_UI_PANIC` set, F12
+/// panics the UI thread, so a test can show the real terminal restored and the stack kept
+/// (tests/attach.rs). Release builds compile this to nothing.
+fn injected_fault(event: &std::io::Result<ratatui::crossterm::event::Event>) {
+    #[cfg(debug_assertions)]
+    {
+        use ratatui::crossterm::event::{Event, KeyCode};
+        if let Ok(Event::Key(key)) = event
+            && key.code == KeyCode::F(12)
+            && std::env::var_os("SWITCHBOARD_TEST_UI_PANIC").is_some()
+        {
+            panic!("a fault injected for a test (SWITCHBOARD_TEST_UI_PANIC)");
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = event;
 }
 
 fn install_panic_hook() {
