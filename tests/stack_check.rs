@@ -220,6 +220,19 @@ fn bad_gateway_values() {
     has(&e, 5, 77, &["must be \"service.method\""]);
 }
 
+/// Routes one request could match, a route declared twice and one under the gateway's own
+/// paths are refused by `check`, at the route's line, not only when the gateway starts.
+#[test]
+fn overlapping_and_reserved_routes_are_refused_where_written() {
+    let e = errors(
+        "name = \"x\"\n[gateway]\nroutes = [\n  { route = \"GET /users/{id}\", call = \"a.get\" },\n  { route = \"DELETE /users/{id}\", call = \"a.del\" },\n  { route = \"POST /users/{uid}\", call = \"a.put\" },\n  { route = \"GET /users/{id}\", call = \"a.get\" },\n  { route = \"GET /metrics\", call = \"a.get\" },\n]\n[services.a]\ncommand = \"true\"\n",
+    );
+    has(&e, 6, 3, &["`/users/{uid}` overlaps an earlier route"]);
+    has(&e, 7, 3, &["`GET /users/{id}` is declared twice"]);
+    has(&e, 8, 3, &["belong to the gateway"]);
+    assert_eq!(e.len(), 3, "{e:?}");
+}
+
 #[test]
 fn bad_backoff_and_restart_limit() {
     let e = errors(

@@ -11,7 +11,6 @@
 //! route passes its body as it is.
 
 use std::{
-    collections::HashSet,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -34,10 +33,12 @@ use super::{
     error::{ApiError, public_error},
     stream::{self, Framing},
 };
-use crate::{router::GATEWAY, stack::RouteSpec};
+use crate::{
+    router::GATEWAY,
+    stack::{RouteSpec, routes::RouteSet},
+};
 
-/// Paths the gateway keeps for itself; a stack route may not start with one.
-pub const RESERVED: &[&str] = &["/admin", "/call", "/stream", "/metrics", "/healthz"];
+pub use crate::stack::routes::RESERVED;
 
 /// Response header carrying the router's trace id of the call.
 pub const TRACE_HEADER: &str = "x-switchboard-trace";
@@ -73,48 +74,19 @@ pub fn router(routes: &[RouteSpec]) -> axum::Router<AppState> {
 }
 
 /// Refuses, before axum would panic on them, routes that overlap each other or the gateway's
-/// own paths, and methods axum cannot route.
+/// own paths (the stack's parser refuses them first; see [`RouteSet`]), and methods axum
+/// cannot route.
 pub fn validate(routes: &[RouteSpec]) -> Result<(), GatewayError> {
-    let mut paths = matchit::Router::new();
-    // The gateway's own paths as axum registers them (a nest adds its prefix and a catch-all),
-    // so that a stack route conflicting with one of them is refused here too.
-    for own in [
-        "/call/{service}/{method}",
-        "/stream/{service}/{method}",
-        "/metrics",
-        "/healthz",
-        "/admin",
-        "/admin/{*rest}",
-    ] {
-        let _ = paths.insert(own, ());
-    }
-    let mut seen_paths = HashSet::new();
-    let mut seen = HashSet::new();
+    let mut set = RouteSet::default();
     for route in routes {
         let bad = |why: String| GatewayError::Route {
             route: format!("{} {}", route.method, route.path),
             why,
         };
-        if RESERVED
-            .iter()
-            .any(|r| route.path == *r || route.path.starts_with(&format!("{r}/")))
-        {
-            return Err(bad(format!(
-                "paths under {} belong to the gateway",
-                RESERVED.join(", ")
-            )));
-        }
         if method_filter(&route.method).is_none() {
             return Err(bad(format!("unknown method `{}`", route.method)));
         }
-        if !seen.insert((route.method.clone(), route.path.clone())) {
-            return Err(bad("declared twice".into()));
-        }
-        if seen_paths.insert(route.path.clone()) {
-            paths
-                .insert(route.path.clone(), ())
-                .map_err(|err| bad(err.to_string()))?;
-        }
+        set.add(&route.method, &route.path).map_err(bad)?;
     }
     Ok(())
 }
@@ -403,13 +375,16 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_and_reserved_routes_are_refused() {
-        assert!(validate(&[route("GET", "/users/{id}"), route("DELETE", "/users/{id}")]).is_ok());
-        assert!(validate(&[route("GET", "/users/{id}"), route("GET", "/users/{id}")]).is_err());
-        assert!(validate(&[route("GET", "/users/{id}"), route("POST", "/users/{uid}")]).is_err());
-        assert!(validate(&[route("GET", "/admin/x")]).is_err());
-        assert!(validate(&[route("GET", "/metrics")]).is_err());
-        assert!(validate(&[route("GET", "/callers")]).is_ok());
-        assert!(validate(&[route("GET", "/users/{id}"), route("GET", "/users/{*rest}")]).is_err());
+    fn validate_names_the_route_it_refuses() {
+        let refused = |routes: &[RouteSpec]| match validate(routes) {
+            Err(GatewayError::Route { route, .. }) => route,
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(
+            refused(&[route("GET", "/a/{x}"), route("POST", "/a/{y}")]),
+            "POST /a/{y}"
+        );
+        assert_eq!(refused(&[route("BREW", "/tea")]), "BREW /tea");
+        assert!(validate(&[route("GET", "/a/{x}"), route("DELETE", "/a/{x}")]).is_ok());
     }
 }

@@ -4,6 +4,7 @@
 //! - [`backlog`]: a service's backlog alerts, admission bound and autoscaling.
 //! - `parse`: TOML to spec, walking the document with spans.
 //! - `validate`: cross-references and dependency cycles.
+//! - [`routes`]: which gateway routes can be served together.
 //! - [`programs`]: `check`'s warnings about commands not found (not errors).
 //! - [`units`]: durations, sizes, env files.
 //! - [`diagnostic`]: errors as `FILE:LINE:COL: message`.
@@ -15,6 +16,7 @@ pub mod backlog;
 pub mod diagnostic;
 mod parse;
 pub mod programs;
+pub mod routes;
 pub mod spec;
 pub mod units;
 mod validate;

@@ -297,9 +297,15 @@ impl<'s> Walker<'s> {
                 }
                 "routes" => {
                     if let Some(routes) = self.array(value) {
+                        // Routes one request could match are refused here, at their line,
+                        // not only when the gateway starts.
+                        let mut served = super::routes::RouteSet::default();
                         for route in routes.iter() {
-                            if let Some(route) = self.route(route) {
-                                gateway.routes.push(route);
+                            if let Some(spec) = self.route(route) {
+                                if let Err(why) = served.add(&spec.method, &spec.path) {
+                                    self.error(route.span(), why);
+                                }
+                                gateway.routes.push(spec);
                             }
                         }
                     }
