@@ -233,6 +233,18 @@ fn overlapping_and_reserved_routes_are_refused_where_written() {
     assert_eq!(e.len(), 3, "{e:?}");
 }
 
+/// `params` and `autostart` mean something only on a job: on a service they are refused where
+/// written (they did nothing), whichever line `kind` is on.
+#[test]
+fn job_keys_on_a_service_are_refused() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\nparams = '{}'\ncommand = \"true\"\nautostart = true\n[services.b]\nparams = '{}'\nkind = \"job\"\nautostart = true\ncommand = \"true\"\n",
+    );
+    has(&e, 3, 1, &["`params` is for jobs, and `a` is a service"]);
+    has(&e, 5, 1, &["`autostart` is for jobs"]);
+    assert_eq!(e.len(), 2, "{e:?}");
+}
+
 #[test]
 fn bad_backoff_and_restart_limit() {
     let e = errors(

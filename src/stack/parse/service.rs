@@ -57,6 +57,14 @@ impl Walker<'_> {
         name: String,
         d: Draft,
     ) -> Option<ServiceSpec> {
+        if d.kind != ServiceKind::Job {
+            for (job_key, span) in &d.job_only {
+                self.error(
+                    span.clone(),
+                    format!("`{job_key}` is for jobs, and `{name}` is a service (add `kind = \"job\"`, or remove it)"),
+                );
+            }
+        }
         let program = match (d.builtin, d.command) {
             (Some(builtin), None) => Program::Builtin(builtin),
             (None, Some(command)) => Program::Command {
@@ -173,8 +181,12 @@ impl Walker<'_> {
                     }
                     d.params = text;
                 }
+                d.job_only.push(("params", k.span()));
             }
-            "autostart" => d.autostart = self.boolean(v).unwrap_or(false),
+            "autostart" => {
+                d.autostart = self.boolean(v).unwrap_or(false);
+                d.job_only.push(("autostart", k.span()));
+            }
             "ready_line" => d.ready_line = self.string(v).filter(|s| !s.is_empty()),
             _ => return false,
         }
@@ -450,6 +462,9 @@ struct Draft {
     settings: Vec<(String, String)>,
     params: String,
     autostart: bool,
+    /// Keys that mean something only on a job, where they were written: refused on a
+    /// service, where they would do nothing (the kind may come after them).
+    job_only: Vec<(&'static str, Range<usize>)>,
     breaker: BreakerSpec,
     limits: ResourceLimits,
     log_budget: LogBudget,
@@ -484,6 +499,7 @@ impl Default for Draft {
             settings: Vec::new(),
             params: String::new(),
             autostart: false,
+            job_only: Vec::new(),
             breaker: BreakerSpec::default(),
             limits: ResourceLimits::default(),
             log_budget: LogBudget::SERVICE,
