@@ -245,6 +245,18 @@ fn job_keys_on_a_service_are_refused() {
     assert_eq!(e.len(), 2, "{e:?}");
 }
 
+/// What the console tells a service about itself (`SWITCHBOARD_SERVICE`, `_INSTANCE`, its
+/// directories, the segment's descriptor) cannot be set by the stack; other variables, the
+/// console's tuning ones among them, can.
+#[test]
+fn the_console_s_own_variables_are_refused_in_env() {
+    let e = errors(
+        "name = \"x\"\n[services.a]\ncommand = \"true\"\nenv = { SWITCHBOARD_SERVICE = \"b\", SWITCHBOARD_BUSY_POLL = \"0\" }\n",
+    );
+    has(&e, 4, 7, &["`env` sets SWITCHBOARD_SERVICE, which the console sets"]);
+    assert_eq!(e.len(), 1, "{e:?}");
+}
+
 #[test]
 fn bad_backoff_and_restart_limit() {
     let e = errors(

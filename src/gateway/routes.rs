@@ -10,11 +10,9 @@
 //! Without parameters the body is passed as it is, and an empty body is `null`. The generic
 //! route passes its body as it is.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
 
 use axum::{

@@ -3,6 +3,21 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+/// What the console tells every process it starts, through its environment: which service and
+/// replica it is, its directories, the segment's descriptor, its lineage. A stack's `env` and
+/// `env_file` may not set them (the console's value would win, and the service be misled about
+/// which it is).
+pub const CONSOLE_ENV: &[&str] = &[
+    "SWITCHBOARD_SERVICE",
+    "SWITCHBOARD_INSTANCE",
+    "SWITCHBOARD_PROTOCOL",
+    "SWITCHBOARD_DATA_DIR",
+    "SWITCHBOARD_STACK_DIR",
+    "SWITCHBOARD_SEGMENT_FD",
+    "SWITCHBOARD_RUN_DIR",
+    "SWITCHBOARD_LINEAGE",
+];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stack {
     pub name: String,

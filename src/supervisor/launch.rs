@@ -36,6 +36,19 @@ impl LaunchContext {
         lineage: &str,
     ) -> LaunchCommand {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
+        if matches!(spec.program, Program::Builtin(_)) {
+            // mimalloc backs its first allocations with transparent huge pages where the
+            // kernel allows them (`madvise` mode): every builtin then zeroed 2 MiB pages before
+            // `main`, most of a service's start-up CPU at 500 services, and kept them resident
+            // while idle. A stack can still turn them back on in the service's `env`.
+            env.insert("MIMALLOC_ALLOW_THP".into(), "0".into());
+        }
+        for (key, value) in &spec.env {
+            env.insert(key.clone(), value.clone());
+        }
+        // After the stack's own, so they always hold (the parser refuses them in `env`, see
+        // `CONSOLE_ENV`): a service must not be misled about which it is, and a stack cannot
+        // take a service out of the stray sweep, nor out of the next run's search for leftovers.
         env.insert("SWITCHBOARD_SERVICE".into(), spec.name.clone());
         env.insert("SWITCHBOARD_INSTANCE".into(), replica.to_string());
         env.insert("SWITCHBOARD_PROTOCOL".into(), "1".into());
@@ -53,18 +66,6 @@ impl LaunchContext {
                 SEGMENT_FD.to_string(),
             );
         }
-        if matches!(spec.program, Program::Builtin(_)) {
-            // mimalloc backs its first allocations with transparent huge pages where the
-            // kernel allows them (`madvise` mode): every builtin then zeroed 2 MiB pages before
-            // `main`, most of a service's start-up CPU at 500 services, and kept them resident
-            // while idle. A stack can still turn them back on in the service's `env`.
-            env.insert("MIMALLOC_ALLOW_THP".into(), "0".into());
-        }
-        for (key, value) in &spec.env {
-            env.insert(key.clone(), value.clone());
-        }
-        // After the stack's own: a stack cannot take a service out of the stray sweep, nor
-        // out of the next run's search for leftovers.
         env.insert(super::strays::LINEAGE_ENV.into(), lineage.into());
         env.insert(
             super::strays::RUN_DIR_ENV.into(),
@@ -172,5 +173,41 @@ mod huge_pages {
         assert_eq!(thp(&env_of(toml, "plain")), Some("0"));
         assert_eq!(thp(&env_of(toml, "tuned")), Some("1"));
         assert_eq!(thp(&env_of(toml, "other")), None, "not ours to tune");
+    }
+
+    /// Every `SWITCHBOARD_` variable the console sets is in `CONSOLE_ENV` (which the parser
+    /// refuses in a stack's `env`), and holds over the stack's own.
+    #[test]
+    fn the_console_s_variables_are_listed_and_win() {
+        let toml = r#"
+            name = "t"
+            [services.plain]
+            command = "sleep"
+        "#;
+        let stack = crate::stack::parse(toml, std::path::Path::new("/srv/stack.toml"))
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+        let mut spec = stack.service("plain").expect("in the stack").clone();
+        spec.env = crate::stack::spec::CONSOLE_ENV
+            .iter()
+            .map(|k| (k.to_string(), "from the stack".to_string()))
+            .collect();
+        let context = LaunchContext::for_stack(&stack, PathBuf::from("/bin/switchboard"));
+        let (segment, _) = rustix::pipe::pipe().expect("a descriptor to pass");
+        let env = context.command(&spec, 2, Some(segment), "1.0.1").env;
+        for (key, value) in &env {
+            if key.starts_with("SWITCHBOARD_") {
+                assert!(
+                    crate::stack::spec::CONSOLE_ENV.contains(&key.as_str()),
+                    "{key} is not in CONSOLE_ENV"
+                );
+                assert_ne!(value, "from the stack", "{key} was taken from the stack");
+            }
+        }
+        assert_eq!(
+            env.iter()
+                .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
+                .count(),
+            crate::stack::spec::CONSOLE_ENV.len()
+        );
     }
 }

@@ -12,8 +12,8 @@ use toml::{
 use super::{BREAKER_KEYS, SERVICE_KEYS, Value, Walker, values::type_name};
 use crate::stack::{
     spec::{
-        Backoff, BreakerSpec, Condition, Dependency, LogBudget, Program, ResourceLimits,
-        RestartLimit, RestartPolicy, ServiceKind, ServiceSpec, StopSignal,
+        Backoff, BreakerSpec, CONSOLE_ENV, Condition, Dependency, LogBudget, Program,
+        ResourceLimits, RestartLimit, RestartPolicy, ServiceKind, ServiceSpec, StopSignal,
     },
     units,
 };
@@ -47,6 +47,18 @@ impl Walker<'_> {
             }
         }
         self.finish(key, name, d)
+    }
+
+    /// A stack may not set what the console tells each service about itself.
+    fn refuse_console_env(&mut self, vars: &[(String, String)], span: Range<usize>, key: &str) {
+        for (name, _) in vars {
+            if CONSOLE_ENV.contains(&name.as_str()) {
+                self.error(
+                    span.clone(),
+                    format!("`{key}` sets {name}, which the console sets for every service (its own: {})", CONSOLE_ENV.join(", ")),
+                );
+            }
+        }
     }
 
     /// The spec from what was read: the program chosen, the environment merged, defaults that
@@ -148,13 +160,19 @@ impl Walker<'_> {
             }
             "command" => d.command = self.string(v),
             "args" => d.args = self.strings(v).into_iter().map(|(s, _)| s).collect(),
-            "env" => d.env = self.string_map(v),
+            "env" => {
+                d.env = self.string_map(v);
+                self.refuse_console_env(&d.env, v.span(), "env");
+            }
             "env_file" => {
                 if let Some(file) = self.string(v) {
                     let path = self.path(&file);
                     match std::fs::read_to_string(&path) {
                         Ok(text) => match units::dotenv(&text) {
-                            Ok(vars) => d.env_file_vars = vars,
+                            Ok(vars) => {
+                                self.refuse_console_env(&vars, v.span(), "env_file");
+                                d.env_file_vars = vars;
+                            }
                             Err((line, message)) => self
                                 .error(v.span(), format!("{}:{line}: {message}", path.display())),
                         },
