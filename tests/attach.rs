@@ -447,26 +447,28 @@ fn up_detached_says_why_a_stack_cannot_start() {
     assert!(wait_until(Duration::from_secs(10), || !alive(instance)));
 }
 
-#[test]
-fn q_then_d_gives_the_shell_back_and_the_stack_runs_on() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("stack.toml"), STACK).unwrap();
-    let console = Tmux::start(
-        "detach",
-        dir.path(),
-        &format!("{SWITCHBOARD} stack.toml --gateway off; echo shell-back-$?; sleep 30"),
-        (120, 30),
-    );
+/// A console in tmux running `command` on [`STACK`] in `dir`, once both services are ready,
+/// with the services' pids and the instance's.
+fn ready_console(dir: &Path, name: &str, command: &str) -> (Tmux, Vec<u32>, u32) {
+    std::fs::write(dir.join("stack.toml"), STACK).unwrap();
+    let console = Tmux::start(name, dir, command, (120, 30));
     let (ok, screen) = console.wait(Duration::from_secs(20), |s| {
         s.matches("● ready").count() >= 2
     });
     assert!(ok, "services never became ready:\n{screen}");
-    let pids = service_pids(dir.path());
-    let instance = instance_pid(dir.path()).expect("instance pid");
-    console.keys("q");
-    let (ok, screen) = console.wait(Duration::from_secs(5), |s| s.contains("detach"));
-    assert!(ok, "no quit dialog:\n{screen}");
-    console.keys("d");
+    let pids = service_pids(dir);
+    let instance = instance_pid(dir).expect("instance pid");
+    (console, pids, instance)
+}
+
+/// The shell has its prompt back (`shell-back-0`), the UI is gone from the screen, and the
+/// stack runs on with the same pids until `down` stops all of it. The screen at the prompt.
+fn shell_back_with_the_stack_running(
+    console: &Tmux,
+    dir: &Path,
+    pids: &[u32],
+    instance: u32,
+) -> String {
     let (ok, screen) = console.wait(Duration::from_secs(10), |s| s.contains("shell-back-0"));
     assert!(ok, "the shell did not get its prompt back:\n{screen}");
     assert!(
@@ -474,54 +476,55 @@ fn q_then_d_gives_the_shell_back_and_the_stack_runs_on() {
             && screen.contains("switchboard attach"),
         "{screen}"
     );
-    // The terminal was restored: the UI is gone from the screen.
-    assert!(!screen.contains("● ready"), "{screen}");
-    assert!(alive(instance));
-    assert_eq!(service_pids(dir.path()), pids, "services were replaced");
-    assert!(down(dir.path()).status.success());
-    assert!(wait_until(Duration::from_secs(10), || !alive(instance)
-        && pids.iter().all(|&p| !alive(p))));
-}
-
-/// A bug in the console UI (a panic, injected with F12 in debug builds under
-/// `SWITCHBOARD_TEST_UI_PANIC`) gives the terminal back as it was found (the same `stty`
-/// settings, the main screen, the cursor shown) and costs the stack nothing: it runs on,
-/// detached, with the same pids, for `attach` or `down`.
-#[test]
-fn a_panic_in_the_console_ui_restores_the_terminal_and_the_stack_runs_on() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("stack.toml"), STACK).unwrap();
-    let console = Tmux::start(
-        "uipanic",
-        dir.path(),
-        &format!(
-            "stty -g > before.stty; RUST_BACKTRACE=0 SWITCHBOARD_TEST_UI_PANIC=1 {SWITCHBOARD} stack.toml --gateway off; \
-             stty -g > after.stty; echo shell-back-$?; sleep 30"
-        ),
-        (120, 30),
-    );
-    let (ok, screen) = console.wait(Duration::from_secs(20), |s| {
-        s.matches("● ready").count() >= 2
-    });
-    assert!(ok, "services never became ready:\n{screen}");
-    let pids = service_pids(dir.path());
-    let instance = instance_pid(dir.path()).expect("instance pid");
-    console.keys("F12");
-    let (ok, screen) = console.wait(Duration::from_secs(10), |s| s.contains("shell-back-0"));
-    assert!(ok, "the shell did not get its prompt back:\n{screen}");
-    assert!(
-        screen.contains("fault injected"),
-        "no panic message:\n{screen}"
-    );
-    assert!(
-        screen.contains("the console UI failed")
-            && screen.contains(&format!("keeps running as pid {instance}")),
-        "{screen}"
-    );
     assert!(
         !screen.contains("● ready"),
         "the UI is still on screen:\n{screen}"
     );
+    assert!(alive(instance));
+    assert_eq!(service_pids(dir), pids, "services were replaced");
+    assert!(down(dir).status.success());
+    assert!(wait_until(Duration::from_secs(10), || !alive(instance)
+        && pids.iter().all(|&p| !alive(p))));
+    screen
+}
+
+#[test]
+fn q_then_d_gives_the_shell_back_and_the_stack_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (console, pids, instance) = ready_console(
+        dir.path(),
+        "detach",
+        &format!("{SWITCHBOARD} stack.toml --gateway off; echo shell-back-$?; sleep 30"),
+    );
+    console.keys("q");
+    let (ok, screen) = console.wait(Duration::from_secs(5), |s| s.contains("detach"));
+    assert!(ok, "no quit dialog:\n{screen}");
+    console.keys("d");
+    shell_back_with_the_stack_running(&console, dir.path(), &pids, instance);
+}
+
+/// A bug in the console UI (a panic, injected with F12 in debug builds under
+/// `SWITCHBOARD_TEST_UI_PANIC`) gives the terminal back as it was found (the same `stty`
+/// settings, the main screen, the cursor shown, the mouse released) and costs the stack
+/// nothing: it runs on, detached, with the same pids, for `attach` or `down`.
+#[test]
+fn a_panic_in_the_console_ui_restores_the_terminal_and_the_stack_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (console, pids, instance) = ready_console(
+        dir.path(),
+        "uipanic",
+        &format!(
+            "stty -g > before.stty; RUST_BACKTRACE=0 SWITCHBOARD_TEST_UI_PANIC=1 {SWITCHBOARD} stack.toml --gateway off; \
+             stty -g > after.stty; echo shell-back-$?; sleep 30"
+        ),
+    );
+    console.keys("F12");
+    let screen = shell_back_with_the_stack_running(&console, dir.path(), &pids, instance);
+    assert!(
+        screen.contains("fault injected"),
+        "no panic message:\n{screen}"
+    );
+    assert!(screen.contains("the console UI failed"), "{screen}");
     let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
     assert_eq!(
         read("before.stty"),
@@ -537,9 +540,4 @@ fn a_panic_in_the_console_ui_restores_the_terminal_and_the_stack_runs_on() {
     assert_eq!(flag("alternate_on"), "0", "still on the alternate screen");
     assert_eq!(flag("cursor_flag"), "1", "the cursor is hidden");
     assert_eq!(flag("mouse_any_flag"), "0", "mouse capture is still on");
-    assert!(alive(instance));
-    assert_eq!(service_pids(dir.path()), pids, "services were replaced");
-    assert!(down(dir.path()).status.success());
-    assert!(wait_until(Duration::from_secs(10), || !alive(instance)
-        && pids.iter().all(|&p| !alive(p))));
 }
