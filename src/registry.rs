@@ -5,7 +5,7 @@
 //! fast-moving numbers (heartbeat, frame counters) through atomics on the [`InstanceHandle`].
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -388,7 +388,10 @@ impl Service {
 pub struct Registry {
     pub stack_name: String,
     pub services: Vec<Service>,
-    by_name: BTreeMap<String, usize>,
+    /// Looked up for every routed request: hashed (foldhash, as the router's maps), not a
+    /// `BTreeMap`, whose search compares the name with a dozen others at 500 services, each
+    /// a string of its own to fetch from memory.
+    by_name: HashMap<String, usize, foldhash::fast::RandomState>,
 }
 
 impl Registry {

@@ -13,19 +13,26 @@
 //! for up to `busy_poll::CREDIT_PER_MESSAGE` after each message, which counts as user time
 //! and grows as messages come further apart. Run with `SWITCHBOARD_BUSY_POLL=0` to take the
 //! polling out.
+//!
+//! CPU time on a shared machine is noisy, and it cannot tell more work from the same work
+//! with more cache misses. Under `valgrind --tool=callgrind` each size's idle period and each
+//! run is also a window of its own ([`super::callgrind`]), so the instructions per call can
+//! be compared across sizes: `scripts/growth-callgrind.sh` does it (fewer calls there:
+//! `SWITCHBOARD_GROWTH_CALLS`, `SWITCHBOARD_GROWTH_RUNS`).
 
 use std::time::{Duration, Instant};
 
 use switchboard_protocol::{Body, Envelope, Kind, Status};
 
-use super::{BenchStack, Figure};
+use super::{BenchStack, Figure, callgrind};
 use crate::{router::GATEWAY, supervisor::SupervisorOptions};
 
 pub const SIZES: [usize; 4] = [1, 10, 100, 500];
-/// Calls per measured run, after a tenth as many not counted.
+/// Calls per measured run, after a tenth as many not counted; `SWITCHBOARD_GROWTH_CALLS`
+/// changes it (for a run under valgrind).
 const CALLS: usize = 30_000;
 const IN_FLIGHT: usize = 64;
-/// Runs per size; the figures are their medians.
+/// Runs per size; the figures are their medians. `SWITCHBOARD_GROWTH_RUNS` changes it.
 const RUNS: usize = 3;
 /// How long the console's idle CPU is measured before the runs, at each size.
 const IDLE: Duration = Duration::from_secs(3);
@@ -96,17 +103,46 @@ struct Run {
     busy_percent: f64,
 }
 
+/// How many calls per run, and how many runs per size.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    calls: usize,
+    runs: usize,
+}
+
+impl Plan {
+    /// The defaults, or the counts in `SWITCHBOARD_GROWTH_CALLS` and `SWITCHBOARD_GROWTH_RUNS`.
+    fn from_env() -> Plan {
+        let var = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|&v| v > 0)
+                .unwrap_or(default)
+        };
+        Plan {
+            calls: var("SWITCHBOARD_GROWTH_CALLS", CALLS),
+            runs: var("SWITCHBOARD_GROWTH_RUNS", RUNS),
+        }
+    }
+
+    fn warmup(self) -> usize {
+        self.calls / 10
+    }
+}
+
 pub async fn run(options: &SupervisorOptions, only: &[usize]) -> Vec<Figure> {
     let mut options = options.clone();
     options.log_files = false;
+    let plan = Plan::from_env();
     let mut measured = Vec::new();
     for &n in if only.is_empty() { &SIZES[..] } else { only } {
-        match measure(&options, n).await {
+        match measure(&options, n, plan).await {
             Some(m) => measured.push(m),
             None => eprintln!("bench: growth: no figures at {n} services"),
         }
     }
-    figures(&measured)
+    figures(&measured, plan)
 }
 
 fn stack(n: usize) -> String {
@@ -121,7 +157,7 @@ fn stack(n: usize) -> String {
     toml
 }
 
-async fn measure(options: &SupervisorOptions, n: usize) -> Option<Measured> {
+async fn measure(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Measured> {
     let bench = BenchStack::start(&stack(n), options)?;
     bench.supervisor.begin().await;
     let limit = Duration::from_secs(15 + n as u64 / 20);
@@ -132,16 +168,17 @@ async fn measure(options: &SupervisorOptions, n: usize) -> Option<Measured> {
     }
     // Past the start-up's last echoes, then the idle cost at this size.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let window = callgrind::Window::open(&format!("growth n={n} idle"));
     let before = own_cpu();
     let started = Instant::now();
     tokio::time::sleep(IDLE).await;
-    let idle = own_cpu()
-        .since(before)
-        .scaled(1.0 / started.elapsed().as_secs_f64());
+    let wall = started.elapsed().as_secs_f64();
+    window.close_with(&format!("wall_s={wall:.6}"));
+    let idle = own_cpu().since(before).scaled(1.0 / wall);
     let targets: Vec<String> = (0..n).map(|i| format!("e{i:03}")).collect();
-    let mut runs = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        if let Some(run) = spread(&bench, &targets, idle).await {
+    let mut runs = Vec::with_capacity(plan.runs);
+    for _ in 0..plan.runs {
+        if let Some(run) = spread(&bench, &targets, idle, plan).await {
             runs.push(run);
         }
     }
@@ -167,11 +204,11 @@ async fn measure(options: &SupervisorOptions, n: usize) -> Option<Measured> {
 
 /// One run of calls spread over `targets`: the rate the client saw, the console's CPU per call
 /// with `idle` (cores) taken out, and its CPU while the calls ran.
-async fn spread(bench: &BenchStack, targets: &[String], idle: Cpu) -> Option<Run> {
-    let warmup = CALLS / 10;
+async fn spread(bench: &BenchStack, targets: &[String], idle: Cpu, plan: Plan) -> Option<Run> {
+    let warmup = plan.warmup();
     let run = serde_json::json!({
         "target": targets[0], "targets": targets, "method": "bytes", "in_flight": IN_FLIGHT,
-        "count": CALLS, "warmup": warmup, "payload": 64
+        "count": plan.calls, "warmup": warmup, "payload": 64
     });
     let request = Envelope {
         id: 1,
@@ -182,11 +219,14 @@ async fn spread(bench: &BenchStack, targets: &[String], idle: Cpu) -> Option<Run
         body: Body::Json(serde_json::to_vec(&run).ok()?.into()),
         ..Envelope::default()
     };
+    let calls = plan.calls + warmup;
+    let window = callgrind::Window::open(&format!("growth n={} calls={calls}", targets.len()));
     let before = own_cpu();
     let started = Instant::now();
     let answer = bench.supervisor.router().call(GATEWAY, request).await;
     let wall = started.elapsed().as_secs_f64();
     let cpu = own_cpu().since(before);
+    window.close_with(&format!("wall_s={wall:.6}"));
     let (Kind::Response(Status::Ok), Body::Json(json)) = (&answer.kind, &answer.body) else {
         tracing::warn!(?answer, "bench client failed");
         return None;
@@ -196,7 +236,7 @@ async fn spread(bench: &BenchStack, targets: &[String], idle: Cpu) -> Option<Run
         eprintln!("bench: growth: {} calls failed", report["errors"]);
     }
     let rate = report["count"].as_f64()? / (report["elapsed_us"].as_f64()? / 1e6);
-    let calls = (CALLS + warmup) as f64;
+    let calls = calls as f64;
     let idle = idle.scaled(wall);
     let per_call = Cpu {
         user: (cpu.user - idle.user).max(0.0),
@@ -210,7 +250,7 @@ async fn spread(bench: &BenchStack, targets: &[String], idle: Cpu) -> Option<Run
     })
 }
 
-fn figures(measured: &[Measured]) -> Vec<Figure> {
+fn figures(measured: &[Measured], plan: Plan) -> Vec<Figure> {
     let base = measured.iter().find(|m| m.n == 1).copied();
     let mut figures = Vec::new();
     for m in measured {
@@ -224,7 +264,9 @@ fn figures(measured: &[Measured]) -> Vec<Figure> {
             value: m.rate,
             unit: "calls/s".into(),
             detail: format!(
-                "one bench client calling each in turn, {IN_FLIGHT} in flight, 64 B; median of {RUNS} runs of {CALLS}{}",
+                "one bench client calling each in turn, {IN_FLIGHT} in flight, 64 B; median of {} runs of {}{}",
+                plan.runs,
+                plan.calls,
                 ratio(m.rate, |b| b.rate)
             ),
         });

@@ -9,6 +9,7 @@
 
 pub mod attach;
 mod backlog;
+mod callgrind;
 pub mod check;
 mod fanout;
 pub mod gateway;
