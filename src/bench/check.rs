@@ -82,7 +82,7 @@ pub async fn run(options: &SupervisorOptions) -> Vec<Verdict> {
             target: "≤ 1.5×",
         },
         Verdict {
-            name: "routed rate ÷ bare hub, 64 in flight",
+            name: "routed rate ÷ bare hub, 64 in flight, best of 5",
             value: rate,
             unit: "×",
             limit: 1.0 / 6.0,
