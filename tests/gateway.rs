@@ -821,7 +821,12 @@ async fn refuses_a_non_loopback_address_without_a_token_and_bad_routes() {
     }
     running.stop().await;
 
-    let (stack_def, _dir) = stack(
+    // A route under the gateway's own paths: the stack file is refused where it is written,
+    // and a stack that reaches the gateway without the parser is refused there too.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.toml");
+    std::fs::write(
+        &path,
         r#"
         name = "bad-routes"
         [gateway]
@@ -831,7 +836,26 @@ async fn refuses_a_non_loopback_address_without_a_token_and_bad_routes() {
         [services.echo]
         builtin = "probe"
         "#,
+    )
+    .unwrap();
+    let diagnostics = switchboard::stack::load(&path).expect_err("a reserved route parsed");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.to_string().contains("belong to the gateway")),
+        "{diagnostics:?}"
     );
+    let (mut stack_def, _dir) = stack(STACK);
+    stack_def
+        .gateway
+        .routes
+        .push(switchboard::stack::RouteSpec {
+            method: "GET".into(),
+            path: "/admin/users".into(),
+            service: "echo".into(),
+            call_method: "echo".into(),
+            stream: false,
+        });
     let running = start(stack_def).await;
     let refused = Gateway::start_at(&running.supervisor, "127.0.0.1:0".parse().unwrap()).await;
     assert!(
