@@ -58,3 +58,51 @@ async fn control_bytes_from_a_service_are_escaped_in_logs_and_log_files() {
         assert_eq!(shape, "9999-99-99T99:99:99.999Z", "{line}");
     }
 }
+
+/// What a job tells `switchboard run` (a task's label from its segment, its error) reaches
+/// the operator's terminal with its control characters made visible.
+#[test]
+fn a_job_s_label_and_error_cannot_drive_the_terminal_of_switchboard_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/services/python");
+    std::fs::write(
+        dir.path().join("job.py"),
+        format!(
+            r#"
+import sys, time
+sys.path.insert(0, "{sdk}")
+from switchboard_sdk import Service, JobFailed
+
+def main(params, service):
+    task = service.task("\x1b]0;owned\x07\x1b[2J page", total=2)
+    task.update(done=1)
+    time.sleep(1.0)
+    raise JobFailed("\x1b[31mred\x1b[0m and a bell \x07")
+
+raise SystemExit(Service("hostile").run_job(main))
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("stack.toml"),
+        "name = \"escape-run\"\n[services.hostile]\nkind = \"job\"\ncommand = \"python3\"\nargs = [\"job.py\"]\nprotocol = true\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(common::SWITCHBOARD)
+        .args(["run", "hostile", "-f", "stack.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "the job failed: {stdout}");
+    assert!(stdout.contains("page 1/2"), "no progress line: {stdout:?}");
+    assert!(
+        stdout.contains("^[[31mred"),
+        "the error is not shown: {stdout:?}"
+    );
+    assert!(
+        clean(&stdout),
+        "control characters reached stdout: {stdout:?}"
+    );
+}

@@ -253,7 +253,12 @@ fn the_console_s_own_variables_are_refused_in_env() {
     let e = errors(
         "name = \"x\"\n[services.a]\ncommand = \"true\"\nenv = { SWITCHBOARD_SERVICE = \"b\", SWITCHBOARD_BUSY_POLL = \"0\" }\n",
     );
-    has(&e, 4, 7, &["`env` sets SWITCHBOARD_SERVICE, which the console sets"]);
+    has(
+        &e,
+        4,
+        7,
+        &["`env` sets SWITCHBOARD_SERVICE, which the console sets"],
+    );
     assert_eq!(e.len(), 1, "{e:?}");
 }
 

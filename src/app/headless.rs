@@ -200,8 +200,14 @@ pub(super) fn clock(at: SystemTime) -> String {
     )
 }
 
+/// An event's text can carry a service's words (a job's error, a probe's output): its control
+/// characters are made visible, as a log line's are, so none reaches the operator's terminal.
 pub fn print_event(event: &Event) {
-    print_line(&format!("{} ● {event}", clock(event.at)));
+    print_line(&format!(
+        "{} ● {}",
+        clock(event.at),
+        crate::logs::line_codec::visible(&event.to_string())
+    ));
 }
 
 fn print_log(output: &LogOutput, line: &LogLine) {

@@ -12,6 +12,7 @@ use super::{Remote, init_console_logging, load, runtime, with_client};
 use crate::{
     app::headless,
     client,
+    logs::line_codec::visible,
     registry::{self, InstanceState},
     supervisor::{Command, Reply, Supervisor, SupervisorOptions},
 };
@@ -170,17 +171,17 @@ async fn watch_job(supervisor: &Supervisor, job: &str, params: Option<String>) -
             )
         };
         if !progress.is_empty() && progress != last {
-            println!("{job} #{run}: {progress}");
+            println!("{job} #{run}: {}", visible(&progress));
             last = progress;
         }
         if let Some(finished) = finished {
             match finished.result {
                 Some(Ok(result)) => {
-                    println!("{job} #{run}: done: {result}");
+                    println!("{job} #{run}: done: {}", visible(&result.to_string()));
                     return finished.exit.as_ref().is_some_and(|e| e.success());
                 }
                 Some(Err(err)) => {
-                    println!("{job} #{run}: failed: {err}");
+                    println!("{job} #{run}: failed: {}", visible(&err.to_string()));
                     return false;
                 }
                 None => return false,

@@ -9,6 +9,7 @@ use super::{Client, ClientError};
 use crate::{
     api::{ConsoleView, LogView},
     gateway::admin::{Done, JobRuns, RunStarted, ScaleRequest},
+    logs::line_codec::visible,
 };
 
 /// How often `run` polls a job's progress.
@@ -182,7 +183,7 @@ pub async fn run(client: &Client, job: &str, params: Option<&str>) -> Result<boo
             .collect::<Vec<_>>()
             .join(", ");
         if !progress.is_empty() && progress != last {
-            println!("{job} #{run}: {progress}");
+            println!("{job} #{run}: {}", visible(&progress));
             last = progress;
         }
         let outcome = runs
@@ -192,11 +193,11 @@ pub async fn run(client: &Client, job: &str, params: Option<&str>) -> Result<boo
             .and_then(|r| r.outcome.clone());
         match outcome {
             Some(Ok(result)) => {
-                println!("{job} #{run}: done: {result}");
+                println!("{job} #{run}: done: {}", visible(&result.to_string()));
                 return Ok(true);
             }
             Some(Err(err)) => {
-                println!("{job} #{run}: failed: {err}");
+                println!("{job} #{run}: failed: {}", visible(&err.to_string()));
                 return Ok(false);
             }
             None if runs.state == crate::registry::InstanceState::Failed => {
