@@ -55,18 +55,7 @@ mod tests {
     };
 
     fn replica(replica: u32, state: InstanceState) -> ReplicaView {
-        ReplicaView {
-            replica,
-            state,
-            pid: None,
-            uptime: None,
-            restarts: 0,
-            cpu: 0.0,
-            rss: 0,
-            stale: false,
-            retry_in: None,
-            backlog: Default::default(),
-        }
+        ReplicaView::new(replica, state)
     }
 
     #[test]
