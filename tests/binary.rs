@@ -693,3 +693,32 @@ fn the_console_runs_without_huge_pages_and_its_plain_programs_as_they_were() {
     signal(console.id(), Signal::TERM);
     console.wait().unwrap();
 }
+
+/// A console that is itself a service of another stack has `SWITCHBOARD_SEGMENT_FD` in its
+/// environment; its plain programs (no segment of their own) must not inherit it, and its
+/// protocol services get their own.
+#[test]
+fn a_plain_program_never_inherits_the_console_s_own_segment_variable() {
+    let (dir, path) = stack_file(
+        r#"
+name = "nested"
+[services.plain]
+command = "sh"
+args = ["-c", "echo \"fd=$${SWITCHBOARD_SEGMENT_FD-unset} service=$SWITCHBOARD_SERVICE\"; read x"]
+shutdown_grace = "1s"
+"#,
+    );
+    let (mut child, lines) = spawn_reading_lines(
+        Command::new(SWITCHBOARD)
+            .args(["up", path.to_str().unwrap(), "--headless"])
+            .env("SWITCHBOARD_SEGMENT_FD", "3")
+            .env("SWITCHBOARD_SERVICE", "outer"),
+        |line| line.contains("fd="),
+    );
+    let line = lines.recv_timeout(Duration::from_secs(15));
+    signal(child.id(), rustix::process::Signal::TERM);
+    let _ = child.wait();
+    drop(dir);
+    let line = line.expect("the program's line never came");
+    assert!(line.contains("fd=unset service=plain"), "{line}");
+}

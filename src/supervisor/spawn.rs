@@ -103,6 +103,11 @@ fn spawn(launch: LaunchCommand, children: &OwnChildren) -> std::io::Result<Child
         .stderr(Stdio::piped())
         // A backstop only: the supervisor always stops and reaps explicitly.
         .kill_on_drop(true);
+    if launch.segment.is_none() {
+        // A console that is itself a service of another (nested stacks) has a segment of its
+        // own; a plain program must not take that variable for one it was given.
+        command.env_remove(switchboard_protocol::segment::SEGMENT_FD_ENV);
+    }
     if let Some(cwd) = &launch.cwd {
         command.current_dir(cwd);
     }
