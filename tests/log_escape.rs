@@ -59,10 +59,9 @@ async fn control_bytes_from_a_service_are_escaped_in_logs_and_log_files() {
     }
 }
 
-/// What a job tells `switchboard run` (a task's label from its segment, its error) reaches
-/// the operator's terminal with its control characters made visible.
-#[test]
-fn a_job_s_label_and_error_cannot_drive_the_terminal_of_switchboard_run() {
+/// A directory with `job.py`, a Python job whose task label and error carry ESC sequences and
+/// a bell, and `stack.toml` running it as the job `hostile` (`extra`: more keys for it).
+fn hostile_job(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/services/python");
     std::fs::write(
@@ -86,9 +85,17 @@ raise SystemExit(Service("hostile").run_job(main))
     .unwrap();
     std::fs::write(
         dir.path().join("stack.toml"),
-        "name = \"escape-run\"\n[services.hostile]\nkind = \"job\"\ncommand = \"python3\"\nargs = [\"job.py\"]\nprotocol = true\n",
+        format!("name = \"escape-run\"\n[services.hostile]\nkind = \"job\"\ncommand = \"python3\"\nargs = [\"job.py\"]\nprotocol = true\n{extra}\n"),
     )
     .unwrap();
+    dir
+}
+
+/// What a job tells `switchboard run` (a task's label from its segment, its error) reaches
+/// the operator's terminal with its control characters made visible.
+#[test]
+fn a_job_s_label_and_error_cannot_drive_the_terminal_of_switchboard_run() {
+    let dir = hostile_job("");
     let output = std::process::Command::new(common::SWITCHBOARD)
         .args(["run", "hostile", "-f", "stack.toml"])
         .current_dir(dir.path())

@@ -200,8 +200,9 @@ pub(super) fn clock(at: SystemTime) -> String {
     )
 }
 
-/// An event's text can carry a service's words (a job's error, a probe's output): its control
-/// characters are made visible, as a log line's are, so none reaches the operator's terminal.
+/// An event's text can carry a service's words (a probe's output, made harmless where it is
+/// read); they are made visible here too, as a log line's are, so that no event added later
+/// can pass a service's control characters to the operator's terminal.
 pub fn print_event(event: &Event) {
     print_line(&format!(
         "{} ● {}",
