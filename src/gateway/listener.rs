@@ -65,6 +65,7 @@ impl axum::serve::Listener for CappedListener {
                 stream,
                 _permit: permit,
                 idle: self.idle,
+                last_moved: Instant::now(),
                 quiet: Box::pin(tokio::time::sleep(self.idle)),
             },
             addr,
@@ -81,26 +82,36 @@ pub struct CappedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     idle: Duration,
-    /// Fires once the connection has been quiet for `idle`; pushed back by every byte moved.
+    /// When bytes last moved either way.
+    last_moved: Instant,
+    /// Fires at the earliest `idle` after the last bytes moved. Not pushed back by every move
+    /// (moving a timer in tokio's wheel costs far more than reading the clock): when it fires
+    /// early, it is set again for `idle` after the last move.
     quiet: Pin<Box<Sleep>>,
 }
 
 impl CappedStream {
     /// Bytes moved: the connection is not idle.
     fn moved(&mut self) {
-        let idle = self.idle;
-        self.quiet.as_mut().reset(Instant::now() + idle);
+        self.last_moved = Instant::now();
     }
 
     /// Called when the socket is not ready: an error once the connection has been quiet too
     /// long (hyper then closes it), else `Pending` with the timer armed.
     fn idle_check<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
-        match self.quiet.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connection idle too long",
-            ))),
-            Poll::Pending => Poll::Pending,
+        loop {
+            if self.quiet.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last_moved + self.idle;
+            if due <= Instant::now() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection idle too long",
+                )));
+            }
+            // Bytes moved since the timer was set: wait for the rest of the quiet time.
+            self.quiet.as_mut().reset(due);
         }
     }
 }
