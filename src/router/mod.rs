@@ -43,7 +43,7 @@ pub use stream::{INITIAL_CREDIT, LocalStream, StreamStep};
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, LazyLock, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -70,6 +70,17 @@ type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The caller name of the HTTP gateway and the console's own tools.
 pub const GATEWAY: &str = "gateway";
+
+/// A caller inside the console, named as the router keeps it: the gateway's name, which comes
+/// with every gateway request, is allocated once rather than per call.
+fn local_caller(from: &str) -> Arc<str> {
+    static GATEWAY_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(GATEWAY));
+    if from == GATEWAY {
+        GATEWAY_NAME.clone()
+    } else {
+        Arc::from(from)
+    }
+}
 
 /// Who is waiting for an answer.
 pub(crate) enum Caller {
@@ -273,7 +284,12 @@ impl Router {
         let id = envelope.id;
         let trace = envelope.trace;
         let now = Instant::now();
-        self.dispatch(&Arc::from(from), Caller::Local(reply), &mut envelope, now);
+        self.dispatch(
+            &local_caller(from),
+            Caller::Local(reply),
+            &mut envelope,
+            now,
+        );
         async move {
             answer.await.unwrap_or_else(|_| {
                 error_answer(

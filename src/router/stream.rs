@@ -127,7 +127,12 @@ impl Router {
         let caller_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         envelope.id = caller_id;
         let caller = Caller::LocalStream(items);
-        self.dispatch(&Arc::from(from), caller, &mut envelope, Instant::now());
+        self.dispatch(
+            &super::local_caller(from),
+            caller,
+            &mut envelope,
+            Instant::now(),
+        );
         LocalStream {
             router: self.clone(),
             caller_id,
