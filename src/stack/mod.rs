@@ -2,6 +2,7 @@
 //!
 //! - [`spec`]: the validated stack as the console uses it.
 //! - [`backlog`]: a service's backlog alerts, admission bound and autoscaling.
+//! - [`hosts`]: `[nats]` and which host each service runs on.
 //! - `parse`: TOML to spec, walking the document with spans.
 //! - `validate`: cross-references and dependency cycles.
 //! - [`routes`]: which gateway routes can be served together.
@@ -14,6 +15,7 @@
 
 pub mod backlog;
 pub mod diagnostic;
+pub mod hosts;
 mod parse;
 pub mod programs;
 pub mod routes;
@@ -25,6 +27,7 @@ use std::path::Path;
 
 pub use backlog::{AutoscaleSpec, BacklogSpec, ScaleTarget};
 pub use diagnostic::Diagnostic;
+pub use hosts::{NatsAuth, NatsSpec, TlsSpec};
 pub use spec::{
     AfterLimit, Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, LogBudget,
     OnHangup, ProbeCheck, ProbeSpec, Program, ResourceLimits, RestartLimit, RestartPolicy,

@@ -22,6 +22,7 @@ use super::{
 mod backlog;
 mod limits;
 mod log_budget;
+mod nats;
 mod probe;
 mod restart;
 mod service;
@@ -40,10 +41,12 @@ pub(super) struct Spans {
     pub builtins: Vec<(String, Range<usize>)>,
     pub completed: Vec<(String, String, Range<usize>)>,
     pub services_key: Option<Range<usize>>,
+    /// (host name, span of the value) of every `host = "…"`.
+    pub hosts: Vec<(String, Range<usize>)>,
 }
 
 const TOP_KEYS: &[&str] = &[
-    "name", "data_dir", "run_dir", "gateway", "console", "services",
+    "name", "data_dir", "run_dir", "gateway", "console", "nats", "services",
 ];
 const CONSOLE_KEYS: &[&str] = &["on_hangup", "output_budget"];
 const GATEWAY_KEYS: &[&str] = &[
@@ -84,6 +87,7 @@ const SERVICE_KEYS: &[&str] = &[
     "probe",
     "backlog",
     "autoscale",
+    "host",
 ];
 const BACKLOG_KEYS: &[&str] = &[
     "grow_window",
@@ -105,6 +109,17 @@ const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset
 const LIMIT_KEYS: &[&str] = &["count", "window", "then", "retry_after", "retry_max"];
 const LOG_BUDGET_KEYS: &[&str] = &["lines", "bytes"];
 const PROBE_KEYS: &[&str] = &["http", "tcp", "command", "every", "timeout", "failures"];
+const NATS_KEYS: &[&str] = &[
+    "url",
+    "console_host",
+    "user",
+    "password_env",
+    "token_env",
+    "nkey_seed_file",
+    "creds_file",
+    "tls",
+];
+const TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub(super) struct Walker<'s> {
@@ -155,6 +170,7 @@ impl<'s> Walker<'s> {
         let mut run_dir = None;
         let mut gateway = GatewaySpec::default();
         let mut console = ConsoleSpec::default();
+        let mut nats = None;
         let mut services = Vec::new();
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
@@ -169,6 +185,11 @@ impl<'s> Walker<'s> {
                 "console" => {
                     if let Some(table) = self.table(value) {
                         console = self.console(table);
+                    }
+                }
+                "nats" => {
+                    if let Some(table) = self.table(value) {
+                        nats = self.nats(table, value.span());
                     }
                 }
                 "services" => {
@@ -214,6 +235,7 @@ impl<'s> Walker<'s> {
             run_dir: run_dir.unwrap_or_else(|| state.join("run")),
             gateway,
             console,
+            nats,
             services,
         })
     }

@@ -29,6 +29,9 @@ pub struct Stack {
     pub run_dir: PathBuf,
     pub gateway: GatewaySpec,
     pub console: ConsoleSpec,
+    /// `[nats]`: how the stack's hosts reach each other; `None` when every service runs
+    /// beside the console.
+    pub nats: Option<super::hosts::NatsSpec>,
     /// In declaration order.
     pub services: Vec<ServiceSpec>,
 }
@@ -171,6 +174,8 @@ pub struct ServiceSpec {
     pub backlog: super::BacklogSpec,
     /// Replicas added and removed to hold a backlog target; `None`: `replicas` stays as set.
     pub autoscale: Option<super::AutoscaleSpec>,
+    /// The host it runs on (`host = "NAME"`); `None`: the console's own.
+    pub host: Option<String>,
 }
 
 /// `probe = { http | tcp | command, every, timeout, failures }`: a liveness check, as Docker's

@@ -70,7 +70,23 @@ pub(super) fn check(stack: &Stack, walker: &mut Walker<'_>, builtins: Option<&[&
             }
         }
     }
+    hosts(stack, &spans, walker);
     cycles(stack, &spans, walker);
+}
+
+/// A service on another host needs `[nats]`, which is how the hosts reach each other.
+fn hosts(stack: &Stack, spans: &Spans, walker: &mut Walker<'_>) {
+    if stack.nats.is_some() {
+        return;
+    }
+    for (host, span) in &spans.hosts {
+        if host != stack.console_host() {
+            walker.error(
+                span.clone(),
+                format!("host `{host}` is not the console's (`{}`): services on other hosts need a [nats] table, through which the hosts talk", stack.console_host()),
+            );
+        }
+    }
 }
 
 /// Reports every dependency cycle at each `depends_on` entry on it.

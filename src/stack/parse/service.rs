@@ -145,6 +145,7 @@ impl Walker<'_> {
             probe: d.probe,
             backlog: d.backlog,
             autoscale: d.autoscale,
+            host: d.host,
         })
     }
 
@@ -206,6 +207,19 @@ impl Walker<'_> {
                 d.job_only.push(("autostart", k.span()));
             }
             "ready_line" => d.ready_line = self.string(v).filter(|s| !s.is_empty()),
+            "host" => {
+                if let Some(host) = self.string(v) {
+                    if crate::stack::hosts::valid_host_name(&host) {
+                        self.spans.hosts.push((host.clone(), v.span()));
+                        d.host = Some(host);
+                    } else {
+                        self.error(
+                            v.span(),
+                            format!("host name `{host}` may use only letters, digits, `-` and `_` (at most 64)"),
+                        );
+                    }
+                }
+            }
             _ => return false,
         }
         true
@@ -489,6 +503,7 @@ struct Draft {
     probe: Option<crate::stack::ProbeSpec>,
     backlog: crate::stack::BacklogSpec,
     autoscale: Option<crate::stack::AutoscaleSpec>,
+    host: Option<String>,
 }
 
 impl Default for Draft {
@@ -524,6 +539,7 @@ impl Default for Draft {
             probe: None,
             backlog: crate::stack::BacklogSpec::default(),
             autoscale: None,
+            host: None,
         }
     }
 }
