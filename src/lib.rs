@@ -17,6 +17,7 @@
 //!   rolling restarts. The only writer of lifecycle state.
 //! - [`router`]: request/response and pub/sub between services, with deadlines and
 //!   back-pressure.
+//! - [`hosts`]: services on several hosts in one console: agents and the console over NATS.
 //! - [`gateway`]: the HTTP gateway: the stack's routes, the admin API, `/metrics`.
 //! - [`event`]: the lifecycle event channel.
 //! - [`audit`]: the append-only audit log of operator actions and refused calls.
@@ -45,6 +46,7 @@ pub mod cli;
 pub mod client;
 pub mod event;
 pub mod gateway;
+pub mod hosts;
 pub mod lock;
 pub mod logs;
 pub mod monitor;

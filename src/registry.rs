@@ -51,6 +51,9 @@ pub enum InstanceState {
     /// Gave up: the restart intensity limit was reached. Tried again after a long backoff
     /// (`Instance::retry_at`), unless the stack says to stay failed until an operator acts.
     Failed,
+    /// On another host whose agent has gone silent: its process may well run, but nothing
+    /// can reach it (see `hosts::remote`).
+    Unreachable,
 }
 
 impl InstanceState {
@@ -65,6 +68,7 @@ impl InstanceState {
             InstanceState::Crashed => "crashed",
             InstanceState::Backoff => "backoff",
             InstanceState::Failed => "failed",
+            InstanceState::Unreachable => "unreachable",
         }
     }
 
@@ -288,6 +292,9 @@ pub struct Service {
     /// Requests the router holds for it while it restarts (written by the router, read by
     /// the backlog sampler): work that waits for the service outside any replica.
     pub held_requests: Arc<AtomicU64>,
+    /// On another host, whose agent is unreachable: its callers are answered `unavailable`
+    /// at once, not held for it.
+    pub unreachable: bool,
 }
 
 impl Service {
@@ -303,7 +310,7 @@ impl Service {
     pub fn state(&self) -> InstanceState {
         use InstanceState::*;
         let states: Vec<InstanceState> = self.instances.iter().map(|i| i.state).collect();
-        for urgent in [Failed, Crashed, Backoff, Degraded, Starting, Stopping] {
+        for urgent in [Unreachable, Failed, Crashed, Backoff, Degraded, Starting, Stopping] {
             if states.contains(&urgent) {
                 return urgent;
             }
@@ -327,11 +334,12 @@ impl Service {
     pub fn coming_back(&self) -> bool {
         use InstanceState::*;
         self.wanted
+            && !self.unreachable
             && (self.instances.is_empty()
                 || self
                     .instances
                     .iter()
-                    .any(|i| !matches!(i.state, Crashed | Exited | Failed)))
+                    .any(|i| !matches!(i.state, Crashed | Exited | Failed | Unreachable)))
     }
 
     /// The instance of replica number `replica`. Replica numbers are names, not positions:
@@ -409,6 +417,7 @@ impl Registry {
                 runs: VecDeque::new(),
                 waiting_on: Vec::new(),
                 held_requests: Arc::default(),
+                unreachable: false,
             })
             .collect();
         let by_name = services

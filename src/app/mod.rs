@@ -2,6 +2,7 @@
 //! mode, a detached instance (`up -d`) and `bench`. Each calls [`App::start`], subscribes to
 //! what it wants to watch, calls [`App::begin`], and ends with [`App::stop`].
 //!
+//! - [`agent`]: `switchboard agent`, which runs one host's services for a console elsewhere.
 //! - [`headless`]: no UI: lifecycle events (and logs) printed, for servers, CI and daemons.
 //! - [`log_output`]: the service log lines headless prints, within the output budget.
 //! - [`console`]: the local console: the UI on this terminal, over this process's stack.
@@ -9,6 +10,7 @@
 //! - [`keeper`]: the parent process that ends whatever the console leaves when it dies.
 //! - [`signals`]: SIGINT, SIGTERM and SIGHUP.
 
+pub mod agent;
 pub mod console;
 pub mod detach;
 pub mod headless;
@@ -48,6 +50,8 @@ pub enum AppError {
     Gateway(#[from] GatewayError),
     #[error("the supervisor failed: {0}")]
     Crashed(String),
+    #[error(transparent)]
+    Hosts(#[from] crate::hosts::ConnectError),
 }
 
 /// A running stack: its supervisor, its HTTP gateway and its admin socket.
@@ -61,6 +65,8 @@ pub struct App {
     /// the sentence that says so.
     gateway_problem: Option<(std::net::SocketAddr, String)>,
     socket: Option<AdminSocket>,
+    /// The link to the stack's other hosts, when it has any (see [`crate::hosts::remote`]).
+    hosts: Option<JoinHandle<()>>,
     /// Processes of an earlier run of the stack, stopped at start; announced at
     /// [`begin`](Self::begin), when the front end listens.
     leftovers: Vec<Leftover>,
@@ -94,6 +100,14 @@ impl App {
         // Before any service starts: from here on the keeper's death ends the stack.
         keeper::watch();
         let (supervisor, task) = Supervisor::start(stack, options).map_err(AppError::Supervisor)?;
+        let hosts = match crate::hosts::remote::start(&supervisor).await {
+            Ok(hosts) => hosts,
+            Err(err) => {
+                supervisor.shutdown().await;
+                let _ = task.await;
+                return Err(err.into());
+            }
+        };
         let started = async {
             let (gateway, gateway_problem) = match Gateway::start(&supervisor, bind).await? {
                 Started::On(gateway) => (Some(gateway), None),
@@ -115,10 +129,14 @@ impl App {
                 gateway,
                 gateway_problem,
                 socket,
+                hosts,
                 leftovers,
                 _lock: lock,
             }),
             Err(err) => {
+                if let Some(hosts) = &hosts {
+                    hosts.abort();
+                }
                 // No service was started yet; stop the supervisor's own tasks before failing.
                 supervisor.shutdown().await;
                 let _ = task.await;
@@ -196,6 +214,9 @@ impl App {
         }
         if let Some(socket) = self.socket {
             socket.stop().await;
+        }
+        if let Some(hosts) = &self.hosts {
+            hosts.abort();
         }
         self.supervisor.shutdown().await;
         let report = match self.report {

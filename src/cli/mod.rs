@@ -226,6 +226,15 @@ pub enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
         size: Option<u16>,
     },
+    /// Run one host's services of a stack for a console on another host (the stack's `[nats]`
+    /// links them; services say where they run with `host = "NAME"`).
+    Agent {
+        /// This host's name, as the stack's services name it in `host`.
+        #[arg(long)]
+        host: String,
+        /// The stack file (the same one the console runs).
+        file: PathBuf,
+    },
     /// A peer process for the pipe baselines of `bench`.
     #[command(hide = true)]
     BenchPeer { args: Vec<String> },
@@ -257,6 +266,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Some(Cmd::Check { file }) => check(file.as_deref()),
+        Some(Cmd::Agent { host, file }) => up::agent(&host, &file),
         Some(Cmd::Init { force }) => init(force),
         Some(command @ (Cmd::Up { .. } | Cmd::Down { .. } | Cmd::Attach { .. })) => {
             instance_command(command)

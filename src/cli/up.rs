@@ -151,6 +151,38 @@ pub fn up(up: &Up) -> ExitCode {
     }
 }
 
+/// `switchboard agent --host NAME FILE`: host NAME's services, until SIGINT or SIGTERM.
+pub fn agent(host: &str, file: &Path) -> ExitCode {
+    // Before any thread, as for the console: if the agent dies, its services go with it.
+    if let Err((err, ())) = keeper::keep(()) {
+        eprintln!(
+            "switchboard agent: cannot start the keeper process ({err}); if this agent is killed, its services' children may outlive it"
+        );
+    }
+    let Some(stack) = load(Some(file)) else {
+        return ExitCode::FAILURE;
+    };
+    init_console_logging();
+    let options = match SupervisorOptions::from_current_exe() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("switchboard agent: cannot find my own executable: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(app::agent::run(stack, host, options)) {
+        Ok(report) if report.clean() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(3),
+        Err(err) => {
+            eprintln!("switchboard agent: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The stack, checked for a running instance (which owns its data directory) and, with
 /// `--fresh`, with its data directory emptied. `None` once the reason is printed.
 fn prepare(up: &Up) -> Option<Stack> {

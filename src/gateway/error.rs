@@ -100,7 +100,12 @@ impl ApiError {
             | ControlError::BadReplicas { .. }
             | ControlError::BadParams(_) => StatusCode::BAD_REQUEST,
             ControlError::AlreadyRunning(_) => StatusCode::CONFLICT,
-            ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::ShuttingDown | ControlError::HostUnreachable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            // The agent's own refusal (bad replicas, already running, ...): the caller's to
+            // fix, as the same refusal from this console's supervisor would be.
+            ControlError::OnHost { .. } => StatusCode::CONFLICT,
         };
         let code = match status {
             StatusCode::NOT_FOUND => "not_found",

@@ -361,6 +361,16 @@ impl Router {
     /// The instance is gone: its callers get `unavailable` now, and answers owed to it are
     /// dropped.
     pub fn instance_gone(&self, gone: &Arc<InstanceHandle>) {
+        if let Some(uplink) = self.inner.uplink.get() {
+            uplink.gone(gone);
+        }
+        let why = format!("`{}` exited with the request in flight", gone.service);
+        self.instance_lost(gone, &why);
+    }
+
+    /// The instance can no longer be reached (it exited, or its host went silent): its
+    /// callers get `unavailable` now, saying `why`, and answers owed to it are dropped.
+    pub fn instance_lost(&self, gone: &Arc<InstanceHandle>, why: &str) {
         let failed: Vec<(u64, InFlight)> = {
             let mut in_flight = self.in_flight();
             let ids: Vec<u64> = in_flight
@@ -374,8 +384,7 @@ impl Router {
         };
         for (routed_id, flight) in failed {
             if flight.target.id == gone.id {
-                let message = format!("`{}` exited with the request in flight", gone.service);
-                self.end_flight(routed_id, flight, ErrorCode::Unavailable, &message, false);
+                self.end_flight(routed_id, flight, ErrorCode::Unavailable, why, false);
             } else {
                 // The caller is gone and nobody will read the answer: tell the target to stop
                 // (a stream's producer stops at once; a plain request is best effort).

@@ -25,6 +25,8 @@
 //! - `outcomes`: circuit breakers and traces, fed by how each routed request ended.
 //! - `deadlines`: the sweeper that answers `timeout` once a deadline passes.
 //! - `waits`: the oldest request each replica still owes an answer to, for derived backlogs.
+//! - `uplink`: an agent's router, which routes nothing itself and hands every frame to the
+//!   console on another host ([`Uplink`]).
 //! - this file: the [`Router`] handle and the state it shares, its construction, the entry
 //!   points ([`Router::route`], [`Router::call`]) and the read-only accessors.
 
@@ -36,9 +38,11 @@ mod outcomes;
 mod pubsub;
 mod stream;
 pub mod trace;
+mod uplink;
 mod waits;
 
 pub use stream::{INITIAL_CREDIT, LocalStream, StreamStep};
+pub use uplink::Uplink;
 
 use std::{
     collections::HashMap,
@@ -185,6 +189,8 @@ struct Inner {
     sweeper_wake: Notify,
     counters: Counters,
     activity: Arc<busy_poll::Activity>,
+    /// Set on an agent: every frame goes to the console instead of being routed here.
+    uplink: std::sync::OnceLock<Arc<dyn Uplink>>,
 }
 
 /// Handle to the router. Cheap to clone.
@@ -242,6 +248,7 @@ impl Router {
                     busy_poll::enabled_here(),
                     busy_poll::PollFor::Messages,
                 )),
+                uplink: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(deadlines::sweep_deadlines(Arc::downgrade(&router.inner)));
@@ -256,6 +263,10 @@ impl Router {
     /// two per request routed.
     pub fn route(&self, from: &Arc<InstanceHandle>, envelope: &mut Envelope, received: Instant) {
         self.inner.counters.routed.fetch_add(1, Ordering::Relaxed);
+        if let Some(uplink) = self.inner.uplink.get() {
+            uplink.frame(from, envelope);
+            return;
+        }
         self.inner.activity.message();
         match envelope.kind {
             Kind::Request => {

@@ -136,6 +136,22 @@ pub enum ControlError {
     BadParams(String),
     #[error("the console is shutting down")]
     ShuttingDown,
+    /// A service on another host, which no agent reached in time.
+    #[error("host `{0}` cannot be reached (is its agent running?)")]
+    HostUnreachable(String),
+    /// The agent of a service's host refused the command.
+    #[error("on host `{host}`: {message}")]
+    OnHost { host: String, message: String },
+}
+
+/// How the console carries out a command for a service on another host: it sends it to that
+/// host's agent (see `hosts::remote`). The supervisor knows only this seam.
+pub trait RemoteControl: Send + Sync {
+    fn command(
+        &self,
+        host: String,
+        command: Command,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Reply, ControlError>> + Send>>;
 }
 
 pub const MAX_REPLICAS: u32 = 1000;
@@ -166,6 +182,8 @@ enum Message {
     Begin,
     Command(Request),
     Shutdown,
+    /// An instance on another host changed state: local services waiting on it may start.
+    RemoteChanged,
 }
 
 /// Commands waiting for the supervisor. Senders wait when it is full: commands come from people
@@ -187,6 +205,8 @@ pub struct Supervisor {
     metrics: SharedMetrics,
     audit: Option<AuditLog>,
     own_usage: resources::Usage,
+    /// Where commands for services on other hosts go; unset without `[nats]`.
+    remote: Arc<std::sync::OnceLock<Arc<dyn RemoteControl>>>,
 }
 
 /// Settings of a supervisor that do not come from the stack file.
@@ -313,6 +333,7 @@ impl Supervisor {
                 metrics,
                 audit,
                 own_usage,
+                remote: Arc::default(),
             },
             task,
         ))
@@ -324,6 +345,18 @@ impl Supervisor {
     }
 
     pub async fn command(&self, command: Command) -> Result<Reply, ControlError> {
+        // A breaker lives in this console's router, wherever its service runs.
+        let forwarded = !matches!(command, Command::ResetBreaker(_));
+        if let Some(spec) = self.stack.service(command.target())
+            && self.stack.is_remote(spec)
+            && forwarded
+        {
+            let host = self.stack.host_of(spec).to_string();
+            return match self.remote.get() {
+                Some(remote) => remote.command(host, command).await,
+                None => Err(ControlError::HostUnreachable(host)),
+            };
+        }
         let (reply, answer) = oneshot::channel();
         self.messages
             .send(Message::Command(Request { command, reply }))
@@ -356,6 +389,16 @@ impl Supervisor {
     /// started (for its uptime).
     pub fn view(&self, started: std::time::Instant) -> crate::api::ConsoleView {
         snapshot::snapshot(self, started)
+    }
+
+    /// Sends commands for services on other hosts through `remote`. Set once.
+    pub fn set_remote_control(&self, remote: Arc<dyn RemoteControl>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// An instance on another host changed state (see [`Message::RemoteChanged`]).
+    pub async fn remote_changed(&self) {
+        let _ = self.messages.send(Message::RemoteChanged).await;
     }
 
     /// Stops every service in reverse dependency order. Returns at once; await the task

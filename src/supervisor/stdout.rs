@@ -124,9 +124,13 @@ impl StdoutReader {
     async fn control(&mut self, envelope: &Envelope) -> bool {
         let id = self.handle.id;
         match &envelope.kind {
-            Kind::Hello(hello) => self.hello(envelope.id, hello).await,
+            Kind::Hello(hello) => {
+                self.hello(envelope.id, hello).await;
+                self.router.forward(&self.handle, envelope);
+            }
             Kind::Ready => {
                 self.handle.routable.store(true, Ordering::Release);
+                self.router.forward(&self.handle, envelope);
                 let _ = self.events.send(InstanceEvent::Ready { id }).await;
             }
             Kind::Subscribe | Kind::Unsubscribe => {
@@ -144,6 +148,7 @@ impl StdoutReader {
                         &subscriptions,
                     );
                 }
+                self.router.forward(&self.handle, envelope);
             }
             Kind::JobResult(status) => {
                 let result = InstanceEvent::JobResult {

@@ -223,7 +223,7 @@ impl UiState {
 fn state_rank(row: &ServiceRow) -> u8 {
     use crate::registry::InstanceState::*;
     match row.state {
-        Failed => 0,
+        Unreachable | Failed => 0,
         Crashed => 1,
         Backoff => 2,
         Degraded => 3,

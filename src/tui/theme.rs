@@ -114,6 +114,7 @@ impl Theme {
             Crashed => ("✖", Color::Red, Modifier::BOLD),
             Backoff => ("↻", Color::Magenta, Modifier::ITALIC),
             Failed => ("✖", Color::Red, Modifier::BOLD | Modifier::REVERSED),
+            Unreachable => ("⊘", Color::Red, Modifier::BOLD | Modifier::CROSSED_OUT),
         };
         (
             symbol,

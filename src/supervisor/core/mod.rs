@@ -174,6 +174,7 @@ impl Core {
                     Some(Message::Begin) => self.begin().await,
                     Some(Message::Command(request)) => self.command(request).await,
                     Some(Message::Shutdown) | None => self.begin_shutdown(),
+                    Some(Message::RemoteChanged) => self.start_pending().await,
                 },
                 Some(event) = instance_events.recv() => self.instance_event(event).await,
                 Some(due) = self.restarts_due.next(), if !self.restarts_due.is_empty() => {

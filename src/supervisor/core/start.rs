@@ -31,7 +31,10 @@ impl Core {
             let spec = &stack.services[index];
             if spec.kind == ServiceKind::Service || stack.is_autostart(&spec.name) {
                 registry::write(&self.registry).services[index].wanted = true;
-                self.pending.insert(index);
+                // Its own host's agent starts a service of another host.
+                if !stack.is_remote(spec) {
+                    self.pending.insert(index);
+                }
             }
         }
         self.start_pending().await;
@@ -106,6 +109,9 @@ impl Core {
     /// Brings every replica of a service up: the replicas it has first (whatever their
     /// numbers), then new ones under the smallest free numbers up to the wanted count.
     pub(super) async fn start_service(&mut self, index: usize) {
+        if self.stack.is_remote(&self.stack.services[index]) {
+            return;
+        }
         let (replicas, existing) = {
             let mut registry = registry::write(&self.registry);
             let service = &mut registry.services[index];

@@ -37,7 +37,8 @@ impl Core {
             {
                 self.emit(index, None, change);
             }
-            let Some(scale) = spec.autoscale else {
+            // Another host's agent scales its own services.
+            let Some(scale) = spec.autoscale.filter(|_| !stack.is_remote(spec)) else {
                 continue;
             };
             let cooling = self
