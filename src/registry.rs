@@ -13,11 +13,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use switchboard_protocol::segment::SegmentReader;
-
 use crate::{
     stack::{ServiceKind, ServiceSpec},
-    transport::Link,
+    transport::{Link, Segment},
 };
 
 /// Identifies one instance across restarts: `generation` grows with every spawn.
@@ -157,7 +155,7 @@ pub struct InstanceHandle {
     /// its writer task. When it is full the instance is congested and the router answers its
     /// callers `overloaded` instead of waiting.
     pub link: Arc<dyn Link>,
-    pub segment: Option<SegmentReader>,
+    pub segment: Option<Segment>,
     /// Requests routed to this instance and not answered yet.
     pub outstanding: AtomicU64,
     pub bad_frames: AtomicU64,
@@ -310,7 +308,15 @@ impl Service {
     pub fn state(&self) -> InstanceState {
         use InstanceState::*;
         let states: Vec<InstanceState> = self.instances.iter().map(|i| i.state).collect();
-        for urgent in [Unreachable, Failed, Crashed, Backoff, Degraded, Starting, Stopping] {
+        for urgent in [
+            Unreachable,
+            Failed,
+            Crashed,
+            Backoff,
+            Degraded,
+            Starting,
+            Stopping,
+        ] {
             if states.contains(&urgent) {
                 return urgent;
             }

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{SWITCHBOARD, signal, spawn_reading_lines, stack_file};
+use common::{SWITCHBOARD, processes_under, signal, spawn_reading_lines, stack_file};
 use hyper::Method;
 use rustix::process::Signal;
 use serde_json::{Value, json};
@@ -234,32 +234,6 @@ fn orders(path: &Path) -> HashMap<i64, String> {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
-}
-
-/// Processes whose environment names `dir`: every process the stack started carries its data
-/// directory there, including any grandchild a service might have left behind.
-fn processes_under(dir: &Path) -> Vec<u32> {
-    let needle = dir.as_os_str().as_encoded_bytes();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ.windows(needle.len()).any(|w| w == needle) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

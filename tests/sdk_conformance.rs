@@ -26,11 +26,12 @@ use std::{
 };
 
 use common::{Running, stack, start};
+use switchboard::transport::Segment;
 use switchboard::{
     registry::{ExitStatus, Registry},
     supervisor::Command,
 };
-use switchboard_protocol::segment::{SegmentReader, TaskState};
+use switchboard_protocol::segment::TaskState;
 
 const STEPS: u64 = 6;
 const PAD: usize = 700;
@@ -157,7 +158,7 @@ fn job_table(sdk: &str) -> String {
 #[derive(Default)]
 struct Seen {
     /// The job's segment, kept past its exit (the mapping lives as long as this reader).
-    segment: Option<SegmentReader>,
+    segment: Option<Segment>,
     /// The `done` values of the task "conformance", in the order seen.
     done: Vec<u64>,
     first_heartbeat: Option<u64>,

@@ -481,3 +481,45 @@ fn the_linear_start_order_is_the_first_declared_ready_one_each_step() {
         assert_eq!(s.start_order(), start_order_reference(&deps), "{toml}");
     }
 }
+
+/// `host` and `[nats]`: a service on another host needs `[nats]`; host names are subject
+/// tokens; `[nats]` needs a NATS URL, one way to authenticate, a password from the
+/// environment, and a client certificate with its key.
+#[test]
+fn hosts_and_nats_are_checked() {
+    let e = errors("name = \"x\"\n[services.a]\ncommand = \"true\"\nhost = \"gpu\"\n");
+    has(&e, 4, 8, &["host `gpu`", "[nats]"]);
+    let e = errors("name = \"x\"\n[services.a]\ncommand = \"true\"\nhost = \"gpu.1\"\n");
+    has(&e, 4, 8, &["`gpu.1`", "letters, digits"]);
+    let e = errors(
+        "name = \"x\"\n[nats]\nurl = \"http://h:4222\"\nuser = \"u\"\ntoken_env = \"T\"\n[services.a]\ncommand = \"true\"\n",
+    );
+    has(&e, 3, 7, &["not a NATS URL"]);
+    has(&e, 4, 1, &["`user` needs `password_env`"]);
+    let e = errors(
+        "name = \"x\"\n[nats]\nurl = \"nats://h\"\ntoken_env = \"T\"\nnkey_seed_file = \"k\"\ntls = { cert_file = \"c\" }\n[services.a]\ncommand = \"true\"\n",
+    );
+    has(&e, 5, 1, &["one way to authenticate"]);
+    has(&e, 6, 9, &["`cert_file` and `key_file`"]);
+    let e =
+        errors("name = \"x\"\n[nats]\nconsole_host = \"main\"\n[services.a]\ncommand = \"true\"\n");
+    has(&e, 2, 1, &["needs `url"]);
+
+    // The console's own host needs nothing; another host does, and gets an agent's stack.
+    let ok = stack::parse(
+        "name = \"x\"\n[nats]\nurl = \"nats://127.0.0.1:4222\"\nconsole_host = \"main\"\n\
+         [services.a]\ncommand = \"true\"\nhost = \"main\"\n\
+         [services.b]\ncommand = \"true\"\nhost = \"gpu\"\ndepends_on = [\"a\"]\n",
+        Path::new("ok.toml"),
+    )
+    .unwrap();
+    assert!(!ok.is_remote(ok.service("a").unwrap()));
+    assert!(ok.is_remote(ok.service("b").unwrap()));
+    assert_eq!(ok.remote_hosts(), ["gpu"]);
+    let agent = ok.for_host("gpu");
+    assert_eq!(agent.services.len(), 1);
+    assert!(agent.services[0].depends_on.is_empty(), "a runs elsewhere");
+    assert!(!agent.is_remote(&agent.services[0]));
+    assert_eq!(agent.run_dir, ok.run_dir.join("hosts/gpu"));
+    assert!(agent.gateway.bind.is_none());
+}

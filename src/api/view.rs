@@ -82,6 +82,9 @@ pub struct HopView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRow {
     pub name: String,
+    /// The host it runs on, when not the console's own (`host = "NAME"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub job: bool,
     pub state: InstanceState,
     pub ready: u32,
@@ -258,6 +261,7 @@ impl ServiceRow {
     pub fn new(name: &str, state: InstanceState) -> ServiceRow {
         ServiceRow {
             name: name.into(),
+            host: None,
             job: false,
             state,
             ready: 0,

@@ -77,7 +77,11 @@ pub async fn run(
             uplink.clone(),
         )),
         tokio::spawn(status.clone().run(supervisor.clone())),
-        tokio::spawn(control(client.clone(), subjects.control(host), supervisor.clone())),
+        tokio::spawn(control(
+            client.clone(),
+            subjects.control(host),
+            supervisor.clone(),
+        )),
     ];
     let events = supervisor.events().subscribe();
     let logs = supervisor.logs().subscribe();
@@ -98,4 +102,3 @@ pub async fn run(
     let _ = client.flush().await;
     Ok(report?)
 }
-

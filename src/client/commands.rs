@@ -58,10 +58,16 @@ pub fn ps_table(view: &ConsoleView) -> String {
         "BREAKER",
         "NEXT"
     ));
+    // A stack on several hosts says where each service runs, after its name.
+    let hosts = view.services.iter().any(|s| s.host.is_some());
+    let name = |name: &str, host: Option<&str>| match host {
+        Some(host) if hosts => format!("{name}@{host}"),
+        _ => name.to_string(),
+    };
     for s in &view.services {
         out.push_str(&format!(
             "{:<16} {:<9} {:>7} {:>8} {:>8} {:>6.1} {:>9} {:>8.1} {:>7.1} {:<9} {}\n",
-            s.name,
+            name(&s.name, s.host.as_deref()),
             s.state.as_str(),
             format!("{}/{}", s.ready, s.replicas),
             // The first replica's, and how many more run.

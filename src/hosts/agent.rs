@@ -102,7 +102,13 @@ impl AgentUplink {
 impl Uplink for AgentUplink {
     fn frame(&self, from: &InstanceHandle, envelope: &Envelope) {
         let key = self.key_of(from);
-        if self.send(&UpRef::Frame { key: &key, envelope }).is_err() {
+        if self
+            .send(&UpRef::Frame {
+                key: &key,
+                envelope,
+            })
+            .is_err()
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             if envelope.kind == Kind::Request {
                 let answer = Envelope {
@@ -121,8 +127,7 @@ impl Uplink for AgentUplink {
 
     fn gone(&self, gone: &InstanceHandle) {
         let key = self.key_of(gone);
-        if let Err(mpsc::error::TrySendError::Full(bytes)) = self.send(&UpRef::Gone { key: &key })
-        {
+        if let Err(mpsc::error::TrySendError::Full(bytes)) = self.send(&UpRef::Gone { key: &key }) {
             // An exit must not be lost: its callers would wait out their deadlines.
             let tx = self.tx.clone();
             tokio::spawn(async move { tx.send(bytes).await });
@@ -175,7 +180,9 @@ pub async fn downlink(
                 (ErrorCode::Unavailable, "the instance is gone")
             }
             Some(Err(SendError::Full)) => (ErrorCode::Overloaded, "the instance's inbox is full"),
-            Some(Err(SendError::TooLarge)) => (ErrorCode::BadRequest, "the frame is over the frame limit"),
+            Some(Err(SendError::TooLarge)) => {
+                (ErrorCode::BadRequest, "the frame is over the frame limit")
+            }
         };
         if envelope.kind == Kind::Request {
             uplink.refuse(&key, &envelope, refusal.0, refusal.1);
@@ -270,6 +277,12 @@ fn instances(registry: &SharedRegistry, boot: u64) -> Vec<RemoteInstance> {
                 cpu_percent: i.cpu_percent,
                 rss_bytes: i.rss_bytes,
                 last_exit: i.last_exit.as_ref().map(ToString::to_string),
+                snapshot: i
+                    .handle
+                    .as_ref()
+                    .filter(|_| i.state.has_process())
+                    .and_then(|h| h.segment.as_ref())
+                    .map(crate::transport::Segment::read),
             })
         })
         .collect()

@@ -17,7 +17,7 @@
 //!
 //! - [`subjects`]: the NATS subjects, one set per stack and host.
 //! - [`wire`]: what travels on them (postcard).
-//! - [`connect`]: a connection from the stack's `[nats]` table: credentials and TLS.
+//! - [`connect`](mod@connect): a connection from the stack's `[nats]` table: credentials and TLS.
 //! - [`link`]: the console's way down to a remote instance.
 //! - [`remote`]: the console's view of the other hosts: adoption, readiness, unreachability.
 //! - [`agent`]: `switchboard agent`.

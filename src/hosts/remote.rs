@@ -5,7 +5,7 @@
 //! services of other hosts, as their agents report it. An instance is adopted when its Hello
 //! comes up, or from a status that lists it (a console that restarts adopts what the agents
 //! run, without restarting anything). It gets an [`InstanceHandle`] whose link is a
-//! [`NatsLink`], so the router reaches it as it reaches any other instance.
+//! [`NatsLink`](super::link::NatsLink), so the router reaches it as it reaches any other instance.
 //!
 //! An agent not heard for [`UNREACHABLE_AFTER`] is unreachable: its instances are shown
 //! `unreachable`, and their callers are answered `unavailable` at once (in flight and from
@@ -35,7 +35,7 @@ use crate::{
     registry::{self, Instance, InstanceHandle, InstanceId, InstanceState},
     stack::Stack,
     supervisor::{Command, ControlError, RemoteControl, Reply, Supervisor},
-    transport::Link,
+    transport::{Link, Segment},
 };
 
 /// How long an agent may go unheard before its host is unreachable: three status periods.
@@ -277,6 +277,9 @@ impl Tracker {
 
     /// The console's handle on `key`: the one it has, or a new one (retiring the replica's
     /// previous process).
+    ///
+    /// Its segment is relayed when it speaks the protocol: adopted at its Hello, or listed
+    /// with a snapshot.
     fn adopt(
         &mut self,
         host: &str,
@@ -303,7 +306,9 @@ impl Tracker {
             service: Arc::from(key.service.as_str()),
             pid: status.and_then(|s| s.pid).unwrap_or(0),
             link: Arc::new(entry.down.link(key.clone())),
-            segment: None,
+            segment: status
+                .is_none_or(|s| s.snapshot.is_some())
+                .then(Segment::relayed),
             outstanding: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
@@ -357,7 +362,9 @@ impl Tracker {
             return;
         };
         tracked.handle.routable.store(false, Ordering::Release);
-        self.supervisor.router().instance_lost(&tracked.handle, &why);
+        self.supervisor
+            .router()
+            .instance_lost(&tracked.handle, &why);
         let from = {
             let mut registry = registry::write(self.supervisor.registry());
             registry.instance_mut(tracked.handle.id).map(|instance| {
@@ -479,6 +486,9 @@ impl Tracker {
             None
         };
         if let Some(handle) = &handle {
+            if let (Some(segment), Some(snapshot)) = (&handle.segment, &status.snapshot) {
+                segment.relay(snapshot.clone());
+            }
             set_topics(&self.supervisor, handle, status.topics.clone());
             self.routable(handle, status.routable, false).await;
         }
@@ -565,7 +575,12 @@ impl Tracker {
 
     fn alert(&self, host: &str, message: String) {
         tracing::info!(%host, "{message}");
-        for service in self.stack.services.iter().filter(|s| self.stack.host_of(s) == host) {
+        for service in self
+            .stack
+            .services
+            .iter()
+            .filter(|s| self.stack.host_of(s) == host)
+        {
             let _ = self.supervisor.events().send(Event::new(
                 &service.name,
                 None,

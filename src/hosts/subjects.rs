@@ -45,7 +45,9 @@ impl Subjects {
 
     /// The host a subject of this stack names (`None` for a subject of another shape).
     pub fn host_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
-        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix('.')?;
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?;
         let (host, _) = rest.split_once('.')?;
         Some(host)
     }
@@ -74,7 +76,10 @@ mod tests {
         let subjects = Subjects::new("my shop.v2");
         assert_eq!(subjects.up("gpu"), "switchboard.my_shop_v2.gpu.up");
         assert_eq!(subjects.every_status(), "switchboard.my_shop_v2.*.status");
-        assert_eq!(subjects.host_of("switchboard.my_shop_v2.gpu.up"), Some("gpu"));
+        assert_eq!(
+            subjects.host_of("switchboard.my_shop_v2.gpu.up"),
+            Some("gpu")
+        );
         assert_eq!(subjects.host_of("switchboard.other.gpu.up"), None);
         assert_eq!(subjects.host_of("switchboard.my_shop_v2"), None);
     }

@@ -5,7 +5,7 @@
 //! since been replaced is never delivered to its successor.
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::Envelope;
+use switchboard_protocol::{Envelope, segment::Snapshot};
 
 use crate::registry::InstanceState;
 
@@ -24,7 +24,10 @@ pub struct InstanceKey {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum Up {
     /// A frame the instance wrote on its stdout.
-    Frame { key: InstanceKey, envelope: Envelope },
+    Frame {
+        key: InstanceKey,
+        envelope: Envelope,
+    },
     /// The instance has exited.
     Gone { key: InstanceKey },
 }
@@ -79,6 +82,9 @@ pub struct RemoteInstance {
     pub cpu_percent: f32,
     pub rss_bytes: u64,
     pub last_exit: Option<String>,
+    /// Its metrics segment as the agent last read it (`None` for a plain program): the
+    /// console samples it as it samples a local one.
+    pub snapshot: Option<Snapshot>,
 }
 
 /// A command's outcome, agent to console (`…HOST.control`'s reply).
@@ -125,6 +131,9 @@ mod tests {
             }
         );
         let bytes = postcard::to_allocvec(&UpRef::Gone { key: &key }).expect("encodes");
-        assert_eq!(postcard::from_bytes::<Up>(&bytes).ok(), Some(Up::Gone { key }));
+        assert_eq!(
+            postcard::from_bytes::<Up>(&bytes).ok(),
+            Some(Up::Gone { key })
+        );
     }
 }

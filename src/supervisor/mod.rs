@@ -396,7 +396,7 @@ impl Supervisor {
         let _ = self.remote.set(remote);
     }
 
-    /// An instance on another host changed state (see [`Message::RemoteChanged`]).
+    /// An instance on another host changed state: local services waiting on it may start.
     pub async fn remote_changed(&self) {
         let _ = self.messages.send(Message::RemoteChanged).await;
     }

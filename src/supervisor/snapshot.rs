@@ -54,8 +54,12 @@ pub fn snapshot(supervisor: &Supervisor, started: Instant) -> ConsoleView {
                 .iter()
                 .filter(|i| i.state.has_process())
                 .collect();
+            let stack = &supervisor.stack;
             ServiceRow {
                 name: service.name().to_string(),
+                host: stack
+                    .is_remote(&service.spec)
+                    .then(|| stack.host_of(&service.spec).to_string()),
                 job: service.spec.kind == ServiceKind::Job,
                 state: service.state(),
                 ready: service.ready_instances() as u32,

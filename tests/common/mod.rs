@@ -2,12 +2,13 @@
 //! run a supervisor on it, and wait for conditions with a bound.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod nats;
 pub mod stack_keys;
 pub mod tmux;
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -372,4 +373,30 @@ pub fn orders_running(running: &Running) -> Vec<(u32, i64)> {
         }
     }
     seen
+}
+
+/// Processes whose environment names `dir`: every process the stack started carries its data
+/// directory there, including any grandchild a service might have left behind.
+pub fn processes_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.windows(needle.len()).any(|w| w == needle) {
+            found.push(pid);
+        }
+    }
+    found
 }

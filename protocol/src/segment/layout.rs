@@ -73,7 +73,7 @@ pub const HEADER: [u64; 8] = [
 ];
 
 /// The service's own view of its state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u64)]
 pub enum ServiceState {
     Starting = 0,
@@ -96,7 +96,7 @@ impl ServiceState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TaskState {
     Free,
     Running,

@@ -31,7 +31,9 @@ pub struct SegmentReader {
     mapping: Arc<Mapping>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Serializable, so that an agent can relay it to a console on another host (which checks
+/// it again: see the console's `transport::segment`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     /// Magic, version and lengths as expected. When false, everything else is zero.
     pub header_ok: bool,
@@ -57,7 +59,7 @@ pub struct Snapshot {
 }
 
 /// A backlog as the service published it (words 18–20).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublishedBacklog {
     /// Items accepted and not yet finished.
     pub waiting: u64,
@@ -65,7 +67,7 @@ pub struct PublishedBacklog {
     pub oldest_accepted_unix_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskRecord {
     pub slot: usize,
     pub id: u64,
@@ -76,7 +78,7 @@ pub struct TaskRecord {
     pub validity: Validity,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Validity {
     Valid,
     /// The writer kept changing it; the values are not a consistent record.

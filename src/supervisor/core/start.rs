@@ -169,7 +169,7 @@ impl Core {
             service: Arc::from(spec.name.as_str()),
             pid,
             link: Arc::new(inbox_tx),
-            segment: segment_reader,
+            segment: segment_reader.map(crate::transport::Segment::Mapped),
             outstanding: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             degraded: AtomicBool::new(false),

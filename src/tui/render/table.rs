@@ -49,6 +49,15 @@ const COLUMNS: &[Column] = &[
         cell: |r| r.name.clone(),
         replica: Some(|r| format!("  #{}", r.replica)),
     },
+    // Shown only when some service runs on another host than the console's.
+    Column {
+        title: "HOST",
+        width: 8,
+        rank: 6,
+        trouble: false,
+        cell: |r| r.host.clone().unwrap_or_default(),
+        replica: None,
+    },
     Column {
         title: "STATE",
         width: 10,
@@ -60,7 +69,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "PID",
         width: 7,
-        rank: 7,
+        rank: 8,
         trouble: false,
         cell: |r| r.pid.map_or("-".into(), |p| p.to_string()),
         replica: Some(|r| r.pid.map_or("-".into(), |p| p.to_string())),
@@ -68,7 +77,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "UP",
         width: 7,
-        rank: 13,
+        rank: 14,
         trouble: false,
         cell: |r| r.uptime.map_or("-".into(), duration),
         replica: Some(|r| r.uptime.map_or("-".into(), duration)),
@@ -84,7 +93,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "REPL",
         width: 5,
-        rank: 6,
+        rank: 7,
         trouble: false,
         cell: |r| format!("{}/{}", r.ready, r.replicas),
         replica: None,
@@ -92,7 +101,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "CPU%",
         width: 6,
-        rank: 14,
+        rank: 15,
         trouble: false,
         cell: |r| format!("{:.1}", r.cpu),
         replica: Some(|r| format!("{:.1}", r.cpu)),
@@ -100,7 +109,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "RSS",
         width: 7,
-        rank: 15,
+        rank: 16,
         trouble: false,
         cell: |r| bytes(r.rss),
         replica: Some(|r| bytes(r.rss)),
@@ -108,7 +117,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "BACKLOG",
         width: 7,
-        rank: 8,
+        rank: 9,
         trouble: false,
         cell: |r| backlog(&r.backlog),
         // A replica's own count, no trend (the history is the service's); none without a
@@ -121,7 +130,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "REQ/S",
         width: 5,
-        rank: 10,
+        rank: 11,
         trouble: false,
         cell: |r| request_rate(r.request_rate, r.event_rate),
         replica: None,
@@ -129,7 +138,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "ERR/S",
         width: 5,
-        rank: 9,
+        rank: 10,
         trouble: false,
         cell: |r| error_rate(r.error_rate),
         replica: None,
@@ -137,7 +146,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "P99",
         width: 7,
-        rank: 11,
+        rank: 12,
         trouble: false,
         cell: |r| p99(r.p99_us),
         replica: None,
@@ -145,7 +154,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "AGE",
         width: 6,
-        rank: 12,
+        rank: 13,
         trouble: false,
         cell: |r| r.backlog.oldest_age.map_or("-".into(), duration),
         replica: Some(|r| r.backlog.oldest_age.map_or("-".into(), duration)),
@@ -169,7 +178,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "VERSION",
         width: 9,
-        rank: 16,
+        rank: 17,
         trouble: false,
         cell: |r| r.version.clone().unwrap_or_default(),
         replica: None,
@@ -244,14 +253,17 @@ fn service_width(budget: u16) -> u16 {
     14.min(budget.saturating_sub(12)).max(6)
 }
 
-/// Columns that fit `width`, in display order, with their widths.
-fn visible(width: u16) -> Vec<(&'static Column, u16)> {
+/// Columns that fit `width`, in display order, with their widths; HOST only with `hosts`.
+fn visible(width: u16, hosts: bool) -> Vec<(&'static Column, u16)> {
     let mut budget = width.saturating_sub(2);
     let mut order: Vec<usize> = (0..COLUMNS.len()).collect();
     order.sort_by_key(|&i| COLUMNS[i].rank);
     let mut keep = vec![None; COLUMNS.len()];
     for i in order {
         let column = &COLUMNS[i];
+        if column.title == "HOST" && !hosts {
+            continue;
+        }
         let width = if column.title == "SERVICE" {
             service_width(budget)
         } else {
@@ -279,7 +291,8 @@ pub fn draw(
     state: &UiState,
     theme: &Theme,
 ) -> Areas {
-    let columns = visible(area.width);
+    let hosts = view.services.iter().any(|s| s.host.is_some());
+    let columns = visible(area.width, hosts);
     let lines = state.lines(view);
     let selected = state.selected_line(&lines);
     let header = Row::new(
@@ -424,19 +437,30 @@ mod tests {
     }
 
     fn titles(width: u16) -> Vec<&'static str> {
-        visible(width).iter().map(|(c, _)| c.title).collect()
+        visible(width, false).iter().map(|(c, _)| c.title).collect()
     }
 
     #[test]
     fn columns_drop_by_rank() {
-        assert_eq!(titles(200).len(), COLUMNS.len());
+        // Every column but HOST, which shows only when some service is on another host.
+        assert_eq!(titles(200).len(), COLUMNS.len() - 1);
+        assert!(!titles(200).contains(&"HOST"));
+        let with_hosts: Vec<&str> = visible(200, true).iter().map(|(c, _)| c.title).collect();
+        assert_eq!(with_hosts.len(), COLUMNS.len());
+        assert_eq!(with_hosts[1], "HOST", "beside the service's name");
+        // Beside the side pane at 120 columns, a multi-host stack still shows where each
+        // service runs, and every trouble column.
+        let side: Vec<&str> = visible(74, true).iter().map(|(c, _)| c.title).collect();
+        for must in ["SERVICE", "HOST", "STATE", "RST", "HB", "BRK"] {
+            assert!(side.contains(&must), "{side:?}");
+        }
         let narrow = titles(80);
         for must in ["SERVICE", "STATE", "PID", "RST", "REQ/S", "ERR/S"] {
             assert!(narrow.contains(&must), "{narrow:?}");
         }
         assert!(!narrow.contains(&"VERSION"));
         // The 80×24 terminal's table (no side pane).
-        let used: u16 = visible(80).iter().map(|(_, w)| w + 1).sum();
+        let used: u16 = visible(80, false).iter().map(|(_, w)| w + 1).sum();
         assert!(used <= 79);
     }
 
@@ -456,7 +480,7 @@ mod tests {
             if shown.contains(&"RST") {
                 assert!(shown.contains(&"STATE"), "at {width}: {shown:?}");
             }
-            let used: u16 = visible(width).iter().map(|(_, w)| w + 1).sum();
+            let used: u16 = visible(width, false).iter().map(|(_, w)| w + 1).sum();
             assert!(used <= width.saturating_sub(2) + 1, "at {width}: {used}");
         }
         assert_eq!(titles(25), ["SERVICE", "STATE"]);

@@ -1,0 +1,550 @@
+//! Several hosts in one console: a real `nats-server` on loopback, the console and two agents
+//! (`switchboard agent --host a` and `--host b`) as separate processes of the real binary,
+//! each with its own run directory. `user` runs on host a, `order` beside the console, and
+//! `notification` on host b, so every order crosses all three: the gateway calls `order`
+//! (console), which calls `user` (a) and publishes events that `notification` (b) takes and
+//! answers by calling `order` again.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use common::{SWITCHBOARD, nats::NatsServer, processes_under, signal, spawn_reading_lines};
+use hyper::Method;
+use rustix::process::Signal;
+use serde_json::{Value, json};
+use switchboard::{
+    api::ConsoleView,
+    client::{Client, Endpoint, RawResponse, Target},
+    gateway::auth,
+    registry::InstanceState,
+};
+
+/// Bound for any one wait.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The shop on three hosts; `nats` is the body of its `[nats]` table.
+fn shop(nats: &str) -> String {
+    format!(
+        r#"
+name = "hosts"
+
+[nats]
+{nats}
+
+[gateway]
+request_timeout = "10s"
+routes = [
+  {{ route = "POST /users", call = "user.create" }},
+  {{ route = "GET /users/{{id}}", call = "user.get" }},
+  {{ route = "POST /orders", call = "order.create" }},
+  {{ route = "GET /orders/{{id}}/notifications", call = "notification.for_order" }},
+]
+
+[services.user]
+builtin = "user"
+host = "a"
+heartbeat_timeout = "3s"
+backoff = {{ initial = "50ms", max = "300ms" }}
+
+[services.order]
+builtin = "order"
+depends_on = {{ user = "ready" }}
+calls = ["user"]
+heartbeat_timeout = "3s"
+settings = {{ stage_ms = "5", user_timeout_ms = "2000" }}
+
+[services.notification]
+builtin = "notification"
+host = "b"
+calls = ["order"]
+heartbeat_timeout = "3s"
+"#
+    )
+}
+
+/// A process of the test, SIGKILLed if the test ends before it does.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The console, its agents and their NATS server.
+struct Stack {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+    nats: NatsServer,
+    console: Process,
+    client: Client,
+    agents: HashMap<&'static str, Process>,
+}
+
+impl Stack {
+    /// The shop with `[nats]` = `url = …` and `extra`, agents a and b started with `env`.
+    fn start(config: Option<&str>, extra: &str, env: &[(&str, &str)]) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsServer::start(dir.path(), config);
+        let file = dir.path().join("stack.toml");
+        std::fs::write(&file, shop(&format!("url = \"{}\"\n{extra}", nats.url()))).unwrap();
+        let mut agents = HashMap::new();
+        for host in ["a", "b"] {
+            agents.insert(host, agent(&file, host, env));
+        }
+        let (console, client) = console(dir.path(), &file, env);
+        Stack {
+            dir,
+            file,
+            nats,
+            console,
+            client,
+            agents,
+        }
+    }
+
+    async fn view(&self) -> Option<ConsoleView> {
+        self.client
+            .json::<ConsoleView>(Method::GET, "/admin/services", None::<&()>)
+            .await
+            .ok()
+    }
+
+    /// Waits until `check` holds for the console's view; the last view seen when it does not.
+    async fn until(&self, what: &str, check: impl Fn(&ConsoleView) -> bool) -> ConsoleView {
+        let deadline = Instant::now() + LIMIT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(view) = self.view().await {
+                if check(&view) {
+                    return view;
+                }
+                last = Some(view);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: not within {LIMIT:?}; last view: {last:#?}");
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> RawResponse {
+        self.client
+            .send(Method::POST, path, Some(body.to_string().into_bytes()))
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> RawResponse {
+        self.client.send(Method::GET, path, None).await.unwrap()
+    }
+
+    fn data(&self, file: &str) -> PathBuf {
+        self.dir.path().join(".switchboard/data").join(file)
+    }
+
+    /// SIGTERM to the console and the agents; each must stop cleanly, leaving no process.
+    fn stop(mut self) {
+        let mut children: Vec<(String, Process)> = self
+            .agents
+            .drain()
+            .map(|(host, p)| (format!("agent {host}"), p))
+            .collect();
+        let console = std::mem::replace(&mut self.console, Process(spawn_true()));
+        children.push(("console".into(), console));
+        for (_, process) in &children {
+            signal(process.0.id(), Signal::TERM);
+        }
+        for (name, mut process) in children {
+            let deadline = Instant::now() + LIMIT;
+            let status = loop {
+                if let Some(status) = process.0.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "{name} did not stop");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert!(status.success(), "{name} ended {status}");
+        }
+        let strays = processes_under(self.dir.path());
+        assert!(strays.is_empty(), "left running: {strays:?}");
+    }
+}
+
+fn spawn_true() -> Child {
+    Command::new("true").spawn().unwrap()
+}
+
+fn agent(file: &Path, host: &str, env: &[(&str, &str)]) -> Process {
+    let mut command = Command::new(SWITCHBOARD);
+    command
+        .args(["agent", "--host", host])
+        .arg(file)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    Process(command.spawn().unwrap())
+}
+
+fn console(dir: &Path, file: &Path, env: &[(&str, &str)]) -> (Process, Client) {
+    let (child, lines) = spawn_reading_lines(
+        Command::new(SWITCHBOARD)
+            .args(["up", file.to_str().unwrap(), "--headless"])
+            .args(["--gateway", "127.0.0.1:0"])
+            .envs(env.iter().copied())
+            .env_remove("SWITCHBOARD_TOKEN"),
+        |line| line.contains("gateway on http://"),
+    );
+    let child = Process(child);
+    let line = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the console did not print its gateway address");
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = std::fs::read_to_string(dir.join(".switchboard/run").join(auth::TOKEN_FILE))
+        .expect("no token file")
+        .trim()
+        .to_string();
+    let client = Client::new(Target {
+        address: Endpoint::Tcp(address),
+        token: Some(token),
+    });
+    (child, client)
+}
+
+fn row<'v>(view: &'v ConsoleView, name: &str) -> &'v switchboard::api::ServiceRow {
+    view.services
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no {name} in the view"))
+}
+
+fn ready(view: &ConsoleView, names: &[&str]) -> bool {
+    names
+        .iter()
+        .all(|name| row(view, name).state == InstanceState::Ready)
+}
+
+fn json_of(response: &RawResponse) -> Value {
+    serde_json::from_slice(&response.body).unwrap_or(Value::Null)
+}
+
+/// Places an order for `user`; its id when acknowledged.
+async fn order(stack: &Stack, user: i64) -> Option<i64> {
+    let body = json!({ "user_id": user, "item": "cable", "quantity": 1 });
+    let response = stack.post("/orders", &body).await;
+    response
+        .status
+        .is_success()
+        .then(|| json_of(&response)["id"].as_i64().expect("an order id"))
+}
+
+/// Calls go console → a, b → console, console → b and pub/sub console → b; the console shows
+/// where each service runs with its live figures; commands for a remote service are carried
+/// out by its host's agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_console_routes_and_commands_services_on_three_hosts() {
+    let stack = Stack::start(None, "", &[]);
+    let view = stack
+        .until("every service ready", |v| {
+            ready(v, &["user", "order", "notification"])
+        })
+        .await;
+    assert_eq!(row(&view, "user").host.as_deref(), Some("a"));
+    assert_eq!(row(&view, "notification").host.as_deref(), Some("b"));
+    assert_eq!(row(&view, "order").host, None, "the console's own");
+    let user_pid = row(&view, "user").pid.expect("user's pid, from host a");
+    assert!(
+        common::alive(user_pid),
+        "the agent's process, on this machine"
+    );
+
+    // Gateway (console) → user (a).
+    let created = stack
+        .post(
+            "/users",
+            &json!({ "name": "Ann", "email": "ann@example.com" }),
+        )
+        .await;
+    assert!(created.status.is_success(), "{:?}", json_of(&created));
+    let user = json_of(&created)["id"].as_i64().unwrap();
+    // order (console) → user (a), then order's events → notification (b), which calls
+    // order (console) back.
+    let placed = order(&stack, user)
+        .await
+        .expect("the order is acknowledged");
+    let notifications = {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let answer = stack.get(&format!("/orders/{placed}/notifications")).await;
+            let list = json_of(&answer)["notifications"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if list.len() >= 2 || Instant::now() > deadline {
+                break list;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let kinds: Vec<&str> = notifications
+        .iter()
+        .filter_map(|n| n["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["created", "completed"], "{notifications:?}");
+
+    // The segment of a remote service is relayed: its heartbeat is seen, its requests counted.
+    let view = stack
+        .until("user's heartbeat and memory seen from host a", |v| {
+            let user = row(v, "user");
+            user.heartbeat_age
+                .is_some_and(|age| age < Duration::from_secs(3))
+                && user.rss > 0
+        })
+        .await;
+    assert!(row(&view, "user").instances.iter().all(|r| r.pid.is_some()));
+
+    // Commands go to the agent: a rolling restart gives user a new process, a scale a second.
+    let restarted = stack.post("/admin/services/user/restart", &json!({})).await;
+    assert!(restarted.status.is_success(), "{:?}", json_of(&restarted));
+    stack
+        .until("user restarted on host a", |v| {
+            let user = row(v, "user");
+            user.state == InstanceState::Ready && user.pid.is_some_and(|p| p != user_pid)
+        })
+        .await;
+    let scaled = stack
+        .post("/admin/services/user/scale", &json!({ "replicas": 2 }))
+        .await;
+    assert!(scaled.status.is_success(), "{:?}", json_of(&scaled));
+    stack
+        .until("two replicas of user on host a", |v| {
+            let user = row(v, "user");
+            user.ready == 2 && user.replicas == 2
+        })
+        .await;
+    let answer = stack.get(&format!("/users/{user}")).await;
+    assert!(answer.status.is_success(), "{:?}", json_of(&answer));
+    stack.stop();
+}
+
+/// An agent killed with SIGKILL: its host is shown unreachable and its callers are answered
+/// `unavailable`, not left to time out; started again, its services are adopted. Then the NATS
+/// server itself is killed and restarted under load: the agents' services are adopted again
+/// without a restart, and every acknowledged order is stored once with one notification per
+/// event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_that_go_silent_are_unreachable_and_come_back_without_restarts() {
+    let mut stack = Stack::start(None, "", &[]);
+    stack
+        .until("every service ready", |v| {
+            ready(v, &["user", "order", "notification"])
+        })
+        .await;
+    let created = stack
+        .post(
+            "/users",
+            &json!({ "name": "Bo", "email": "bo@example.com" }),
+        )
+        .await;
+    let user = json_of(&created)["id"].as_i64().expect("a user id");
+
+    // The agent of a dies with its keeper's help: nothing of host a is left.
+    let agent = stack.agents.remove("a").unwrap();
+    signal(agent.0.id(), Signal::KILL);
+    drop(agent);
+    stack
+        .until("host a unreachable", |v| {
+            row(v, "user").state == InstanceState::Unreachable
+        })
+        .await;
+    let answer = stack.get(&format!("/users/{user}")).await;
+    assert_eq!(
+        answer.error_code().as_deref(),
+        Some("unavailable"),
+        "{:?}",
+        json_of(&answer)
+    );
+    stack.agents.insert("a", agent_of(&stack, "a"));
+    stack.until("host a back", |v| ready(v, &["user"])).await;
+    let answer = stack.get(&format!("/users/{user}")).await;
+    assert!(answer.status.is_success(), "{:?}", json_of(&answer));
+
+    // The NATS server dies and comes back while orders come in.
+    let before = stack
+        .until("every service ready again", |v| {
+            ready(v, &["user", "order", "notification"])
+        })
+        .await;
+    let pids: Vec<(String, Option<u32>)> = ["user", "notification"]
+        .iter()
+        .map(|name| (name.to_string(), row(&before, name).pid))
+        .collect();
+    let mut acknowledged = Vec::new();
+    for _ in 0..20 {
+        acknowledged.extend(order(&stack, user).await);
+    }
+    stack.nats.kill();
+    stack
+        .until("both hosts unreachable", |v| {
+            row(v, "user").state == InstanceState::Unreachable
+                && row(v, "notification").state == InstanceState::Unreachable
+        })
+        .await;
+    for _ in 0..5 {
+        // Refused (user cannot be reached), never acknowledged and lost.
+        acknowledged.extend(order(&stack, user).await);
+    }
+    stack.nats.restart();
+    let after = stack
+        .until("both hosts adopted again", |v| {
+            ready(v, &["user", "order", "notification"])
+        })
+        .await;
+    for (name, pid) in pids {
+        assert_eq!(row(&after, &name).pid, pid, "{name} was restarted");
+    }
+    // The orders refused while user was unreachable opened order's breaker: a client that
+    // retries after it is let through again.
+    let deadline = Instant::now() + LIMIT;
+    let mut placed = 0;
+    while placed < 20 {
+        assert!(Instant::now() < deadline, "orders are not taken again");
+        match order(&stack, user).await {
+            Some(id) => {
+                acknowledged.push(id);
+                placed += 1;
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    // Every acknowledged order is stored, and each of its events notified once.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let stored = stored_orders(&stack.data("orders.db"));
+        let notified = if stack.data("notifications.db").exists() {
+            common::notifications_by_order(&stack.data("notifications.db"))
+        } else {
+            HashMap::new()
+        };
+        for (order, kinds) in &notified {
+            let mut unique = kinds.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                unique.len(),
+                kinds.len(),
+                "order {order}: an event notified twice"
+            );
+        }
+        let missing: Vec<&i64> = acknowledged
+            .iter()
+            .filter(|id| {
+                // In any order: an event lost with the server is redelivered later.
+                let mut kinds = notified.get(*id).cloned().unwrap_or_default();
+                kinds.sort();
+                !stored.contains(id) || kinds != ["completed", "created"]
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged but not stored or not notified: {missing:?} (notified: {:?}; outbox: {:?})",
+            missing
+                .iter()
+                .map(|id| notified.get(*id))
+                .collect::<Vec<_>>(),
+            outbox(&stack.data("orders.db"))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.stop();
+}
+
+/// The outbox's rows not acknowledged yet: (order, topic).
+fn outbox(path: &Path) -> Vec<(i64, String)> {
+    let Ok(db) = rusqlite::Connection::open(path) else {
+        return Vec::new();
+    };
+    let Ok(mut statement) =
+        db.prepare("SELECT order_id, topic FROM outbox WHERE acked_at_ms IS NULL")
+    else {
+        return Vec::new();
+    };
+    statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map(|rows| rows.flatten().collect())
+        .unwrap_or_default()
+}
+
+fn agent_of(stack: &Stack, host: &str) -> Process {
+    agent(&stack.file, host, &[])
+}
+
+/// The ids of the orders `order` stored.
+fn stored_orders(path: &Path) -> Vec<i64> {
+    let Ok(db) = rusqlite::Connection::open(path) else {
+        return Vec::new();
+    };
+    let Ok(mut statement) = db.prepare("SELECT id FROM orders") else {
+        return Vec::new();
+    };
+    statement
+        .query_map([], |r| r.get(0))
+        .map(|rows| rows.flatten().collect())
+        .unwrap_or_default()
+}
+
+/// With `[nats]` credentials, an agent with the wrong password cannot join: it says so and
+/// exits; with the right one it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_a_wrong_credential_is_refused() {
+    let config =
+        "authorization {\n  user: \"switchboard\"\n  password: \"s3cret-of-the-stack\"\n}\n";
+    let extra = "user = \"switchboard\"\npassword_env = \"HOSTS_NATS_PASSWORD\"\n";
+    let right = [("HOSTS_NATS_PASSWORD", "s3cret-of-the-stack")];
+    let stack = Stack::start(Some(config), extra, &right);
+    stack
+        .until("every service ready", |v| {
+            ready(v, &["user", "order", "notification"])
+        })
+        .await;
+    let wrong = Command::new(SWITCHBOARD)
+        .args(["agent", "--host", "a"])
+        .arg(&stack.file)
+        .env("HOSTS_NATS_PASSWORD", "guessed")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        said.contains("cannot connect to NATS") && said.to_lowercase().contains("author"),
+        "{said}"
+    );
+    let unset = Command::new(SWITCHBOARD)
+        .args(["agent", "--host", "a"])
+        .arg(&stack.file)
+        .env_remove("HOSTS_NATS_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!unset.status.success());
+    assert!(
+        String::from_utf8_lossy(&unset.stderr).contains("HOSTS_NATS_PASSWORD"),
+        "{}",
+        String::from_utf8_lossy(&unset.stderr)
+    );
+    stack.stop();
+}
