@@ -89,7 +89,7 @@ impl std::fmt::Display for InstanceState {
 }
 
 /// How a process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitStatus {
     Code(i32),
     Signal(i32),
@@ -256,8 +256,8 @@ impl Instance {
     }
 }
 
-/// One finished or running run of a job.
-#[derive(Debug, Clone, PartialEq)]
+/// One finished or running run of a job. Serializable: an agent reports its jobs' runs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobRun {
     pub run: u64,
     pub params: String,

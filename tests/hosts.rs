@@ -65,6 +65,13 @@ builtin = "notification"
 host = "b"
 calls = ["order"]
 heartbeat_timeout = "3s"
+
+[services.report]
+kind = "job"
+builtin = "order-report"
+host = "a"
+calls = ["order"]
+params = '{{"page": 100, "pace_ms": 0}}'
 "#
     )
 }
@@ -324,6 +331,28 @@ async fn one_console_routes_and_commands_services_on_three_hosts() {
             user.state == InstanceState::Ready && user.pid.is_some_and(|p| p != user_pid)
         })
         .await;
+    // Host a's log lines reach the console: its agent's lines about the service, and the
+    // service's own stderr (the SDK says it drains when told to stop).
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let lines: Vec<Value> = stack
+            .client
+            .json(
+                Method::GET,
+                "/admin/services/user/logs?tail=200",
+                None::<&()>,
+            )
+            .await
+            .unwrap();
+        let texts: Vec<&str> = lines.iter().filter_map(|l| l["text"].as_str()).collect();
+        if texts.iter().any(|t| t.contains("spawned pid"))
+            && texts.iter().any(|t| t.contains("draining"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "user's log lines: {texts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let scaled = stack
         .post("/admin/services/user/scale", &json!({ "replicas": 2 }))
         .await;
@@ -336,6 +365,24 @@ async fn one_console_routes_and_commands_services_on_three_hosts() {
         .await;
     let answer = stack.get(&format!("/users/{user}")).await;
     assert!(answer.status.is_success(), "{:?}", json_of(&answer));
+
+    // A job of host a, run from the command line of the console's host: it calls order
+    // (a → console) and its result comes back with its agent's status.
+    let run = Command::new(SWITCHBOARD)
+        .args(["run", "report", "--file"])
+        .arg(&stack.file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        said.contains("report #1: done:") && said.contains("\"orders\":1"),
+        "{said}"
+    );
     stack.stop();
 }
 

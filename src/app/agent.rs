@@ -12,7 +12,7 @@ use crate::{
     gateway::Bind,
     hosts::{
         ConnectError,
-        agent::{AgentUplink, StatusPublisher, control, downlink},
+        agent::{AgentUplink, StatusPublisher, control, downlink, forward_logs},
         subjects::Subjects,
     },
     stack::Stack,
@@ -81,6 +81,11 @@ pub async fn run(
             client.clone(),
             subjects.control(host),
             supervisor.clone(),
+        )),
+        tokio::spawn(forward_logs(
+            client.clone(),
+            subjects.logs(host),
+            supervisor.logs().clone(),
         )),
     ];
     let events = supervisor.events().subscribe();

@@ -8,6 +8,7 @@
 //!   same process (same generation); a request for one that is gone or full is answered
 //!   `unavailable` or `overloaded` at once, from here;
 //! - status: its instances every second and at every lifecycle event;
+//! - logs: its services' log lines, as kept here (within each service's log budget);
 //! - control: commands from the console, carried out by its supervisor.
 //!
 
@@ -25,9 +26,13 @@ use futures::StreamExt;
 use switchboard_protocol::{Envelope, ErrorCode, Kind, Status};
 use tokio::sync::mpsc;
 
-use super::wire::{ControlReply, Down, HostStatus, InstanceKey, RemoteInstance, UpRef};
+use super::wire::{
+    ControlReply, Down, HostStatus, InstanceKey, LogBatch, RESULT_REPORTED, RUNS_REPORTED,
+    RemoteInstance, RemoteLogLine, UpRef,
+};
 use crate::{
-    registry::{self, InstanceHandle, SharedRegistry},
+    logs::LogStore,
+    registry::{self, InstanceHandle, JobRun, SharedRegistry},
     router::Uplink,
     supervisor::{Command, Reply, Supervisor},
     transport::SendError,
@@ -231,6 +236,11 @@ impl StatusPublisher {
             } else {
                 instances(&self.registry, self.boot)
             },
+            runs: if leaving {
+                Vec::new()
+            } else {
+                runs(&self.registry)
+            },
         };
         match postcard::to_allocvec(&status) {
             Ok(bytes) => {
@@ -245,6 +255,35 @@ impl StatusPublisher {
             Err(err) => tracing::warn!(cause = %err, "cannot encode the host's status"),
         }
     }
+}
+
+/// The recent runs of every job of the agent, results cut to [`RESULT_REPORTED`].
+fn runs(registry: &SharedRegistry) -> Vec<(String, Vec<JobRun>)> {
+    let registry = registry::read(registry);
+    registry
+        .services
+        .iter()
+        .filter(|s| s.is_job())
+        .map(|service| {
+            let skip = service.runs.len().saturating_sub(RUNS_REPORTED);
+            let runs = service
+                .runs
+                .iter()
+                .skip(skip)
+                .cloned()
+                .map(|mut run| {
+                    if let Some(Ok(text) | Err(text)) = &mut run.result
+                        && text.len() > RESULT_REPORTED
+                    {
+                        text.truncate(text.floor_char_boundary(RESULT_REPORTED));
+                        text.push_str(" …(cut)");
+                    }
+                    run
+                })
+                .collect();
+            (service.name().to_string(), runs)
+        })
+        .collect()
 }
 
 /// Every instance of the agent's services, as the console shows it.
@@ -286,6 +325,60 @@ fn instances(registry: &SharedRegistry, boot: u64) -> Vec<RemoteInstance> {
             })
         })
         .collect()
+}
+
+/// Lines forwarded in one message, at most.
+const LOG_BATCH: usize = 256;
+/// How long a line waits for others to share its message.
+const LOG_LINGER: Duration = Duration::from_millis(50);
+
+/// Forwards the log lines of this host's services to the console, in batches.
+pub async fn forward_logs(client: async_nats::Client, subject: String, logs: Arc<LogStore>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut feed = logs.subscribe();
+    loop {
+        let mut batch = LogBatch::default();
+        // The first line, however long it takes; then what comes within the linger.
+        let linger = tokio::time::sleep(LOG_LINGER);
+        tokio::pin!(linger);
+        let mut started = false;
+        while batch.lines.len() < LOG_BATCH {
+            let line = if started {
+                tokio::select! {
+                    line = feed.recv() => line,
+                    () = &mut linger => break,
+                }
+            } else {
+                feed.recv().await
+            };
+            match line {
+                Ok(line) => {
+                    if !started {
+                        started = true;
+                        linger
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + LOG_LINGER);
+                    }
+                    batch.lines.push(RemoteLogLine {
+                        service: line.service.to_string(),
+                        replica: line.replica,
+                        stream: line.stream,
+                        text: line.text.clone(),
+                    });
+                }
+                Err(RecvError::Lagged(missed)) => batch.lost += missed,
+                Err(RecvError::Closed) => return,
+            }
+        }
+        match postcard::to_allocvec(&batch) {
+            Ok(bytes) => {
+                if let Err(err) = client.publish(subject.clone(), Bytes::from(bytes)).await {
+                    tracing::debug!(cause = %err, "cannot forward log lines");
+                }
+            }
+            Err(err) => tracing::warn!(cause = %err, "cannot encode log lines"),
+        }
+    }
 }
 
 /// Commands from the console (in the text form of [`Command`]), carried out here and

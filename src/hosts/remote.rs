@@ -28,10 +28,11 @@ use super::{
     ConnectError,
     link::DownQueue,
     subjects::Subjects,
-    wire::{ControlReply, HostStatus, InstanceKey, RemoteInstance, Up},
+    wire::{ControlReply, HostStatus, InstanceKey, LogBatch, RUNS_REPORTED, RemoteInstance, Up},
 };
 use crate::{
     event::{Event, EventKind},
+    logs::line_codec,
     registry::{self, Instance, InstanceHandle, InstanceId, InstanceState},
     stack::Stack,
     supervisor::{Command, ControlError, RemoteControl, Reply, Supervisor},
@@ -63,6 +64,7 @@ pub async fn start(
     let subjects = Subjects::new(&stack.name);
     let up = subscribe(&client, subjects.every_up()).await?;
     let status = subscribe(&client, subjects.every_status()).await?;
+    let logs = subscribe(&client, subjects.every_logs()).await?;
     supervisor.set_remote_control(Arc::new(Commands {
         client: client.clone(),
         subjects: subjects.clone(),
@@ -75,6 +77,7 @@ pub async fn start(
             let host = Host {
                 down,
                 heard: None,
+                boot: 0,
                 reachable: true,
                 tracked: HashMap::new(),
             };
@@ -89,7 +92,7 @@ pub async fn start(
         next_generation: FIRST_REMOTE_GENERATION,
         started,
     };
-    Ok(Some(tokio::spawn(tracker.run(up, status))))
+    Ok(Some(tokio::spawn(tracker.run(up, status, logs))))
 }
 
 async fn subscribe(
@@ -106,6 +109,8 @@ async fn subscribe(
 struct Host {
     down: DownQueue,
     heard: Option<Instant>,
+    /// The agent run last heard from (see [`HostStatus::boot`]).
+    boot: u64,
     reachable: bool,
     /// Its adopted instances, by (service index, replica).
     tracked: HashMap<(usize, u32), Tracked>,
@@ -128,7 +133,12 @@ struct Tracker {
 }
 
 impl Tracker {
-    async fn run(mut self, mut up: async_nats::Subscriber, mut status: async_nats::Subscriber) {
+    async fn run(
+        mut self,
+        mut up: async_nats::Subscriber,
+        mut status: async_nats::Subscriber,
+        mut logs: async_nats::Subscriber,
+    ) {
         let mut check = tokio::time::interval(Duration::from_millis(250));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -145,6 +155,13 @@ impl Tracker {
                     match postcard::from_bytes::<HostStatus>(&message.payload) {
                         Ok(status) => self.status(&host, status).await,
                         Err(err) => tracing::warn!(%host, cause = %err, "malformed status from an agent, skipped"),
+                    }
+                }
+                Some(message) = logs.next() => {
+                    let Some(host) = self.host_named(&message.subject) else { continue };
+                    match postcard::from_bytes::<LogBatch>(&message.payload) {
+                        Ok(batch) => self.logs(&host, batch),
+                        Err(err) => tracing::warn!(%host, cause = %err, "malformed log lines from an agent, skipped"),
                     }
                 }
                 _ = check.tick() => self.check_silence(),
@@ -418,6 +435,7 @@ impl Tracker {
         let Some(entry) = self.hosts.get_mut(host) else {
             return;
         };
+        let restarted = std::mem::replace(&mut entry.boot, status.boot) != status.boot;
         // Processes of an earlier run of the agent are gone (its keeper ended them), and so
         // is everything when it leaves.
         let stale: Vec<(usize, u32)> = entry
@@ -474,6 +492,29 @@ impl Tracker {
                 service.replicas = service.instances.len().max(1) as u32;
             }
         }
+        if restarted {
+            // Run numbers start over with the agent: its earlier runs must not be taken for
+            // the new ones.
+            for service in registry.services.iter_mut() {
+                if self.stack.host_of(&service.spec) == host {
+                    service.runs.clear();
+                }
+            }
+        }
+        for (job, runs) in status.runs {
+            let Some(index) = self.service_of(host, &job) else {
+                continue;
+            };
+            let service = &mut registry.services[index];
+            // The console keeps what it saw before, the agent the newest.
+            let newest: Vec<u64> = runs.iter().map(|r| r.run).collect();
+            service.runs.retain(|r| !newest.contains(&r.run));
+            service.runs.extend(runs.into_iter().take(RUNS_REPORTED));
+            service.runs.make_contiguous().sort_by_key(|r| r.run);
+            while service.runs.len() > registry::JOB_RUNS_KEPT {
+                service.runs.pop_front();
+            }
+        }
     }
 
     /// One instance as its agent reports it: adopted while it has a process, let go when not.
@@ -516,6 +557,30 @@ impl Tracker {
             std::mem::replace(&mut instance.state, status.state)
         };
         self.state_event(index, key.replica, from, status.state);
+    }
+
+    /// Log lines of `host`'s services, kept as their own: made visible and cut to the longest
+    /// line, as the console's own ingest does (an agent is not trusted to have done it).
+    fn logs(&mut self, host: &str, batch: LogBatch) {
+        let store = self.supervisor.logs().clone();
+        let mut names: HashMap<String, Arc<str>> = HashMap::new();
+        for line in batch.lines {
+            if self.service_of(host, &line.service).is_none() {
+                continue;
+            }
+            let name = names
+                .entry(line.service.clone())
+                .or_insert_with(|| Arc::from(line.service.as_str()))
+                .clone();
+            let mut text = line_codec::visible(&line.text);
+            if text.len() > line_codec::MAX_LINE {
+                text.truncate(text.floor_char_boundary(line_codec::MAX_LINE));
+            }
+            store.push(&name, line.replica, line.stream, text);
+        }
+        if batch.lost > 0 {
+            tracing::warn!(%host, lost = batch.lost, "log lines of another host were lost on the way");
+        }
     }
 
     /// Hosts not heard for [`UNREACHABLE_AFTER`] (counted from the console's start for one

@@ -1,8 +1,9 @@
 //! The NATS subjects of a stack: `switchboard.STACK.HOST.up` (frames and exits, agent to
-//! console), `.down` (frames, console to agent), `.status` (the agent's instances) and
-//! `.control` (commands, request/reply). An agent needs to publish only on its own `up` and
-//! `status` (and answer on `_INBOX.>`), and to subscribe only to its own `down` and `control`:
-//! the permissions the README gives each host's NATS user.
+//! console), `.down` (frames, console to agent), `.status` (the agent's instances), `.logs`
+//! (its services' log lines) and `.control` (commands, request/reply). An agent needs to
+//! publish only on its own `up`, `status` and `logs` (and answer on `_INBOX.>`), and to
+//! subscribe only to its own `down` and `control`: the permissions docs/hosts.md gives each
+//! host's NATS user.
 
 /// The subjects of one stack.
 #[derive(Debug, Clone)]
@@ -29,6 +30,10 @@ impl Subjects {
         format!("{}.{host}.status", self.prefix)
     }
 
+    pub fn logs(&self, host: &str) -> String {
+        format!("{}.{host}.logs", self.prefix)
+    }
+
     pub fn control(&self, host: &str) -> String {
         format!("{}.{host}.control", self.prefix)
     }
@@ -36,6 +41,11 @@ impl Subjects {
     /// Every host's `up` (the console subscribes to this).
     pub fn every_up(&self) -> String {
         self.up("*")
+    }
+
+    /// Every host's `logs`.
+    pub fn every_logs(&self) -> String {
+        self.logs("*")
     }
 
     /// Every host's `status`.

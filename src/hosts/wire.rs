@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Envelope, segment::Snapshot};
 
-use crate::registry::InstanceState;
+use crate::registry::{InstanceState, JobRun};
 
 /// One instance of a remote host, as its agent numbers it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,7 +62,14 @@ pub struct HostStatus {
     /// The agent is stopping: its instances are going, not lost.
     pub leaving: bool,
     pub instances: Vec<RemoteInstance>,
+    /// The recent runs of each of its jobs, newest last (see [`RUNS_REPORTED`]).
+    pub runs: Vec<(String, Vec<JobRun>)>,
 }
+
+/// Runs of each job a status carries, and the longest result of each it carries whole: a
+/// status goes out every second, so it stays small; the console shows a longer result cut.
+pub const RUNS_REPORTED: usize = 5;
+pub const RESULT_REPORTED: usize = 16 * 1024;
 
 /// One instance in a [`HostStatus`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +92,23 @@ pub struct RemoteInstance {
     /// Its metrics segment as the agent last read it (`None` for a plain program): the
     /// console samples it as it samples a local one.
     pub snapshot: Option<Snapshot>,
+}
+
+/// Log lines of an agent's services (`…HOST.logs`), in the order they were kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LogBatch {
+    pub lines: Vec<RemoteLogLine>,
+    /// Lines the agent could not forward (the console was slower than the services wrote).
+    pub lost: u64,
+}
+
+/// One line of a [`LogBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteLogLine {
+    pub service: String,
+    pub replica: u32,
+    pub stream: crate::logs::Stream,
+    pub text: String,
 }
 
 /// A command's outcome, agent to console (`…HOST.control`'s reply).

@@ -27,7 +27,7 @@ pub const RING_ALL: usize = 10_000;
 /// many) and can re-read the rings.
 const FEED_BUFFER: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stream {
     Stdout,
     Stderr,
