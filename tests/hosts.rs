@@ -76,6 +76,13 @@ params = '{{"page": 100, "pace_ms": 0}}'
     )
 }
 
+/// The environment a host's process gets (variables holding its NATS secrets).
+type Env = fn(&str) -> Vec<(&'static str, String)>;
+
+fn no_env(_: &str) -> Vec<(&'static str, String)> {
+    Vec::new()
+}
+
 /// A process of the test, SIGKILLed if the test ends before it does.
 struct Process(Child);
 
@@ -97,17 +104,23 @@ struct Stack {
 }
 
 impl Stack {
-    /// The shop with `[nats]` = `url = …` and `extra`, agents a and b started with `env`.
-    fn start(config: Option<&str>, extra: &str, env: &[(&str, &str)]) -> Stack {
+    /// The shop with `[nats]` = `url = …` and `extra`, the NATS server with `config`; the
+    /// console and agents a and b started with `env(host)` in their environments.
+    fn start(config: Option<&str>, extra: &str, env: Env) -> Stack {
         let dir = tempfile::tempdir().unwrap();
+        Stack::start_in(dir, config, extra, env)
+    }
+
+    /// [`start`](Self::start) in `dir`, where the files `config` and `extra` name are.
+    fn start_in(dir: tempfile::TempDir, config: Option<&str>, extra: &str, env: Env) -> Stack {
         let nats = NatsServer::start(dir.path(), config);
         let file = dir.path().join("stack.toml");
         std::fs::write(&file, shop(&format!("url = \"{}\"\n{extra}", nats.url()))).unwrap();
         let mut agents = HashMap::new();
         for host in ["a", "b"] {
-            agents.insert(host, agent(&file, host, env));
+            agents.insert(host, agent(&file, host, &env(host)));
         }
-        let (console, client) = console(dir.path(), &file, env);
+        let (console, client) = console(dir.path(), &file, &env("console"));
         Stack {
             dir,
             file,
@@ -188,23 +201,23 @@ fn spawn_true() -> Child {
     Command::new("true").spawn().unwrap()
 }
 
-fn agent(file: &Path, host: &str, env: &[(&str, &str)]) -> Process {
+fn agent(file: &Path, host: &str, env: &[(&'static str, String)]) -> Process {
     let mut command = Command::new(SWITCHBOARD);
     command
         .args(["agent", "--host", host])
         .arg(file)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     Process(command.spawn().unwrap())
 }
 
-fn console(dir: &Path, file: &Path, env: &[(&str, &str)]) -> (Process, Client) {
+fn console(dir: &Path, file: &Path, env: &[(&'static str, String)]) -> (Process, Client) {
     let (child, lines) = spawn_reading_lines(
         Command::new(SWITCHBOARD)
             .args(["up", file.to_str().unwrap(), "--headless"])
             .args(["--gateway", "127.0.0.1:0"])
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("SWITCHBOARD_TOKEN"),
         |line| line.contains("gateway on http://"),
     );
@@ -262,7 +275,7 @@ async fn order(stack: &Stack, user: i64) -> Option<i64> {
 /// out by its host's agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_console_routes_and_commands_services_on_three_hosts() {
-    let stack = Stack::start(None, "", &[]);
+    let stack = Stack::start(None, "", no_env);
     let view = stack
         .until("every service ready", |v| {
             ready(v, &["user", "order", "notification"])
@@ -393,7 +406,7 @@ async fn one_console_routes_and_commands_services_on_three_hosts() {
 /// event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_that_go_silent_are_unreachable_and_come_back_without_restarts() {
-    let mut stack = Stack::start(None, "", &[]);
+    let mut stack = Stack::start(None, "", no_env);
     stack
         .until("every service ready", |v| {
             ready(v, &["user", "order", "notification"])
@@ -541,6 +554,36 @@ fn agent_of(stack: &Stack, host: &str) -> Process {
     agent(&stack.file, host, &[])
 }
 
+/// The shop runs end to end: a user, an order, and its two notifications.
+async fn shop_works(stack: &Stack) {
+    stack
+        .until("every service ready", |v| {
+            ready(v, &["user", "order", "notification"])
+        })
+        .await;
+    let created = stack
+        .post(
+            "/users",
+            &json!({ "name": "Cy", "email": "cy@example.com" }),
+        )
+        .await;
+    assert!(created.status.is_success(), "{:?}", json_of(&created));
+    let user = json_of(&created)["id"].as_i64().unwrap();
+    let placed = order(stack, user).await.expect("the order is acknowledged");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let answer = stack.get(&format!("/orders/{placed}/notifications")).await;
+        if json_of(&answer)["notifications"]
+            .as_array()
+            .is_some_and(|list| list.len() == 2)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", json_of(&answer));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The ids of the orders `order` stored.
 fn stored_orders(path: &Path) -> Vec<i64> {
     let Ok(db) = rusqlite::Connection::open(path) else {
@@ -562,13 +605,10 @@ async fn an_agent_with_a_wrong_credential_is_refused() {
     let config =
         "authorization {\n  user: \"switchboard\"\n  password: \"s3cret-of-the-stack\"\n}\n";
     let extra = "user = \"switchboard\"\npassword_env = \"HOSTS_NATS_PASSWORD\"\n";
-    let right = [("HOSTS_NATS_PASSWORD", "s3cret-of-the-stack")];
-    let stack = Stack::start(Some(config), extra, &right);
-    stack
-        .until("every service ready", |v| {
-            ready(v, &["user", "order", "notification"])
-        })
-        .await;
+    let stack = Stack::start(Some(config), extra, |_| {
+        vec![("HOSTS_NATS_PASSWORD", "s3cret-of-the-stack".to_string())]
+    });
+    shop_works(&stack).await;
     let wrong = Command::new(SWITCHBOARD)
         .args(["agent", "--host", "a"])
         .arg(&stack.file)
@@ -594,4 +634,170 @@ async fn an_agent_with_a_wrong_credential_is_refused() {
         String::from_utf8_lossy(&unset.stderr)
     );
     stack.stop();
+}
+
+/// Each host has a NATS user of its own whose permissions let it publish only its own
+/// subjects (the permissions docs/hosts.md gives): the shop runs under them, and host a's user
+/// can neither listen to host b's frames nor speak for host b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_publishes_only_its_own_subjects() {
+    let agent = |host: &str, password: &str| {
+        format!(
+            "{{ user: \"{host}\", password: \"{password}\", permissions: {{ \
+               publish: [\"switchboard.hosts.{host}.up\", \"switchboard.hosts.{host}.status\", \"switchboard.hosts.{host}.logs\"], \
+               subscribe: [\"switchboard.hosts.{host}.down\", \"switchboard.hosts.{host}.control\"], \
+               allow_responses: true }} }}"
+        )
+    };
+    let config = format!(
+        "authorization {{\n  users = [\n    {{ user: \"console\", password: \"pc\", permissions: {{ \
+           publish: [\"switchboard.hosts.*.down\", \"switchboard.hosts.*.control\"], \
+           subscribe: [\"switchboard.hosts.*.up\", \"switchboard.hosts.*.status\", \"switchboard.hosts.*.logs\", \"_INBOX.>\"] }} }}\n    {}\n    {}\n  ]\n}}\n",
+        agent("a", "pa"),
+        agent("b", "pb")
+    );
+    let extra = "user = \"{host}\"\npassword_env = \"HOSTS_NATS_PASSWORD\"\n";
+    let stack = Stack::start(Some(&config), extra, |host| {
+        let password = match host {
+            "a" => "pa",
+            "b" => "pb",
+            _ => "pc",
+        };
+        vec![("HOSTS_NATS_PASSWORD", password.to_string())]
+    });
+    shop_works(&stack).await;
+    // A restart goes console → a on `control`, and its answer back on the console's inbox.
+    let restarted = stack.post("/admin/services/user/restart", &json!({})).await;
+    assert!(restarted.status.is_success(), "{:?}", json_of(&restarted));
+
+    // Host a's user tries to read what the console sends host b, and to speak for host b.
+    let (violations, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password("a".into(), "pa".into())
+        .event_callback(move |event| {
+            let violations = violations.clone();
+            async move {
+                if let async_nats::Event::ServerError(err) = event {
+                    let _ = violations.send(err.to_string());
+                }
+            }
+        })
+        .connect(stack.nats.url())
+        .await
+        .expect("host a's user connects");
+    let _listening = client
+        .subscribe("switchboard.hosts.b.down")
+        .await
+        .expect("the subscription is sent");
+    client
+        .publish("switchboard.hosts.b.up", "spoofed".into())
+        .await
+        .expect("the publish is sent");
+    client.flush().await.expect("flushed");
+    let mut refused = Vec::new();
+    while refused.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(10), seen.recv()).await {
+            Ok(Some(violation)) => refused.push(violation.to_lowercase()),
+            _ => break,
+        }
+    }
+    assert!(
+        refused
+            .iter()
+            .any(|v| v.contains("permissions violation") && v.contains("subscription")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|v| v.contains("permissions violation") && v.contains("publish")),
+        "{refused:?}"
+    );
+    stack.stop();
+}
+
+/// With `[nats.tls]`, every host reaches the server over TLS, the server checking each
+/// client's certificate against the stack's CA (the test makes its own): the shop runs, and a
+/// host without a client certificate cannot join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_talk_over_tls_with_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::write(dir.path());
+    let config = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n  timeout: 5\n}}\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display()
+    );
+    let tls = format!(
+        "tls = {{ ca_file = \"{}\", cert_file = \"{}\", key_file = \"{}\" }}\n",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let stack = Stack::start_in(dir, Some(&config), &tls, no_env);
+    shop_works(&stack).await;
+
+    // The same stack without the client certificate: the agent cannot connect.
+    let bare = std::fs::read_to_string(&stack.file).unwrap().replace(
+        &tls,
+        &format!("tls = {{ ca_file = \"{}\" }}\n", pki.ca.display()),
+    );
+    let file = stack.dir.path().join("no-client-certificate.toml");
+    std::fs::write(&file, bare).unwrap();
+    let refused = Command::new(SWITCHBOARD)
+        .args(["agent", "--host", "a"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("cannot connect to NATS"), "{said}");
+    stack.stop();
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Pki {
+    fn write(dir: &Path) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+            KeyPair, KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) =
+            leaf(vec!["host".into()], ExtendedKeyUsagePurpose::ClientAuth);
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        Pki {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server-key.pem", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client-key.pem", &client_key),
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! ([`routing`]), pub/sub fan-out (`fanout`), and N idle services for N = 10, 100, 500, 1,000
 //! (`scale`), what an attached console costs and how fresh it is ([`attach`]), what two
 //! services flooding their logs cost routing and the gateway (`noisy`), how fast autoscaling
-//! stops a growing backlog (`backlog`), and whether a routed call costs more with more
-//! services (`growth`).
+//! stops a growing backlog (`backlog`), whether a routed call costs more with more services
+//! (`growth`), and a call to a service on another host against bare NATS (`hosts`).
 
 pub mod attach;
 mod backlog;
@@ -14,6 +14,7 @@ pub mod check;
 mod fanout;
 pub mod gateway;
 mod growth;
+mod hosts;
 mod http_load;
 mod noisy;
 pub mod pipes;
@@ -58,6 +59,7 @@ pub struct Selection {
     pub noisy: bool,
     pub backlog: bool,
     pub growth: bool,
+    pub hosts: bool,
     /// What sends the gateway's HTTP load, over how many connections.
     pub http_load: gateway::LoadClient,
     /// Measure `scale` and `growth` at this many services only, instead of each of their sizes.
@@ -67,7 +69,7 @@ pub struct Selection {
 impl Selection {
     pub const NAMES: &[&str] = &[
         "restart", "hang", "idle", "render", "routing", "fanout", "gateway", "scale", "attach",
-        "noisy", "backlog", "growth",
+        "noisy", "backlog", "growth", "hosts",
     ];
 
     /// The measurements named in `only` (all of them when it is empty), or the unknown name.
@@ -92,6 +94,7 @@ impl Selection {
             noisy: wants("noisy"),
             backlog: wants("backlog"),
             growth: wants("growth"),
+            hosts: wants("hosts"),
             http_load: gateway::LoadClient::default(),
             size: None,
         })
@@ -148,6 +151,9 @@ pub async fn run(
     }
     if selection.growth {
         figures.extend(growth::run(&options, selection.size.as_slice()).await);
+    }
+    if selection.hosts {
+        figures.extend(hosts::run(&options).await);
     }
     figures
 }

@@ -193,7 +193,7 @@ pub enum Cmd {
     /// an attached console, and routing beside two services flooding their logs.
     Bench {
         /// Only these measurements (routing, fanout, gateway, restart, hang, idle, render, scale,
-        /// attach, noisy, growth);
+        /// attach, noisy, growth, hosts);
         /// default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

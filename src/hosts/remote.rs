@@ -426,7 +426,7 @@ impl Tracker {
             // As for a local instance: the breaker first, then what was held for it.
             self.supervisor.router().breaker_target_ready(&service);
             self.supervisor.router().service_ready(&service);
-            self.supervisor.remote_changed().await;
+            self.supervisor.remote_changed();
         }
     }
 
@@ -526,12 +526,10 @@ impl Tracker {
             self.retire(host, index, key.replica, None);
             None
         };
-        if let Some(handle) = &handle {
-            if let (Some(segment), Some(snapshot)) = (&handle.segment, &status.snapshot) {
-                segment.relay(snapshot.clone());
-            }
-            set_topics(&self.supervisor, handle, status.topics.clone());
-            self.routable(handle, status.routable, false).await;
+        if let Some(handle) = &handle
+            && let (Some(segment), Some(snapshot)) = (&handle.segment, &status.snapshot)
+        {
+            segment.relay(snapshot.clone());
         }
         let now = Instant::now();
         let from = {
@@ -557,6 +555,14 @@ impl Tracker {
             std::mem::replace(&mut instance.state, status.state)
         };
         self.state_event(index, key.replica, from, status.state);
+        // After the registry shows its state: the services waiting on it look there.
+        if let Some(handle) = &handle {
+            set_topics(&self.supervisor, handle, status.topics.clone());
+            self.routable(handle, status.routable, false).await;
+        }
+        if from != status.state {
+            self.supervisor.remote_changed();
+        }
     }
 
     /// Log lines of `host`'s services, kept as their own: made visible and cut to the longest

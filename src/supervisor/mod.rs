@@ -397,8 +397,11 @@ impl Supervisor {
     }
 
     /// An instance on another host changed state: local services waiting on it may start.
-    pub async fn remote_changed(&self) {
-        let _ = self.messages.send(Message::RemoteChanged).await;
+    /// Never waits: when the queue is full the word is dropped, and the supervisor's
+    /// once-a-second look at what waits starts it (a supervisor that is stopping starts
+    /// nothing).
+    pub fn remote_changed(&self) {
+        let _ = self.messages.try_send(Message::RemoteChanged);
     }
 
     /// Stops every service in reverse dependency order. Returns at once; await the task

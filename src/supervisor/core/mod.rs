@@ -169,7 +169,13 @@ impl Core {
         watch_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = watch_ticks.tick(), if !self.shutting_down => self.watch_backlogs().await,
+                _ = watch_ticks.tick(), if !self.shutting_down => {
+                    self.watch_backlogs().await;
+                    // A dependency on another host is met when its agent says so; should the
+                    // word have been lost (see `Supervisor::remote_changed`), this is late
+                    // by a second at most. Free when nothing waits.
+                    self.start_pending().await;
+                }
                 message = messages.recv(), if !self.shutting_down => match message {
                     Some(Message::Begin) => self.begin().await,
                     Some(Message::Command(request)) => self.command(request).await,
