@@ -877,3 +877,35 @@ fn the_detail_marks_the_selected_replica() {
     assert_eq!(selected("1"), Some(true), "{}", terminal.backend());
     assert_eq!(selected("0"), Some(false), "{}", terminal.backend());
 }
+
+/// A stack on several hosts: the table gets a HOST column beside the names, blank for the
+/// console's own services, and an unreachable host's service shows as such.
+#[test]
+fn services_on_other_hosts_show_their_host() {
+    let mut view = demo_view();
+    view.services[0].host = Some("db".into());
+    view.services[2].host = Some("mail".into());
+    view.services[2].state = InstanceState::Unreachable;
+    view.services[2].ready = 0;
+    let screen = render(&view, &UiState::default(), 160, 30);
+    let header = screen
+        .lines()
+        .find(|l| l.contains("SERVICE"))
+        .expect("a header");
+    let service_at = header.find("SERVICE").unwrap();
+    let host_at = header.find("HOST").expect("a HOST column");
+    assert!(host_at > service_at && host_at < header.find("STATE").unwrap());
+    let line = |name: &str| {
+        screen
+            .lines()
+            .find(|l| l.trim_start_matches('"').starts_with(&format!("│{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{screen}"))
+            .to_string()
+    };
+    assert!(line("user").contains(" db "), "{}", line("user"));
+    assert!(line("notification").contains("mail"));
+    assert!(line("notification").contains("⊘ unreach."));
+    // Without services elsewhere, no HOST column.
+    let single = render(&demo_view(), &UiState::default(), 160, 30);
+    assert!(!single.contains("HOST"), "{single}");
+}

@@ -45,6 +45,7 @@ routes = [
   {{ route = "GET /users/{{id}}", call = "user.get" }},
   {{ route = "POST /orders", call = "order.create" }},
   {{ route = "GET /orders/{{id}}/notifications", call = "notification.for_order" }},
+  {{ route = "GET /count", call = "probe.count", stream = true }},
 ]
 
 [services.user]
@@ -66,6 +67,10 @@ host = "b"
 calls = ["order"]
 heartbeat_timeout = "3s"
 
+[services.probe]
+builtin = "probe"
+host = "b"
+
 [services.report]
 kind = "job"
 builtin = "order-report"
@@ -74,6 +79,28 @@ calls = ["order"]
 params = '{{"page": 100, "pace_ms": 0}}'
 "#
     )
+}
+
+/// The shop for the chaos test: `user` beside the console, `order` on host a, `notification`
+/// on host b, each restarted quickly and never given up on.
+fn chaos_shop(nats: &str) -> String {
+    let restart = "backoff = { initial = \"50ms\", max = \"300ms\" }\n\
+                   restart_limit = { count = 1000, window = \"60s\" }\n";
+    shop(nats)
+        .replace("builtin = \"user\"\nhost = \"a\"\n", "builtin = \"user\"\n")
+        .replace("backoff = { initial = \"50ms\", max = \"300ms\" }\n", "")
+        .replace(
+            "builtin = \"order\"\n",
+            &format!("builtin = \"order\"\nhost = \"a\"\n{restart}"),
+        )
+        .replace(
+            "builtin = \"notification\"\n",
+            &format!("builtin = \"notification\"\n{restart}"),
+        )
+        .replace(
+            "builtin = \"user\"\n",
+            &format!("builtin = \"user\"\n{restart}"),
+        )
 }
 
 /// The environment a host's process gets (variables holding its NATS secrets).
@@ -108,14 +135,21 @@ impl Stack {
     /// console and agents a and b started with `env(host)` in their environments.
     fn start(config: Option<&str>, extra: &str, env: Env) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        Stack::start_in(dir, config, extra, env)
+        Stack::start_in(dir, shop, config, extra, env)
     }
 
-    /// [`start`](Self::start) in `dir`, where the files `config` and `extra` name are.
-    fn start_in(dir: tempfile::TempDir, config: Option<&str>, extra: &str, env: Env) -> Stack {
+    /// [`start`](Self::start) in `dir`, where the files `config` and `extra` name are, with
+    /// the stack `layout` makes of the `[nats]` table's body.
+    fn start_in(
+        dir: tempfile::TempDir,
+        layout: fn(&str) -> String,
+        config: Option<&str>,
+        extra: &str,
+        env: Env,
+    ) -> Stack {
         let nats = NatsServer::start(dir.path(), config);
         let file = dir.path().join("stack.toml");
-        std::fs::write(&file, shop(&format!("url = \"{}\"\n{extra}", nats.url()))).unwrap();
+        std::fs::write(&file, layout(&format!("url = \"{}\"\n{extra}", nats.url()))).unwrap();
         let mut agents = HashMap::new();
         for host in ["a", "b"] {
             agents.insert(host, agent(&file, host, &env(host)));
@@ -278,7 +312,7 @@ async fn one_console_routes_and_commands_services_on_three_hosts() {
     let stack = Stack::start(None, "", no_env);
     let view = stack
         .until("every service ready", |v| {
-            ready(v, &["user", "order", "notification"])
+            ready(v, &["user", "order", "notification", "probe"])
         })
         .await;
     assert_eq!(row(&view, "user").host.as_deref(), Some("a"));
@@ -323,6 +357,16 @@ async fn one_console_routes_and_commands_services_on_three_hosts() {
         .filter_map(|n| n["kind"].as_str())
         .collect();
     assert_eq!(kinds, ["created", "completed"], "{notifications:?}");
+
+    // A stream from host b, read by the gateway under credit: every item, in order.
+    let streamed = stack.get("/count?n=3000&pace_ms=0").await;
+    assert!(streamed.status.is_success(), "{:?}", streamed.status);
+    let items: Vec<Value> = String::from_utf8_lossy(&streamed.body)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let indices: Vec<u64> = items.iter().filter_map(|i| i["index"].as_u64()).collect();
+    assert_eq!(indices, (0..3000).collect::<Vec<u64>>());
 
     // The segment of a remote service is relayed: its heartbeat is seen, its requests counted.
     let view = stack
@@ -409,7 +453,7 @@ async fn hosts_that_go_silent_are_unreachable_and_come_back_without_restarts() {
     let mut stack = Stack::start(None, "", no_env);
     stack
         .until("every service ready", |v| {
-            ready(v, &["user", "order", "notification"])
+            ready(v, &["user", "order", "notification", "probe"])
         })
         .await;
     let created = stack
@@ -444,7 +488,7 @@ async fn hosts_that_go_silent_are_unreachable_and_come_back_without_restarts() {
     // The NATS server dies and comes back while orders come in.
     let before = stack
         .until("every service ready again", |v| {
-            ready(v, &["user", "order", "notification"])
+            ready(v, &["user", "order", "notification", "probe"])
         })
         .await;
     let pids: Vec<(String, Option<u32>)> = ["user", "notification"]
@@ -469,7 +513,7 @@ async fn hosts_that_go_silent_are_unreachable_and_come_back_without_restarts() {
     stack.nats.restart();
     let after = stack
         .until("both hosts adopted again", |v| {
-            ready(v, &["user", "order", "notification"])
+            ready(v, &["user", "order", "notification", "probe"])
         })
         .await;
     for (name, pid) in pids {
@@ -558,7 +602,7 @@ fn agent_of(stack: &Stack, host: &str) -> Process {
 async fn shop_works(stack: &Stack) {
     stack
         .until("every service ready", |v| {
-            ready(v, &["user", "order", "notification"])
+            ready(v, &["user", "order", "notification", "probe"])
         })
         .await;
     let created = stack
@@ -734,7 +778,7 @@ async fn hosts_talk_over_tls_with_certificates() {
         pki.client_cert.display(),
         pki.client_key.display()
     );
-    let stack = Stack::start_in(dir, Some(&config), &tls, no_env);
+    let stack = Stack::start_in(dir, shop, Some(&config), &tls, no_env);
     shop_works(&stack).await;
 
     // The same stack without the client certificate: the agent cannot connect.
@@ -800,4 +844,107 @@ impl Pki {
             client_key: write("client-key.pem", &client_key),
         }
     }
+}
+
+/// The chaos test's guarantees across hosts: while orders come in, the processes of `order`
+/// (host a), `notification` (host b) and `user` (beside the console) are SIGKILLed at random;
+/// their agents (and the console) restart them. Every acknowledged order is stored, and each of
+/// its events notified exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_loses_nothing_while_services_on_three_hosts_are_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start_in(dir, chaos_shop, None, "", no_env);
+    stack
+        .until("every service ready", |v| {
+            ready(v, &["user", "order", "notification", "probe"])
+        })
+        .await;
+    let view = stack.view().await.unwrap();
+    assert_eq!(row(&view, "order").host.as_deref(), Some("a"));
+    assert_eq!(row(&view, "user").host, None);
+    let created = stack
+        .post(
+            "/users",
+            &json!({ "name": "Di", "email": "di@example.com" }),
+        )
+        .await;
+    let user = json_of(&created)["id"].as_i64().expect("a user id");
+
+    let until = Instant::now() + Duration::from_secs(8);
+    let stack = std::sync::Arc::new(stack);
+    let shoppers: Vec<_> = (0..3)
+        .map(|_| {
+            let stack = stack.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                while Instant::now() < until {
+                    acknowledged.extend(order(&stack, user).await);
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut kills = 0;
+    let mut turn = 0usize;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let victim = ["order", "notification", "user"][turn % 3];
+        turn += 1;
+        if let Some(view) = stack.view().await
+            && let Some(pid) = row(&view, victim).pid
+            && signal(pid, Signal::KILL)
+        {
+            kills += 1;
+        }
+    }
+    let mut acknowledged = Vec::new();
+    for shopper in shoppers {
+        acknowledged.extend(shopper.await.unwrap());
+    }
+    assert!(kills >= 6, "only {kills} kills");
+    assert!(
+        acknowledged.len() >= 20,
+        "{} orders acknowledged",
+        acknowledged.len()
+    );
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let stored = stored_orders(&stack.data("orders.db"));
+        let notified = if stack.data("notifications.db").exists() {
+            common::notifications_by_order(&stack.data("notifications.db"))
+        } else {
+            HashMap::new()
+        };
+        for (order, kinds) in &notified {
+            let mut unique = kinds.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                unique.len(),
+                kinds.len(),
+                "order {order}: an event notified twice"
+            );
+        }
+        let missing: Vec<&i64> = acknowledged
+            .iter()
+            .filter(|id| {
+                let mut kinds = notified.get(*id).cloned().unwrap_or_default();
+                kinds.sort();
+                !stored.contains(id) || kinds != ["completed", "created"]
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} acknowledged orders not stored or not notified: {missing:?}",
+            missing.len(),
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stack = std::sync::Arc::into_inner(stack).expect("the shoppers are done");
+    stack.stop();
 }

@@ -351,10 +351,13 @@ pub fn draw(
 }
 
 /// A state as the STATE column shows it. A stale heartbeat shows before it is declared hung,
-/// in the style of the unhealthy.
+/// in the style of the unhealthy. `unreachable`, the one name longer than the column, is cut
+/// to `unreach.` (the detail pane and `ps` say it whole).
 fn state_cell(state: InstanceState, stale: bool, theme: &Theme) -> Cell<'static> {
     let (text, (symbol, style)) = if stale && state.has_process() {
         ("stale", theme.state(InstanceState::Degraded))
+    } else if state == InstanceState::Unreachable {
+        ("unreach.", theme.state(state))
     } else {
         (state.as_str(), theme.state(state))
     };
