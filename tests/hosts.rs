@@ -948,3 +948,155 @@ async fn the_shop_loses_nothing_while_services_on_three_hosts_are_killed() {
     let stack = std::sync::Arc::into_inner(stack).expect("the shoppers are done");
     stack.stop();
 }
+
+/// A stack with a durable topic: `publisher` beside the console, `subscriber` on host b.
+fn durable_stack(nats: &str) -> String {
+    format!(
+        r#"
+name = "durable"
+
+[nats]
+{nats}
+
+[topics."jobs.*"]
+durable = true
+ack_wait = "2s"
+
+[gateway]
+request_timeout = "10s"
+routes = [
+  {{ route = "POST /publish", call = "publisher.publish" }},
+  {{ route = "GET /received", call = "subscriber.received" }},
+]
+
+[services.publisher]
+builtin = "probe"
+
+[services.subscriber]
+builtin = "probe"
+host = "b"
+env = {{ PROBE_SUBSCRIBE = "jobs.*" }}
+
+[services.idle]
+builtin = "probe"
+host = "a"
+"#
+    )
+}
+
+impl Stack {
+    /// SIGTERM to the console and a new one on the same stack file (its gateway elsewhere).
+    fn restart_console(&mut self) {
+        signal(self.console.0.id(), Signal::TERM);
+        let deadline = Instant::now() + LIMIT;
+        while self.console.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the console did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (console, client) = console(self.dir.path(), &self.file, &[]);
+        self.console = console;
+        self.client = client;
+    }
+
+    /// SIGTERM to an agent, waiting for it to stop its services and leave.
+    fn stop_agent(&mut self, host: &'static str) {
+        let mut agent = self.agents.remove(host).expect("running");
+        signal(agent.0.id(), Signal::TERM);
+        let deadline = Instant::now() + LIMIT;
+        while agent.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "agent {host} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The texts `subscriber` has taken since it started.
+async fn received(stack: &Stack) -> Vec<String> {
+    let answer = stack.get("/received").await;
+    json_of(&answer)
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|r| r["text"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn publish(stack: &Stack, text: &str) {
+    let answer = stack
+        .post("/publish", &json!({ "topic": "jobs.done", "text": text }))
+        .await;
+    assert!(answer.status.is_success(), "{:?}", json_of(&answer));
+}
+
+/// Waits until `subscriber` has taken every one of `texts`.
+async fn until_received(stack: &Stack, texts: &[String]) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let got = received(stack).await;
+        if texts.iter().all(|t| got.contains(t)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscriber took {got:?}, not all of {texts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `[topics."jobs.*"] durable = true`: events are kept by JetStream until the subscribing
+/// service acknowledges them. Published while the subscriber's host is down and across a
+/// restart of the console, none is lost: the subscriber, back, takes each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_topic_loses_nothing_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "jetstream {{\n  store_dir: \"{}\"\n}}\n",
+        dir.path().join("jetstream").display()
+    );
+    let mut stack = Stack::start_in(dir, durable_stack, Some(&config), "", no_env);
+    stack
+        .until("every service ready", |v| {
+            ready(v, &["publisher", "subscriber", "idle"])
+        })
+        .await;
+    let first: Vec<String> = (0..5).map(|i| format!("event {i}")).collect();
+    for text in &first {
+        publish(&stack, text).await;
+    }
+    until_received(&stack, &first).await;
+
+    // The subscriber's host goes away; events keep coming; the console restarts.
+    stack.stop_agent("b");
+    stack
+        .until("the subscriber gone", |v| {
+            row(v, "subscriber").state != InstanceState::Ready
+        })
+        .await;
+    let kept: Vec<String> = (5..15).map(|i| format!("event {i}")).collect();
+    for text in &kept[..5] {
+        publish(&stack, text).await;
+    }
+    stack.restart_console();
+    stack
+        .until("the new console ready", |v| ready(v, &["publisher"]))
+        .await;
+    for text in &kept[5..] {
+        publish(&stack, text).await;
+    }
+    // Back: every event published while it was away reaches the new subscriber process.
+    let back = agent_of(&stack, "b");
+    stack.agents.insert("b", back);
+    stack
+        .until("the subscriber back", |v| ready(v, &["subscriber"]))
+        .await;
+    until_received(&stack, &kept).await;
+    let got = received(&stack).await;
+    assert!(
+        !got.iter().any(|t| first.contains(t)),
+        "events acknowledged before came again: {got:?}"
+    );
+    stack.stop();
+}

@@ -504,6 +504,12 @@ fn hosts_and_nats_are_checked() {
     let e =
         errors("name = \"x\"\n[nats]\nconsole_host = \"main\"\n[services.a]\ncommand = \"true\"\n");
     has(&e, 2, 1, &["needs `url"]);
+    // A durable topic is kept by the NATS server; a pattern must be one.
+    let e = errors(
+        "name = \"x\"\n[topics.\"order.*\"]\ndurable = true\n[topics.\"a..b\"]\ndurable = true\n[services.a]\ncommand = \"true\"\n",
+    );
+    has(&e, 2, 9, &["durable topic", "[nats]"]);
+    has(&e, 4, 9, &["not a topic pattern"]);
 
     // The console's own host needs nothing; another host does, and gets an agent's stack.
     let ok = stack::parse(

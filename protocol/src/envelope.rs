@@ -92,6 +92,9 @@ pub enum Kind {
     /// The caller of request `correlation` no longer wants the answer (stream receiver gone,
     /// deadline passed). Best effort.
     Cancel,
+    /// Service → console: the durable event delivered with this `correlation` was handled
+    /// (every handler it matched returned). Until then the console delivers it again.
+    Ack,
 }
 
 /// Service → console handshake.

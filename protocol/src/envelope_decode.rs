@@ -57,6 +57,7 @@ fn decode_fields(bytes: &[u8], slot: &mut Envelope) -> Option<()> {
         11 => Kind::Shutdown,
         12 => Kind::JobResult(reader.status()?),
         13 => Kind::Cancel,
+        14 => Kind::Ack,
         _ => return None,
     };
     set_name(&mut slot.destination, reader.str()?);

@@ -60,6 +60,7 @@ fn kind_tag(kind: &Kind) -> u8 {
         Kind::Shutdown => 11,
         Kind::JobResult(_) => 12,
         Kind::Cancel => 13,
+        Kind::Ack => 14,
     }
 }
 

@@ -45,6 +45,7 @@ pub(crate) fn kind() -> impl Strategy<Value = Kind> {
         Just(Kind::Shutdown),
         status().prop_map(Kind::JobResult),
         Just(Kind::Cancel),
+        Just(Kind::Ack),
     ]
 }
 

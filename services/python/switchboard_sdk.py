@@ -236,6 +236,7 @@ class Kind(IntEnum):
     SHUTDOWN = 11
     JOB_RESULT = 12
     CANCEL = 13
+    ACK = 14
 
 
 class ErrorCode(IntEnum):
@@ -937,3 +938,7 @@ class Service:
             self.on_event(env.destination, env.body.value())
         except Exception:  # noqa: BLE001 - one bad event must not stop the service
             log.exception("event handler failed for %s", env.destination)
+            return
+        if env.correlation:
+            # A durable event: acknowledged once handled; until then the console sends it again.
+            self._send(Envelope(self._fresh_id(), Kind.ACK, correlation=env.correlation))

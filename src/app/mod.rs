@@ -51,7 +51,7 @@ pub enum AppError {
     #[error("the supervisor failed: {0}")]
     Crashed(String),
     #[error(transparent)]
-    Hosts(#[from] crate::hosts::ConnectError),
+    Hosts(#[from] crate::hosts::LinkError),
 }
 
 /// A running stack: its supervisor, its HTTP gateway and its admin socket.
@@ -65,8 +65,9 @@ pub struct App {
     /// the sentence that says so.
     gateway_problem: Option<(std::net::SocketAddr, String)>,
     socket: Option<AdminSocket>,
-    /// The link to the stack's other hosts, when it has any (see [`crate::hosts::remote`]).
-    hosts: Option<JoinHandle<()>>,
+    /// The link to the stack's other hosts and durable topics, when it has any (see
+    /// [`crate::hosts`]).
+    hosts: Option<crate::hosts::Linked>,
     /// Processes of an earlier run of the stack, stopped at start; announced at
     /// [`begin`](Self::begin), when the front end listens.
     leftovers: Vec<Leftover>,
@@ -100,7 +101,7 @@ impl App {
         // Before any service starts: from here on the keeper's death ends the stack.
         keeper::watch();
         let (supervisor, task) = Supervisor::start(stack, options).map_err(AppError::Supervisor)?;
-        let hosts = match crate::hosts::remote::start(&supervisor).await {
+        let hosts = match crate::hosts::start(&supervisor).await {
             Ok(hosts) => hosts,
             Err(err) => {
                 supervisor.shutdown().await;
@@ -135,7 +136,7 @@ impl App {
             }),
             Err(err) => {
                 if let Some(hosts) = &hosts {
-                    hosts.abort();
+                    hosts.stop();
                 }
                 // No service was started yet; stop the supervisor's own tasks before failing.
                 supervisor.shutdown().await;
@@ -216,7 +217,7 @@ impl App {
             socket.stop().await;
         }
         if let Some(hosts) = &self.hosts {
-            hosts.abort();
+            hosts.stop();
         }
         self.supervisor.shutdown().await;
         let report = match self.report {

@@ -269,7 +269,7 @@ async fn routed(
         stack.finish().await;
         return None;
     };
-    let hosts = match crate::hosts::remote::start(&stack.supervisor).await {
+    let hosts = match crate::hosts::start(&stack.supervisor).await {
         Ok(hosts) => hosts,
         Err(err) => {
             eprintln!("bench: hosts: {err}");
@@ -286,7 +286,7 @@ async fn routed(
         None
     };
     if let Some(hosts) = hosts {
-        hosts.abort();
+        hosts.stop();
     }
     stop(agent);
     stack.finish().await;

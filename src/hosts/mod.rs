@@ -1,4 +1,4 @@
-//! Several hosts in one console, over NATS.
+//! Several hosts in one console, and durable topics, over NATS.
 //!
 //! On each host but the console's, `switchboard agent --host NAME` supervises that host's
 //! services with the same supervisor the console uses, so restarts, backoff, hang detection,
@@ -20,13 +20,18 @@
 //! - [`connect`](mod@connect): a connection from the stack's `[nats]` table: credentials and TLS.
 //! - [`link`]: the console's way down to a remote instance.
 //! - [`remote`]: the console's view of the other hosts: adoption, readiness, unreachability.
-//! - [`agent`]: `switchboard agent`.
+//! - [`durable`]: durable topics, kept in JetStream and acknowledged by their subscribers.
+//! - [`start`](mod@start): the console's connection, shared by `remote` and `durable`.
+//! - [`agent`]: `switchboard agent`'s side of the bridge.
 
 pub mod agent;
 pub mod connect;
+pub mod durable;
 pub mod link;
 pub mod remote;
+pub mod start;
 pub mod subjects;
 pub mod wire;
 
 pub use connect::{ConnectError, connect};
+pub use start::{LinkError, Linked, start};

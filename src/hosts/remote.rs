@@ -46,21 +46,19 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Console generations of remote instances start here, clear of the supervisor's own.
 const FIRST_REMOTE_GENERATION: u64 = 1 << 40;
 
-/// Connects the console to the stack's other hosts, when it has any: adopts their instances
-/// and sends commands for them to their agents. Returns the task, which runs until the
-/// console ends.
+/// Links the console to the stack's other hosts, when it has any: adopts their instances and
+/// sends commands for them to their agents. Returns the task, which runs until the console
+/// ends.
 pub async fn start(
     supervisor: &Supervisor,
+    client: &async_nats::Client,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, ConnectError> {
     let stack = supervisor.stack().clone();
-    let Some(nats) = stack.nats.clone() else {
-        return Ok(None);
-    };
     let hosts = stack.remote_hosts();
     if hosts.is_empty() {
         return Ok(None);
     }
-    let client = super::connect(&nats, &stack.name, stack.console_host()).await?;
+    let client = client.clone();
     let subjects = Subjects::new(&stack.name);
     let up = subscribe(&client, subjects.every_up()).await?;
     let status = subscribe(&client, subjects.every_status()).await?;

@@ -25,6 +25,8 @@
 //! - `outcomes`: circuit breakers and traces, fed by how each routed request ended.
 //! - `deadlines`: the sweeper that answers `timeout` once a deadline passes.
 //! - `waits`: the oldest request each replica still owes an answer to, for derived backlogs.
+//! - `durable`: events of durable topics, handed to the store that keeps them
+//!   ([`DurableTopics`]), and their subscribers' acknowledgements.
 //! - `uplink`: an agent's router, which routes nothing itself and hands every frame to the
 //!   console on another host ([`Uplink`]).
 //! - this file: the [`Router`] handle and the state it shares, its construction, the entry
@@ -33,6 +35,7 @@
 pub mod breaker;
 mod deadlines;
 mod dispatch;
+mod durable;
 mod hold;
 mod outcomes;
 mod pubsub;
@@ -41,6 +44,7 @@ pub mod trace;
 mod uplink;
 mod waits;
 
+pub use durable::DurableTopics;
 pub use stream::{INITIAL_CREDIT, LocalStream, StreamStep};
 pub use uplink::Uplink;
 
@@ -191,6 +195,8 @@ struct Inner {
     activity: Arc<busy_poll::Activity>,
     /// Set on an agent: every frame goes to the console instead of being routed here.
     uplink: std::sync::OnceLock<Arc<dyn Uplink>>,
+    /// Set when the stack has durable topics (see `durable`).
+    durable: std::sync::OnceLock<Arc<dyn DurableTopics>>,
 }
 
 /// Handle to the router. Cheap to clone.
@@ -249,6 +255,7 @@ impl Router {
                     busy_poll::PollFor::Messages,
                 )),
                 uplink: std::sync::OnceLock::new(),
+                durable: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(deadlines::sweep_deadlines(Arc::downgrade(&router.inner)));
@@ -277,6 +284,7 @@ impl Router {
             Kind::Event => self.event(envelope),
             Kind::StreamItem => self.stream_item(from, std::mem::take(envelope)),
             Kind::Credit(_) | Kind::Cancel => self.receiver_control(from, envelope),
+            Kind::Ack => self.acked(from, envelope.correlation),
             _ => {
                 tracing::debug!(service = %from.service, kind = ?envelope.kind, "frame not routed")
             }

@@ -87,6 +87,9 @@ impl Router {
     }
 
     pub(super) fn event(&self, envelope: &Envelope) {
+        if self.durable_event(envelope) {
+            return;
+        }
         // Each subscribing service gets the event once, on its least busy ready replica; one
         // that is restarting gets it when it is back.
         let subscribers: Vec<String> = lock(&self.inner.topics)

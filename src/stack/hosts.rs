@@ -64,6 +64,25 @@ impl NatsAuth {
     }
 }
 
+/// `[topics."PATTERN"]`: how the events of the topics a pattern matches are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// A topic pattern (`order.*`, `audit.>`).
+    pub pattern: String,
+    /// Stored in a JetStream stream and delivered at least once to each subscribing service,
+    /// which acknowledges each after handling it.
+    pub durable: bool,
+    /// How long a delivered event may go unacknowledged before it is delivered again.
+    pub ack_wait: std::time::Duration,
+    /// How long the stream keeps an event.
+    pub max_age: std::time::Duration,
+}
+
+impl TopicSpec {
+    pub const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+}
+
 /// Whether `name` can be a host's name: it is one token of a NATS subject.
 pub fn valid_host_name(name: &str) -> bool {
     !name.is_empty()
@@ -79,6 +98,14 @@ impl Stack {
         self.nats
             .as_ref()
             .map_or(CONSOLE_HOST, |n| n.console_host.as_str())
+    }
+
+    /// The durable topic pattern `topic` falls under, if any.
+    pub fn durable_topic(&self, topic: &str) -> Option<&TopicSpec> {
+        self.topics
+            .iter()
+            .filter(|t| t.durable)
+            .find(|t| switchboard_protocol::topic::topic_matches(&t.pattern, topic))
     }
 
     /// The host `spec` runs on.

@@ -27,7 +27,7 @@ use std::path::Path;
 
 pub use backlog::{AutoscaleSpec, BacklogSpec, ScaleTarget};
 pub use diagnostic::Diagnostic;
-pub use hosts::{NatsAuth, NatsSpec, TlsSpec};
+pub use hosts::{NatsAuth, NatsSpec, TlsSpec, TopicSpec};
 pub use spec::{
     AfterLimit, Backoff, BreakerSpec, Condition, ConsoleSpec, Dependency, GatewaySpec, LogBudget,
     OnHangup, ProbeCheck, ProbeSpec, Program, ResourceLimits, RestartLimit, RestartPolicy,

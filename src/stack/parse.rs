@@ -33,6 +33,8 @@ type Value<'i> = Spanned<DeValue<'i>>;
 /// Where things were written, for the cross-reference checks that come after parsing.
 #[derive(Debug, Default)]
 pub(super) struct Spans {
+    /// The span of every durable topic's pattern.
+    pub durable_topics: Vec<Range<usize>>,
     pub services: HashMap<String, Range<usize>>,
     /// (service, dependency name, span of the entry)
     pub depends_on: Vec<(String, String, Range<usize>)>,
@@ -46,7 +48,7 @@ pub(super) struct Spans {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "name", "data_dir", "run_dir", "gateway", "console", "nats", "services",
+    "name", "data_dir", "run_dir", "gateway", "console", "nats", "topics", "services",
 ];
 const CONSOLE_KEYS: &[&str] = &["on_hangup", "output_budget"];
 const GATEWAY_KEYS: &[&str] = &[
@@ -120,6 +122,7 @@ const NATS_KEYS: &[&str] = &[
     "tls",
 ];
 const TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file"];
+const TOPIC_KEYS: &[&str] = &["durable", "ack_wait", "max_age"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub(super) struct Walker<'s> {
@@ -171,6 +174,7 @@ impl<'s> Walker<'s> {
         let mut gateway = GatewaySpec::default();
         let mut console = ConsoleSpec::default();
         let mut nats = None;
+        let mut topics = Vec::new();
         let mut services = Vec::new();
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
@@ -190,6 +194,11 @@ impl<'s> Walker<'s> {
                 "nats" => {
                     if let Some(table) = self.table(value) {
                         nats = self.nats(table, value.span());
+                    }
+                }
+                "topics" => {
+                    if let Some(table) = self.table(value) {
+                        topics = self.topics(table);
                     }
                 }
                 "services" => {
@@ -236,6 +245,7 @@ impl<'s> Walker<'s> {
             gateway,
             console,
             nats,
+            topics,
             services,
         })
     }

@@ -32,6 +32,8 @@ pub struct Stack {
     /// `[nats]`: how the stack's hosts reach each other; `None` when every service runs
     /// beside the console.
     pub nats: Option<super::hosts::NatsSpec>,
+    /// `[topics."PATTERN"]`: topics whose events are kept (durable, through `[nats]`).
+    pub topics: Vec<super::hosts::TopicSpec>,
     /// In declaration order.
     pub services: Vec<ServiceSpec>,
 }

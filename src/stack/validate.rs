@@ -74,10 +74,17 @@ pub(super) fn check(stack: &Stack, walker: &mut Walker<'_>, builtins: Option<&[&
     cycles(stack, &spans, walker);
 }
 
-/// A service on another host needs `[nats]`, which is how the hosts reach each other.
+/// A service on another host needs `[nats]`, which is how the hosts reach each other; so
+/// does a durable topic, which its server keeps.
 fn hosts(stack: &Stack, spans: &Spans, walker: &mut Walker<'_>) {
     if stack.nats.is_some() {
         return;
+    }
+    for span in &spans.durable_topics {
+        walker.error(
+            span.clone(),
+            "a durable topic is kept by a NATS server with JetStream: add a [nats] table",
+        );
     }
     for (host, span) in &spans.hosts {
         if host != stack.console_host() {

@@ -206,9 +206,13 @@ impl Dispatcher {
         });
     }
 
+    /// Runs every handler whose pattern matches the event's topic. A durable event (one with a
+    /// `correlation`) is acknowledged once all of them have returned Ok; one that failed is not,
+    /// so the console delivers it again.
     fn event(&self, envelope: &Envelope, received: Instant) {
         self.root.link.segment.event_received();
         let topic = envelope.destination.to_string();
+        let mut handled = Vec::new();
         for (pattern, handler) in &self.subscriptions {
             if !topic_matches(pattern, &topic) {
                 continue;
@@ -219,12 +223,34 @@ impl Dispatcher {
                 envelope.body.clone(),
             );
             let topic = topic.clone();
+            let (done, outcome) = tokio::sync::oneshot::channel();
+            handled.push(outcome);
             self.tracker.spawn(async move {
-                if let Err(err) = work.await {
+                let result = work.await;
+                if let Err(err) = &result {
                     tracing::warn!(%topic, cause = %err, "event handler failed");
                 }
+                let _ = done.send(result.is_ok());
             });
         }
+        if envelope.correlation == 0 {
+            return;
+        }
+        let (link, delivery) = (self.root.link.clone(), envelope.correlation);
+        self.tracker.spawn(async move {
+            for outcome in handled {
+                if outcome.await != Ok(true) {
+                    return;
+                }
+            }
+            let ack = Envelope {
+                id: link.next_id(),
+                correlation: delivery,
+                kind: Kind::Ack,
+                ..Envelope::default()
+            };
+            let _ = link.send(ack).await;
+        });
     }
 }
 

@@ -1,11 +1,12 @@
-//! `[nats]`: the server that links the stack's hosts, how each host authenticates, and TLS.
+//! `[nats]`: the server that links the stack's hosts, how each host authenticates, and TLS;
+//! and `[topics]`, whose durable topics are kept by that server.
 
 use std::ops::Range;
 
 use toml::de::DeTable;
 
-use super::{NATS_KEYS, TLS_KEYS, Walker};
-use crate::stack::hosts::{CONSOLE_HOST, NatsAuth, NatsSpec, TlsSpec, valid_host_name};
+use super::{NATS_KEYS, TLS_KEYS, TOPIC_KEYS, Walker};
+use crate::stack::hosts::{CONSOLE_HOST, NatsAuth, NatsSpec, TlsSpec, TopicSpec, valid_host_name};
 
 impl Walker<'_> {
     pub(super) fn nats(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<NatsSpec> {
@@ -132,4 +133,51 @@ fn nats_url(text: &str) -> bool {
         text.strip_prefix(scheme)
             .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', ' ']))
     })
+}
+
+impl Walker<'_> {
+    /// `[topics."PATTERN"]` tables.
+    pub(super) fn topics(&mut self, table: &DeTable<'_>) -> Vec<TopicSpec> {
+        let mut topics = Vec::new();
+        for (key, value) in table.iter() {
+            let pattern = key.get_ref().to_string();
+            if !switchboard_protocol::topic::valid_pattern(&pattern) {
+                self.error(
+                    key.span(),
+                    format!("`{pattern}` is not a topic pattern (dot-separated tokens; `*` one token, `>` the rest, last)"),
+                );
+                continue;
+            }
+            let Some(settings) = self.table(value) else {
+                continue;
+            };
+            let mut topic = TopicSpec {
+                pattern,
+                durable: false,
+                ack_wait: TopicSpec::ACK_WAIT,
+                max_age: TopicSpec::MAX_AGE,
+            };
+            for (k, v) in settings.iter() {
+                match k.get_ref().as_ref() {
+                    "durable" => topic.durable = self.boolean(v).unwrap_or(false),
+                    "ack_wait" => {
+                        if let Some(d) = self.duration(v).filter(|d| !d.is_zero()) {
+                            topic.ack_wait = d;
+                        }
+                    }
+                    "max_age" => {
+                        if let Some(d) = self.duration(v).filter(|d| !d.is_zero()) {
+                            topic.max_age = d;
+                        }
+                    }
+                    _ => self.unknown(k, TOPIC_KEYS, &format!("in [topics.\"{}\"]", topic.pattern)),
+                }
+            }
+            if topic.durable {
+                self.spans.durable_topics.push(key.span());
+            }
+            topics.push(topic);
+        }
+        topics
+    }
 }
