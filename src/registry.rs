@@ -293,6 +293,9 @@ pub struct Service {
     /// On another host, whose agent is unreachable: its callers are answered `unavailable`
     /// at once, not held for it.
     pub unreachable: bool,
+    /// Runs on another host (see `hosts::remote`): its pids are that host's, so the console
+    /// neither samples nor signals them; its figures come from its agent.
+    pub remote: bool,
 }
 
 impl Service {
@@ -424,6 +427,7 @@ impl Registry {
                 waiting_on: Vec::new(),
                 held_requests: Arc::default(),
                 unreachable: false,
+                remote: false,
             })
             .collect();
         let by_name = services
@@ -459,10 +463,11 @@ impl Registry {
             .filter(|i| i.id.generation == id.generation)
     }
 
-    /// Pids of every live process, for the resource sampler.
+    /// Pids of every live process of this host, for the resource sampler.
     pub fn pids(&self) -> Vec<u32> {
         self.services
             .iter()
+            .filter(|s| !s.remote)
             .flat_map(|s| s.instances.iter())
             .filter(|i| i.state.has_process())
             .filter_map(|i| i.pid)

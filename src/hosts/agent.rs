@@ -222,6 +222,9 @@ impl StatusPublisher {
                     while events.try_recv().is_ok() {}
                 }
             }
+            // The console shows this host's CPU and memory: the sampler must keep going
+            // (it samples only while someone looks, and the looking is done elsewhere).
+            supervisor.own_usage().looked_at();
             self.publish(false).await;
         }
     }

@@ -58,6 +58,12 @@ pub async fn start(
     if hosts.is_empty() {
         return Ok(None);
     }
+    {
+        let mut registry = registry::write(supervisor.registry());
+        for service in registry.services.iter_mut() {
+            service.remote = stack.is_remote(&service.spec);
+        }
+    }
     let client = client.clone();
     let subjects = Subjects::new(&stack.name);
     let up = subscribe(&client, subjects.every_up()).await?;

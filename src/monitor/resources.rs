@@ -172,6 +172,7 @@ fn sample_loop(registry: &Weak<std::sync::RwLock<Registry>>, usage: &Usage) {
         for instance in registry
             .services
             .iter_mut()
+            .filter(|s| !s.remote)
             .flat_map(|s| s.instances.iter_mut())
         {
             match instance.pid.and_then(usage) {
