@@ -529,3 +529,21 @@ fn hosts_and_nats_are_checked() {
     assert_eq!(agent.run_dir, ok.run_dir.join("hosts/gpu"));
     assert!(agent.gateway.bind.is_none());
 }
+
+/// The three-host shop of the README is the demo stack with two services moved to other hosts.
+#[test]
+fn the_three_host_example_is_the_demo_on_three_hosts() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-hosts.toml");
+    let example = stack::load(&path).unwrap_or_else(|errors| panic!("{errors:?}"));
+    let demo = stack::demo().unwrap();
+    let names = |s: &stack::Stack| {
+        s.services
+            .iter()
+            .map(|x| x.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&example), names(&demo));
+    assert_eq!(example.remote_hosts(), ["db", "mail"]);
+    assert_eq!(example.host_of(example.service("user").unwrap()), "db");
+    assert_eq!(example.host_of(example.service("order").unwrap()), "web");
+}

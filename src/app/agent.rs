@@ -19,6 +19,9 @@ use crate::{
     supervisor::{ShutdownReport, SupervisorOptions},
 };
 
+/// How long a stopping agent tries to tell the console it leaves.
+const FAREWELL: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("the stack has no [nats] table: an agent reaches the console through NATS")]
@@ -102,8 +105,16 @@ pub async fn run(
     for task in bridge {
         task.abort();
     }
-    // The console hears the agent left, rather than waiting to find it unreachable.
-    status.publish(true).await;
-    let _ = client.flush().await;
+    // The console hears the agent left, rather than waiting to find it unreachable; within a
+    // bound, since the server may be gone (the client would wait for it for good).
+    let farewell = async {
+        status.publish(true).await;
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(FAREWELL, farewell).await.is_err() {
+        tracing::warn!(
+            "the NATS server did not take the agent's farewell; the console will find the host unreachable"
+        );
+    }
     Ok(report?)
 }

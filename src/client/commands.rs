@@ -44,8 +44,21 @@ pub fn ps_table(view: &ConsoleView) -> String {
         crate::api::human::duration(view.uptime),
         view.gateway.as_deref().unwrap_or("-")
     );
+    // A stack on several hosts says where each service runs, after its name.
+    let hosts = view.services.iter().any(|s| s.host.is_some());
+    let name = |name: &str, host: Option<&str>| match host {
+        Some(host) if hosts => format!("{name}@{host}"),
+        _ => name.to_string(),
+    };
+    let name_width = view
+        .services
+        .iter()
+        .map(|s| name(&s.name, s.host.as_deref()).chars().count() + 1)
+        .max()
+        .unwrap_or(0)
+        .max(16);
     out.push_str(&format!(
-        "{:<16} {:<9} {:>7} {:>8} {:>8} {:>6} {:>9} {:>8} {:>7} {:<9} {}\n",
+        "{:<name_width$} {:<11} {:>7} {:>8} {:>8} {:>6} {:>9} {:>8} {:>7} {:<9} {}\n",
         "NAME",
         "STATE",
         "READY",
@@ -58,15 +71,9 @@ pub fn ps_table(view: &ConsoleView) -> String {
         "BREAKER",
         "NEXT"
     ));
-    // A stack on several hosts says where each service runs, after its name.
-    let hosts = view.services.iter().any(|s| s.host.is_some());
-    let name = |name: &str, host: Option<&str>| match host {
-        Some(host) if hosts => format!("{name}@{host}"),
-        _ => name.to_string(),
-    };
     for s in &view.services {
         out.push_str(&format!(
-            "{:<16} {:<9} {:>7} {:>8} {:>8} {:>6.1} {:>9} {:>8.1} {:>7.1} {:<9} {}\n",
+            "{:<name_width$} {:<11} {:>7} {:>8} {:>8} {:>6.1} {:>9} {:>8.1} {:>7.1} {:<9} {}\n",
             name(&s.name, s.host.as_deref()),
             s.state.as_str(),
             format!("{}/{}", s.ready, s.replicas),
@@ -289,5 +296,35 @@ mod tests {
             order.ends_with("open      retry in 28s, probe in 4s"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn ps_names_the_host_of_a_service_elsewhere_and_keeps_its_columns() {
+        let mut mail = row("notification", InstanceState::Unreachable, 0, None);
+        mail.host = Some("mail-server-2".into());
+        let view = ConsoleView {
+            stack: "shop".into(),
+            services: vec![row("order", InstanceState::Ready, 1, Some(7)), mail],
+            ..ConsoleView::default()
+        };
+        let table = ps_table(&view);
+        let state_at = |line: &str| {
+            line.find(|c: char| c.is_whitespace())
+                .map(|end| end + line[end..].find(|c: char| !c.is_whitespace()).unwrap_or(0))
+        };
+        let lines: Vec<&str> = table.lines().skip(1).collect();
+        assert!(
+            lines[2].starts_with("notification@mail-server-2  unreachable"),
+            "{table}"
+        );
+        assert!(lines[1].starts_with("order "), "{table}");
+        let columns: Vec<Option<usize>> = lines.iter().map(|l| state_at(l)).collect();
+        assert!(columns.windows(2).all(|w| w[0] == w[1]), "{table}");
+        // The READY column lines up too, after the longest state.
+        let ready_at: Vec<Option<usize>> = lines
+            .iter()
+            .map(|l| l.find("/1").or(l.find("READY").map(|r| r + 3)))
+            .collect();
+        assert!(ready_at.windows(2).all(|w| w[0] == w[1]), "{table}");
     }
 }
