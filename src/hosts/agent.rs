@@ -7,7 +7,7 @@
 //! - down: frames from the console are written to the instance they name, if it is still the
 //!   same process (same generation); a request for one that is gone or full is answered
 //!   `unavailable` or `overloaded` at once, from here;
-//! - status: its instances every second and at every lifecycle event;
+//! - status: its instances twice a second and at every lifecycle event;
 //! - logs: its services' log lines, as kept here (within each service's log budget);
 //! - control: commands from the console, carried out by its supervisor.
 //!
@@ -41,8 +41,10 @@ use crate::{
 /// Frames queued for the console before a service's request is refused `overloaded` (and
 /// other frames dropped and counted).
 pub const UP_QUEUE: usize = 8192;
-/// How often the agent publishes its status when nothing changes.
-pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// How often the agent publishes its status when nothing changes: five times within the
+/// console's [`UNREACHABLE_AFTER`](super::remote::UNREACHABLE_AFTER), so one late or lost
+/// status is no alarm.
+pub const STATUS_EVERY: Duration = Duration::from_millis(500);
 
 /// The agent's router's way up: frames are encoded where they were read and queued for one
 /// publisher task.

@@ -70,7 +70,7 @@ pub async fn connect(
         .name(format!("switchboard {stack} {host}"))
         .connection_timeout(FIRST_CONNECT)
         .max_reconnects(None)
-        // A console and its agents exchange status every second; a dead link shows in 3 s
+        // An agent sends its status twice a second; a dead link shows in 2.5 s
         // anyway (see `remote`), so the client's own keepalive need not be eager.
         .ping_interval(Duration::from_secs(10))
         .connect(spec.url.as_str())

@@ -60,16 +60,7 @@ struct Names {
 
 impl Names {
     fn new(stack: &str) -> Names {
-        let token: String = stack
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let token = super::subjects::token(stack);
         Names {
             stream: format!("SWITCHBOARD_{token}"),
             prefix: format!("switchboard.{token}.events"),

@@ -7,8 +7,8 @@
 //! - frames: every frame an agent's services write goes up to the console (the agent routes
 //!   nothing, see [`crate::router::Uplink`]); the console routes it as it routes a frame from
 //!   a local pipe, and sends frames down to a remote instance through a [`link::NatsLink`];
-//! - status: each agent publishes its instances (state, pid, CPU, memory, heartbeat) every
-//!   second and at every change; an agent not heard for [`remote::UNREACHABLE_AFTER`] is
+//! - status: each agent publishes its instances (state, pid, CPU, memory, heartbeat, segment)
+//!   twice a second and at every change; an agent not heard for [`remote::UNREACHABLE_AFTER`] is
 //!   unreachable, and its instances' callers are answered `unavailable` at once;
 //! - commands: restart, stop, start, kill, scale and run go to the agent, whose supervisor
 //!   carries them out.

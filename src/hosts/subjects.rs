@@ -65,7 +65,7 @@ impl Subjects {
 
 /// A stack name as one subject token: what is not a letter, a digit, `-` or `_` becomes `_`
 /// (a stack name may hold dots and spaces; a subject token may not).
-fn token(name: &str) -> String {
+pub(crate) fn token(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {

@@ -52,7 +52,7 @@ pub struct Down {
     pub envelope: Envelope,
 }
 
-/// What an agent publishes on `…HOST.status`, every second and at every change.
+/// What an agent publishes on `…HOST.status`, twice a second and at every change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct HostStatus {
     /// Identifies this run of the agent (its start, in Unix microseconds): a new value means
@@ -67,7 +67,7 @@ pub struct HostStatus {
 }
 
 /// Runs of each job a status carries, and the longest result of each it carries whole: a
-/// status goes out every second, so it stays small; the console shows a longer result cut.
+/// status goes out twice a second, so it stays small; the console shows a longer result cut.
 pub const RUNS_REPORTED: usize = 5;
 pub const RESULT_REPORTED: usize = 16 * 1024;
 
