@@ -1068,3 +1068,105 @@ async fn a_durable_topic_loses_nothing_across_restarts() {
     );
     stack.stop();
 }
+
+/// A host that misbehaves on NATS (garbage on its subjects, a status speaking for another
+/// host's service, a replica number no service can have, a frame from an instance never
+/// adopted) changes nothing: the console stays up and shows what the real agents say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_host_cannot_mislead_the_console() {
+    use switchboard::hosts::wire::{HostStatus, InstanceKey, RemoteInstance, UpRef};
+    let stack = Stack::start(None, "", no_env);
+    let before = stack
+        .until("every service ready", |v| {
+            ready(v, &["user", "order", "notification", "probe"])
+        })
+        .await;
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let key = |service: &str, replica: u32| InstanceKey {
+        service: service.into(),
+        replica,
+        boot: 1,
+        generation: 1,
+    };
+    let claim = |service: &str, replica: u32| RemoteInstance {
+        key: key(service, replica),
+        state: InstanceState::Ready,
+        pid: Some(1),
+        routable: true,
+        version: None,
+        methods: vec!["get".into()],
+        topics: Vec::new(),
+        restarts: 0,
+        uptime_ms: None,
+        heartbeat_age_ms: None,
+        cpu_percent: 0.0,
+        rss_bytes: 0,
+        last_exit: None,
+        snapshot: None,
+    };
+    for subject in ["up", "status", "logs"] {
+        client
+            .publish(
+                format!("switchboard.hosts.a.{subject}"),
+                vec![0xff; 64].into(),
+            )
+            .await
+            .unwrap();
+    }
+    // Host a speaks for b's notification, and for a replica of user far past any limit; its
+    // own status goes on beside (its agent publishes twice a second), so only the claims
+    // would show.
+    let lies = HostStatus {
+        boot: 1,
+        agent_pid: 1,
+        leaving: false,
+        instances: vec![claim("notification", 0), claim("user", u32::MAX)],
+        runs: Vec::new(),
+    };
+    client
+        .publish(
+            "switchboard.hosts.a.status",
+            postcard::to_allocvec(&lies).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let request = switchboard_protocol::Envelope {
+        id: 9,
+        kind: switchboard_protocol::Kind::Request,
+        destination: "order".into(),
+        method: "get".into(),
+        ..Default::default()
+    };
+    let stranger = key("user", 7);
+    client
+        .publish(
+            "switchboard.hosts.a.up",
+            postcard::to_allocvec(&UpRef::Frame {
+                key: &stranger,
+                envelope: &request,
+            })
+            .unwrap()
+            .into(),
+        )
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = stack.view().await.expect("the console is up");
+    assert_eq!(
+        row(&after, "notification").pid,
+        row(&before, "notification").pid,
+        "host a spoke for b"
+    );
+    assert!(ready(&after, &["user", "order", "notification", "probe"]));
+    assert!(
+        row(&after, "user")
+            .instances
+            .iter()
+            .all(|r| r.replica < 1000),
+        "{:?}",
+        row(&after, "user").instances
+    );
+    shop_works(&stack).await;
+    stack.stop();
+}

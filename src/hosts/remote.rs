@@ -35,7 +35,7 @@ use crate::{
     logs::line_codec,
     registry::{self, Instance, InstanceHandle, InstanceId, InstanceState},
     stack::Stack,
-    supervisor::{Command, ControlError, RemoteControl, Reply, Supervisor},
+    supervisor::{Command, ControlError, MAX_REPLICAS, RemoteControl, Reply, Supervisor},
     transport::{Link, Segment},
 };
 
@@ -215,7 +215,9 @@ impl Tracker {
                     return;
                 };
                 if let Kind::Hello(hello) = &envelope.kind {
-                    let handle = self.adopt(host, index, &key, None);
+                    let Some(handle) = self.adopt(host, index, &key, None) else {
+                        return;
+                    };
                     set_topics(&self.supervisor, &handle, hello.topics.clone());
                     let mut registry = registry::write(self.supervisor.registry());
                     if let Some(instance) = registry.instance_mut(handle.id) {
@@ -300,7 +302,8 @@ impl Tracker {
     }
 
     /// The console's handle on `key`: the one it has, or a new one (retiring the replica's
-    /// previous process).
+    /// previous process). `None` for a replica number no service can have (an agent is not
+    /// trusted to keep within [`MAX_REPLICAS`]), or a host the console does not link to.
     ///
     /// Its segment is relayed when it speaks the protocol: adopted at its Hello, or listed
     /// with a snapshot.
@@ -310,9 +313,13 @@ impl Tracker {
         index: usize,
         key: &InstanceKey,
         status: Option<&RemoteInstance>,
-    ) -> Arc<InstanceHandle> {
+    ) -> Option<Arc<InstanceHandle>> {
         if let Some(handle) = self.tracked(host, index, key) {
-            return handle;
+            return Some(handle);
+        }
+        if key.replica >= MAX_REPLICAS || !self.hosts.contains_key(host) {
+            tracing::warn!(%host, service = %key.service, replica = key.replica, "an instance the console cannot take; ignored");
+            return None;
         }
         self.retire(host, index, key.replica, None);
         let generation = self.next_generation;
@@ -322,9 +329,7 @@ impl Tracker {
             replica: key.replica,
             generation,
         };
-        let Some(entry) = self.hosts.get_mut(host) else {
-            unreachable_host(host)
-        };
+        let entry = self.hosts.get_mut(host)?;
         let handle = Arc::new(InstanceHandle {
             id,
             service: Arc::from(key.service.as_str()),
@@ -362,7 +367,7 @@ impl Tracker {
         };
         let to = status.map_or(InstanceState::Starting, |s| s.state);
         self.state_event(index, key.replica, from, to);
-        handle
+        Some(handle)
     }
 
     /// The console lets go of `replica`'s process: nothing more is routed to it, and its
@@ -527,8 +532,11 @@ impl Tracker {
     /// One instance as its agent reports it: adopted while it has a process, let go when not.
     async fn instance_status(&mut self, host: &str, index: usize, status: &RemoteInstance) {
         let key = &status.key;
+        if key.replica >= MAX_REPLICAS {
+            return;
+        }
         let handle = if status.state.has_process() {
-            Some(self.adopt(host, index, key, Some(status)))
+            self.adopt(host, index, key, Some(status))
         } else {
             self.retire(host, index, key.replica, None);
             None
@@ -668,12 +676,6 @@ impl Tracker {
             ));
         }
     }
-}
-
-fn unreachable_host(host: &str) -> ! {
-    // `host` came from `host_named`, which checked it is in the map, and hosts are never
-    // removed from it.
-    panic!("host `{host}` is not tracked")
 }
 
 /// Records the topics an instance subscribes to, for the router and the console.
