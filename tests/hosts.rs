@@ -1170,3 +1170,62 @@ async fn a_hostile_host_cannot_mislead_the_console() {
     shop_works(&stack).await;
     stack.stop();
 }
+
+/// The Python SDK acknowledges durable events: five events reach a Python subscriber once
+/// each, and none comes again after the topic's `ack_wait` (2 s) has passed twice over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_acknowledges_durable_events() {
+    fn python_stack(nats: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/durable_subscriber.py")
+            .display()
+            .to_string();
+        // It publishes the events too: the probe's bodies are postcard, which it cannot read.
+        durable_stack(nats)
+            .replace(
+                "[services.subscriber]\nbuiltin = \"probe\"\nhost = \"b\"\nenv = { PROBE_SUBSCRIBE = \"jobs.*\" }\n",
+                &format!("[services.subscriber]\ncommand = \"python3\"\nargs = [\"{script}\"]\nprotocol = true\n"),
+            )
+            .replace("call = \"publisher.publish\"", "call = \"subscriber.publish\"")
+            // Host b's agent has a service still.
+            .replace(
+                "[services.publisher]\nbuiltin = \"probe\"\n",
+                "[services.publisher]\nbuiltin = \"probe\"\nhost = \"b\"\n",
+            )
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "jetstream {{\n  store_dir: \"{}\"\n}}\n",
+        dir.path().join("jetstream").display()
+    );
+    let stack = Stack::start_in(dir, python_stack, Some(&config), "", no_env);
+    stack
+        .until("every service ready", |v| {
+            ready(v, &["publisher", "subscriber", "idle"])
+        })
+        .await;
+    assert_eq!(row(&stack.view().await.unwrap(), "subscriber").host, None);
+    let texts: Vec<String> = (0..5).map(|i| format!("event {i}")).collect();
+    for text in &texts {
+        publish(&stack, text).await;
+    }
+    let file = stack.data("durable-taken.txt");
+    let lines = || {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<String>>()
+    };
+    let deadline = Instant::now() + LIMIT;
+    while !texts.iter().all(|t| lines().contains(t)) {
+        assert!(Instant::now() < deadline, "taken: {:?}", lines());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Unacknowledged, each would come again after 2 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut taken = lines();
+    taken.sort();
+    assert_eq!(taken, texts, "delivered again: not acknowledged");
+    stack.stop();
+}

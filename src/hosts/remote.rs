@@ -43,7 +43,8 @@ use crate::{
 /// Checked every [`CHECK_EVERY`], so a host that goes silent is shown unreachable within
 /// 2.6 s of its last status, under the 3 s the console promises.
 pub const UNREACHABLE_AFTER: Duration = Duration::from_millis(2500);
-const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often silence is checked for.
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long a command for another host waits for its agent's answer.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Console generations of remote instances start here, clear of the supervisor's own.
