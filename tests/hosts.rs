@@ -294,6 +294,16 @@ fn json_of(response: &RawResponse) -> Value {
     serde_json::from_slice(&response.body).unwrap_or(Value::Null)
 }
 
+/// Creates a user through the gateway (user runs on host a, or beside the console); its id.
+async fn create_user(stack: &Stack, name: &str) -> i64 {
+    let email = format!("{}@example.com", name.to_lowercase());
+    let created = stack
+        .post("/users", &json!({ "name": name, "email": email }))
+        .await;
+    assert!(created.status.is_success(), "{:?}", json_of(&created));
+    json_of(&created)["id"].as_i64().expect("a user id")
+}
+
 /// Places an order for `user`; its id when acknowledged.
 async fn order(stack: &Stack, user: i64) -> Option<i64> {
     let body = json!({ "user_id": user, "item": "cable", "quantity": 1 });
@@ -325,14 +335,7 @@ async fn one_console_routes_and_commands_services_on_three_hosts() {
     );
 
     // Gateway (console) → user (a).
-    let created = stack
-        .post(
-            "/users",
-            &json!({ "name": "Ann", "email": "ann@example.com" }),
-        )
-        .await;
-    assert!(created.status.is_success(), "{:?}", json_of(&created));
-    let user = json_of(&created)["id"].as_i64().unwrap();
+    let user = create_user(&stack, "Ann").await;
     // order (console) → user (a), then order's events → notification (b), which calls
     // order (console) back.
     let placed = order(&stack, user)
@@ -456,13 +459,7 @@ async fn hosts_that_go_silent_are_unreachable_and_come_back_without_restarts() {
             ready(v, &["user", "order", "notification", "probe"])
         })
         .await;
-    let created = stack
-        .post(
-            "/users",
-            &json!({ "name": "Bo", "email": "bo@example.com" }),
-        )
-        .await;
-    let user = json_of(&created)["id"].as_i64().expect("a user id");
+    let user = create_user(&stack, "Bo").await;
 
     // The agent of a dies with its keeper's help: nothing of host a is left.
     let agent = stack.agents.remove("a").unwrap();
@@ -609,14 +606,7 @@ async fn shop_works(stack: &Stack) {
             ready(v, &["user", "order", "notification", "probe"])
         })
         .await;
-    let created = stack
-        .post(
-            "/users",
-            &json!({ "name": "Cy", "email": "cy@example.com" }),
-        )
-        .await;
-    assert!(created.status.is_success(), "{:?}", json_of(&created));
-    let user = json_of(&created)["id"].as_i64().unwrap();
+    let user = create_user(stack, "Cy").await;
     let placed = order(stack, user).await.expect("the order is acknowledged");
     let deadline = Instant::now() + LIMIT;
     loop {
@@ -866,13 +856,7 @@ async fn the_shop_loses_nothing_while_services_on_three_hosts_are_killed() {
     let view = stack.view().await.unwrap();
     assert_eq!(row(&view, "order").host.as_deref(), Some("a"));
     assert_eq!(row(&view, "user").host, None);
-    let created = stack
-        .post(
-            "/users",
-            &json!({ "name": "Di", "email": "di@example.com" }),
-        )
-        .await;
-    let user = json_of(&created)["id"].as_i64().expect("a user id");
+    let user = create_user(&stack, "Di").await;
 
     let until = Instant::now() + Duration::from_secs(8);
     let stack = std::sync::Arc::new(stack);
