@@ -647,6 +647,19 @@ async fn an_agent_with_a_wrong_credential_is_refused() {
         vec![("HOSTS_NATS_PASSWORD", "s3cret-of-the-stack".to_string())]
     });
     shop_works(&stack).await;
+    // A second agent for a host whose agent runs says so, in an agent's words.
+    let second = Command::new(SWITCHBOARD)
+        .args(["agent", "--host", "a"])
+        .arg(&stack.file)
+        .env("HOSTS_NATS_PASSWORD", "s3cret-of-the-stack")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        said.contains("the agent of host `a` is already running as pid"),
+        "{said}"
+    );
     let wrong = Command::new(SWITCHBOARD)
         .args(["agent", "--host", "a"])
         .arg(&stack.file)

@@ -32,8 +32,10 @@ pub enum AgentError {
     UnknownHost { host: String, hosts: String },
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("the agent of host `{host}` is already running as pid {pid}; stop it first (SIGTERM)")]
+    AlreadyRunning { host: String, pid: u32 },
     #[error(transparent)]
-    App(#[from] AppError),
+    App(AppError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -59,7 +61,16 @@ pub async fn run(
     let client = crate::hosts::connect(&nats, &stack.name, host).await?;
     let subjects = Subjects::new(&stack.name);
     let mut signals = Signals::install().map_err(AgentError::Signals)?;
-    let app = App::start(stack.for_host(host), options, Bind::Off).await?;
+    let app = App::start(stack.for_host(host), options, Bind::Off)
+        .await
+        .map_err(|err| match err {
+            // The console's words (attach, down) do not fit an agent.
+            AppError::AlreadyRunning { pid, .. } => AgentError::AlreadyRunning {
+                host: host.to_string(),
+                pid,
+            },
+            other => AgentError::App(other),
+        })?;
     let supervisor = app.supervisor.clone();
     let boot = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -116,5 +127,5 @@ pub async fn run(
             "the NATS server did not take the agent's farewell; the console will find the host unreachable"
         );
     }
-    Ok(report?)
+    report.map_err(AgentError::App)
 }
