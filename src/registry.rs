@@ -169,6 +169,29 @@ pub struct InstanceHandle {
 }
 
 impl InstanceHandle {
+    /// A new instance's handle, nothing counted yet, not routable until it says Ready.
+    pub fn new(
+        id: InstanceId,
+        service: &str,
+        pid: u32,
+        link: Arc<dyn Link>,
+        segment: Option<Segment>,
+    ) -> InstanceHandle {
+        InstanceHandle {
+            id,
+            service: Arc::from(service),
+            pid,
+            link,
+            segment,
+            outstanding: AtomicU64::new(0),
+            bad_frames: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
+            congested: AtomicBool::new(false),
+            routable: AtomicBool::new(false),
+            subscriptions: RwLock::new(Vec::new()),
+        }
+    }
+
     pub fn is_routable(&self) -> bool {
         self.routable.load(Ordering::Acquire)
     }

@@ -25,12 +25,7 @@ use common::{SWITCHBOARD, processes_under, signal, spawn_reading_lines, stack_fi
 use hyper::Method;
 use rustix::process::Signal;
 use serde_json::{Value, json};
-use switchboard::{
-    api::ConsoleView,
-    client::{Client, Target},
-    gateway::auth,
-    registry::InstanceState,
-};
+use switchboard::{api::ConsoleView, client::Client, registry::InstanceState};
 
 /// How long services are killed for.
 const CHAOS: Duration = Duration::from_secs(20);
@@ -90,22 +85,8 @@ impl Console {
         let line = lines
             .recv_timeout(Duration::from_secs(30))
             .expect("the console did not print its gateway address");
-        let address = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .parse()
-            .unwrap();
-        let token =
-            std::fs::read_to_string(dir.path().join(".switchboard/run").join(auth::TOKEN_FILE))
-                .expect("no token file")
-                .trim()
-                .to_string();
-        let client = Client::new(Target {
-            address: switchboard::client::Endpoint::Tcp(address),
-            token: Some(token),
-        });
+        let address = common::gateway_address(&line).expect("an address");
+        let client = common::gateway_client(dir.path(), address);
         Console { child, dir, client }
     }
 

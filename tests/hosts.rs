@@ -21,8 +21,7 @@ use rustix::process::Signal;
 use serde_json::{Value, json};
 use switchboard::{
     api::ConsoleView,
-    client::{Client, Endpoint, RawResponse, Target},
-    gateway::auth,
+    client::{Client, RawResponse},
     registry::InstanceState,
 };
 
@@ -259,22 +258,8 @@ fn console(dir: &Path, file: &Path, env: &[(&'static str, String)]) -> (Process,
     let line = lines
         .recv_timeout(Duration::from_secs(30))
         .expect("the console did not print its gateway address");
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token = std::fs::read_to_string(dir.join(".switchboard/run").join(auth::TOKEN_FILE))
-        .expect("no token file")
-        .trim()
-        .to_string();
-    let client = Client::new(Target {
-        address: Endpoint::Tcp(address),
-        token: Some(token),
-    });
-    (child, client)
+    let address = common::gateway_address(&line).expect("an address");
+    (child, common::gateway_client(dir, address))
 }
 
 fn row<'v>(view: &'v ConsoleView, name: &str) -> &'v switchboard::api::ServiceRow {

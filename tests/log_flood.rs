@@ -16,10 +16,7 @@ use std::{
 
 use common::{SWITCHBOARD, spawn_reading_lines, stack_file};
 use hyper::Method;
-use switchboard::{
-    client::{Client, Endpoint, Target},
-    gateway::auth,
-};
+use switchboard::client::Client;
 
 const STACK: &str = r#"
 name = "flood"
@@ -69,18 +66,11 @@ fn start() -> Console {
         let line = said
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the console did not print its gateway address");
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        if let Some(address) = common::gateway_address(&line) {
+            break address;
         }
     };
-    let token = std::fs::read_to_string(dir.path().join(".switchboard/run").join(auth::TOKEN_FILE))
-        .expect("no token file")
-        .trim()
-        .to_string();
-    let client = Client::new(Target {
-        address: Endpoint::Tcp(address),
-        token: Some(token),
-    });
+    let client = common::gateway_client(dir.path(), address);
     Console {
         child,
         _dir: dir,

@@ -23,7 +23,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
-use switchboard_protocol::{Envelope, ErrorCode, Kind, Status};
+use switchboard_protocol::{Envelope, ErrorCode, Kind};
 use tokio::sync::mpsc;
 
 use super::wire::{
@@ -33,7 +33,7 @@ use super::wire::{
 use crate::{
     logs::LogStore,
     registry::{self, InstanceHandle, JobRun, SharedRegistry},
-    router::Uplink,
+    router::{Uplink, error_answer},
     supervisor::{Command, Reply, Supervisor},
     transport::SendError,
 };
@@ -93,12 +93,7 @@ impl AgentUplink {
 
     /// Answers `request`, which came down for `key`, with an error from here.
     fn refuse(&self, key: &InstanceKey, request: &Envelope, code: ErrorCode, message: &str) {
-        let answer = Envelope {
-            correlation: request.id,
-            trace: request.trace,
-            kind: Kind::Response(Status::error(code, message)),
-            ..Envelope::default()
-        };
+        let answer = error_answer(request.id, request.trace, code, message);
         let _ = self.send(&UpRef::Frame {
             key,
             envelope: &answer,
@@ -118,15 +113,12 @@ impl Uplink for AgentUplink {
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             if envelope.kind == Kind::Request {
-                let answer = Envelope {
-                    correlation: envelope.id,
-                    trace: envelope.trace,
-                    kind: Kind::Response(Status::error(
-                        ErrorCode::Overloaded,
-                        "the agent's way to the console is full",
-                    )),
-                    ..Envelope::default()
-                };
+                let answer = error_answer(
+                    envelope.id,
+                    envelope.trace,
+                    ErrorCode::Overloaded,
+                    "the agent's way to the console is full",
+                );
                 let _ = from.link.try_send(&answer);
             }
         }

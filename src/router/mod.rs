@@ -400,7 +400,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn error_answer(correlation: u64, trace: u64, code: ErrorCode, message: &str) -> Envelope {
+/// The answer that refuses request `correlation` with `code`: what the router, and an agent or
+/// the console speaking for a host, send a caller instead of the target's own answer.
+pub fn error_answer(correlation: u64, trace: u64, code: ErrorCode, message: &str) -> Envelope {
     Envelope {
         correlation,
         trace,

@@ -400,3 +400,30 @@ pub fn processes_under(dir: &Path) -> Vec<u32> {
     }
     found
 }
+
+/// The address in a headless console's `gateway on http://ADDR …` line.
+pub fn gateway_address(line: &str) -> Option<std::net::SocketAddr> {
+    line.split("http://")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A client of the gateway at `address` of the console whose stack lives in `dir`, with the
+/// admin token it wrote to its run directory.
+pub fn gateway_client(dir: &Path, address: std::net::SocketAddr) -> switchboard::client::Client {
+    use switchboard::client::{Client, Endpoint, Target};
+    let token = std::fs::read_to_string(
+        dir.join(".switchboard/run")
+            .join(switchboard::gateway::auth::TOKEN_FILE),
+    )
+    .expect("no token file")
+    .trim()
+    .to_string();
+    Client::new(Target {
+        address: Endpoint::Tcp(address),
+        token: Some(token),
+    })
+}

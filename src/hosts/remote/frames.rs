@@ -2,6 +2,7 @@
 //! readiness and subscriptions, routing the rest; and letting an instance go.
 
 use super::*;
+use crate::router::error_answer;
 
 impl Tracker {
     pub(super) async fn up(&mut self, host: &str, up: Up) {
@@ -76,15 +77,12 @@ impl Tracker {
             return;
         }
         if let Some(entry) = self.hosts.get(host) {
-            let answer = Envelope {
-                correlation: envelope.id,
-                trace: envelope.trace,
-                kind: Kind::Response(Status::error(
-                    ErrorCode::Unavailable,
-                    "the console has not adopted this instance yet",
-                )),
-                ..Envelope::default()
-            };
+            let answer = error_answer(
+                envelope.id,
+                envelope.trace,
+                ErrorCode::Unavailable,
+                "the console has not adopted this instance yet",
+            );
             let _ = entry.down.link(key.clone()).try_send(&answer);
         }
     }
@@ -132,21 +130,16 @@ impl Tracker {
             generation,
         };
         let entry = self.hosts.get_mut(host)?;
-        let handle = Arc::new(InstanceHandle {
+        let segment = status
+            .is_none_or(|s| s.snapshot.is_some())
+            .then(Segment::relayed);
+        let handle = Arc::new(InstanceHandle::new(
             id,
-            service: Arc::from(key.service.as_str()),
-            pid: status.and_then(|s| s.pid).unwrap_or(0),
-            link: Arc::new(entry.down.link(key.clone())),
-            segment: status
-                .is_none_or(|s| s.snapshot.is_some())
-                .then(Segment::relayed),
-            outstanding: AtomicU64::new(0),
-            bad_frames: AtomicU64::new(0),
-            degraded: AtomicBool::new(false),
-            congested: AtomicBool::new(false),
-            routable: AtomicBool::new(false),
-            subscriptions: RwLock::new(Vec::new()),
-        });
+            &key.service,
+            status.and_then(|s| s.pid).unwrap_or(0),
+            Arc::new(entry.down.link(key.clone())),
+            segment,
+        ));
         entry.tracked.insert(
             (index, key.replica),
             Tracked {

@@ -24,16 +24,13 @@ mod status;
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
 use futures::StreamExt;
-use switchboard_protocol::{Envelope, ErrorCode, Kind, Status};
+use switchboard_protocol::{Envelope, ErrorCode, Kind};
 
 use super::{
     ConnectError,

@@ -2,10 +2,7 @@
 //! spawning the process of one replica slot (with its metrics segment and instance task).
 
 use std::{
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64},
-    },
+    sync::Arc,
     time::{Instant, SystemTime},
 };
 
@@ -164,19 +161,13 @@ impl Core {
         let pid = child.id().unwrap_or(0);
         let (inbox_tx, inbox_rx) = crate::transport::inbox(INBOX);
         let (control_tx, control_rx) = mpsc::channel(8);
-        let handle = Arc::new(InstanceHandle {
+        let handle = Arc::new(InstanceHandle::new(
             id,
-            service: Arc::from(spec.name.as_str()),
+            &spec.name,
             pid,
-            link: Arc::new(inbox_tx),
-            segment: segment_reader.map(crate::transport::Segment::Mapped),
-            outstanding: AtomicU64::new(0),
-            bad_frames: AtomicU64::new(0),
-            degraded: AtomicBool::new(false),
-            congested: AtomicBool::new(false),
-            routable: AtomicBool::new(false),
-            subscriptions: RwLock::new(Vec::new()),
-        });
+            Arc::new(inbox_tx),
+            segment_reader.map(crate::transport::Segment::Mapped),
+        ));
         {
             let mut registry = registry::write(&self.registry);
             if let Some(instance) = registry.instance_mut(id) {
