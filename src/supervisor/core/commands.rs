@@ -165,11 +165,26 @@ impl Core {
         let signal = self.stack.services[slot.0].stop_signal;
         let _ = control.try_send(Control::Stop { grace, signal });
         self.intents.insert(slot, intent);
-        let id = registry::read(&self.registry)
-            .services
-            .get(slot.0)
-            .and_then(|s| s.replica(slot.1))
-            .map(|i| i.id);
+        let (id, handle) = {
+            let registry = registry::read(&self.registry);
+            let instance = registry
+                .services
+                .get(slot.0)
+                .and_then(|s| s.replica(slot.1));
+            (
+                instance.map(|i| i.id),
+                instance.and_then(|i| i.handle.clone()),
+            )
+        };
+        // From now on nothing new is routed to it: the instance task queues Shutdown only when
+        // it next runs, and a request routed in between would be taken by a service that was
+        // told to stop (tests/services.rs `orders_check_their_user_and_never_hang` saw it under
+        // load).
+        if let Some(handle) = handle {
+            handle
+                .routable
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
         if let Some(id) = id {
             self.set_state(id, InstanceState::Stopping);
         }
