@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_protocol::{Body, Envelope, Kind, Status};
 
-use super::{BenchStack, Figure, callgrind};
+use super::{BenchStack, Figure, callgrind, spread_hub};
 use crate::{router::GATEWAY, supervisor::SupervisorOptions};
 
 pub const SIZES: [usize; 4] = [1, 10, 100, 500];
@@ -50,6 +50,20 @@ struct Measured {
     /// Console CPU while the calls ran, in percent of a core.
     busy_percent: f64,
     idle_percent: f64,
+    /// The probes' CPU per call, all together, and the bench client's, in µs.
+    probes_per_call_us: f64,
+    client_per_call_us: f64,
+    /// The bare spread hub at the same N ([`spread_hub`]): its rate and CPU per round trip.
+    bare: Option<Bare>,
+}
+
+/// The bare spread hub's medians at one size.
+#[derive(Debug, Clone, Copy)]
+struct Bare {
+    rate: f64,
+    cpu_per_call_us: f64,
+    user_per_call_us: f64,
+    system_per_call_us: f64,
 }
 
 /// This process's CPU time so far, (user, system) in seconds, to the microsecond (the ticks
@@ -101,6 +115,9 @@ struct Run {
     /// Per call, idle taken out, in µs.
     per_call: Cpu,
     busy_percent: f64,
+    /// The probes' CPU per call, all of them together, and the bench client's, in µs.
+    probes_per_call_us: f64,
+    client_per_call_us: f64,
 }
 
 /// How many calls per run, and how many runs per size.
@@ -176,9 +193,10 @@ async fn measure(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Me
     window.close_with(&format!("wall_s={wall:.6}"));
     let idle = own_cpu().since(before).scaled(1.0 / wall);
     let targets: Vec<String> = (0..n).map(|i| format!("e{i:03}")).collect();
+    let pids = Pids::of(&bench);
     let mut runs = Vec::with_capacity(plan.runs);
     for _ in 0..plan.runs {
-        if let Some(run) = spread(&bench, &targets, idle, plan).await {
+        if let Some(run) = spread(&bench, &targets, &pids, idle, plan).await {
             runs.push(run);
         }
     }
@@ -186,11 +204,8 @@ async fn measure(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Me
     if runs.is_empty() {
         return None;
     }
-    let median = |pick: fn(&Run) -> f64| {
-        let mut values: Vec<f64> = runs.iter().map(pick).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
+    let median = |pick: fn(&Run) -> f64| median(runs.iter().map(pick));
+    let bare = bare(options, n, plan).await;
     Some(Measured {
         n,
         rate: median(|r| r.rate),
@@ -199,12 +214,55 @@ async fn measure(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Me
         system_per_call_us: median(|r| r.per_call.system),
         busy_percent: median(|r| r.busy_percent),
         idle_percent: idle.total() * 100.0,
+        probes_per_call_us: median(|r| r.probes_per_call_us),
+        client_per_call_us: median(|r| r.client_per_call_us),
+        bare,
+    })
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The same traffic through the bare spread hub and `n` echo processes, as many runs as the
+/// console had, after the console's stack is gone.
+async fn bare(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Bare> {
+    let exe = options.builtin_exe.clone();
+    let mut runs = Vec::with_capacity(plan.runs);
+    for _ in 0..plan.runs {
+        let exe = exe.clone();
+        let run = tokio::task::spawn_blocking(move || {
+            spread_hub::run(&exe, n, IN_FLIGHT, plan.calls, plan.warmup())
+        })
+        .await;
+        match run {
+            Ok(Ok(run)) => runs.push(run),
+            Ok(Err(err)) => eprintln!("bench: growth: bare hub over {n} echoes: {err}"),
+            Err(err) => eprintln!("bench: growth: bare hub over {n} echoes: {err}"),
+        }
+    }
+    if runs.is_empty() {
+        return None;
+    }
+    Some(Bare {
+        rate: median(runs.iter().map(|r| r.rate)),
+        cpu_per_call_us: median(runs.iter().map(|r| r.user_us + r.system_us)),
+        user_per_call_us: median(runs.iter().map(|r| r.user_us)),
+        system_per_call_us: median(runs.iter().map(|r| r.system_us)),
     })
 }
 
 /// One run of calls spread over `targets`: the rate the client saw, the console's CPU per call
 /// with `idle` (cores) taken out, and its CPU while the calls ran.
-async fn spread(bench: &BenchStack, targets: &[String], idle: Cpu, plan: Plan) -> Option<Run> {
+async fn spread(
+    bench: &BenchStack,
+    targets: &[String],
+    pids: &Pids,
+    idle: Cpu,
+    plan: Plan,
+) -> Option<Run> {
     let warmup = plan.warmup();
     let run = serde_json::json!({
         "target": targets[0], "targets": targets, "method": "bytes", "in_flight": IN_FLIGHT,
@@ -221,11 +279,14 @@ async fn spread(bench: &BenchStack, targets: &[String], idle: Cpu, plan: Plan) -
     };
     let calls = plan.calls + warmup;
     let window = callgrind::Window::open(&format!("growth n={} calls={calls}", targets.len()));
+    let (probes_before, client_before) = (pids.probes_ns(), pids.client_ns());
     let before = own_cpu();
     let started = Instant::now();
     let answer = bench.supervisor.router().call(GATEWAY, request).await;
     let wall = started.elapsed().as_secs_f64();
     let cpu = own_cpu().since(before);
+    let probes_ns = pids.probes_ns().saturating_sub(probes_before);
+    let client_ns = pids.client_ns().saturating_sub(client_before);
     window.close_with(&format!("wall_s={wall:.6}"));
     let (Kind::Response(Status::Ok), Body::Json(json)) = (&answer.kind, &answer.body) else {
         tracing::warn!(?answer, "bench client failed");
@@ -247,7 +308,57 @@ async fn spread(bench: &BenchStack, targets: &[String], idle: Cpu, plan: Plan) -
         rate,
         per_call,
         busy_percent: cpu.total() / wall * 100.0,
+        probes_per_call_us: probes_ns as f64 / 1e3 / calls,
+        client_per_call_us: client_ns as f64 / 1e3 / calls,
     })
+}
+
+/// The processes of a growth stack: the bench client and the probes.
+struct Pids {
+    client: Vec<u32>,
+    probes: Vec<u32>,
+}
+
+impl Pids {
+    fn of(bench: &BenchStack) -> Pids {
+        let registry = crate::registry::read(bench.supervisor.registry());
+        let mut pids = Pids {
+            client: Vec::new(),
+            probes: Vec::new(),
+        };
+        for service in &registry.services {
+            let into = if service.spec.name == "client" {
+                &mut pids.client
+            } else {
+                &mut pids.probes
+            };
+            into.extend(service.instances.iter().filter_map(|i| i.pid));
+        }
+        pids
+    }
+
+    fn probes_ns(&self) -> u64 {
+        self.probes.iter().map(|&pid| on_cpu_ns(pid)).sum()
+    }
+
+    fn client_ns(&self) -> u64 {
+        self.client.iter().map(|&pid| on_cpu_ns(pid)).sum()
+    }
+}
+
+/// A process's time on a CPU so far, all its threads, in ns (`/proc/PID/task/*/schedstat`,
+/// exact, where `/proc/PID/stat` counts 10 ms ticks); 0 for what cannot be read.
+fn on_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 fn figures(measured: &[Measured], plan: Plan) -> Vec<Figure> {
@@ -298,15 +409,70 @@ fn figures(measured: &[Measured], plan: Plan) -> Vec<Figure> {
             unit: "% of a core".into(),
             detail: String::new(),
         });
+        figures.push(Figure {
+            name: "  the probes' CPU per call".into(),
+            value: m.probes_per_call_us,
+            unit: "µs".into(),
+            detail: format!(
+                "all {} together; the bench client's {:.2} µs{}",
+                m.n,
+                m.client_per_call_us,
+                ratio(m.probes_per_call_us, |b| b.probes_per_call_us)
+            ),
+        });
+        if let Some(bare) = m.bare {
+            figures.push(Figure {
+                name: format!("  bare hub over {} echo processes", m.n),
+                value: bare.rate,
+                unit: "calls/s".into(),
+                detail: "the same traffic through one epoll thread, nothing of Switchboard".into(),
+            });
+            figures.push(Figure {
+                name: "    its CPU per call".into(),
+                value: bare.cpu_per_call_us,
+                unit: "µs".into(),
+                detail: format!(
+                    "user {:.2}, system {:.2}{}",
+                    bare.user_per_call_us,
+                    bare.system_per_call_us,
+                    base.and_then(|b| b.bare).map_or(String::new(), |b| format!(
+                        "; {:.2}× that at 1 echo",
+                        bare.cpu_per_call_us / b.cpu_per_call_us
+                    ))
+                ),
+            });
+            figures.push(Figure {
+                name: "  console CPU per call ÷ the bare hub's".into(),
+                value: m.cpu_per_call_us / bare.cpu_per_call_us,
+                unit: "×".into(),
+                detail: format!(
+                    "the kernel's part alone (system time) {:.2}×",
+                    m.system_per_call_us / bare.system_per_call_us
+                ),
+            });
+        }
     }
     if let (Some(b), Some(last)) = (base, measured.last().filter(|m| m.n > 1)) {
         figures.push(Figure {
             name: format!("console CPU per call, {} ÷ 1 services", last.n),
             value: last.cpu_per_call_us / b.cpu_per_call_us,
             unit: "×".into(),
-            detail: "same run; target: about 1 (nothing on the hot path grows with the services)"
-                .into(),
+            detail: "same run; grows with what spreading costs any hub (below)".into(),
         });
+        if let (Some(bare_base), Some(bare_last)) = (b.bare, last.bare) {
+            let at = |m: &Measured, bare: Bare| m.cpu_per_call_us / bare.cpu_per_call_us;
+            figures.push(Figure {
+                name: format!(
+                    "console CPU per call ÷ the bare hub's, {} ÷ 1 services",
+                    last.n
+                ),
+                value: at(last, bare_last) / at(&b, bare_base),
+                unit: "×".into(),
+                detail: "same run; target: about 1 (nothing on the console's hot path grows with \
+                         the services)"
+                    .into(),
+            });
+        }
     }
     figures
 }

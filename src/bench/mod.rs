@@ -20,6 +20,7 @@ mod noisy;
 pub mod pipes;
 pub mod routing;
 mod scale;
+mod spread_hub;
 
 use std::{
     path::PathBuf,
