@@ -256,6 +256,38 @@ fn the_hubs_measure_their_median_round_trip_with_one_in_flight() {
     let many = batched_hub(exe, 8, 300, 30).unwrap();
     assert!(many.rate > 0.0);
     assert_eq!(many.p50, None, "round trips overlap with 8 in flight");
+    // The hub's threads and both peers did some work for each round trip, and not a second.
+    assert!(
+        many.cpu_us > 0.0 && many.cpu_us < 1e6,
+        "CPU per round trip {} µs",
+        many.cpu_us
+    );
+}
+
+/// The growth bench's bare hub deals one client's frames out over several echo processes and
+/// passes their answers back: every round trip comes back (a frame dealt to no echo, or cut at
+/// the wrong byte, would leave the client waiting), with more echoes than frames in flight
+/// and fewer, and its CPU per round trip is measured.
+#[test]
+fn the_spread_hub_deals_frames_over_the_echoes_and_back() {
+    use switchboard::bench::spread_hub;
+    for (echoes, in_flight) in [(1, 4), (7, 5), (3, 64)] {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let exe = std::path::Path::new(SWITCHBOARD);
+            let _ = done.send(spread_hub::run(exe, echoes, in_flight, 3000, 300));
+        });
+        let run = finished
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{echoes} echoes, {in_flight} in flight: round trips lost"))
+            .unwrap();
+        let cpu = run.user_us + run.system_us;
+        assert!(run.rate > 0.0, "{echoes} echoes: rate {}", run.rate);
+        assert!(
+            cpu > 0.0 && cpu < 1e6,
+            "{echoes} echoes: {cpu} µs a round trip"
+        );
+    }
 }
 
 /// The cross-core ping-pong pins its two ends to two of the CPUs this thread may use, and is

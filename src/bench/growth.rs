@@ -24,7 +24,11 @@ use std::time::{Duration, Instant};
 
 use switchboard_protocol::{Body, Envelope, Kind, Status};
 
-use super::{BenchStack, Figure, callgrind, spread_hub};
+use super::{
+    BenchStack, Figure, callgrind,
+    cpu::{Usage, processes_ns},
+    spread_hub,
+};
 use crate::{router::GATEWAY, supervisor::SupervisorOptions};
 
 pub const SIZES: [usize; 4] = [1, 10, 100, 500];
@@ -66,54 +70,12 @@ struct Bare {
     system_per_call_us: f64,
 }
 
-/// This process's CPU time so far, (user, system) in seconds, to the microsecond (the ticks
-/// of `/proc/self/stat` are 10 ms, too coarse for runs of a second or two).
-fn own_cpu() -> Cpu {
-    // SAFETY: getrusage writes into the struct it is given and nothing else.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Cpu {
-        user: seconds(usage.ru_utime),
-        system: seconds(usage.ru_stime),
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Cpu {
-    user: f64,
-    system: f64,
-}
-
-impl Cpu {
-    fn since(self, before: Cpu) -> Cpu {
-        Cpu {
-            user: self.user - before.user,
-            system: self.system - before.system,
-        }
-    }
-
-    fn scaled(self, by: f64) -> Cpu {
-        Cpu {
-            user: self.user * by,
-            system: self.system * by,
-        }
-    }
-
-    fn total(self) -> f64 {
-        self.user + self.system
-    }
-}
-
 /// One run's figures.
 #[derive(Debug, Clone, Copy)]
 struct Run {
     rate: f64,
     /// Per call, idle taken out, in µs.
-    per_call: Cpu,
+    per_call: Usage,
     busy_percent: f64,
     /// The probes' CPU per call, all of them together, and the bench client's, in µs.
     probes_per_call_us: f64,
@@ -186,14 +148,14 @@ async fn measure(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Me
     // Past the start-up's last echoes, then the idle cost at this size.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let window = callgrind::Window::open(&format!("growth n={n} idle"));
-    let before = own_cpu();
+    let before = Usage::own();
     let started = Instant::now();
     tokio::time::sleep(IDLE).await;
     let wall = started.elapsed().as_secs_f64();
     window.close_with(&format!("wall_s={wall:.6}"));
-    let idle = own_cpu().since(before).scaled(1.0 / wall);
+    let idle = Usage::own().since(before).scaled(1.0 / wall);
     let targets: Vec<String> = (0..n).map(|i| format!("e{i:03}")).collect();
-    let pids = Pids::of(&bench);
+    let pids = Pids::of(&bench, &targets);
     let mut runs = Vec::with_capacity(plan.runs);
     for _ in 0..plan.runs {
         if let Some(run) = spread(&bench, &targets, &pids, idle, plan).await {
@@ -260,7 +222,7 @@ async fn spread(
     bench: &BenchStack,
     targets: &[String],
     pids: &Pids,
-    idle: Cpu,
+    idle: Usage,
     plan: Plan,
 ) -> Option<Run> {
     let warmup = plan.warmup();
@@ -280,11 +242,11 @@ async fn spread(
     let calls = plan.calls + warmup;
     let window = callgrind::Window::open(&format!("growth n={} calls={calls}", targets.len()));
     let (probes_before, client_before) = (pids.probes_ns(), pids.client_ns());
-    let before = own_cpu();
+    let before = Usage::own();
     let started = Instant::now();
     let answer = bench.supervisor.router().call(GATEWAY, request).await;
     let wall = started.elapsed().as_secs_f64();
-    let cpu = own_cpu().since(before);
+    let cpu = Usage::own().since(before);
     let probes_ns = pids.probes_ns().saturating_sub(probes_before);
     let client_ns = pids.client_ns().saturating_sub(client_before);
     window.close_with(&format!("wall_s={wall:.6}"));
@@ -299,7 +261,7 @@ async fn spread(
     let rate = report["count"].as_f64()? / (report["elapsed_us"].as_f64()? / 1e6);
     let calls = calls as f64;
     let idle = idle.scaled(wall);
-    let per_call = Cpu {
+    let per_call = Usage {
         user: (cpu.user - idle.user).max(0.0),
         system: (cpu.system - idle.system).max(0.0),
     }
@@ -320,45 +282,20 @@ struct Pids {
 }
 
 impl Pids {
-    fn of(bench: &BenchStack) -> Pids {
-        let registry = crate::registry::read(bench.supervisor.registry());
-        let mut pids = Pids {
-            client: Vec::new(),
-            probes: Vec::new(),
-        };
-        for service in &registry.services {
-            let into = if service.spec.name == "client" {
-                &mut pids.client
-            } else {
-                &mut pids.probes
-            };
-            into.extend(service.instances.iter().filter_map(|i| i.pid));
+    fn of(bench: &BenchStack, targets: &[String]) -> Pids {
+        Pids {
+            client: bench.pids("client"),
+            probes: targets.iter().flat_map(|t| bench.pids(t)).collect(),
         }
-        pids
     }
 
     fn probes_ns(&self) -> u64 {
-        self.probes.iter().map(|&pid| on_cpu_ns(pid)).sum()
+        processes_ns(&self.probes)
     }
 
     fn client_ns(&self) -> u64 {
-        self.client.iter().map(|&pid| on_cpu_ns(pid)).sum()
+        processes_ns(&self.client)
     }
-}
-
-/// A process's time on a CPU so far, all its threads, in ns (`/proc/PID/task/*/schedstat`,
-/// exact, where `/proc/PID/stat` counts 10 ms ticks); 0 for what cannot be read.
-fn on_cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum()
 }
 
 fn figures(measured: &[Measured], plan: Plan) -> Vec<Figure> {

@@ -240,6 +240,7 @@ fn bare_blocking(url: &str, in_flight: usize, count: usize) -> Option<routing::R
             rate: latencies.len() as f64 / elapsed,
             p50_us: super::percentile(&latencies, 0.50),
             p99_us: super::percentile(&latencies, 0.99),
+            ..routing::Routed::MISSING
         })
     });
     let _ = responder.join();

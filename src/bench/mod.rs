@@ -11,6 +11,7 @@ pub mod attach;
 mod backlog;
 mod callgrind;
 pub mod check;
+mod cpu;
 mod fanout;
 pub mod gateway;
 mod growth;
@@ -20,7 +21,7 @@ mod noisy;
 pub mod pipes;
 pub mod routing;
 mod scale;
-mod spread_hub;
+pub mod spread_hub;
 
 use std::{
     path::PathBuf,
@@ -207,6 +208,17 @@ impl BenchStack {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         false
+    }
+
+    /// The pids of `service`'s running instances.
+    pub fn pids(&self, service: &str) -> Vec<u32> {
+        let registry = crate::registry::read(self.supervisor.registry());
+        registry
+            .services
+            .iter()
+            .filter(|s| s.spec.name == service)
+            .flat_map(|s| s.instances.iter().filter_map(|i| i.pid))
+            .collect()
     }
 
     /// Stops everything and removes the directory; returns when the supervisor had ended.

@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::cpu::Usage;
+
 /// Size of every frame in these baselines.
 pub const FRAME: usize = 64;
 
@@ -179,6 +181,9 @@ pub struct HubRun {
     pub rate: f64,
     /// Median round trip; measured only with one frame in flight.
     pub p50: Option<Duration>,
+    /// CPU per round trip of the hub's threads and both peers together, warm-up included, in
+    /// µs.
+    pub cpu_us: f64,
 }
 
 /// Requests per second through a bare hub of two copying threads, `window` in flight, over
@@ -200,6 +205,7 @@ pub fn batched_hub(
                         break;
                     }
                 }
+                Usage::thread().total()
             })
         };
         Ok(vec![
@@ -240,8 +246,9 @@ fn through_hub(
     window: usize,
     count: usize,
     warmup: usize,
-    hub: impl FnOnce(HubPipes) -> std::io::Result<Vec<std::thread::JoinHandle<()>>>,
+    hub: impl FnOnce(HubPipes) -> std::io::Result<Vec<std::thread::JoinHandle<f64>>>,
 ) -> std::io::Result<HubRun> {
+    let children_before = Usage::reaped_children();
     let mut peers = Peers {
         a: peer(
             exe,
@@ -274,10 +281,15 @@ fn through_hub(
     let _ = peers.a.wait();
     // B's end: its stdin closes when the hub's threads end, which they do once A is gone.
     drop(peers);
-    for thread in threads {
-        let _ = thread.join();
-    }
-    client_report(&report, count, window == 1)
+    // Each hub thread's CPU over its whole life, which is this run.
+    let hub_seconds: f64 = threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap_or(f64::NAN))
+        .sum();
+    let peers_seconds = Usage::reaped_children().since(children_before).total();
+    let mut run = client_report(&report, count, window == 1)?;
+    run.cpu_us = (hub_seconds + peers_seconds) * 1e6 / (count + warmup) as f64;
+    Ok(run)
 }
 
 /// Reads the client's `elapsed_ns N p50_ns M`.
@@ -293,6 +305,7 @@ fn client_report(report: &str, count: usize, timed: bool) -> std::io::Result<Hub
     Ok(HubRun {
         rate: count as f64 / (elapsed as f64 / 1e9),
         p50: timed.then(|| Duration::from_nanos(p50)),
+        cpu_us: f64::NAN,
     })
 }
 
@@ -313,6 +326,7 @@ pub fn polling_hub(exe: &std::path::Path, count: usize, warmup: usize) -> std::i
             {
                 std::hint::spin_loop();
             }
+            Usage::thread().total()
         })])
     })
 }

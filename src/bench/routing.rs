@@ -9,7 +9,11 @@ use std::{path::Path, time::Duration};
 
 use switchboard_protocol::{Body, Envelope, Kind, Status};
 
-use super::{BenchStack, Figure, percentile, pipes};
+use super::{
+    BenchStack, Figure,
+    cpu::{Usage, processes_ns},
+    percentile, pipes,
+};
 use crate::{router::GATEWAY, supervisor::SupervisorOptions};
 
 const PYTHON_BASELINE: &str = include_str!("../../scripts/mp_queue_baseline.py");
@@ -38,15 +42,28 @@ pub(super) struct Routed {
     pub rate: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// CPU per request, warm-up included, in µs: the console (this process), the caller and
+    /// the callee. NaN where not measured (the Python baseline).
+    pub console_us: f64,
+    pub caller_us: f64,
+    pub callee_us: f64,
 }
 
 impl Routed {
     /// A measurement that could not be made.
-    const MISSING: Routed = Routed {
+    pub(super) const MISSING: Routed = Routed {
         rate: f64::NAN,
         p50_us: f64::NAN,
         p99_us: f64::NAN,
+        console_us: f64::NAN,
+        caller_us: f64::NAN,
+        callee_us: f64::NAN,
     };
+
+    /// The three processes' CPU per request together.
+    fn cpu_us(&self) -> f64 {
+        self.console_us + self.caller_us + self.callee_us
+    }
 }
 
 /// One round of every measurement; NaN where one could not be made.
@@ -57,6 +74,8 @@ struct Round {
     /// The ping-pong with its ends pinned to two CPUs; NaN where only one may be used.
     across_p50: f64,
     hub_rate: f64,
+    /// The bare hub's CPU per request at 64 in flight: its threads and both peers.
+    hub_cpu_us: f64,
     hub_p50: f64,
     polling_p50: f64,
     one: Routed,
@@ -162,11 +181,11 @@ async fn round(options: &SupervisorOptions, scale: usize) -> Round {
         let times: Vec<f64> = times.into_iter().map(us).collect();
         percentile(&times, 0.5)
     });
-    let hub_rate = baseline(exe, move |exe| {
+    let (hub_rate, hub_cpu_us) = baseline(exe, move |exe| {
         pipes::batched_hub(exe, 64, 50_000 * scale, warmup(50_000 * scale))
     })
     .await
-    .map_or(f64::NAN, |hub| hub.rate);
+    .map_or((f64::NAN, f64::NAN), |hub| (hub.rate, hub.cpu_us));
     let p50 = |hub: Option<pipes::HubRun>| hub.and_then(|hub| hub.p50).map_or(f64::NAN, us);
     // The same hub with one frame in flight: four wakeups where the ping-pong has two.
     let hub_p50 = p50(baseline(exe, move |exe| {
@@ -199,6 +218,7 @@ async fn round(options: &SupervisorOptions, scale: usize) -> Round {
         ping_p99,
         across_p50,
         hub_rate,
+        hub_cpu_us,
         hub_p50,
         polling_p50,
         one,
@@ -316,6 +336,28 @@ fn routed_figures(rounds: &[Round]) -> Vec<Figure> {
             "µs",
             "",
         ),
+        figure(
+            "  CPU per request, routed, 64 in flight",
+            over(rounds, |r| r.many.cpu_us()),
+            "µs",
+            format!(
+                "console {:.2}, caller {:.2}, callee {:.2}: {:.2} cores busy (polling included)",
+                over(rounds, |r| r.many.console_us),
+                over(rounds, |r| r.many.caller_us),
+                over(rounds, |r| r.many.callee_us),
+                over(rounds, |r| r.many.cpu_us() * r.many.rate / 1e6),
+            ),
+        ),
+        figure(
+            "  CPU per request, bare hub, 64 in flight",
+            over(rounds, |r| r.hub_cpu_us),
+            "µs",
+            format!(
+                "its threads and both peers: {:.2} cores busy; its rate is set by how much \
+                 each wake-up batches, not by the CPU",
+                over(rounds, |r| r.hub_cpu_us * r.hub_rate / 1e6),
+            ),
+        ),
     ]
 }
 
@@ -362,17 +404,27 @@ pub(super) async fn routed(stack: &BenchStack, in_flight: usize, count: usize) -
         body: Body::Json(serde_json::to_vec(&run).unwrap_or_default().into()),
         ..Envelope::default()
     };
+    let (caller, callee) = (stack.pids("client"), stack.pids("echo"));
+    let (caller_before, callee_before) = (processes_ns(&caller), processes_ns(&callee));
+    let console_before = Usage::own();
     let answer = stack.supervisor.router().call(GATEWAY, request).await;
+    let console = Usage::own().since(console_before).total();
+    let caller_ns = processes_ns(&caller).saturating_sub(caller_before);
+    let callee_ns = processes_ns(&callee).saturating_sub(callee_before);
     let (Kind::Response(Status::Ok), Body::Json(json)) = (&answer.kind, &answer.body) else {
         tracing::warn!(?answer, "bench client failed");
         return None;
     };
     let report = serde_json::from_slice::<serde_json::Value>(json).ok()?;
     let elapsed = report["elapsed_us"].as_f64()? / 1e6;
+    let requests = (count + warmup(count)) as f64;
     Some(Routed {
         rate: report["count"].as_f64()? / elapsed,
         p50_us: report["p50_us"].as_f64()?,
         p99_us: report["p99_us"].as_f64()?,
+        console_us: console * 1e6 / requests,
+        caller_us: caller_ns as f64 / 1e3 / requests,
+        callee_us: callee_ns as f64 / 1e3 / requests,
     })
 }
 
@@ -396,6 +448,7 @@ async fn python_baseline(in_flight: usize, count: usize) -> Option<Routed> {
         rate: report["rate"].as_f64()?,
         p50_us: report["p50_us"].as_f64()?,
         p99_us: report["p99_us"].as_f64()?,
+        ..Routed::MISSING
     })
 }
 

@@ -27,7 +27,7 @@ use rustix::{
     fs::{OFlags, fcntl_getfl, fcntl_setfl},
 };
 
-use super::pipes::FRAME;
+use super::{cpu::Usage, pipes::FRAME};
 
 /// What one run through the spread hub measured.
 #[derive(Debug, Clone, Copy)]
@@ -104,15 +104,14 @@ pub fn run(
     }
     let (inputs, outputs): (Vec<ChildStdin>, Vec<ChildStdout>) = ends.into_iter().unzip();
     let hub = std::thread::spawn(move || {
-        let before = thread_cpu();
+        let before = Usage::thread();
         let relayed = relay(inputs, outputs);
-        let after = thread_cpu();
-        relayed.map(|()| (after.0 - before.0, after.1 - before.1))
+        relayed.map(|()| Usage::thread().since(before))
     });
     let mut report = String::new();
     client_err.read_to_string(&mut report)?;
     let _ = peers.0[0].wait();
-    let (user, system) = hub
+    let used = hub
         .join()
         .map_err(|_| std::io::Error::other("the spread hub panicked"))??;
     drop(peers);
@@ -126,8 +125,8 @@ pub fn run(
     let messages = (count + warmup) as f64;
     Ok(SpreadRun {
         rate: count as f64 / (elapsed_ns / 1e9),
-        user_us: user * 1e6 / messages,
-        system_us: system * 1e6 / messages,
+        user_us: used.user * 1e6 / messages,
+        system_us: used.system * 1e6 / messages,
     })
 }
 
@@ -189,16 +188,4 @@ fn relay(mut inputs: Vec<ChildStdin>, mut outputs: Vec<ChildStdout>) -> std::io:
             back.clear();
         }
     }
-}
-
-/// The calling thread's CPU time so far, (user, system) in seconds.
-fn thread_cpu() -> (f64, f64) {
-    // SAFETY: getrusage writes into the struct it is given and nothing else.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
-        usage
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (seconds(usage.ru_utime), seconds(usage.ru_stime))
 }
