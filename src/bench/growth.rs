@@ -14,6 +14,13 @@
 //! and grows as messages come further apart. Run with `SWITCHBOARD_BUSY_POLL=0` to take the
 //! polling out.
 //!
+//! The first of those is what any hub pays, so at each N the same traffic also goes through
+//! a bare hub over N echo processes ([`spread_hub`]), and the figure the target is about is
+//! the console's CPU per call divided by the bare hub's, at 500 services against 1: about 1
+//! (or less) when nothing on the console's path grows with the services. The probes' and the
+//! bench client's CPU per call are given too: at hundreds of services they, woken once per
+//! call, set the rate.
+//!
 //! CPU time on a shared machine is noisy, and it cannot tell more work from the same work
 //! with more cache misses. Under `valgrind --tool=callgrind` each size's idle period and each
 //! run is also a window of its own ([`super::callgrind`]), so the instructions per call can
