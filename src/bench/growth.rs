@@ -205,10 +205,11 @@ async fn bare(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Bare>
         let run = tokio::task::spawn_blocking(move || {
             spread_hub::run(&exe, n, IN_FLIGHT, plan.calls, plan.warmup())
         })
-        .await;
+        .await
+        .map_err(|err| err.to_string())
+        .and_then(|run| run.map_err(|err| err.to_string()));
         match run {
-            Ok(Ok(run)) => runs.push(run),
-            Ok(Err(err)) => eprintln!("bench: growth: bare hub over {n} echoes: {err}"),
+            Ok(run) => runs.push(run),
             Err(err) => eprintln!("bench: growth: bare hub over {n} echoes: {err}"),
         }
     }

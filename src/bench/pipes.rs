@@ -111,7 +111,8 @@ fn peer_command(exe: &std::path::Path, args: &[&str]) -> Command {
     command
 }
 
-fn peer(exe: &std::path::Path, args: &[&str]) -> std::io::Result<Child> {
+/// Starts `switchboard bench-peer ARGS…` with its three standard streams piped.
+pub(super) fn peer(exe: &std::path::Path, args: &[&str]) -> std::io::Result<Child> {
     peer_command(exe, args).spawn()
 }
 

@@ -18,7 +18,7 @@ use std::{
     io::{Read, Write},
     os::fd::AsFd,
     path::Path,
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdin, ChildStdout},
 };
 
 use rustix::{
@@ -27,7 +27,10 @@ use rustix::{
     fs::{OFlags, fcntl_getfl, fcntl_setfl},
 };
 
-use super::{cpu::Usage, pipes::FRAME};
+use super::{
+    cpu::Usage,
+    pipes::{FRAME, peer},
+};
 
 /// What one run through the spread hub measured.
 #[derive(Debug, Clone, Copy)]
@@ -50,16 +53,6 @@ impl Drop for Peers {
             let _ = child.wait();
         }
     }
-}
-
-fn peer(exe: &Path, args: &[&str]) -> std::io::Result<Child> {
-    Command::new(exe)
-        .arg("bench-peer")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
 }
 
 /// `count` round trips (after `warmup` more) from one client keeping `window` frames in flight,
