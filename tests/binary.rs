@@ -267,25 +267,39 @@ fn the_hubs_measure_their_median_round_trip_with_one_in_flight() {
 /// The growth bench's bare hub deals one client's frames out over several echo processes and
 /// passes their answers back: every round trip comes back (a frame dealt to no echo, or cut at
 /// the wrong byte, would leave the client waiting), with more echoes than frames in flight
-/// and fewer, and its CPU per round trip is measured.
+/// and fewer, through blocking echoes and through ones on a tokio runtime, and its CPU per
+/// round trip is measured.
 #[test]
 fn the_spread_hub_deals_frames_over_the_echoes_and_back() {
     use switchboard::bench::spread_hub;
-    for (echoes, in_flight) in [(1, 4), (7, 5), (3, 64)] {
+    for (echo, echoes, in_flight) in [
+        ("echo", 1, 4),
+        ("echo", 7, 5),
+        ("echo", 3, 64),
+        ("tokio-echo", 5, 8),
+    ] {
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let exe = std::path::Path::new(SWITCHBOARD);
-            let _ = done.send(spread_hub::run(exe, echoes, in_flight, 3000, 300));
+            let _ = done.send(spread_hub::run(exe, echo, echoes, in_flight, 3000, 300));
         });
         let run = finished
             .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("{echoes} echoes, {in_flight} in flight: round trips lost"))
+            .unwrap_or_else(|_| {
+                panic!("{echoes} of {echo}, {in_flight} in flight: round trips lost")
+            })
             .unwrap();
         let cpu = run.user_us + run.system_us;
         assert!(run.rate > 0.0, "{echoes} echoes: rate {}", run.rate);
         assert!(
             cpu > 0.0 && cpu < 1e6,
             "{echoes} echoes: {cpu} µs a round trip"
+        );
+        // The echoes are measured from their first frame, not their start-up.
+        assert!(
+            run.echoes_us > 0.0 && run.echoes_us < 1e6,
+            "{echoes} of {echo}: {} µs a round trip",
+            run.echoes_us
         );
     }
 }

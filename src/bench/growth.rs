@@ -75,6 +75,8 @@ struct Bare {
     cpu_per_call_us: f64,
     user_per_call_us: f64,
     system_per_call_us: f64,
+    /// Its echo processes' CPU per call, all together: what the probes' is held against.
+    echoes_per_call_us: f64,
 }
 
 /// One run's figures.
@@ -94,6 +96,9 @@ struct Run {
 struct Plan {
     calls: usize,
     runs: usize,
+    /// The bare hub's echo processes: `bench-peer echo` (blocking reads), or `tokio-echo` in
+    /// `SWITCHBOARD_GROWTH_ECHO`.
+    echo: &'static str,
 }
 
 impl Plan {
@@ -109,6 +114,10 @@ impl Plan {
         Plan {
             calls: var("SWITCHBOARD_GROWTH_CALLS", CALLS),
             runs: var("SWITCHBOARD_GROWTH_RUNS", RUNS),
+            echo: match std::env::var("SWITCHBOARD_GROWTH_ECHO").as_deref() {
+                Ok("tokio-echo") => "tokio-echo",
+                _ => "echo",
+            },
         }
     }
 
@@ -203,7 +212,7 @@ async fn bare(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Bare>
     for _ in 0..plan.runs {
         let exe = exe.clone();
         let run = tokio::task::spawn_blocking(move || {
-            spread_hub::run(&exe, n, IN_FLIGHT, plan.calls, plan.warmup())
+            spread_hub::run(&exe, plan.echo, n, IN_FLIGHT, plan.calls, plan.warmup())
         })
         .await
         .map_err(|err| err.to_string())
@@ -221,6 +230,7 @@ async fn bare(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Bare>
         cpu_per_call_us: median(runs.iter().map(|r| r.user_us + r.system_us)),
         user_per_call_us: median(runs.iter().map(|r| r.user_us)),
         system_per_call_us: median(runs.iter().map(|r| r.system_us)),
+        echoes_per_call_us: median(runs.iter().map(|r| r.echoes_us)),
     })
 }
 
@@ -367,7 +377,7 @@ fn figures(measured: &[Measured], plan: Plan) -> Vec<Figure> {
         });
         if let Some(bare) = m.bare {
             figures.push(Figure {
-                name: format!("  bare hub over {} echo processes", m.n),
+                name: format!("  bare hub over {} {} processes", m.n, plan.echo),
                 value: bare.rate,
                 unit: "calls/s".into(),
                 detail: "the same traffic through one epoll thread, nothing of Switchboard".into(),
@@ -384,6 +394,16 @@ fn figures(measured: &[Measured], plan: Plan) -> Vec<Figure> {
                         "; {:.2}× that at 1 echo",
                         bare.cpu_per_call_us / b.cpu_per_call_us
                     ))
+                ),
+            });
+            figures.push(Figure {
+                name: format!("    its {} processes' CPU per call", plan.echo),
+                value: bare.echoes_per_call_us,
+                unit: "µs".into(),
+                detail: format!(
+                    "all {} together; the probes' ÷ theirs: {:.2}×",
+                    m.n,
+                    m.probes_per_call_us / bare.echoes_per_call_us
                 ),
             });
             figures.push(Figure {

@@ -37,6 +37,29 @@ pub fn echo() -> std::io::Result<()> {
     }
 }
 
+/// `bench-peer tokio-echo`: the same on a current-thread tokio runtime, reading and writing
+/// the pipes through its reactor as the SDK does: what an async runtime alone adds to a
+/// process woken for each message (the growth bench's `SWITCHBOARD_GROWTH_ECHO`).
+pub fn tokio_echo() -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (input, output) = stdio_files()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut input = tokio::net::unix::pipe::Receiver::from_file(input)?;
+        let mut output = tokio::net::unix::pipe::Sender::from_file(output)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = input.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            output.write_all(&buf[..n]).await?;
+        }
+    })
+}
+
 /// `bench-peer client WINDOW COUNT WARMUP`: keeps WINDOW frames outstanding until WARMUP and
 /// then COUNT more came back, then prints `elapsed_ns N p50_ns M` on stderr for the COUNT (the
 /// warm-up, at the same load, is not timed). With one frame in flight each round trip is timed

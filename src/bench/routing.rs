@@ -456,6 +456,7 @@ async fn python_baseline(in_flight: usize, count: usize) -> Option<Routed> {
 pub fn peer(args: &[String]) -> std::io::Result<()> {
     match args {
         [kind] if kind == "echo" => pipes::echo(),
+        [kind] if kind == "tokio-echo" => pipes::tokio_echo(),
         [kind, window, count, warmup] if kind == "client" => {
             let parse = |s: &String| {
                 s.parse::<usize>()
@@ -464,7 +465,7 @@ pub fn peer(args: &[String]) -> std::io::Result<()> {
             pipes::client(parse(window)?, parse(count)?, parse(warmup)?)
         }
         _ => Err(std::io::Error::other(
-            "usage: bench-peer echo | client WINDOW COUNT WARMUP",
+            "usage: bench-peer echo | tokio-echo | client WINDOW COUNT WARMUP",
         )),
     }
 }

@@ -28,7 +28,7 @@ use rustix::{
 };
 
 use super::{
-    cpu::Usage,
+    cpu::{Usage, processes_ns},
     pipes::{FRAME, peer},
 };
 
@@ -41,6 +41,8 @@ pub struct SpreadRun {
     /// the kernel for it.
     pub user_us: f64,
     pub system_us: f64,
+    /// The echo processes' CPU per round trip, all together, in µs.
+    pub echoes_us: f64,
 }
 
 /// The client and the echoes, killed and reaped however the run ends.
@@ -56,15 +58,35 @@ impl Drop for Peers {
 }
 
 /// `count` round trips (after `warmup` more) from one client keeping `window` frames in flight,
-/// through a hub that deals them out over `echoes` echo processes.
+/// through a hub that deals them out over `echoes` processes of `bench-peer ECHO` (`echo`, or
+/// `tokio-echo`).
 pub fn run(
     exe: &Path,
+    echo: &str,
     echoes: usize,
     window: usize,
     count: usize,
     warmup: usize,
 ) -> std::io::Result<SpreadRun> {
     let echoes = echoes.max(1);
+    let mut peers = Peers(Vec::with_capacity(echoes + 1));
+    let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
+    // The echoes first, each answering one frame before anything is measured: a process
+    // still starting (exec, loading, its runtime) would count its start-up as the run's work.
+    for _ in 0..echoes {
+        let mut child = peer(exe, &[echo])?;
+        let (Some(mut input), Some(mut output)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(std::io::Error::other("no pipes"));
+        };
+        // Echoes say nothing; their stderr is not needed.
+        drop(child.stderr.take());
+        peers.0.push(child);
+        input.write_all(&[0u8; FRAME])?;
+        output.read_exact(&mut [0u8; FRAME])?;
+        inputs.push(input);
+        outputs.push(output);
+    }
+    let echo_pids: Vec<u32> = peers.0.iter().map(Child::id).collect();
     let client_args = [
         "client".to_string(),
         window.to_string(),
@@ -72,39 +94,34 @@ pub fn run(
         warmup.to_string(),
     ];
     let client_args: Vec<&str> = client_args.iter().map(String::as_str).collect();
-    let mut peers = Peers(vec![peer(exe, &client_args)?]);
-    for _ in 0..echoes {
-        peers.0.push(peer(exe, &["echo"])?);
-    }
-    let mut ends = Vec::with_capacity(peers.0.len());
-    for child in &mut peers.0 {
-        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(std::io::Error::other("no pipes"));
-        };
+    let mut client = peer(exe, &client_args)?;
+    let (Some(input), Some(output), Some(mut client_err)) = (
+        client.stdin.take(),
+        client.stdout.take(),
+        client.stderr.take(),
+    ) else {
+        return Err(std::io::Error::other("no pipes"));
+    };
+    peers.0.push(client);
+    // The client is index 0 of what the hub relays.
+    inputs.insert(0, input);
+    outputs.insert(0, output);
+    for output in &outputs {
         fcntl_setfl(
             output.as_fd(),
             fcntl_getfl(output.as_fd())? | OFlags::NONBLOCK,
         )?;
-        ends.push((input, output));
     }
-    let mut client_err = peers.0[0]
-        .stderr
-        .take()
-        .ok_or_else(|| std::io::Error::other("no client stderr"))?;
-    for echo in &mut peers.0[1..] {
-        // Echoes say nothing; their stderr is not needed.
-        drop(echo.stderr.take());
-    }
-    let (inputs, outputs): (Vec<ChildStdin>, Vec<ChildStdout>) = ends.into_iter().unzip();
     let hub = std::thread::spawn(move || {
-        let before = Usage::thread();
-        let relayed = relay(inputs, outputs);
-        relayed.map(|()| Usage::thread().since(before))
+        let (before, echoes_before) = (Usage::thread(), processes_ns(&echo_pids));
+        relay(&mut inputs, &mut outputs)?;
+        // Read while the echoes still run: they end once their stdin closes, below.
+        let echoes_ns = processes_ns(&echo_pids).saturating_sub(echoes_before);
+        Ok::<_, std::io::Error>((Usage::thread().since(before), echoes_ns))
     });
     let mut report = String::new();
     client_err.read_to_string(&mut report)?;
-    let _ = peers.0[0].wait();
-    let used = hub
+    let (used, echoes_ns) = hub
         .join()
         .map_err(|_| std::io::Error::other("the spread hub panicked"))??;
     drop(peers);
@@ -120,11 +137,12 @@ pub fn run(
         rate: count as f64 / (elapsed_ns / 1e9),
         user_us: used.user * 1e6 / messages,
         system_us: used.system * 1e6 / messages,
+        echoes_us: echoes_ns as f64 / 1e3 / messages,
     })
 }
 
 /// Relays until the client closes its stdout. Index 0 is the client, the rest are echoes.
-fn relay(mut inputs: Vec<ChildStdin>, mut outputs: Vec<ChildStdout>) -> std::io::Result<()> {
+fn relay(inputs: &mut [ChildStdin], outputs: &mut [ChildStdout]) -> std::io::Result<()> {
     let poller = epoll::create(epoll::CreateFlags::CLOEXEC)?;
     for (i, output) in outputs.iter().enumerate() {
         epoll::add(
