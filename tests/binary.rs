@@ -119,10 +119,18 @@ fn a_clean_shutdown_exits_zero() {
         builtin = "probe"
         "#,
     );
-    assert_eq!(service_pids(&lines, 2).len(), 2);
+    let pids = service_pids(&lines, 2);
+    assert_eq!(pids.len(), 2);
     signal(console.id(), Signal::TERM);
     let status = console.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+    // The console exits only once every child has exited: none is left behind, not even for
+    // a moment after it.
+    let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "left running after the console exited: {left:?}"
+    );
 }
 
 #[test]
