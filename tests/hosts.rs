@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{SWITCHBOARD, nats::NatsServer, processes_under, signal, spawn_reading_lines};
+use common::{SWITCHBOARD, nats::NatsServer, processes_under, signal};
 use hyper::Method;
 use rustix::process::Signal;
 use serde_json::{Value, json};
@@ -246,18 +246,29 @@ fn agent(file: &Path, host: &str, env: &[(&'static str, String)]) -> Process {
 }
 
 fn console(dir: &Path, file: &Path, env: &[(&'static str, String)]) -> (Process, Client) {
-    let (child, lines) = spawn_reading_lines(
+    // Its stderr is kept: when it ends before it is up, the failure says why.
+    let said = dir.join("console-stderr.log");
+    let stderr = std::fs::File::create(&said).unwrap();
+    let (child, lines) = common::spawn_reading_into(
         Command::new(SWITCHBOARD)
             .args(["up", file.to_str().unwrap(), "--headless"])
             .args(["--gateway", "127.0.0.1:0"])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("SWITCHBOARD_TOKEN"),
-        |line| line.contains("gateway on http://"),
+        stderr,
+        |line| line.contains("gateway on http://").then_some(line),
     );
-    let child = Process(child);
+    let mut child = Process(child);
     let line = lines
         .recv_timeout(Duration::from_secs(30))
-        .expect("the console did not print its gateway address");
+        .unwrap_or_else(|err| {
+            let status = child.0.try_wait();
+            let said = std::fs::read_to_string(&said).unwrap_or_default();
+            panic!(
+                "the console did not print its gateway address ({err}; exit {status:?}); \
+                 it said:\n{said}"
+            )
+        });
     let address = common::gateway_address(&line).expect("an address");
     (child, common::gateway_client(dir, address))
 }

@@ -48,10 +48,20 @@ pub fn spawn_reading<T: Send + 'static>(
     command: &mut Command,
     read: impl Fn(String) -> Option<T> + Send + 'static,
 ) -> (Child, mpsc::Receiver<T>) {
+    spawn_reading_into(command, Stdio::null(), read)
+}
+
+/// [`spawn_reading`], with the child's stderr going to `stderr` (a file, for a test that says
+/// why a process ended when it fails).
+pub fn spawn_reading_into<T: Send + 'static>(
+    command: &mut Command,
+    stderr: impl Into<Stdio>,
+    read: impl Fn(String) -> Option<T> + Send + 'static,
+) -> (Child, mpsc::Receiver<T>) {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
