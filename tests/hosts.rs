@@ -1062,6 +1062,45 @@ async fn a_durable_topic_loses_nothing_across_restarts() {
     stack.stop();
 }
 
+/// A console started while the server takes connections but JetStream does not answer yet
+/// (here: a server without it, given it a moment later, as a restart or a cluster electing its
+/// leader would) waits for it and comes up, where it used to end with an error at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_waits_for_jetstream_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start(dir.path(), Some("# no JetStream yet\n"));
+    let file = dir.path().join("stack.toml");
+    std::fs::write(&file, durable_stack(&format!("url = \"{}\"\n", nats.url()))).unwrap();
+    let config = format!(
+        "jetstream {{\n  store_dir: \"{}\"\n}}\n",
+        dir.path().join("jetstream").display()
+    );
+    let conf = dir.path().join("nats.conf");
+    // JetStream arrives two seconds after the console started: the server restarts with it,
+    // on the same port.
+    let enable = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        std::fs::write(&conf, config).unwrap();
+        nats.restart();
+        nats
+    });
+    let started = Instant::now();
+    let (console, client) = console(dir.path(), &file, &[]);
+    let _nats = enable.join().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "up before JetStream was there"
+    );
+    let said = std::fs::read_to_string(dir.path().join("console-stderr.log")).unwrap_or_default();
+    assert!(said.contains("trying again"), "it said: {said}");
+    // Up for good: its admin API answers, and the durable topic's stream is there.
+    let view: Result<ConsoleView, _> = client
+        .json(Method::GET, "/admin/services", None::<&()>)
+        .await;
+    assert!(view.is_ok(), "{view:?}");
+    drop(console);
+}
+
 /// A host that misbehaves on NATS (garbage on its subjects, a status speaking for another
 /// host's service, a replica number no service can have, a frame from an instance never
 /// adopted) changes nothing: the console stays up and shows what the real agents say.

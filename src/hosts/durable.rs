@@ -43,6 +43,12 @@ use crate::{
 pub const PUBLISH_QUEUE: usize = 8192;
 /// How long a message waits before it is delivered again when no replica can take it now.
 const NO_REPLICA_DELAY: Duration = Duration::from_secs(1);
+/// How long the console keeps trying to set up the stream at start before it gives up with an
+/// error: JetStream can be briefly unavailable while it starts, or while a cluster elects its
+/// leader, though the server already takes connections.
+const SET_UP_FOR: Duration = Duration::from_secs(15);
+/// The pause between two tries.
+const SET_UP_PAUSE: Duration = Duration::from_millis(500);
 /// How often new subscribers are looked for (a consumer is made for each).
 const LOOK_EVERY: Duration = Duration::from_millis(500);
 
@@ -154,9 +160,7 @@ pub async fn start(
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
     };
-    js.create_or_update_stream(config)
-        .await
-        .map_err(|err| DurableError(err.to_string()))?;
+    set_up_stream(&js, config).await?;
     let (publish, queued) = mpsc::channel(PUBLISH_QUEUE);
     let deliveries = Arc::new(Deliveries::default());
     supervisor.router().set_durable(Arc::new(Store {
@@ -178,6 +182,39 @@ pub async fn start(
         tokio::spawn(store(js, names, queued)),
         tokio::spawn(subscribers.run()),
     ])
+}
+
+/// Creates the stack's stream, or brings its settings up to date, trying again for
+/// [`SET_UP_FOR`] while JetStream does not answer or refuses.
+async fn set_up_stream(
+    js: &jetstream::Context,
+    config: jetstream::stream::Config,
+) -> Result<(), DurableError> {
+    let started = std::time::Instant::now();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let err = match js.create_or_update_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        if started.elapsed() + SET_UP_PAUSE >= SET_UP_FOR {
+            let tries = match tries {
+                1 => "once".to_string(),
+                n => format!("{n} times"),
+            };
+            return Err(DurableError(format!(
+                "{err} (tried {tries} over {:.1} s)",
+                started.elapsed().as_secs_f64()
+            )));
+        }
+        // The first failure and then one in ten: the operator sees why the start waits
+        // without a line every half second.
+        if tries % 10 == 1 {
+            tracing::warn!(cause = %err, tries, "JetStream cannot set up the durable topics' stream yet; trying again");
+        }
+        tokio::time::sleep(SET_UP_PAUSE).await;
+    }
 }
 
 /// Publishes the queued events to the stream, in order; the server's acknowledgements are
