@@ -29,6 +29,7 @@ use super::{
     BenchStack, Figure,
     cpu::{Usage, processes_ns},
     http_load::{Load, MEASURE, Shot, WARMUP, once, send_load},
+    median,
 };
 use crate::{gateway::Gateway, supervisor::SupervisorOptions};
 
@@ -202,11 +203,7 @@ async fn get_against_bare(
         }
     }
     bare_stop.cancel();
-    let cost = |loads: &[Costed], pick: fn(&Costed) -> f64| {
-        let mut values: Vec<f64> = loads.iter().map(pick).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-    };
+    let cost = |loads: &[Costed], pick: fn(&Costed) -> f64| median(loads.iter().map(pick));
     let cpu = [
         cost(&throughs, |c| c.thread_us),
         cost(&throughs, |c| c.service_us),

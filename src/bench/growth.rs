@@ -34,7 +34,7 @@ use switchboard_protocol::{Body, Envelope, Kind, Status};
 use super::{
     BenchStack, Figure, callgrind,
     cpu::{Usage, processes_ns},
-    spread_hub,
+    median, spread_hub,
 };
 use crate::{router::GATEWAY, supervisor::SupervisorOptions};
 
@@ -196,12 +196,6 @@ async fn measure(options: &SupervisorOptions, n: usize, plan: Plan) -> Option<Me
         client_per_call_us: median(|r| r.client_per_call_us),
         bare,
     })
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.collect();
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The same traffic through the bare spread hub and `n` echo processes, as many runs as the

@@ -80,11 +80,7 @@ pub(super) struct Load {
 impl Load {
     /// Each figure's median over the rounds (errors summed).
     pub(super) fn median(loads: Vec<Load>) -> Load {
-        let middle = |pick: fn(&Load) -> f64| {
-            let mut values: Vec<f64> = loads.iter().map(pick).collect();
-            values.sort_by(f64::total_cmp);
-            values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-        };
+        let middle = |pick: fn(&Load) -> f64| super::median(loads.iter().map(pick));
         Load {
             rate: middle(|l| l.rate),
             p50_us: middle(|l| l.p50_us),

@@ -29,7 +29,7 @@ use super::{
     BenchStack, Figure,
     gateway::LoadClient,
     http_load::{self, Shot},
-    named_threads_cpu_seconds, own_cpu_seconds, routing,
+    median, named_threads_cpu_seconds, own_cpu_seconds, routing,
 };
 use crate::{
     gateway::Gateway, registry, supervisor::SupervisorOptions, supervisor::spawn::signal_group,
@@ -236,12 +236,6 @@ async fn floods(stack: &BenchStack, on: bool) -> Result<(), String> {
         tokio::time::sleep(SETTLE).await;
     }
     Ok(())
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.retain(|v| !v.is_nan());
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Each pair's noisy ÷ quiet, their median, and their spread (lowest and highest).

@@ -317,7 +317,7 @@ fn through_hub(
 }
 
 /// Reads the client's `elapsed_ns N p50_ns M`.
-fn client_report(report: &str, count: usize, timed: bool) -> std::io::Result<HubRun> {
+pub(super) fn client_report(report: &str, count: usize, timed: bool) -> std::io::Result<HubRun> {
     let field = |name: &str| -> Option<u64> {
         let mut words = report.split_whitespace();
         words.find(|w| *w == name)?;

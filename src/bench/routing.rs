@@ -12,7 +12,7 @@ use switchboard_protocol::{Body, Envelope, Kind, Status};
 use super::{
     BenchStack, Figure,
     cpu::{Usage, processes_ns},
-    percentile, pipes,
+    median, percentile, pipes,
 };
 use crate::{router::GATEWAY, supervisor::SupervisorOptions};
 
@@ -93,15 +93,9 @@ fn figure(name: &str, value: f64, unit: &str, detail: impl Into<String>) -> Figu
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.retain(|v| !v.is_nan());
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// The median over the rounds of `pick`.
 fn over(rounds: &[Round], pick: impl Fn(&Round) -> f64) -> f64 {
-    median(rounds.iter().map(pick).collect())
+    median(rounds.iter().map(pick))
 }
 
 /// "median (each round's)" for a ratio, to two places.

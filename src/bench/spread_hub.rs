@@ -29,7 +29,7 @@ use rustix::{
 
 use super::{
     cpu::{Usage, processes_ns},
-    pipes::{FRAME, peer},
+    pipes::{FRAME, client_report, peer},
 };
 
 /// What one run through the spread hub measured.
@@ -125,16 +125,10 @@ pub fn run(
         .join()
         .map_err(|_| std::io::Error::other("the spread hub panicked"))??;
     drop(peers);
-    let field = |name: &str| -> Option<f64> {
-        let mut words = report.split_whitespace();
-        words.find(|w| *w == name)?;
-        words.next()?.parse().ok()
-    };
-    let elapsed_ns = field("elapsed_ns")
-        .ok_or_else(|| std::io::Error::other(format!("client said: {report}")))?;
+    let rate = client_report(&report, count, false)?.rate;
     let messages = (count + warmup) as f64;
     Ok(SpreadRun {
-        rate: count as f64 / (elapsed_ns / 1e9),
+        rate,
         user_us: used.user * 1e6 / messages,
         system_us: used.system * 1e6 / messages,
         echoes_us: echoes_ns as f64 / 1e3 / messages,
